@@ -1,0 +1,43 @@
+# ca-server: `make run` and `make test` each set up what they need on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# Debian packages the tests use: the openssl CLI (verify, ocsp, crl) and chromium (browser tests).
+TEST_DEBS := openssl chromium
+
+.PHONY: run test bench lint system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+## run: install, create the CA in instance/ if absent, serve on http://127.0.0.1:5000
+run: $(VENV)/.installed
+	$(BIN)/ca-server init --if-absent
+	$(BIN)/ca-server serve
+
+## test: install with test extras and the Debian packages the tests use, run pytest
+test: $(VENV)/.installed-test system-deps
+	$(BIN)/python -m pytest
+
+## bench: the benchmark (not part of test); writes benchmarks/latest.json
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m benchmarks.run
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check ca_server tests
+
+system-deps:
+	@sh scripts/ensure-debian-packages.sh $(TEST_DEBS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

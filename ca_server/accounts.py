@@ -1,0 +1,160 @@
+"""Users (password sign-in) and API tokens, each with the domains it may request names under.
+
+Passwords are hashed with Argon2id (argon2-cffi). Tokens are 256-bit random values, so a
+SHA-256 lookup is safe and costs microseconds; a slow KDF there would cap API throughput."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from .clock import from_text, to_text
+from .errors import BadRequestError, ConflictError, NotFoundError
+from .issuance import Requester
+from .pki.names import dns_name_problem
+from .store import NameTakenError, Store
+
+TOKEN_PREFIX = "cas_"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_hasher = PasswordHasher()
+# Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("not a password of anyone")
+TOKEN_TOUCH_INTERVAL = dt.timedelta(minutes=1)
+MIN_PASSWORD = 8
+
+
+def check_name(name: str, what: str) -> str:
+    if not _NAME.match(name or ""):
+        raise BadRequestError(
+            f"{what} name {name!r} is not usable: use 1-64 letters, digits, dots, hyphens, underscores or @."
+        )
+    return name
+
+
+def check_domains(domains: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    out = []
+    for d in domains:
+        d = d.strip().lower().rstrip(".")
+        problem = dns_name_problem(d)
+        if problem or d.startswith("*."):
+            raise BadRequestError(f"{d!r} is not a domain: {problem or 'give the domain without *.'}")
+        out.append(d)
+    return tuple(dict.fromkeys(out))
+
+
+def add_user(
+    store: Store,
+    name: str,
+    password: str,
+    *,
+    is_admin: bool,
+    domains: tuple[str, ...],
+    allow_ip: bool | None,
+    email: str | None,
+    now: dt.datetime,
+    actor: str = "cli:local",
+) -> None:
+    check_name(name, "User")
+    if len(password) < MIN_PASSWORD:
+        raise BadRequestError(f"The password must be at least {MIN_PASSWORD} characters.")
+    row = {
+        "name": name,
+        "password_hash": _hasher.hash(password),
+        "is_admin": int(is_admin),
+        "domains": check_domains(domains),
+        "allow_ip": int(is_admin if allow_ip is None else allow_ip),
+        "email": email,
+        "created_at": to_text(now),
+    }
+    audit = {"at": now, "action": "user_add", "actor": actor, "detail": {"user": name, "admin": is_admin}}
+    try:
+        store.insert_user(row, audit=audit)
+    except NameTakenError:
+        raise ConflictError(f"A user named {name!r} already exists.") from None
+
+
+def authenticate_user(store: Store, name: str, password: str) -> Requester | None:
+    row = store.get_user(name) if name else None
+    try:
+        _hasher.verify(row["password_hash"] if row else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None:
+        return None
+    if _hasher.check_needs_rehash(row["password_hash"]):
+        store.set_user_password(name, _hasher.hash(password))
+    return user_requester(row)
+
+
+def user_requester(row: dict) -> Requester:
+    return Requester(
+        name=row["name"],
+        kind="user",
+        is_admin=row["is_admin"],
+        domains=row["domains"],
+        allow_ip=row["allow_ip"],
+        email=row.get("email"),
+    )
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def create_token(
+    store: Store,
+    name: str,
+    *,
+    is_admin: bool,
+    domains: tuple[str, ...],
+    allow_ip: bool | None,
+    now: dt.datetime,
+    actor: str = "cli:local",
+) -> str:
+    """A new token, returned once; only its SHA-256 is stored."""
+    check_name(name, "Token")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = {
+        "name": name,
+        "token_sha256": token_hash(token),
+        "is_admin": int(is_admin),
+        "domains": check_domains(domains),
+        "allow_ip": int(is_admin if allow_ip is None else allow_ip),
+        "created_at": to_text(now),
+        "created_by": actor,
+    }
+    audit = {"at": now, "action": "token_create", "actor": actor,
+             "detail": {"token": name, "admin": is_admin, "domains": list(row["domains"])}}
+    try:
+        store.insert_token(row, audit=audit)
+    except NameTakenError:
+        raise ConflictError(f"A token named {name!r} already exists; revoke it or pick another name.") from None
+    return token
+
+
+def revoke_token(store: Store, name: str, now: dt.datetime, actor: str = "cli:local") -> None:
+    if store.get_token(name) is None:
+        raise NotFoundError(f"There is no token named {name!r}.")
+    audit = {"at": now, "action": "token_revoke", "actor": actor, "detail": {"token": name}}
+    if not store.revoke_token(name, now, audit=audit):
+        raise ConflictError(f"The token {name!r} is already revoked.")
+
+
+def token_requester(store: Store, token: str, now: dt.datetime) -> Requester | None:
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    row = store.token_by_hash(token_hash(token))
+    if row is None or row["revoked_at"]:
+        return None
+    last = row["last_used_at"]
+    # Recording every use would make every API call a write; once a minute tells the same story.
+    if last is None or now - from_text(last) >= TOKEN_TOUCH_INTERVAL:
+        store.touch_token(row["name"], now)
+    return Requester(
+        name=row["name"], kind="token", is_admin=row["is_admin"], domains=row["domains"], allow_ip=row["allow_ip"]
+    )

@@ -1,0 +1,206 @@
+"""The `ca-server` command line: thin click commands over the same domain functions the web
+app calls. Domain errors become one-line messages and a non-zero exit status.
+
+The same commands are available as `flask --app ca_server COMMAND`."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+
+import click
+
+from . import accounts, issuance
+from .cli_support import cli_services, domain_errors, instance_path
+from .clock import to_text, utcnow
+from .config import load_config, read_secrets
+from .errors import CertificateNotFoundError
+from .instance import INSTANCE_ENV, InstancePaths, init_instance, write_private_file
+from .pki.serials import parse_serial, serial_colon
+from .services import open_services
+from .store import CertificateFilter
+
+INITIAL_ADMIN = "ca-admin"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--instance", type=click.Path(file_okay=False), envvar=INSTANCE_ENV, default=None,
+              help="Instance folder (default: $CA_SERVER_INSTANCE or ./instance).")
+@click.version_option(package_name="ca-server")
+def main(instance: str | None) -> None:
+    """ca-server: a private certificate authority.
+
+    \b
+    Example:
+      ca-server init && ca-server serve
+    """
+
+
+@main.command()
+@click.option("--if-absent", is_flag=True, help="Do nothing (exit 0) when a CA already exists.")
+@click.option("--no-admin", is_flag=True, help=f"Do not create the initial '{INITIAL_ADMIN}' user.")
+@domain_errors
+def init(if_absent: bool, no_admin: bool) -> None:
+    """Create the instance: config, root and intermediate CA, store, first admin user.
+
+    Refuses to touch an existing CA.
+
+    \b
+    Example:
+      CA_SERVER_KEY_PASSPHRASE='long secret' ca-server init
+    """
+    paths = InstancePaths(instance_path())
+    if if_absent and paths.has_ca():
+        click.echo(f"CA already present in {paths.root}; nothing to do.")
+        return
+    config = load_config(paths.config) if paths.config.exists() else None
+    secret = read_secrets(config or load_config(None))
+    now = utcnow()
+    config = init_instance(paths, secret, now)
+    svc = open_services(paths.root, config, secret)
+    authority = svc.authority
+    click.echo(f"Created the CA in {paths.root}")
+    for entry in authority.describe():
+        click.echo(f"  {entry['role']:<12} {entry['subject']}  valid to {entry['not_after']}")
+        click.echo(f"  {'':<12} SHA-256 {entry['fingerprint_sha256']}")
+    if not secret.key_passphrase:
+        click.echo(f"  CA keys are encrypted with a generated passphrase in {paths.passphrase_file} (mode 0600);"
+                   f" set {config.ca.passphrase_env} instead to keep it off the disk.")
+    if not no_admin:
+        password = secrets.token_urlsafe(12)
+        accounts.add_user(svc.store, INITIAL_ADMIN, password, is_admin=True, domains=(), allow_ip=True,
+                          email=None, now=now, actor="cli:init")
+        write_private_file(paths.root / "initial-admin-password", password.encode() + b"\n")
+        click.echo(f"  Sign in to the web pages as '{INITIAL_ADMIN}' with the password in "
+                   f"{paths.root / 'initial-admin-password'}")
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default: [server] host).")
+@click.option("--port", type=int, default=None, help="Port (default: [server] port).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: [server] workers).")
+@domain_errors
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the web pages and API with gunicorn, and run the scheduler (reminders, CRLs).
+
+    \b
+    Example:
+      ca-server serve --host 0.0.0.0 --port 8443
+    """
+    from .server import run_server
+
+    svc = cli_services()
+    svc.authority.intermediate_key  # fail now, not on the first request, if the passphrase is wrong
+    run_server(svc, host=host, port=port, workers=workers)
+
+
+@main.command()
+@click.argument("csr_file", type=click.File("rb"))
+@click.option("--profile", default=None, help="Profile name (default: [policy] default_profile).")
+@click.option("--days", type=int, default=None, help="Validity in days (default: [policy] default_validity_days).")
+@click.option("--notify", multiple=True, help="E-mail for expiry reminders; repeat for several.")
+@domain_errors
+def issue(csr_file, profile: str | None, days: int | None, notify: tuple[str, ...]) -> None:
+    """Issue a certificate from a CSR file (PEM or DER); print it as PEM.
+
+    \b
+    Example:
+      ca-server issue cucm1.csr --profile server --days 365 --notify ops@example.test > cucm1.pem
+    """
+    svc = cli_services()
+    request = issuance.IssueRequest(csr=csr_file.read(), profile=profile, validity_days=days, notify=notify)
+    record = issuance.issue(svc.config, svc.store, svc.authority, request, utcnow())
+    click.echo(f"Issued serial {record.serial}, valid to {to_text(record.not_after)}", err=True)
+    click.echo(record.pem, nl=False)
+
+
+@main.command()
+@click.argument("serial")
+@click.option("--json", "as_json", is_flag=True, help="Print the certificate JSON of the API.")
+@click.option("--pem", "as_pem", is_flag=True, help="Print only the certificate PEM.")
+@domain_errors
+def show(serial: str, as_json: bool, as_pem: bool) -> None:
+    """Show one certificate by serial (any form: 5f3a.., 5F:3A:..).
+
+    \b
+    Example:
+      ca-server show 5F:3A:09:C1:...
+    """
+    svc = cli_services()
+    canonical = parse_serial(serial)
+    record = svc.store.get_certificate(canonical, with_renewal=True)
+    if record is None:
+        raise CertificateNotFoundError(canonical)
+    now = utcnow()
+    if as_pem:
+        click.echo(record.pem, nl=False)
+        return
+    if as_json:
+        click.echo(json.dumps(record.as_json(now, svc.authority.intermediate_pem), indent=2))
+        return
+    rows = [
+        ("Serial", record.serial),
+        ("Serial (octets)", serial_colon(int(record.serial, 16))),
+        ("Subject", record.subject),
+        ("Issuer", record.issuer),
+        ("Names", ", ".join(record.sans) or "-"),
+        ("Valid from", to_text(record.not_before)),
+        ("Valid to", to_text(record.not_after)),
+        ("Status", record.status(now) + (f" ({record.revocation_reason})" if record.revoked_at else "")),
+        ("Profile", record.profile),
+        ("Key", record.key_label),
+        ("SHA-256", record.fingerprint_sha256),
+        ("Notify", ", ".join(record.notify) or "-"),
+    ]
+    if record.superseded_by:
+        rows.append(("Renewed by", record.superseded_by))
+    for label, value in rows:
+        click.echo(f"{label + ':':<17}{value}")
+
+
+@main.command(name="list")
+@click.option("--expiring-within", "expiring", type=click.IntRange(0, 36500), default=None,
+              help="Only unrevoked certificates expiring within DAYS.")
+@click.option("--status", type=click.Choice(["valid", "revoked", "expired"]), default=None)
+@click.option("--search", "q", default=None, help="Serial prefix, or start or end of a name.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=1000)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@domain_errors
+def list_(expiring: int | None, status: str | None, q: str | None, limit: int, as_json: bool) -> None:
+    """List certificates, newest first.
+
+    \b
+    Example:
+      ca-server list --expiring-within 30
+    """
+    svc = cli_services()
+    now = utcnow()
+    flt = CertificateFilter(status=status, expiring_within_days=expiring, q=q)
+    records, _ = svc.store.list_certificates(flt, now, limit=limit)
+    for r in records:
+        if as_json:
+            data = r.as_json(now, "")
+            data.pop("chain")
+            data.pop("certificate")
+            click.echo(json.dumps(data))
+        else:
+            click.echo(f"{r.serial}  {to_text(r.not_after)}  {r.status(now):<8} {r.common_name or ''}  "
+                       f"{' '.join(r.sans)}")
+    if not as_json:
+        click.echo(f"{len(records)} certificate(s)", err=True)
+
+
+from .cli_admin import register_admin_commands  # noqa: E402  (the admin commands need `main`)
+
+register_admin_commands(main)
+
+
+def register_flask_commands(app) -> None:
+    """`flask --app ca_server COMMAND` runs the same commands."""
+    for name, command in main.commands.items():
+        app.cli.add_command(command, name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Commands for administration: users, tokens, the audit log."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import accounts
+from .cli_support import cli_services as _services
+from .cli_support import domain_errors
+from .clock import utcnow
+
+
+def register_admin_commands(main: click.Group) -> None:
+    @main.group()
+    def user() -> None:
+        """Web users (sign-in accounts)."""
+
+    @user.command("add")
+    @click.argument("name")
+    @click.option("--admin", is_flag=True, help="May approve, revoke, and manage users and tokens.")
+    @click.option("--domain", "domains", multiple=True,
+                  help="Domain the user may request names under; repeat for several.")
+    @click.option("--allow-ip/--no-allow-ip", default=None,
+                  help="May request IP address SANs (default: admins yes, others no).")
+    @click.option("--email", default=None, help="Where to send approval outcomes.")
+    @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+    @domain_errors
+    def user_add(name, admin, domains, allow_ip, email, password_stdin) -> None:
+        """Add a web user.
+
+        \b
+        Example:
+          echo 'correct horse battery' | ca-server user add alice --domain example.test --password-stdin
+        """
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        svc = _services()
+        accounts.add_user(svc.store, name, password, is_admin=admin, domains=tuple(domains),
+                          allow_ip=allow_ip, email=email, now=utcnow())
+        scope = ", ".join(domains) if domains else ("any name the policy allows" if admin else "no names yet")
+        click.echo(f"Added {'admin' if admin else 'user'} {name} (domains: {scope})")
+
+    @user.command("list")
+    @domain_errors
+    def user_list() -> None:
+        """List users.
+
+        \b
+        Example:
+          ca-server user list
+        """
+        for row in _services().store.list_users():
+            click.echo(f"{row['name']:<24} {'admin' if row['is_admin'] else 'user ':<6} "
+                       f"{','.join(row['domains']) or '-'}")
+
+    @main.group()
+    def token() -> None:
+        """API tokens (Authorization: Bearer TOKEN)."""
+
+    @token.command("create")
+    @click.argument("name")
+    @click.option("--admin", is_flag=True, help="The token may approve, revoke and read everything.")
+    @click.option("--domain", "domains", multiple=True,
+                  help="Domain the token may request names under; repeat for several.")
+    @click.option("--allow-ip/--no-allow-ip", default=None,
+                  help="May request IP address SANs (default: admin tokens yes, others no).")
+    @domain_errors
+    def token_create(name, admin, domains, allow_ip) -> None:
+        """Create an API token and print it once (only its hash is stored).
+
+        \b
+        Example:
+          ca-server token create cucm-deploy --domain example.test
+        """
+        svc = _services()
+        value = accounts.create_token(svc.store, name, is_admin=admin, domains=tuple(domains),
+                                      allow_ip=allow_ip, now=utcnow())
+        click.echo(value)
+        click.echo(f"Token {name!r} created; it is shown only this once.", err=True)
+
+    @token.command("revoke")
+    @click.argument("name")
+    @domain_errors
+    def token_revoke(name) -> None:
+        """Disable a token.
+
+        \b
+        Example:
+          ca-server token revoke cucm-deploy
+        """
+        accounts.revoke_token(_services().store, name, utcnow())
+        click.echo(f"Token {name!r} revoked.")
+
+    @token.command("list")
+    @domain_errors
+    def token_list() -> None:
+        """List tokens (names, scopes, last use; never the tokens themselves).
+
+        \b
+        Example:
+          ca-server token list
+        """
+        for row in _services().store.list_tokens():
+            state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+            click.echo(f"{row['name']:<24} {'admin' if row['is_admin'] else 'scoped':<6} "
+                       f"{','.join(row['domains']) or '-':<30} last used {row['last_used_at'] or 'never'}  {state}")
+
+    @main.group()
+    def audit() -> None:
+        """The audit log."""
+
+    @audit.command("export")
+    @click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default: stdout).")
+    @domain_errors
+    def audit_export(output) -> None:
+        """Export the audit log as JSON lines, oldest first.
+
+        \b
+        Example:
+          ca-server audit export -o audit.jsonl
+        """
+        for row in _services().store.all_audit_entries():
+            output.write(json.dumps(row, sort_keys=True) + "\n")

@@ -1,0 +1,42 @@
+"""What every command shares: finding the instance, opening services, reporting domain errors."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from .errors import CAError
+from .instance import default_instance_path
+from .services import Services, open_services
+
+
+def instance_path() -> Path:
+    """--instance of the `ca-server` group, else $CA_SERVER_INSTANCE, else ./instance."""
+    root = click.get_current_context().find_root()
+    path = root.params.get("instance") if root.params else None
+    return Path(path).resolve() if path else default_instance_path()
+
+
+def cli_services() -> Services:
+    return open_services(instance_path())
+
+
+def domain_errors(fn):
+    """CAError -> click's clean "Error: ..." and exit status 1; policy refusals list each reason."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CAError as exc:
+            lines = [exc.message]
+            violations = getattr(exc, "violations", None) or []
+            if len(violations) > 1:
+                lines = ["The request was refused:"] + [f"  - [{v.code}] {v.message}" for v in violations]
+            elif violations:
+                lines = [f"[{violations[0].code}] {exc.message}"]
+            raise click.ClickException("\n".join(lines)) from None
+
+    return wrapper

@@ -1,0 +1,18 @@
+"""The one place that reads the clock. Domain functions take `now` as a parameter."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def to_text(moment: dt.datetime) -> str:
+    """RFC 3339 UTC with second precision: "2026-11-26T18:10:51Z" (sorts as text)."""
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_text(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)

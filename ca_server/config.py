@@ -1,0 +1,360 @@
+"""The configuration: instance/config.toml read once into frozen dataclasses.
+
+Every key has a default (the value in config.example.toml). Unknown keys, wrong types and
+contradictions raise ConfigError whose message starts with the dotted key, so start-up stops
+loudly instead of running with a typo'd setting. Secrets are never in the TOML: the `*_env` keys
+name environment variables, read once by `read_secrets` at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .pki.keys import CA_KEY_TYPES, CSR_KEY_TYPES
+from .pki.names import dns_name_problem
+
+EXAMPLE_CONFIG = Path(__file__).with_name("config.example.toml")
+KNOWN_EKUS = ("serverAuth", "clientAuth")
+MAIL_SECURITY = ("none", "starttls", "tls")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    base_url: str = "http://127.0.0.1:5000"
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 2
+    threads: int = 4
+    max_request_bytes: int = 1_048_576
+    sign_in_rate_limit: str = "10 per minute"
+    submission_rate_limit: str = "1200 per minute"
+
+
+@dataclass(frozen=True)
+class CAConfig:
+    organization: str = "Example Org"
+    root_common_name: str = "Example Org Root CA"
+    intermediate_common_name: str = "Example Org Issuing CA"
+    root_key_type: str = "ec-p384"
+    intermediate_key_type: str = "ec-p256"
+    root_validity_days: int = 3650
+    intermediate_validity_days: int = 1825
+    permitted_domains: tuple[str, ...] = ()
+    passphrase_env: str = "CA_SERVER_KEY_PASSPHRASE"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    allow_wildcards: bool = False
+    allowed_domains: tuple[str, ...] = ()
+    allow_ip_sans: bool = True
+    max_validity_days: int = 397
+    default_validity_days: int = 90
+    over_max_validity: str = "refuse"
+    key_types: tuple[str, ...] = ("rsa", "ec-p256", "ec-p384", "ed25519")
+    min_rsa_bits: int = 2048
+    max_rsa_bits: int = 8192
+    max_csr_bytes: int = 65536
+    approval_for_other_names: bool = False
+    default_profile: str = "server"
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    extended_key_usage: tuple[str, ...] = ("serverAuth",)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    host: str = "localhost"
+    port: int = 25
+    security: str = "none"
+    username: str = ""
+    password_env: str = "CA_SERVER_SMTP_PASSWORD"
+    from_address: str = "ca@example.test"
+    timeout_seconds: int = 20
+
+
+@dataclass(frozen=True)
+class RemindersConfig:
+    days_before: tuple[int, ...] = (30, 14, 7, 1)
+    interval_minutes: int = 60
+    default_recipients: tuple[str, ...] = ()
+    retry_minutes: int = 10
+
+
+@dataclass(frozen=True)
+class RevocationConfig:
+    crl_validity_hours: int = 168
+    root_crl_validity_hours: int = 8760
+    crl_refresh_hours: int = 48
+    ocsp_validity_hours: int = 24
+    ocsp_responder_validity_days: int = 90
+
+
+DEFAULT_PROFILES: dict[str, ProfileConfig] = {
+    "server": ProfileConfig(("serverAuth",), "TLS server (web servers, CUCM tomcat)"),
+    "client": ProfileConfig(("clientAuth",), "TLS client"),
+    "server+client": ProfileConfig(
+        ("serverAuth", "clientAuth"), "TLS server and client (CUCM callmanager, mutual TLS)"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ca: CAConfig = field(default_factory=CAConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    profiles: dict[str, ProfileConfig] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
+    mail: MailConfig = field(default_factory=MailConfig)
+    reminders: RemindersConfig = field(default_factory=RemindersConfig)
+    revocation: RevocationConfig = field(default_factory=RevocationConfig)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Values read from the environment at start-up, never from the TOML."""
+
+    key_passphrase: str | None = None
+    smtp_password: str | None = None
+
+    def __repr__(self) -> str:  # never print a secret by accident
+        return "Secrets(<hidden>)"
+
+
+# TOML key -> dataclass field, where a TOML name is not a valid Python name.
+_ALIASES = {"mail": {"from": "from_address"}}
+_SECTIONS = {
+    "server": ServerConfig,
+    "ca": CAConfig,
+    "policy": PolicyConfig,
+    "mail": MailConfig,
+    "reminders": RemindersConfig,
+    "revocation": RevocationConfig,
+}
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate a config file; None (or a missing file) gives the defaults."""
+    if path is None or not path.exists():
+        return validate(Config())
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, typing.Any]) -> Config:
+    sections: dict[str, typing.Any] = {}
+    for name, value in data.items():
+        if name == "profiles":
+            sections["profiles"] = _profiles(value)
+        elif name in _SECTIONS:
+            sections[name] = _section(name, _SECTIONS[name], value)
+        else:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join([*_SECTIONS, 'profiles'])})")
+    return validate(Config(**sections))
+
+
+def with_overrides(config: Config, **sections: dict[str, typing.Any]) -> Config:
+    """A copy of `config` with some keys replaced, validated like a file: used by tests and tools."""
+    replaced = {}
+    for name, values in sections.items():
+        current = getattr(config, name)
+        fields = {f.name: getattr(current, f.name) for f in dataclasses.fields(current)}
+        fields.update(_section(name, type(current), values, python_names=True))
+        replaced[name] = type(current)(**fields)
+    return validate(dataclasses.replace(config, **replaced))
+
+
+def _section(name: str, cls: type, values: typing.Any, python_names: bool = False) -> typing.Any:
+    """Check and convert one [section]; with `python_names`, keys are the dataclass field names
+    (with_overrides) and the result is a dict of them instead of the dataclass."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{name}: must be a table, like [{name}]")
+    aliases = {} if python_names else _ALIASES.get(name, {})
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        attr = aliases.get(key, key)
+        if attr not in known or (key in aliases.values() and key not in aliases):
+            shown = sorted(k for k in known if k not in aliases.values()) + sorted(aliases)
+            raise ConfigError(f"{name}.{key}: unknown key (known keys: {', '.join(shown)})")
+        kwargs[attr] = _coerce(f"{name}.{key}", hints[attr], value)
+    return kwargs if python_names else cls(**kwargs)
+
+
+def _coerce(key: str, hint: typing.Any, value: typing.Any) -> typing.Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, not {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be a whole number, not {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, not {value!r}")
+        return value
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            example = "[1, 2]" if item is int else '["a", "b"]'
+            raise ConfigError(f"{key}: must be a list, like {example}")
+        return tuple(_coerce(f"{key}[{i}]", item, v) for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):  # pragma: no cover - no optional keys yet
+        return value
+    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover
+
+
+def _profiles(value: typing.Any) -> dict[str, ProfileConfig]:
+    if not isinstance(value, dict) or not value:
+        raise ConfigError("profiles: must be a table of profiles, like [profiles.server]")
+    return {name: _section(f"profiles.{name}", ProfileConfig, body) for name, body in value.items()}
+
+
+def validate(config: Config) -> Config:
+    """Checks across keys and of values; every message starts with the dotted key."""
+    s, ca, p, m, r, rv = (config.server, config.ca, config.policy, config.mail, config.reminders,
+                          config.revocation)
+    url = urlsplit(s.base_url)
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise ConfigError(f"server.base_url: must be an http:// or https:// URL, not {s.base_url!r}")
+    if s.base_url.endswith("/"):
+        raise ConfigError("server.base_url: write it without a trailing slash")
+    _positive("server.port", s.port, 65535)
+    _positive("server.workers", s.workers, 64)
+    _positive("server.threads", s.threads, 256)
+    _positive("server.max_request_bytes", s.max_request_bytes)
+    for key in ("sign_in_rate_limit", "submission_rate_limit"):
+        _rate_limit(f"server.{key}", getattr(s, key))
+
+    for key in ("root_key_type", "intermediate_key_type"):
+        if getattr(ca, key) not in CA_KEY_TYPES:
+            raise ConfigError(f"ca.{key}: must be one of {', '.join(CA_KEY_TYPES)}")
+    for key in ("organization", "root_common_name", "intermediate_common_name"):
+        if not getattr(ca, key).strip() or len(getattr(ca, key)) > 64:
+            raise ConfigError(f"ca.{key}: must be 1 to 64 characters")
+    _positive("ca.root_validity_days", ca.root_validity_days, 36500)
+    _positive("ca.intermediate_validity_days", ca.intermediate_validity_days, 36500)
+    if ca.intermediate_validity_days > ca.root_validity_days:
+        raise ConfigError("ca.intermediate_validity_days: must not exceed ca.root_validity_days")
+    _domains("ca.permitted_domains", ca.permitted_domains)
+    _env_name("ca.passphrase_env", ca.passphrase_env)
+
+    _domains("policy.allowed_domains", p.allowed_domains)
+    _positive("policy.max_validity_days", p.max_validity_days, 36500)
+    _positive("policy.default_validity_days", p.default_validity_days, 36500)
+    if p.default_validity_days > p.max_validity_days:
+        raise ConfigError("policy.default_validity_days: must not exceed policy.max_validity_days")
+    if p.over_max_validity not in ("refuse", "cap"):
+        raise ConfigError('policy.over_max_validity: must be "refuse" or "cap"')
+    for i, kt in enumerate(p.key_types):
+        if kt not in CSR_KEY_TYPES:
+            raise ConfigError(f"policy.key_types[{i}]: {kt!r} is not one of {', '.join(CSR_KEY_TYPES)}")
+    if p.min_rsa_bits < 2048:
+        raise ConfigError("policy.min_rsa_bits: must be at least 2048 (smaller RSA keys are breakable)")
+    if p.max_rsa_bits < p.min_rsa_bits or p.max_rsa_bits > 16384:
+        raise ConfigError("policy.max_rsa_bits: must be between policy.min_rsa_bits and 16384")
+    _positive("policy.max_csr_bytes", p.max_csr_bytes, 1_048_576)
+    if p.default_profile not in config.profiles:
+        raise ConfigError(f"policy.default_profile: no profile named {p.default_profile!r} in [profiles]")
+
+    for name, prof in config.profiles.items():
+        if not name or len(name) > 40 or not all(c.isalnum() or c in "+-_." for c in name):
+            raise ConfigError(f"profiles.{name}: a profile name uses letters, digits and + - _ .")
+        if not prof.extended_key_usage:
+            raise ConfigError(f"profiles.{name}.extended_key_usage: must name at least one usage")
+        for eku in prof.extended_key_usage:
+            if eku not in KNOWN_EKUS:
+                raise ConfigError(
+                    f"profiles.{name}.extended_key_usage: {eku!r} is not one of {', '.join(KNOWN_EKUS)}"
+                )
+
+    if not m.host:
+        raise ConfigError("mail.host: must not be empty")
+    _positive("mail.port", m.port, 65535)
+    if m.security not in MAIL_SECURITY:
+        raise ConfigError(f"mail.security: must be one of {', '.join(MAIL_SECURITY)}")
+    _env_name("mail.password_env", m.password_env)
+    _email("mail.from", m.from_address)
+    _positive("mail.timeout_seconds", m.timeout_seconds, 600)
+
+    if not r.days_before:
+        raise ConfigError("reminders.days_before: must list at least one day, like [30, 14, 7, 1]")
+    for i, d in enumerate(r.days_before):
+        _positive(f"reminders.days_before[{i}]", d, 3650)
+    if len(set(r.days_before)) != len(r.days_before):
+        raise ConfigError("reminders.days_before: each day may appear once")
+    _positive("reminders.interval_minutes", r.interval_minutes, 1440)
+    _positive("reminders.retry_minutes", r.retry_minutes, 1440)
+    for i, addr in enumerate(r.default_recipients):
+        _email(f"reminders.default_recipients[{i}]", addr)
+
+    _positive("revocation.crl_validity_hours", rv.crl_validity_hours, 8760 * 5)
+    _positive("revocation.root_crl_validity_hours", rv.root_crl_validity_hours, 8760 * 5)
+    _positive("revocation.crl_refresh_hours", rv.crl_refresh_hours, 8760 * 5)
+    if rv.crl_refresh_hours >= rv.crl_validity_hours:
+        raise ConfigError("revocation.crl_refresh_hours: must be less than revocation.crl_validity_hours")
+    _positive("revocation.ocsp_validity_hours", rv.ocsp_validity_hours, 24 * 30)
+    _positive("revocation.ocsp_responder_validity_days", rv.ocsp_responder_validity_days, 3650)
+    return config
+
+
+def read_secrets(config: Config, environ: typing.Mapping[str, str] | None = None) -> Secrets:
+    """The one place that reads secrets from the environment."""
+    env = os.environ if environ is None else environ
+    return Secrets(
+        key_passphrase=env.get(config.ca.passphrase_env) or None,
+        smtp_password=env.get(config.mail.password_env) or None,
+    )
+
+
+def _positive(key: str, value: int, maximum: int | None = None) -> None:
+    if value < 1 or (maximum is not None and value > maximum):
+        limit = f" and at most {maximum}" if maximum is not None else ""
+        raise ConfigError(f"{key}: must be at least 1{limit}, not {value}")
+
+
+def _domains(key: str, domains: tuple[str, ...]) -> None:
+    for i, d in enumerate(domains):
+        problem = dns_name_problem(d)
+        if problem or d.startswith("*."):
+            raise ConfigError(f"{key}[{i}]: {d!r} is not a domain name: {problem or 'no wildcards here'}")
+
+
+def _env_name(key: str, name: str) -> None:
+    if not name or not all(c.isalnum() or c == "_" for c in name):
+        raise ConfigError(f"{key}: must be an environment variable name, like CA_SERVER_SECRET")
+
+
+def _email(key: str, address: str) -> None:
+    from .emails import email_problem
+
+    problem = email_problem(address)
+    if problem:
+        raise ConfigError(f"{key}: {address!r} is not an e-mail address: {problem}")
+
+
+def _rate_limit(key: str, text: str) -> None:
+    from limits import parse_many
+
+    try:
+        parse_many(text)
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} is not a rate limit, write it like \"10 per minute\"") from None

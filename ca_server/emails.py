@@ -1,0 +1,27 @@
+"""E-mail address validation (email-validator, syntax only: internal networks' mail domains
+are often not resolvable from the CA host)."""
+
+from __future__ import annotations
+
+from email_validator import EmailNotValidError, validate_email
+
+
+def email_problem(address: str) -> str | None:
+    """None when `address` is a usable e-mail address, else the reason in words."""
+    try:
+        validate_email(
+            address,
+            check_deliverability=False,
+            globally_deliverable=False,
+            test_environment=True,  # admits the RFC 2606 .test domain used by examples and tests
+            allow_display_name=False,
+        )
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
+def normalize_email(address: str) -> str:
+    return validate_email(
+        address.strip(), check_deliverability=False, globally_deliverable=False, test_environment=True
+    ).normalized

@@ -1,0 +1,249 @@
+"""The instance folder: where the config, the store and the CA's keys and certificates live,
+how `ca-server init` creates them, and how a running server loads them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from .config import EXAMPLE_CONFIG, Config, Secrets, load_config
+from .errors import InstanceError
+from .pki.extensions import Endpoints, aki_from, build_intermediate, build_root
+from .pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key
+from .pki.serials import new_serial, serial_hex
+
+INSTANCE_ENV = "CA_SERVER_INSTANCE"
+# Backdating not_before absorbs clock skew between this host and clients.
+BACKDATE = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class InstancePaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "ca.sqlite3"
+
+    @property
+    def root_cert(self) -> Path:
+        return self.root / "ca" / "root.pem"
+
+    @property
+    def intermediate_cert(self) -> Path:
+        return self.root / "ca" / "intermediate.pem"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def root_key(self) -> Path:
+        return self.keys / "root.key.pem"
+
+    @property
+    def intermediate_key(self) -> Path:
+        return self.keys / "intermediate.key.pem"
+
+    @property
+    def passphrase_file(self) -> Path:
+        return self.keys / "passphrase"
+
+    @property
+    def secret_key(self) -> Path:
+        return self.root / "secret_key"
+
+    @property
+    def scheduler_lock(self) -> Path:
+        return self.root / "scheduler.lock"
+
+    def has_ca(self) -> bool:
+        return any(p.exists() for p in (self.root_cert, self.root_key, self.intermediate_key))
+
+
+def default_instance_path(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get(INSTANCE_ENV) or "instance").resolve()
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 from the first byte on; refuse to replace an existing file."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def ensure_config_file(paths: InstancePaths) -> None:
+    if not paths.config.exists():
+        paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.copyfile(EXAMPLE_CONFIG, paths.config)
+        os.chmod(paths.config, 0o600)
+
+
+def ensure_secret_key(paths: InstancePaths) -> bytes:
+    """The key that signs session cookies; generated once, mode 0600."""
+    try:
+        return paths.secret_key.read_bytes()
+    except FileNotFoundError:
+        try:
+            write_private_file(paths.secret_key, secrets.token_hex(32).encode())
+        except FileExistsError:
+            pass  # another process made it first
+        return paths.secret_key.read_bytes()
+
+
+def key_passphrase(paths: InstancePaths, secret: Secrets, config: Config) -> bytes:
+    if secret.key_passphrase:
+        return secret.key_passphrase.encode()
+    try:
+        return paths.passphrase_file.read_bytes().strip()
+    except FileNotFoundError:
+        raise InstanceError(
+            f"The CA keys are encrypted and no passphrase is available: set the environment variable "
+            f"{config.ca.passphrase_env}, or restore {paths.passphrase_file}."
+        ) from None
+
+
+def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime) -> Config:
+    """Create config (if absent), the root and intermediate CA, and the store. Refuses to touch
+    an existing CA: its keys are what every client trusts."""
+    if paths.has_ca():
+        raise InstanceError(
+            f"A CA already exists in {paths.root}; refusing to overwrite it. To start over, move "
+            "that folder away (its keys are what your clients trust)."
+        )
+    ensure_config_file(paths)
+    config = load_config(paths.config)
+    passphrase = secret.key_passphrase
+    if not passphrase:
+        passphrase = secrets.token_urlsafe(32)
+        write_private_file(paths.passphrase_file, passphrase.encode() + b"\n")
+    start = now.replace(microsecond=0) - BACKDATE
+    ca = config.ca
+    root_key = generate_private_key(ca.root_key_type)
+    root_cert = build_root(
+        subject=_ca_name(ca.organization, ca.root_common_name),
+        key=root_key,
+        serial=new_serial(),
+        not_before=start,
+        not_after=start + dt.timedelta(days=ca.root_validity_days),
+    )
+    int_key = generate_private_key(ca.intermediate_key_type)
+    int_cert = build_intermediate(
+        subject=_ca_name(ca.organization, ca.intermediate_common_name),
+        public_key=int_key.public_key(),
+        serial=new_serial(),
+        not_before=start,
+        not_after=start + dt.timedelta(days=ca.intermediate_validity_days),
+        root_cert=root_cert,
+        root_key=root_key,
+        permitted_domains=ca.permitted_domains,
+        endpoints=Endpoints(config.server.base_url),
+    )
+    write_private_file(paths.root_key, encrypt_private_key(root_key, passphrase.encode()))
+    write_private_file(paths.intermediate_key, encrypt_private_key(int_key, passphrase.encode()))
+    paths.root_cert.parent.mkdir(parents=True, exist_ok=True)
+    paths.root_cert.write_bytes(root_cert.public_bytes(Encoding.PEM))
+    paths.intermediate_cert.write_bytes(int_cert.public_bytes(Encoding.PEM))
+    ensure_secret_key(paths)
+    return config
+
+
+def _ca_name(organization: str, common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+class Authority:
+    """The loaded CA: certificates at once, private keys decrypted on first use."""
+
+    def __init__(self, paths: InstancePaths, config: Config, secret: Secrets) -> None:
+        if not paths.root_cert.exists() or not paths.intermediate_cert.exists():
+            raise InstanceError(
+                f"No CA in {paths.root}: run `ca-server init` first (or set {INSTANCE_ENV})."
+            )
+        self.paths = paths
+        self.config = config
+        self._secret = secret
+        self.root = x509.load_pem_x509_certificate(paths.root_cert.read_bytes())
+        self.intermediate = x509.load_pem_x509_certificate(paths.intermediate_cert.read_bytes())
+        self.endpoints = Endpoints(config.server.base_url)
+        self.intermediate_aki = aki_from(self.intermediate)
+
+    @cached_property
+    def intermediate_key(self) -> CertificateIssuerPrivateKeyTypes:
+        return self._load_key(self.paths.intermediate_key)
+
+    @cached_property
+    def root_key(self) -> CertificateIssuerPrivateKeyTypes:
+        return self._load_key(self.paths.root_key)
+
+    def passphrase(self) -> bytes:
+        return key_passphrase(self.paths, self._secret, self.config)
+
+    def _load_key(self, path: Path) -> CertificateIssuerPrivateKeyTypes:
+        try:
+            pem = path.read_bytes()
+        except FileNotFoundError:
+            raise InstanceError(f"The CA key file {path} is missing.") from None
+        try:
+            return decrypt_private_key(pem, self.passphrase())
+        except (ValueError, TypeError):
+            raise InstanceError(
+                f"The CA key {path.name} could not be decrypted: the passphrase "
+                f"({self.config.ca.passphrase_env} or {self.paths.passphrase_file.name}) is wrong."
+            ) from None
+
+    @cached_property
+    def root_pem(self) -> str:
+        return self.root.public_bytes(Encoding.PEM).decode()
+
+    @cached_property
+    def intermediate_pem(self) -> str:
+        return self.intermediate.public_bytes(Encoding.PEM).decode()
+
+    @cached_property
+    def chain_pem(self) -> str:
+        """Intermediate then root (CONTRACT /ca/chain.pem)."""
+        return self.intermediate_pem + self.root_pem
+
+    def der(self, which: str) -> bytes:
+        cert = self.root if which == "root" else self.intermediate
+        return cert.public_bytes(Encoding.DER)
+
+    def describe(self) -> list[dict]:
+        out = []
+        for role, cert, pem in (("root", self.root, self.root_pem), ("intermediate", self.intermediate, self.intermediate_pem)):
+            out.append(
+                {
+                    "role": role,
+                    "subject": cert.subject.rfc4514_string(),
+                    "issuer": cert.issuer.rfc4514_string(),
+                    "serial": serial_hex(cert.serial_number),
+                    "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "fingerprint_sha256": hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
+                    "pem": pem,
+                }
+            )
+        return out

@@ -1,0 +1,224 @@
+"""The issuance pipeline: parse, check, build, sign, self-check, store, return.
+
+A certificate leaves this module only after it is in the store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from . import policy
+from .emails import email_problem, normalize_email
+from .errors import BadRequestError, PolicyViolationError, TooLargeError, Violation
+from .instance import BACKDATE, Authority
+from .models import CertificateRecord
+from .pki.csr import ParsedCSR, parse_csr, signature_is_valid
+from .pki.extensions import build_leaf
+from .pki.serials import new_serial, serial_hex
+from .store import SerialTakenError, Store
+from .config import Config
+
+MAX_NOTIFY = 20
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks: a signed-in user or an API token (issue 5 adds scopes), or the local CLI."""
+
+    name: str
+    kind: str = "cli"  # "user" | "token" | "cli"
+    is_admin: bool = True
+    domains: tuple[str, ...] = ()
+    allow_ip: bool = True
+    email: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+CLI_REQUESTER = Requester(name="local", kind="cli")
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    csr: bytes | str
+    profile: str | None = None
+    validity_days: int | None = None
+    notify: tuple[str, ...] = ()
+    requester: Requester = CLI_REQUESTER
+    client: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request that passed every check, ready to sign."""
+
+    csr: ParsedCSR
+    profile: str
+    ekus: tuple[str, ...]
+    decision: policy.Decision
+    notify: tuple[str, ...]
+    notes: list[str] = field(default_factory=list)
+
+
+def check_request(config: Config, store: Store, request: IssueRequest) -> tuple[Prepared, list[Violation]]:
+    """Everything short of signing. Raises for unreadable input (400/413); returns the policy
+    violations (422) so callers can audit them, or report them without issuing (/inspect)."""
+    pol = config.policy
+    raw = request.csr.encode() if isinstance(request.csr, str) else request.csr
+    if len(raw) > pol.max_csr_bytes:
+        raise TooLargeError(
+            f"The CSR is {len(raw)} bytes; at most {pol.max_csr_bytes} are accepted. A CSR is "
+            "normally 1-2 KB: check that you uploaded the request, not an archive or a bundle."
+        )
+    profile = request.profile or pol.default_profile
+    if profile not in config.profiles:
+        raise BadRequestError(
+            f"There is no profile named {profile!r}; choose one of {', '.join(config.profiles)}.",
+            code="profile_unknown",
+        )
+    validity = pol.default_validity_days if request.validity_days is None else request.validity_days
+    if isinstance(validity, bool) or not isinstance(validity, int) or validity < 1:
+        raise BadRequestError(
+            f"The validity must be a whole number of days from 1 to {pol.max_validity_days}.",
+            code="validity_invalid",
+        )
+    notify = normalize_notify(request.notify)
+    csr = parse_csr(raw)
+    ekus = config.profiles[profile].extended_key_usage
+    decision = policy.evaluate(
+        csr,
+        policy=pol,
+        ekus=ekus,
+        validity_days=validity,
+        signature_ok=signature_is_valid(csr.csr),
+        key_compromised=store.key_is_compromised(csr.spki_sha256),
+    )
+    prepared = Prepared(csr, profile, ekus, decision, notify, list(decision.notes))
+    return prepared, decision.violations
+
+
+def normalize_notify(addresses: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    cleaned = [a.strip() for a in addresses if a and a.strip()]
+    if len(cleaned) > MAX_NOTIFY:
+        raise BadRequestError(f"At most {MAX_NOTIFY} reminder addresses per certificate.", code="notify_invalid")
+    for address in cleaned:
+        problem = email_problem(address)
+        if problem:
+            raise BadRequestError(
+                f"{address!r} is not an e-mail address for reminders: {problem}", code="notify_invalid"
+            )
+    return tuple(dict.fromkeys(normalize_email(a) for a in cleaned))
+
+
+def issue(
+    config: Config, store: Store, authority: Authority, request: IssueRequest, now: dt.datetime
+) -> CertificateRecord:
+    """Check, sign and store one certificate; PolicyViolationError lists every refusal reason."""
+    prepared, violations = check_request(config, store, request)
+    if violations:
+        store.append_audit(
+            at=now,
+            action="refuse",
+            actor=request.requester.label,
+            client=request.client,
+            detail={"codes": [v.code for v in violations], "names": prepared.decision.sans},
+        )
+        raise PolicyViolationError(violations)
+    return sign_and_store(config, store, authority, prepared, request.requester, request.client, now)
+
+
+def sign_and_store(
+    config: Config,
+    store: Store,
+    authority: Authority,
+    prepared: Prepared,
+    requester: Requester,
+    client: str | None,
+    now: dt.datetime,
+    audit_action: str = "issue",
+    audit_extra: dict | None = None,
+) -> CertificateRecord:
+    decision = prepared.decision
+    start = now.replace(microsecond=0)
+    not_before = start - BACKDATE
+    not_after = start + dt.timedelta(days=decision.validity_days)
+    notes = list(prepared.notes)
+    ca_end = authority.intermediate.not_valid_after_utc
+    if not_after > ca_end:
+        # A certificate cannot outlive its issuer (clients would reject the chain after that).
+        not_after = ca_end
+        notes.append(f"Validity shortened to end with the issuing CA on {ca_end:%Y-%m-%d}.")
+    sans = [_general_name(s) for s in decision.sans]
+    for _attempt in range(3):
+        serial = new_serial()
+        cert = build_leaf(
+            subject=prepared.csr.csr.subject,
+            public_key=prepared.csr.csr.public_key(),
+            sans=sans,
+            ekus=prepared.ekus,
+            serial=serial,
+            not_before=not_before,
+            not_after=not_after,
+            issuer_cert=authority.intermediate,
+            issuer_key=authority.intermediate_key,
+            aki=authority.intermediate_aki,
+            endpoints=authority.endpoints,
+        )
+        der = cert.public_bytes(Encoding.DER)
+        _self_check(cert, prepared, authority)
+        cn = prepared.csr.common_name
+        record = CertificateRecord(
+            serial=serial_hex(serial),
+            issued_at=now,
+            not_before=not_before,
+            not_after=not_after,
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            common_name=cn,
+            sans=tuple(decision.sans),
+            profile=prepared.profile,
+            key_label=prepared.csr.key.label,
+            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+            fingerprint_sha1=hashlib.sha1(der).hexdigest(),
+            spki_sha256=prepared.csr.spki_sha256,
+            der=der,
+            notify=prepared.notify,
+            requester=requester.label,
+            extra={"notes": notes},
+        )
+        audit = {
+            "at": now,
+            "action": audit_action,
+            "actor": requester.label,
+            "serial": record.serial,
+            "client": client,
+            "detail": {"profile": prepared.profile, "names": list(decision.sans), **(audit_extra or {})},
+        }
+        try:
+            store.insert_certificate(record, audit=audit)
+        except SerialTakenError:
+            continue
+        return record
+    raise RuntimeError("three random serials in a row were taken")  # pragma: no cover
+
+
+def _self_check(cert: x509.Certificate, prepared: Prepared, authority: Authority) -> None:
+    """Cheap structural checks of what was just signed (the signature itself comes from a key
+    we hold; re-verifying it would cost as much as verifying the CSR)."""
+    if cert.issuer != authority.intermediate.subject or cert.public_key() != prepared.csr.csr.public_key():
+        raise RuntimeError("issued certificate does not match its request")  # pragma: no cover
+
+
+def _general_name(text: str) -> x509.GeneralName:
+    import ipaddress
+
+    kind, value = text.split(":", 1)
+    if kind == "IP":
+        return x509.IPAddress(ipaddress.ip_address(value))
+    return x509.DNSName(value)

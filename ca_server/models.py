@@ -1,0 +1,101 @@
+"""Records the domain passes around; the store reads and writes them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .clock import to_text
+
+REVOCATION_REASONS = (
+    "unspecified",
+    "keyCompromise",
+    "cACompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "certificateHold",
+    "removeFromCRL",
+    "privilegeWithdrawn",
+    "aACompromise",
+)
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    serial: str
+    issued_at: dt.datetime
+    not_before: dt.datetime
+    not_after: dt.datetime
+    subject: str
+    issuer: str
+    common_name: str | None
+    sans: tuple[str, ...]
+    profile: str
+    key_label: str
+    fingerprint_sha256: str
+    fingerprint_sha1: str
+    spki_sha256: str
+    der: bytes
+    notify: tuple[str, ...] = ()
+    requester: str | None = None
+    revoked_at: dt.datetime | None = None
+    revocation_reason: str | None = None
+    superseded_by: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def status(self, now: dt.datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if now >= self.not_after:
+            return "expired"
+        return "valid"
+
+    def days_left(self, now: dt.datetime) -> float:
+        return (self.not_after - now).total_seconds() / 86400
+
+    @cached_property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+    @cached_property
+    def pem(self) -> str:
+        return self.certificate.public_bytes(Encoding.PEM).decode("ascii")
+
+    @property
+    def names_key(self) -> str:
+        return names_key(self.sans)
+
+    def as_json(self, now: dt.datetime, chain_pem: str) -> dict:
+        """The certificate JSON of CONTRACT.md."""
+        data = {
+            "serial": self.serial,
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "common_name": self.common_name,
+            "sans": list(self.sans),
+            "not_before": to_text(self.not_before),
+            "not_after": to_text(self.not_after),
+            "status": self.status(now),
+            "profile": self.profile,
+            "fingerprint_sha256": self.fingerprint_sha256,
+            "certificate": self.pem,
+            "chain": self.pem + chain_pem,
+            "notify": list(self.notify),
+            "key": self.key_label,
+            "days_left": int(self.days_left(now) // 1) if self.status(now) == "valid" else 0,
+            "superseded_by": self.superseded_by,
+            "revoked_at": to_text(self.revoked_at) if self.revoked_at else None,
+            "revocation_reason": self.revocation_reason,
+        }
+        return data
+
+
+def names_key(sans: tuple[str, ...] | list[str]) -> str:
+    """The set of names a certificate is for, order- and case-insensitive: two certificates with
+    the same key are renewals of one another."""
+    return ",".join(sorted({s.lower() for s in sans}))

@@ -1,0 +1,128 @@
+"""Reading a certificate signing request (PEM, DER, or bare base64) into what policy needs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from ..errors import CSRParseError
+from .keys import KeyInfo, describe_public_key, spki_sha256
+
+PEM_MARKER = b"-----BEGIN"
+
+
+@dataclass(frozen=True)
+class ParsedCSR:
+    csr: x509.CertificateSigningRequest
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
+    other_names: tuple[str, ...]  # SAN entries of types we do not issue ("email:a@b", "URI:...")
+    common_name: str | None
+    key: KeyInfo
+    spki_sha256: str
+
+
+def decode_request_bytes(data: bytes | str) -> bytes:
+    """PEM, DER or bare base64 -> DER bytes of one CSR; CSRParseError when it is none of these."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    if data[:1] == b"\x30":  # an ASN.1 SEQUENCE: DER, taken byte for byte (no stripping)
+        return data
+    text = data.strip()
+    if not text:
+        raise CSRParseError("The CSR is empty: paste the text that starts with -----BEGIN CERTIFICATE REQUEST-----.")
+    if PEM_MARKER in text:
+        try:
+            csr = x509.load_pem_x509_csr(text[text.index(PEM_MARKER):])
+        except ValueError:
+            raise CSRParseError(
+                "This is not a readable PEM certificate request: it must start with "
+                "-----BEGIN CERTIFICATE REQUEST----- and end with -----END CERTIFICATE REQUEST-----, "
+                "copied whole."
+            ) from None
+        return csr.public_bytes(Encoding.DER)
+    try:
+        return base64.b64decode(b"".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise CSRParseError(
+            "This is not a certificate request: upload a PEM or DER CSR file, or paste the PEM text."
+        ) from None
+
+
+def parse_csr(data: bytes | str) -> ParsedCSR:
+    """Parse a CSR; every way it can be unreadable becomes CSRParseError with a sentence."""
+    der = decode_request_bytes(data)
+    try:
+        csr = x509.load_der_x509_csr(der)
+    except ValueError:
+        raise CSRParseError(
+            "This is not a readable certificate request (PKCS#10): generate a new CSR on the device "
+            "and upload the file or paste its PEM text."
+        ) from None
+    try:
+        cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        common_name = None
+        if len(cns) > 1:
+            raise CSRParseError("The CSR's subject has more than one common name (CN); give it one.")
+        if cns:
+            value = cns[0].value
+            common_name = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        dns, ips, other = _requested_names(csr)
+        public_key = csr.public_key()
+    except CSRParseError:
+        raise
+    except Exception as exc:  # cryptography raises several types for malformed fields
+        raise CSRParseError(f"The CSR could not be read: {_plain(exc)}. Generate a new CSR.") from None
+    return ParsedCSR(
+        csr=csr,
+        dns_names=dns,
+        ip_addresses=ips,
+        other_names=other,
+        common_name=common_name,
+        key=describe_public_key(public_key),
+        spki_sha256=spki_sha256(public_key),
+    )
+
+
+def signature_is_valid(csr: x509.CertificateSigningRequest) -> bool:
+    try:
+        return csr.is_signature_valid
+    except Exception:  # unsupported signature algorithms are as bad as wrong signatures here
+        return False
+
+
+def _requested_names(csr: x509.CertificateSigningRequest) -> tuple[tuple, tuple, tuple]:
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return (), (), ()
+    dns: list[str] = []
+    ips: list = []
+    other: list[str] = []
+    for gn in san:
+        if isinstance(gn, x509.DNSName):
+            dns.append(gn.value)
+        elif isinstance(gn, x509.IPAddress):
+            if isinstance(gn.value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+                other.append(f"IP network:{gn.value}")
+            else:
+                ips.append(gn.value)
+        elif isinstance(gn, x509.RFC822Name):
+            other.append(f"email:{gn.value}")
+        elif isinstance(gn, x509.UniformResourceIdentifier):
+            other.append(f"URI:{gn.value}")
+        else:
+            other.append(type(gn).__name__)
+    return tuple(dns), tuple(ips), tuple(other)
+
+
+def _plain(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:200]
+

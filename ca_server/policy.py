@@ -1,0 +1,168 @@
+"""Is this CSR acceptable? Every violation, each with a stable code and a sentence telling the
+person what to change; nothing here raises, signs or stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .config import PolicyConfig
+from .errors import Violation
+from .pki.csr import ParsedCSR
+from .pki.names import dns_name_problem, in_domains, is_wildcard, looks_like_dns_name, parse_ip
+
+MAX_NAMES = 100
+MAX_CN_LENGTH = 64  # RFC 5280 ub-common-name
+
+KEY_LABELS = {"rsa": "RSA", "ec-p256": "EC P-256", "ec-p384": "EC P-384", "ed25519": "Ed25519"}
+
+# code -> what it means and how to fix the CSR (shown on the form and in the README).
+EXPLANATIONS = {
+    "csr_invalid": "The upload is not a readable PKCS#10 CSR. Upload the .csr/.pem/.der file the device made, or paste its whole PEM text.",
+    "csr_signature_invalid": "The CSR's signature does not verify: it was altered or damaged. Generate a new CSR on the device.",
+    "wildcard_not_allowed": "Wildcard names (*.example.test) are refused. Request each host name explicitly.",
+    "dns_name_invalid": "A DNS name breaks DNS syntax (letters, digits, hyphens; labels up to 63, names up to 253 characters; IDNs as xn-- A-labels). Fix the name in the CSR.",
+    "domain_not_allowed": "A name is outside the domains this CA issues for. Use names under an allowed domain.",
+    "ip_san_not_allowed": "IP addresses in certificates are turned off here. Use DNS names.",
+    "san_type_not_allowed": "The CSR asks for e-mail, URI or other name types; only DNS names and IP addresses are issued.",
+    "no_names": "The CSR names no host. Put the server's DNS name in the CN and/or the Subject Alternative Names.",
+    "too_many_names": f"More than {MAX_NAMES} names in one CSR. Split it into several certificates.",
+    "common_name_too_long": f"The CN is longer than {MAX_CN_LENGTH} characters. Use a shorter CN; long names go in the SANs only.",
+    "key_type_not_allowed": "The key type is not accepted (RSA, EC P-256, EC P-384 and Ed25519 are). Generate the CSR with an accepted key.",
+    "key_too_small": "The RSA key is too short. Generate a new key of at least the minimum size.",
+    "key_too_large": "The RSA key is longer than this CA accepts. Generate a key within the allowed range.",
+    "key_compromised": "The CSR's public key belongs to a certificate revoked for key compromise. Generate a new key pair and CSR.",
+    "validity_too_long": "The requested validity is longer than the maximum. Ask for fewer days.",
+    "name_out_of_scope": "Your account or token may not request this name. Ask an admin for the domain, or for approval.",
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What policy says about one request: the violations (empty = acceptable), the names the
+    certificate will carry (CN added when missing), and the validity it will get."""
+
+    violations: list[Violation]
+    sans: list[str]
+    validity_days: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def acceptable(self) -> bool:
+        return not self.violations
+
+
+def requested_names(csr: ParsedCSR) -> tuple[list[str], list[str], list[str]]:
+    """(dns, ips, other) the certificate would carry: the CSR's SANs, plus the CN when it is a
+    host name or an address missing from them (RFC 6125: clients match SANs, not the CN)."""
+    dns = list(dict.fromkeys(n.lower() for n in csr.dns_names))
+    ips = list(dict.fromkeys(str(ip) for ip in csr.ip_addresses))
+    cn = (csr.common_name or "").strip()
+    if cn:
+        ip = parse_ip(cn)
+        if ip is not None and str(ip) not in ips:
+            ips.append(str(ip))
+        elif ip is None and looks_like_dns_name(cn) and cn.lower() not in dns:
+            dns.append(cn.lower())
+    return dns, ips, list(csr.other_names)
+
+
+def evaluate(
+    csr: ParsedCSR,
+    *,
+    policy: PolicyConfig,
+    ekus: tuple[str, ...],
+    validity_days: int,
+    signature_ok: bool,
+    key_compromised: bool = False,
+) -> Decision:
+    violations: list[Violation] = []
+    notes: list[str] = []
+    if not signature_ok:
+        violations.append(Violation("csr_signature_invalid", (
+            "The CSR's signature does not verify, so it was altered after it was made or is "
+            "damaged: generate a new CSR on the device and submit that file unchanged.")))
+    violations += _key_violations(csr, policy)
+    if key_compromised:
+        violations.append(Violation("key_compromised", (
+            "This public key belongs to a certificate that was revoked because its key was "
+            "compromised: generate a new key pair on the device and a new CSR.")))
+
+    dns, ips, other = requested_names(csr)
+    violations += name_violations(dns, ips, other, policy)
+    if not dns and not ips and ("serverAuth" in ekus or len(csr.csr.subject) == 0):
+        violations.append(Violation("no_names", (
+            "The CSR names no host: put the server's DNS name in the subject CN and in a DNS "
+            "Subject Alternative Name (for example CN=cucm1.example.test).")))
+    cn = csr.common_name or ""
+    if len(cn) > MAX_CN_LENGTH:
+        violations.append(Violation("common_name_too_long", (
+            f"The common name is {len(cn)} characters long; a certificate's CN holds at most "
+            f"{MAX_CN_LENGTH}. Use a shorter CN and keep the long name in the Subject Alternative "
+            "Names."), cn[:80]))
+
+    if validity_days > policy.max_validity_days:
+        if policy.over_max_validity == "cap":
+            notes.append(f"Validity capped from {validity_days} to {policy.max_validity_days} days.")
+            validity_days = policy.max_validity_days
+        else:
+            violations.append(Violation("validity_too_long", (
+                f"A validity of {validity_days} days was asked for; this CA issues for at most "
+                f"{policy.max_validity_days} days. Ask for {policy.max_validity_days} days or fewer.")))
+    sans = [f"DNS:{n}" for n in dns] + [f"IP:{ip}" for ip in ips]
+    return Decision(violations, sans, validity_days, notes)
+
+
+def name_violations(
+    dns: list[str], ips: list[str], other: list[str], policy: PolicyConfig
+) -> list[Violation]:
+    out: list[Violation] = []
+    if len(dns) + len(ips) + len(other) > MAX_NAMES:
+        out.append(Violation("too_many_names", (
+            f"The CSR asks for {len(dns) + len(ips) + len(other)} names; at most {MAX_NAMES} fit in one "
+            "certificate here. Split the names over several CSRs.")))
+        return out
+    for name in dns:
+        problem = dns_name_problem(name)
+        if problem:
+            out.append(Violation("dns_name_invalid", f'"{name}" is not a valid DNS name: {problem}.', name))
+            continue
+        if is_wildcard(name) and not policy.allow_wildcards:
+            out.append(Violation("wildcard_not_allowed", (
+                f'"{name}" is a wildcard name, and wildcards are not allowed by this CA: list each '
+                f'host explicitly instead (for example www.{name[2:]}).'), name))
+        if policy.allowed_domains and not in_domains(name, policy.allowed_domains):
+            out.append(Violation("domain_not_allowed", (
+                f'"{name}" is outside the domains this CA issues for '
+                f'({", ".join(policy.allowed_domains)}): use a name under one of them.'), name))
+    for ip in ips:
+        if not policy.allow_ip_sans:
+            out.append(Violation("ip_san_not_allowed", (
+                f"IP address {ip} cannot be put in a certificate here (IP SANs are turned off): "
+                "use a DNS name instead."), ip))
+    for entry in other:
+        out.append(Violation("san_type_not_allowed", (
+            f"The CSR asks for {entry}; this CA puts only DNS names and IP addresses in "
+            "certificates: remove it from the CSR's Subject Alternative Names."), entry))
+    return out
+
+
+def _key_violations(csr: ParsedCSR, policy: PolicyConfig) -> list[Violation]:
+    key = csr.key
+    accepted = ", ".join(
+        f"RSA ({policy.min_rsa_bits}-{policy.max_rsa_bits} bits)" if k == "rsa" else KEY_LABELS[k]
+        for k in policy.key_types
+    )
+    if key.kind not in policy.key_types:
+        return [Violation("key_type_not_allowed", (
+            f"The CSR's key is {key.label}; this CA accepts {accepted}. Generate the CSR with one "
+            "of those key types."), key.label)]
+    if key.kind == "rsa" and key.bits < policy.min_rsa_bits:
+        return [Violation("key_too_small", (
+            f"The CSR's key is RSA {key.bits} bits, too short to be safe; this CA requires at "
+            f"least {policy.min_rsa_bits} bits. Generate a new key of {policy.min_rsa_bits} bits "
+            "or more (or an EC P-256 key) and a new CSR."), key.label)]
+    if key.kind == "rsa" and key.bits > policy.max_rsa_bits:
+        return [Violation("key_too_large", (
+            f"The CSR's key is RSA {key.bits} bits; this CA accepts at most {policy.max_rsa_bits}. "
+            "Generate a smaller key and a new CSR."), key.label)]
+    return []

@@ -1,0 +1,46 @@
+"""APScheduler 3.x set-up. Jobs are the plain functions of the domain modules; the scheduler only
+triggers them. An advisory file lock makes one process per instance run the jobs, so two
+`ca-server serve` on one instance still send each reminder once (the store's claims make sure
+of that anyway)."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .services import Services
+
+log = logging.getLogger("ca_server.scheduler")
+
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
+
+
+def build_scheduler(services: Services) -> BackgroundScheduler:
+    """The scheduler with its jobs registered, not started (tests inspect it)."""
+    scheduler = BackgroundScheduler(timezone="UTC", job_defaults=JOB_DEFAULTS)
+    for job_id, func, minutes in jobs(services):
+        scheduler.add_job(func, "interval", minutes=minutes, id=job_id, replace_existing=True, args=[services])
+    return scheduler
+
+
+def jobs(services: Services) -> list:
+    """(id, function, interval minutes) for every periodic job."""
+    return []
+
+
+def start_scheduler(services: Services) -> BackgroundScheduler | None:
+    lock_fd = os.open(services.paths.scheduler_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        log.info("another process runs the scheduler for this instance; not starting one here")
+        return None
+    scheduler = build_scheduler(services)
+    scheduler.start()
+    scheduler._ca_server_lock_fd = lock_fd  # held (and the lock with it) while the process lives
+    log.info("scheduler started: %s", ", ".join(j.id for j in scheduler.get_jobs()) or "no jobs")
+    return scheduler

@@ -1,0 +1,47 @@
+"""What the web app, the CLI and the scheduler share: config, secrets, store and the CA,
+assembled once per process from an instance folder."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from .clock import utcnow
+from .config import Config, Secrets, load_config, read_secrets
+from .instance import Authority, InstancePaths
+from .store import Store
+
+
+@dataclass
+class Services:
+    paths: InstancePaths
+    config: Config
+    secrets: Secrets
+    store: Store
+    # The clock the web layer asks for "now"; tests replace it to step time forward.
+    clock: Callable[[], dt.datetime] = field(default=utcnow)
+
+    @cached_property
+    def authority(self) -> Authority:
+        return Authority(self.paths, self.config, self.secrets)
+
+
+def open_services(
+    instance: Path,
+    config: Config | None = None,
+    secrets: Secrets | None = None,
+    *,
+    migrate: bool = True,
+) -> Services:
+    paths = InstancePaths(Path(instance))
+    if config is None:
+        config = load_config(paths.config)
+    if secrets is None:
+        secrets = read_secrets(config)
+    store = Store(paths.database)
+    if migrate and paths.root.exists():
+        store.migrate()
+    return Services(paths=paths, config=config, secrets=secrets, store=store)

@@ -1,0 +1,15 @@
+"""The store: the only code that talks to SQLite (through sqlite-utils)."""
+
+from __future__ import annotations
+
+from .access import AccessQueries, NameTakenError
+from .audit import AuditQueries
+from .base import StoreBase
+from .certificates import CertificateFilter, CertificateQueries, SerialTakenError
+
+
+class Store(CertificateQueries, AccessQueries, AuditQueries, StoreBase):
+    pass
+
+
+__all__ = ["CertificateFilter", "NameTakenError", "SerialTakenError", "Store"]

@@ -1,0 +1,90 @@
+"""Users, API tokens and pending requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+
+from ..clock import to_text
+
+
+class NameTakenError(Exception):
+    pass
+
+
+class AccessQueries:
+    # -- users ---------------------------------------------------------------------------------
+    def insert_user(self, row: dict, audit: dict | None = None) -> None:
+        try:
+            with self.write() as db:
+                db.execute(
+                    "INSERT INTO users (name, password_hash, is_admin, domains, allow_ip, email, created_at)"
+                    " VALUES (:name, :password_hash, :is_admin, :domains, :allow_ip, :email, :created_at)",
+                    {**row, "domains": json.dumps(list(row["domains"]))},
+                )
+                if audit:
+                    self._append_audit(db, **audit)
+        except sqlite3.IntegrityError:
+            raise NameTakenError(row["name"]) from None
+
+    def get_user(self, name: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM users WHERE name = ? AND disabled_at IS NULL", [name]))
+        return _decode(rows[0]) if rows else None
+
+    def set_user_password(self, name: str, password_hash: str) -> bool:
+        with self.write() as db:
+            return db.execute("UPDATE users SET password_hash = ? WHERE name = ?", [password_hash, name]).rowcount == 1
+
+    def list_users(self) -> list[dict]:
+        return [_decode(r) for r in self.db.query("SELECT * FROM users ORDER BY name")]
+
+    def count_users(self) -> int:
+        return next(self.db.query("SELECT count(*) AS n FROM users"))["n"]
+
+    # -- tokens --------------------------------------------------------------------------------
+    def insert_token(self, row: dict, audit: dict | None = None) -> None:
+        try:
+            with self.write() as db:
+                db.execute(
+                    "INSERT INTO tokens (name, token_sha256, is_admin, domains, allow_ip, created_at, created_by)"
+                    " VALUES (:name, :token_sha256, :is_admin, :domains, :allow_ip, :created_at, :created_by)",
+                    {**row, "domains": json.dumps(list(row["domains"]))},
+                )
+                if audit:
+                    self._append_audit(db, **audit)
+        except sqlite3.IntegrityError:
+            raise NameTakenError(row["name"]) from None
+
+    def token_by_hash(self, token_sha256: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM tokens WHERE token_sha256 = ?", [token_sha256]))
+        return _decode(rows[0]) if rows else None
+
+    def touch_token(self, name: str, now: dt.datetime) -> None:
+        self.db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", [to_text(now), name])
+
+    def revoke_token(self, name: str, now: dt.datetime, audit: dict | None = None) -> bool:
+        with self.write() as db:
+            changed = db.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", [to_text(now), name]
+            ).rowcount
+            if changed and audit:
+                self._append_audit(db, **audit)
+        return changed == 1
+
+    def list_tokens(self) -> list[dict]:
+        return [_decode(r) for r in self.db.query("SELECT * FROM tokens ORDER BY created_at DESC, name")]
+
+    def get_token(self, name: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM tokens WHERE name = ?", [name]))
+        return _decode(rows[0]) if rows else None
+
+
+def _decode(row: dict) -> dict:
+    row = dict(row)
+    if "domains" in row:
+        row["domains"] = tuple(json.loads(row["domains"]))
+    for key in ("is_admin", "allow_ip"):
+        if key in row:
+            row[key] = bool(row[key])
+    return row

@@ -1,0 +1,65 @@
+"""The audit log: append-only rows (triggers refuse UPDATE and DELETE)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlite_utils import Database
+
+from ..clock import to_text
+
+
+class AuditQueries:
+    def append_audit(self, **entry) -> None:
+        with self.write() as db:
+            self._append_audit(db, **entry)
+
+    @staticmethod
+    def _append_audit(
+        db: Database,
+        *,
+        at: dt.datetime,
+        action: str,
+        actor: str | None = None,
+        serial: str | None = None,
+        client: str | None = None,
+        detail: dict | None = None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO audit_log (at, actor, action, serial, client, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (to_text(at), actor, action, serial, client, json.dumps(detail or {}, sort_keys=True)),
+        )
+
+    def audit_entries(
+        self,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        serial: str | None = None,
+        limit: int = 200,
+        before_id: int | None = None,
+    ) -> list[dict]:
+        where, params = [], []
+        for column, value in (("action", action), ("actor", actor), ("serial", serial)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        sql = "SELECT id, at, actor, action, serial, client, detail FROM audit_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        rows = list(self.db.query(sql, params))
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows
+
+    def all_audit_entries(self):
+        """Oldest first, streamed (for export)."""
+        for row in self.db.query("SELECT id, at, actor, action, serial, client, detail FROM audit_log ORDER BY id"):
+            row["detail"] = json.loads(row["detail"])
+            yield row

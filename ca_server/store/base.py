@@ -1,0 +1,89 @@
+"""Connections and transactions. One sqlite3 connection per thread (and per process: a forked
+gunicorn worker opens its own), WAL so readers never wait for the writer."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from .schema import migrations
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class StoreBase:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+
+    @property
+    def db(self) -> Database:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            # NORMAL is durable against a process crash (SIGKILL) in WAL mode; only a power
+            # loss can drop the last transactions.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            local.db = Database(conn, execute_plugins=False)
+            local.pid = os.getpid()
+        return local.db
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Database]:
+        """A write transaction that takes the write lock at its start (BEGIN IMMEDIATE): a
+        transaction that reads before it writes could otherwise fail with SQLITE_BUSY when
+        another process committed in between, instead of waiting its turn."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.rollback()
+            raise
+        else:
+            db.execute("COMMIT")
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema. A file lock keeps two processes starting at once from
+        applying the same migration twice."""
+        new = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".migrate-lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if new:
+                # Create the file 0600 before SQLite does: the -wal and -shm files inherit it.
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            self.db.execute("PRAGMA journal_mode=WAL")
+            migrations.apply(self.db)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def pending_migrations(self) -> list[str]:
+        return [m.name for m in migrations.pending(self.db)]
+
+    def ping(self) -> bool:
+        try:
+            return next(self.db.query("SELECT count(*) AS n FROM sqlite_master"))["n"] > 0
+        except sqlite3.Error:
+            return False
+
+    def integrity_check(self) -> str:
+        return next(self.db.query("PRAGMA integrity_check"))["integrity_check"]
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None and getattr(self._local, "pid", None) == os.getpid():
+            db.close()
+        self._local = threading.local()

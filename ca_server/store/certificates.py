@@ -1,0 +1,203 @@
+"""Certificates: insert once, look up by serial, fingerprint, key or name; list and search."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from ..clock import from_text, to_text
+from ..models import CertificateRecord, names_key
+
+_COLUMNS = (
+    "rowid, serial, issued_at, not_before, not_after, subject, issuer, common_name, sans, profile, "
+    "key_label, fingerprint_sha256, fingerprint_sha1, spki_sha256, der, notify, requester, "
+    "revoked_at, revocation_reason"
+)
+
+
+class SerialTakenError(Exception):
+    """The serial is already in the store (a 1-in-2^156 event; issuance retries)."""
+
+
+@dataclass(frozen=True)
+class CertificateFilter:
+    status: str | None = None  # "valid" | "revoked" | "expired"
+    expiring_within_days: int | None = None
+    q: str | None = None
+    requester: str | None = None  # only this requester's certificates (non-admins)
+
+
+def row_to_record(row: dict) -> CertificateRecord:
+    return CertificateRecord(
+        serial=row["serial"],
+        issued_at=from_text(row["issued_at"]),
+        not_before=from_text(row["not_before"]),
+        not_after=from_text(row["not_after"]),
+        subject=row["subject"],
+        issuer=row["issuer"],
+        common_name=row["common_name"],
+        sans=tuple(json.loads(row["sans"])),
+        profile=row["profile"],
+        key_label=row["key_label"],
+        fingerprint_sha256=row["fingerprint_sha256"],
+        fingerprint_sha1=row["fingerprint_sha1"],
+        spki_sha256=row["spki_sha256"],
+        der=row["der"],
+        notify=tuple(json.loads(row["notify"])),
+        requester=row["requester"],
+        revoked_at=from_text(row["revoked_at"]) if row["revoked_at"] else None,
+        revocation_reason=row["revocation_reason"],
+        superseded_by=row.get("superseded_by"),
+        extra={"rowid": row["rowid"]},
+    )
+
+
+def _search_names(record: CertificateRecord) -> set[str]:
+    names = {s.split(":", 1)[1].lower() for s in record.sans}
+    if record.common_name:
+        names.add(record.common_name.lower())
+    return names
+
+
+class CertificateQueries:
+    def insert_certificate(self, record: CertificateRecord, audit: dict | None = None) -> None:
+        """Store a new certificate (and its audit row) in one transaction."""
+        try:
+            with self.write() as db:
+                db.execute(
+                    """
+                    INSERT INTO certificates (serial, issued_at, not_before, not_after, subject,
+                        issuer, common_name, sans, names_key, profile, key_label,
+                        fingerprint_sha256, fingerprint_sha1, spki_sha256, der, notify, requester)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                    (
+                        record.serial,
+                        to_text(record.issued_at),
+                        to_text(record.not_before),
+                        to_text(record.not_after),
+                        record.subject,
+                        record.issuer,
+                        record.common_name,
+                        json.dumps(list(record.sans)),
+                        names_key(record.sans),
+                        record.profile,
+                        record.key_label,
+                        record.fingerprint_sha256,
+                        record.fingerprint_sha1,
+                        record.spki_sha256,
+                        record.der,
+                        json.dumps(list(record.notify)),
+                        record.requester,
+                    ),
+                )
+                db.conn.executemany(
+                    "INSERT INTO certificate_names (name, rname, serial) VALUES (?, ?, ?)",
+                    [(n, n[::-1], record.serial) for n in _search_names(record)],
+                )
+                if audit is not None:
+                    self._append_audit(db, **audit)
+        except sqlite3.IntegrityError as exc:
+            if "certificates.serial" in str(exc):
+                raise SerialTakenError(record.serial) from None
+            raise
+
+    def get_certificate(self, serial: str, *, with_renewal: bool = False) -> CertificateRecord | None:
+        extra = ""
+        if with_renewal:
+            extra = (
+                ", (SELECT n.serial FROM certificates n WHERE n.names_key = c.names_key"
+                " AND n.rowid > c.rowid AND n.revoked_at IS NULL ORDER BY n.rowid DESC LIMIT 1)"
+                " AS superseded_by"
+            )
+        rows = list(
+            self.db.query(f"SELECT {_prefixed()}{extra} FROM certificates c WHERE c.serial = ?", [serial])
+        )
+        return row_to_record(rows[0]) if rows else None
+
+    def certificates_with_key(self, spki_sha256: str) -> list[CertificateRecord]:
+        return [
+            row_to_record(r)
+            for r in self.db.query(f"SELECT {_COLUMNS} FROM certificates WHERE spki_sha256 = ?", [spki_sha256])
+        ]
+
+    def key_is_compromised(self, spki_sha256: str) -> bool:
+        rows = self.db.query(
+            "SELECT 1 AS hit FROM certificates WHERE spki_sha256 = ? AND revocation_reason = 'keyCompromise' LIMIT 1",
+            [spki_sha256],
+        )
+        return any(True for _ in rows)
+
+    def list_certificates(
+        self, flt: CertificateFilter, now: dt.datetime, *, limit: int, before_rowid: int | None = None
+    ) -> tuple[list[CertificateRecord], int | None]:
+        """Newest first. Returns the page and the rowid to continue before (None at the end)."""
+        where, params = _where(flt, now)
+        if before_rowid is not None:
+            where.append("c.rowid < ?")
+            params.append(before_rowid)
+        sql = f"SELECT {_prefixed()} FROM certificates c"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY c.rowid DESC LIMIT ?"
+        params.append(limit + 1)
+        rows = [row_to_record(r) for r in self.db.query(sql, params)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (rows[-1].extra["rowid"] if more and rows else None)
+
+    def count_certificates(self, flt: CertificateFilter, now: dt.datetime) -> int:
+        where, params = _where(flt, now)
+        sql = "SELECT count(*) AS n FROM certificates c"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return next(self.db.query(sql, params))["n"]
+
+    def expiring_between(self, start: dt.datetime, end: dt.datetime) -> list[CertificateRecord]:
+        """Unrevoked, not renewed certificates whose not_after falls in [start, end)."""
+        sql = (
+            f"SELECT {_prefixed()} FROM certificates c WHERE c.not_after >= ? AND c.not_after < ?"
+            " AND c.revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM certificates n"
+            " WHERE n.names_key = c.names_key AND n.rowid > c.rowid AND n.revoked_at IS NULL)"
+            " ORDER BY c.not_after"
+        )
+        return [row_to_record(r) for r in self.db.query(sql, [to_text(start), to_text(end)])]
+
+
+def _prefixed() -> str:
+    return ", ".join("c." + c.strip() for c in _COLUMNS.split(","))
+
+
+def _where(flt: CertificateFilter, now: dt.datetime) -> tuple[list[str], list]:
+    where: list[str] = []
+    params: list = []
+    now_text = to_text(now)
+    if flt.status == "valid":
+        where.append("c.revoked_at IS NULL AND c.not_after > ?")
+        params.append(now_text)
+    elif flt.status == "revoked":
+        where.append("c.revoked_at IS NOT NULL")
+    elif flt.status == "expired":
+        where.append("c.revoked_at IS NULL AND c.not_after <= ?")
+        params.append(now_text)
+    if flt.expiring_within_days is not None:
+        where.append("c.revoked_at IS NULL AND c.not_after > ? AND c.not_after <= ?")
+        params += [now_text, to_text(now + dt.timedelta(days=flt.expiring_within_days))]
+    if flt.requester is not None:
+        where.append("c.requester = ?")
+        params.append(flt.requester)
+    if flt.q:
+        q = flt.q.strip().lower()
+        # A serial (prefix, any of its written forms), or the start or the end of a name.
+        serial_q = q.replace(":", "")
+        end = q + "\U0010ffff"
+        rq = q[::-1]
+        where.append(
+            "(c.serial >= ? AND c.serial < ? OR c.serial IN ("
+            "SELECT serial FROM certificate_names WHERE name >= ? AND name < ?"
+            " UNION SELECT serial FROM certificate_names WHERE rname >= ? AND rname < ?))"
+        )
+        params += [serial_q, serial_q + "\U0010ffff", q, end, rq, rq + "\U0010ffff"]
+    return where, params

@@ -1,0 +1,202 @@
+"""Schema as sqlite-utils migrations: append new functions, never edit applied ones."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("ca_server")
+
+
+@migrations()
+def m001_certificates(db: Database) -> None:
+    # Serials are hex TEXT: 159-bit serials do not fit SQLite's 64-bit INTEGER.
+    # rowid (implicit) is the issue order: lists are "newest first" by rowid.
+    db.execute(
+        """
+        CREATE TABLE certificates (
+            serial TEXT PRIMARY KEY,
+            issued_at TEXT NOT NULL,
+            not_before TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            issuer TEXT NOT NULL,
+            common_name TEXT,
+            sans TEXT NOT NULL,
+            names_key TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            key_label TEXT NOT NULL,
+            fingerprint_sha256 TEXT NOT NULL,
+            fingerprint_sha1 TEXT NOT NULL,
+            spki_sha256 TEXT NOT NULL,
+            der BLOB NOT NULL,
+            notify TEXT NOT NULL DEFAULT '[]',
+            requester TEXT,
+            revoked_at TEXT,
+            revocation_reason TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX certificates_not_after ON certificates(not_after)")
+    db.execute("CREATE INDEX certificates_spki ON certificates(spki_sha256)")
+    db.execute("CREATE INDEX certificates_names_key ON certificates(names_key)")
+    db.execute("CREATE INDEX certificates_fingerprint ON certificates(fingerprint_sha256)")
+    db.execute("CREATE INDEX certificates_requester ON certificates(requester)")
+    db.execute(
+        "CREATE INDEX certificates_revoked ON certificates(revoked_at) WHERE revoked_at IS NOT NULL"
+    )
+    # Every name (SAN value, CN) lowercased, and reversed, so a search for the start or the
+    # end of a name ("cucm", "example.test") is an index range scan, even with a million rows.
+    db.execute(
+        """
+        CREATE TABLE certificate_names (
+            name TEXT NOT NULL,
+            rname TEXT NOT NULL,
+            serial TEXT NOT NULL REFERENCES certificates(serial),
+            PRIMARY KEY (name, serial)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE INDEX certificate_names_rname ON certificate_names(rname)")
+
+
+@migrations()
+def m002_audit_log(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT,
+            action TEXT NOT NULL,
+            serial TEXT,
+            client TEXT,
+            detail TEXT NOT NULL DEFAULT '{}'
+        )
+        """
+    )
+    db.execute("CREATE INDEX audit_log_action ON audit_log(action)")
+    db.execute("CREATE INDEX audit_log_serial ON audit_log(serial)")
+    db.execute("CREATE INDEX audit_log_actor ON audit_log(actor)")
+    # Append-only: rows can be added, never changed or removed.
+    for event in ("UPDATE", "DELETE"):
+        db.execute(
+            f"""
+            CREATE TRIGGER audit_log_no_{event.lower()} BEFORE {event} ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END
+            """
+        )
+
+
+@migrations()
+def m003_reminders(db: Database) -> None:
+    # UNIQUE(serial, threshold) is the claim: the INSERT that wins sends the mail.
+    db.execute(
+        """
+        CREATE TABLE reminders (
+            id INTEGER PRIMARY KEY,
+            serial TEXT NOT NULL REFERENCES certificates(serial),
+            threshold INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            recipients TEXT NOT NULL,
+            claimed_at TEXT NOT NULL,
+            sent_at TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            next_attempt_at TEXT,
+            UNIQUE (serial, threshold)
+        )
+        """
+    )
+    db.execute("CREATE INDEX reminders_status ON reminders(status, next_attempt_at)")
+
+
+@migrations()
+def m004_revocation(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE crls (
+            issuer TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            this_update TEXT NOT NULL,
+            next_update TEXT NOT NULL,
+            der BLOB NOT NULL,
+            PRIMARY KEY (issuer, number)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE ocsp_responders (
+            serial TEXT PRIMARY KEY,
+            not_before TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            der BLOB NOT NULL,
+            key_pem BLOB NOT NULL
+        )
+        """
+    )
+    # Revoked CA certificates (the intermediate), listed on the root's CRL.
+    db.execute(
+        """
+        CREATE TABLE ca_revocations (
+            serial TEXT PRIMARY KEY,
+            revoked_at TEXT NOT NULL,
+            reason TEXT NOT NULL
+        )
+        """
+    )
+
+
+@migrations()
+def m005_access(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE users (
+            name TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            is_admin INTEGER NOT NULL DEFAULT 0,
+            domains TEXT NOT NULL DEFAULT '[]',
+            allow_ip INTEGER NOT NULL DEFAULT 0,
+            email TEXT,
+            created_at TEXT NOT NULL,
+            disabled_at TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE tokens (
+            name TEXT PRIMARY KEY,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            is_admin INTEGER NOT NULL DEFAULT 0,
+            domains TEXT NOT NULL DEFAULT '[]',
+            allow_ip INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            created_by TEXT,
+            last_used_at TEXT,
+            revoked_at TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE requests (
+            id TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL,
+            requester TEXT NOT NULL,
+            requester_email TEXT,
+            csr_pem TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            validity_days INTEGER NOT NULL,
+            notify TEXT NOT NULL DEFAULT '[]',
+            names TEXT NOT NULL,
+            reasons TEXT NOT NULL,
+            status TEXT NOT NULL,
+            decided_at TEXT,
+            decided_by TEXT,
+            decision_reason TEXT,
+            serial TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX requests_status ON requests(status, created_at)")

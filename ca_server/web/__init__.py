@@ -1,0 +1,50 @@
+"""The web layer: blueprints, templates, security headers. Domain errors are translated in
+errors.py; nothing below web/ imports Flask."""
+
+from __future__ import annotations
+
+from flask import Flask, g
+
+from ..clock import to_text
+from ..pki.serials import serial_colon
+from . import api, auth, pages, public
+from .common import limiter, now
+from .errors import register_error_handlers
+
+# CSP without inline scripts or styles; no third-party origins (the pages load nothing remote).
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def register(app: Flask) -> None:
+    limiter.init_app(app)
+    register_error_handlers(app)
+    auth.register_auth(app)
+    app.register_blueprint(public.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+
+    app.jinja_env.globals.update(
+        days_left_words=pages.days_left_words,
+        serial_colon=lambda s: serial_colon(int(s, 16)),
+        to_text=to_text,
+        now=now,
+    )
+    app.jinja_env.filters["utc"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S UTC") if d else ""
+    app.jinja_env.filters["colon_hex"] = lambda h: ":".join(h[i:i + 2] for i in range(0, len(h), 2)).upper()
+
+    @app.context_processor
+    def inject_requester():
+        return {"requester": g.get("requester"), "config": app.extensions["ca_server"].config}
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response

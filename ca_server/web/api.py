@@ -1,0 +1,167 @@
+"""The JSON API (/api/v1). Errors are {"error": {"code", "message"}} with a fitting 4xx."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request, url_for
+
+from .. import issuance
+from ..errors import BadRequestError, CertificateNotFoundError, InvalidSerialError, NotFoundError
+from ..pki.serials import parse_serial
+from ..store import CertificateFilter
+from .common import client_address, limiter, now, requester_key, services, submission_limit
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+JSON_FIELDS = {"csr", "profile", "validity_days", "notify"}
+RAW_CSR_TYPES = {"application/pkcs10", "application/x-pem-file", "application/octet-stream",
+                 "application/x-x509-csr", "text/plain"}
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+STATUSES = ("valid", "revoked", "expired")
+
+
+def certificate_json(record) -> dict:
+    return record.as_json(now(), services().authority.intermediate_pem)
+
+
+def find_certificate(serial_text: str, *, with_renewal: bool = True):
+    try:
+        serial = parse_serial(serial_text)
+    except InvalidSerialError as exc:
+        # Not a serial at all: still "no such certificate" (404), with words on how to write one.
+        raise NotFoundError(exc.message) from None
+    record = services().store.get_certificate(serial, with_renewal=with_renewal)
+    if record is None:
+        raise CertificateNotFoundError(serial)
+    return record
+
+
+def _issue_request_from_body() -> issuance.IssueRequest:
+    mimetype = request.mimetype
+    if mimetype == "application/json" or (not mimetype and request.data[:1] == b"{"):
+        body = request.get_json(silent=True)
+        if body is None:
+            raise BadRequestError("The body is not valid JSON.", code="json_invalid")
+        if not isinstance(body, dict):
+            raise BadRequestError('The body must be a JSON object, like {"csr": "-----BEGIN ..."}.',
+                                  code="json_invalid")
+        unknown = sorted(set(body) - JSON_FIELDS)
+        if unknown:
+            raise BadRequestError(
+                f"Unknown field(s) {', '.join(unknown)}; the fields are {', '.join(sorted(JSON_FIELDS))}.",
+                code="field_unknown",
+            )
+        csr = body.get("csr")
+        if not isinstance(csr, str) or not csr.strip():
+            raise BadRequestError('"csr" is required: the PEM text of the certificate request.', code="csr_missing")
+        return issuance.IssueRequest(
+            csr=csr,
+            profile=_optional_str(body, "profile"),
+            validity_days=_optional_int(body.get("validity_days"), "validity_days"),
+            notify=_notify(body.get("notify")),
+            requester=g.requester,
+            client=client_address(),
+        )
+    if mimetype in RAW_CSR_TYPES:
+        return issuance.IssueRequest(
+            csr=request.get_data(cache=False),
+            profile=request.args.get("profile") or None,
+            validity_days=_optional_int(request.args.get("validity_days"), "validity_days"),
+            notify=tuple(a for v in request.args.getlist("notify") for a in v.split(",")),
+            requester=g.requester,
+            client=client_address(),
+        )
+    raise BadRequestError(
+        "Send the request as JSON (Content-Type: application/json) or the CSR itself "
+        "(Content-Type: application/pkcs10, PEM or DER).",
+        code="unsupported_media_type",
+    )
+
+
+def _optional_str(body: dict, key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequestError(f'"{key}" must be a string.', code=f"{key}_invalid")
+    return value
+
+
+def _optional_int(value, key: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 7:
+        return int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequestError(f'"{key}" must be a whole number.', code=f"{key.split('_')[0]}_invalid")
+    return value
+
+
+def _notify(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(a for a in value.split(",") if a.strip())
+    if isinstance(value, list) and all(isinstance(a, str) for a in value):
+        return tuple(value)
+    raise BadRequestError('"notify" must be a list of e-mail addresses.', code="notify_invalid")
+
+
+@bp.post("/certificates")
+@limiter.limit(submission_limit, key_func=requester_key)
+def create_certificate():
+    svc = services()
+    req = _issue_request_from_body()
+    record = issuance.issue(svc.config, svc.store, svc.authority, req, now())
+    body = certificate_json(record)
+    notes = record.extra.get("notes")
+    if notes:
+        body["notes"] = notes
+    response = jsonify(body)
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_certificate", serial=record.serial)
+    return response
+
+
+@bp.get("/certificates/<serial>")
+def get_certificate(serial: str):
+    return jsonify(certificate_json(find_certificate(serial)))
+
+
+@bp.get("/certificates")
+def list_certificates():
+    args = request.args
+    limit = _bounded_int(args.get("limit"), "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    expiring = args.get("expiring_within_days")
+    expiring_days = None if expiring in (None, "") else _bounded_int(expiring, "expiring_within_days", 0, 0, 36500)
+    status = args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise BadRequestError(f"status must be one of {', '.join(STATUSES)}.", code="status_invalid")
+    cursor = args.get("cursor")
+    before = None if cursor in (None, "") else _bounded_int(cursor, "cursor", 0, 1, 2**62)
+    q = (args.get("q") or "").strip()[:200] or None
+    flt = CertificateFilter(status=status, expiring_within_days=expiring_days, q=q,
+                            requester=None if g.requester.is_admin else g.requester.label)
+    records, next_rowid = services().store.list_certificates(flt, now(), limit=limit, before_rowid=before)
+    next_url = None
+    if next_rowid is not None:
+        params = {k: v for k, v in args.items() if k != "cursor"}
+        next_url = url_for("api.list_certificates", _external=True, cursor=next_rowid, **params)
+    return jsonify({"certificates": [certificate_json(r) for r in records], "next": next_url})
+
+
+@bp.get("/ca")
+def ca_hierarchy():
+    return jsonify({entry["role"]: entry for entry in services().authority.describe()})
+
+
+def _bounded_int(text, key: str, default: int, low: int, high: int) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise BadRequestError(f"{key} must be a whole number.", code=f"{key}_invalid") from None
+    if not low <= value <= high:
+        raise BadRequestError(f"{key} must be between {low} and {high}.", code=f"{key}_invalid")
+    return value

@@ -1,0 +1,145 @@
+"""Who is asking: API tokens (Authorization: Bearer) and signed-in users (session cookie).
+
+Public, no sign-in: CA certificates, CRLs, OCSP, /healthz and the sign-in page itself.
+Cookie-authenticated POSTs must carry the CSRF token; token-authenticated ones need none
+(a browser never attaches a bearer token on its own)."""
+
+from __future__ import annotations
+
+from functools import wraps
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFProtect
+from wtforms import PasswordField, StringField, SubmitField
+from wtforms.validators import DataRequired, Length
+
+from .. import accounts
+from ..errors import AuthError, ForbiddenError
+from .common import limiter, now, services
+
+bp = Blueprint("auth", __name__)
+csrf = CSRFProtect()
+
+PUBLIC_ENDPOINTS = {
+    "public.healthz",
+    "public.ca_file",
+    "public.crl",
+    "public.ocsp_post",
+    "public.ocsp_get",
+    "auth.login",
+    "static",
+}
+
+
+class LoginForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    submit = SubmitField("Sign in")
+
+
+def load_requester() -> None:
+    g.requester = None
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("The Authorization header must be 'Bearer TOKEN'.")
+        requester = accounts.token_requester(services().store, token.strip(), now())
+        if requester is None:
+            raise AuthError("This API token is unknown or was revoked.")
+        g.requester = requester
+        g.via_token = True
+        return
+    g.via_token = False
+    name = session.get("user")
+    if name:
+        row = services().store.get_user(name)
+        if row is None:
+            session.clear()
+        else:
+            g.requester = accounts.user_requester(row)
+
+
+def enforce_access() -> object | None:
+    """before_request: identify the requester, require one outside the public endpoints,
+    and check CSRF on cookie-authenticated writes."""
+    if request.endpoint in ("static", "public.healthz"):
+        return None
+    load_requester()
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and not g.via_token and request.endpoint not in (
+        "public.ocsp_post",
+    ):
+        csrf.protect()
+    if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+        return None
+    if g.requester is None:
+        if request.path.startswith("/api/"):
+            raise AuthError("Sign in, or send an API token as 'Authorization: Bearer TOKEN'.")
+        return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
+    return None
+
+
+def admin_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if g.requester is None or not g.requester.is_admin:
+            raise ForbiddenError("Only an admin may do this.")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _safe_next(target: str | None) -> str:
+    if not target:
+        return url_for("pages.dashboard")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("pages.dashboard")
+    return target
+
+
+def _failed_sign_in(response) -> bool:
+    return response.status_code == 401
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.extensions["ca_server"].config.server.sign_in_rate_limit,
+               methods=["POST"], deduct_when=_failed_sign_in)
+def login():
+    form = LoginForm()
+    status = 200
+    if request.method == "POST":
+        if form.validate():
+            requester = accounts.authenticate_user(services().store, form.username.data, form.password.data)
+            if requester is not None:
+                session.clear()
+                session["user"] = requester.name
+                session.permanent = False
+                services().store.append_audit(at=now(), action="sign_in", actor=requester.label,
+                                              client=request.remote_addr)
+                return redirect(_safe_next(request.args.get("next")), code=303)
+            services().store.append_audit(at=now(), action="sign_in_failed", actor=f"user:{form.username.data[:64]}",
+                                          client=request.remote_addr)
+        form.password.errors = list(form.password.errors) + ["Wrong username or password."]
+        status = 401
+    return render_template("login.html", form=form), status
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout():
+    if request.method == "POST":
+        if g.requester is not None:
+            services().store.append_audit(at=now(), action="sign_out", actor=g.requester.label,
+                                          client=request.remote_addr)
+        session.clear()
+        flash("You are signed out.")
+        return redirect(url_for("auth.login"), code=303)
+    return render_template("logout.html")
+
+
+def register_auth(app: Flask) -> None:
+    csrf.init_app(app)
+    app.before_request(enforce_access)
+    app.register_blueprint(bp)

@@ -1,0 +1,191 @@
+"""Server-rendered pages: dashboard, CSR form, list/search, detail, downloads."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import IntegerField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms.validators import NumberRange, Optional
+
+from .. import issuance
+from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
+from ..policy import EXPLANATIONS
+from ..store import CertificateFilter
+from .api import find_certificate
+from .common import client_address, limiter, now, requester_key, services, submission_limit
+from .errors import status_for
+
+bp = Blueprint("pages", __name__)
+
+PEM = "application/x-pem-file"
+DER = "application/pkix-cert"
+PAGE_SIZE = 50
+
+
+class CSRForm(FlaskForm):
+    csr = TextAreaField("Paste the CSR (PEM text)", render_kw={"rows": 12, "spellcheck": "false"})
+    csr_file = FileField("…or upload the CSR file (.csr, .pem or .der)")
+    profile = SelectField("Profile")
+    validity_days = IntegerField("Validity in days", validators=[Optional(), NumberRange(min=1)])
+    notify = StringField("Reminder e-mail (several separated by commas)")
+    submit = SubmitField("Sign certificate")
+
+
+def _csr_form() -> CSRForm:
+    config = services().config
+    form = CSRForm()
+    form.profile.choices = [(name, f"{name}: {p.description}" if p.description else name)
+                            for name, p in config.profiles.items()]
+    if not form.profile.data:
+        form.profile.data = config.policy.default_profile
+    form.validity_days.render_kw = {"min": 1, "max": config.policy.max_validity_days,
+                                    "placeholder": str(config.policy.default_validity_days)}
+    return form
+
+
+@bp.get("/")
+def dashboard():
+    svc = services()
+    moment = now()
+    horizon = max(svc.config.reminders.days_before)
+    mine = None if g.requester.is_admin else g.requester.label
+    recent, _ = svc.store.list_certificates(CertificateFilter(requester=mine), moment, limit=10)
+    expiring, _ = svc.store.list_certificates(
+        CertificateFilter(expiring_within_days=horizon, requester=mine), moment, limit=50)
+    expiring.sort(key=lambda r: r.not_after)
+    return render_template("dashboard.html", authorities=svc.authority.describe(), recent=recent,
+                           expiring=expiring, horizon=horizon)
+
+
+@bp.route("/certificates/new", methods=["GET", "POST"])
+@limiter.limit(submission_limit, key_func=requester_key, methods=["POST"])
+def new_certificate():
+    svc = services()
+    form = _csr_form()
+    if request.method == "GET":
+        return render_template("new.html", form=form, policy=svc.config.policy, problems=[])
+    problems: list[dict] = []
+    status = 400
+    try:
+        csr = _submitted_csr(form)
+        if not form.validate():
+            raise BadRequestError(" ".join(e for errs in form.errors.values() for e in errs))
+        req = issuance.IssueRequest(
+            csr=csr,
+            profile=form.profile.data,
+            validity_days=form.validity_days.data,
+            notify=tuple(a for a in (form.notify.data or "").replace(";", ",").split(",") if a.strip()),
+            requester=g.requester,
+            client=client_address(),
+        )
+        record = issuance.issue(svc.config, svc.store, svc.authority, req, now())
+        return redirect(url_for("pages.certificate", serial=record.serial), code=303)
+    except PolicyViolationError as exc:
+        status = 422
+        problems = [{**v.as_dict(), "fix": EXPLANATIONS.get(v.code, "")} for v in exc.violations]
+    except CAError as exc:
+        status = status_for(exc)
+        problems = [{"code": exc.code, "message": exc.message, "fix": EXPLANATIONS.get(exc.code, "")}]
+    return render_template("new.html", form=form, policy=svc.config.policy, problems=problems), status
+
+
+def _submitted_csr(form: CSRForm) -> bytes | str:
+    upload = request.files.get("csr_file")
+    if upload is not None and upload.filename:
+        limit = services().config.policy.max_csr_bytes
+        data = upload.read(limit + 1)
+        if len(data) > limit:
+            raise TooLargeError(f"The uploaded file is larger than {limit} bytes; a CSR is normally 1-2 KB.")
+        if not data.strip():
+            raise BadRequestError("The uploaded file is empty.", code="csr_invalid")
+        return data
+    text = (form.csr.data or "").strip()
+    if not text:
+        raise BadRequestError("Paste the CSR's PEM text or choose a CSR file to upload.", code="csr_missing")
+    return text
+
+
+@bp.get("/certificates")
+def certificate_list():
+    args = request.args
+    status = args.get("status") or None
+    if status not in (None, "valid", "revoked", "expired"):
+        status = None
+    expiring = args.get("expiring_within_days", "")
+    expiring_days = int(expiring) if expiring.isdigit() and len(expiring) < 6 else None
+    q = (args.get("q") or "").strip()[:200] or None
+    cursor = args.get("cursor", "")
+    before = int(cursor) if cursor.isdigit() and len(cursor) < 19 else None
+    flt = CertificateFilter(status=status, expiring_within_days=expiring_days, q=q,
+                            requester=None if g.requester.is_admin else g.requester.label)
+    records, next_rowid = services().store.list_certificates(flt, now(), limit=PAGE_SIZE, before_rowid=before)
+    next_url = None
+    if next_rowid is not None:
+        params = {k: v for k, v in args.items() if k != "cursor"}
+        next_url = url_for("pages.certificate_list", cursor=next_rowid, **params)
+    return render_template("list.html", records=records, q=q or "", status=status or "",
+                           expiring=expiring_days if expiring_days is not None else "", next_url=next_url)
+
+
+@bp.get("/certificates/<serial>")
+def certificate(serial: str):
+    record = find_certificate(serial)
+    return render_template("detail.html", r=record, intermediate=services().authority.intermediate)
+
+
+def _download(body: str | bytes, mimetype: str, filename: str) -> Response:
+    response = Response(body, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _filename_base(record) -> str:
+    base = (record.common_name or record.serial).replace("*", "wildcard")
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in base)[:80] or record.serial
+
+
+@bp.get("/certificates/<serial>.pem")
+def certificate_pem(serial: str):
+    record = find_certificate(serial, with_renewal=False)
+    return _download(record.pem, PEM, f"{_filename_base(record)}.pem")
+
+
+@bp.get("/certificates/<serial>.der")
+def certificate_der(serial: str):
+    record = find_certificate(serial, with_renewal=False)
+    return _download(record.der, DER, f"{_filename_base(record)}.der")
+
+
+@bp.get("/certificates/<serial>.crt")
+def certificate_crt(serial: str):
+    """The same DER file under the .crt name Windows and many appliances expect."""
+    record = find_certificate(serial, with_renewal=False)
+    return _download(record.der, DER, f"{_filename_base(record)}.crt")
+
+
+@bp.get("/certificates/<serial>/chain.pem")
+def certificate_chain(serial: str):
+    record = find_certificate(serial, with_renewal=False)
+    return _download(record.pem + services().authority.intermediate_pem, PEM,
+                     f"{_filename_base(record)}-chain.pem")
+
+
+@bp.get("/certificates/<serial>/fullchain.pem")
+def certificate_fullchain(serial: str):
+    record = find_certificate(serial, with_renewal=False)
+    return _download(record.pem + services().authority.chain_pem, PEM, f"{_filename_base(record)}-fullchain.pem")
+
+
+def days_left_words(not_after: dt.datetime, moment: dt.datetime) -> tuple[str, str]:
+    """("expires in 12 days", "warn") for the detail page and lists."""
+    seconds = (not_after - moment).total_seconds()
+    if seconds <= 0:
+        days = int(-seconds // 86400)
+        return ("expired today" if days == 0 else f"expired {days} day{'s' if days != 1 else ''} ago"), "bad"
+    days = int(seconds // 86400)
+    words = "expires today" if days == 0 else f"expires in {days} day{'s' if days != 1 else ''}"
+    level = "bad" if days < 7 else "warn" if days < 30 else "good"
+    return words, level

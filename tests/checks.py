@@ -1,0 +1,90 @@
+"""Reusable checks with real tools: the openssl CLI, pkilint, a TLS handshake over loopback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+
+def openssl() -> str:
+    path = shutil.which("openssl")
+    if path is None:
+        pytest.skip("the openssl CLI is not installed (make test installs Debian's openssl)")
+    return path
+
+
+def run_openssl(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([openssl(), *args], input=input, capture_output=True, timeout=60)
+
+
+def assert_openssl_verifies(leaf: Path, root: Path, untrusted: Path | None = None, *extra: str) -> None:
+    args = ["verify", "-CAfile", str(root)]
+    if untrusted is not None:
+        args += ["-untrusted", str(untrusted)]
+    result = run_openssl(*args, *extra, str(leaf))
+    assert result.returncode == 0 and b": OK" in result.stdout, (result.stdout + result.stderr).decode()
+
+
+def pkilint_findings(path: Path, tool: str = "lint_pkix_cert", *tool_args: str) -> list[dict]:
+    """Findings of severity WARNING or worse from one of pkilint's linters."""
+    exe = Path(sys.executable).with_name(tool)
+    result = subprocess.run([str(exe), "lint", *tool_args, "-s", "WARNING", "-f", "JSON", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode in (0, 1), result.stderr
+    out = result.stdout.strip()
+    if not out:
+        return []
+    data = json.loads(out)
+    findings = []
+    for entry in data.get("results", data if isinstance(data, list) else []):
+        for desc in entry.get("finding_descriptions", []):
+            findings.append({"validator": entry.get("validator"), "node": entry.get("node_path"), **desc})
+    return findings
+
+
+def assert_pkilint_clean(path: Path, tool: str = "lint_pkix_cert", *tool_args: str,
+                         allow: tuple[str, ...] = ()) -> None:
+    bad = [f for f in pkilint_findings(path, tool, *tool_args)
+           if f.get("severity") in ("FATAL", "ERROR", "WARNING") and f.get("code") not in allow]
+    assert not bad, f"pkilint findings for {path.name}: {bad}"
+
+
+def tls_handshake(*, chain_pem: Path, key_pem: Path, root_pem: Path, server_hostname: str) -> tuple[bool, str]:
+    """Serve chain+key on 127.0.0.1 and connect with hostname checking against `root_pem`.
+    Returns (succeeded, error text)."""
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(chain_pem), str(key_pem))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        except (ssl.SSLError, OSError):
+            pass
+        finally:
+            listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client_ctx = ssl.create_default_context(cafile=str(root_pem))
+    assert client_ctx.check_hostname and client_ctx.verify_mode == ssl.CERT_REQUIRED
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with client_ctx.wrap_socket(raw, server_hostname=server_hostname) as tls:
+                tls.sendall(b"x")
+        return True, ""
+    except ssl.SSLError as exc:
+        return False, str(exc)
+    finally:
+        thread.join(timeout=10)

@@ -1,0 +1,115 @@
+"""Shared fixtures: a real instance (keys, SQLite file) in a temp dir per test, the Flask app
+over it, and clients signed in as an admin token, a scoped token, or a web user."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ca_server import accounts, create_app
+from ca_server.config import Secrets, load_config, with_overrides
+from ca_server.instance import InstancePaths, init_instance
+from ca_server.services import open_services
+
+PASSPHRASE = "test passphrase, long enough"
+NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(scope="session")
+def _template_instance(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("template") / "instance"
+    init_instance(InstancePaths(root), Secrets(key_passphrase=PASSPHRASE), dt.datetime.now(dt.timezone.utc))
+    open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE)).store.migrate()
+    return root
+
+
+@pytest.fixture
+def instance(_template_instance, tmp_path, monkeypatch) -> Path:
+    """A fresh copy of one initialised CA (key generation once per session)."""
+    root = tmp_path / "instance"
+    shutil.copytree(_template_instance, root)
+    monkeypatch.setenv("CA_SERVER_INSTANCE", str(root))
+    monkeypatch.setenv("CA_SERVER_KEY_PASSPHRASE", PASSPHRASE)
+    return root
+
+
+@pytest.fixture
+def make_app(instance):
+    def factory(**sections):
+        config = load_config(instance / "config.toml")
+        if sections:
+            config = with_overrides(config, **sections)
+        app = create_app(config, instance_path=instance)
+        app.config["TESTING"] = True
+        return app
+
+    return factory
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def svc(app):
+    return app.extensions["ca_server"]
+
+
+class ApiClient:
+    """Flask's test client with an Authorization header on every request."""
+
+    def __init__(self, client, token: str | None) -> None:
+        self.client = client
+        self.token = token
+
+    def _headers(self, headers):
+        headers = dict(headers or {})
+        if self.token:
+            headers.setdefault("Authorization", f"Bearer {self.token}")
+        return headers
+
+    def get(self, url, headers=None, **kw):
+        return self.client.get(url, headers=self._headers(headers), **kw)
+
+    def post(self, url, headers=None, **kw):
+        return self.client.post(url, headers=self._headers(headers), **kw)
+
+
+def new_token(svc, name="admin-token", *, admin=True, domains=(), allow_ip=None) -> str:
+    return accounts.create_token(svc.store, name, is_admin=admin, domains=tuple(domains), allow_ip=allow_ip,
+                                 now=dt.datetime.now(dt.timezone.utc))
+
+
+@pytest.fixture
+def api(app, svc) -> ApiClient:
+    """An admin token's client."""
+    return ApiClient(app.test_client(), new_token(svc))
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or re.search(
+        r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+def sign_in(client, name: str, password: str):
+    page = client.get("/login")
+    return client.post("/login", data={"username": name, "password": password,
+                                       "csrf_token": csrf_token(page.get_data(as_text=True))})
+
+
+@pytest.fixture
+def web(app, svc):
+    """A browser-like test client signed in as an admin user."""
+    accounts.add_user(svc.store, "alice", "alice-password", is_admin=True, domains=(), allow_ip=True, email=None,
+                      now=dt.datetime.now(dt.timezone.utc))
+    client = app.test_client()
+    response = sign_in(client, "alice", "alice-password")
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return client

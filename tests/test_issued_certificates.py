@@ -1,0 +1,207 @@
+"""What an issued certificate is (CONTRACT.md): checked with cryptography, the openssl CLI,
+pkilint and a real TLS handshake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+
+from ca_server import issuance
+from ca_server.clock import utcnow
+from ca_server.errors import PolicyViolationError
+from ca_server.store import CertificateFilter
+
+from .checks import assert_openssl_verifies, assert_pkilint_clean, tls_handshake
+from .factories import cached_key, make_csr, pem
+
+
+def issue(svc, csr, **kw):
+    request = issuance.IssueRequest(csr=pem(csr), **kw)
+    return issuance.issue(svc.config, svc.store, svc.authority, request, utcnow())
+
+
+def write_leaf(tmp_path, record, name="leaf.pem"):
+    path = tmp_path / name
+    path.write_text(record.pem)
+    return path
+
+
+def test_certificate_fields_follow_the_contract(svc):
+    csr = make_csr(["cucm1.example.test", "cucm-pub.example.test"], ips=["10.0.0.1"])
+    record = issue(svc, csr, profile="server", validity_days=90)
+    cert = x509.load_der_x509_certificate(record.der)
+
+    assert cert.version == x509.Version.v3
+    assert 0 < cert.serial_number < 2**159 and cert.serial_number.bit_length() >= 64
+    assert record.serial == format(cert.serial_number, "x") and len(record.serial) == 40
+    assert cert.subject == csr.subject
+    assert cert.issuer == svc.authority.intermediate.subject
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 90
+
+    ext = cert.extensions
+    bc = ext.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca is False
+    ku = ext.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical and ku.value.digital_signature and not ku.value.key_encipherment
+    assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    san = ext.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["cucm1.example.test", "cucm-pub.example.test"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.0.0.1")]
+    ski = ext.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert ski == x509.SubjectKeyIdentifier.from_public_key(csr.public_key())
+    aki = ext.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    int_ski = svc.authority.intermediate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == int_ski.digest
+
+    base = svc.config.server.base_url
+    cdp = ext.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert cdp[0].full_name[0].value == f"{base}/crl/intermediate.crl"
+    aia = {d.access_method: d.access_location.value for d in ext.get_extension_for_class(
+        x509.AuthorityInformationAccess).value}
+    assert aia[AuthorityInformationAccessOID.OCSP] == f"{base}/ocsp"
+    assert aia[AuthorityInformationAccessOID.CA_ISSUERS] == f"{base}/ca/intermediate.der"
+    cert.verify_directly_issued_by(svc.authority.intermediate)
+
+
+@pytest.mark.parametrize(
+    "profile, ekus",
+    [
+        ("server", [ExtendedKeyUsageOID.SERVER_AUTH]),
+        ("client", [ExtendedKeyUsageOID.CLIENT_AUTH]),
+        ("server+client", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+    ],
+)
+def test_profiles_set_the_extended_key_usage(svc, profile, ekus):
+    record = issue(svc, make_csr(["p.example.test"]), profile=profile)
+    cert = x509.load_der_x509_certificate(record.der)
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == ekus
+    assert record.profile == profile
+
+
+def test_cn_is_added_to_the_sans_when_missing(svc):
+    csr = make_csr([], cn="only-cn.example.test")
+    record = issue(svc, csr)
+    assert record.sans == ("DNS:only-cn.example.test",)
+    ip_record = issue(svc, make_csr([], cn="192.0.2.7"))
+    assert ip_record.sans == ("IP:192.0.2.7",)
+
+
+def test_rsa_leaf_key_usage_allows_key_encipherment(svc):
+    record = issue(svc, make_csr(["rsa.example.test"], key=cached_key("rsa-2048")))
+    ku = x509.load_der_x509_certificate(record.der).extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.key_encipherment
+    assert record.key_label == "RSA 2048"
+
+
+def test_empty_subject_makes_the_san_critical(svc):
+    record = issue(svc, make_csr(["nosubject.example.test"], cn=None))
+    cert = x509.load_der_x509_certificate(record.der)
+    assert len(cert.subject) == 0
+    assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
+
+
+def test_requested_ca_flag_and_key_usage_in_the_csr_are_ignored(svc):
+    key = cached_key("ec-p256", 5)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(make_csr(["evil.example.test"]).subject)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("evil.example.test")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    record = issue(svc, csr)
+    cert = x509.load_der_x509_certificate(record.der)
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+
+
+def test_certificate_never_outlives_the_intermediate(svc, make_app):
+    app = make_app(policy={"max_validity_days": 36500, "default_validity_days": 90})
+    svc2 = app.extensions["ca_server"]
+    record = issue(svc2, make_csr(["long.example.test"]), validity_days=36000)
+    assert record.not_after == svc2.authority.intermediate.not_valid_after_utc
+    assert any("issuing CA" in n for n in record.extra["notes"])
+
+
+def test_issued_certificate_verifies_with_openssl(svc, instance, tmp_path):
+    record = issue(svc, make_csr(["cucm1.example.test", "cucm-pub.example.test"]))
+    leaf = write_leaf(tmp_path, record)
+    assert_openssl_verifies(leaf, instance / "ca" / "root.pem", instance / "ca" / "intermediate.pem")
+    # And against the served chain file, as the issue's acceptance check does.
+    chain = tmp_path / "chain.pem"
+    chain.write_text(svc.authority.chain_pem)
+    assert_openssl_verifies(leaf, chain)
+    # Purpose checks: a server certificate is fit for sslserver, not for sslclient.
+    assert_openssl_verifies(leaf, instance / "ca" / "root.pem", instance / "ca" / "intermediate.pem",
+                            "-purpose", "sslserver")
+
+
+@pytest.mark.parametrize("key_kind", ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "ed25519"])
+@pytest.mark.parametrize("profile", ["server", "client", "server+client"])
+def test_pkilint_finds_nothing_in_issued_certificates(svc, tmp_path, key_kind, profile):
+    record = issue(svc, make_csr(["lint.example.test"], ips=["192.0.2.1"], key=cached_key(key_kind)),
+                   profile=profile)
+    assert_pkilint_clean(write_leaf(tmp_path, record))
+
+
+def test_pkilint_finds_nothing_in_the_ca_certificates(instance):
+    assert_pkilint_clean(instance / "ca" / "root.pem")
+    assert_pkilint_clean(instance / "ca" / "intermediate.pem")
+
+
+def _handshake_files(tmp_path, svc, record, key):
+    chain = tmp_path / "server-chain.pem"
+    chain.write_text(record.pem + svc.authority.intermediate_pem)
+    key_path = tmp_path / "server.key"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return chain, key_path
+
+
+@pytest.mark.parametrize("key_kind", ["ec-p256", "rsa-2048"])
+def test_tls_handshake_succeeds_for_every_san_and_fails_for_other_names(svc, instance, tmp_path, key_kind):
+    key = cached_key(key_kind, 1)
+    names = ["cucm1.example.test", "cucm-pub.example.test"]
+    record = issue(svc, make_csr(names, ips=["127.0.0.1"], key=key))
+    chain, key_path = _handshake_files(tmp_path, svc, record, key)
+    root = instance / "ca" / "root.pem"
+    for name in [*names, "127.0.0.1"]:
+        ok, error = tls_handshake(chain_pem=chain, key_pem=key_path, root_pem=root, server_hostname=name)
+        assert ok, f"{name}: {error}"
+    ok, error = tls_handshake(chain_pem=chain, key_pem=key_path, root_pem=root, server_hostname="other.example.test")
+    assert not ok
+    assert "hostname mismatch" in error.lower(), error
+
+
+def test_refused_request_stores_nothing(svc):
+    before = svc.store.count_certificates(CertificateFilter(), utcnow())
+    with pytest.raises(PolicyViolationError):
+        issue(svc, make_csr(["*.example.test"]))
+    assert svc.store.count_certificates(CertificateFilter(), utcnow()) == before
+    refusals = svc.store.audit_entries(action="refuse")
+    assert refusals and refusals[0]["detail"]["codes"] == ["wildcard_not_allowed"]
+
+
+def test_certificate_is_in_the_store_when_returned(svc):
+    record = issue(svc, make_csr(["stored.example.test"]), notify=("ops@example.test",))
+    stored = svc.store.get_certificate(record.serial)
+    assert stored is not None and stored.der == record.der
+    assert stored.notify == ("ops@example.test",)
+    assert svc.store.audit_entries(action="issue")[0]["serial"] == record.serial
+
+
+def test_serials_are_unique_across_many_issuances(svc):
+    key = cached_key("ec-p256", 2)
+    serials = {issue(svc, make_csr([f"h{i}.example.test"], key=key)).serial for i in range(50)}
+    assert len(serials) == 50
+
+
+def test_now_is_a_parameter(svc):
+    moment = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    request = issuance.IssueRequest(csr=pem(make_csr(["future.example.test"])), validity_days=10)
+    record = issuance.issue(svc.config, svc.store, svc.authority, request, moment)
+    assert record.not_after == moment + dt.timedelta(days=10)

@@ -1,0 +1,125 @@
+"""The policy engine, table-driven: each refusal's code, and every violation of one CSR at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from ca_server import policy
+from ca_server.config import PolicyConfig
+from ca_server.pki.csr import parse_csr, signature_is_valid
+from ca_server.pki.names import dns_name_problem, in_domains
+
+from .factories import cached_key, make_csr, pem, with_broken_signature
+
+DEFAULT = PolicyConfig()
+SCOPED = PolicyConfig(allowed_domains=("example.test", "corp.internal"))
+
+
+def codes(csr_bytes, pol=DEFAULT, ekus=("serverAuth",), validity=90):
+    parsed = parse_csr(csr_bytes)
+    decision = policy.evaluate(parsed, policy=pol, ekus=ekus, validity_days=validity,
+                               signature_ok=signature_is_valid(parsed.csr))
+    return [v.code for v in decision.violations], decision
+
+
+CASES = [
+    ("ok-simple", make_csr(["a.example.test"]), SCOPED, []),
+    ("ok-subdomain", make_csr(["x.y.z.example.test"]), SCOPED, []),
+    ("ok-domain-itself", make_csr(["example.test"]), SCOPED, []),
+    ("ok-second-domain", make_csr(["app.corp.internal"]), SCOPED, []),
+    ("ok-ip", make_csr(["a.example.test"], ips=["10.1.2.3", "2001:db8::1"]), SCOPED, []),
+    ("ok-idn-a-label", make_csr(["xn--bcher-kva.example.test"]), SCOPED, []),
+    ("ok-any-domain-when-unscoped", make_csr(["a.other.test"]), DEFAULT, []),
+    ("fail-wildcard", make_csr(["*.example.test"]), SCOPED, ["wildcard_not_allowed"]),
+    ("fail-wildcard-in-cn-only", make_csr([], cn="*.example.test"), SCOPED, ["wildcard_not_allowed"]),
+    ("ok-wildcard-when-allowed", make_csr(["*.example.test"]), PolicyConfig(allow_wildcards=True), []),
+    ("fail-partial-wildcard", make_csr(["f*.example.test"]), DEFAULT, ["dns_name_invalid"]),
+    ("fail-outside-domains", make_csr(["a.other.test"]), SCOPED, ["domain_not_allowed"]),
+    ("fail-suffix-trick", make_csr(["evilexample.test"]), SCOPED, ["domain_not_allowed"]),
+    ("fail-underscore", make_csr(["bad_name.example.test"]), SCOPED, ["dns_name_invalid"]),
+    ("fail-leading-hyphen", make_csr(["-a.example.test"]), SCOPED, ["dns_name_invalid"]),
+    ("fail-long-label", make_csr(["a" * 64 + ".example.test"], cn=None), SCOPED, ["dns_name_invalid"]),
+    ("fail-long-name", make_csr([".".join(["a" * 60] * 5) + ".test"], cn=None), DEFAULT, ["dns_name_invalid"]),
+    ("fail-bad-a-label", make_csr(["xn--zz.example.test"]), SCOPED, ["dns_name_invalid"]),
+    ("fail-numeric-tld", make_csr(["host.123"]), DEFAULT, ["dns_name_invalid"]),
+    ("fail-ip-when-off", make_csr(["a.example.test"], ips=["10.0.0.1"]), PolicyConfig(allow_ip_sans=False),
+     ["ip_san_not_allowed"]),
+    ("fail-email-san", make_csr(["a.example.test"], emails=["a@example.test"]), DEFAULT, ["san_type_not_allowed"]),
+    ("fail-no-names", make_csr([], cn="Just A Label"), DEFAULT, ["no_names"]),
+    ("fail-rsa-1024", make_csr(["a.example.test"], key=cached_key("rsa-1024")), DEFAULT, ["key_too_small"]),
+    ("fail-p521", make_csr(["a.example.test"], key=cached_key("ec-p521")), DEFAULT, ["key_type_not_allowed"]),
+    ("fail-secp256k1", make_csr(["a.example.test"], key=cached_key("ec-k256")), DEFAULT, ["key_type_not_allowed"]),
+    ("ok-ed25519", make_csr(["a.example.test"], key=cached_key("ed25519")), DEFAULT, []),
+    ("ok-p384", make_csr(["a.example.test"], key=cached_key("ec-p384")), DEFAULT, []),
+    ("fail-ed25519-when-not-listed", make_csr(["a.example.test"], key=cached_key("ed25519")),
+     PolicyConfig(key_types=("rsa", "ec-p256")), ["key_type_not_allowed"]),
+    ("fail-many-at-once", make_csr(["*.example.test", "a.other.test", "bad_name.example.test"],
+                                   key=cached_key("rsa-1024")), SCOPED,
+     ["key_too_small", "wildcard_not_allowed", "domain_not_allowed", "dns_name_invalid"]),
+]
+
+
+@pytest.mark.parametrize("csr, pol, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_policy_table(csr, pol, expected):
+    found, _ = codes(pem(csr), pol)
+    assert sorted(found) == sorted(expected)
+
+
+def test_every_violation_names_what_to_change():
+    csr = make_csr(["*.example.test", "a.other.test"], ips=["10.0.0.1"])
+    pol = PolicyConfig(allowed_domains=("example.test",), allow_ip_sans=False)
+    _, decision = codes(pem(csr), pol)
+    by_code = {v.code: v for v in decision.violations}
+    assert "wildcards are not allowed" in by_code["wildcard_not_allowed"].message
+    assert by_code["wildcard_not_allowed"].subject == "*.example.test"
+    assert "a.other.test" in by_code["domain_not_allowed"].message
+    assert "example.test" in by_code["domain_not_allowed"].message
+    assert "10.0.0.1" in by_code["ip_san_not_allowed"].message
+    for v in decision.violations:
+        assert v.code in policy.EXPLANATIONS
+
+
+def test_broken_signature_is_refused():
+    found, _ = codes(with_broken_signature(make_csr(["a.example.test"])))
+    assert found == ["csr_signature_invalid"]
+
+
+@pytest.mark.parametrize(
+    "requested, over, expected_codes, expected_days",
+    [(90, "refuse", [], 90), (397, "refuse", [], 397), (398, "refuse", ["validity_too_long"], 398),
+     (1000, "cap", [], 397)],
+    ids=["ok-default", "ok-max", "fail-over-max", "cap-over-max"],
+)
+def test_validity_refused_or_capped(requested, over, expected_codes, expected_days):
+    found, decision = codes(pem(make_csr(["a.example.test"])), PolicyConfig(over_max_validity=over),
+                            validity=requested)
+    assert found == expected_codes
+    assert decision.validity_days == expected_days
+
+
+def test_client_profile_accepts_a_person_name_without_sans():
+    found, decision = codes(pem(make_csr([], cn="Alice Smith")), ekus=("clientAuth",))
+    assert found == [] and decision.sans == []
+
+
+@pytest.mark.parametrize(
+    "name, ok",
+    [("a.example.test", True), ("A.Example.TEST", True), ("*.example.test", True), ("a..b.test", False),
+     ("a.example.test.", False), ("bücher.example.test", False), ("*.test", False), ("a.*.test", False),
+     ("ab--c.test", False), ("xn--bcher-kva.test", True), ("", False)],
+)
+def test_dns_name_syntax(name, ok):
+    assert (dns_name_problem(name) is None) == ok
+
+
+def test_idn_hint_gives_the_a_label():
+    assert "xn--bcher-kva.example.test" in dns_name_problem("bücher.example.test")
+
+
+@pytest.mark.parametrize(
+    "name, inside",
+    [("example.test", True), ("a.example.test", True), ("*.example.test", True), ("EXAMPLE.test", True),
+     ("notexample.test", False), ("example.test.evil", False)],
+)
+def test_domain_membership(name, inside):
+    assert in_domains(name, ("example.test",)) == inside
