@@ -23,7 +23,8 @@ def create_app(config: Config | None = None, *, instance_path: str | Path | None
 
     instance = Path(instance_path) if instance_path is not None else default_instance_path()
     services = open_services(instance, config)
-    app = Flask(__name__, instance_path=str(instance.resolve()), instance_relative_config=False)
+    app = Flask(__name__, instance_path=str(instance.resolve()), template_folder="web/templates",
+                static_folder="web/static")
     secure = services.config.server.base_url.startswith("https://")
     app.config.update(
         SECRET_KEY=ensure_secret_key(services.paths) if instance.exists() else _secrets.token_bytes(32),

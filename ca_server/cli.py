@@ -91,7 +91,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from .server import run_server
 
     svc = cli_services()
-    svc.authority.intermediate_key  # fail now, not on the first request, if the passphrase is wrong
+    _ = svc.authority.intermediate_key  # fail now, not on the first request, if the passphrase is wrong
     run_server(svc, host=host, port=port, workers=workers)
 
 

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import policy
+from .config import Config
 from .emails import email_problem, normalize_email
 from .errors import BadRequestError, PolicyViolationError, TooLargeError, Violation
 from .instance import BACKDATE, Authority
@@ -20,7 +21,6 @@ from .pki.csr import ParsedCSR, parse_csr, signature_is_valid
 from .pki.extensions import build_leaf
 from .pki.serials import new_serial, serial_hex
 from .store import SerialTakenError, Store
-from .config import Config
 
 MAX_NOTIFY = 20
 

@@ -16,13 +16,13 @@ from ca_server.instance import InstancePaths, init_instance
 from ca_server.services import open_services
 
 PASSPHRASE = "test passphrase, long enough"
-NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="session")
 def _template_instance(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("template") / "instance"
-    init_instance(InstancePaths(root), Secrets(key_passphrase=PASSPHRASE), dt.datetime.now(dt.timezone.utc))
+    init_instance(InstancePaths(root), Secrets(key_passphrase=PASSPHRASE), dt.datetime.now(dt.UTC))
     open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE)).store.migrate()
     return root
 
@@ -82,7 +82,7 @@ class ApiClient:
 
 def new_token(svc, name="admin-token", *, admin=True, domains=(), allow_ip=None) -> str:
     return accounts.create_token(svc.store, name, is_admin=admin, domains=tuple(domains), allow_ip=allow_ip,
-                                 now=dt.datetime.now(dt.timezone.utc))
+                                 now=dt.datetime.now(dt.UTC))
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def sign_in(client, name: str, password: str):
 def web(app, svc):
     """A browser-like test client signed in as an admin user."""
     accounts.add_user(svc.store, "alice", "alice-password", is_admin=True, domains=(), allow_ip=True, email=None,
-                      now=dt.datetime.now(dt.timezone.utc))
+                      now=dt.datetime.now(dt.UTC))
     client = app.test_client()
     response = sign_in(client, "alice", "alice-password")
     assert response.status_code == 303, response.get_data(as_text=True)

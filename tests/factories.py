@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from functools import lru_cache
+from functools import cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 
-@lru_cache(maxsize=None)
+@cache
 def cached_key(kind: str = "ec-p256", slot: int = 0):
     """A key per (kind, slot), generated once per test session: RSA generation is slow."""
     return new_key(kind)

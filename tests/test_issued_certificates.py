@@ -201,7 +201,7 @@ def test_serials_are_unique_across_many_issuances(svc):
 
 
 def test_now_is_a_parameter(svc):
-    moment = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    moment = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     request = issuance.IssueRequest(csr=pem(make_csr(["future.example.test"])), validity_days=10)
     record = issuance.issue(svc.config, svc.store, svc.authority, request, moment)
     assert record.not_after == moment + dt.timedelta(days=10)

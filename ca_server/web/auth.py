@@ -64,20 +64,21 @@ def load_requester() -> None:
 
 def enforce_access() -> object | None:
     """before_request: identify the requester, require one outside the public endpoints,
-    and check CSRF on cookie-authenticated writes."""
+    and check CSRF on cookie-authenticated writes (and on the sign-in form itself)."""
     if request.endpoint in ("static", "public.healthz"):
         return None
     load_requester()
-    if request.method in ("POST", "PUT", "PATCH", "DELETE") and not g.via_token and request.endpoint not in (
-        "public.ocsp_post",
-    ):
-        csrf.protect()
+    writes = request.method in ("POST", "PUT", "PATCH", "DELETE")
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+        if writes and request.endpoint == "auth.login":
+            csrf.protect()
         return None
     if g.requester is None:
         if request.path.startswith("/api/"):
             raise AuthError("Sign in, or send an API token as 'Authorization: Bearer TOKEN'.")
         return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
+    if writes and not g.via_token:
+        csrf.protect()
     return None
 
 

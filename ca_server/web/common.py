@@ -10,9 +10,18 @@ from flask_limiter.util import get_remote_address
 
 from ..services import Services
 
+
+def _app_scoped(key: str) -> str:
+    # One Limiter serves every app in the process (tests build many); counters stay per app.
+    return f"{id(current_app._get_current_object())}:{key}"
+
+
+def client_key() -> str:
+    return _app_scoped(get_remote_address() or "unknown")
+
+
 # Per-process memory storage: limits are per worker, which is enough against guessing and floods.
-limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[],
-                  headers_enabled=True)
+limiter = Limiter(key_func=client_key, storage_uri="memory://", default_limits=[], headers_enabled=True)
 
 
 def services() -> Services:
@@ -32,7 +41,7 @@ def client_address() -> str | None:
 
 def requester_key() -> str:
     requester = g.get("requester")
-    return requester.label if requester is not None else (request.remote_addr or "unknown")
+    return _app_scoped(requester.label if requester is not None else (request.remote_addr or "unknown"))
 
 
 def submission_limit() -> str:

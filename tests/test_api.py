@@ -1,0 +1,204 @@
+"""The JSON API of CONTRACT.md through Flask's test client."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography import x509
+
+from ca_server.pki.serials import serial_colon
+
+from .factories import der, make_csr, pem, with_broken_signature
+
+
+def post_csr(api, csr_pem, **fields):
+    return api.post("/api/v1/certificates", json={"csr": csr_pem, **fields})
+
+
+def test_issue_via_json_returns_201_and_the_certificate_json(api, svc):
+    csr = make_csr(["cucm1.example.test", "cucm-pub.example.test"])
+    response = post_csr(api, pem(csr), profile="server", validity_days=30, notify=["ops@example.test"])
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    expected_keys = {"serial", "subject", "issuer", "common_name", "sans", "not_before", "not_after", "status",
+                     "profile", "fingerprint_sha256", "certificate", "chain", "notify"}
+    assert expected_keys <= set(body)
+    assert body["sans"] == ["DNS:cucm1.example.test", "DNS:cucm-pub.example.test"]
+    assert body["status"] == "valid" and body["profile"] == "server"
+    assert body["notify"] == ["ops@example.test"]
+    assert body["common_name"] == "cucm1.example.test"
+    assert body["not_after"].endswith("Z")
+    cert = x509.load_pem_x509_certificate(body["certificate"].encode())
+    assert format(cert.serial_number, "x") == body["serial"]
+    chain = x509.load_pem_x509_certificates(body["chain"].encode())
+    assert [c.subject for c in chain] == [cert.subject, svc.authority.intermediate.subject]
+    assert response.headers["Location"].endswith(f"/api/v1/certificates/{body['serial']}")
+    nb = dt.datetime.fromisoformat(body["not_before"].replace("Z", "+00:00"))
+    na = dt.datetime.fromisoformat(body["not_after"].replace("Z", "+00:00"))
+    assert (na - nb).days == 30
+
+
+@pytest.mark.parametrize("body_format", ["pem", "der"])
+def test_issue_via_raw_pkcs10_body(api, body_format):
+    csr = make_csr(["raw.example.test"])
+    data = pem(csr).encode() if body_format == "pem" else der(csr)
+    response = api.post("/api/v1/certificates?profile=client&validity_days=10", data=data,
+                        headers={"Content-Type": "application/pkcs10"})
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["profile"] == "client"
+
+
+@pytest.mark.parametrize(
+    "csr_factory, code",
+    [
+        (lambda: pem(make_csr(["*.example.test"])), "wildcard_not_allowed"),
+        (lambda: pem(make_csr(["bad_name.example.test"])), "dns_name_invalid"),
+        (lambda: pem(make_csr(["a.example.test"], emails=["x@example.test"])), "san_type_not_allowed"),
+        (lambda: pem(make_csr([], cn="No Host Here")), "no_names"),
+        (lambda: __import__("base64").b64encode(with_broken_signature(make_csr(["a.example.test"]))).decode(),
+         "csr_signature_invalid"),
+    ],
+    ids=["wildcard", "dns-syntax", "email-san", "no-names", "bad-signature"],
+)
+def test_policy_refusals_are_422_with_code_and_sentence(api, csr_factory, code):
+    response = post_csr(api, csr_factory())
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    assert len(error["message"]) > 20
+    assert [v["code"] for v in error["violations"]] == [code]
+
+
+def test_wildcard_refusal_says_wildcards_are_not_allowed(api):
+    error = post_csr(api, pem(make_csr(["*.example.test"]))).get_json()["error"]
+    assert "wildcards are not allowed" in error["message"].lower()
+
+
+def test_all_violations_are_reported_together(make_app, svc):
+    app = make_app(policy={"allowed_domains": ["example.test"], "allow_ip_sans": False})
+    from .conftest import ApiClient, new_token
+
+    client = ApiClient(app.test_client(), new_token(app.extensions["ca_server"], "t2"))
+    csr = make_csr(["*.example.test", "a.other.test"], ips=["10.0.0.1"])
+    error = post_csr(client, pem(csr)).get_json()["error"]
+    assert {v["code"] for v in error["violations"]} == {"wildcard_not_allowed", "domain_not_allowed",
+                                                        "ip_san_not_allowed"}
+
+
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"csr": "hello"}, 400, "csr_invalid"),
+        ({"csr": ""}, 400, "csr_missing"),
+        ({}, 400, "csr_missing"),
+        ({"csr": 5}, 400, "csr_missing"),
+        ({"csr": "x", "validity": 5}, 400, "field_unknown"),
+        ({"csr": "x", "validity_days": "many"}, 400, "validity_invalid"),
+        ({"csr": "x", "validity_days": 1.5}, 400, "validity_invalid"),
+        ({"csr": "x", "notify": [1]}, 400, "notify_invalid"),
+        ({"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----"}, 400, "csr_invalid"),
+    ],
+)
+def test_bad_input_is_400_with_words(api, body, status, code):
+    response = api.post("/api/v1/certificates", json=body)
+    assert response.status_code == status
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_semantic_field_errors(api):
+    csr = pem(make_csr(["a.example.test"]))
+    assert post_csr(api, csr, profile="nope").get_json()["error"]["code"] == "profile_unknown"
+    assert post_csr(api, csr, validity_days=0).get_json()["error"]["code"] == "validity_invalid"
+    assert post_csr(api, csr, validity_days=5000).status_code == 422
+    assert post_csr(api, csr, notify=["not-an-address"]).get_json()["error"]["code"] == "notify_invalid"
+
+
+def test_not_json_and_wrong_type_are_4xx(api):
+    r1 = api.post("/api/v1/certificates", data="{not json", headers={"Content-Type": "application/json"})
+    assert r1.status_code == 400 and r1.get_json()["error"]["code"] == "json_invalid"
+    r2 = api.post("/api/v1/certificates", json=["a"])
+    assert r2.status_code == 400
+    r3 = api.post("/api/v1/certificates", data=b"abc", headers={"Content-Type": "image/png"})
+    assert r3.status_code == 400 and "application/pkcs10" in r3.get_json()["error"]["message"]
+
+
+def test_oversized_body_is_413(make_app):
+    app = make_app(server={"max_request_bytes": 10_000})
+    from .conftest import ApiClient, new_token
+
+    client = ApiClient(app.test_client(), new_token(app.extensions["ca_server"], "t3"))
+    response = client.post("/api/v1/certificates", json={"csr": "A" * 20_000})
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "too_large"
+
+
+def test_oversized_csr_is_413(api):
+    response = post_csr(api, "-----BEGIN CERTIFICATE REQUEST-----\n" + "A" * 70_000)
+    assert response.status_code == 413
+
+
+def test_lookup_accepts_lower_upper_and_colon_forms(api):
+    serial = post_csr(api, pem(make_csr(["look.example.test"]))).get_json()["serial"]
+    for form in (serial, serial.upper(), serial_colon(int(serial, 16)), serial_colon(int(serial, 16)).lower()):
+        response = api.get(f"/api/v1/certificates/{form}")
+        assert response.status_code == 200, form
+        assert response.get_json()["serial"] == serial
+
+
+@pytest.mark.parametrize("serial", ["0123456789abcdef", "zz-not-hex", "0"])
+def test_unknown_serial_is_404_error_json(api, serial):
+    response = api.get(f"/api/v1/certificates/{serial}")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] in ("not_found", "serial_invalid")
+
+
+def test_list_newest_first_with_next_link(api):
+    serials = [post_csr(api, pem(make_csr([f"l{i}.example.test"]))).get_json()["serial"] for i in range(5)]
+    page = api.get("/api/v1/certificates?limit=2").get_json()
+    assert [c["serial"] for c in page["certificates"]] == serials[::-1][:2]
+    seen = [c["serial"] for c in page["certificates"]]
+    url = page["next"]
+    while url:
+        page = api.get(url).get_json()
+        seen += [c["serial"] for c in page["certificates"]]
+        url = page["next"]
+    assert seen == serials[::-1]
+
+
+def test_list_filters(api, svc):
+    a = post_csr(api, pem(make_csr(["alpha.example.test"])), validity_days=10).get_json()["serial"]
+    b = post_csr(api, pem(make_csr(["beta.example.test"])), validity_days=200).get_json()["serial"]
+    soon = api.get("/api/v1/certificates?expiring_within_days=30").get_json()["certificates"]
+    assert [c["serial"] for c in soon] == [a]
+    found = api.get("/api/v1/certificates?q=beta").get_json()["certificates"]
+    assert [c["serial"] for c in found] == [b]
+    found = api.get("/api/v1/certificates?q=example.test").get_json()["certificates"]
+    assert {c["serial"] for c in found} == {a, b}
+    found = api.get(f"/api/v1/certificates?q={b[:10].upper()}").get_json()["certificates"]
+    assert [c["serial"] for c in found] == [b]
+    assert api.get("/api/v1/certificates?status=valid").get_json()["certificates"]
+    assert api.get("/api/v1/certificates?status=revoked").get_json()["certificates"] == []
+    assert api.get("/api/v1/certificates?status=bogus").status_code == 400
+    assert api.get("/api/v1/certificates?limit=0").status_code == 400
+    assert api.get("/api/v1/certificates?limit=1001").status_code == 400
+    assert api.get("/api/v1/certificates?limit=1000").status_code == 200
+
+
+def test_ca_hierarchy_json(api, svc):
+    body = api.get("/api/v1/ca").get_json()
+    assert set(body) >= {"root", "intermediate"}
+    for role in ("root", "intermediate"):
+        entry = body[role]
+        assert {"subject", "serial", "not_before", "not_after", "fingerprint_sha256", "pem"} <= set(entry)
+        cert = x509.load_pem_x509_certificate(entry["pem"].encode())
+        assert format(cert.serial_number, "x") == entry["serial"]
+
+
+def test_api_needs_a_token(app):
+    client = app.test_client()
+    response = client.post("/api/v1/certificates", json={"csr": pem(make_csr(["a.example.test"]))})
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+    wrong = client.get("/api/v1/certificates", headers={"Authorization": "Bearer cas_wrong"})
+    assert wrong.status_code == 401

@@ -1,0 +1,49 @@
+"""The shape of the house (STYLE.md), kept true by parsing imports with ast."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "ca_server"
+FRAMEWORKS = ("flask", "flask_wtf", "flask_limiter", "werkzeug", "click", "apscheduler", "gunicorn", "wtforms")
+DOMAIN = [p for p in PACKAGE.rglob("*.py")
+          if p.relative_to(PACKAGE).parts[0] not in ("web",)
+          and p.name not in ("cli.py", "cli_admin.py", "cli_support.py", "scheduler.py", "server.py",
+                             "__init__.py", "__main__.py")
+          or p.relative_to(PACKAGE).parts[0] in ("pki", "store")]
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", DOMAIN, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_domain_modules_do_not_import_frameworks(path):
+    assert not imported_modules(path) & set(FRAMEWORKS)
+
+
+def test_only_the_store_imports_sqlite_utils():
+    users = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "sqlite_utils" in imported_modules(p)}
+    assert users and all(u.startswith("store/") for u in users), users
+
+
+def test_wsgi_exposes_the_only_module_level_app():
+    source = (PACKAGE.parent / "wsgi.py").read_text()
+    assert "app = create_app()" in source
+    for path in PACKAGE.rglob("*.py"):
+        assert "= create_app(" not in path.read_text() or path.name == "server.py", path
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_stay_small(path):
+    assert len(path.read_text().splitlines()) <= 450

@@ -1,0 +1,106 @@
+"""Property-based tests: random and mutated inputs never produce a 5xx or a stored half-record."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ca_server.clock import utcnow
+from ca_server.store import CertificateFilter
+
+from .conftest import csrf_token
+from .factories import der, make_csr, pem
+
+SEED_CSR = make_csr(["fuzz.example.test", "www.fuzz.example.test"], ips=["10.0.0.1"])
+SEED_DER = der(SEED_CSR)
+SEED_PEM = pem(SEED_CSR)
+
+FUZZ = settings(max_examples=300, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@st.composite
+def mutated_der(draw):
+    data = bytearray(SEED_DER)
+    for _ in range(draw(st.integers(1, 8))):
+        op = draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
+        if not data:
+            break
+        pos = draw(st.integers(0, len(data) - 1))
+        if op == "flip":
+            data[pos] ^= draw(st.integers(1, 255))
+        elif op == "truncate":
+            data = data[:pos]
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            del data[pos]
+    return bytes(data)
+
+
+csr_bodies = st.one_of(
+    mutated_der(),
+    st.binary(max_size=2000),
+    mutated_der().map(lambda d: "-----BEGIN CERTIFICATE REQUEST-----\n"
+                      + base64.encodebytes(d).decode() + "-----END CERTIFICATE REQUEST-----\n"),
+    st.text(max_size=500),
+)
+
+
+def _count(svc):
+    return svc.store.count_certificates(CertificateFilter(), utcnow())
+
+
+@FUZZ
+@given(body=csr_bodies)
+def test_api_never_5xx_on_random_csr_bodies(api, svc, body):
+    if isinstance(body, bytes):
+        response = api.post("/api/v1/certificates", data=body, headers={"Content-Type": "application/pkcs10"})
+    else:
+        response = api.post("/api/v1/certificates", json={"csr": body})
+    assert response.status_code < 500, response.get_data(as_text=True)
+    if response.status_code == 201:
+        serial = response.get_json()["serial"]
+        assert svc.store.get_certificate(serial) is not None
+    else:
+        assert "error" in response.get_json()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=10,
+)
+
+
+@FUZZ
+@given(body=st.fixed_dictionaries({}, optional={"csr": st.one_of(st.just(SEED_PEM), json_values),
+                                                "profile": json_values, "validity_days": json_values,
+                                                "notify": json_values}))
+def test_api_never_5xx_on_random_json_fields(api, body):
+    response = api.post("/api/v1/certificates", json=body)
+    assert response.status_code < 500, response.get_data(as_text=True)
+
+
+@FUZZ
+@given(text=st.text(max_size=80))
+def test_serial_lookups_never_5xx(api, text):
+    response = api.get("/api/v1/certificates/" + text.replace("/", "").replace("?", "").replace("#", ""))
+    assert response.status_code < 500
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=csr_bodies, validity=st.text(max_size=8), notify=st.text(max_size=40))
+def test_form_never_5xx(web, svc, body, validity, notify):
+    token = csrf_token(web.get("/certificates/new").get_data(as_text=True))
+    data = {"csrf_token": token, "profile": "server", "validity_days": validity, "notify": notify}
+    if isinstance(body, bytes):
+        data["csr_file"] = (io.BytesIO(body), "x.csr")
+    else:
+        data["csr"] = body
+    response = web.post("/certificates/new", data=data, content_type="multipart/form-data")
+    assert response.status_code in (303, 400, 413, 422), response.status_code

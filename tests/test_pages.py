@@ -1,0 +1,170 @@
+"""The web pages through Flask's test client: form, detail, downloads, list, CSRF, headers."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from cryptography import x509
+
+from ca_server.pki.serials import serial_colon
+
+from .conftest import csrf_token
+from .factories import der, make_csr, pem, with_broken_signature
+
+
+def submit(web, *, text=None, file=None, filename="host.csr", **fields):
+    page = web.get("/certificates/new")
+    data = {"csrf_token": csrf_token(page.get_data(as_text=True)), "profile": "server", **fields}
+    if text is not None:
+        data["csr"] = text
+    if file is not None:
+        data["csr_file"] = (io.BytesIO(file), filename)
+    return web.post("/certificates/new", data=data, content_type="multipart/form-data")
+
+
+def serial_from(response) -> str:
+    assert response.status_code == 303, response.get_data(as_text=True)[:2000]
+    return response.headers["Location"].rsplit("/", 1)[1]
+
+
+def test_form_page_shows_fields_and_policy(web):
+    html = web.get("/certificates/new").get_data(as_text=True)
+    for label in ("Paste the CSR", "upload the CSR file", "Profile", "Validity in days", "Reminder e-mail"):
+        assert label in html
+    assert 'name="csr"' in html and 'name="csr_file"' in html and 'enctype="multipart/form-data"' in html
+    assert "Wildcard names" in html and "refused" in html
+    assert "at most 397 days" in html
+
+
+def test_pasting_a_pem_csr_issues_and_redirects_to_the_detail_page(web, svc):
+    response = submit(web, text=pem(make_csr(["cucm1.example.test", "cucm-pub.example.test"])),
+                      validity_days="30", notify="ops@example.test, dev@example.test")
+    serial = serial_from(response)
+    record = svc.store.get_certificate(serial)
+    assert record.notify == ("ops@example.test", "dev@example.test")
+    html = web.get(f"/certificates/{serial}").get_data(as_text=True)
+    for text in ("cucm1.example.test", "cucm-pub.example.test", serial, serial_colon(int(serial, 16)),
+                 "expires in 29 days", "Issued by", "Valid from", "SHA-256 fingerprint", "EC P-256",
+                 "Certificate (PEM)", "Certificate (DER)"):
+        assert text in html, text
+
+
+@pytest.mark.parametrize("kind", ["pem", "der"])
+def test_uploading_a_csr_file(web, kind):
+    csr = make_csr(["upload.example.test"])
+    data = pem(csr).encode() if kind == "pem" else der(csr)
+    assert serial_from(submit(web, file=data, filename=f"upload.{kind}"))
+
+
+def test_wildcard_is_refused_on_the_form_with_words(web, svc):
+    response = submit(web, text=pem(make_csr(["*.example.test"])))
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert "The certificate was not issued" in html
+    assert "wildcards are not allowed" in html
+    assert "wildcard_not_allowed" in html
+    # The pasted text stays in the form so the person can fix and resubmit.
+    assert "BEGIN CERTIFICATE REQUEST" in html
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, words",
+    [
+        ({"text": "garbage"}, 400, "not a certificate request"),
+        ({"text": ""}, 400, "Paste the CSR"),
+        ({"file": with_broken_signature(make_csr(["a.example.test"]))}, 422, "signature does not verify"),
+        ({"text": pem(make_csr(["a.example.test"])), "validity_days": "1000"}, 422, "at most 397 days"),
+        ({"text": pem(make_csr(["a.example.test"])), "notify": "nope"}, 400, "not an e-mail address"),
+        ({"text": pem(make_csr(["a.example.test"])), "validity_days": "abc"}, 400, "Not a valid integer"),
+    ],
+    ids=["garbage", "empty", "bad-signature", "too-long", "bad-email", "validity-text"],
+)
+def test_form_failures_are_4xx_with_reasons(web, kwargs, status, words):
+    response = submit(web, **kwargs)
+    assert response.status_code == status
+    assert words in response.get_data(as_text=True)
+
+
+def test_form_post_without_csrf_token_is_refused(web):
+    response = web.post("/certificates/new", data={"csr": pem(make_csr(["a.example.test"])), "profile": "server"})
+    assert response.status_code == 400
+    assert "security token" in response.get_data(as_text=True)
+
+
+def test_downloads_pem_equals_der_and_chain_order(web, svc):
+    serial = serial_from(submit(web, text=pem(make_csr(["dl.example.test"]))))
+    p = web.get(f"/certificates/{serial}.pem")
+    d = web.get(f"/certificates/{serial}.der")
+    assert p.mimetype == "application/x-pem-file" and d.mimetype == "application/pkix-cert"
+    assert "attachment" in d.headers["Content-Disposition"]
+    from_pem = x509.load_pem_x509_certificate(p.data)
+    from_der = x509.load_der_x509_certificate(d.data)
+    assert from_pem == from_der and d.data[:1] == b"\x30"
+    chain = x509.load_pem_x509_certificates(web.get(f"/certificates/{serial}/chain.pem").data)
+    assert chain == [from_pem, svc.authority.intermediate]
+    full = x509.load_pem_x509_certificates(web.get(f"/certificates/{serial}/fullchain.pem").data)
+    assert full == [from_pem, svc.authority.intermediate, svc.authority.root]
+
+
+def test_detail_and_downloads_accept_every_serial_form(web):
+    serial = serial_from(submit(web, text=pem(make_csr(["forms.example.test"]))))
+    colon = serial_colon(int(serial, 16))
+    for form in (serial, serial.upper(), colon, colon.lower()):
+        assert web.get(f"/certificates/{form}").status_code == 200, form
+        assert web.get(f"/certificates/{form}.der").status_code == 200, form
+
+
+def test_unknown_serial_page_is_404(web):
+    response = web.get("/certificates/abcdef0123")
+    assert response.status_code == 404
+    assert "No certificate with serial abcdef0123" in response.get_data(as_text=True)
+    assert web.get("/certificates/not-a-serial").status_code == 404
+
+
+def test_list_and_search(web):
+    serial = serial_from(submit(web, text=pem(make_csr(["searchme.example.test"]))))
+    submit(web, text=pem(make_csr(["other.example.test"])))
+    html = web.get("/certificates?q=searchme").get_data(as_text=True)
+    assert serial[:16] in html and "other.example.test" not in html
+    html = web.get("/certificates").get_data(as_text=True)
+    assert "searchme.example.test" in html and "other.example.test" in html
+
+
+def test_dashboard_shows_the_hierarchy_and_expiring_certificates(web, svc):
+    submit(web, text=pem(make_csr(["soon.example.test"])), validity_days="5")
+    html = web.get("/").get_data(as_text=True)
+    assert "CA hierarchy" in html and svc.authority.root.subject.rfc4514_string() in html
+    assert "Expiring within 30 days" in html and "soon.example.test" in html
+    assert re.search(r"expires in [45] days", html)
+
+
+def test_ca_downloads_are_public(app, svc):
+    client = app.test_client()
+    assert x509.load_pem_x509_certificate(client.get("/ca/root.pem").data) == svc.authority.root
+    assert x509.load_der_x509_certificate(client.get("/ca/root.der").data) == svc.authority.root
+    assert x509.load_der_x509_certificate(client.get("/ca/intermediate.der").data) == svc.authority.intermediate
+    chain = x509.load_pem_x509_certificates(client.get("/ca/chain.pem").data)
+    assert chain == [svc.authority.intermediate, svc.authority.root]
+    assert client.get("/ca/root.der").mimetype == "application/pkix-cert"
+    assert client.get("/ca/other.pem").status_code == 404
+    assert client.get("/healthz").get_json()["status"] == "ok"
+
+
+def test_pages_require_sign_in(app):
+    client = app.test_client()
+    response = client.get("/certificates/new")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_security_headers(web):
+    response = web.get("/certificates/new")
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_pages_load_no_third_party_assets(web):
+    html = web.get("/certificates/new").get_data(as_text=True)
+    assert not re.search(r'(src|href)="(https?:)?//', html)

@@ -1,0 +1,91 @@
+"""The real server: `ca-server serve` (gunicorn, two workers) over HTTP, end to end."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import pytest
+import requests
+from cryptography import x509
+
+from .checks import assert_openssl_verifies, run_openssl
+from .conftest import new_token
+from .factories import make_csr, pem
+from .server import running_server
+
+
+@pytest.fixture
+def server(instance, svc):
+    token = new_token(svc, "serve-admin")
+    with running_server(instance) as base:
+        yield base, token
+
+
+def test_serve_uses_a_production_wsgi_server(server):
+    base, _ = server
+    response = requests.get(f"{base}/healthz", timeout=5)
+    assert response.json()["status"] == "ok"
+    assert response.headers["Server"].startswith("gunicorn")
+
+
+def test_form_flow_of_the_acceptance_check(server, svc, tmp_path):
+    """Sign in, paste the CUCM CSR, land on the detail page, download DER and PEM, verify both
+    against /ca/chain.pem with openssl."""
+    base, _ = server
+    from ca_server import accounts
+    from ca_server.clock import utcnow
+
+    accounts.add_user(svc.store, "op", "op-password", is_admin=False, domains=("example.test",), allow_ip=False,
+                      email=None, now=utcnow())
+    s = requests.Session()
+    login = s.get(f"{base}/login", timeout=5).text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', login).group(1)
+    assert s.post(f"{base}/login", data={"username": "op", "password": "op-password", "csrf_token": token},
+                  timeout=5).url.endswith("/")
+    form = s.get(f"{base}/certificates/new", timeout=5).text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form).group(1)
+    csr = make_csr(["cucm1.example.test", "cucm-pub.example.test"])
+    response = s.post(f"{base}/certificates/new", allow_redirects=False, timeout=10,
+                      data={"csr": pem(csr), "profile": "server", "csrf_token": token})
+    assert response.status_code == 303
+    detail = s.get(base + response.headers["Location"], timeout=5)
+    assert detail.status_code == 200 and "cucm-pub.example.test" in detail.text
+    serial = response.headers["Location"].rsplit("/", 1)[1]
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(requests.get(f"{base}/ca/chain.pem", timeout=5).content)
+    der_file = tmp_path / "leaf.der"
+    der_file.write_bytes(s.get(f"{base}/certificates/{serial}.der", timeout=5).content)
+    pem_file = tmp_path / "leaf.pem"
+    pem_file.write_bytes(s.get(f"{base}/certificates/{serial}.pem", timeout=5).content)
+    assert x509.load_der_x509_certificate(der_file.read_bytes()) == x509.load_pem_x509_certificate(
+        pem_file.read_bytes())
+    assert_openssl_verifies(pem_file, chain)
+    converted = run_openssl("x509", "-inform", "DER", "-in", str(der_file), "-outform", "PEM")
+    (tmp_path / "from-der.pem").write_bytes(converted.stdout)
+    assert_openssl_verifies(tmp_path / "from-der.pem", chain)
+
+    wildcard = s.post(f"{base}/certificates/new", timeout=10,
+                      data={"csr": pem(make_csr(["*.example.test"])), "profile": "server", "csrf_token": token})
+    assert wildcard.status_code == 422 and "wildcards are not allowed" in wildcard.text
+
+
+def test_api_over_http_with_concurrent_requests(server, instance):
+    base, token = server
+    headers = {"Authorization": f"Bearer {token}"}
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        r = requests.post(f"{base}/api/v1/certificates", headers=headers, timeout=30,
+                          json={"csr": pem(make_csr([f"c{i}.example.test"]))})
+        return r.status_code, r.json().get("serial")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(40)))
+    assert all(code == 201 for code, _ in results), results
+    serials = [s for _, s in results]
+    assert len(set(serials)) == 40
+    conn = sqlite3.connect(instance / "ca.sqlite3")
+    stored = {row[0] for row in conn.execute("SELECT serial FROM certificates")}
+    assert set(serials) <= stored
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
