@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from . import accounts, issuance
+from . import accounts, issuance, reminders, revocation
 from .cli_support import cli_services, domain_errors, instance_path
 from .clock import to_text, utcnow
 from .config import load_config, read_secrets
@@ -60,6 +60,7 @@ def init(if_absent: bool, no_admin: bool) -> None:
     config = init_instance(paths, secret, now)
     svc = open_services(paths.root, config, secret)
     authority = svc.authority
+    revocation.refresh_crls(config, svc.store, authority, now)
     click.echo(f"Created the CA in {paths.root}")
     for entry in authority.describe():
         click.echo(f"  {entry['role']:<12} {entry['subject']}  valid to {entry['not_after']}")
@@ -189,6 +190,49 @@ def list_(expiring: int | None, status: str | None, q: str | None, limit: int, a
                        f"{' '.join(r.sans)}")
     if not as_json:
         click.echo(f"{len(records)} certificate(s)", err=True)
+
+
+@main.command()
+@click.argument("serial")
+@click.option("--reason", default="unspecified", show_default=True,
+              help="RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, "
+                   "cessationOfOperation, privilegeWithdrawn.")
+@domain_errors
+def revoke(serial: str, reason: str) -> None:
+    """Revoke a certificate; the CRL and OCSP say so at once.
+
+    \b
+    Example:
+      ca-server revoke 5f3a09c1... --reason keyCompromise
+    """
+    svc = cli_services()
+    canonical = parse_serial(serial)
+    record = revocation.revoke(svc.config, svc.store, svc.authority, canonical, reason, utcnow(),
+                               actor="cli:local")
+    click.echo(f"Revoked {record.serial} ({record.revocation_reason}) at {to_text(record.revoked_at)}; "
+               "a new CRL is published.")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; send and record nothing.")
+@domain_errors
+def remind(dry_run: bool) -> None:
+    """Run one reminder pass now and print what was sent (or would be).
+
+    \b
+    Example:
+      ca-server remind --dry-run
+    """
+    svc = cli_services()
+    outcomes = reminders.run_pass(svc.config, svc.secrets, svc.store, utcnow(), dry_run=dry_run)
+    for outcome in outcomes:
+        click.echo(outcome.line())
+    sent = sum(o.status == "sent" for o in outcomes)
+    failed = sum(o.status == "failed" for o in outcomes)
+    summary = (f"{len(outcomes)} reminder(s) due" if dry_run else f"{sent} sent, {failed} failed")
+    click.echo(summary, err=True)
+    if failed:
+        sys.exit(1)
 
 
 from .cli_admin import register_admin_commands  # noqa: E402  (the admin commands need `main`)

@@ -11,6 +11,8 @@ import os
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from . import reminders, revocation
+from .clock import utcnow
 from .services import Services
 
 log = logging.getLogger("ca_server.scheduler")
@@ -28,7 +30,23 @@ def build_scheduler(services: Services) -> BackgroundScheduler:
 
 def jobs(services: Services) -> list:
     """(id, function, interval minutes) for every periodic job."""
-    return []
+    return [
+        ("reminders", reminder_job, services.config.reminders.interval_minutes),
+        ("crl-refresh", crl_job, CRL_CHECK_MINUTES),
+    ]
+
+
+CRL_CHECK_MINUTES = 60
+
+
+def reminder_job(services: Services) -> None:
+    for outcome in reminders.run_pass(services.config, services.secrets, services.store, utcnow()):
+        log.info("reminder %s", outcome.line())
+
+
+def crl_job(services: Services) -> None:
+    for crl in revocation.refresh_crls(services.config, services.store, services.authority, utcnow()):
+        log.info("published %s CRL number %s", crl.issuer, crl.number)
 
 
 def start_scheduler(services: Services) -> BackgroundScheduler | None:

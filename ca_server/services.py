@@ -12,6 +12,7 @@ from pathlib import Path
 from .clock import utcnow
 from .config import Config, Secrets, load_config, read_secrets
 from .instance import Authority, InstancePaths
+from .ocsp import OCSPResponder
 from .store import Store
 
 
@@ -27,6 +28,10 @@ class Services:
     @cached_property
     def authority(self) -> Authority:
         return Authority(self.paths, self.config, self.secrets)
+
+    @cached_property
+    def ocsp(self) -> OCSPResponder:
+        return OCSPResponder(self.config, self.store, self.authority)
 
 
 def open_services(

@@ -6,10 +6,12 @@ from .access import AccessQueries, NameTakenError
 from .audit import AuditQueries
 from .base import StoreBase
 from .certificates import CertificateFilter, CertificateQueries, SerialTakenError
+from .reminders import ReminderQueries
+from .revocation import CRLNumberTakenError, RevocationQueries
 
 
-class Store(CertificateQueries, AccessQueries, AuditQueries, StoreBase):
+class Store(CertificateQueries, ReminderQueries, RevocationQueries, AccessQueries, AuditQueries, StoreBase):
     pass
 
 
-__all__ = ["CertificateFilter", "NameTakenError", "SerialTakenError", "Store"]
+__all__ = ["CRLNumberTakenError", "CertificateFilter", "NameTakenError", "SerialTakenError", "Store"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request, url_for
 
-from .. import issuance
+from .. import issuance, revocation
 from ..errors import BadRequestError, CertificateNotFoundError, InvalidSerialError, NotFoundError
 from ..pki.serials import parse_serial
 from ..store import CertificateFilter
+from .auth import admin_required
 from .common import client_address, limiter, now, requester_key, services, submission_limit
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -148,6 +149,26 @@ def list_certificates():
         params = {k: v for k, v in args.items() if k != "cursor"}
         next_url = url_for("api.list_certificates", _external=True, cursor=next_rowid, **params)
     return jsonify({"certificates": [certificate_json(r) for r in records], "next": next_url})
+
+
+@bp.post("/certificates/<serial>/revoke")
+@admin_required
+def revoke_certificate(serial: str):
+    body = request.get_json(silent=True) if request.data else {}
+    if body is None or not isinstance(body, dict):
+        raise BadRequestError('Send JSON like {"reason": "keyCompromise"}.', code="json_invalid")
+    unknown = sorted(set(body) - {"reason"})
+    if unknown:
+        raise BadRequestError(f"Unknown field(s) {', '.join(unknown)}; the only field is reason.",
+                              code="field_unknown")
+    reason = body.get("reason", "unspecified")
+    if not isinstance(reason, str):
+        raise BadRequestError('"reason" must be a string such as "keyCompromise".', code="reason_invalid")
+    record = find_certificate(serial, with_renewal=False)
+    svc = services()
+    revoked = revocation.revoke(svc.config, svc.store, svc.authority, record.serial, reason, now(),
+                                actor=g.requester.label, client=client_address())
+    return jsonify(certificate_json(revoked))
 
 
 @bp.get("/ca")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import IntegerField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.validators import NumberRange, Optional
 
-from .. import issuance
+from .. import issuance, revocation
 from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
 from ..policy import EXPLANATIONS
 from ..store import CertificateFilter
 from .api import find_certificate
+from .auth import admin_required
 from .common import client_address, limiter, now, requester_key, services, submission_limit
 from .errors import status_for
 
@@ -133,7 +134,18 @@ def certificate_list():
 @bp.get("/certificates/<serial>")
 def certificate(serial: str):
     record = find_certificate(serial)
-    return render_template("detail.html", r=record, intermediate=services().authority.intermediate)
+    return render_template("detail.html", r=record, reasons=revocation.LEAF_REASONS)
+
+
+@bp.post("/certificates/<serial>/revoke")
+@admin_required
+def revoke_certificate(serial: str):
+    record = find_certificate(serial, with_renewal=False)
+    svc = services()
+    revocation.revoke(svc.config, svc.store, svc.authority, record.serial, request.form.get("reason", ""), now(),
+                      actor=g.requester.label, client=client_address())
+    flash(f"Certificate {record.serial} is revoked; the CRL and OCSP now say so.")
+    return redirect(url_for("pages.certificate", serial=record.serial), code=303)
 
 
 def _download(body: str | bytes, mimetype: str, filename: str) -> Response:

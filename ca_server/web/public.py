@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, jsonify
+import base64
+import binascii
+from urllib.parse import unquote
 
-from .common import services
+from flask import Blueprint, Response, abort, jsonify, request
+
+from .. import ocsp, revocation
+from .common import now, services
 
 bp = Blueprint("public", __name__)
 
@@ -47,3 +52,48 @@ def ca_file(name: str):
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response
+
+
+_CRLS = {"intermediate.crl": "intermediate", "root.crl": "root"}
+
+
+@bp.get("/crl/<name>")
+def crl(name: str):
+    """DER (RFC 5280), or PEM with ?format=pem. Cached by clients with ETag/Last-Modified;
+    serving never rebuilds a CRL unless none exists or the newest has lapsed."""
+    if name not in _CRLS:
+        abort(404)
+    svc = services()
+    published = revocation.current_crl(svc.config, svc.store, svc.authority, _CRLS[name], now())
+    pem = request.args.get("format") == "pem"
+    response = Response(published.pem() if pem else published.der,
+                        mimetype="application/x-pem-file" if pem else "application/pkix-crl")
+    response.set_etag(published.etag.strip('"') + ("-pem" if pem else ""))
+    response.last_modified = published.this_update
+    response.headers["Cache-Control"] = "public, no-cache"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}{".pem" if pem else ""}"'
+    return response.make_conditional(request)
+
+
+def _ocsp_response(data: bytes) -> Response:
+    body = services().ocsp.respond(data, now())
+    response = Response(body, mimetype=ocsp.OCSP_RESPONSE)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@bp.post("/ocsp")
+def ocsp_post():
+    return _ocsp_response(request.get_data(cache=False)[: ocsp.MAX_REQUEST_BYTES + 1])
+
+
+@bp.get("/ocsp/<path:encoded>")
+def ocsp_get(encoded: str):
+    """RFC 6960 A.1: GET {url}/{url-encoding of base-64 encoding of the DER OCSPRequest}."""
+    text = unquote(encoded).strip()
+    try:
+        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if "-" in text or "_" in text else None,
+                                validate=True)
+    except (binascii.Error, ValueError):
+        data = b""
+    return _ocsp_response(data)

@@ -1,0 +1,130 @@
+"""Sending mail with smtplib, and the messages ca-server sends."""
+
+from __future__ import annotations
+
+import html
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from .config import MailConfig
+from .errors import MailError
+from .models import CertificateRecord
+
+
+class Mailer:
+    """One SMTP session, opened on the first message and reused until closed or broken."""
+
+    def __init__(self, config: MailConfig, password: str | None) -> None:
+        self.config = config
+        self._password = password
+        self._smtp: smtplib.SMTP | None = None
+
+    def __enter__(self) -> Mailer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        cfg = self.config
+        context = ssl.create_default_context()
+        if cfg.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_seconds, context=context)
+        else:
+            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds)
+            if cfg.security == "starttls":
+                smtp.starttls(context=context)
+        if cfg.username:
+            if not self._password:
+                smtp.close()
+                raise MailError(f"mail.username is set but the password variable {cfg.password_env} is empty.")
+            smtp.login(cfg.username, self._password)
+        return smtp
+
+    def send(self, message: EmailMessage) -> None:
+        """Send or raise MailError with the reason in words (never the password)."""
+        try:
+            if self._smtp is None:
+                self._smtp = self._connect()
+            refused = self._smtp.send_message(message)
+        except MailError:
+            self.close()
+            raise
+        except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            self.close()
+            raise MailError(f"SMTP {self.config.host}:{self.config.port}: {type(exc).__name__}: {exc}") from None
+        if refused:
+            raise MailError(f"the SMTP server refused: {', '.join(sorted(refused))}")
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            self._smtp = None
+
+
+def new_message(*, sender: str, to: tuple[str, ...], subject: str, text: str, html_body: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(to)
+    message["Subject"] = subject
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1])
+    message.set_content(text)
+    message.add_alternative(html_body, subtype="html")
+    return message
+
+
+def expiry_phrase(days_left: int) -> str:
+    if days_left < 0:
+        return "has expired"
+    if days_left == 0:
+        return "expires today"
+    return f"expires in {days_left} day{'s' if days_left != 1 else ''}"
+
+
+def reminder_message(
+    record: CertificateRecord, *, days_left: int, recipients: tuple[str, ...], sender: str, base_url: str,
+    organization: str,
+) -> EmailMessage:
+    name = record.common_name or (record.sans[0].split(":", 1)[1] if record.sans else record.serial)
+    phrase = expiry_phrase(days_left)
+    expiry = record.not_after.strftime("%Y-%m-%d %H:%M:%S UTC")
+    link = f"{base_url}/certificates/{record.serial}"
+    subject = f"Certificate {name} {phrase} ({record.not_after:%Y-%m-%d})"
+    sans = ", ".join(s.split(":", 1)[1] for s in record.sans) or "none"
+    steps = [
+        "Generate a new CSR on the device (for CUCM: OS Administration > Security > Certificate Management "
+        "> Generate CSR), for the same names.",
+        f"Submit it at {base_url}/certificates/new (or with the API / `ca-server issue`).",
+        f"Install the new certificate on the device before {expiry}; the old one is then superseded and "
+        "these reminders stop.",
+    ]
+    text = (
+        f"The certificate for {name} {phrase}.\n\n"
+        f"  Common name:   {record.common_name or '-'}\n"
+        f"  Names (SANs):  {sans}\n"
+        f"  Serial:        {record.serial}\n"
+        f"  Expires:       {expiry}\n"
+        f"  Details:       {link}\n\n"
+        "To renew it:\n" + "".join(f"  {i}. {s}\n" for i, s in enumerate(steps, 1))
+        + f"\nYou receive this because your address is listed for reminders of this certificate at the "
+        f"{organization} certificate authority.\n"
+    )
+    e = html.escape
+    html_body = (
+        f"<p>The certificate for <strong>{e(name)}</strong> {e(phrase)}.</p>"
+        "<table>"
+        f"<tr><th align=left>Common name</th><td>{e(record.common_name or '-')}</td></tr>"
+        f"<tr><th align=left>Names (SANs)</th><td>{e(sans)}</td></tr>"
+        f"<tr><th align=left>Serial</th><td><code>{e(record.serial)}</code></td></tr>"
+        f"<tr><th align=left>Expires</th><td>{e(expiry)}</td></tr>"
+        "</table>"
+        f'<p><a href="{e(link)}">Open the certificate</a></p>'
+        "<p>To renew it:</p><ol>" + "".join(f"<li>{e(s)}</li>" for s in steps) + "</ol>"
+    )
+    return new_message(sender=sender, to=recipients, subject=subject, text=text, html_body=html_body)

@@ -1,0 +1,198 @@
+"""OCSP responder (RFC 6960) for certificates the intermediate issued.
+
+Responses are signed by a delegated responder certificate (issued by the intermediate, with
+id-kp-OCSPSigning and id-pkix-ocsp-nocheck) that is renewed when a third of its life remains.
+Responses without a nonce are cached per serial until the certificate's state changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
+
+from .clock import from_text
+from .config import Config
+from .instance import BACKDATE, Authority
+from .pki.extensions import build_ocsp_responder
+from .pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key, signature_hash
+from .pki.serials import new_serial, serial_hex
+from .revocation import REASON_FLAGS
+from .store import Store
+
+OCSP_REQUEST = "application/ocsp-request"
+OCSP_RESPONSE = "application/ocsp-response"
+MAX_REQUEST_BYTES = 10_000
+CACHE_SIZE = 20_000
+# A cached response is re-signed after this long, well before its nextUpdate.
+CACHE_REFRESH = dt.timedelta(hours=1)
+_HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+
+
+@dataclass(frozen=True)
+class Responder:
+    serial: str
+    cert: x509.Certificate
+    key: object
+    not_after: dt.datetime
+
+
+def ensure_responder(config: Config, store: Store, authority: Authority, now: dt.datetime) -> Responder:
+    """The current responder certificate; a new one is issued when none has a third of its life left."""
+    row = store.latest_ocsp_responder()
+    if row is not None:
+        not_before, not_after = from_text(row["not_before"]), from_text(row["not_after"])
+        if not_after - now > (not_after - not_before) / 3:
+            key = decrypt_private_key(row["key_pem"], authority.passphrase())
+            return Responder(row["serial"], x509.load_der_x509_certificate(row["der"]), key, not_after)
+    key = generate_private_key("ec-p256")
+    start = now.replace(microsecond=0) - BACKDATE
+    not_after = min(start + dt.timedelta(days=config.revocation.ocsp_responder_validity_days),
+                    authority.intermediate.not_valid_after_utc)
+    serial = new_serial()
+    cert = build_ocsp_responder(
+        subject=x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, config.ca.organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{config.ca.intermediate_common_name} OCSP Responder"[:64]),
+        ]),
+        public_key=key.public_key(),
+        serial=serial,
+        not_before=start,
+        not_after=not_after,
+        issuer_cert=authority.intermediate,
+        issuer_key=authority.intermediate_key,
+    )
+    store.insert_ocsp_responder(serial_hex(serial), start, not_after, cert.public_bytes(Encoding.DER),
+                                encrypt_private_key(key, authority.passphrase()))
+    return Responder(serial_hex(serial), cert, key, not_after)
+
+
+class OCSPResponder:
+    """Answers OCSP requests for one intermediate. One per process; thread-safe."""
+
+    def __init__(self, config: Config, store: Store, authority: Authority) -> None:
+        self.config = config
+        self.store = store
+        self.authority = authority
+        self._lock = threading.Lock()
+        self._responder: Responder | None = None
+        self._cache: OrderedDict[tuple, tuple[dt.datetime, bytes]] = OrderedDict()
+        subject_der = authority.intermediate.subject.public_bytes()
+        spk_bits = _subject_public_key_bits(authority.intermediate.public_bytes(Encoding.DER))
+        self._issuer_hashes = {
+            name: (hashlib.new(name, subject_der).digest(), hashlib.new(name, spk_bits).digest())
+            for name in _HASHES
+        }
+
+    def responder(self, now: dt.datetime) -> Responder:
+        with self._lock:
+            current = self._responder
+            if current is None or current.not_after - now < dt.timedelta(
+                days=self.config.revocation.ocsp_responder_validity_days) / 3:
+                current = self._responder = ensure_responder(self.config, self.store, self.authority, now)
+            return current
+
+    def respond(self, data: bytes, now: dt.datetime) -> bytes:
+        """DER OCSPResponse for a DER OCSPRequest; malformed input gets malformedRequest."""
+        if not data or len(data) > MAX_REQUEST_BYTES:
+            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        try:
+            request = ocsp.load_der_ocsp_request(data)
+            algorithm = request.hash_algorithm
+            name_hash, key_hash, serial = request.issuer_name_hash, request.issuer_key_hash, request.serial_number
+            nonce = _nonce(request)
+        except Exception:  # cryptography raises ValueError, NotImplementedError (several requests), ...
+            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        ours = self._issuer_hashes.get(algorithm.name)
+        if ours is None or ours != (name_hash, key_hash) or serial <= 0:
+            # RFC 6960 2.3: not a certificate this responder can answer for.
+            return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+        state = self.store.certificate_status(serial_hex(serial))
+        key = (serial, algorithm.name, state)
+        if nonce is None:
+            with self._lock:
+                hit = self._cache.get(key)
+            if hit is not None and now - hit[0] < CACHE_REFRESH:
+                return hit[1]
+        der = self._sign(algorithm, name_hash, key_hash, serial, state, nonce, now)
+        if nonce is None:
+            with self._lock:
+                self._cache[key] = (now, der)
+                self._cache.move_to_end(key)
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return der
+
+    def _sign(self, algorithm, name_hash, key_hash, serial, state, nonce, now) -> bytes:
+        responder = self.responder(now)
+        this_update = now.replace(microsecond=0)
+        next_update = this_update + dt.timedelta(hours=self.config.revocation.ocsp_validity_hours)
+        revocation_time = revocation_reason = None
+        if state is None:
+            status = ocsp.OCSPCertStatus.UNKNOWN
+        elif state[0] is None:
+            status = ocsp.OCSPCertStatus.GOOD
+        else:
+            status = ocsp.OCSPCertStatus.REVOKED
+            revocation_time = from_text(state[0])
+            revocation_reason = REASON_FLAGS.get(state[1] or "")
+        builder = (
+            ocsp.OCSPResponseBuilder()
+            .add_response_by_hash(
+                issuer_name_hash=name_hash, issuer_key_hash=key_hash, serial_number=serial, algorithm=algorithm,
+                cert_status=status, this_update=this_update, next_update=next_update,
+                revocation_time=revocation_time, revocation_reason=revocation_reason,
+            )
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, responder.cert)
+            .certificates([responder.cert])
+        )
+        if nonce is not None:
+            builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+        return builder.sign(responder.key, signature_hash(responder.key)).public_bytes(Encoding.DER)
+
+
+def _nonce(request: ocsp.OCSPRequest) -> bytes | None:
+    try:
+        return request.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER)
+
+
+def _subject_public_key_bits(cert_der: bytes) -> bytes:
+    """The subjectPublicKey BIT STRING contents (without the unused-bits octet), which RFC 6960
+    4.1.1 hashes into issuerKeyHash. Read from the certificate's DER with a minimal TLV walk:
+    Certificate -> tbsCertificate -> (skip version?, serial, sigalg, issuer, validity, subject) -> SPKI."""
+
+    def tlv(buf: bytes, pos: int) -> tuple[int, int, int]:
+        tag = buf[pos]
+        length = buf[pos + 1]
+        start = pos + 2
+        if length & 0x80:
+            n = length & 0x7F
+            length = int.from_bytes(buf[start:start + n], "big")
+            start += n
+        return tag, start, start + length
+
+    _, cert_start, _ = tlv(cert_der, 0)
+    _, tbs_start, _ = tlv(cert_der, cert_start)
+    pos = tbs_start
+    tag, _, end = tlv(cert_der, pos)
+    if tag == 0xA0:  # [0] version
+        pos = end
+    for _ in range(5):  # serial, signature, issuer, validity, subject
+        _, _, pos = tlv(cert_der, pos)
+    _, spki_start, _ = tlv(cert_der, pos)
+    _, _, algid_end = tlv(cert_der, spki_start)
+    _, bits_start, bits_end = tlv(cert_der, algid_end)
+    return cert_der[bits_start + 1:bits_end]

@@ -1,0 +1,138 @@
+"""Expiry reminders: which are due (pure functions of time) and sending each exactly once.
+
+Thresholds are `[reminders] days_before` plus 0, the notice on the day a certificate expires.
+A certificate that crossed several thresholds since the last pass gets only the most urgent.
+Every reminder is claimed in the store (unique per certificate and threshold) before it is sent
+and marked sent after, so concurrent passes, in threads or processes, send one mail. A failed
+send is retried on later passes with doubling waits; nothing is dropped silently."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+
+from .config import Config, Secrets
+from .errors import MailError
+from .mail import Mailer, expiry_phrase, reminder_message
+from .models import CertificateRecord
+from .store import Store
+
+EXPIRY_DAY = 0
+# A claim older than this whose mail was never marked sent belongs to a pass that died
+# mid-send; it is retried (at-least-once for crashes, exactly-once otherwise).
+STALE_CLAIM = dt.timedelta(minutes=15)
+MAX_BACKOFF = dt.timedelta(hours=24)
+
+
+def day_start(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def due_threshold(not_after: dt.datetime, now: dt.datetime, days_before: tuple[int, ...]) -> int | None:
+    """The most urgent threshold crossed at `now`, or None. 0 means "the day it expires": from
+    the start of that UTC day until one day after expiry (the final notice)."""
+    if now >= not_after + dt.timedelta(days=1):
+        return None
+    if now >= day_start(not_after):
+        return EXPIRY_DAY
+    left = not_after - now
+    crossed = [t for t in days_before if left <= dt.timedelta(days=t)]
+    return min(crossed) if crossed else None
+
+
+def days_left(not_after: dt.datetime, now: dt.datetime) -> int:
+    """Whole days left, rounded up (29.96 days -> 30: "expires in 30 days" at the 30-day mark);
+    -1 once expired."""
+    seconds = (not_after - now).total_seconds()
+    if seconds <= 0:
+        return -1
+    if now >= day_start(not_after):
+        return 0
+    return math.ceil(seconds / 86400)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    serial: str
+    name: str
+    threshold: int
+    recipients: tuple[str, ...]
+    status: str  # "sent" | "failed" | "would send" | "no recipients"
+    days_left: int
+    error: str | None = None
+
+    def line(self) -> str:
+        to = ", ".join(self.recipients) or "-"
+        label = "expiry-day notice" if self.threshold == EXPIRY_DAY else f"{self.threshold}-day reminder"
+        text = f"{self.status}: {label} for {self.name} (serial {self.serial}, {expiry_phrase(self.days_left)}) to {to}"
+        return text + (f": {self.error}" if self.error else "")
+
+
+def due_reminders(config: Config, store: Store, now: dt.datetime) -> list[tuple[CertificateRecord, int]]:
+    """(certificate, threshold) for every reminder due now and not yet claimed."""
+    days_before = config.reminders.days_before
+    horizon = now + dt.timedelta(days=max(days_before))
+    due = []
+    for record, claimed in store.reminder_candidates(now - dt.timedelta(days=1), horizon):
+        threshold = due_threshold(record.not_after, now, days_before)
+        if threshold is None or (claimed is not None and claimed <= threshold):
+            continue
+        due.append((record, threshold))
+    return due
+
+
+def recipients_for(config: Config, record: CertificateRecord) -> tuple[str, ...]:
+    return record.notify or config.reminders.default_recipients
+
+
+def run_pass(config: Config, secrets: Secrets, store: Store, now: dt.datetime, *, dry_run: bool = False) -> list[Outcome]:
+    """One reminder pass: new reminders, then retries of failed ones."""
+    outcomes: list[Outcome] = []
+    with Mailer(config.mail, secrets.smtp_password) as mailer:
+        for record, threshold in due_reminders(config, store, now):
+            recipients = recipients_for(config, record)
+            base = dict(serial=record.serial, name=_name(record), threshold=threshold, recipients=recipients,
+                        days_left=days_left(record.not_after, now))
+            if not recipients:
+                outcomes.append(Outcome(status="no recipients", **base))
+                continue
+            if dry_run:
+                outcomes.append(Outcome(status="would send", **base))
+                continue
+            reminder_id = store.claim_reminder(record.serial, threshold, recipients, now)
+            if reminder_id is None:
+                continue  # another pass claimed it first
+            outcomes.append(_send(config, store, mailer, reminder_id, record, threshold, recipients, 0, now))
+        for row in store.retry_candidates(now, now - STALE_CLAIM):
+            record = store.get_certificate(row["serial"])
+            recipients = tuple(json.loads(row["recipients"]))
+            if dry_run:
+                outcomes.append(Outcome(record.serial, _name(record), row["threshold"], recipients, "would send",
+                                        days_left(record.not_after, now), "retry"))
+                continue
+            if not store.claim_retry(row["id"], now, now - STALE_CLAIM):
+                continue
+            outcomes.append(_send(config, store, mailer, row["id"], record, row["threshold"], recipients,
+                                  row["attempts"], now))
+    return outcomes
+
+
+def _send(config, store, mailer, reminder_id, record, threshold, recipients, attempts, now) -> Outcome:
+    left = days_left(record.not_after, now)
+    message = reminder_message(record, days_left=left, recipients=recipients, sender=config.mail.from_address,
+                               base_url=config.server.base_url, organization=config.ca.organization)
+    base = dict(serial=record.serial, name=_name(record), threshold=threshold, recipients=recipients, days_left=left)
+    try:
+        mailer.send(message)
+    except MailError as exc:
+        wait = min(dt.timedelta(minutes=config.reminders.retry_minutes) * 2 ** attempts, MAX_BACKOFF)
+        store.reminder_failed(reminder_id, exc.message, now + wait)
+        return Outcome(status="failed", error=exc.message, **base)
+    store.reminder_sent(reminder_id, now)
+    return Outcome(status="sent", **base)
+
+
+def _name(record: CertificateRecord) -> str:
+    return record.common_name or (record.sans[0].split(":", 1)[1] if record.sans else record.serial)

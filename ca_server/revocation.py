@@ -1,0 +1,179 @@
+"""Revocation and CRLs (RFC 5280 section 5).
+
+The intermediate's CRL lists revoked leaf certificates, the root's CRL a revoked intermediate.
+A CRL is built when something is revoked and by the scheduler before its nextUpdate; serving
+one only reads the newest stored copy."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .clock import from_text
+from .config import Config
+from .errors import AlreadyRevokedError, BadRequestError, CertificateNotFoundError
+from .instance import Authority
+from .models import CertificateRecord
+from .pki.extensions import aki_from
+from .pki.keys import signature_hash
+from .pki.serials import serial_hex
+from .store import CRLNumberTakenError, Store
+
+# RFC 5280 5.3.1 reasons that make sense for a leaf certificate. certificateHold/removeFromCRL
+# (temporary holds) are left out on purpose: a revocation here is final.
+LEAF_REASONS = (
+    "unspecified",
+    "keyCompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "privilegeWithdrawn",
+)
+CA_REASONS = ("unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+              "cessationOfOperation")
+REASON_FLAGS = {
+    "keyCompromise": x509.ReasonFlags.key_compromise,
+    "cACompromise": x509.ReasonFlags.ca_compromise,
+    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
+    "privilegeWithdrawn": x509.ReasonFlags.privilege_withdrawn,
+}
+_REASON_ALIASES = {r.lower(): r for r in LEAF_REASONS + CA_REASONS}
+_REASON_ALIASES.update({"key_compromise": "keyCompromise", "cessation_of_operation": "cessationOfOperation",
+                        "affiliation_changed": "affiliationChanged", "privilege_withdrawn": "privilegeWithdrawn"})
+
+
+def parse_reason(text: str | None, allowed: tuple[str, ...] = LEAF_REASONS) -> str:
+    """An RFC 5280 reason name, forgiving case ("keycompromise"); BadRequestError otherwise."""
+    reason = _REASON_ALIASES.get((text or "unspecified").strip().lower())
+    if reason not in allowed:
+        raise BadRequestError(
+            f"{text!r} is not a revocation reason; use one of: {', '.join(allowed)}.", code="reason_invalid"
+        )
+    return reason
+
+
+def revoke(
+    config: Config,
+    store: Store,
+    authority: Authority,
+    serial: str,
+    reason: str,
+    now: dt.datetime,
+    *,
+    actor: str,
+    client: str | None = None,
+) -> CertificateRecord:
+    """Revoke one certificate and publish a new intermediate CRL before returning."""
+    reason = parse_reason(reason)
+    record = store.get_certificate(serial)
+    if record is None:
+        raise CertificateNotFoundError(serial)
+    audit = {"at": now, "action": "revoke", "actor": actor, "serial": serial, "client": client,
+             "detail": {"reason": reason}}
+    if not store.revoke_certificate(serial, now, reason, audit=audit):
+        current = store.get_certificate(serial)
+        raise AlreadyRevokedError(serial, current.revoked_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                                  current.revocation_reason or "unspecified")
+    publish_crl(config, store, authority, "intermediate", now)
+    return store.get_certificate(serial, with_renewal=True)
+
+
+@dataclass(frozen=True)
+class PublishedCRL:
+    issuer: str
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    der: bytes
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.issuer}-{self.number}"'
+
+    def pem(self) -> bytes:
+        return x509.load_der_x509_crl(self.der).public_bytes(Encoding.PEM)
+
+
+def publish_crl(config: Config, store: Store, authority: Authority, issuer: str, now: dt.datetime) -> PublishedCRL:
+    """Build, sign and store the next CRL of `issuer` ("intermediate" or "root").
+
+    CRL numbers must only grow (5.2.3). They are the time in milliseconds, or the previous number
+    plus one when that is larger, so two processes need no lock while signing: if both pick the
+    same number, the second insert fails and that one takes the next number."""
+    this_update = now.replace(microsecond=0)
+    hours = config.revocation.crl_validity_hours if issuer == "intermediate" else config.revocation.root_crl_validity_hours
+    next_update = this_update + dt.timedelta(hours=hours)
+    if issuer == "intermediate":
+        entries = [(int(s, 16), from_text(at), reason) for s, at, reason in store.revoked_unexpired(now)]
+        ca_cert, key = authority.intermediate, authority.intermediate_key
+    else:
+        entries = [(int(r["serial"], 16), from_text(r["revoked_at"]), r["reason"]) for r in store.ca_revocations()]
+        ca_cert, key = authority.root, authority.root_key
+    revoked = [_revoked_entry(serial, at, reason) for serial, at, reason in entries]
+    for _attempt in range(5):
+        number = max(store.latest_crl_number(issuer) + 1, int(now.timestamp() * 1000))
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(this_update)
+            .next_update(next_update)
+            .add_extension(aki_from(ca_cert), critical=False)
+            .add_extension(x509.CRLNumber(number), critical=False)
+        )
+        for entry in revoked:
+            builder = builder.add_revoked_certificate(entry)
+        der = builder.sign(key, signature_hash(key)).public_bytes(Encoding.DER)
+        try:
+            store.insert_crl(issuer, number, this_update, next_update, der)
+        except CRLNumberTakenError:
+            continue
+        return PublishedCRL(issuer, number, this_update, next_update, der)
+    raise RuntimeError("could not store a CRL with a fresh number")  # pragma: no cover
+
+
+def _revoked_entry(serial: int, at: dt.datetime, reason: str) -> x509.RevokedCertificate:
+    builder = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(at)
+    flag = REASON_FLAGS.get(reason)
+    if flag is not None:  # 5.3.1: the reasonCode "unspecified" SHOULD be absent
+        builder = builder.add_extension(x509.CRLReason(flag), critical=False)
+    return builder.build()
+
+
+def current_crl(config: Config, store: Store, authority: Authority, issuer: str, now: dt.datetime) -> PublishedCRL:
+    """The newest stored CRL; one is built only when none exists yet or the newest has lapsed."""
+    row = store.latest_crl(issuer)
+    if row is not None and from_text(row["next_update"]) > now:
+        return PublishedCRL(issuer, row["number"], from_text(row["this_update"]), from_text(row["next_update"]),
+                            row["der"])
+    return publish_crl(config, store, authority, issuer, now)
+
+
+def refresh_crls(config: Config, store: Store, authority: Authority, now: dt.datetime) -> list[PublishedCRL]:
+    """Scheduler job: rebuild each CRL that is missing or within crl_refresh_hours of nextUpdate."""
+    margin = dt.timedelta(hours=config.revocation.crl_refresh_hours)
+    rebuilt = []
+    for issuer in ("intermediate", "root"):
+        row = store.latest_crl(issuer)
+        if issuer == "root":
+            margin_for = min(margin, dt.timedelta(hours=config.revocation.root_crl_validity_hours / 2))
+        else:
+            margin_for = margin
+        if row is None or from_text(row["next_update"]) - now <= margin_for:
+            rebuilt.append(publish_crl(config, store, authority, issuer, now))
+    return rebuilt
+
+
+def revoke_intermediate(store: Store, authority: Authority, config: Config, reason: str, now: dt.datetime,
+                        actor: str) -> PublishedCRL:
+    """Put the intermediate on the root's CRL (after a compromise; then re-initialise the CA)."""
+    reason = parse_reason(reason, CA_REASONS)
+    serial = serial_hex(authority.intermediate.serial_number)
+    if not store.revoke_ca(serial, now, reason, audit={"at": now, "action": "revoke_ca", "actor": actor,
+                                                       "serial": serial, "detail": {"reason": reason}}):
+        raise AlreadyRevokedError(serial, "an earlier time", reason)
+    return publish_crl(config, store, authority, "root", now)

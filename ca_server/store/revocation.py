@@ -1,0 +1,97 @@
+"""Revocation state: revoked certificates, CRLs, OCSP responder certificates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+
+from ..clock import to_text
+
+
+class CRLNumberTakenError(Exception):
+    pass
+
+
+class RevocationQueries:
+    def revoke_certificate(self, serial: str, at: dt.datetime, reason: str, audit: dict | None = None) -> bool:
+        """Mark revoked once; False when it was already revoked (or does not exist)."""
+        with self.write() as db:
+            changed = db.execute(
+                "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE serial = ? AND revoked_at IS NULL",
+                [to_text(at), reason, serial],
+            ).rowcount
+            if changed and audit:
+                self._append_audit(db, **audit)
+        return changed == 1
+
+    def revoked_unexpired(self, now: dt.datetime):
+        """(serial, revoked_at, reason) of revoked certificates that have not expired yet: an
+        expired certificate is invalid anyway, so RFC 5280 3.3 lets CRLs drop it."""
+        return self.db.conn.execute(
+            "SELECT serial, revoked_at, revocation_reason FROM certificates"
+            " WHERE revoked_at IS NOT NULL AND not_after > ?",
+            [to_text(now)],
+        )
+
+    def certificate_status(self, serial: str) -> tuple[str | None, str | None] | None:
+        """(revoked_at, reason) for a known serial (both None when not revoked), None if unknown."""
+        row = self.db.conn.execute(
+            "SELECT revoked_at, revocation_reason FROM certificates WHERE serial = ?", [serial]
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    # -- CA revocations (listed on the root's CRL) --------------------------------------------------
+    def revoke_ca(self, serial: str, at: dt.datetime, reason: str, audit: dict | None = None) -> bool:
+        try:
+            with self.write() as db:
+                db.execute("INSERT INTO ca_revocations (serial, revoked_at, reason) VALUES (?, ?, ?)",
+                           [serial, to_text(at), reason])
+                if audit:
+                    self._append_audit(db, **audit)
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def ca_revocations(self) -> list[dict]:
+        return list(self.db.query("SELECT serial, revoked_at, reason FROM ca_revocations"))
+
+    # -- CRLs -------------------------------------------------------------------------------------
+    def latest_crl_number(self, issuer: str) -> int:
+        row = self.db.conn.execute("SELECT max(number) FROM crls WHERE issuer = ?", [issuer]).fetchone()
+        return row[0] or 0
+
+    def insert_crl(self, issuer: str, number: int, this_update: dt.datetime, next_update: dt.datetime,
+                   der: bytes, keep: int = 3) -> None:
+        try:
+            with self.write() as db:
+                db.execute(
+                    "INSERT INTO crls (issuer, number, this_update, next_update, der) VALUES (?, ?, ?, ?, ?)",
+                    [issuer, number, to_text(this_update), to_text(next_update), der],
+                )
+                # Old CRLs are superseded; keep a few for looking back, not thousands of copies.
+                db.execute(
+                    "DELETE FROM crls WHERE issuer = ? AND number NOT IN"
+                    " (SELECT number FROM crls WHERE issuer = ? ORDER BY number DESC LIMIT ?)",
+                    [issuer, issuer, keep],
+                )
+        except sqlite3.IntegrityError:
+            raise CRLNumberTakenError(number) from None
+
+    def latest_crl(self, issuer: str) -> dict | None:
+        rows = list(self.db.query(
+            "SELECT issuer, number, this_update, next_update, der FROM crls WHERE issuer = ?"
+            " ORDER BY number DESC LIMIT 1", [issuer]))
+        return rows[0] if rows else None
+
+    # -- OCSP responder certificates ----------------------------------------------------------------
+    def insert_ocsp_responder(self, serial: str, not_before: dt.datetime, not_after: dt.datetime, der: bytes,
+                              key_pem: bytes) -> None:
+        with self.write() as db:
+            db.execute(
+                "INSERT INTO ocsp_responders (serial, not_before, not_after, der, key_pem) VALUES (?, ?, ?, ?, ?)",
+                [serial, to_text(not_before), to_text(not_after), der, key_pem],
+            )
+
+    def latest_ocsp_responder(self) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM ocsp_responders ORDER BY not_after DESC LIMIT 1"))
+        return rows[0] if rows else None
