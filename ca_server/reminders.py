@@ -73,7 +73,7 @@ class Outcome:
 def due_reminders(config: Config, store: Store, now: dt.datetime) -> list[tuple[CertificateRecord, int]]:
     """(certificate, threshold) for every reminder due now and not yet claimed."""
     days_before = config.reminders.days_before
-    horizon = now + dt.timedelta(days=max(days_before))
+    horizon = now + dt.timedelta(days=max(days_before), seconds=1)  # the end is exclusive
     due = []
     for record, claimed in store.reminder_candidates(now - dt.timedelta(days=1), horizon):
         threshold = due_threshold(record.not_after, now, days_before)

@@ -24,7 +24,8 @@ def build_scheduler(services: Services) -> BackgroundScheduler:
     """The scheduler with its jobs registered, not started (tests inspect it)."""
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults=JOB_DEFAULTS)
     for job_id, func, minutes in jobs(services):
-        scheduler.add_job(func, "interval", minutes=minutes, id=job_id, replace_existing=True, args=[services])
+        scheduler.add_job(func, "interval", minutes=minutes, id=job_id, replace_existing=True, args=[services],
+                          **JOB_DEFAULTS)
     return scheduler
 
 

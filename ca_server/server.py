@@ -31,11 +31,15 @@ class _Gunicorn(BaseApplication):
 
 def run_server(services: Services, *, host: str | None, port: int | None, workers: int | None) -> None:
     cfg = services.config.server
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     scheduler_holder: dict = {}
 
     def when_ready(server) -> None:
+        from .clock import utcnow
+        from .revocation import refresh_crls
         from .scheduler import start_scheduler
 
+        refresh_crls(services.config, services.store, services.authority, utcnow())
         scheduler_holder["scheduler"] = start_scheduler(services)
 
     def on_exit(server) -> None:

@@ -89,3 +89,12 @@ def test_api_over_http_with_concurrent_requests(server, instance):
     stored = {row[0] for row in conn.execute("SELECT serial FROM certificates")}
     assert set(serials) <= stored
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_the_scheduler_runs_once_however_many_workers(server, instance):
+    base, _ = server
+    requests.get(f"{base}/healthz", timeout=5)
+    log = (instance / "serve.log").read_text()
+    assert log.count("scheduler started") == 1, log
+    assert "reminders" in log and "crl-refresh" in log
+    assert log.count("Booting worker") == 2

@@ -57,8 +57,9 @@ def dashboard():
     expiring, _ = svc.store.list_certificates(
         CertificateFilter(expiring_within_days=horizon, requester=mine), moment, limit=50)
     expiring.sort(key=lambda r: r.not_after)
+    failed = svc.store.failed_reminders() if g.requester.is_admin else []
     return render_template("dashboard.html", authorities=svc.authority.describe(), recent=recent,
-                           expiring=expiring, horizon=horizon)
+                           expiring=expiring, horizon=horizon, failed=failed)
 
 
 @bp.route("/certificates/new", methods=["GET", "POST"])
@@ -134,7 +135,8 @@ def certificate_list():
 @bp.get("/certificates/<serial>")
 def certificate(serial: str):
     record = find_certificate(serial)
-    return render_template("detail.html", r=record, reasons=revocation.LEAF_REASONS)
+    return render_template("detail.html", r=record, reasons=revocation.LEAF_REASONS,
+                           reminders=services().store.reminders_for(record.serial))
 
 
 @bp.post("/certificates/<serial>/revoke")

@@ -1,0 +1,228 @@
+"""Expiry reminders with a real SMTP server: when, to whom, exactly once, retried after failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from ca_server import issuance, reminders
+from ca_server.cli import main
+from ca_server.config import Secrets, load_config
+from ca_server.scheduler import build_scheduler
+from ca_server.services import open_services
+
+from .conftest import PASSPHRASE
+from .factories import make_csr, pem
+from .smtp import SMTPServer, write_config
+
+T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+
+
+@pytest.fixture
+def smtp():
+    server = SMTPServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rsvc(instance, smtp):
+    """Services whose [mail] points at the test SMTP server."""
+    write_config(instance, mail={"host": "127.0.0.1", "port": smtp.port, "from": "ca@example.test"},
+                 server={"base_url": "http://ca.example.test:8080"})
+    return open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE))
+
+
+def issue(svc, names=("app.example.test",), days=90, notify=("owner@example.test",), at=T0):
+    request = issuance.IssueRequest(csr=pem(make_csr(list(names))), validity_days=days, notify=tuple(notify))
+    return issuance.issue(svc.config, svc.store, svc.authority, request, at)
+
+
+def run(svc, now, **kw):
+    return reminders.run_pass(svc.config, svc.secrets, svc.store, now, **kw)
+
+
+@pytest.mark.parametrize(
+    "offset, expected",
+    [
+        (-40 * DAY, None), (-30 * DAY, 30), (-29 * DAY, 30), (-14 * DAY, 14), (-10 * DAY, 14), (-7 * DAY, 7),
+        (-2 * DAY, 7), (-DAY, 1), (-dt.timedelta(hours=5), 0), (dt.timedelta(hours=5), 0), (DAY, None),
+    ],
+    ids=["before-30", "at-30", "29", "at-14", "10", "at-7", "2", "at-1", "expiry-day", "just-expired", "long-gone"],
+)
+def test_due_threshold(offset, expected):
+    not_after = dt.datetime(2027, 3, 10, 18, 0, tzinfo=dt.UTC)
+    assert reminders.due_threshold(not_after, not_after + offset, (30, 14, 7, 1)) == expected
+
+
+def test_one_mail_per_threshold_as_time_passes(rsvc, smtp):
+    record = issue(rsvc)
+    end = record.not_after
+    plan = [(end - 40 * DAY, 0), (end - 30 * DAY, 1), (end - 30 * DAY, 0), (end - 20 * DAY, 0),
+            (end - 14 * DAY, 1), (end - 7 * DAY, 1), (end - DAY, 1), (end - dt.timedelta(hours=2), 1),
+            (end + dt.timedelta(hours=2), 0), (end + 3 * DAY, 0)]
+    for now, expected in plan:
+        before = len(smtp.inbox.messages)
+        run(rsvc, now)
+        assert len(smtp.inbox.messages) - before == expected, now
+    subjects = [m["Subject"] for m in smtp.inbox.messages]
+    assert "expires in 30 days" in subjects[0] and "expires in 14 days" in subjects[1]
+    assert "expires today" in subjects[-1]
+    history = rsvc.store.reminders_for(record.serial)
+    assert [(h["threshold"], h["status"]) for h in history] == [(30, "sent"), (14, "sent"), (7, "sent"),
+                                                                 (1, "sent"), (0, "sent")]
+
+
+def test_several_thresholds_crossed_while_down_send_only_the_most_urgent(rsvc, smtp):
+    record = issue(rsvc)
+    run(rsvc, record.not_after - 5 * DAY)
+    assert len(smtp.inbox.messages) == 1
+    assert "expires in 5 days" in smtp.inbox.messages[0]["Subject"]
+    assert [h["threshold"] for h in rsvc.store.reminders_for(record.serial)] == [7]
+    run(rsvc, record.not_after - 4 * DAY)
+    assert len(smtp.inbox.messages) == 1
+
+
+def test_the_mail_says_what_expires_when_and_how_to_renew(rsvc, smtp):
+    record = issue(rsvc, ["cucm1.example.test", "cucm-pub.example.test"], notify=("a@example.test", "b@example.test"))
+    run(rsvc, record.not_after - 14 * DAY)
+    (message,) = smtp.inbox.messages
+    assert message["To"] == "a@example.test, b@example.test"
+    assert message["From"] == "ca@example.test"
+    assert sorted(smtp.inbox.envelopes[0][1]) == ["a@example.test", "b@example.test"]
+    assert "cucm1.example.test" in message["Subject"] and "14 days" in message["Subject"]
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    expiry = record.not_after.strftime("%Y-%m-%d %H:%M:%S UTC")
+    for body in (text, html):
+        for fact in ("cucm1.example.test", "cucm-pub.example.test", record.serial, expiry,
+                     f"http://ca.example.test:8080/certificates/{record.serial}", "Generate a new CSR"):
+            assert fact in body, fact
+
+
+def test_revoked_renewed_and_unaddressed_certificates_get_no_mail(rsvc, smtp):
+    revoked = issue(rsvc, ["gone.example.test"])
+    from ca_server import revocation
+
+    revocation.revoke(rsvc.config, rsvc.store, rsvc.authority, revoked.serial, "cessationOfOperation", T0,
+                      actor="test")
+    old = issue(rsvc, ["renewed.example.test"])
+    new = issue(rsvc, ["renewed.example.test"], days=200, at=T0 + DAY)
+    nobody = issue(rsvc, ["nobody.example.test"], notify=())
+    outcomes = run(rsvc, old.not_after - 10 * DAY)
+    assert smtp.inbox.messages == []
+    assert [(o.serial, o.status) for o in outcomes] == [(nobody.serial, "no recipients")]
+    assert rsvc.store.get_certificate(old.serial, with_renewal=True).superseded_by == new.serial
+
+
+def test_default_recipients_cover_certificates_without_notify(instance, smtp):
+    write_config(instance, mail={"host": "127.0.0.1", "port": smtp.port},
+                 reminders={"default_recipients": ["pki-team@example.test"]})
+    svc = open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE))
+    record = issue(svc, notify=())
+    run(svc, record.not_after - 7 * DAY)
+    assert smtp.inbox.envelopes[0][1] == ["pki-team@example.test"]
+
+
+def test_two_passes_at_once_in_threads_send_one_mail(rsvc, smtp):
+    records = [issue(rsvc, [f"t{i}.example.test"]) for i in range(5)]
+    now = records[0].not_after - 7 * DAY
+    barrier = threading.Barrier(4)
+
+    def one_pass():
+        svc = open_services(rsvc.paths.root, secrets=rsvc.secrets)  # each pass its own connections
+        barrier.wait()
+        run(svc, now)
+
+    threads = [threading.Thread(target=one_pass) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(smtp.inbox.messages) == 5
+    assert sorted(m["Subject"] for m in smtp.inbox.messages) == sorted(set(m["Subject"] for m in smtp.inbox.messages))
+
+
+def test_two_remind_processes_at_once_send_one_mail(rsvc, smtp, instance):
+    issue(rsvc, ["proc.example.test"], days=1, at=dt.datetime.now(dt.UTC))
+    env = {**os.environ, "CA_SERVER_INSTANCE": str(instance), "CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}
+    procs = [subprocess.Popen([sys.executable, "-m", "ca_server", "remind"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert len(smtp.inbox.messages) == 1
+    assert sum(out.count("sent:") for out, _ in outputs) == 1
+
+
+def test_smtp_down_then_up_delivers_once_late_and_records_it(rsvc, smtp, web):
+    record = issue(rsvc)
+    smtp.stop()
+    now = record.not_after - 14 * DAY
+    outcomes = run(rsvc, now)
+    assert [o.status for o in outcomes] == ["failed"]
+    (failed,) = rsvc.store.reminders_for(record.serial)
+    assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["last_error"]
+    # Visible on the detail page and the dashboard.
+    assert "failed" in web.get(f"/certificates/{record.serial}").get_data(as_text=True)
+    assert "Reminders that failed" in web.get("/").get_data(as_text=True)
+    smtp.start()
+    assert run(rsvc, now + dt.timedelta(minutes=1)) == []  # backoff: not yet
+    outcomes = run(rsvc, now + dt.timedelta(minutes=rsvc.config.reminders.retry_minutes))
+    assert [o.status for o in outcomes] == ["sent"]
+    assert len(smtp.inbox.messages) == 1
+    (sent,) = rsvc.store.reminders_for(record.serial)
+    assert sent["status"] == "sent" and sent["attempts"] == 2
+    assert run(rsvc, now + DAY) == []
+
+
+def test_failures_back_off_doubling(rsvc, smtp):
+    record = issue(rsvc)
+    smtp.stop()
+    now = record.not_after - 14 * DAY
+    run(rsvc, now)
+    step = dt.timedelta(minutes=rsvc.config.reminders.retry_minutes)
+    run(rsvc, now + step)
+    (row,) = rsvc.store.reminders_for(record.serial)
+    assert row["attempts"] == 2
+    assert row["next_attempt_at"] == (now + step + 2 * step).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_dry_run_sends_and_claims_nothing(rsvc, smtp):
+    record = issue(rsvc)
+    outcomes = run(rsvc, record.not_after - 7 * DAY, dry_run=True)
+    assert [o.status for o in outcomes] == ["would send"]
+    assert smtp.inbox.messages == [] and rsvc.store.reminders_for(record.serial) == []
+
+
+def test_cli_remind_acceptance(rsvc, smtp, instance):
+    """Issue a 1-day certificate with notify; `ca-server remind` sends one mail naming the serial and
+    the expiry; running it again sends nothing more."""
+    record = issue(rsvc, ["oneday.example.test"], days=1, at=dt.datetime.now(dt.UTC))
+    dry = CliRunner().invoke(main, ["remind", "--dry-run"])
+    assert dry.exit_code == 0 and "would send" in dry.output and smtp.inbox.messages == []
+    result = CliRunner().invoke(main, ["remind"])
+    assert result.exit_code == 0, result.output
+    assert "sent:" in result.output and record.serial in result.output
+    (message,) = smtp.inbox.messages
+    body = message.get_body(("plain",)).get_content()
+    assert record.serial in body and record.not_after.strftime("%Y-%m-%d %H:%M:%S UTC") in body
+    assert CliRunner().invoke(main, ["remind"]).exit_code == 0
+    assert len(smtp.inbox.messages) == 1
+
+
+def test_scheduler_registers_the_reminder_job_with_the_configured_interval(instance):
+    write_config(instance, reminders={"interval_minutes": 17})
+    svc = open_services(instance, load_config(instance / "config.toml"), Secrets(key_passphrase=PASSPHRASE))
+    scheduler = build_scheduler(svc)
+    job = scheduler.get_job("reminders")
+    assert job is not None and job.trigger.interval == dt.timedelta(minutes=17)
+    assert job.coalesce and job.max_instances == 1
+    assert scheduler.get_job("crl-refresh") is not None
+    job.func(*job.args)  # the job is the plain pass function; runs without a scheduler thread

@@ -1,0 +1,268 @@
+"""Revocation, CRLs and OCSP: the API and CLI, then what real clients (openssl) see."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import pytest
+import requests
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+
+from ca_server.cli import main
+
+from .checks import assert_pkilint_clean, run_openssl
+from .conftest import ApiClient, new_token
+from .factories import cached_key, make_csr, pem
+from .server import running_server
+
+
+def issue(api, names=("r.example.test",), key=None):
+    response = api.post("/api/v1/certificates", json={"csr": pem(make_csr(list(names), key=key))})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def revoke(api, serial, reason="keyCompromise"):
+    return api.post(f"/api/v1/certificates/{serial}/revoke", json={"reason": reason})
+
+
+def test_revoke_via_api_then_twice_is_409(api):
+    cert = issue(api)
+    response = revoke(api, cert["serial"], "cessationOfOperation")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "revoked" and body["revocation_reason"] == "cessationOfOperation"
+    assert body["revoked_at"].endswith("Z")
+    again = revoke(api, cert["serial"].upper(), "keyCompromise")
+    assert again.status_code == 409
+    assert again.get_json()["error"]["code"] == "already_revoked"
+    assert "already revoked" in again.get_json()["error"]["message"]
+    assert api.get(f"/api/v1/certificates/{cert['serial']}").get_json()["revocation_reason"] == "cessationOfOperation"
+
+
+def test_revoke_errors(api, svc, app):
+    assert revoke(api, "abcdef0123").status_code == 404
+    cert = issue(api)
+    bad = revoke(api, cert["serial"], "because")
+    assert bad.status_code == 400 and "keyCompromise" in bad.get_json()["error"]["message"]
+    scoped = ApiClient(app.test_client(), new_token(svc, "scoped", admin=False, domains=["example.test"]))
+    assert revoke(scoped, cert["serial"]).status_code == 403
+    assert revoke(ApiClient(app.test_client(), None), cert["serial"]).status_code == 401
+
+
+def test_revoke_from_the_cli(instance, api):
+    cert = issue(api)
+    result = CliRunner().invoke(main, ["revoke", cert["serial"], "--reason", "superseded"])
+    assert result.exit_code == 0, result.output
+    assert api.get(f"/api/v1/certificates/{cert['serial']}").get_json()["status"] == "revoked"
+    again = CliRunner().invoke(main, ["revoke", cert["serial"], "--reason", "superseded"])
+    assert again.exit_code == 1 and "already revoked" in again.output
+
+
+def test_revoke_button_on_the_detail_page(web, api):
+    from .conftest import csrf_token
+
+    cert = issue(api)
+    page = web.get(f"/certificates/{cert['serial']}").get_data(as_text=True)
+    assert "Revoke certificate" in page
+    response = web.post(f"/certificates/{cert['serial']}/revoke",
+                        data={"reason": "keyCompromise", "csrf_token": csrf_token(page)})
+    assert response.status_code == 303
+    page = web.get(f"/certificates/{cert['serial']}").get_data(as_text=True)
+    assert "Revoked on" in page and "keyCompromise" in page and "Revoke certificate" not in page
+
+
+def test_key_compromise_blocks_the_same_key(api):
+    key = cached_key("ec-p256", 7)
+    cert = issue(api, ["k1.example.test"], key=key)
+    assert revoke(api, cert["serial"], "superseded").status_code == 200
+    issue(api, ["k2.example.test"], key=key)  # superseded is no reason to refuse the key
+    cert3 = issue(api, ["k3.example.test"], key=key)
+    assert revoke(api, cert3["serial"], "keyCompromise").status_code == 200
+    refused = api.post("/api/v1/certificates", json={"csr": pem(make_csr(["k4.example.test"], key=key))})
+    assert refused.status_code == 422
+    assert refused.get_json()["error"]["code"] == "key_compromised"
+
+
+def _crl(client, name, **params):
+    response = client.get(f"/crl/{name}", query_string=params)
+    assert response.status_code == 200
+    return response
+
+
+def test_crls_list_revoked_certificates_with_growing_numbers(api, app, svc):
+    client = app.test_client()
+    first = x509.load_der_x509_crl(_crl(client, "intermediate.crl").data)
+    assert first.is_signature_valid(svc.authority.intermediate.public_key())
+    n1 = first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    cert = issue(api)
+    assert revoke(api, cert["serial"], "keyCompromise").status_code == 200
+    response = _crl(client, "intermediate.crl")
+    assert response.mimetype == "application/pkix-crl"
+    crl = x509.load_der_x509_crl(response.data)
+    n2 = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert n2 > n1
+    entry = crl.get_revoked_certificate_by_serial_number(int(cert["serial"], 16))
+    assert entry is not None
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
+    aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == svc.authority.intermediate.extensions.get_extension_for_class(
+        x509.SubjectKeyIdentifier).value.digest
+    delta = crl.next_update_utc - crl.last_update_utc
+    assert delta == dt.timedelta(hours=svc.config.revocation.crl_validity_hours)
+    # Serving does not rebuild: same bytes, and a conditional GET is a 304.
+    again = _crl(client, "intermediate.crl")
+    assert again.data == response.data
+    assert client.get("/crl/intermediate.crl", headers={"If-None-Match": again.headers["ETag"]}).status_code == 304
+    assert b"BEGIN X509 CRL" in _crl(client, "intermediate.crl", format="pem").data
+    root_crl = x509.load_der_x509_crl(_crl(client, "root.crl").data)
+    assert root_crl.is_signature_valid(svc.authority.root.public_key()) and len(root_crl) == 0
+    assert client.get("/crl/other.crl").status_code == 404
+
+
+def test_crls_parse_and_verify_with_openssl_and_pkilint(api, app, instance, tmp_path):
+    client = app.test_client()
+    cert = issue(api)
+    revoke(api, cert["serial"], "unspecified")
+    for name, issuer, kind in (("intermediate.crl", "intermediate.pem", "CRL"), ("root.crl", "root.pem", "ARL")):
+        path = tmp_path / name
+        path.write_bytes(_crl(client, name).data)
+        result = run_openssl("crl", "-inform", "DER", "-in", str(path), "-CAfile", str(instance / "ca" / issuer),
+                             "-noout", "-text")
+        assert result.returncode == 0 and b"verify OK" in result.stderr + result.stdout, result.stderr
+        assert_pkilint_clean(path, "lint_crl", "-t", kind, "-p", "PKIX")
+
+
+def test_openssl_verify_crl_check(api, app, instance, tmp_path):
+    client = app.test_client()
+    good = issue(api, ["good.example.test"])
+    bad = issue(api, ["bad.example.test"])
+    revoke(api, bad["serial"], "keyCompromise")
+    crls = tmp_path / "crls.pem"
+    crls.write_bytes(_crl(client, "intermediate.crl", format="pem").data + _crl(client, "root.crl", format="pem").data)
+    for cert, expected in ((good, True), (bad, False)):
+        leaf = tmp_path / f"{cert['serial']}.pem"
+        leaf.write_text(cert["certificate"])
+        result = run_openssl("verify", "-crl_check_all", "-CRLfile", str(crls), "-CAfile",
+                             str(instance / "ca" / "root.pem"), "-untrusted", str(instance / "ca" / "intermediate.pem"),
+                             str(leaf))
+        assert (result.returncode == 0) == expected, (result.stdout + result.stderr).decode()
+        if not expected:
+            assert b"certificate revoked" in result.stdout + result.stderr
+
+
+def _ocsp_request(cert_pem: str, issuer: x509.Certificate, algorithm=hashes.SHA1(), nonce: bytes | None = None):
+    builder = ocsp.OCSPRequestBuilder().add_certificate(x509.load_pem_x509_certificate(cert_pem.encode()), issuer,
+                                                        algorithm)
+    if nonce:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(Encoding.DER)
+
+
+def test_ocsp_good_revoked_unknown_with_nonce(api, app, svc):
+    client = app.test_client()
+    cert = issue(api)
+    req = _ocsp_request(cert["certificate"], svc.authority.intermediate, nonce=b"0123456789abcdef")
+    response = client.post("/ocsp", data=req, headers={"Content-Type": "application/ocsp-request"})
+    assert response.status_code == 200 and response.mimetype == "application/ocsp-response"
+    parsed = ocsp.load_der_ocsp_response(response.data)
+    assert parsed.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert parsed.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert parsed.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"0123456789abcdef"
+    responder = parsed.certificates[0]
+    responder.verify_directly_issued_by(svc.authority.intermediate)
+    assert x509.ExtendedKeyUsageOID.OCSP_SIGNING in responder.extensions.get_extension_for_class(
+        x509.ExtendedKeyUsage).value
+    assert responder.extensions.get_extension_for_class(x509.OCSPNoCheck)
+    assert parsed.next_update_utc - parsed.this_update_utc == dt.timedelta(hours=svc.config.revocation.ocsp_validity_hours)
+
+    revoke(api, cert["serial"], "keyCompromise")
+    get = client.get("/ocsp/" + base64.b64encode(_ocsp_request(cert["certificate"], svc.authority.intermediate,
+                                                                hashes.SHA256())).decode())
+    revoked = ocsp.load_der_ocsp_response(get.data)
+    assert revoked.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert revoked.revocation_reason == x509.ReasonFlags.key_compromise
+    assert revoked.revocation_time_utc is not None
+
+    other_key = cached_key("ec-p256", 9)
+    fake = x509.CertificateBuilder().subject_name(svc.authority.intermediate.subject).issuer_name(
+        svc.authority.intermediate.subject).public_key(other_key.public_key()).serial_number(12345).not_valid_before(
+        dt.datetime(2026, 1, 1)).not_valid_after(dt.datetime(2027, 1, 1)).sign(other_key, hashes.SHA256())
+    unknown = ocsp.load_der_ocsp_response(client.post("/ocsp", data=_ocsp_request(
+        pem(fake), svc.authority.intermediate)).data)
+    assert unknown.certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+
+
+@pytest.mark.parametrize("body", [b"", b"garbage", b"\x30\x03\x02\x01\x01", b"\x30" + b"\xff" * 20])
+def test_malformed_ocsp_requests_get_malformed_request(app, body):
+    response = app.test_client().post("/ocsp", data=body)
+    assert response.status_code == 200
+    assert ocsp.load_der_ocsp_response(response.data).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_truncated_ocsp_requests_never_5xx(app, api, svc):
+    client = app.test_client()
+    req = _ocsp_request(issue(api)["certificate"], svc.authority.intermediate)
+    for cut in range(0, len(req), 3):
+        response = client.post("/ocsp", data=req[:cut])
+        assert response.status_code == 200
+        status = ocsp.load_der_ocsp_response(response.data).response_status
+        assert status in (ocsp.OCSPResponseStatus.MALFORMED_REQUEST, ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    assert client.get("/ocsp/%%%not-base64").status_code == 200
+
+
+def test_ocsp_for_another_issuer_is_unauthorized(app, svc):
+    other = cached_key("ec-p256", 10)
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "Other CA")])
+    other_ca = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(
+        other.public_key()).serial_number(5).not_valid_before(dt.datetime(2026, 1, 1)).not_valid_after(
+        dt.datetime(2027, 1, 1)).sign(other, hashes.SHA256())
+    leaf = x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(
+        other.public_key()).serial_number(6).not_valid_before(dt.datetime(2026, 1, 1)).not_valid_after(
+        dt.datetime(2027, 1, 1)).sign(other, hashes.SHA256())
+    response = app.test_client().post("/ocsp", data=_ocsp_request(pem(leaf), other_ca))
+    assert ocsp.load_der_ocsp_response(response.data).response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
+
+
+def test_pkilint_finds_nothing_in_the_responder_and_its_responses(api, app, svc, tmp_path):
+    cert = issue(api)
+    data = app.test_client().post("/ocsp", data=_ocsp_request(cert["certificate"], svc.authority.intermediate)).data
+    (tmp_path / "resp.der").write_bytes(data)
+    responder = ocsp.load_der_ocsp_response(data).certificates[0]
+    (tmp_path / "responder.pem").write_text(pem(responder))
+    assert_pkilint_clean(tmp_path / "responder.pem")
+    assert_pkilint_clean(tmp_path / "resp.der", "lint_ocsp_response")
+
+
+def test_openssl_ocsp_against_the_real_server(instance, svc, tmp_path):
+    token = new_token(svc, "ocsp-admin")
+    headers = {"Authorization": f"Bearer {token}"}
+    with running_server(instance) as base:
+        cert = requests.post(f"{base}/api/v1/certificates", headers=headers, timeout=10,
+                             json={"csr": pem(make_csr(["ocsp.example.test"]))}).json()
+        leaf = tmp_path / "leaf.pem"
+        leaf.write_text(cert["certificate"])
+
+        def ask() -> str:
+            result = run_openssl("ocsp", "-issuer", str(instance / "ca" / "intermediate.pem"), "-cert", str(leaf),
+                                 "-url", f"{base}/ocsp", "-CAfile", str(instance / "ca" / "root.pem"))
+            out = (result.stdout + result.stderr).decode()
+            assert result.returncode == 0, out
+            assert "Response verify OK" in out, out
+            assert "WARNING" not in out, out  # e.g. no nonce echoed
+            return out
+
+        assert f"{leaf}: good" in ask()
+        revoked = requests.post(f"{base}/api/v1/certificates/{cert['serial']}/revoke", headers=headers,
+                                json={"reason": "keyCompromise"}, timeout=10)
+        assert revoked.status_code == 200
+        out = ask()
+        assert f"{leaf}: revoked" in out and "Reason: keyCompromise" in out
+        # And the very next CRL request lists it.
+        crl = x509.load_der_x509_crl(requests.get(f"{base}/crl/intermediate.crl", timeout=10).content)
+        assert crl.get_revoked_certificate_by_serial_number(int(cert["serial"], 16)) is not None
