@@ -14,11 +14,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from . import policy
 from .config import Config
 from .emails import email_problem, normalize_email
-from .errors import BadRequestError, PolicyViolationError, TooLargeError, Violation
+from .errors import BadRequestError, PolicyViolationError, ScopeError, TooLargeError, Violation
 from .instance import BACKDATE, Authority
 from .models import CertificateRecord
 from .pki.csr import ParsedCSR, parse_csr, signature_is_valid
 from .pki.extensions import build_leaf
+from .pki.names import in_domains
 from .pki.serials import new_serial, serial_hex
 from .store import SerialTakenError, Store
 
@@ -122,15 +123,50 @@ def issue(
     """Check, sign and store one certificate; PolicyViolationError lists every refusal reason."""
     prepared, violations = check_request(config, store, request)
     if violations:
-        store.append_audit(
-            at=now,
-            action="refuse",
-            actor=request.requester.label,
-            client=request.client,
-            detail={"codes": [v.code for v in violations], "names": prepared.decision.sans},
-        )
+        _audit_refusal(store, request, prepared, violations, now)
         raise PolicyViolationError(violations)
+    out_of_scope = scope_violations(request.requester, prepared.decision.sans)
+    if out_of_scope:
+        _audit_refusal(store, request, prepared, out_of_scope, now)
+        raise ScopeError(out_of_scope)
     return sign_and_store(config, store, authority, prepared, request.requester, request.client, now)
+
+
+def _audit_refusal(store: Store, request: IssueRequest, prepared: Prepared, violations: list[Violation],
+                   now: dt.datetime) -> None:
+    store.append_audit(
+        at=now,
+        action="refuse",
+        actor=request.requester.label,
+        client=request.client,
+        detail={"codes": [v.code for v in violations], "names": prepared.decision.sans},
+    )
+
+
+def scope_violations(requester: Requester, sans: list[str]) -> list[Violation]:
+    """Names the requester may not ask for: outside its domains, or IP addresses without
+    allow_ip. Admins without domains may ask for anything the policy allows."""
+    if requester.is_admin and not requester.domains:
+        return []
+    who = f"{'token' if requester.kind == 'token' else 'user'} {requester.name!r}"
+    scope = ", ".join(requester.domains) if requester.domains else "no domains"
+    if not sans:
+        return [Violation("name_out_of_scope", (
+            f"A certificate without DNS names or IP addresses can only be requested by an admin; {who} "
+            f"may request names under {scope}."))]
+    out = []
+    for entry in sans:
+        kind, value = entry.split(":", 1)
+        if kind == "IP":
+            if not requester.allow_ip:
+                out.append(Violation("name_out_of_scope", (
+                    f"{who} may not request IP addresses ({value}); ask an admin to allow IP SANs, or use a "
+                    "DNS name."), value))
+        elif not in_domains(value, requester.domains):
+            out.append(Violation("name_out_of_scope", (
+                f'"{value}" is outside the domains {who} may request ({scope}); ask an admin to add the domain '
+                "or to issue it."), value))
+    return out
 
 
 def sign_and_store(

@@ -92,9 +92,12 @@ def test_api_over_http_with_concurrent_requests(server, instance):
 
 
 def test_the_scheduler_runs_once_however_many_workers(server, instance):
-    base, _ = server
-    requests.get(f"{base}/healthz", timeout=5)
+    import time
+
+    deadline = time.monotonic() + 10
+    while (instance / "serve.log").read_text().count("Booting worker") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     log = (instance / "serve.log").read_text()
+    assert log.count("Booting worker") == 2, log
     assert log.count("scheduler started") == 1, log
     assert "reminders" in log and "crl-refresh" in log
-    assert log.count("Booting worker") == 2
