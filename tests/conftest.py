@@ -23,7 +23,9 @@ NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 def _template_instance(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("template") / "instance"
     init_instance(InstancePaths(root), Secrets(key_passphrase=PASSPHRASE), dt.datetime.now(dt.UTC))
-    open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE)).store.migrate()
+    store = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE)).store
+    store.migrate()
+    store.close()  # the last connection closing folds the WAL back in: the copy is one consistent file
     return root
 
 
@@ -31,7 +33,7 @@ def _template_instance(tmp_path_factory) -> Path:
 def instance(_template_instance, tmp_path, monkeypatch) -> Path:
     """A fresh copy of one initialised CA (key generation once per session)."""
     root = tmp_path / "instance"
-    shutil.copytree(_template_instance, root)
+    shutil.copytree(_template_instance, root, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
     monkeypatch.setenv("CA_SERVER_INSTANCE", str(root))
     monkeypatch.setenv("CA_SERVER_KEY_PASSPHRASE", PASSPHRASE)
     return root
