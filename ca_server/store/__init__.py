@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .access import AccessQueries, NameTakenError
+from .access import AccessQueries, NameTakenError, RequestQueries
 from .audit import AuditQueries
 from .base import StoreBase
 from .certificates import CertificateFilter, CertificateQueries, SerialTakenError
@@ -10,7 +10,8 @@ from .reminders import ReminderQueries
 from .revocation import CRLNumberTakenError, RevocationQueries
 
 
-class Store(CertificateQueries, ReminderQueries, RevocationQueries, AccessQueries, AuditQueries, StoreBase):
+class Store(CertificateQueries, ReminderQueries, RevocationQueries, AccessQueries, RequestQueries, AuditQueries,
+            StoreBase):
     pass
 
 

@@ -80,6 +80,50 @@ class AccessQueries:
         return _decode(rows[0]) if rows else None
 
 
+class RequestQueries:
+    def insert_request(self, row: dict, audit: dict | None = None) -> None:
+        with self.write() as db:
+            db.execute(
+                "INSERT INTO requests (id, created_at, requester, requester_email, csr_pem, profile, validity_days,"
+                " notify, names, reasons, status) VALUES (:id, :created_at, :requester, :requester_email, :csr_pem,"
+                " :profile, :validity_days, :notify, :names, :reasons, :status)",
+                row,
+            )
+            if audit:
+                self._append_audit(db, **audit)
+
+    def get_request(self, request_id: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM requests WHERE id = ?", [request_id]))
+        return rows[0] if rows else None
+
+    def decide_request(self, request_id: str, status: str, at: str, by: str, reason: str | None,
+                       audit: dict | None = None) -> bool:
+        """pending -> approved/rejected, once: False when it was no longer pending."""
+        with self.write() as db:
+            changed = db.execute(
+                "UPDATE requests SET status = ?, decided_at = ?, decided_by = ?, decision_reason = ?"
+                " WHERE id = ? AND status = 'pending'",
+                [status, at, by, reason, request_id],
+            ).rowcount
+            if changed and audit:
+                self._append_audit(db, **audit)
+        return changed == 1
+
+    def set_request_serial(self, request_id: str, serial: str) -> None:
+        self.db.execute("UPDATE requests SET serial = ? WHERE id = ?", [serial, request_id])
+
+    def list_requests(self, status: str | None = None, requester: str | None = None, limit: int = 200) -> list[dict]:
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if requester:
+            where.append("requester = ?")
+            params.append(requester)
+        sql = "SELECT * FROM requests" + (" WHERE " + " AND ".join(where) if where else "")
+        return list(self.db.query(sql + " ORDER BY created_at DESC LIMIT ?", [*params, limit]))
+
+
 def _decode(row: dict) -> dict:
     row = dict(row)
     if "domains" in row:

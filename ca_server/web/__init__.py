@@ -7,7 +7,7 @@ from flask import Flask, g
 
 from ..clock import to_text
 from ..pki.serials import serial_colon
-from . import api, auth, pages, public
+from . import admin, api, auth, inspect, pages, public
 from .common import limiter, now
 from .errors import register_error_handlers
 
@@ -25,6 +25,8 @@ def register(app: Flask) -> None:
     app.register_blueprint(public.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(inspect.bp)
 
     app.jinja_env.globals.update(
         days_left_words=pages.days_left_words,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request, url_for
 
-from .. import issuance, revocation
+from .. import approvals, issuance, revocation
 from ..errors import BadRequestError, CertificateNotFoundError, InvalidSerialError, NotFoundError
 from ..pki.serials import parse_serial
 from ..store import CertificateFilter
@@ -113,7 +113,13 @@ def _notify(value) -> tuple[str, ...]:
 def create_certificate():
     svc = services()
     req = _issue_request_from_body()
-    record = issuance.issue(svc.config, svc.store, svc.authority, req, now())
+    record = approvals.submit(svc.config, svc.store, svc.authority, req, now())
+    if isinstance(record, approvals.PendingRequest):
+        body = {**record.as_json(), "url": url_for("pages.request_page", request_id=record.id, _external=True)}
+        response = jsonify(body)
+        response.status_code = 202
+        response.headers["Location"] = url_for("api.get_request", request_id=record.id)
+        return response
     body = certificate_json(record)
     notes = record.extra.get("notes")
     if notes:
@@ -169,6 +175,47 @@ def revoke_certificate(serial: str):
     revoked = revocation.revoke(svc.config, svc.store, svc.authority, record.serial, reason, now(),
                                 actor=g.requester.label, client=client_address())
     return jsonify(certificate_json(revoked))
+
+
+@bp.get("/requests")
+def list_requests():
+    requester = g.requester
+    status = request.args.get("status") or ("pending" if requester.is_admin else None)
+    rows = services().store.list_requests(status=status, requester=None if requester.is_admin else requester.label)
+    return jsonify({"requests": [approvals.from_row(r).as_json() for r in rows]})
+
+
+@bp.get("/requests/<request_id>")
+def get_request(request_id: str):
+    pending = approvals.get_request(services().store, request_id)
+    if not approvals.visible_to(pending, g.requester):
+        raise NotFoundError(f"There is no certificate request {request_id!r}.")
+    body = pending.as_json()
+    if pending.serial:
+        body["certificate"] = certificate_json(find_certificate(pending.serial))
+    return jsonify(body)
+
+
+@bp.post("/requests/<request_id>/approve")
+@admin_required
+def approve_request(request_id: str):
+    svc = services()
+    decided = approvals.approve(svc.config, svc.secrets, svc.store, svc.authority, request_id, g.requester, now(),
+                                client_address())
+    return jsonify({**decided.as_json(), "certificate": certificate_json(find_certificate(decided.serial))})
+
+
+@bp.post("/requests/<request_id>/reject")
+@admin_required
+def reject_request(request_id: str):
+    body = request.get_json(silent=True) or {}
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if not isinstance(reason, str):
+        raise BadRequestError('Send JSON like {"reason": "not our server"}.', code="reason_missing")
+    svc = services()
+    decided = approvals.reject(svc.config, svc.secrets, svc.store, request_id, g.requester, reason, now(),
+                               client_address())
+    return jsonify(decided.as_json())
 
 
 @bp.get("/ca")

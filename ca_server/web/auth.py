@@ -29,6 +29,7 @@ PUBLIC_ENDPOINTS = {
     "public.ocsp_post",
     "public.ocsp_get",
     "auth.login",
+    "inspect.trust",
     "static",
 }
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import IntegerField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.validators import NumberRange, Optional
 
-from .. import issuance, revocation
+from .. import approvals, issuance, revocation
 from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
 from ..policy import EXPLANATIONS
 from ..store import CertificateFilter
@@ -83,7 +83,9 @@ def new_certificate():
             requester=g.requester,
             client=client_address(),
         )
-        record = issuance.issue(svc.config, svc.store, svc.authority, req, now())
+        record = approvals.submit(svc.config, svc.store, svc.authority, req, now())
+        if isinstance(record, approvals.PendingRequest):
+            return redirect(url_for("pages.request_page", request_id=record.id), code=303)
         return redirect(url_for("pages.certificate", serial=record.serial), code=303)
     except PolicyViolationError as exc:
         status = 422
@@ -137,6 +139,14 @@ def certificate(serial: str):
     record = find_certificate(serial)
     return render_template("detail.html", r=record, reasons=revocation.LEAF_REASONS,
                            reminders=services().store.reminders_for(record.serial))
+
+
+@bp.get("/requests/<request_id>")
+def request_page(request_id: str):
+    pending = approvals.get_request(services().store, request_id)
+    if not approvals.visible_to(pending, g.requester):
+        abort(404)
+    return render_template("request.html", p=pending)
 
 
 @bp.post("/certificates/<serial>/revoke")

@@ -1,0 +1,225 @@
+""""Is this ours?": decode any certificate or CSR and give one verdict.
+
+Certificates: `issued_here` (serial and fingerprint match a stored certificate), `counterfeit`
+(the serial is ours but the fingerprint is not: altered, regenerated or forged),
+`unknown_to_store` (signed by our intermediate, yet not in the store), `foreign` (not from this
+CA). CSRs: `acceptable` or `refused`, with the policy's reasons, before anything is submitted."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import ipaddress
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import verification
+
+from . import issuance
+from .clock import to_text
+from .config import Config
+from .errors import BadRequestError, CSRParseError
+from .instance import Authority
+from .pki.extensions import EKU_NAMES
+from .pki.keys import describe_public_key
+from .pki.serials import serial_colon, serial_hex  # noqa: F401  (serial_hex used by web/inspect.py)
+from .store import Store
+
+MAX_DOCUMENT = 65536
+
+
+def load_document(data: bytes | str) -> x509.Certificate | x509.CertificateSigningRequest:
+    """A certificate or a CSR from PEM, DER or bare base64; BadRequestError when neither."""
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    if len(raw) > MAX_DOCUMENT:
+        raise BadRequestError(f"That is larger than {MAX_DOCUMENT} bytes; paste one certificate or CSR.",
+                              code="document_invalid")
+    text = raw.strip()
+    if b"-----BEGIN" in text:
+        start = text.index(b"-----BEGIN")
+        block = text[start:]
+        try:
+            if block.startswith(b"-----BEGIN CERTIFICATE REQUEST") or block.startswith(b"-----BEGIN NEW CERTIFICATE"):
+                return x509.load_pem_x509_csr(block)
+            return x509.load_pem_x509_certificate(block)
+        except ValueError:
+            raise BadRequestError("The PEM block could not be read: copy it whole, from -----BEGIN to -----END.",
+                                  code="document_invalid") from None
+    der = raw if raw[:1] == b"\x30" else _b64(text)
+    for loader in (x509.load_der_x509_certificate, x509.load_der_x509_csr):
+        try:
+            return loader(der)
+        except ValueError:
+            continue
+    raise BadRequestError("This is neither a certificate nor a CSR (PEM or DER).", code="document_invalid")
+
+
+def _b64(text: bytes) -> bytes:
+    try:
+        return base64.b64decode(b"".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def der_of(document) -> bytes:
+    return document.public_bytes(Encoding.DER)
+
+
+def inspect(config: Config, store: Store, authority: Authority, data: bytes | str, now: dt.datetime, *,
+            hostname: str | None = None, requester: issuance.Requester | None = None) -> dict:
+    document = load_document(data)
+    if isinstance(document, x509.Certificate):
+        return _inspect_certificate(store, authority, document, now, hostname)
+    return _inspect_csr(config, store, document, requester)
+
+
+def certificate_fields(cert: x509.Certificate) -> dict:
+    der = cert.public_bytes(Encoding.DER)
+    fields = {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": serial_hex(cert.serial_number),
+        "serial_colon": serial_colon(cert.serial_number),
+        "not_before": to_text(cert.not_valid_before_utc),
+        "not_after": to_text(cert.not_valid_after_utc),
+        "fingerprint_sha256": hashlib.sha256(der).hexdigest(),
+        "fingerprint_sha1": hashlib.sha1(der).hexdigest(),
+        "key": describe_public_key(cert.public_key()).label,
+        "sans": _sans(cert.extensions),
+        "extended_key_usage": [],
+        "is_ca": False,
+    }
+    try:
+        ekus = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        fields["extended_key_usage"] = [EKU_NAMES.get(o, o.dotted_string) for o in ekus]
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    try:
+        fields["is_ca"] = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (x509.ExtensionNotFound, ValueError):
+        pass
+    return fields
+
+
+def _sans(extensions_source) -> list[str]:
+    try:
+        san = extensions_source.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return []
+    return [f"DNS:{v}" for v in san.get_values_for_type(x509.DNSName)] + [
+        f"IP:{v}" for v in san.get_values_for_type(x509.IPAddress)]
+
+
+def _inspect_certificate(store: Store, authority: Authority, cert: x509.Certificate, now: dt.datetime,
+                         hostname: str | None) -> dict:
+    fields = certificate_fields(cert)
+    record = store.get_certificate(fields["serial"], with_renewal=True)
+    signed_by_us = _issued_by(cert, authority.intermediate)
+    reasons: list[str] = []
+    status = None
+    if record is not None and record.fingerprint_sha256 == fields["fingerprint_sha256"]:
+        verdict = "issued_here"
+        status = record.status(now)
+        reasons.append(f"This is certificate {record.serial} issued here on {to_text(record.issued_at)}; its "
+                       f"serial and SHA-256 fingerprint match the stored one. Status: {status}.")
+        if record.superseded_by:
+            reasons.append(f"It was renewed by {record.superseded_by}.")
+    elif record is not None:
+        verdict = "counterfeit"
+        reasons.append(f"NOT the certificate issued under serial {record.serial}: that one has fingerprint "
+                       f"{record.fingerprint_sha256}, this one {fields['fingerprint_sha256']}. It was altered, "
+                       "regenerated elsewhere, or forged.")
+        if not signed_by_us:
+            reasons.append("Its signature does not come from this CA's intermediate.")
+    elif signed_by_us:
+        verdict = "unknown_to_store"
+        reasons.append("It is signed by this CA's intermediate, but no certificate with this serial is in the "
+                       "store: it was issued outside ca-server (check who else holds the CA key).")
+    else:
+        verdict = "foreign"
+        reasons.append(f"It was not issued by this CA: its issuer is {fields['issuer'] or '(empty)'}.")
+    chain_ok, chain_message = _chain_check(cert, authority, now)
+    result = {"kind": "certificate", "verdict": verdict, "reasons": reasons, "status": status,
+              "serial": fields["serial"], "fingerprint_sha256": fields["fingerprint_sha256"], "fields": fields,
+              "chain": {"valid": chain_ok, "message": chain_message}}
+    if hostname:
+        result["hostname"] = hostname_check(cert, authority, now, hostname.strip())
+    return result
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+        return True
+    except (ValueError, TypeError, InvalidSignature):  # other issuer name, key type, or signature
+        return False
+
+
+def _chain_check(cert: x509.Certificate, authority: Authority, now: dt.datetime) -> tuple[bool, str]:
+    if not _issued_by(cert, authority.intermediate):
+        return False, "It does not chain to this CA's root: it is not signed by the intermediate."
+    if now < cert.not_valid_before_utc:
+        return False, f"It chains to this CA's root, but is not valid before {to_text(cert.not_valid_before_utc)}."
+    if now >= cert.not_valid_after_utc:
+        return False, f"It chains to this CA's root, but expired on {to_text(cert.not_valid_after_utc)}."
+    return True, "It chains to this CA's root through the intermediate, and is within its validity period."
+
+
+def hostname_check(cert: x509.Certificate, authority: Authority, now: dt.datetime, name: str) -> dict:
+    """What a browser trusting our root would say when connecting to `name` (cryptography's
+    RFC 5280 / CA-B path validation with hostname matching)."""
+    ip = None
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    try:
+        subject = verification.IPAddress(ip) if ip is not None else verification.DNSName(name)
+        verifier = (verification.PolicyBuilder().store(verification.Store([authority.root])).time(now)
+                    .build_server_verifier(subject))
+        verifier.verify(cert, [authority.intermediate])
+        return {"name": name, "accepted": True,
+                "message": f"A browser that trusts this CA's root and connects to {name} would accept it."}
+    except verification.VerificationError as exc:
+        return {"name": name, "accepted": False,
+                "message": f"A browser connecting to {name} would refuse it: {_plain(str(exc), cert, name)}."}
+    except ValueError as exc:
+        return {"name": name, "accepted": False, "message": f"{name!r} is not a host name or IP address: {exc}."}
+
+
+def _plain(error: str, cert: x509.Certificate, name: str) -> str:
+    lowered = error.lower()
+    if "no matching" in lowered or "subject" in lowered and "match" in lowered:
+        names = ", ".join(s.split(":", 1)[1] for s in _sans(cert.extensions)) or "none"
+        return f"the certificate is not valid for {name} (its names: {names})"
+    if "issuer" in lowered or "candidates exhausted" in lowered:
+        return "it does not chain to this CA's root"
+    if "expired" in lowered or "validity" in lowered:
+        return "it is outside its validity period"
+    return error
+
+
+def _inspect_csr(config: Config, store: Store, csr: x509.CertificateSigningRequest,
+                 requester: issuance.Requester | None) -> dict:
+    der = csr.public_bytes(Encoding.DER)
+    request = issuance.IssueRequest(csr=der, requester=requester or issuance.CLI_REQUESTER)
+    try:
+        prepared, violations = issuance.check_request(config, store, request)
+    except CSRParseError as exc:
+        return {"kind": "csr", "verdict": "refused", "reasons": [exc.message], "violations": [], "fields": {}}
+    violations = violations or issuance.scope_violations(request.requester, prepared.decision.sans)
+    fields = {
+        "subject": csr.subject.rfc4514_string(),
+        "common_name": prepared.csr.common_name,
+        "sans": prepared.decision.sans,
+        "key": prepared.csr.key.label,
+        "signature_valid": prepared.csr.csr.is_signature_valid,
+    }
+    reasons = [v.message for v in violations] or [
+        f"This CSR would be signed for {', '.join(prepared.decision.sans) or 'its subject'} "
+        f"({prepared.decision.validity_days} days, profile {prepared.profile})."]
+    return {"kind": "csr", "verdict": "refused" if violations else "acceptable", "reasons": reasons,
+            "violations": [v.as_dict() for v in violations], "fields": fields}

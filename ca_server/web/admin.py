@@ -1,0 +1,70 @@
+"""Admin pages: the approval queue, tokens, users, the audit log."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+
+from .. import accounts, approvals
+from ..errors import ForbiddenError
+from .common import client_address, now, services
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+AUDIT_PAGE = 100
+
+
+@bp.before_request
+def admins_only():
+    if g.get("requester") is None or not g.requester.is_admin:
+        raise ForbiddenError("Only an admin may open the admin pages.")
+
+
+@bp.get("/requests")
+def queue():
+    rows = services().store.list_requests(status=request.args.get("status", "pending") or None)
+    return render_template("admin_requests.html", requests=[approvals.from_row(r) for r in rows],
+                           status=request.args.get("status", "pending"))
+
+
+@bp.post("/requests/<request_id>/approve")
+def approve(request_id: str):
+    svc = services()
+    decided = approvals.approve(svc.config, svc.secrets, svc.store, svc.authority, request_id, g.requester, now(),
+                                client_address())
+    flash(f"Request {request_id} approved; certificate {decided.serial} issued.")
+    return redirect(url_for("pages.certificate", serial=decided.serial), code=303)
+
+
+@bp.post("/requests/<request_id>/reject")
+def reject(request_id: str):
+    svc = services()
+    approvals.reject(svc.config, svc.secrets, svc.store, request_id, g.requester, request.form.get("reason", ""),
+                     now(), client_address())
+    flash(f"Request {request_id} rejected.")
+    return redirect(url_for("admin.queue"), code=303)
+
+
+@bp.get("/tokens")
+def tokens():
+    return render_template("admin_tokens.html", tokens=services().store.list_tokens(),
+                           users=services().store.list_users())
+
+
+@bp.post("/tokens/<name>/revoke")
+def revoke_token(name: str):
+    accounts.revoke_token(services().store, name, now(), actor=g.requester.label)
+    flash(f"Token {name} revoked.")
+    return redirect(url_for("admin.tokens"), code=303)
+
+
+@bp.get("/audit")
+def audit():
+    args = request.args
+    before = args.get("before", "")
+    entries = services().store.audit_entries(
+        action=args.get("action") or None, actor=args.get("actor") or None, serial=args.get("serial") or None,
+        limit=AUDIT_PAGE, before_id=int(before) if before.isdigit() and len(before) < 19 else None)
+    next_url = None
+    if len(entries) == AUDIT_PAGE:
+        params = {k: v for k, v in args.items() if k != "before"}
+        next_url = url_for("admin.audit", before=entries[-1]["id"], **params)
+    return render_template("admin_audit.html", entries=entries, args=args, next_url=next_url)

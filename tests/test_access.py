@@ -1,0 +1,284 @@
+"""Who may ask for what: the permission table, scopes, approvals, the audit log, rate limits."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+from ca_server.cli import main
+
+from .conftest import ApiClient, csrf_token, new_token, sign_in
+from .factories import make_csr, pem
+from .smtp import SMTPServer
+
+
+@pytest.fixture
+def clients(app, svc):
+    """anonymous, in-scope (example.test), out-of-scope (other.test) and admin token clients."""
+    return {
+        "anonymous": ApiClient(app.test_client(), None),
+        "scoped": ApiClient(app.test_client(), new_token(svc, "scoped", admin=False, domains=["example.test"])),
+        "outsider": ApiClient(app.test_client(), new_token(svc, "outsider", admin=False, domains=["other.test"])),
+        "admin": ApiClient(app.test_client(), new_token(svc, "admin")),
+    }
+
+
+def _issued(clients) -> str:
+    response = clients["admin"].post("/api/v1/certificates", json={"csr": pem(make_csr(["t.example.test"]))})
+    return response.get_json()["serial"]
+
+
+# (method, path, body, anonymous, scoped, outsider, admin)
+TABLE = [
+    ("GET", "/healthz", None, 200, 200, 200, 200),
+    ("GET", "/ca/root.pem", None, 200, 200, 200, 200),
+    ("GET", "/ca/root.der", None, 200, 200, 200, 200),
+    ("GET", "/ca/intermediate.pem", None, 200, 200, 200, 200),
+    ("GET", "/ca/intermediate.der", None, 200, 200, 200, 200),
+    ("GET", "/ca/chain.pem", None, 200, 200, 200, 200),
+    ("GET", "/crl/intermediate.crl", None, 200, 200, 200, 200),
+    ("GET", "/crl/root.crl", None, 200, 200, 200, 200),
+    ("POST", "/ocsp", b"garbage", 200, 200, 200, 200),
+    ("GET", "/", None, 302, 200, 200, 200),
+    ("GET", "/certificates/new", None, 302, 200, 200, 200),
+    ("GET", "/certificates", None, 302, 200, 200, 200),
+    ("GET", "/certificates/{serial}", None, 302, 200, 200, 200),
+    ("GET", "/certificates/{serial}.pem", None, 302, 200, 200, 200),
+    ("GET", "/certificates/{serial}.der", None, 302, 200, 200, 200),
+    ("GET", "/certificates/{serial}/chain.pem", None, 302, 200, 200, 200),
+    ("GET", "/inspect", None, 302, 200, 200, 200),
+    ("POST", "/api/v1/certificates", {"csr": "a.example.test"}, 401, 201, 403, 201),
+    ("GET", "/api/v1/certificates/{serial}", None, 401, 200, 200, 200),
+    ("GET", "/api/v1/certificates", None, 401, 200, 200, 200),
+    ("GET", "/api/v1/ca", None, 401, 200, 200, 200),
+    ("POST", "/api/v1/inspect", {"pem": "{cert}"}, 401, 200, 200, 200),
+    ("POST", "/api/v1/certificates/{serial}/revoke", {"reason": "superseded"}, 401, 403, 403, 200),
+    ("GET", "/admin/requests", None, 302, 403, 403, 200),
+    ("GET", "/admin/tokens", None, 302, 403, 403, 200),
+    ("GET", "/admin/audit", None, 302, 403, 403, 200),
+]
+
+
+@pytest.mark.parametrize("method, path, body, expected", [(m, p, b, e) for m, p, b, *e in TABLE],
+                         ids=[f"{m} {p}" for m, p, *_ in TABLE])
+def test_permission_table(clients, method, path, body, expected):
+    serial = _issued(clients)
+    cert_pem = clients["admin"].get(f"/api/v1/certificates/{serial}").get_json()["certificate"]
+    for who, status in zip(("anonymous", "scoped", "outsider", "admin"), expected, strict=True):
+        url = path.format(serial=serial)
+        if method == "GET":
+            response = clients[who].get(url)
+        elif isinstance(body, bytes):
+            response = clients[who].post(url, data=body)
+        else:
+            data = {k: (pem(make_csr([v])) if k == "csr" else cert_pem if v == "{cert}" else v)
+                    for k, v in body.items()}
+            response = clients[who].post(url, json=data)
+        assert response.status_code == status, f"{who}: {response.status_code} {response.get_data(as_text=True)[:300]}"
+        if response.status_code == 403 and url.startswith("/api/"):
+            assert response.get_json()["error"]["message"]
+
+
+def test_out_of_scope_refusal_names_the_name_and_the_scope(clients):
+    response = clients["scoped"].post("/api/v1/certificates", json={"csr": pem(make_csr(["a.other.test"]))})
+    assert response.status_code == 403
+    error = response.get_json()["error"]
+    assert error["code"] == "name_out_of_scope"
+    assert "a.other.test" in error["message"] and "example.test" in error["message"]
+
+
+def test_ip_sans_need_allow_ip(app, svc, clients):
+    csr = pem(make_csr(["a.example.test"], ips=["10.0.0.5"]))
+    assert clients["scoped"].post("/api/v1/certificates", json={"csr": csr}).status_code == 403
+    with_ip = ApiClient(app.test_client(), new_token(svc, "ipok", admin=False, domains=["example.test"], allow_ip=True))
+    assert with_ip.post("/api/v1/certificates", json={"csr": csr}).status_code == 201
+
+
+def test_non_admins_see_only_their_own_certificates_in_lists(clients):
+    mine = clients["scoped"].post("/api/v1/certificates", json={"csr": pem(make_csr(["mine.example.test"]))})
+    other = _issued(clients)
+    listed = [c["serial"] for c in clients["scoped"].get("/api/v1/certificates").get_json()["certificates"]]
+    assert listed == [mine.get_json()["serial"]]
+    admin_listed = [c["serial"] for c in clients["admin"].get("/api/v1/certificates").get_json()["certificates"]]
+    assert other in admin_listed and mine.get_json()["serial"] in admin_listed
+    # A serial lookup stays open to any signed-in requester: "is this ours?" needs it.
+    assert clients["scoped"].get(f"/api/v1/certificates/{other}").status_code == 200
+
+
+@pytest.fixture
+def approval_app(make_app):
+    return make_app(policy={"approval_for_other_names": True})
+
+
+def test_pending_request_approved_from_the_web_page(approval_app):
+    svc = approval_app.extensions["ca_server"]
+    smtp = SMTPServer().start()
+    try:
+        from ca_server import accounts
+        from ca_server.clock import utcnow
+
+        svc.config.__class__  # config is frozen; point mail at the test server through a new app
+        requester = ApiClient(approval_app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
+        response = requester.post("/api/v1/certificates", json={"csr": pem(make_csr(["a.other.test"])),
+                                                                "notify": ["owner@example.test"]})
+        assert response.status_code == 202
+        body = response.get_json()
+        assert body["status"] == "pending" and body["names"] == ["DNS:a.other.test"]
+        request_id = body["request_id"]
+        assert requester.get(f"/api/v1/requests/{request_id}").get_json()["status"] == "pending"
+
+        accounts.add_user(svc.store, "boss", "boss-password", is_admin=True, domains=(), allow_ip=True, email=None,
+                          now=utcnow())
+        admin = approval_app.test_client()
+        assert sign_in(admin, "boss", "boss-password").status_code == 303
+        queue = admin.get("/admin/requests").get_data(as_text=True)
+        assert request_id in queue and "a.other.test" in queue
+        page = admin.get(f"/requests/{request_id}").get_data(as_text=True)
+        approved = admin.post(f"/admin/requests/{request_id}/approve", data={"csrf_token": csrf_token(page)})
+        assert approved.status_code == 303
+        outcome = requester.get(f"/api/v1/requests/{request_id}").get_json()
+        assert outcome["status"] == "approved" and outcome["decided_by"] == "user:boss"
+        assert outcome["certificate"]["sans"] == ["DNS:a.other.test"]
+        record = svc.store.get_certificate(outcome["serial"])
+        assert record.requester == "token:req"
+        actions = [e["action"] for e in svc.store.audit_entries()]
+        assert "request_pending" in actions and "approve" in actions
+        # Deciding twice is a conflict, not a second certificate.
+        again = admin.post(f"/admin/requests/{request_id}/approve", data={"csrf_token": csrf_token(page)})
+        assert again.status_code == 409
+    finally:
+        smtp.stop()
+
+
+def test_rejection_with_reason_is_shown_to_the_requester(approval_app):
+    svc = approval_app.extensions["ca_server"]
+    requester = ApiClient(approval_app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
+    admin = ApiClient(approval_app.test_client(), new_token(svc, "adm"))
+    request_id = requester.post("/api/v1/certificates",
+                                json={"csr": pem(make_csr(["x.other.test"]))}).get_json()["request_id"]
+    assert admin.post(f"/api/v1/requests/{request_id}/reject", json={}).status_code == 400
+    assert requester.post(f"/api/v1/requests/{request_id}/reject", json={"reason": "x"}).status_code == 403
+    response = admin.post(f"/api/v1/requests/{request_id}/reject", json={"reason": "not one of our servers"})
+    assert response.status_code == 200 and response.get_json()["status"] == "rejected"
+    page = requester.get(f"/requests/{request_id}").get_data(as_text=True)
+    assert "Rejected by token:adm" in page and "not one of our servers" in page
+    assert admin.post(f"/api/v1/requests/{request_id}/approve").status_code == 409
+    other = ApiClient(approval_app.test_client(), new_token(svc, "other", admin=False, domains=["example.test"]))
+    assert other.get(f"/api/v1/requests/{request_id}").status_code == 404
+
+
+def test_in_scope_names_are_issued_at_once_even_with_approvals_on(approval_app):
+    svc = approval_app.extensions["ca_server"]
+    requester = ApiClient(approval_app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
+    assert requester.post("/api/v1/certificates", json={"csr": pem(make_csr(["in.example.test"]))}).status_code == 201
+    refused = requester.post("/api/v1/certificates", json={"csr": pem(make_csr(["*.other.test"]))})
+    assert refused.status_code == 422  # policy still refuses outright; approval is for scope only
+
+
+def test_audit_log_records_and_exports_everything(clients, svc, app, instance):
+    from ca_server import accounts
+    from ca_server.clock import utcnow
+
+    serial = _issued(clients)
+    clients["admin"].post("/api/v1/certificates", json={"csr": pem(make_csr(["*.example.test"]))})
+    clients["outsider"].post("/api/v1/certificates", json={"csr": pem(make_csr(["a.example.test"]))})
+    clients["admin"].post(f"/api/v1/certificates/{serial}/revoke", json={"reason": "superseded"})
+    accounts.add_user(svc.store, "carol", "carol-password", is_admin=False, domains=(), allow_ip=False, email=None,
+                      now=utcnow())
+    web = app.test_client()
+    sign_in(web, "carol", "wrong-password")
+    sign_in(web, "carol", "carol-password")
+    accounts.revoke_token(svc.store, "outsider", utcnow())
+    entries = svc.store.audit_entries(limit=1000)
+    actions = {e["action"] for e in entries}
+    assert {"issue", "refuse", "revoke", "sign_in", "sign_in_failed", "token_create", "token_revoke",
+            "user_add"} <= actions
+    issue_row = next(e for e in entries if e["action"] == "issue" and e["serial"] == serial)
+    assert issue_row["actor"] == "token:admin" and issue_row["client"] == "127.0.0.1" and issue_row["at"]
+    refusals = [e for e in entries if e["action"] == "refuse"]
+    assert {c for e in refusals for c in e["detail"]["codes"]} >= {"wildcard_not_allowed", "name_out_of_scope"}
+
+    admin_page = clients["admin"].get("/admin/audit?action=revoke").get_data(as_text=True)
+    assert serial[:16] in admin_page and "sign_in_failed" not in admin_page.split("<tbody>")[1]
+
+    exported = CliRunner().invoke(main, ["audit", "export"])
+    lines = [json.loads(line) for line in exported.output.splitlines()]
+    assert len(lines) == len(entries) and lines[0]["id"] < lines[-1]["id"]
+
+    conn = sqlite3.connect(instance / "ca.sqlite3")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE audit_log SET action = 'nothing'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM audit_log")
+
+
+def test_failed_sign_ins_are_rate_limited(app, svc):
+    from ca_server import accounts
+    from ca_server.clock import utcnow
+
+    accounts.add_user(svc.store, "dave", "dave-password", is_admin=False, domains=(), allow_ip=False, email=None,
+                      now=utcnow())
+    client = app.test_client()
+    statuses = [sign_in(client, "dave", f"guess-{i}").status_code for i in range(12)]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+    other = app.test_client()  # a successful sign-in from elsewhere is not counted against anyone
+    assert sign_in(other, "dave", "dave-password").status_code in (303, 429)
+
+
+def test_submissions_are_rate_limited(make_app):
+    app = make_app(server={"submission_rate_limit": "3 per minute"})
+    client = ApiClient(app.test_client(), new_token(app.extensions["ca_server"], "fast"))
+    statuses = [client.post("/api/v1/certificates", json={"csr": pem(make_csr([f"r{i}.example.test"]))}).status_code
+                for i in range(5)]
+    assert statuses == [201, 201, 201, 429, 429]
+    assert client.post("/api/v1/certificates", json={}).get_json()["error"]["code"] == "rate_limited"
+
+
+def test_session_cookie_flags(app, svc, make_app):
+    from ca_server import accounts
+    from ca_server.clock import utcnow
+
+    accounts.add_user(svc.store, "erin", "erin-password", is_admin=False, domains=(), allow_ip=False, email=None,
+                      now=utcnow())
+    client = app.test_client()
+    cookie = sign_in(client, "erin", "erin-password").headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    https_app = make_app(server={"base_url": "https://ca.example.test"})
+    assert https_app.config["SESSION_COOKIE_SECURE"] is True
+
+
+def test_sign_out_ends_the_session(web):
+    page = web.get("/").get_data(as_text=True)
+    assert web.post("/logout", data={"csrf_token": csrf_token(page)}).status_code == 303
+    assert web.get("/").status_code == 302
+
+
+def test_open_redirect_after_sign_in_is_refused(app, svc):
+    from ca_server import accounts
+    from ca_server.clock import utcnow
+
+    accounts.add_user(svc.store, "fay", "fay-password", is_admin=False, domains=(), allow_ip=False, email=None,
+                      now=utcnow())
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    response = client.post("/login?next=https://evil.example/", data={
+        "username": "fay", "password": "fay-password", "csrf_token": csrf_token(page)})
+    assert response.headers["Location"] == "/"
+
+
+def test_server_errors_show_no_internals(make_app):
+    app = make_app()
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internal detail")
+
+    client = ApiClient(app.test_client(), new_token(app.extensions["ca_server"], "t"))
+    response = client.get("/boom", headers={"Accept": "application/json"})
+    assert response.status_code == 500
+    text = response.get_data(as_text=True)
+    assert "secret internal detail" not in text and "Traceback" not in text
+    assert response.get_json()["error"]["code"] == "internal_error"
