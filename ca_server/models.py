@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -87,7 +88,7 @@ class CertificateRecord:
             "chain": self.pem + chain_pem,
             "notify": list(self.notify),
             "key": self.key_label,
-            "days_left": int(self.days_left(now) // 1) if self.status(now) == "valid" else 0,
+            "days_left": max(0, math.ceil(self.days_left(now))),
             "superseded_by": self.superseded_by,
             "revoked_at": to_text(self.revoked_at) if self.revoked_at else None,
             "revocation_reason": self.revocation_reason,

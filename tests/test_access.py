@@ -113,15 +113,15 @@ def approval_app(make_app):
     return make_app(policy={"approval_for_other_names": True})
 
 
-def test_pending_request_approved_from_the_web_page(approval_app):
-    svc = approval_app.extensions["ca_server"]
+def test_pending_request_approved_from_the_web_page(make_app):
+    from ca_server import accounts
+    from ca_server.clock import utcnow
+
     smtp = SMTPServer().start()
     try:
-        from ca_server import accounts
-        from ca_server.clock import utcnow
-
-        svc.config.__class__  # config is frozen; point mail at the test server through a new app
-        requester = ApiClient(approval_app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
+        app = make_app(policy={"approval_for_other_names": True}, mail={"host": "127.0.0.1", "port": smtp.port})
+        svc = app.extensions["ca_server"]
+        requester = ApiClient(app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
         response = requester.post("/api/v1/certificates", json={"csr": pem(make_csr(["a.other.test"])),
                                                                 "notify": ["owner@example.test"]})
         assert response.status_code == 202
@@ -132,7 +132,7 @@ def test_pending_request_approved_from_the_web_page(approval_app):
 
         accounts.add_user(svc.store, "boss", "boss-password", is_admin=True, domains=(), allow_ip=True, email=None,
                           now=utcnow())
-        admin = approval_app.test_client()
+        admin = app.test_client()
         assert sign_in(admin, "boss", "boss-password").status_code == 303
         queue = admin.get("/admin/requests").get_data(as_text=True)
         assert request_id in queue and "a.other.test" in queue
@@ -146,6 +146,10 @@ def test_pending_request_approved_from_the_web_page(approval_app):
         assert record.requester == "token:req"
         actions = [e["action"] for e in svc.store.audit_entries()]
         assert "request_pending" in actions and "approve" in actions
+        # The requester hears of it by e-mail (the notify address, as tokens have none of their own).
+        (mail,) = smtp.inbox.messages
+        assert mail["To"] == "owner@example.test" and "approved" in mail["Subject"]
+        assert outcome["serial"] in mail.get_body(("plain",)).get_content()
         # Deciding twice is a conflict, not a second certificate.
         again = admin.post(f"/admin/requests/{request_id}/approve", data={"csrf_token": csrf_token(page)})
         assert again.status_code == 409

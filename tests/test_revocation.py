@@ -156,7 +156,8 @@ def test_openssl_verify_crl_check(api, app, instance, tmp_path):
             assert b"certificate revoked" in result.stdout + result.stderr
 
 
-def _ocsp_request(cert_pem: str, issuer: x509.Certificate, algorithm=hashes.SHA1(), nonce: bytes | None = None):
+def _ocsp_request(cert_pem: str, issuer: x509.Certificate, algorithm=None, nonce: bytes | None = None):
+    algorithm = algorithm or hashes.SHA1()
     builder = ocsp.OCSPRequestBuilder().add_certificate(x509.load_pem_x509_certificate(cert_pem.encode()), issuer,
                                                         algorithm)
     if nonce:

@@ -10,8 +10,9 @@ from flask_wtf.file import FileField
 from wtforms import IntegerField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.validators import NumberRange, Optional
 
-from .. import approvals, issuance, revocation
+from .. import approvals, issuance, reminders, revocation
 from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
+from ..mail import expiry_phrase
 from ..policy import EXPLANATIONS
 from ..store import CertificateFilter
 from .api import find_certificate
@@ -204,12 +205,12 @@ def certificate_fullchain(serial: str):
 
 
 def days_left_words(not_after: dt.datetime, moment: dt.datetime) -> tuple[str, str]:
-    """("expires in 12 days", "warn") for the detail page and lists."""
-    seconds = (not_after - moment).total_seconds()
-    if seconds <= 0:
-        days = int(-seconds // 86400)
-        return ("expired today" if days == 0 else f"expired {days} day{'s' if days != 1 else ''} ago"), "bad"
-    days = int(seconds // 86400)
-    words = "expires today" if days == 0 else f"expires in {days} day{'s' if days != 1 else ''}"
-    level = "bad" if days < 7 else "warn" if days < 30 else "good"
+    """("expires in 12 days", "warn") for the detail page and lists; the same day count as the
+    reminder mails (whole days rounded up, "today" on the day itself)."""
+    left = reminders.days_left(not_after, moment)
+    if left < 0:
+        ago = int((moment - not_after).total_seconds() // 86400)
+        return ("expired today" if ago == 0 else f"expired {ago} day{'s' if ago != 1 else ''} ago"), "bad"
+    words = expiry_phrase(left)
+    level = "bad" if left < 7 else "warn" if left <= 30 else "good"
     return words, level

@@ -1,0 +1,142 @@
+"""Browser end-to-end tests: Playwright driving Debian's chromium (headless) against the real
+server. Screenshots of every step are saved under the test's tmp dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from ca_server import accounts
+from ca_server.clock import utcnow
+
+from .factories import cached_key, make_csr, pem
+from .server import running_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason=f"{CHROMIUM} is missing (make test installs Debian's chromium; run it as root with apt-get)",
+)
+
+
+@pytest.fixture
+def browser_page(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(accept_downloads=True, viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        context.close()
+        browser.close()
+
+
+@pytest.fixture
+def site(instance, svc):
+    accounts.add_user(svc.store, "operator", "operator-password", is_admin=True, domains=(), allow_ip=True,
+                      email=None, now=utcnow())
+    with running_server(instance, workers=1) as base:
+        yield base
+
+
+class Steps:
+    def __init__(self, page, folder):
+        self.page, self.folder, self.n = page, folder, 0
+
+    def shot(self, name: str) -> None:
+        self.n += 1
+        path = self.folder / f"{self.n:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 1000
+
+
+def test_a_person_gets_downloads_and_checks_a_certificate(site, browser_page, tmp_path, svc):
+    page = browser_page
+    steps = Steps(page, tmp_path)
+    page.goto(f"{site}/certificates/new")
+    assert "/login" in page.url  # the form requires sign-in
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill("operator-password")
+    steps.shot("sign-in")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{site}/certificates/new")
+    assert page.get_by_role("heading", name="What this CA signs").is_visible()
+
+    csr = make_csr(["cucm1.example.test", "cucm-pub.example.test"])
+    page.get_by_label("Paste the CSR (PEM text)").fill(pem(csr))
+    page.get_by_label("Reminder e-mail").fill("ops@example.test")
+    steps.shot("form-filled")
+    page.get_by_role("button", name="Sign certificate").click()
+    page.wait_for_url(f"{site}/certificates/*")
+    assert page.get_by_role("heading", level=1).inner_text().startswith("cucm1.example.test")
+    assert page.get_by_text("expires in 90 days").first.is_visible()
+    steps.shot("detail")
+    serial = page.url.rsplit("/", 1)[1]
+
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Certificate (DER)").click()
+    downloaded = tmp_path / info.value.suggested_filename
+    info.value.save_as(downloaded)
+    cert = x509.load_der_x509_certificate(downloaded.read_bytes())
+    assert format(cert.serial_number, "x") == serial
+    assert cert == svc.store.get_certificate(serial).certificate
+    assert downloaded.suffix == ".der"
+
+    page.goto(f"{site}/certificates/new")
+    page.get_by_label("Paste the CSR (PEM text)").fill(pem(make_csr(["*.example.test"])))
+    page.get_by_role("button", name="Sign certificate").click()
+    alert = page.get_by_role("alert")
+    assert "wildcards are not allowed" in alert.inner_text()
+    steps.shot("wildcard-refused")
+
+    stored = svc.store.get_certificate(serial).certificate
+    key = cached_key("ec-p256", 30)
+    tampered = (x509.CertificateBuilder().subject_name(stored.subject).issuer_name(stored.issuer)
+                .public_key(key.public_key()).serial_number(stored.serial_number)
+                .not_valid_before(stored.not_valid_before_utc).not_valid_after(stored.not_valid_after_utc)
+                .sign(key, hashes.SHA256()))
+    page.get_by_role("link", name="Inspect").click()
+    page.get_by_label("Certificate or CSR (PEM text)").fill(pem(tampered))
+    page.get_by_role("button", name="Inspect").click()
+    verdict = page.locator(".verdict")
+    assert "NOT the certificate issued under this serial" in verdict.inner_text()
+    steps.shot("counterfeit-verdict")
+
+    page.get_by_label("Certificate or CSR (PEM text)").fill(pem(stored))
+    page.get_by_label("Host name to check (optional)").fill("cucm-pub.example.test")
+    page.get_by_role("button", name="Inspect").click()
+    assert "Issued here" in page.locator(".verdict").inner_text()
+    assert page.get_by_text("would accept it").is_visible()
+    steps.shot("genuine-verdict")
+    assert len(list(tmp_path.glob("*.png"))) == 6
+
+
+def test_pages_fit_a_phone_screen(site, browser_page, tmp_path):
+    page = browser_page
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.goto(f"{site}/login")
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill("operator-password")
+    page.get_by_role("button", name="Sign in").click()
+    for path in ("/", "/certificates/new", "/inspect", "/trust"):
+        page.goto(site + path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow}px on a phone"
+        page.screenshot(path=str(tmp_path / f"phone{path.replace('/', '_') or '_root'}.png"), full_page=True)
+    # Every form control has a label.
+    page.goto(f"{site}/certificates/new")
+    unlabelled = page.evaluate("""[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name)""")
+    assert unlabelled == []
+
+
+def test_chromium_path_is_the_debian_one():
+    assert shutil.which("chromium") == CHROMIUM or os.path.exists(CHROMIUM)

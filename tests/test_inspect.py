@@ -1,0 +1,159 @@
+"""The "is this ours?" verdicts, the hostname check, CSR pre-checks and PEM/DER conversion."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from ca_server import inspection, issuance
+from ca_server.clock import utcnow
+
+from .conftest import csrf_token
+from .factories import cached_key, der, make_csr, pem
+
+
+def issue(svc, names=("cucm1.example.test",)):
+    request = issuance.IssueRequest(csr=pem(make_csr(list(names))))
+    return issuance.issue(svc.config, svc.store, svc.authority, request, utcnow())
+
+
+def counterfeit_of(record, svc):
+    """Same serial, subject and issuer name, different content, signed by another key."""
+    original = record.certificate
+    key = cached_key("ec-p256", 20)
+    return (x509.CertificateBuilder().subject_name(original.subject).issuer_name(original.issuer)
+            .public_key(key.public_key()).serial_number(original.serial_number)
+            .not_valid_before(original.not_valid_before_utc).not_valid_after(original.not_valid_after_utc)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("cucm1.example.test")]), critical=False)
+            .sign(key, hashes.SHA256()))
+
+
+def unknown_to_store(svc):
+    """Signed with our intermediate's key, never stored: a certificate made outside ca-server."""
+    key = cached_key("ec-p256", 21)
+    return (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rogue.example.test")]))
+            .issuer_name(svc.authority.intermediate.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(utcnow() - dt.timedelta(days=1)).not_valid_after(utcnow() + dt.timedelta(days=30))
+            .sign(svc.authority.intermediate_key, hashes.SHA256()))
+
+
+def foreign():
+    key = cached_key("ec-p256", 22)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "elsewhere.example.test")])
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(utcnow() - dt.timedelta(days=1)).not_valid_after(utcnow() + dt.timedelta(days=30))
+            .sign(key, hashes.SHA256()))
+
+
+def run(svc, data, **kw):
+    return inspection.inspect(svc.config, svc.store, svc.authority, data, utcnow(), **kw)
+
+
+def test_issued_here(svc):
+    record = issue(svc)
+    result = run(svc, record.pem)
+    assert result["kind"] == "certificate" and result["verdict"] == "issued_here"
+    assert result["status"] == "valid" and result["serial"] == record.serial
+    assert result["chain"]["valid"]
+    assert run(svc, record.der)["verdict"] == "issued_here"  # DER too
+    assert run(svc, base64.b64encode(record.der).decode())["verdict"] == "issued_here"  # bare base64
+
+
+def test_counterfeit_same_serial_other_fingerprint(svc):
+    record = issue(svc)
+    result = run(svc, pem(counterfeit_of(record, svc)))
+    assert result["verdict"] == "counterfeit"
+    assert record.fingerprint_sha256 in result["reasons"][0] and "NOT the certificate" in result["reasons"][0]
+    assert not result["chain"]["valid"]
+
+
+def test_unknown_to_store(svc):
+    result = run(svc, pem(unknown_to_store(svc)))
+    assert result["verdict"] == "unknown_to_store"
+    assert result["chain"]["valid"]
+
+
+def test_foreign(svc):
+    result = run(svc, pem(foreign()))
+    assert result["verdict"] == "foreign" and "not issued by this CA" in result["reasons"][0]
+
+
+def test_hostname_check(svc):
+    record = issue(svc, ["cucm1.example.test", "cucm-pub.example.test"])
+    ok = run(svc, record.pem, hostname="cucm-pub.example.test")["hostname"]
+    assert ok["accepted"] and "would accept" in ok["message"]
+    bad = run(svc, record.pem, hostname="other.example.test")["hostname"]
+    assert not bad["accepted"] and "would refuse" in bad["message"] and "cucm1.example.test" in bad["message"]
+    foreign_result = run(svc, pem(foreign()), hostname="elsewhere.example.test")["hostname"]
+    assert not foreign_result["accepted"]
+
+
+def test_revoked_status_is_part_of_the_verdict(svc):
+    from ca_server import revocation
+
+    record = issue(svc)
+    revocation.revoke(svc.config, svc.store, svc.authority, record.serial, "keyCompromise", utcnow(), actor="t")
+    result = run(svc, record.pem)
+    assert result["verdict"] == "issued_here" and result["status"] == "revoked"
+
+
+@pytest.mark.parametrize("names, verdict", [(["ok.example.test"], "acceptable"), (["*.example.test"], "refused")])
+def test_csr_precheck(svc, names, verdict):
+    result = run(svc, pem(make_csr(names)))
+    assert result["kind"] == "csr" and result["verdict"] == verdict
+    if verdict == "refused":
+        assert result["violations"][0]["code"] == "wildcard_not_allowed"
+
+
+def test_garbage_is_a_400(api):
+    response = api.post("/api/v1/inspect", json={"pem": "hello"})
+    assert response.status_code == 400
+    assert api.post("/api/v1/inspect", json={}).status_code == 400
+    assert api.post("/api/v1/inspect", json={"der_base64": "!!"}).status_code == 400
+
+
+def test_api_inspect(api, svc):
+    record = issue(svc)
+    by_pem = api.post("/api/v1/inspect", json={"pem": record.pem, "hostname": "cucm1.example.test"}).get_json()
+    assert by_pem["verdict"] == "issued_here" and by_pem["hostname"]["accepted"]
+    by_der = api.post("/api/v1/inspect", json={"der_base64": base64.b64encode(record.der).decode()}).get_json()
+    assert by_der["verdict"] == "issued_here"
+    fake = api.post("/api/v1/inspect", json={"pem": pem(counterfeit_of(record, svc))}).get_json()
+    assert fake["verdict"] == "counterfeit"
+    csr = api.post("/api/v1/inspect", json={"der_base64": base64.b64encode(der(make_csr(["x.example.test"])))
+                                            .decode()}).get_json()
+    assert csr["kind"] == "csr" and csr["verdict"] == "acceptable"
+
+
+def test_inspect_page_and_conversion(web, svc):
+    record = issue(svc)
+    page = web.get("/inspect").get_data(as_text=True)
+    response = web.post("/inspect", data={"document": record.pem, "hostname": "cucm1.example.test",
+                                          "csrf_token": csrf_token(page)})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and 'data-verdict="issued_here"' in html and "would accept" in html
+    token = csrf_token(html)
+    der_b64 = base64.b64encode(record.der).decode()
+    as_der = web.post("/inspect/convert", data={"der_b64": der_b64, "format": "der", "csrf_token": token})
+    assert as_der.mimetype == "application/pkix-cert" and as_der.data == record.der
+    as_pem = web.post("/inspect/convert", data={"der_b64": der_b64, "format": "pem", "csrf_token": token})
+    assert x509.load_pem_x509_certificate(as_pem.data).public_bytes(Encoding.DER) == record.der
+    bad = web.post("/inspect", data={"document": "nonsense", "csrf_token": token})
+    assert bad.status_code == 400 and "neither a certificate nor a CSR" in bad.get_data(as_text=True)
+
+
+def test_trust_page_is_public_and_names_the_fingerprint(app, svc):
+    html = app.test_client().get("/trust").get_data(as_text=True)
+    fp = svc.authority.describe()[0]["fingerprint_sha256"]
+    assert ":".join(fp[i:i + 2] for i in range(0, len(fp), 2)).upper() in html
+    for platform in ("Windows", "macOS", "Linux", "Firefox", "Java", "CUCM", "tomcat-trust"):
+        assert platform in html
