@@ -57,9 +57,12 @@ def decode_request_bytes(data: bytes | str) -> bytes:
 
 def parse_csr(data: bytes | str) -> ParsedCSR:
     """Parse a CSR; every way it can be unreadable becomes CSRParseError with a sentence."""
-    der = decode_request_bytes(data)
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
     try:
-        csr = x509.load_der_x509_csr(der)
+        if raw[:1] != b"\x30" and raw.lstrip().startswith(PEM_MARKER):
+            csr = x509.load_pem_x509_csr(raw.lstrip())  # the common case, parsed once
+        else:
+            csr = x509.load_der_x509_csr(decode_request_bytes(raw))
     except ValueError:
         raise CSRParseError(
             "This is not a readable certificate request (PKCS#10): generate a new CSR on the device "

@@ -57,8 +57,10 @@ class AccessQueries:
             raise NameTakenError(row["name"]) from None
 
     def token_by_hash(self, token_sha256: str) -> dict | None:
-        rows = list(self.db.query("SELECT * FROM tokens WHERE token_sha256 = ?", [token_sha256]))
-        return _decode(rows[0]) if rows else None
+        # On every API call: the plain connection skips sqlite-utils' per-query savepoint.
+        cursor = self.db.conn.execute("SELECT * FROM tokens WHERE token_sha256 = ?", [token_sha256])
+        row = cursor.fetchone()
+        return _decode(dict(zip([c[0] for c in cursor.description], row, strict=True))) if row else None
 
     def touch_token(self, name: str, now: dt.datetime) -> None:
         self.db.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", [to_text(now), name])

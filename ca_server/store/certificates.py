@@ -124,11 +124,11 @@ class CertificateQueries:
         ]
 
     def key_is_compromised(self, spki_sha256: str) -> bool:
-        rows = self.db.query(
-            "SELECT 1 AS hit FROM certificates WHERE spki_sha256 = ? AND revocation_reason = 'keyCompromise' LIMIT 1",
+        # On every issuance: the plain connection skips sqlite-utils' per-query savepoint.
+        return self.db.conn.execute(
+            "SELECT 1 FROM certificates WHERE spki_sha256 = ? AND revocation_reason = 'keyCompromise' LIMIT 1",
             [spki_sha256],
-        )
-        return any(True for _ in rows)
+        ).fetchone() is not None
 
     def list_certificates(
         self, flt: CertificateFilter, now: dt.datetime, *, limit: int, before_rowid: int | None = None

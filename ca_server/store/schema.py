@@ -202,3 +202,9 @@ def m005_access(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX requests_status ON requests(status, created_at)")
+
+
+@migrations()
+def m006_drop_fingerprint_index(db: Database) -> None:
+    # Lookups go by serial (then compare fingerprints); this index only slowed every insert.
+    db.execute("DROP INDEX IF EXISTS certificates_fingerprint")

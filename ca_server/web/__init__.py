@@ -8,8 +8,9 @@ from flask import Flask, g
 from ..clock import to_text
 from ..pki.serials import serial_colon
 from . import admin, api, auth, inspect, pages, public
-from .common import limiter, now
+from .common import now
 from .errors import register_error_handlers
+from .ratelimit import init_rate_limits
 
 # CSP without inline scripts or styles; no third-party origins (the pages load nothing remote).
 CSP = (
@@ -19,7 +20,7 @@ CSP = (
 
 
 def register(app: Flask) -> None:
-    limiter.init_app(app)
+    init_rate_limits(app)
     register_error_handlers(app)
     auth.register_auth(app)
     app.register_blueprint(public.bp)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import wraps
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
 from wtforms import PasswordField, StringField, SubmitField
@@ -17,7 +17,8 @@ from wtforms.validators import DataRequired, Length
 
 from .. import accounts
 from ..errors import AuthError, ForbiddenError
-from .common import limiter, now, services
+from .common import now, services
+from .ratelimit import limits
 
 bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
@@ -102,17 +103,15 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def _failed_sign_in(response) -> bool:
-    return response.status_code == 401
-
-
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.extensions["ca_server"].config.server.sign_in_rate_limit,
-               methods=["POST"], deduct_when=_failed_sign_in)
 def login():
     form = LoginForm()
     status = 200
     if request.method == "POST":
+        # Only failed sign-ins count, per client address: guessing is slowed, people are not.
+        limit = services().config.server.sign_in_rate_limit
+        client = request.remote_addr or "unknown"
+        limits().check(limit, "sign-in", client, what="failed sign-ins")
         if form.validate():
             requester = accounts.authenticate_user(services().store, form.username.data, form.password.data)
             if requester is not None:
@@ -124,6 +123,7 @@ def login():
                 return redirect(_safe_next(request.args.get("next")), code=303)
             services().store.append_audit(at=now(), action="sign_in_failed", actor=f"user:{form.username.data[:64]}",
                                           client=request.remote_addr)
+        limits().hit(limit, "sign-in", client, what="failed sign-ins")
         form.password.errors = list(form.password.errors) + ["Wrong username or password."]
         status = 401
     return render_template("login.html", form=form), status

@@ -5,23 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from flask import current_app, g, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
 from ..services import Services
-
-
-def _app_scoped(key: str) -> str:
-    # One Limiter serves every app in the process (tests build many); counters stay per app.
-    return f"{id(current_app._get_current_object())}:{key}"
-
-
-def client_key() -> str:
-    return _app_scoped(get_remote_address() or "unknown")
-
-
-# Per-process memory storage: limits are per worker, which is enough against guessing and floods.
-limiter = Limiter(key_func=client_key, storage_uri="memory://", default_limits=[], headers_enabled=True)
+from .ratelimit import limits
 
 
 def services() -> Services:
@@ -39,10 +25,8 @@ def client_address() -> str | None:
     return request.remote_addr
 
 
-def requester_key() -> str:
+def count_submission() -> None:
+    """One more certificate submission by this requester; 429 past [server] submission_rate_limit."""
     requester = g.get("requester")
-    return _app_scoped(requester.label if requester is not None else (request.remote_addr or "unknown"))
-
-
-def submission_limit() -> str:
-    return services().config.server.submission_rate_limit
+    key = requester.label if requester is not None else (request.remote_addr or "unknown")
+    limits().hit(services().config.server.submission_rate_limit, "submit", key, what="submissions")

@@ -65,8 +65,16 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
-def ca_error_response(exc: CAError) -> tuple[Response | str, int]:
+def ca_error_response(exc: CAError) -> tuple[Response | str, int] | Response:
     status = status_for(exc)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        body = (jsonify(error_body(exc.code, exc.message)) if wants_json() else
+                Response(render_template("error.html", status=429, code=exc.code, message=exc.message,
+                                         violations=[]), mimetype="text/html"))
+        body.status_code = 429
+        body.headers["Retry-After"] = str(retry_after)
+        return body
     extra = {}
     violations = getattr(exc, "violations", None)
     if violations:

@@ -17,7 +17,7 @@ from ..policy import EXPLANATIONS
 from ..store import CertificateFilter
 from .api import find_certificate
 from .auth import admin_required
-from .common import client_address, limiter, now, requester_key, services, submission_limit
+from .common import client_address, count_submission, now, services
 from .errors import status_for
 
 bp = Blueprint("pages", __name__)
@@ -64,12 +64,12 @@ def dashboard():
 
 
 @bp.route("/certificates/new", methods=["GET", "POST"])
-@limiter.limit(submission_limit, key_func=requester_key, methods=["POST"])
 def new_certificate():
     svc = services()
     form = _csr_form()
     if request.method == "GET":
         return render_template("new.html", form=form, policy=svc.config.policy, problems=[])
+    count_submission()
     problems: list[dict] = []
     status = 400
     try:

@@ -1,0 +1,58 @@
+"""Rate limits (the `limits` library, in memory per worker process): failed sign-ins per client
+address, submissions per requester. Used directly rather than through Flask-Limiter, whose
+per-request bookkeeping cost more than a certificate signature."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, current_app
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from ..errors import CAError
+
+
+class RateLimitedError(CAError):
+    code = "rate_limited"
+
+    def __init__(self, what: str, retry_after: int) -> None:
+        super().__init__(f"Too many {what}; wait {retry_after} seconds and try again.")
+        self.retry_after = retry_after
+
+
+class RateLimits:
+    def __init__(self) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._parsed: dict[str, object] = {}
+
+    def _item(self, text: str):
+        item = self._parsed.get(text)
+        if item is None:
+            item = self._parsed[text] = parse(text)
+        return item
+
+    def check(self, text: str, *key: str, what: str) -> None:
+        """Raise RateLimitedError when the limit is reached (without counting this one)."""
+        item = self._item(text)
+        if not self._limiter.test(item, *key):
+            self._refuse(item, key, what)
+
+    def hit(self, text: str, *key: str, what: str) -> None:
+        """Count one; raise RateLimitedError when that goes over the limit."""
+        item = self._item(text)
+        if not self._limiter.hit(item, *key):
+            self._refuse(item, key, what)
+
+    def _refuse(self, item, key, what: str) -> None:
+        reset = self._limiter.get_window_stats(item, *key).reset_time
+        raise RateLimitedError(what, max(1, int(reset - time.time()) + 1))
+
+
+def init_rate_limits(app: Flask) -> None:
+    app.extensions["ca_server_limits"] = RateLimits()
+
+
+def limits() -> RateLimits:
+    return current_app.extensions["ca_server_limits"]
