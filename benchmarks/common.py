@@ -116,7 +116,7 @@ def run_wrk(url: str, bodies_file: Path, *, concurrency: int, seconds: float, he
     """POST the bodies (one per line) round-robin; returns the WRK_JSON summary."""
     script = bodies_file.with_suffix(".lua")
     script.write_text(WRK_SCRIPT)
-    args = ["wrk", "-t", str(min(concurrency, 2)), "-c", str(concurrency), "-d", f"{seconds}s", "--timeout", "10s",
+    args = ["wrk", "-t", str(min(concurrency, 2)), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
             "-s", str(script), "-H", "Connection: keep-alive"]
     args += [a for k, v in headers.items() for a in ("-H", f"{k}: {v}")]
     args += [url, "--", str(bodies_file)]

@@ -117,16 +117,18 @@ def publish_crl(config: Config, store: Store, authority: Authority, issuer: str,
     revoked = [_revoked_entry(serial, at, reason) for serial, at, reason in entries]
     for _attempt in range(5):
         number = max(store.latest_crl_number(issuer) + 1, int(now.timestamp() * 1000))
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(ca_cert.subject)
-            .last_update(this_update)
-            .next_update(next_update)
-            .add_extension(aki_from(ca_cert), critical=False)
-            .add_extension(x509.CRLNumber(number), critical=False)
+        # All entries at construction: add_revoked_certificate() copies the builder each time,
+        # which made a 100,000-entry CRL take 20 s instead of 2.
+        builder = x509.CertificateRevocationListBuilder(
+            issuer_name=ca_cert.subject,
+            last_update=this_update,
+            next_update=next_update,
+            extensions=[
+                x509.Extension(x509.AuthorityKeyIdentifier.oid, False, aki_from(ca_cert)),
+                x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
+            ],
+            revoked_certificates=revoked,
         )
-        for entry in revoked:
-            builder = builder.add_revoked_certificate(entry)
         der = builder.sign(key, signature_hash(key)).public_bytes(Encoding.DER)
         try:
             store.insert_crl(issuer, number, this_update, next_update, der)

@@ -202,3 +202,19 @@ def test_api_needs_a_token(app):
     assert response.get_json()["error"]["code"] == "unauthorized"
     wrong = client.get("/api/v1/certificates", headers={"Authorization": "Bearer cas_wrong"})
     assert wrong.status_code == 401
+
+
+def test_broad_searches_scan_newest_first_with_the_same_results(api, monkeypatch):
+    """Past SEARCH_SET_CAP matches the store scans instead of collecting matches; same answers."""
+    from ca_server.store import certificates
+
+    serials = [post_csr(api, pem(make_csr([f"wide{i}.example.test"]))).get_json()["serial"] for i in range(4)]
+    other = post_csr(api, pem(make_csr(["elsewhere.other.test"]))).get_json()["serial"]
+    narrow = {q: [c["serial"] for c in api.get(f"/api/v1/certificates?q={q}").get_json()["certificates"]]
+              for q in ("wide", "example.test", serials[0][:12], "WIDE2")}
+    monkeypatch.setattr(certificates, "SEARCH_SET_CAP", 1)
+    for q, expected in narrow.items():
+        got = [c["serial"] for c in api.get(f"/api/v1/certificates?q={q}").get_json()["certificates"]]
+        assert got == expected, q
+    assert narrow["wide"] == serials[::-1] and other not in narrow["example.test"]
+    assert narrow["WIDE2"] == [serials[2]]

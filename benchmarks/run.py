@@ -1,0 +1,76 @@
+"""`make bench`: every measurement of issue 7 in one run; prints a table and writes
+benchmarks/latest.json. Options (environment): BENCH_SECONDS (per HTTP phase, default 10),
+BENCH_SCALE (fixture size, default 1000000), BENCH_MEMORY_TOTAL (default 100000)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import scale, throughput
+from .common import HERE, make_csrs
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def main() -> int:
+    if shutil.which("wrk") is None:
+        os.system("apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null")
+    if shutil.which("wrk") is None:
+        log("wrk (Debian package) is needed as the HTTP client; install it and run again")
+        return 2
+    seconds = float(os.environ.get("BENCH_SECONDS", "10"))
+    scale_n = int(os.environ.get("BENCH_SCALE", "1000000"))
+    memory_total = int(os.environ.get("BENCH_MEMORY_TOTAL", "100000"))
+    started = time.monotonic()
+    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+    with tempfile.TemporaryDirectory(prefix="ca-bench-") as tmp:
+        root = throughput.make_instance(Path(tmp) / "instance")
+        csrs = make_csrs(2000)
+        log("In-process (one thread): raw cryptography pipeline vs ca-server issue()")
+        results["inprocess"] = throughput.inprocess(root, csrs[:1500])
+        ip = results["inprocess"]
+        log(f"  raw {ip['raw_cps']:.0f}/s, ca-server {ip['ca_server_cps']:.0f}/s, ratio {ip['ratio']:.2f}")
+        log(f"HTTP: POST /api/v1/certificates (token, storage, audit) vs cfssl /api/v1/cfssl/sign, {seconds:.0f} s each")
+        results["http"] = throughput.http(root, csrs, seconds, log)
+        log("OCSP")
+        results["ocsp"] = throughput.ocsp_rps(root, log)
+        results["ocsp_rps"] = min(results["ocsp"].values())
+        log(f"Memory: {memory_total:,} issuances")
+        results["rss_mb"] = throughput.memory(root, csrs, memory_total, log)
+        log("CRL")
+        results["crl"] = scale.crl_build(Path(tmp) / "crl", 100_000, log)
+    log(f"Scale: {scale_n:,} certificates")
+    fixture = scale.build_fixture(HERE / ".cache" / f"scale-{scale_n}", scale_n, log)
+    results["scale"] = scale.measure(fixture, log)
+    results["elapsed_s"] = round(time.monotonic() - started)
+    (HERE / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    return 0
+
+
+def print_table(r: dict) -> None:
+    log("\n| concurrency | ca-server cert/s | cfssl cert/s | ratio | ca-server CPU ms/cert | cfssl CPU ms/cert | p50 ms | p99 ms |")
+    log("|---|---|---|---|---|---|---|---|")
+    for row in r["http"]:
+        log(f"| {row['concurrency']} | {row['ca_server_cps']:.0f} | {row['cfssl_cps'] or 0:.0f} | {row['ratio'] or 0:.2f} | "
+            f"{row['ca_server_cpu_ms']:.2f} | {row['cfssl_cpu_ms'] or 0:.2f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
+    ip, s, c, m = r["inprocess"], r["scale"], r["crl"], r["rss_mb"]
+    log(f"\nin-process: ca-server {ip['ca_server_cps']:.0f}/s, raw pipeline {ip['raw_cps']:.0f}/s, ratio {ip['ratio']:.2f}")
+    log(f"scale ({s['certificates']:,}): lookup p99 {s['lookup_p99_ms']:.2f} ms, search page {s['search_ms']:.0f} ms "
+        f"(worst query), reminder pass {s['reminder_pass_s']:.2f} s, {s['bytes_per_cert']} bytes/cert")
+    log(f"CRL {c['entries']:,} entries: {c['build_s']:.2f} s, {c['bytes'] / 1e6:.1f} MB; OCSP {r['ocsp_rps']:.0f}/s")
+    log(f"RSS: {m['after_1k']:.0f} MB after 1k, {m['after_100k']:.0f} MB after {m['issued']:,} ({m['growth']:+.0%})")
+    log(f"total {r['elapsed_s']} s; written to benchmarks/latest.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

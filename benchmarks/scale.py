@@ -1,0 +1,174 @@
+"""ca-server at scale: a store of a million real signed certificates (built once, cached under
+benchmarks/.cache/), lookups, search, the reminder pass, and a CRL of 100,000 entries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import multiprocessing
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from ca_server import accounts, create_app, reminders, revocation
+from ca_server.clock import utcnow
+from ca_server.config import Secrets
+from ca_server.models import CertificateRecord
+from ca_server.pki.extensions import build_leaf
+from ca_server.pki.keys import describe_public_key, spki_sha256
+from ca_server.pki.serials import new_serial, serial_hex
+from ca_server.services import open_services
+
+from .throughput import PASSPHRASE, make_instance
+
+BATCH = 10_000
+DUE_EVERY = 100  # 1% of the certificates expire within the reminder window
+
+
+def _records(args) -> list[CertificateRecord]:
+    """Worker: sign certificates start..end with the instance's intermediate."""
+    root, start, end, now = args
+    svc = open_services(Path(root), secrets=Secrets(key_passphrase=PASSPHRASE), migrate=False)
+    authority = svc.authority
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(32)]
+    publics = [(k.public_key(), spki_sha256(k.public_key()), describe_public_key(k.public_key()).label) for k in keys]
+    rng = random.Random(start)
+    out = []
+    for i in range(start, end):
+        public, spki, label = publics[i % len(publics)]
+        host = f"host{i}.scale.test"
+        days = rng.uniform(1, 30) if i % DUE_EVERY == 0 else rng.uniform(31, 397)
+        not_before = now - dt.timedelta(days=rng.uniform(0, 30))
+        not_after = now + dt.timedelta(days=days)
+        not_after = not_after.replace(microsecond=0)
+        serial = new_serial()
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+        cert = build_leaf(subject=subject, public_key=public, sans=[x509.DNSName(host), x509.DNSName(f"www.{host}")],
+                          ekus=("serverAuth",), serial=serial, not_before=not_before.replace(microsecond=0),
+                          not_after=not_after, issuer_cert=authority.intermediate,
+                          issuer_key=authority.intermediate_key, aki=authority.intermediate_aki,
+                          endpoints=authority.endpoints)
+        der = cert.public_bytes(Encoding.DER)
+        out.append(CertificateRecord(
+            serial=serial_hex(serial), issued_at=not_before.replace(microsecond=0),
+            not_before=not_before.replace(microsecond=0), not_after=not_after, subject=f"CN={host}",
+            issuer=authority.intermediate.subject.rfc4514_string(), common_name=host,
+            sans=(f"DNS:{host}", f"DNS:www.{host}"), profile="server", key_label=label,
+            fingerprint_sha256=hashlib.sha256(der).hexdigest(), fingerprint_sha1=hashlib.sha1(der).hexdigest(),
+            spki_sha256=spki, der=der, notify=("owner@example.test",), requester="token:bench"))
+    return out
+
+
+def build_fixture(root: Path, count: int, log) -> Path:
+    """The store of `count` certificates; reused when a complete one is cached."""
+    done = root / "COMPLETE"
+    if done.exists():
+        log(f"  using the cached fixture {root} ({count:,} certificates)")
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    make_instance(root)
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    now = utcnow()
+    jobs = [(str(root), s, min(s + BATCH, count), now) for s in range(0, count, BATCH)]
+    start = time.monotonic()
+    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2) as pool:
+        for n, batch in enumerate(pool.imap(_records, jobs), 1):
+            svc.store.import_certificates(batch)
+            if n % 10 == 0:
+                log(f"  fixture: {n * BATCH:,} certificates ({time.monotonic() - start:.0f} s)")
+    svc.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    svc.store.db.execute("ANALYZE")
+    done.write_text(str(count))
+    log(f"  fixture built in {time.monotonic() - start:.0f} s")
+    return root
+
+
+def measure(root: Path, log) -> dict:
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    conn = sqlite3.connect(root / "ca.sqlite3")
+    count = conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
+    max_rowid = conn.execute("SELECT max(rowid) FROM certificates").fetchone()[0]
+    rng = random.Random(1)
+    serials = [row[0] for row in (conn.execute("SELECT serial FROM certificates WHERE rowid = ?",
+                                               [rng.randint(1, max_rowid)]).fetchone() for _ in range(10_000)) if row]
+    times = []
+    for serial in serials:
+        t = time.perf_counter()
+        record = svc.store.get_certificate(serial, with_renewal=True)
+        times.append(time.perf_counter() - t)
+        assert record is not None
+    lookup_p99 = statistics.quantiles(times, n=100)[98] * 1000
+    log(f"  lookup by serial: p50 {statistics.median(times) * 1000:.3f} ms, p99 {lookup_p99:.3f} ms "
+        f"({len(serials):,} lookups)")
+
+    app = create_app(instance_path=root)
+    token = accounts.create_token(svc.store, f"scale-{time.time_ns()}", is_admin=True, domains=(), allow_ip=None,
+                                  now=utcnow())
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    searches = {}
+    host = serials[0]
+    example_host = svc.store.get_certificate(host).common_name
+    for label, q in (("name", example_host), ("name prefix", example_host[:8]), ("serial prefix", host[:10]),
+                     ("domain (matches all)", "scale.test")):
+        client.get(f"/certificates?q={q}", headers=headers)  # warm
+        t = time.perf_counter()
+        for _ in range(5):
+            response = client.get(f"/certificates?q={q}", headers=headers)
+            assert response.status_code == 200
+        searches[label] = (time.perf_counter() - t) / 5 * 1000
+        log(f"  search page q={q!r} ({label}): {searches[label]:.1f} ms")
+
+    now = utcnow()
+    t = time.perf_counter()
+    due = reminders.due_reminders(svc.config, svc.store, now)
+    reminder_s = time.perf_counter() - t
+    log(f"  reminder pass (which are due): {len(due):,} due of {count:,} in {reminder_s:.2f} s")
+    svc.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = os.path.getsize(root / "ca.sqlite3")
+    log(f"  database: {size / 1e9:.2f} GB, {size / count:.0f} bytes per certificate")
+    return {"certificates": count, "lookup_p99_ms": round(lookup_p99, 3), "search_ms": round(max(searches.values()), 1),
+            "search_ms_by_query": {k: round(v, 1) for k, v in searches.items()}, "reminder_pass_s": round(reminder_s, 3),
+            "reminders_due": len(due), "bytes_per_cert": round(size / count)}
+
+
+def crl_build(root: Path, entries: int, log) -> dict:
+    """A CRL of `entries` revoked certificates (distinct serials; the rows share one DER, which the
+    CRL never reads)."""
+    if root.exists():
+        shutil.rmtree(root)
+    make_instance(root)
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    now = utcnow().replace(microsecond=0)
+    template = _records((str(root), 0, 1, now))[0]
+    for start in range(0, entries, BATCH):
+        batch = []
+        for _ in range(start, min(start + BATCH, entries)):
+            serial = serial_hex(new_serial())
+            batch.append(CertificateRecord(**{**template.__dict__, "serial": serial, "extra": {},
+                                              "revoked_at": now, "revocation_reason": "keyCompromise",
+                                              "sans": (f"DNS:{serial}.crl.test",)}))
+        svc.store.import_certificates(batch)
+    svc.authority.intermediate_key  # noqa: B018  (decrypt outside the timing)
+    t = time.perf_counter()
+    published = revocation.publish_crl(svc.config, svc.store, svc.authority, "intermediate", now)
+    seconds = time.perf_counter() - t
+    crl = x509.load_der_x509_crl(published.der)
+    assert len(crl) == entries and crl.is_signature_valid(svc.authority.intermediate.public_key())
+    log(f"  CRL with {entries:,} entries: built in {seconds:.2f} s, {len(published.der) / 1e6:.1f} MB")
+    shutil.rmtree(root)
+    return {"entries": entries, "build_s": round(seconds, 2), "bytes": len(published.der)}
+
+
+__all__ = ["build_fixture", "crl_build", "hashes", "measure"]

@@ -1,0 +1,285 @@
+"""Issuance throughput: the raw cryptography pipeline, ca-server in-process, ca-server and cfssl
+over HTTP (same CSRs, same client: wrk), OCSP responses, and server memory."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from ca_server import accounts, issuance, revocation
+from ca_server.clock import utcnow
+from ca_server.config import Secrets
+from ca_server.instance import InstancePaths, init_instance
+from ca_server.services import open_services
+
+from .common import cpu_seconds, free_port, rss_mb, run_wrk, wait_http
+
+PASSPHRASE = "benchmark passphrase"
+BENCH_CONFIG = '[server]\nsubmission_rate_limit = "100000000 per minute"\n'
+
+
+def make_instance(root: Path) -> Path:
+    root.mkdir(parents=True)
+    (root / "config.toml").write_text(BENCH_CONFIG)
+    init_instance(InstancePaths(root), Secrets(key_passphrase=PASSPHRASE), utcnow())
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    revocation.refresh_crls(svc.config, svc.store, svc.authority, utcnow())
+    return root
+
+
+def raw_pipeline(csrs: list[str], issuer: x509.Certificate, key) -> float:
+    """The minimum: parse the CSR, verify its signature, build, sign, PEM. Certificates/s."""
+    ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    ku = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+    start = time.perf_counter()
+    for text in csrs:
+        csr = x509.load_pem_x509_csr(text.encode())
+        assert csr.is_signature_valid
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        now = dt.datetime.now(dt.UTC)
+        cert = (x509.CertificateBuilder().subject_name(csr.subject).issuer_name(issuer.subject)
+                .public_key(csr.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + dt.timedelta(days=90))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(ku, critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), critical=False)
+                .add_extension(aki, critical=False)
+                .add_extension(san, critical=False)
+                .sign(key, hashes.SHA256()))
+        cert.public_bytes(serialization.Encoding.PEM)
+    return len(csrs) / (time.perf_counter() - start)
+
+
+def inprocess(root: Path, csrs: list[str]) -> dict:
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    authority = svc.authority
+    raw_cps = raw_pipeline(csrs, authority.intermediate, authority.intermediate_key)
+    start = time.perf_counter()
+    for text in csrs:
+        issuance.issue(svc.config, svc.store, authority, issuance.IssueRequest(csr=text), utcnow())
+    ours = len(csrs) / (time.perf_counter() - start)
+    raw_again = raw_pipeline(csrs, authority.intermediate, authority.intermediate_key)
+    raw = (raw_cps + raw_again) / 2  # before and after, against drift
+    return {"ca_server_cps": round(ours, 1), "raw_cps": round(raw, 1), "ratio": round(ours / raw, 3)}
+
+
+class Server:
+    """A server process (group) with CPU and memory readings."""
+
+    def __init__(self, args: list[str], log: Path, env: dict | None = None) -> None:
+        self.log = open(log, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, **(env or {})})
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def rss(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def start_ca_server(root: Path, port: int, workers: int = 2) -> Server:
+    server = Server([sys.executable, "-m", "ca_server", "--instance", str(root), "serve", "--host", "127.0.0.1",
+                     "--port", str(port), "--workers", str(workers)], root / "serve.log",
+                    {"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return server
+
+
+def ensure_cfssl() -> str | None:
+    path = shutil.which("cfssl")
+    if path:
+        return path
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-cfssl",
+                       shell=True, capture_output=True, timeout=600)
+    return shutil.which("cfssl")
+
+
+def start_cfssl(root: Path, port: int) -> Server:
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    key_file = root / "cfssl-intermediate-key.pem"
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(svc.authority.intermediate_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption()))
+    config = root / "cfssl-config.json"
+    config.write_text(json.dumps({"signing": {"default": {"expiry": "2160h",
+                                                          "usages": ["digital signature", "server auth"]}}}))
+    server = Server(["cfssl", "serve", "-address", "127.0.0.1", "-port", str(port), "-ca",
+                     str(root / "ca" / "intermediate.pem"), "-ca-key", str(key_file), "-config", str(config)],
+                    root / "cfssl.log")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            import urllib.request
+
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/cfssl/sign", timeout=1)
+        except Exception as exc:  # 405/400 means it is up
+            if "HTTP Error" in str(exc):
+                break
+            time.sleep(0.1)
+    return server
+
+
+def http_phase(server: Server, url: str, bodies: Path, headers: dict, concurrency: int, seconds: float) -> dict:
+    run_wrk(url, bodies, concurrency=concurrency, seconds=1, headers=headers)  # warm-up
+    cpu0 = server.cpu()
+    result = run_wrk(url, bodies, concurrency=concurrency, seconds=seconds, headers=headers)
+    cpu1 = server.cpu()
+    ok = result["requests"] - result["status_errors"]
+    return {"cps": ok / (result["duration_us"] / 1e6), "ok": ok, "errors": result["status_errors"],
+            "cpu_ms": (cpu1 - cpu0) * 1000 / max(ok, 1), "p50_ms": result["p50_us"] / 1000,
+            "p99_ms": result["p99_us"] / 1000, "rss_mb": server.rss()}
+
+
+def verify_issued_since(root: Path, rowid: int) -> tuple[int, int]:
+    """Every certificate stored after `rowid`: (count, count whose signature verifies)."""
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    issuer = svc.authority.intermediate
+    conn = sqlite3.connect(root / "ca.sqlite3")
+    total = good = 0
+    for (der,) in conn.execute("SELECT der FROM certificates WHERE rowid > ?", [rowid]):
+        total += 1
+        try:
+            x509.load_der_x509_certificate(der).verify_directly_issued_by(issuer)
+            good += 1
+        except Exception:
+            pass
+    return total, good
+
+
+def max_rowid(root: Path) -> int:
+    return sqlite3.connect(root / "ca.sqlite3").execute("SELECT coalesce(max(rowid), 0) FROM certificates").fetchone()[0]
+
+
+def http(root: Path, csrs: list[str], seconds: float, log) -> list[dict]:
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    token = accounts.create_token(svc.store, f"bench-{time.time_ns()}", is_admin=True, domains=(), allow_ip=None,
+                                  now=utcnow())
+    ours_bodies = root / "ca-server-bodies.jsonl"
+    ours_bodies.write_text("".join(json.dumps({"csr": c}) + "\n" for c in csrs))
+    cfssl_bodies = root / "cfssl-bodies.jsonl"
+    cfssl_bodies.write_text("".join(json.dumps({"certificate_request": c}) + "\n" for c in csrs))
+    headers = {"Content-Type": "application/json"}
+    rows = []
+    port = free_port()
+    server = start_ca_server(root, port)
+    try:
+        for c in (1, 4, 16):
+            before = max_rowid(root)
+            ours = http_phase(server, f"http://127.0.0.1:{port}/api/v1/certificates", ours_bodies,
+                              {**headers, "Authorization": f"Bearer {token}"}, c, seconds)
+            stored, verified = verify_issued_since(root, before)
+            log(f"  ca-server c={c}: {ours['cps']:.0f}/s, p50 {ours['p50_ms']:.1f} ms, p99 {ours['p99_ms']:.1f} ms, "
+                f"{ours['cpu_ms']:.2f} ms CPU/cert; {verified}/{stored} stored certificates verify")
+            rows.append({"concurrency": c, "ca_server_cps": round(ours["cps"], 1),
+                         "ca_server_cpu_ms": round(ours["cpu_ms"], 3), "p50_ms": round(ours["p50_ms"], 2),
+                         "p99_ms": round(ours["p99_ms"], 2), "ca_server_rss_mb": round(ours["rss_mb"], 1),
+                         "ca_server_errors": ours["errors"], "verified": verified, "stored": stored})
+    finally:
+        server.stop()
+    if ensure_cfssl() is None:
+        log("  cfssl: not installed and could not be installed (apt-get golang-cfssl); no peer numbers")
+        for row in rows:
+            row.update({"cfssl_cps": None, "ratio": None, "cfssl_cpu_ms": None})
+        return rows
+    cport = free_port()
+    cfssl = start_cfssl(root, cport)
+    try:
+        for row in rows:
+            peer = http_phase(cfssl, f"http://127.0.0.1:{cport}/api/v1/cfssl/sign", cfssl_bodies, headers,
+                              row["concurrency"], seconds)
+            log(f"  cfssl     c={row['concurrency']}: {peer['cps']:.0f}/s, p50 {peer['p50_ms']:.1f} ms, "
+                f"{peer['cpu_ms']:.2f} ms CPU/cert")
+            row.update({"cfssl_cps": round(peer["cps"], 1), "cfssl_cpu_ms": round(peer["cpu_ms"], 3),
+                        "cfssl_p50_ms": round(peer["p50_ms"], 2),
+                        "ratio": round(row["ca_server_cps"] / peer["cps"], 3) if peer["cps"] else None})
+    finally:
+        cfssl.stop()
+        (root / "cfssl-intermediate-key.pem").unlink(missing_ok=True)
+    return rows
+
+
+def ocsp_rps(root: Path, log) -> dict:
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    token = accounts.create_token(svc.store, f"ocsp-{time.time_ns()}", is_admin=True, domains=(), allow_ip=None,
+                                  now=utcnow())
+    del token
+    from .common import make_csrs
+
+    good, bad = (issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(csr=c), utcnow())
+                 for c in make_csrs(2, "ocsp"))
+    revocation.revoke(svc.config, svc.store, svc.authority, bad.serial, "keyCompromise", utcnow(), actor="bench")
+    port = free_port()
+    server = start_ca_server(root, port)
+    out = {}
+    try:
+        for label, record in (("good", good), ("revoked", bad)):
+            request = ocsp.OCSPRequestBuilder().add_certificate(record.certificate, svc.authority.intermediate,
+                                                                hashes.SHA1()).build()
+            b64 = quote(base64.b64encode(request.public_bytes(serialization.Encoding.DER)).decode(), safe="")
+            url = f"http://127.0.0.1:{port}/ocsp/{b64}"
+            subprocess.run(["wrk", "-t", "2", "-c", "4", "-d", "2s", url], capture_output=True, timeout=60)  # warm-up
+            args = ["wrk", "-t", "2", "-c", "4", "-d", "5s", "--latency", url]
+            text = subprocess.run(args, capture_output=True, text=True, timeout=60).stdout
+            rps = float(next(line.split()[1] for line in text.splitlines() if line.startswith("Requests/sec")))
+            out[label] = round(rps, 1)
+            log(f"  OCSP {label}: {rps:.0f} responses/s at concurrency 4")
+    finally:
+        server.stop()
+    return out
+
+
+def memory(root: Path, csrs: list[str], total: int, log) -> dict:
+    """Server RSS after 1,000 and after `total` issuances over HTTP."""
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    token = accounts.create_token(svc.store, f"mem-{time.time_ns()}", is_admin=True, domains=(), allow_ip=None,
+                                  now=utcnow())
+    bodies = root / "ca-server-bodies.jsonl"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    port = free_port()
+    server = start_ca_server(root, port)
+    url = f"http://127.0.0.1:{port}/api/v1/certificates"
+    try:
+        issued = 0
+        while issued < 1000:
+            issued += run_wrk(url, bodies, concurrency=4, seconds=1, headers=headers)["requests"]
+        after_1k = server.rss()
+        start = time.monotonic()
+        while issued < total:
+            issued += run_wrk(url, bodies, concurrency=16, seconds=10, headers=headers)["requests"]
+        after = server.rss()
+        log(f"  RSS after {1000:,}: {after_1k:.0f} MB; after {issued:,} issuances: {after:.0f} MB "
+            f"({time.monotonic() - start:.0f} s)")
+    finally:
+        server.stop()
+    return {"after_1k": round(after_1k, 1), "after_100k": round(after, 1), "issued": issued,
+            "growth": round(after / after_1k - 1, 3)}
