@@ -286,3 +286,17 @@ def test_server_errors_show_no_internals(make_app):
     text = response.get_data(as_text=True)
     assert "secret internal detail" not in text and "Traceback" not in text
     assert response.get_json()["error"]["code"] == "internal_error"
+
+
+def test_admin_token_page_lists_and_revokes_tokens(web, svc, app):
+    token = new_token(svc, "to-revoke", admin=False, domains=["example.test"])
+    client = ApiClient(app.test_client(), token)
+    assert client.get("/api/v1/certificates").status_code == 200
+    page = web.get("/admin/tokens").get_data(as_text=True)
+    assert "to-revoke" in page and "example.test" in page and token not in page
+    assert "last used" in page.lower() or "Last used" in page
+    response = web.post("/admin/tokens/to-revoke/revoke", data={"csrf_token": csrf_token(page)})
+    assert response.status_code == 303
+    assert client.get("/api/v1/certificates").status_code == 401
+    assert "revoked" in web.get("/admin/tokens").get_data(as_text=True)
+    assert any(e["action"] == "token_revoke" and e["actor"] == "user:alice" for e in svc.store.audit_entries())

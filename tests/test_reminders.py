@@ -122,6 +122,14 @@ def test_revoked_renewed_and_unaddressed_certificates_get_no_mail(rsvc, smtp):
     assert rsvc.store.get_certificate(old.serial, with_renewal=True).superseded_by == new.serial
 
 
+def test_detail_page_says_renewed_by(rsvc, web):
+    old = issue(rsvc, ["page.example.test"])
+    new = issue(rsvc, ["page.example.test"], at=T0 + DAY)
+    html = web.get(f"/certificates/{old.serial}").get_data(as_text=True)
+    assert "renewed by" in html and new.serial in html
+    assert "renewed by" not in web.get(f"/certificates/{new.serial}").get_data(as_text=True)
+
+
 def test_default_recipients_cover_certificates_without_notify(instance, smtp):
     write_config(instance, mail={"host": "127.0.0.1", "port": smtp.port},
                  reminders={"default_recipients": ["pki-team@example.test"]})

@@ -117,21 +117,7 @@ def build_leaf(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(aki, critical=False)
         .add_extension(_crl_distribution_point(endpoints.intermediate_crl), critical=False)
-        .add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        x509.AuthorityInformationAccessOID.OCSP,
-                        x509.UniformResourceIdentifier(endpoints.ocsp),
-                    ),
-                    x509.AccessDescription(
-                        x509.AuthorityInformationAccessOID.CA_ISSUERS,
-                        x509.UniformResourceIdentifier(endpoints.intermediate_der),
-                    ),
-                ]
-            ),
-            critical=False,
-        )
+        .add_extension(_aia(ocsp=endpoints.ocsp, ca_issuers=endpoints.intermediate_der), critical=False)
     )
     if sans:
         # 4.2.1.6: the SAN extension is critical when the subject is empty.
@@ -192,17 +178,7 @@ def build_intermediate(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(aki_from(root_cert), critical=False)
         .add_extension(_crl_distribution_point(endpoints.root_crl), critical=False)
-        .add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        x509.AuthorityInformationAccessOID.CA_ISSUERS,
-                        x509.UniformResourceIdentifier(endpoints.root_der),
-                    )
-                ]
-            ),
-            critical=False,
-        )
+        .add_extension(_aia(ocsp=None, ca_issuers=endpoints.root_der), critical=False)
     )
     if permitted_domains:
         # 4.2.1.10: conforming CAs MUST mark name constraints critical. A DNS constraint
@@ -244,6 +220,17 @@ def build_ocsp_responder(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(aki_from(issuer_cert), critical=False)
         .sign(issuer_key, _hash_for(issuer_key))
+    )
+
+
+def _aia(*, ocsp: str | None, ca_issuers: str) -> x509.AuthorityInformationAccess:
+    """4.2.2.1: where to ask for status (OCSP) and where the issuer's certificate is."""
+    methods = []
+    if ocsp:
+        methods.append((x509.AuthorityInformationAccessOID.OCSP, ocsp))
+    methods.append((x509.AuthorityInformationAccessOID.CA_ISSUERS, ca_issuers))
+    return x509.AuthorityInformationAccess(
+        [x509.AccessDescription(method, x509.UniformResourceIdentifier(url)) for method, url in methods]
     )
 
 

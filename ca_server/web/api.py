@@ -9,7 +9,7 @@ from ..errors import BadRequestError, CertificateNotFoundError, InvalidSerialErr
 from ..pki.serials import parse_serial
 from ..store import CertificateFilter
 from .auth import admin_required
-from .common import client_address, count_submission, now, services
+from .common import certificate_page, client_address, count_submission, now, services
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -149,11 +149,8 @@ def list_certificates():
     q = (args.get("q") or "").strip()[:200] or None
     flt = CertificateFilter(status=status, expiring_within_days=expiring_days, q=q,
                             requester=None if g.requester.is_admin else g.requester.label)
-    records, next_rowid = services().store.list_certificates(flt, now(), limit=limit, before_rowid=before)
-    next_url = None
-    if next_rowid is not None:
-        params = {k: v for k, v in args.items() if k != "cursor"}
-        next_url = url_for("api.list_certificates", _external=True, cursor=next_rowid, **params)
+    records, next_url = certificate_page(flt, limit=limit, before=before, endpoint="api.list_certificates",
+                                         external=True)
     return jsonify({"certificates": [certificate_json(r) for r in records], "next": next_url})
 
 

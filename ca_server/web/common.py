@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import current_app, g, request
+from flask import current_app, g, request, url_for
 
 from ..services import Services
 from .ratelimit import limits
@@ -30,3 +30,13 @@ def count_submission() -> None:
     requester = g.get("requester")
     key = requester.label if requester is not None else (request.remote_addr or "unknown")
     limits().hit(services().config.server.submission_rate_limit, "submit", key, what="submissions")
+
+
+def certificate_page(flt, *, limit: int, before: int | None, endpoint: str, external: bool = False):
+    """One page of a certificate list, newest first, and the URL of the next page (or None)."""
+    records, next_rowid = services().store.list_certificates(flt, now(), limit=limit, before_rowid=before)
+    next_url = None
+    if next_rowid is not None:
+        params = {k: v for k, v in request.args.items() if k != "cursor"}
+        next_url = url_for(endpoint, _external=external, cursor=next_rowid, **params)
+    return records, next_url

@@ -17,7 +17,7 @@ from ..policy import EXPLANATIONS
 from ..store import CertificateFilter
 from .api import find_certificate
 from .auth import admin_required
-from .common import client_address, count_submission, now, services
+from .common import certificate_page, client_address, count_submission, now, services
 from .errors import status_for
 
 bp = Blueprint("pages", __name__)
@@ -126,11 +126,7 @@ def certificate_list():
     before = int(cursor) if cursor.isdigit() and len(cursor) < 19 else None
     flt = CertificateFilter(status=status, expiring_within_days=expiring_days, q=q,
                             requester=None if g.requester.is_admin else g.requester.label)
-    records, next_rowid = services().store.list_certificates(flt, now(), limit=PAGE_SIZE, before_rowid=before)
-    next_url = None
-    if next_rowid is not None:
-        params = {k: v for k, v in args.items() if k != "cursor"}
-        next_url = url_for("pages.certificate_list", cursor=next_rowid, **params)
+    records, next_url = certificate_page(flt, limit=PAGE_SIZE, before=before, endpoint="pages.certificate_list")
     return render_template("list.html", records=records, q=q or "", status=status or "",
                            expiring=expiring_days if expiring_days is not None else "", next_url=next_url)
 
