@@ -181,8 +181,9 @@ def test_list_filters(api, svc):
     assert api.get("/api/v1/certificates?status=revoked").get_json()["certificates"] == []
     assert api.get("/api/v1/certificates?status=bogus").status_code == 400
     assert api.get("/api/v1/certificates?limit=0").status_code == 400
-    assert api.get("/api/v1/certificates?limit=1001").status_code == 400
     assert api.get("/api/v1/certificates?limit=1000").status_code == 200
+    assert api.get("/api/v1/certificates?limit=5000").status_code == 200  # served as 1000
+    assert api.get("/api/v1/certificates?limit=many").status_code == 400
 
 
 def test_ca_hierarchy_json(api, svc):
@@ -218,3 +219,26 @@ def test_broad_searches_scan_newest_first_with_the_same_results(api, monkeypatch
         assert got == expected, q
     assert narrow["wide"] == serials[::-1] and other not in narrow["example.test"]
     assert narrow["WIDE2"] == [serials[2]]
+
+
+def test_search_finds_a_name_by_any_of_its_labels(api):
+    serial = post_csr(api, pem(make_csr(["cucm1.corp.example.test"]))).get_json()["serial"]
+    other = post_csr(api, pem(make_csr(["web.other.test"]))).get_json()["serial"]
+    for q in ("cucm1", "CUCM", "corp", "corp.example", "example.test", "cucm1.corp.example.test"):
+        found = [c["serial"] for c in api.get(f"/api/v1/certificates?q={q}").get_json()["certificates"]]
+        assert found == [serial], q
+    assert [c["serial"] for c in api.get("/api/v1/certificates?q=test").get_json()["certificates"]] == [other, serial]
+    assert api.get("/api/v1/certificates?q=orp").get_json()["certificates"] == []  # not mid-label
+
+
+def test_migration_rebuilds_the_search_index_of_existing_certificates(api, svc):
+    """Certificates stored before m007 are found by label after the upgrade."""
+    serial = post_csr(api, pem(make_csr(["old.migrated.test"]))).get_json()["serial"]
+    from ca_server.store.schema import m007_search_by_label
+
+    db = svc.store.db
+    db.execute("DROP TABLE certificate_search")
+    db.execute("CREATE TABLE certificate_names (name TEXT)")
+    m007_search_by_label(db)
+    found = [c["serial"] for c in api.get("/api/v1/certificates?q=migrated").get_json()["certificates"]]
+    assert found == [serial]

@@ -58,11 +58,22 @@ def row_to_record(row: dict) -> CertificateRecord:
     )
 
 
-def _search_names(record: CertificateRecord) -> set[str]:
-    names = {s.split(":", 1)[1].lower() for s in record.sans}
-    if record.common_name:
-        names.add(record.common_name.lower())
-    return names
+def search_keys(sans, common_name: str | None) -> set[str]:
+    """What a search can start with: every DNS name (and the CN) lowercased, from each of its
+    labels on, and IP addresses whole. "cucm1.example.test" gives "cucm1.example.test",
+    "example.test" and "test", so "cucm", "example" and "example.test" all find it with one
+    index range scan."""
+    keys: set[str] = set()
+    values = [(kind, value.lower()) for kind, value in (entry.split(":", 1) for entry in sans)]
+    if common_name:
+        values.append(("CN", common_name.lower()))
+    for kind, value in values:
+        if kind == "IP":
+            keys.add(value)
+        else:
+            labels = value.split(".")
+            keys.update(".".join(labels[i:]) for i in range(len(labels)))
+    return keys
 
 
 class CertificateQueries:
@@ -98,8 +109,8 @@ class CertificateQueries:
                     ),
                 )
                 db.conn.executemany(
-                    "INSERT INTO certificate_names (name, rname, serial) VALUES (?, ?, ?)",
-                    [(n, n[::-1], record.serial) for n in _search_names(record)],
+                    "INSERT INTO certificate_search (key, serial) VALUES (?, ?)",
+                    [(k, record.serial) for k in search_keys(record.sans, record.common_name)],
                 )
                 if audit is not None:
                     self._append_audit(db, **audit)
@@ -123,8 +134,8 @@ class CertificateQueries:
                  for r in records],
             )
             db.conn.executemany(
-                "INSERT INTO certificate_names (name, rname, serial) VALUES (?, ?, ?)",
-                [(n, n[::-1], r.serial) for r in records for n in _search_names(r)],
+                "INSERT INTO certificate_search (key, serial) VALUES (?, ?)",
+                [(k, r.serial) for r in records for k in search_keys(r.sans, r.common_name)],
             )
 
     def get_certificate(self, serial: str, *, with_renewal: bool = False) -> CertificateRecord | None:
@@ -172,7 +183,7 @@ class CertificateQueries:
         return rows, (rows[-1].extra["rowid"] if more and rows else None)
 
     def _search_plan(self, q: str) -> list[str] | None:
-        """The serials a search matches when there are few (index range scans on names and
+        """The serials a search matches when there are few (index range scans on search keys and
         serials), or None when there are many: then the newest-first scan with a text match on
         each row finds a page sooner than collecting every match."""
         q = q.strip().lower()
@@ -183,9 +194,8 @@ class CertificateQueries:
         for sql, args in (
             ("SELECT serial FROM certificates WHERE serial >= ? AND serial < ? LIMIT ?",
              (serial_q, serial_q + "\U0010ffff", cap)),
-            ("SELECT serial FROM certificate_names WHERE name >= ? AND name < ? LIMIT ?", (q, q + "\U0010ffff", cap)),
-            ("SELECT serial FROM certificate_names WHERE rname >= ? AND rname < ? LIMIT ?",
-             (q[::-1], q[::-1] + "\U0010ffff", cap)),
+            ("SELECT DISTINCT serial FROM certificate_search WHERE key >= ? AND key < ? LIMIT ?",
+             (q, q + "\U0010ffff", cap)),
         ):
             found.update(row[0] for row in conn.execute(sql, args))
             if len(found) > SEARCH_SET_CAP:
@@ -238,9 +248,9 @@ def _where(flt: CertificateFilter, now: dt.datetime, q_serials: list[str] | None
             where.append("c.serial IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(q_serials))
         else:
-            # Many matches: a serial prefix, or a name (in the SANs JSON, "DNS:name") that starts
-            # or ends with q. LIKE is case-insensitive for ASCII, as names are.
+            # Many matches: a serial prefix, or a name (in the SANs JSON, "DNS:name") with a label
+            # that starts with q. LIKE is case-insensitive for ASCII, as names are.
             pattern = q.replace("\\", "").replace("%", "").replace("_", "")
             where.append("(c.serial LIKE ? OR c.sans LIKE ? OR c.sans LIKE ? OR lower(c.common_name) LIKE ?)")
-            params += [pattern.replace(":", "") + "%", f'%:{pattern}%', f'%{pattern}"%', f"{pattern}%"]
+            params += [pattern.replace(":", "") + "%", f"%:{pattern}%", f"%.{pattern}%", f"%{pattern}%"]
     return where, params

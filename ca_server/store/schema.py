@@ -208,3 +208,23 @@ def m005_access(db: Database) -> None:
 def m006_drop_fingerprint_index(db: Database) -> None:
     # Lookups go by serial (then compare fingerprints); this index only slowed every insert.
     db.execute("DROP INDEX IF EXISTS certificates_fingerprint")
+
+
+@migrations()
+def m007_search_by_label(db: Database) -> None:
+    """Search keys from every label of every name, replacing the name/reversed-name index:
+    "example" now finds a.example.test too, and one index serves prefixes and domains."""
+    import json
+
+    from .certificates import search_keys  # the same rule as new inserts
+
+    db.execute("CREATE TABLE certificate_search (key TEXT NOT NULL, serial TEXT NOT NULL REFERENCES"
+               " certificates(serial), PRIMARY KEY (key, serial))")
+    batch = []
+    for serial, sans, cn in db.conn.execute("SELECT serial, sans, common_name FROM certificates"):
+        batch += [(k, serial) for k in search_keys(json.loads(sans), cn)]
+        if len(batch) > 50_000:
+            db.conn.executemany("INSERT INTO certificate_search (key, serial) VALUES (?, ?)", batch)
+            batch = []
+    db.conn.executemany("INSERT INTO certificate_search (key, serial) VALUES (?, ?)", batch)
+    db.execute("DROP TABLE certificate_names")

@@ -138,7 +138,8 @@ def get_certificate(serial: str):
 @bp.get("/certificates")
 def list_certificates():
     args = request.args
-    limit = _bounded_int(args.get("limit"), "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    # "at most 1000": a larger limit is served as 1000 (follow `next` for the rest).
+    limit = min(_bounded_int(args.get("limit"), "limit", DEFAULT_PAGE, 1, 2**31), MAX_PAGE)
     expiring = args.get("expiring_within_days")
     expiring_days = None if expiring in (None, "") else _bounded_int(expiring, "expiring_within_days", 0, 0, 36500)
     status = args.get("status") or None
