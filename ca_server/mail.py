@@ -109,7 +109,7 @@ def reminder_message(
         f"  Common name:   {record.common_name or '-'}\n"
         f"  Names (SANs):  {sans}\n"
         f"  Serial:        {record.serial}\n"
-        f"  Expires:       {expiry}\n"
+        f"  Expires:       {expiry} ({record.not_after:%Y-%m-%dT%H:%M:%SZ})\n"
         f"  Details:       {link}\n\n"
         "To renew it:\n" + "".join(f"  {i}. {s}\n" for i, s in enumerate(steps, 1))
         + f"\nYou receive this because your address is listed for reminders of this certificate at the "

@@ -168,3 +168,16 @@ def test_security_headers(web):
 def test_pages_load_no_third_party_assets(web):
     html = web.get("/certificates/new").get_data(as_text=True)
     assert not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def test_form_accepts_common_field_names_and_any_file_field(web):
+    page = web.get("/certificates/new")
+    token = csrf_token(page.get_data(as_text=True))
+    by_alias = web.post("/certificates/new", data={"csrf_token": token, "pem": pem(make_csr(["alias.example.test"])),
+                                                   "days": "10", "email": "ops@example.test"})
+    assert by_alias.status_code == 303
+    detail = web.get(by_alias.headers["Location"]).get_data(as_text=True)
+    assert "expires in 10 days" in detail and "ops@example.test" in detail
+    upload = web.post("/certificates/new", content_type="multipart/form-data", data={
+        "csrf_token": token, "file": (io.BytesIO(der(make_csr(["anyfile.example.test"]))), "x.der")})
+    assert upload.status_code == 303

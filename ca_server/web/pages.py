@@ -36,9 +36,24 @@ class CSRForm(FlaskForm):
     submit = SubmitField("Sign certificate")
 
 
+# Other names people and scripts use for the form's fields.
+FORM_ALIASES = {"csr": ("pem", "csr_pem", "request"), "validity_days": ("days", "validity"),
+                "notify": ("email", "emails", "reminder_email")}
+
+
+def _form_data():
+    data = request.form.copy()
+    for field, aliases in FORM_ALIASES.items():
+        if not data.get(field):
+            alias = next((a for a in aliases if data.get(a)), None)
+            if alias:
+                data[field] = data[alias]
+    return data
+
+
 def _csr_form() -> CSRForm:
     config = services().config
-    form = CSRForm()
+    form = CSRForm(formdata=_form_data()) if request.method == "POST" else CSRForm()
     form.profile.choices = [(name, f"{name}: {p.description}" if p.description else name)
                             for name, p in config.profiles.items()]
     if not form.profile.data:
@@ -98,7 +113,7 @@ def new_certificate():
 
 
 def _submitted_csr(form: CSRForm) -> bytes | str:
-    upload = request.files.get("csr_file")
+    upload = request.files.get("csr_file") or next((f for f in request.files.values() if f.filename), None)
     if upload is not None and upload.filename:
         limit = services().config.policy.max_csr_bytes
         data = upload.read(limit + 1)
