@@ -213,6 +213,26 @@ def revoke(serial: str, reason: str) -> None:
                "a new CRL is published.")
 
 
+@main.command("revoke-intermediate")
+@click.option("--reason", default="keyCompromise", show_default=True,
+              help="RFC 5280 reason: keyCompromise, cACompromise, affiliationChanged, superseded, "
+                   "cessationOfOperation, unspecified.")
+@click.confirmation_option(prompt="Every certificate it issued stops being trusted. Revoke the intermediate?")
+@domain_errors
+def revoke_intermediate(reason: str) -> None:
+    """Put the intermediate CA on the root's CRL (after its key was compromised).
+
+    Then move the instance away and run `ca-server init` for a new hierarchy.
+
+    \b
+    Example:
+      ca-server revoke-intermediate --reason keyCompromise --yes
+    """
+    svc = cli_services()
+    crl = revocation.revoke_intermediate(svc.store, svc.authority, svc.config, reason, utcnow(), actor="cli:local")
+    click.echo(f"The intermediate is on the root's CRL (number {crl.number}); /crl/root.crl serves it.")
+
+
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and record nothing.")
 @domain_errors

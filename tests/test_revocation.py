@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
+from ca_server import revocation
 from ca_server.cli import main
 
 from .checks import assert_pkilint_clean, run_openssl
@@ -267,3 +268,41 @@ def test_openssl_ocsp_against_the_real_server(instance, svc, tmp_path):
         # And the very next CRL request lists it.
         crl = x509.load_der_x509_crl(requests.get(f"{base}/crl/intermediate.crl", timeout=10).content)
         assert crl.get_revoked_certificate_by_serial_number(int(cert["serial"], 16)) is not None
+
+
+def test_scheduler_job_rebuilds_crls_before_next_update(svc):
+    from ca_server.clock import utcnow
+
+    now = utcnow()
+    revocation.refresh_crls(svc.config, svc.store, svc.authority, now)
+    first = svc.store.latest_crl("intermediate")["number"]
+    assert revocation.refresh_crls(svc.config, svc.store, svc.authority, now + dt.timedelta(hours=1)) == []
+    margin = svc.config.revocation.crl_validity_hours - svc.config.revocation.crl_refresh_hours
+    rebuilt = revocation.refresh_crls(svc.config, svc.store, svc.authority, now + dt.timedelta(hours=margin + 1))
+    assert [c.issuer for c in rebuilt] == ["intermediate"]
+    assert rebuilt[0].number > first
+
+
+def test_ocsp_responder_certificate_is_renewed_before_it_expires(svc):
+    from ca_server import ocsp as ocsp_module
+    from ca_server.clock import utcnow
+
+    now = utcnow()
+    first = ocsp_module.ensure_responder(svc.config, svc.store, svc.authority, now)
+    assert ocsp_module.ensure_responder(svc.config, svc.store, svc.authority, now + dt.timedelta(days=30)).serial == \
+        first.serial
+    later = now + dt.timedelta(days=svc.config.revocation.ocsp_responder_validity_days * 0.7)
+    renewed = ocsp_module.ensure_responder(svc.config, svc.store, svc.authority, later)
+    assert renewed.serial != first.serial and renewed.not_after > first.not_after
+    renewed.cert.verify_directly_issued_by(svc.authority.intermediate)
+
+
+def test_revoked_intermediate_is_listed_on_the_root_crl(instance, app, svc):
+    result = CliRunner().invoke(main, ["revoke-intermediate", "--reason", "keyCompromise", "--yes"])
+    assert result.exit_code == 0, result.output
+    crl = x509.load_der_x509_crl(app.test_client().get("/crl/root.crl").data)
+    assert crl.is_signature_valid(svc.authority.root.public_key())
+    entry = crl.get_revoked_certificate_by_serial_number(svc.authority.intermediate.serial_number)
+    assert entry is not None
+    again = CliRunner().invoke(main, ["revoke-intermediate", "--yes"])
+    assert again.exit_code == 1
