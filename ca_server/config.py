@@ -36,6 +36,7 @@ class ServerConfig:
     max_request_bytes: int = 1_048_576
     sign_in_rate_limit: str = "10 per minute"
     submission_rate_limit: str = "1200 per minute"
+    access_log: bool = True
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         "worker_class": "gthread",
         "timeout": 60,
         "graceful_timeout": 10,
-        "accesslog": "-",
+        "accesslog": "-" if cfg.access_log else None,
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "ca-server",
