@@ -79,7 +79,8 @@ def submit(config: Config, store: Store, authority: Authority, request: issuance
         return issuance.issue(config, store, authority, request, now)
     prepared, violations = issuance.check_request(config, store, request)
     if violations:
-        issuance.issue(config, store, authority, request, now)  # audits and raises the policy refusal
+        issuance.audit_refusal(store, request, prepared, violations, now)
+        raise PolicyViolationError(violations)
     out_of_scope = issuance.scope_violations(request.requester, prepared.decision.sans)
     if not out_of_scope:
         return issuance.sign_and_store(config, store, authority, prepared, request.requester, request.client, now)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from .clock import to_text
 from .config import EXAMPLE_CONFIG, Config, Secrets, load_config
 from .errors import InstanceError
 from .pki.extensions import Endpoints, aki_from, build_intermediate, build_root
@@ -240,8 +241,8 @@ class Authority:
                     "subject": cert.subject.rfc4514_string(),
                     "issuer": cert.issuer.rfc4514_string(),
                     "serial": serial_hex(cert.serial_number),
-                    "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "not_before": to_text(cert.not_valid_before_utc),
+                    "not_after": to_text(cert.not_valid_after_utc),
                     "fingerprint_sha256": hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
                     "pem": pem,
                 }

@@ -123,16 +123,16 @@ def issue(
     """Check, sign and store one certificate; PolicyViolationError lists every refusal reason."""
     prepared, violations = check_request(config, store, request)
     if violations:
-        _audit_refusal(store, request, prepared, violations, now)
+        audit_refusal(store, request, prepared, violations, now)
         raise PolicyViolationError(violations)
     out_of_scope = scope_violations(request.requester, prepared.decision.sans)
     if out_of_scope:
-        _audit_refusal(store, request, prepared, out_of_scope, now)
+        audit_refusal(store, request, prepared, out_of_scope, now)
         raise ScopeError(out_of_scope)
     return sign_and_store(config, store, authority, prepared, request.requester, request.client, now)
 
 
-def _audit_refusal(store: Store, request: IssueRequest, prepared: Prepared, violations: list[Violation],
+def audit_refusal(store: Store, request: IssueRequest, prepared: Prepared, violations: list[Violation],
                    now: dt.datetime) -> None:
     store.append_audit(
         at=now,
