@@ -146,13 +146,30 @@ def _revoked_entry(serial: int, at: dt.datetime, reason: str) -> x509.RevokedCer
     return builder.build()
 
 
-def current_crl(config: Config, store: Store, authority: Authority, issuer: str, now: dt.datetime) -> PublishedCRL:
-    """The newest stored CRL; one is built only when none exists yet or the newest has lapsed."""
-    row = store.latest_crl(issuer)
-    if row is not None and from_text(row["next_update"]) > now:
-        return PublishedCRL(issuer, row["number"], from_text(row["this_update"]), from_text(row["next_update"]),
-                            row["der"])
-    return publish_crl(config, store, authority, issuer, now)
+class CRLCache:
+    """The newest CRL of each issuer, kept in memory per process: serving asks the store only for
+    the newest number (a few bytes) and reads the DER (megabytes with many revocations) when that
+    number changed. A CRL is built here only when none exists yet or the newest has lapsed."""
+
+    def __init__(self, config: Config, store: Store, authority: Authority) -> None:
+        self.config, self.store, self.authority = config, store, authority
+        self._held: dict[str, PublishedCRL] = {}
+
+    def current(self, issuer: str, now: dt.datetime) -> PublishedCRL:
+        held = self._held.get(issuer)
+        number, next_update = self.store.latest_crl_number(issuer), None
+        if held is not None and held.number == number:
+            next_update = held.next_update
+        if next_update is None:
+            row = self.store.latest_crl(issuer)
+            if row is not None:
+                held = PublishedCRL(issuer, row["number"], from_text(row["this_update"]),
+                                    from_text(row["next_update"]), row["der"])
+                next_update = held.next_update
+        if held is None or next_update <= now:
+            held = publish_crl(self.config, self.store, self.authority, issuer, now)
+        self._held[issuer] = held
+        return held
 
 
 def refresh_crls(config: Config, store: Store, authority: Authority, now: dt.datetime) -> list[PublishedCRL]:

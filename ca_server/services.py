@@ -13,6 +13,7 @@ from .clock import utcnow
 from .config import Config, Secrets, load_config, read_secrets
 from .instance import Authority, InstancePaths
 from .ocsp import OCSPResponder
+from .revocation import CRLCache
 from .store import Store
 
 
@@ -28,6 +29,10 @@ class Services:
     @cached_property
     def authority(self) -> Authority:
         return Authority(self.paths, self.config, self.secrets)
+
+    @cached_property
+    def crls(self) -> CRLCache:
+        return CRLCache(self.config, self.store, self.authority)
 
     @cached_property
     def ocsp(self) -> OCSPResponder:

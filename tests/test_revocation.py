@@ -306,3 +306,23 @@ def test_revoked_intermediate_is_listed_on_the_root_crl(instance, app, svc):
     assert entry is not None
     again = CliRunner().invoke(main, ["revoke-intermediate", "--yes"])
     assert again.exit_code == 1
+
+
+def test_served_crl_follows_the_store_and_is_rebuilt_only_when_lapsed(app, svc, api):
+    client = app.test_client()
+    first = x509.load_der_x509_crl(_crl(client, "intermediate.crl").data)
+    n1 = first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    # A revocation by another process (here: straight through the domain function) is served next.
+    cert = issue(api)
+    from ca_server.clock import utcnow
+
+    revocation.revoke(svc.config, svc.store, svc.authority, cert["serial"], "superseded", utcnow(), actor="other")
+    second = x509.load_der_x509_crl(_crl(client, "intermediate.crl").data)
+    assert second.get_revoked_certificate_by_serial_number(int(cert["serial"], 16)) is not None
+    n2 = second.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert n2 > n1
+    # Past nextUpdate (the scheduler did not run), the next request builds a fresh one.
+    svc.clock = lambda: second.next_update_utc + dt.timedelta(minutes=1)
+    third = x509.load_der_x509_crl(_crl(client, "intermediate.crl").data)
+    assert third.last_update_utc > second.next_update_utc - dt.timedelta(seconds=1)
+    assert third.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number > n2

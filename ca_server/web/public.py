@@ -8,7 +8,7 @@ from urllib.parse import unquote
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from .. import ocsp, revocation
+from .. import ocsp
 from .common import now, services
 
 bp = Blueprint("public", __name__)
@@ -64,7 +64,7 @@ def crl(name: str):
     if name not in _CRLS:
         abort(404)
     svc = services()
-    published = revocation.current_crl(svc.config, svc.store, svc.authority, _CRLS[name], now())
+    published = svc.crls.current(_CRLS[name], now())
     pem = request.args.get("format") == "pem"
     response = Response(published.pem() if pem else published.der,
                         mimetype="application/x-pem-file" if pem else "application/pkix-crl")
