@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -170,5 +169,3 @@ def crl_build(root: Path, entries: int, log) -> dict:
     shutil.rmtree(root)
     return {"entries": entries, "build_s": round(seconds, 2), "bytes": len(published.der)}
 
-
-__all__ = ["build_fixture", "crl_build", "hashes", "measure"]

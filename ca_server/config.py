@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,8 +217,6 @@ def _coerce(key: str, hint: typing.Any, value: typing.Any) -> typing.Any:
             example = "[1, 2]" if item is int else '["a", "b"]'
             raise ConfigError(f"{key}: must be a list, like {example}")
         return tuple(_coerce(f"{key}[{i}]", item, v) for i, v in enumerate(value))
-    if origin in (types.UnionType, typing.Union):  # pragma: no cover - no optional keys yet
-        return value
     raise ConfigError(f"{key}: unsupported type")  # pragma: no cover
 
 

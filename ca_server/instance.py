@@ -186,6 +186,7 @@ class Authority:
         self.paths = paths
         self.config = config
         self._secret = secret
+        self._passphrase: bytes | None = None
         self.root = x509.load_pem_x509_certificate(paths.root_cert.read_bytes())
         self.intermediate = x509.load_pem_x509_certificate(paths.intermediate_cert.read_bytes())
         self.endpoints = Endpoints(config.server.base_url)
@@ -200,7 +201,10 @@ class Authority:
         return self._load_key(self.paths.root_key)
 
     def passphrase(self) -> bytes:
-        return key_passphrase(self.paths, self._secret, self.config)
+        """Read once (environment or passphrase file); every key of this instance uses it."""
+        if self._passphrase is None:
+            self._passphrase = key_passphrase(self.paths, self._secret, self.config)
+        return self._passphrase
 
     def _load_key(self, path: Path) -> CertificateIssuerPrivateKeyTypes:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -253,8 +254,6 @@ def _self_check(cert: x509.Certificate, serial: int, authority: Authority) -> No
 
 
 def _general_name(text: str) -> x509.GeneralName:
-    import ipaddress
-
     kind, value = text.split(":", 1)
     if kind == "IP":
         return x509.IPAddress(ipaddress.ip_address(value))

@@ -12,19 +12,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .clock import to_text
 
-REVOCATION_REASONS = (
-    "unspecified",
-    "keyCompromise",
-    "cACompromise",
-    "affiliationChanged",
-    "superseded",
-    "cessationOfOperation",
-    "certificateHold",
-    "removeFromCRL",
-    "privilegeWithdrawn",
-    "aACompromise",
-)
-
 
 @dataclass(frozen=True)
 class CertificateRecord:
@@ -66,10 +53,6 @@ class CertificateRecord:
     @cached_property
     def pem(self) -> str:
         return self.certificate.public_bytes(Encoding.PEM).decode("ascii")
-
-    @property
-    def names_key(self) -> str:
-        return names_key(self.sans)
 
     def as_json(self, now: dt.datetime, chain_pem: str) -> dict:
         """The certificate JSON of CONTRACT.md."""

@@ -6,6 +6,7 @@ Responses without a nonce are cached per serial until the certificate's state ch
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import threading
@@ -13,7 +14,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
@@ -33,7 +33,8 @@ MAX_REQUEST_BYTES = 10_000
 CACHE_SIZE = 20_000
 # A cached response is re-signed after this long, well before its nextUpdate.
 CACHE_REFRESH = dt.timedelta(hours=1)
-_HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+# Hash algorithms a request may identify the issuer with (RFC 6960 4.1.1 CertID).
+_HASHES = ("sha1", "sha256", "sha384", "sha512")
 
 
 @dataclass(frozen=True)
@@ -41,17 +42,22 @@ class Responder:
     serial: str
     cert: x509.Certificate
     key: object
+    not_before: dt.datetime
     not_after: dt.datetime
+
+    def fresh(self, now: dt.datetime) -> bool:
+        """More than a third of its life left; otherwise a new responder is issued."""
+        return self.not_after - now > (self.not_after - self.not_before) / 3
 
 
 def ensure_responder(config: Config, store: Store, authority: Authority, now: dt.datetime) -> Responder:
-    """The current responder certificate; a new one is issued when none has a third of its life left."""
+    """The current responder certificate; a new one is issued when none is fresh."""
     row = store.latest_ocsp_responder()
     if row is not None:
-        not_before, not_after = from_text(row["not_before"]), from_text(row["not_after"])
-        if not_after - now > (not_after - not_before) / 3:
-            key = decrypt_private_key(row["key_pem"], authority.passphrase())
-            return Responder(row["serial"], x509.load_der_x509_certificate(row["der"]), key, not_after)
+        stored = Responder(row["serial"], x509.load_der_x509_certificate(row["der"]), None,
+                           from_text(row["not_before"]), from_text(row["not_after"]))
+        if stored.fresh(now):
+            return dataclasses.replace(stored, key=decrypt_private_key(row["key_pem"], authority.passphrase()))
     key = generate_private_key("ec-p256")
     start = now.replace(microsecond=0) - BACKDATE
     not_after = min(start + dt.timedelta(days=config.revocation.ocsp_responder_validity_days),
@@ -71,7 +77,7 @@ def ensure_responder(config: Config, store: Store, authority: Authority, now: dt
     )
     store.insert_ocsp_responder(serial_hex(serial), start, not_after, cert.public_bytes(Encoding.DER),
                                 encrypt_private_key(key, authority.passphrase()))
-    return Responder(serial_hex(serial), cert, key, not_after)
+    return Responder(serial_hex(serial), cert, key, start, not_after)
 
 
 class OCSPResponder:
@@ -93,11 +99,9 @@ class OCSPResponder:
 
     def responder(self, now: dt.datetime) -> Responder:
         with self._lock:
-            current = self._responder
-            if current is None or current.not_after - now < dt.timedelta(
-                days=self.config.revocation.ocsp_responder_validity_days) / 3:
-                current = self._responder = ensure_responder(self.config, self.store, self.authority, now)
-            return current
+            if self._responder is None or not self._responder.fresh(now):
+                self._responder = ensure_responder(self.config, self.store, self.authority, now)
+            return self._responder
 
     def respond(self, data: bytes, now: dt.datetime) -> bytes:
         """DER OCSPResponse for a DER OCSPRequest; malformed input gets malformedRequest."""

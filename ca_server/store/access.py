@@ -39,9 +39,6 @@ class AccessQueries:
     def list_users(self) -> list[dict]:
         return [_decode(r) for r in self.db.query("SELECT * FROM users ORDER BY name")]
 
-    def count_users(self) -> int:
-        return next(self.db.query("SELECT count(*) AS n FROM users"))["n"]
-
     # -- tokens --------------------------------------------------------------------------------
     def insert_token(self, row: dict, audit: dict | None = None) -> None:
         try:

@@ -73,9 +73,6 @@ class StoreBase:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def pending_migrations(self) -> list[str]:
-        return [m.name for m in migrations.pending(self.db)]
-
     def ping(self) -> bool:
         try:
             return next(self.db.query("SELECT count(*) AS n FROM sqlite_master"))["n"] > 0

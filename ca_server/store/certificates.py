@@ -76,42 +76,32 @@ def search_keys(sans, common_name: str | None) -> set[str]:
     return keys
 
 
+_INSERT = (
+    "INSERT INTO certificates (serial, issued_at, not_before, not_after, subject, issuer, common_name, sans,"
+    " names_key, profile, key_label, fingerprint_sha256, fingerprint_sha1, spki_sha256, der, notify, requester,"
+    " revoked_at, revocation_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_SEARCH = "INSERT INTO certificate_search (key, serial) VALUES (?, ?)"
+
+
+def _row(r: CertificateRecord) -> tuple:
+    return (r.serial, to_text(r.issued_at), to_text(r.not_before), to_text(r.not_after), r.subject, r.issuer,
+            r.common_name, json.dumps(list(r.sans)), names_key(r.sans), r.profile, r.key_label,
+            r.fingerprint_sha256, r.fingerprint_sha1, r.spki_sha256, r.der, json.dumps(list(r.notify)), r.requester,
+            to_text(r.revoked_at) if r.revoked_at else None, r.revocation_reason)
+
+
+def _search_rows(r: CertificateRecord) -> list[tuple[str, str]]:
+    return [(key, r.serial) for key in search_keys(r.sans, r.common_name)]
+
+
 class CertificateQueries:
     def insert_certificate(self, record: CertificateRecord, audit: dict | None = None) -> None:
         """Store a new certificate (and its audit row) in one transaction."""
         try:
             with self.write() as db:
-                db.execute(
-                    """
-                    INSERT INTO certificates (serial, issued_at, not_before, not_after, subject,
-                        issuer, common_name, sans, names_key, profile, key_label,
-                        fingerprint_sha256, fingerprint_sha1, spki_sha256, der, notify, requester)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """,
-                    (
-                        record.serial,
-                        to_text(record.issued_at),
-                        to_text(record.not_before),
-                        to_text(record.not_after),
-                        record.subject,
-                        record.issuer,
-                        record.common_name,
-                        json.dumps(list(record.sans)),
-                        names_key(record.sans),
-                        record.profile,
-                        record.key_label,
-                        record.fingerprint_sha256,
-                        record.fingerprint_sha1,
-                        record.spki_sha256,
-                        record.der,
-                        json.dumps(list(record.notify)),
-                        record.requester,
-                    ),
-                )
-                db.conn.executemany(
-                    "INSERT INTO certificate_search (key, serial) VALUES (?, ?)",
-                    [(k, record.serial) for k in search_keys(record.sans, record.common_name)],
-                )
+                db.execute(_INSERT, _row(record))
+                db.conn.executemany(_INSERT_SEARCH, _search_rows(record))
                 if audit is not None:
                     self._append_audit(db, **audit)
         except sqlite3.IntegrityError as exc:
@@ -122,21 +112,8 @@ class CertificateQueries:
     def import_certificates(self, records: list[CertificateRecord]) -> None:
         """Store many certificates in one transaction (imports, benchmark fixtures): no audit rows."""
         with self.write() as db:
-            db.conn.executemany(
-                "INSERT INTO certificates (serial, issued_at, not_before, not_after, subject, issuer, common_name,"
-                " sans, names_key, profile, key_label, fingerprint_sha256, fingerprint_sha1, spki_sha256, der,"
-                " notify, requester, revoked_at, revocation_reason)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.serial, to_text(r.issued_at), to_text(r.not_before), to_text(r.not_after), r.subject, r.issuer,
-                  r.common_name, json.dumps(list(r.sans)), names_key(r.sans), r.profile, r.key_label,
-                  r.fingerprint_sha256, r.fingerprint_sha1, r.spki_sha256, r.der, json.dumps(list(r.notify)),
-                  r.requester, to_text(r.revoked_at) if r.revoked_at else None, r.revocation_reason)
-                 for r in records],
-            )
-            db.conn.executemany(
-                "INSERT INTO certificate_search (key, serial) VALUES (?, ?)",
-                [(k, r.serial) for r in records for k in search_keys(r.sans, r.common_name)],
-            )
+            db.conn.executemany(_INSERT, [_row(r) for r in records])
+            db.conn.executemany(_INSERT_SEARCH, [row for r in records for row in _search_rows(r)])
 
     def get_certificate(self, serial: str, *, with_renewal: bool = False) -> CertificateRecord | None:
         extra = ""
@@ -150,12 +127,6 @@ class CertificateQueries:
             self.db.query(f"SELECT {_prefixed()}{extra} FROM certificates c WHERE c.serial = ?", [serial])
         )
         return row_to_record(rows[0]) if rows else None
-
-    def certificates_with_key(self, spki_sha256: str) -> list[CertificateRecord]:
-        return [
-            row_to_record(r)
-            for r in self.db.query(f"SELECT {_COLUMNS} FROM certificates WHERE spki_sha256 = ?", [spki_sha256])
-        ]
 
     def key_is_compromised(self, spki_sha256: str) -> bool:
         # On every issuance: the plain connection skips sqlite-utils' per-query savepoint.
@@ -208,16 +179,6 @@ class CertificateQueries:
         if where:
             sql += " WHERE " + " AND ".join(where)
         return next(self.db.query(sql, params))["n"]
-
-    def expiring_between(self, start: dt.datetime, end: dt.datetime) -> list[CertificateRecord]:
-        """Unrevoked, not renewed certificates whose not_after falls in [start, end)."""
-        sql = (
-            f"SELECT {_prefixed()} FROM certificates c WHERE c.not_after >= ? AND c.not_after < ?"
-            " AND c.revoked_at IS NULL AND NOT EXISTS (SELECT 1 FROM certificates n"
-            " WHERE n.names_key = c.names_key AND n.rowid > c.rowid AND n.revoked_at IS NULL)"
-            " ORDER BY c.not_after"
-        )
-        return [row_to_record(r) for r in self.db.query(sql, [to_text(start), to_text(end)])]
 
 
 def _prefixed() -> str:

@@ -77,10 +77,12 @@ class RevocationQueries:
         except sqlite3.IntegrityError:
             raise CRLNumberTakenError(number) from None
 
-    def latest_crl(self, issuer: str) -> dict | None:
+    def latest_crl(self, issuer: str, *, with_der: bool = True) -> dict | None:
+        """The newest CRL of `issuer`; without its DER (megabytes with many revocations) when
+        only its number and dates are needed."""
+        columns = "issuer, number, this_update, next_update" + (", der" if with_der else "")
         rows = list(self.db.query(
-            "SELECT issuer, number, this_update, next_update, der FROM crls WHERE issuer = ?"
-            " ORDER BY number DESC LIMIT 1", [issuer]))
+            f"SELECT {columns} FROM crls WHERE issuer = ? ORDER BY number DESC LIMIT 1", [issuer]))
         return rows[0] if rows else None
 
     # -- OCSP responder certificates ----------------------------------------------------------------

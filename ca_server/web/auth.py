@@ -69,12 +69,16 @@ def enforce_access() -> object | None:
     and check CSRF on cookie-authenticated writes (and on the sign-in form itself)."""
     if request.endpoint in ("static", "public.healthz"):
         return None
-    load_requester()
     writes = request.method in ("POST", "PUT", "PATCH", "DELETE")
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
+        try:
+            load_requester()  # only for the page header; a stale token must not close a public page
+        except AuthError:
+            g.requester = None
         if writes and request.endpoint == "auth.login":
             csrf.protect()
         return None
+    load_requester()
     if g.requester is None:
         if request.path.startswith("/api/"):
             raise AuthError("Sign in, or send an API token as 'Authorization: Bearer TOKEN'.")

@@ -66,9 +66,9 @@ def crl(name: str):
     svc = services()
     published = svc.crls.current(_CRLS[name], now())
     pem = request.args.get("format") == "pem"
-    response = Response(published.pem() if pem else published.der,
+    response = Response(published.pem if pem else published.der,
                         mimetype="application/x-pem-file" if pem else "application/pkix-crl")
-    response.set_etag(published.etag.strip('"') + ("-pem" if pem else ""))
+    response.set_etag(published.etag + ("-pem" if pem else ""))
     response.last_modified = published.this_update
     response.headers["Cache-Control"] = "public, no-cache"
     response.headers["Content-Disposition"] = f'attachment; filename="{name}{".pem" if pem else ""}"'
