@@ -83,7 +83,7 @@ def init(if_absent: bool, no_admin: bool) -> None:
 @click.option("--workers", type=int, default=None, help="Worker processes (default: [server] workers).")
 @domain_errors
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve the web pages and API with gunicorn, and run the scheduler (reminders, CRLs).
+    """Serve the web pages and API with Granian (WSGI), and run the scheduler (reminders, CRLs).
 
     \b
     Example:

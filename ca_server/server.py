@@ -1,70 +1,68 @@
-"""`ca-server serve`: gunicorn (a production WSGI server) plus the scheduler, which runs once in
-the gunicorn master process however many workers serve requests."""
+"""`ca-server serve`: Granian (a production WSGI server: HTTP in Rust, the app in Python threads)
+plus the scheduler, which runs once in the main process however many workers serve requests.
+
+gunicorn served here first; its Python HTTP parsing cost ~0.2 ms of CPU per request against
+Granian's ~0.03 ms (a bare WSGI app, same machine, same load), a quarter of the issuance budget."""
 
 from __future__ import annotations
 
 import logging
 
-from gunicorn.app.base import BaseApplication
+from granian import Granian
+from granian.constants import Interfaces
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
 
 from .services import Services
 
 log = logging.getLogger("ca_server")
 
-
-class _Gunicorn(BaseApplication):
-    def __init__(self, services: Services, options: dict) -> None:
-        self._services = services
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
-
-    def load(self):
-        # Runs in each worker after the fork: every worker opens its own store connections.
-        from . import create_app
-
-        return create_app(self._services.config, instance_path=self._services.paths.root)
+ACCESS_LOG_FORMAT = '%(addr)s - "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).3fms'
 
 
 def run_server(services: Services, *, host: str | None, port: int | None, workers: int | None) -> None:
     cfg = services.config.server
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     scheduler_holder: dict = {}
 
-    def when_ready(server) -> None:
+    def start_scheduler() -> None:
+        # In the main process, before the workers start: once per server.
         from .clock import utcnow
         from .revocation import refresh_crls
-        from .scheduler import start_scheduler
+        from .scheduler import start_scheduler as start
 
         refresh_crls(services.config, services.store, services.authority, utcnow())
-        scheduler_holder["scheduler"] = start_scheduler(services)
+        services.store.close()  # the workers open their own connections
+        scheduler_holder["scheduler"] = start(services)
 
-    def on_exit(server) -> None:
+    def stop_scheduler() -> None:
         scheduler = scheduler_holder.get("scheduler")
         if scheduler is not None:
             scheduler.shutdown(wait=False)
 
-    options = {
-        "bind": f"{host or cfg.host}:{port or cfg.port}",
-        "workers": workers or cfg.workers,
-        "threads": cfg.threads,
-        "worker_class": "gthread",
-        "timeout": 60,
-        "graceful_timeout": 10,
-        "accesslog": "-" if cfg.access_log else None,
-        "errorlog": "-",
-        "loglevel": "info",
-        "proc_name": "ca-server",
-        "when_ready": when_ready,
-        "on_exit": on_exit,
-        "limit_request_line": 8190,
-    }
-    app = _Gunicorn(services, options)
-    if "control_socket_disable" in app.cfg.settings:
-        # gunicorn >= 24 opens a control socket in the home directory by default; two servers
-        # on one host would fight over it, and nothing here uses it.
-        app.cfg.set("control_socket_disable", True)
-    app.run()
+    def load_app(_target: str):
+        # Runs in each worker process: every worker opens its own store connections.
+        from . import create_app
+
+        return create_app(services.config, instance_path=services.paths.root)
+
+    server = Granian(
+        "ca_server:create_app",
+        address=host or cfg.host,
+        port=port or cfg.port,
+        interface=Interfaces.WSGI,
+        workers=workers or cfg.workers,
+        blocking_threads=cfg.threads,
+        # Requests beyond what the threads can take wait in the socket backlog, not in memory.
+        backpressure=cfg.threads,
+        http1_settings=HTTP1Settings(max_buffer_size=cfg.max_request_bytes + 65_536),
+        log_level=LogLevels.info,
+        log_access=cfg.access_log,
+        log_access_format=ACCESS_LOG_FORMAT,
+        respawn_failed_workers=True,
+        workers_kill_timeout=10,
+    )
+    # After Granian configured its own loggers (which drops the handlers it finds): ours go to stderr.
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    server.on_startup(start_scheduler)
+    server.on_shutdown(stop_scheduler)
+    server.serve(target_loader=load_app)

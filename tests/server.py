@@ -1,4 +1,4 @@
-"""Start the real `ca-server serve` (gunicorn) on a free loopback port for a test."""
+"""Start the real `ca-server serve` (Granian) on a free loopback port for a test."""
 
 from __future__ import annotations
 

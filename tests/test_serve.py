@@ -1,4 +1,4 @@
-"""The real server: `ca-server serve` (gunicorn, two workers) over HTTP, end to end."""
+"""The real server: `ca-server serve` (Granian, two workers) over HTTP, end to end."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_serve_uses_a_production_wsgi_server(server):
     base, _ = server
     response = requests.get(f"{base}/healthz", timeout=5)
     assert response.json()["status"] == "ok"
-    assert response.headers["Server"].startswith("gunicorn")
+    assert response.headers["Server"].startswith("granian")
 
 
 def test_form_flow_of_the_acceptance_check(server, svc, tmp_path):
@@ -95,9 +95,9 @@ def test_the_scheduler_runs_once_however_many_workers(server, instance):
     import time
 
     deadline = time.monotonic() + 10
-    while (instance / "serve.log").read_text().count("Booting worker") < 2 and time.monotonic() < deadline:
+    while (instance / "serve.log").read_text().count("Started worker") < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     log = (instance / "serve.log").read_text()
-    assert log.count("Booting worker") == 2, log
+    assert log.count("Started worker") == 2, log
     assert log.count("scheduler started") == 1, log
     assert "reminders" in log and "crl-refresh" in log

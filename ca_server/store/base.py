@@ -1,5 +1,5 @@
 """Connections and transactions. One sqlite3 connection per thread (and per process: a forked
-gunicorn worker opens its own), WAL so readers never wait for the writer."""
+server worker opens its own), WAL so readers never wait for the writer."""
 
 from __future__ import annotations
 
