@@ -23,7 +23,6 @@ from ca_server import accounts, create_app, reminders, revocation
 from ca_server.clock import utcnow
 from ca_server.config import Secrets
 from ca_server.models import CertificateRecord
-from ca_server.pki.extensions import build_leaf
 from ca_server.pki.keys import describe_public_key, spki_sha256
 from ca_server.pki.serials import new_serial, serial_hex
 from ca_server.services import open_services
@@ -52,11 +51,9 @@ def _records(args) -> list[CertificateRecord]:
         not_after = not_after.replace(microsecond=0)
         serial = new_serial()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-        cert = build_leaf(subject=subject, public_key=public, sans=[x509.DNSName(host), x509.DNSName(f"www.{host}")],
-                          ekus=("serverAuth",), serial=serial, not_before=not_before.replace(microsecond=0),
-                          not_after=not_after, issuer_cert=authority.intermediate,
-                          issuer_key=authority.intermediate_key, aki=authority.intermediate_aki,
-                          endpoints=authority.endpoints)
+        cert = authority.leaf_template.sign(
+            subject=subject, public_key=public, sans=[x509.DNSName(host), x509.DNSName(f"www.{host}")],
+            ekus=("serverAuth",), serial=serial, not_before=not_before.replace(microsecond=0), not_after=not_after)
         der = cert.public_bytes(Encoding.DER)
         out.append(CertificateRecord(
             serial=serial_hex(serial), issued_at=not_before.replace(microsecond=0),

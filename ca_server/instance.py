@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 from .clock import to_text
 from .config import EXAMPLE_CONFIG, Config, Secrets, load_config
 from .errors import InstanceError
-from .pki.extensions import Endpoints, aki_from, build_intermediate, build_root
+from .pki.extensions import Endpoints, LeafTemplate, aki_from, build_intermediate, build_root
 from .pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key
 from .pki.serials import new_serial, serial_hex
 
@@ -195,6 +195,16 @@ class Authority:
     @cached_property
     def intermediate_key(self) -> CertificateIssuerPrivateKeyTypes:
         return self._load_key(self.paths.intermediate_key)
+
+    @cached_property
+    def leaf_template(self) -> LeafTemplate:
+        return LeafTemplate(issuer_cert=self.intermediate, issuer_key=self.intermediate_key,
+                            aki=self.intermediate_aki, endpoints=self.endpoints)
+
+    @cached_property
+    def issuer_text(self) -> str:
+        """The intermediate's subject as leaves carry it as issuer (RFC 4514)."""
+        return self.intermediate.subject.rfc4514_string()
 
     @cached_property
     def root_key(self) -> CertificateIssuerPrivateKeyTypes:

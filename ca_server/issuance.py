@@ -19,7 +19,6 @@ from .errors import BadRequestError, PolicyViolationError, ScopeError, TooLargeE
 from .instance import BACKDATE, Authority
 from .models import CertificateRecord
 from .pki.csr import ParsedCSR, parse_csr, signature_is_valid
-from .pki.extensions import build_leaf
 from .pki.names import in_domains
 from .pki.serials import new_serial, serial_hex
 from .store import SerialTakenError, Store
@@ -192,39 +191,31 @@ def sign_and_store(
         not_after = ca_end
         notes.append(f"Validity shortened to end with the issuing CA on {ca_end:%Y-%m-%d}.")
     sans = [_general_name(s) for s in decision.sans]
-    public_key = prepared.csr.csr.public_key()
+    csr = prepared.csr
+    public_key = csr.public_key
+    subject = csr.csr.subject
+    template = authority.leaf_template
     for _attempt in range(3):
         serial = new_serial()
-        cert = build_leaf(
-            subject=prepared.csr.csr.subject,
-            public_key=public_key,
-            sans=sans,
-            ekus=prepared.ekus,
-            serial=serial,
-            not_before=not_before,
-            not_after=not_after,
-            issuer_cert=authority.intermediate,
-            issuer_key=authority.intermediate_key,
-            aki=authority.intermediate_aki,
-            endpoints=authority.endpoints,
-        )
+        cert = template.sign(subject=subject, public_key=public_key, sans=sans, ekus=prepared.ekus, serial=serial,
+                             not_before=not_before, not_after=not_after)
         der = cert.public_bytes(Encoding.DER)
-        _self_check(cert, serial, authority)
-        cn = prepared.csr.common_name
+        if cert.serial_number != serial:
+            raise RuntimeError("issued certificate does not match its request")  # pragma: no cover
         record = CertificateRecord(
             serial=serial_hex(serial),
             issued_at=now,
             not_before=not_before,
             not_after=not_after,
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            common_name=cn,
+            subject=subject.rfc4514_string(),  # the leaf carries the CSR's subject as it is
+            issuer=authority.issuer_text,
+            common_name=csr.common_name,
             sans=tuple(decision.sans),
             profile=prepared.profile,
-            key_label=prepared.csr.key.label,
+            key_label=csr.key.label,
             fingerprint_sha256=hashlib.sha256(der).hexdigest(),
             fingerprint_sha1=hashlib.sha1(der).hexdigest(),
-            spki_sha256=prepared.csr.spki_sha256,
+            spki_sha256=csr.spki_sha256,
             der=der,
             notify=prepared.notify,
             requester=requester.label,
@@ -244,13 +235,6 @@ def sign_and_store(
             continue
         return record
     raise RuntimeError("three random serials in a row were taken")  # pragma: no cover
-
-
-def _self_check(cert: x509.Certificate, serial: int, authority: Authority) -> None:
-    """Cheap structural checks of what was just signed (the signature itself comes from a key
-    we hold; re-verifying it would cost as much as verifying the CSR)."""
-    if cert.serial_number != serial or cert.issuer != authority.intermediate.subject:
-        raise RuntimeError("issued certificate does not match its request")  # pragma: no cover
 
 
 def _general_name(text: str) -> x509.GeneralName:

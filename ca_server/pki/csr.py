@@ -8,6 +8,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
@@ -26,6 +27,7 @@ class ParsedCSR:
     common_name: str | None
     key: KeyInfo
     spki_sha256: str
+    public_key: CertificatePublicKeyTypes
 
 
 def decode_request_bytes(data: bytes | str) -> bytes:
@@ -90,6 +92,7 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
         common_name=common_name,
         key=describe_public_key(public_key),
         spki_sha256=spki_sha256(public_key),
+        public_key=public_key,
     )
 
 

@@ -89,42 +89,68 @@ def aki_from(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
-def build_leaf(
-    *,
-    subject: x509.Name,
-    public_key: CertificatePublicKeyTypes,
-    sans: list[x509.GeneralName],
-    ekus: tuple[str, ...],
-    serial: int,
-    not_before: dt.datetime,
-    not_after: dt.datetime,
-    issuer_cert: x509.Certificate,
-    issuer_key: CertificateIssuerPrivateKeyTypes,
-    aki: x509.AuthorityKeyIdentifier,
-    endpoints: Endpoints,
-) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(leaf_key_usage(public_key), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([EKU_OIDS[e] for e in ekus]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(aki, critical=False)
-        .add_extension(_crl_distribution_point(endpoints.intermediate_crl), critical=False)
-        .add_extension(_aia(ocsp=endpoints.ocsp, ca_issuers=endpoints.intermediate_der), critical=False)
-    )
-    if sans:
-        # 4.2.1.6: the SAN extension is critical when the subject is empty.
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(sans), critical=len(subject) == 0
+class LeafTemplate:
+    """Leaf certificates of one issuer: everything that is the same for every leaf (issuer name,
+    AKI, CRL and AIA URLs, basic constraints, key usage, EKUs per profile) is built once as
+    extension objects, so a leaf costs its own parts and the signature only."""
+
+    def __init__(self, *, issuer_cert: x509.Certificate, issuer_key: CertificateIssuerPrivateKeyTypes,
+                 aki: x509.AuthorityKeyIdentifier, endpoints: Endpoints) -> None:
+        self.issuer_name = issuer_cert.subject
+        self.issuer_key = issuer_key
+        self.hash = _hash_for(issuer_key)
+        basic = x509.BasicConstraints(ca=False, path_length=None)
+        self._basic = x509.Extension(basic.oid, True, basic)
+        self._aki = x509.Extension(aki.oid, False, aki)
+        crl = _crl_distribution_point(endpoints.intermediate_crl)
+        aia = _aia(ocsp=endpoints.ocsp, ca_issuers=endpoints.intermediate_der)
+        self._urls = [x509.Extension(crl.oid, False, crl), x509.Extension(aia.oid, False, aia)]
+        self._key_usage: dict[bool, x509.Extension] = {}
+        self._ekus: dict[tuple[str, ...], x509.Extension] = {}
+
+    def _ku(self, public_key: CertificatePublicKeyTypes) -> x509.Extension:
+        rsa_key = isinstance(public_key, rsa.RSAPublicKey)
+        ext = self._key_usage.get(rsa_key)
+        if ext is None:
+            value = leaf_key_usage(public_key)
+            ext = self._key_usage[rsa_key] = x509.Extension(value.oid, True, value)
+        return ext
+
+    def _eku(self, ekus: tuple[str, ...]) -> x509.Extension:
+        ext = self._ekus.get(ekus)
+        if ext is None:
+            value = x509.ExtendedKeyUsage([EKU_OIDS[e] for e in ekus])
+            ext = self._ekus[ekus] = x509.Extension(value.oid, False, value)
+        return ext
+
+    def sign(self, *, subject: x509.Name, public_key: CertificatePublicKeyTypes, sans: list[x509.GeneralName],
+             ekus: tuple[str, ...], serial: int, not_before: dt.datetime, not_after: dt.datetime) -> x509.Certificate:
+        ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+        extensions = [self._basic, self._ku(public_key), self._eku(ekus), x509.Extension(ski.oid, False, ski),
+                      self._aki, *self._urls]
+        if sans:
+            # 4.2.1.6: the SAN extension is critical when the subject is empty.
+            san = x509.SubjectAlternativeName(sans)
+            extensions.append(x509.Extension(san.oid, len(subject) == 0, san))
+        if not 0 < serial < 2**159:
+            raise ValueError("serial out of range")  # pragma: no cover - new_serial() guarantees it
+        builder = x509.CertificateBuilder(
+            issuer_name=self.issuer_name,
+            subject_name=subject,
+            public_key=public_key,
+            serial_number=serial,
+            not_valid_before=_naive_utc(not_before),
+            not_valid_after=_naive_utc(not_after),
+            extensions=extensions,
         )
-    return builder.sign(issuer_key, _hash_for(issuer_key))
+        return builder.sign(self.issuer_key, self.hash)
+
+
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    """What CertificateBuilder's setters store (the constructor takes the value as given)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return moment
 
 
 def build_root(
