@@ -9,6 +9,7 @@ from cryptography import x509
 
 from ca_server.pki.serials import serial_colon
 
+from .conftest import csrf_token
 from .factories import der, make_csr, pem, with_broken_signature
 
 
@@ -242,3 +243,83 @@ def test_migration_rebuilds_the_search_index_of_existing_certificates(api, svc):
     m007_search_by_label(db)
     found = [c["serial"] for c in api.get("/api/v1/certificates?q=migrated").get_json()["certificates"]]
     assert found == [serial]
+
+
+# Token submissions with a JSON body are answered by web/issue_path.py, not by the Flask view; a raw
+# application/pkcs10 body still goes through Flask. Both must answer the same way.
+def _same_shape(fast, flask_):
+    ignored = {"Content-Length", "Date", "Server"}
+    assert fast.status_code == flask_.status_code, (fast.get_json(), flask_.get_json())
+    assert {k for k in fast.headers.keys() if k not in ignored} == {k for k in flask_.headers.keys() if k not in ignored}
+    assert fast.headers["Content-Type"] == flask_.headers["Content-Type"] == "application/json"
+    assert fast.get_data().endswith(b"\n") and flask_.get_data().endswith(b"\n")
+
+
+def test_the_json_fast_path_answers_like_the_flask_view(api, svc):
+    fast = post_csr(api, pem(make_csr(["fast.example.test"])), validity_days=30)
+    slow = api.post("/api/v1/certificates?validity_days=30", data=pem(make_csr(["slow.example.test"])),
+                    headers={"Content-Type": "application/pkcs10"})
+    _same_shape(fast, slow)
+    assert fast.status_code == 201
+    a, b = fast.get_json(), slow.get_json()
+    assert set(a) == set(b)
+    assert fast.headers["Location"] == f"/api/v1/certificates/{a['serial']}"
+    assert slow.headers["Location"] == f"/api/v1/certificates/{b['serial']}"
+    assert svc.store.get_certificate(a["serial"]) is not None  # stored before it was returned
+    for name in ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"):
+        assert fast.headers[name] == slow.headers[name]
+
+
+@pytest.mark.parametrize("token", ["cas_unknown", ""])
+def test_the_json_fast_path_refuses_a_bad_token_like_the_flask_view(app, token):
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    fast = client.post("/api/v1/certificates", json={"csr": pem(make_csr(["a.example.test"]))}, headers=headers)
+    slow = client.post("/api/v1/certificates", data=pem(make_csr(["a.example.test"])),
+                       headers={**headers, "Content-Type": "application/pkcs10"})
+    _same_shape(fast, slow)
+    assert fast.status_code == 401
+    assert fast.get_json() == slow.get_json()
+
+
+def test_the_json_fast_path_refuses_by_policy_like_the_flask_view(api, svc):
+    wildcard = pem(make_csr(["*.example.test"]))
+    fast = post_csr(api, wildcard)
+    slow = api.post("/api/v1/certificates", data=wildcard, headers={"Content-Type": "application/pkcs10"})
+    _same_shape(fast, slow)
+    assert fast.status_code == 422
+    assert fast.get_json() == slow.get_json()
+    assert [v["code"] for v in fast.get_json()["error"]["violations"]] == ["wildcard_not_allowed"]
+    refusals = svc.store.audit_entries(action="refuse")
+    assert len(refusals) == 2  # one audit row each, not two for the fast one
+
+
+def test_the_json_fast_path_rate_limits_like_the_flask_view(make_app):
+    from .conftest import ApiClient, new_token
+
+    app = make_app(server={"submission_rate_limit": "2 per minute"})
+    client = ApiClient(app.test_client(), new_token(app.extensions["ca_server"], "limited"))
+    codes = [post_csr(client, pem(make_csr([f"r{i}.example.test"]))).status_code for i in range(3)]
+    assert codes == [201, 201, 429]
+    fast = post_csr(client, pem(make_csr(["r9.example.test"])))
+    slow = client.post("/api/v1/certificates", data=pem(make_csr(["r9.example.test"])),
+                       headers={"Content-Type": "application/pkcs10"})
+    _same_shape(fast, slow)
+    assert fast.get_json()["error"]["code"] == slow.get_json()["error"]["code"] == "rate_limited"
+    assert int(fast.headers["Retry-After"]) >= 1
+
+
+def test_json_nested_too_deep_is_400_not_500(api, web):
+    body = "[" * 100_000 + "]" * 100_000
+    fast = api.post("/api/v1/certificates", data=body, headers={"Content-Type": "application/json"})
+    # A signed-in browser session (with its CSRF token) goes through the Flask view.
+    token = csrf_token(web.get("/certificates/new").get_data(as_text=True))
+    slow = web.post("/api/v1/certificates", data=body, headers={"Content-Type": "application/json",
+                                                                 "X-CSRFToken": token})
+    for response in (fast, slow):
+        assert response.status_code == 400
+        assert response.get_json()["error"]["code"] == "json_invalid"
+    serial = post_csr(api, pem(make_csr(["deep.example.test"]))).get_json()["serial"]
+    for url in (f"/api/v1/certificates/{serial}/revoke", "/api/v1/inspect", "/api/v1/requests/x/reject"):
+        response = api.post(url, data=body, headers={"Content-Type": "application/json"})
+        assert 400 <= response.status_code < 500, (url, response.status_code)

@@ -149,7 +149,7 @@ class LeafTemplate:
 def _naive_utc(moment: dt.datetime) -> dt.datetime:
     """What CertificateBuilder's setters store (the constructor takes the value as given)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
     return moment
 
 

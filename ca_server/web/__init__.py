@@ -10,6 +10,7 @@ from ..pki.serials import serial_colon
 from . import admin, api, auth, inspect, pages, public
 from .common import now
 from .errors import register_error_handlers
+from .issue_path import IssuePath
 from .ratelimit import init_rate_limits
 
 # CSP without inline scripts or styles; no third-party origins (the pages load nothing remote).
@@ -17,6 +18,12 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 
 
 def register(app: Flask) -> None:
@@ -44,10 +51,11 @@ def register(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         if response.mimetype == "text/html":
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    # Token submissions of certificates skip Flask's request machinery (see issue_path.py).
+    app.wsgi_app = IssuePath(app, SECURITY_HEADERS)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint, g, jsonify, request, url_for
 
 from .. import approvals, issuance, revocation
 from ..errors import BadRequestError, CertificateNotFoundError, InvalidSerialError, NotFoundError
+from ..models import CertificateRecord
 from ..pki.serials import parse_serial
 from ..store import CertificateFilter
 from .auth import admin_required
-from .common import certificate_page, client_address, count_submission, now, services
+from .common import certificate_page, client_address, count_submission, json_body, now, services
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -37,32 +40,45 @@ def find_certificate(serial_text: str, *, with_renewal: bool = True):
     return record
 
 
+def certificate_created(record: CertificateRecord, now: dt.datetime, chain_pem: str) -> dict:
+    """The body of a 201: the certificate JSON, and the notes (e.g. validity shortened) if any."""
+    body = record.as_json(now, chain_pem)
+    notes = record.extra.get("notes")
+    if notes:
+        body["notes"] = notes
+    return body
+
+
+def issue_request_from_json(body: object, requester: issuance.Requester, client: str | None) -> issuance.IssueRequest:
+    """A JSON request body (already decoded; None when it was not JSON) as an IssueRequest."""
+    if body is None:
+        raise BadRequestError("The body is not valid JSON.", code="json_invalid")
+    if not isinstance(body, dict):
+        raise BadRequestError('The body must be a JSON object, like {"csr": "-----BEGIN ..."}.',
+                              code="json_invalid")
+    unknown = sorted(set(body) - JSON_FIELDS)
+    if unknown:
+        raise BadRequestError(
+            f"Unknown field(s) {', '.join(unknown)}; the fields are {', '.join(sorted(JSON_FIELDS))}.",
+            code="field_unknown",
+        )
+    csr = body.get("csr")
+    if not isinstance(csr, str) or not csr.strip():
+        raise BadRequestError('"csr" is required: the PEM text of the certificate request.', code="csr_missing")
+    return issuance.IssueRequest(
+        csr=csr,
+        profile=_optional_str(body, "profile"),
+        validity_days=_optional_int(body.get("validity_days"), "validity_days"),
+        notify=_notify(body.get("notify")),
+        requester=requester,
+        client=client,
+    )
+
+
 def _issue_request_from_body() -> issuance.IssueRequest:
     mimetype = request.mimetype
     if mimetype == "application/json" or (not mimetype and request.data[:1] == b"{"):
-        body = request.get_json(silent=True)
-        if body is None:
-            raise BadRequestError("The body is not valid JSON.", code="json_invalid")
-        if not isinstance(body, dict):
-            raise BadRequestError('The body must be a JSON object, like {"csr": "-----BEGIN ..."}.',
-                                  code="json_invalid")
-        unknown = sorted(set(body) - JSON_FIELDS)
-        if unknown:
-            raise BadRequestError(
-                f"Unknown field(s) {', '.join(unknown)}; the fields are {', '.join(sorted(JSON_FIELDS))}.",
-                code="field_unknown",
-            )
-        csr = body.get("csr")
-        if not isinstance(csr, str) or not csr.strip():
-            raise BadRequestError('"csr" is required: the PEM text of the certificate request.', code="csr_missing")
-        return issuance.IssueRequest(
-            csr=csr,
-            profile=_optional_str(body, "profile"),
-            validity_days=_optional_int(body.get("validity_days"), "validity_days"),
-            notify=_notify(body.get("notify")),
-            requester=g.requester,
-            client=client_address(),
-        )
+        return issue_request_from_json(json_body(), g.requester, client_address())
     if mimetype in RAW_CSR_TYPES:
         return issuance.IssueRequest(
             csr=request.get_data(cache=False),
@@ -120,11 +136,7 @@ def create_certificate():
         response.status_code = 202
         response.headers["Location"] = url_for("api.get_request", request_id=record.id)
         return response
-    body = certificate_json(record)
-    notes = record.extra.get("notes")
-    if notes:
-        body["notes"] = notes
-    response = jsonify(body)
+    response = jsonify(certificate_created(record, now(), services().authority.intermediate_pem))
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_certificate", serial=record.serial)
     return response
@@ -158,7 +170,7 @@ def list_certificates():
 @bp.post("/certificates/<serial>/revoke")
 @admin_required
 def revoke_certificate(serial: str):
-    body = request.get_json(silent=True) if request.data else {}
+    body = json_body() if request.data else {}
     if body is None or not isinstance(body, dict):
         raise BadRequestError('Send JSON like {"reason": "keyCompromise"}.', code="json_invalid")
     unknown = sorted(set(body) - {"reason"})
@@ -206,7 +218,7 @@ def approve_request(request_id: str):
 @bp.post("/requests/<request_id>/reject")
 @admin_required
 def reject_request(request_id: str):
-    body = request.get_json(silent=True) or {}
+    body = json_body() or {}
     reason = body.get("reason") if isinstance(body, dict) else None
     if not isinstance(reason, str):
         raise BadRequestError('Send JSON like {"reason": "not our server"}.', code="reason_missing")

@@ -21,6 +21,15 @@ def now() -> dt.datetime:
     return g.now
 
 
+def json_body() -> object | None:
+    """The request body as JSON, or None when it is not JSON (nor JSON nested deeper than the
+    decoder's recursion limit, which is a RecursionError rather than a ValueError)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
+
+
 def client_address() -> str | None:
     return request.remote_addr
 

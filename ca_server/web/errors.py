@@ -65,22 +65,32 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
+def api_error(exc: CAError) -> tuple[int, dict, dict[str, str]]:
+    """A domain error as the API answers it: status, JSON body, extra headers (no Flask needed)."""
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        return 429, error_body(exc.code, exc.message), {"Retry-After": str(retry_after)}
+    violations = getattr(exc, "violations", None)
+    extra = {"violations": [v.as_dict() for v in violations]} if violations else {}
+    return status_for(exc), error_body(exc.code, exc.message, **extra), {}
+
+
 def ca_error_response(exc: CAError) -> tuple[Response | str, int] | Response:
+    if wants_json():
+        status, body, headers = api_error(exc)
+        response = jsonify(body)
+        response.status_code = status
+        response.headers.update(headers)
+        return response
     status = status_for(exc)
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        body = (jsonify(error_body(exc.code, exc.message)) if wants_json() else
-                Response(render_template("error.html", status=429, code=exc.code, message=exc.message,
-                                         violations=[]), mimetype="text/html"))
+        body = Response(render_template("error.html", status=429, code=exc.code, message=exc.message,
+                                        violations=[]), mimetype="text/html")
         body.status_code = 429
         body.headers["Retry-After"] = str(retry_after)
         return body
-    extra = {}
     violations = getattr(exc, "violations", None)
-    if violations:
-        extra["violations"] = [v.as_dict() for v in violations]
-    if wants_json():
-        return jsonify(error_body(exc.code, exc.message, **extra)), status
     return render_template("error.html", status=status, code=exc.code, message=exc.message,
                            violations=violations or []), status
 

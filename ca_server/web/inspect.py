@@ -9,7 +9,7 @@ from flask import Blueprint, Response, g, jsonify, render_template, request
 
 from .. import inspection
 from ..errors import BadRequestError, CAError
-from .common import now, services
+from .common import json_body, now, services
 from .errors import status_for
 
 bp = Blueprint("inspect", __name__)
@@ -23,7 +23,7 @@ def _run(data: bytes | str, hostname: str | None) -> dict:
 
 @bp.post("/api/v1/inspect")
 def api_inspect():
-    body = request.get_json(silent=True)
+    body = json_body()
     if not isinstance(body, dict):
         raise BadRequestError('Send JSON like {"pem": "-----BEGIN CERTIFICATE-----..."} or {"der_base64": "..."}.',
                               code="json_invalid")

@@ -9,7 +9,7 @@ import time
 from flask import Flask, current_app
 from limits import parse
 from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from ..errors import CAError
 
@@ -24,7 +24,9 @@ class RateLimitedError(CAError):
 
 class RateLimits:
     def __init__(self) -> None:
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        # Two counters per key (this window, the last): O(1) per request whatever the limit, where a
+        # moving window keeps (and shifts) one timestamp per request in the window.
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._parsed: dict[str, object] = {}
 
     def _item(self, text: str):
