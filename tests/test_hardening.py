@@ -170,3 +170,57 @@ def test_campaign_api_bodies(lax_app, body, content_type):
     response = api.post("/api/v1/certificates", data=body, headers={"Content-Type": content_type})
     assert response.status_code < 500
     assert "error" in response.get_json() or response.status_code == 201
+
+
+def test_certificates_issued_at_once_by_many_threads_are_each_stored_with_their_audit_row(svc):
+    """Rows arriving together are written in one transaction (store/certificates.py GroupCommit);
+    every caller returns only when its row is committed, and a taken serial fails only its own
+    certificate."""
+    from ca_server import issuance
+    from ca_server.store import SerialTakenError
+
+    records = [issuance.issue(svc.config, svc.store, svc.authority,
+                              issuance.IssueRequest(csr=pem(make_csr([f"g{i}.example.test"]))), utcnow())
+               for i in range(2)]
+    taken = records[0]
+    _back_out(svc, records)  # to insert them again below, from many threads at once
+    svc.store.insert_certificate(taken)  # its serial is now taken
+    fresh = [issuance.issue(svc.config, svc.store, svc.authority,
+                            issuance.IssueRequest(csr=pem(make_csr([f"h{i}.example.test"]))), utcnow())
+             for i in range(24)]
+    _back_out(svc, fresh)
+    todo = [*fresh, taken, records[1]]
+    outcome: dict[str, object] = {}
+    barrier = threading.Barrier(len(todo))
+
+    def insert(record):
+        store = svc.store
+        barrier.wait()
+        try:
+            store.insert_certificate(record, audit={"at": utcnow(), "action": "issue", "actor": "test",
+                                                    "serial": record.serial})
+            outcome[record.serial] = "stored"
+        except SerialTakenError as exc:
+            outcome[record.serial] = exc
+
+    threads = [threading.Thread(target=insert, args=(r,)) for r in todo]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert isinstance(outcome[taken.serial], SerialTakenError)
+    stored = [r.serial for r in todo if outcome.get(r.serial) == "stored"]
+    assert len(stored) == len(todo) - 1
+    conn = sqlite3.connect(svc.store.path)
+    for serial in stored:
+        assert svc.store.get_certificate(serial) is not None
+        assert conn.execute("SELECT count(*) FROM audit_log WHERE serial = ? AND actor = 'test'", [serial]).fetchone() == (1,)
+    assert conn.execute("SELECT count(*) FROM audit_log WHERE serial = ? AND actor = 'test'",
+                        [taken.serial]).fetchone() == (0,)
+
+
+def _back_out(svc, records) -> None:
+    with sqlite3.connect(svc.store.path) as conn:
+        for r in records:
+            conn.execute("DELETE FROM certificate_search WHERE serial = ?", [r.serial])
+            conn.execute("DELETE FROM certificates WHERE serial = ?", [r.serial])

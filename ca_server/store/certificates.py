@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
+import threading
 from dataclasses import dataclass
 
 from ..clock import from_text, to_text
@@ -95,19 +97,94 @@ def _search_rows(r: CertificateRecord) -> list[tuple[str, str]]:
     return [(key, r.serial) for key in search_keys(r.sans, r.common_name)]
 
 
+class _Pending:
+    """One certificate waiting to be written; `lead` hands the writing over to its thread."""
+
+    __slots__ = ("record", "audit", "done", "error", "lead")
+
+    def __init__(self, record: CertificateRecord, audit: dict | None) -> None:
+        self.record = record
+        self.audit = audit
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.lead = False
+
+
+class GroupCommit:
+    """Certificates issued at the same moment by threads of one process, written in one
+    transaction (group commit). The first thread to arrive writes its row and every row that
+    arrives meanwhile, then hands the writing to the first thread still waiting; the others
+    wait until their row is committed. A lone caller writes at once, with no hand-off."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue: list[_Pending] = []
+        self.writing = False
+
+
 class CertificateQueries:
+    @property
+    def _group_commit(self) -> GroupCommit:
+        # One per process: a forked worker must not inherit its parent's queue or lock.
+        pid, group = self.__dict__.get("_group", (None, None))
+        if pid != os.getpid():
+            pid, group = self.__dict__["_group"] = (os.getpid(), GroupCommit())
+        return group
+
     def insert_certificate(self, record: CertificateRecord, audit: dict | None = None) -> None:
-        """Store a new certificate (and its audit row) in one transaction."""
+        """Store a new certificate and its audit row; returns once they are committed."""
+        group: GroupCommit = self._group_commit
+        item = _Pending(record, audit)
+        with group.lock:
+            group.queue.append(item)
+            lead = not group.writing
+            group.writing = True
+        if not lead:
+            item.done.wait()
+        if lead or item.lead:
+            with group.lock:
+                batch, group.queue = group.queue, []
+            try:
+                self._write_certificates(batch)
+            finally:
+                with group.lock:
+                    if group.queue:
+                        group.queue[0].lead = True
+                        group.queue[0].done.set()
+                    else:
+                        group.writing = False
+                for other in batch:
+                    other.done.set()
+        if item.error is not None:
+            raise item.error
+
+    def _write_certificates(self, batch: list[_Pending]) -> None:
+        """One transaction for the batch; on a taken serial (a 1-in-2^156 event) each again alone,
+        so only the certificate whose serial is taken fails."""
         try:
             with self.write() as db:
-                db.execute(_INSERT, _row(record))
-                db.conn.executemany(_INSERT_SEARCH, _search_rows(record))
-                if audit is not None:
-                    self._append_audit(db, **audit)
+                for item in batch:
+                    self._insert_one(db, item)
+            return
         except sqlite3.IntegrityError as exc:
-            if "certificates.serial" in str(exc):
-                raise SerialTakenError(record.serial) from None
-            raise
+            if len(batch) > 1:
+                for item in batch:
+                    try:
+                        with self.write() as db:
+                            self._insert_one(db, item)
+                    except BaseException as one:  # noqa: BLE001 - handed to the waiting thread
+                        item.error = _taken(one, item.record)
+                return
+            batch[0].error = _taken(exc, batch[0].record)
+        except BaseException as exc:  # noqa: BLE001 - every waiting thread gets the failure
+            for item in batch:
+                item.error = exc
+
+    def _insert_one(self, db, item: _Pending) -> None:
+        db.conn.execute(_INSERT, _row(item.record))
+        db.conn.executemany(_INSERT_SEARCH, _search_rows(item.record))
+        if item.audit is not None:
+            self._append_audit(db, **item.audit)
 
     def import_certificates(self, records: list[CertificateRecord]) -> None:
         """Store many certificates in one transaction (imports, benchmark fixtures): no audit rows."""
@@ -179,6 +256,12 @@ class CertificateQueries:
         if where:
             sql += " WHERE " + " AND ".join(where)
         return next(self.db.query(sql, params))["n"]
+
+
+def _taken(exc: BaseException, record: CertificateRecord) -> BaseException:
+    if isinstance(exc, sqlite3.IntegrityError) and "certificates.serial" in str(exc):
+        return SerialTakenError(record.serial)
+    return exc
 
 
 def _prefixed() -> str:
