@@ -245,7 +245,7 @@ def test_migration_rebuilds_the_search_index_of_existing_certificates(api, svc):
     assert found == [serial]
 
 
-# Token submissions with a JSON body are answered by web/issue_path.py, not by the Flask view; a raw
+# Token submissions with a JSON body are answered by web/hot_paths.py, not by the Flask view; a raw
 # application/pkcs10 body still goes through Flask. Both must answer the same way.
 def _same_shape(fast, flask_):
     ignored = {"Content-Length", "Date", "Server"}

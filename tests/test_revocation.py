@@ -326,3 +326,29 @@ def test_served_crl_follows_the_store_and_is_rebuilt_only_when_lapsed(app, svc, 
     third = x509.load_der_x509_crl(_crl(client, "intermediate.crl").data)
     assert third.last_update_utc > second.next_update_utc - dt.timedelta(seconds=1)
     assert third.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number > n2
+
+
+def test_ocsp_fast_path_answers_like_the_flask_views(api, app, svc):
+    """OCSP is answered by web/hot_paths.py before Flask; the Flask views behind it (reached here
+    directly) must give the same answer: status, headers, and a response for the same serial."""
+    from werkzeug.test import Client
+
+    flask_only = Client(app.wsgi_app.flask)
+    fast = app.test_client()
+    cert = issue(api)
+    req = _ocsp_request(cert["certificate"], svc.authority.intermediate)
+    get_url = "/ocsp/" + base64.b64encode(req).decode()
+    for method, kwargs in (("post", {"data": req}), ("get", {})):
+        url = "/ocsp" if method == "post" else get_url
+        a = getattr(fast, method)(url, **kwargs)
+        b = getattr(flask_only, method)(url, **kwargs)
+        assert a.status_code == b.status_code == 200
+        ignored = {"Content-Length", "Vary"}
+        assert {(k, v) for k, v in a.headers.items() if k not in ignored} == \
+               {(k, v) for k, v in b.headers.items() if k not in ignored}
+        pa, pb = ocsp.load_der_ocsp_response(a.data), ocsp.load_der_ocsp_response(b.data)
+        assert pa.serial_number == pb.serial_number == int(cert["serial"], 16)
+        assert pa.certificate_status == pb.certificate_status == ocsp.OCSPCertStatus.GOOD
+    for garbage in ("/ocsp/%%%not-base64", "/ocsp/AAAA"):
+        a, b = fast.get(garbage), flask_only.get(garbage)
+        assert a.status_code == b.status_code == 200 and a.data == b.data

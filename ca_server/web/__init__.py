@@ -10,7 +10,7 @@ from ..pki.serials import serial_colon
 from . import admin, api, auth, inspect, pages, public
 from .common import now
 from .errors import register_error_handlers
-from .issue_path import IssuePath
+from .hot_paths import HotPaths
 from .ratelimit import init_rate_limits
 
 # CSP without inline scripts or styles; no third-party origins (the pages load nothing remote).
@@ -57,5 +57,5 @@ def register(app: Flask) -> None:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    # Token submissions of certificates skip Flask's request machinery (see issue_path.py).
-    app.wsgi_app = IssuePath(app, SECURITY_HEADERS)
+    # Token submissions of certificates and OCSP skip Flask's request machinery (see hot_paths.py).
+    app.wsgi_app = HotPaths(app, SECURITY_HEADERS)

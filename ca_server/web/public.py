@@ -89,11 +89,15 @@ def ocsp_post():
 
 @bp.get("/ocsp/<path:encoded>")
 def ocsp_get(encoded: str):
-    """RFC 6960 A.1: GET {url}/{url-encoding of base-64 encoding of the DER OCSPRequest}."""
+    return _ocsp_response(ocsp_request_bytes(encoded))
+
+
+def ocsp_request_bytes(encoded: str) -> bytes:
+    """RFC 6960 A.1: GET {url}/{url-encoding of base-64 encoding of the DER OCSPRequest}. Garbage
+    gives b"" (the responder answers malformedRequest)."""
     text = unquote(encoded).strip()
     try:
-        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if "-" in text or "_" in text else None,
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if "-" in text or "_" in text else None,
                                 validate=True)
     except (binascii.Error, ValueError):
-        data = b""
-    return _ocsp_response(data)
+        return b""
