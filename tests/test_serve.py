@@ -101,3 +101,26 @@ def test_the_scheduler_runs_once_however_many_workers(server, instance):
     assert log.count("Started worker") == 2, log
     assert log.count("scheduler started") == 1, log
     assert "reminders" in log and "crl-refresh" in log
+
+
+def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(server, instance):
+    import os
+    import signal
+    import time
+
+    base, token = server
+    log = instance / "serve.log"
+    deadline = time.monotonic() + 10
+    while log.read_text().count("Started worker") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [int(p) for p in re.findall(r"Spawning worker-\d+ with PID: (\d+)", log.read_text())]
+    assert len(pids) == 2, log.read_text()
+    os.kill(pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while log.read_text().count("Spawning worker") < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert log.read_text().count("Spawning worker") == 3, log.read_text()
+    for i in range(6):  # both workers (the survivor and the new one) answer; nothing is refused
+        response = requests.post(f"{base}/api/v1/certificates", json={"csr": pem(make_csr([f"k{i}.example.test"]))},
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert response.status_code == 201, response.text
