@@ -193,7 +193,7 @@ def sign_and_store(
     sans = [_general_name(s) for s in decision.sans]
     csr = prepared.csr
     public_key = csr.public_key
-    subject = csr.csr.subject
+    subject = csr.subject
     template = authority.leaf_template
     for _attempt in range(3):
         serial = new_serial()

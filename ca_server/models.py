@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from .clock import to_text
 
@@ -52,7 +52,10 @@ class CertificateRecord:
 
     @cached_property
     def pem(self) -> str:
-        return self.certificate.public_bytes(Encoding.PEM).decode("ascii")
+        # What public_bytes(PEM) writes (RFC 7468: base64 in lines of 64), without parsing the DER.
+        b64 = base64.b64encode(self.der).decode("ascii")
+        lines = "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
+        return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
     def as_json(self, now: dt.datetime, chain_pem: str) -> dict:
         """The certificate JSON of CONTRACT.md."""

@@ -89,7 +89,7 @@ def evaluate(
 
     dns, ips, other = requested_names(csr)
     violations += name_violations(dns, ips, other, policy)
-    if not dns and not ips and ("serverAuth" in ekus or len(csr.csr.subject) == 0):
+    if not dns and not ips and ("serverAuth" in ekus or len(csr.subject) == 0):
         violations.append(Violation("no_names", (
             "The CSR names no host: put the server's DNS name in the subject CN and in a DNS "
             "Subject Alternative Name (for example CN=cucm1.example.test).")))

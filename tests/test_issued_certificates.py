@@ -205,3 +205,17 @@ def test_now_is_a_parameter(svc):
     request = issuance.IssueRequest(csr=pem(make_csr(["future.example.test"])), validity_days=10)
     record = issuance.issue(svc.config, svc.store, svc.authority, request, moment)
     assert record.not_after == moment + dt.timedelta(days=10)
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "rsa-4096"])
+def test_the_pem_form_is_what_openssl_and_cryptography_write(svc, key_type, tmp_path):
+    """The PEM served for a certificate is made from its DER without parsing it; it must be
+    byte for byte what cryptography writes, and what openssl reads back to the same DER."""
+    import subprocess
+
+    record = issue(svc, make_csr(["pem.example.test"], key=cached_key(key_type, 3)))
+    cert = x509.load_der_x509_certificate(record.der)
+    assert record.pem == cert.public_bytes(serialization.Encoding.PEM).decode()
+    path = write_leaf(tmp_path, record)
+    der = subprocess.run(["openssl", "x509", "-in", str(path), "-outform", "DER"], capture_output=True, check=True)
+    assert der.stdout == record.der

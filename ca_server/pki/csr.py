@@ -28,6 +28,7 @@ class ParsedCSR:
     key: KeyInfo
     spki_sha256: str
     public_key: CertificatePublicKeyTypes
+    subject: x509.Name  # csr.subject builds new Python objects on every access: read it once
 
 
 def decode_request_bytes(data: bytes | str) -> bytes:
@@ -71,7 +72,8 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
             "and upload the file or paste its PEM text."
         ) from None
     try:
-        cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        subject = csr.subject
+        cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         common_name = None
         if len(cns) > 1:
             raise CSRParseError("The CSR's subject has more than one common name (CN); give it one.")
@@ -93,6 +95,7 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
         key=describe_public_key(public_key),
         spki_sha256=spki_sha256(public_key),
         public_key=public_key,
+        subject=subject,
     )
 
 
@@ -112,16 +115,17 @@ def _requested_names(csr: x509.CertificateSigningRequest) -> tuple[tuple, tuple,
     ips: list = []
     other: list[str] = []
     for gn in san:
-        if isinstance(gn, x509.DNSName):
+        kind = type(gn)  # exact types: GeneralName's isinstance goes through the ABC machinery
+        if kind is x509.DNSName:
             dns.append(gn.value)
-        elif isinstance(gn, x509.IPAddress):
+        elif kind is x509.IPAddress:
             if isinstance(gn.value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
                 other.append(f"IP network:{gn.value}")
             else:
                 ips.append(gn.value)
-        elif isinstance(gn, x509.RFC822Name):
+        elif kind is x509.RFC822Name:
             other.append(f"email:{gn.value}")
-        elif isinstance(gn, x509.UniformResourceIdentifier):
+        elif kind is x509.UniformResourceIdentifier:
             other.append(f"URI:{gn.value}")
         else:
             other.append(type(gn).__name__)

@@ -26,7 +26,7 @@ class AuditQueries:
         client: str | None = None,
         detail: dict | None = None,
     ) -> None:
-        db.execute(
+        db.conn.execute(
             "INSERT INTO audit_log (at, actor, action, serial, client, detail) VALUES (?, ?, ?, ?, ?, ?)",
             (to_text(at), actor, action, serial, client, json.dumps(detail or {}, sort_keys=True)),
         )

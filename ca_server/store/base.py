@@ -46,14 +46,15 @@ class StoreBase:
         transaction that reads before it writes could otherwise fail with SQLITE_BUSY when
         another process committed in between, instead of waiting its turn."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        conn = db.conn
+        conn.execute("BEGIN IMMEDIATE")
         try:
             yield db
         except BaseException:
-            db.rollback()
+            conn.rollback()
             raise
         else:
-            db.execute("COMMIT")
+            conn.execute("COMMIT")
 
     def migrate(self) -> None:
         """Create or upgrade the schema. A file lock keeps two processes starting at once from
