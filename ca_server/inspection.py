@@ -23,6 +23,7 @@ from .clock import to_text
 from .config import Config
 from .errors import BadRequestError, CSRParseError
 from .instance import Authority
+from .pki.csr import UNREADABLE
 from .pki.extensions import EKU_NAMES
 from .pki.keys import describe_public_key
 from .pki.serials import serial_colon, serial_hex  # noqa: F401  (serial_hex used by web/inspect.py)
@@ -45,14 +46,14 @@ def load_document(data: bytes | str) -> x509.Certificate | x509.CertificateSigni
             if block.startswith(b"-----BEGIN CERTIFICATE REQUEST") or block.startswith(b"-----BEGIN NEW CERTIFICATE"):
                 return x509.load_pem_x509_csr(block)
             return x509.load_pem_x509_certificate(block)
-        except ValueError:
+        except UNREADABLE:
             raise BadRequestError("The PEM block could not be read: copy it whole, from -----BEGIN to -----END.",
                                   code="document_invalid") from None
     der = raw if raw[:1] == b"\x30" else _b64(text)
     for loader in (x509.load_der_x509_certificate, x509.load_der_x509_csr):
         try:
             return loader(der)
-        except ValueError:
+        except UNREADABLE:
             continue
     raise BadRequestError("This is neither a certificate nor a CSR (PEM or DER).", code="document_invalid")
 

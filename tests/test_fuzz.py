@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -104,3 +105,28 @@ def test_form_never_5xx(web, svc, body, validity, notify):
         data["csr"] = body
     response = web.post("/certificates/new", data=data, content_type="multipart/form-data")
     assert response.status_code in (303, 400, 413, 422), response.status_code
+
+
+def _with_version(document: bytes, old: bytes, new: bytes) -> bytes:
+    """The DER with its version field changed (the first occurrence of `old` in the header)."""
+    at = document.index(old, 0, 20)
+    return document[:at] + new + document[at + len(old):]
+
+
+def test_an_unknown_version_number_is_a_400_not_a_500(api, svc):
+    """Found by the fuzzer above: cryptography raises InvalidVersion, not a ValueError, for a CSR
+    whose version is not 1 (v1 = 0) or a certificate whose version is not 1-3."""
+    csr = _with_version(der(make_csr(["v.example.test"])), b"\x02\x01\x00", b"\x02\x01\x01")
+    csr_pem = ("-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(csr).decode()
+               + "-----END CERTIFICATE REQUEST-----\n")
+    for response in (api.post("/api/v1/certificates", data=csr, headers={"Content-Type": "application/pkcs10"}),
+                     api.post("/api/v1/certificates", json={"csr": csr_pem}),
+                     api.post("/api/v1/certificates", data=csr_pem, headers={"Content-Type": "application/pkcs10"})):
+        assert response.status_code == 400, response.get_data(as_text=True)
+        assert response.get_json()["error"]["code"] == "csr_invalid"
+    cert = svc.authority.intermediate.public_bytes(Encoding.DER)
+    bad_cert = _with_version(cert, b"\xa0\x03\x02\x01\x02", b"\xa0\x03\x02\x01\x05")
+    for body in ({"der_base64": base64.b64encode(bad_cert).decode()}, {"der_base64": base64.b64encode(csr).decode()},
+                 {"pem": csr_pem}):
+        response = api.post("/api/v1/inspect", json=body)
+        assert 400 <= response.status_code < 500, (body, response.get_data(as_text=True))

@@ -16,6 +16,9 @@ from ..errors import CSRParseError
 from .keys import KeyInfo, describe_public_key, spki_sha256
 
 PEM_MARKER = b"-----BEGIN"
+# What cryptography raises for a document it cannot read: ValueError for broken encodings, and
+# InvalidVersion (not a ValueError) for a well-formed one with a version number it does not know.
+UNREADABLE = (ValueError, x509.InvalidVersion)
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ def decode_request_bytes(data: bytes | str) -> bytes:
     if PEM_MARKER in text:
         try:
             csr = x509.load_pem_x509_csr(text[text.index(PEM_MARKER):])
-        except ValueError:
+        except UNREADABLE:
             raise CSRParseError(
                 "This is not a readable PEM certificate request: it must start with "
                 "-----BEGIN CERTIFICATE REQUEST----- and end with -----END CERTIFICATE REQUEST-----, "
@@ -66,7 +69,7 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
             csr = x509.load_pem_x509_csr(raw.lstrip())  # the common case, parsed once
         else:
             csr = x509.load_der_x509_csr(decode_request_bytes(raw))
-    except ValueError:
+    except UNREADABLE:
         raise CSRParseError(
             "This is not a readable certificate request (PKCS#10): generate a new CSR on the device "
             "and upload the file or paste its PEM text."
