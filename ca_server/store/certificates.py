@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import sqlite3
@@ -160,26 +158,11 @@ class CertificateQueries:
         if item.error is not None:
             raise item.error
 
-    @contextlib.contextmanager
-    def _writers_queue(self):
-        """Certificate writers of all processes take turns on a file lock before SQLite's: a
-        blocked flock wakes as soon as it is free, where SQLite's busy handler sleeps 1, 2, 5 ...
-        100 ms between tries (the long tail of issuance latency)."""
-        fd = self.__dict__.get("_queue_fd")
-        if fd is None or fd[0] != os.getpid():
-            path = self.path.with_name(self.path.name + ".write-queue")
-            fd = self.__dict__["_queue_fd"] = (os.getpid(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        fcntl.flock(fd[1], fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd[1], fcntl.LOCK_UN)
-
     def _write_certificates(self, batch: list[_Pending]) -> None:
         """One transaction for the batch; on a taken serial (a 1-in-2^156 event) each again alone,
         so only the certificate whose serial is taken fails."""
         try:
-            with self._writers_queue(), self.write() as db:
+            with self.writers_queue(), self.write() as db:
                 for item in batch:
                     self._insert_one(db, item)
             return
