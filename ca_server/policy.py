@@ -148,11 +148,11 @@ def name_violations(
 
 def _key_violations(csr: ParsedCSR, policy: PolicyConfig) -> list[Violation]:
     key = csr.key
-    accepted = ", ".join(
-        f"RSA ({policy.min_rsa_bits}-{policy.max_rsa_bits} bits)" if k == "rsa" else KEY_LABELS[k]
-        for k in policy.key_types
-    )
     if key.kind not in policy.key_types:
+        accepted = ", ".join(
+            f"RSA ({policy.min_rsa_bits}-{policy.max_rsa_bits} bits)" if k == "rsa" else KEY_LABELS[k]
+            for k in policy.key_types
+        )
         return [Violation("key_type_not_allowed", (
             f"The CSR's key is {key.label}; this CA accepts {accepted}. Generate the CSR with one "
             "of those key types."), key.label)]
