@@ -27,7 +27,7 @@ from ca_server.config import Secrets
 from ca_server.instance import InstancePaths, init_instance
 from ca_server.services import open_services
 
-from .common import cpu_seconds, free_port, rss_mb, run_wrk, wait_http
+from .common import cpu_seconds, free_port, make_csrs, rss_mb, run_wrk, wait_http
 
 PASSPHRASE = "benchmark passphrase"
 BENCH_CONFIG = '[server]\nsubmission_rate_limit = "100000000 per minute"\n'
@@ -237,10 +237,6 @@ def http(root: Path, csrs: list[str], seconds: float, log) -> list[dict]:
 
 def ocsp_rps(root: Path, log) -> dict:
     svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
-    token = accounts.create_token(svc.store, f"ocsp-{time.time_ns()}", is_admin=True, domains=(), allow_ip=None,
-                                  now=utcnow())
-    del token
-    from .common import make_csrs
 
     good, bad = (issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(csr=c), utcnow())
                  for c in make_csrs(2, "ocsp"))

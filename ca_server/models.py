@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import math
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from functools import cached_property
 from cryptography import x509
 
 from .clock import to_text
+from .pki.pem import pem_armor
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,7 @@ class CertificateRecord:
 
     @cached_property
     def pem(self) -> str:
-        # What public_bytes(PEM) writes (RFC 7468: base64 in lines of 64), without parsing the DER.
-        b64 = base64.b64encode(self.der).decode("ascii")
-        lines = "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
-        return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
+        return pem_armor(self.der, "CERTIFICATE")
 
     def as_json(self, now: dt.datetime, chain_pem: str) -> dict:
         """The certificate JSON of CONTRACT.md."""

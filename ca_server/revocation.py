@@ -20,6 +20,7 @@ from .instance import Authority
 from .models import CertificateRecord
 from .pki.extensions import aki_from
 from .pki.keys import signature_hash
+from .pki.pem import pem_armor
 from .pki.serials import serial_hex
 from .store import CRLNumberTakenError, Store
 
@@ -98,7 +99,7 @@ class PublishedCRL:
 
     @cached_property
     def pem(self) -> bytes:
-        return x509.load_der_x509_crl(self.der).public_bytes(Encoding.PEM)
+        return pem_armor(self.der, "X509 CRL").encode("ascii")
 
 
 def publish_crl(config: Config, store: Store, authority: Authority, issuer: str, now: dt.datetime) -> PublishedCRL:

@@ -10,7 +10,6 @@ import logging
 
 from granian import Granian
 from granian.constants import Interfaces
-from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
 from .services import Services
@@ -54,7 +53,6 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         blocking_threads=cfg.threads,
         # Requests beyond what the threads can take wait in the socket backlog, not in memory.
         backpressure=cfg.threads,
-        http1_settings=HTTP1Settings(max_buffer_size=cfg.max_request_bytes + 65_536),
         log_level=LogLevels.info,
         log_access=cfg.access_log,
         log_access_format=ACCESS_LOG_FORMAT,

@@ -352,3 +352,12 @@ def test_ocsp_fast_path_answers_like_the_flask_views(api, app, svc):
     for garbage in ("/ocsp/%%%not-base64", "/ocsp/AAAA"):
         a, b = fast.get(garbage), flask_only.get(garbage)
         assert a.status_code == b.status_code == 200 and a.data == b.data
+
+
+def test_crl_pem_form_is_what_cryptography_writes(app):
+    client = app.test_client()
+    for name in ("intermediate.crl", "root.crl"):
+        der = client.get(f"/crl/{name}").data
+        as_pem = client.get(f"/crl/{name}?format=pem")
+        assert as_pem.status_code == 200
+        assert as_pem.data == x509.load_der_x509_crl(der).public_bytes(Encoding.PEM)

@@ -61,15 +61,21 @@ class StoreBase:
         """Writers of all processes take turns on a file lock before SQLite's: a blocked flock
         wakes as soon as it is free, where SQLite's busy handler sleeps 1, 2, 5 ... 100 ms between
         tries (the long tail of issuance latency). Held around certificate writes."""
-        held = self.__dict__.get("_queue_fd")
-        if held is None or held[0] != os.getpid():
-            path = self.path.with_name(self.path.name + ".write-queue")
-            held = self.__dict__["_queue_fd"] = (os.getpid(), os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        fcntl.flock(held[1], fcntl.LOCK_EX)
+        path = self.path.with_name(self.path.name + ".write-queue")
+        fd = self.per_process("_queue_fd", lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(held[1], fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def per_process(self, name: str, make):
+        """An object of this process, made on first use: a forked worker must not use its
+        parent's file descriptors, locks or queues."""
+        held = self.__dict__.get(name)
+        if held is None or held[0] != os.getpid():
+            held = self.__dict__[name] = (os.getpid(), make())
+        return held[1]
 
     def migrate(self) -> None:
         """Create or upgrade the schema. A file lock keeps two processes starting at once from

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -123,17 +122,9 @@ class GroupCommit:
 
 
 class CertificateQueries:
-    @property
-    def _group_commit(self) -> GroupCommit:
-        # One per process: a forked worker must not inherit its parent's queue or lock.
-        pid, group = self.__dict__.get("_group", (None, None))
-        if pid != os.getpid():
-            pid, group = self.__dict__["_group"] = (os.getpid(), GroupCommit())
-        return group
-
     def insert_certificate(self, record: CertificateRecord, audit: dict | None = None) -> None:
         """Store a new certificate and its audit row; returns once they are committed."""
-        group: GroupCommit = self._group_commit
+        group: GroupCommit = self.per_process("_group_commit", GroupCommit)
         item = _Pending(record, audit)
         with group.lock:
             group.queue.append(item)

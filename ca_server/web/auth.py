@@ -6,6 +6,7 @@ Cookie-authenticated POSTs must carry the CSRF token; token-authenticated ones n
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import wraps
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from wtforms.validators import DataRequired, Length
 
 from .. import accounts
 from ..errors import AuthError, ForbiddenError
+from ..issuance import Requester
 from .common import now, services
 from .ratelimit import limits
 
@@ -41,17 +43,23 @@ class LoginForm(FlaskForm):
     submit = SubmitField("Sign in")
 
 
+def bearer_requester(store, header: str, now: dt.datetime) -> Requester:
+    """The token an 'Authorization: Bearer TOKEN' header carries, as a requester; AuthError when
+    the header is malformed or the token unknown or revoked. (Also used by hot_paths.py.)"""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("The Authorization header must be 'Bearer TOKEN'.")
+    requester = accounts.token_requester(store, token.strip(), now)
+    if requester is None:
+        raise AuthError("This API token is unknown or was revoked.")
+    return requester
+
+
 def load_requester() -> None:
     g.requester = None
     header = request.headers.get("Authorization", "")
     if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("The Authorization header must be 'Bearer TOKEN'.")
-        requester = accounts.token_requester(services().store, token.strip(), now())
-        if requester is None:
-            raise AuthError("This API token is unknown or was revoked.")
-        g.requester = requester
+        g.requester = bearer_requester(services().store, header, now())
         g.via_token = True
         return
     g.via_token = False

@@ -38,7 +38,7 @@ def count_submission() -> None:
     """One more certificate submission by this requester; 429 past [server] submission_rate_limit."""
     requester = g.get("requester")
     key = requester.label if requester is not None else (request.remote_addr or "unknown")
-    limits().hit(services().config.server.submission_rate_limit, "submit", key, what="submissions")
+    limits().submission(services().config.server.submission_rate_limit, key)
 
 
 def certificate_page(flt, *, limit: int, before: int | None, endpoint: str, external: bool = False):

@@ -23,6 +23,8 @@ from ..errors import (
 
 log = logging.getLogger("ca_server")
 
+INTERNAL_ERROR = "The server failed to handle this request; the error was logged for the operator."
+
 _STATUS: list[tuple[type[CAError], int]] = [
     (TooLargeError, 413),
     (PolicyViolationError, 422),
@@ -127,7 +129,7 @@ def register_error_handlers(app: Flask) -> None:
     def unexpected(exc: Exception):
         # Logged with its traceback for the operator; the client sees no internals.
         log.exception("unexpected error on %s %s", request.method, request.path)
-        message = "The server failed to handle this request; the error was logged for the operator."
         if wants_json():
-            return jsonify(error_body("internal_error", message)), 500
-        return render_template("error.html", status=500, code="internal_error", message=message, violations=[]), 500
+            return jsonify(error_body("internal_error", INTERNAL_ERROR)), 500
+        return render_template("error.html", status=500, code="internal_error", message=INTERNAL_ERROR,
+                               violations=[]), 500

@@ -14,20 +14,21 @@ from __future__ import annotations
 import io
 import json
 import logging
+from http import HTTPStatus
 
 from flask import Flask, url_for
 
-from .. import accounts, approvals, ocsp
-from ..errors import AuthError, CAError
+from .. import approvals, ocsp
+from ..errors import CAError
 from .api import certificate_created, issue_request_from_json
-from .errors import api_error, error_body
-from .public import ocsp_request_bytes
+from .auth import bearer_requester
+from .errors import INTERNAL_ERROR, api_error, error_body
+from .public import OCSP_HEADERS, ocsp_request_bytes
 
 log = logging.getLogger("ca_server")
 
 ISSUE_PATH = "/api/v1/certificates"
 OCSP_PATH = "/ocsp"
-INTERNAL_ERROR = "The server failed to handle this request; the error was logged for the operator."
 
 
 class HotPaths:
@@ -66,8 +67,7 @@ class HotPaths:
     def _ocsp(self, data: bytes, start_response):
         svc = self.services
         body = svc.ocsp.respond(data, svc.clock())
-        start_response("200 OK", [("Content-Type", ocsp.OCSP_RESPONSE), ("Content-Length", str(len(body))),
-                                  ("Cache-Control", "no-cache"), *self.headers])
+        start_response("200 OK", [*OCSP_HEADERS.items(), ("Content-Length", str(len(body))), *self.headers])
         return [body]
 
     def _issue(self, environ: dict, start_response):
@@ -79,7 +79,7 @@ class HotPaths:
         if body is None:
             return self.flask(environ, start_response)
         try:
-            status, payload, extra = self._submit(environ, auth[7:].strip(), body)
+            status, payload, extra = self._submit(environ, auth, body)
         except CAError as exc:
             status, payload, extra = api_error(exc)
         except Exception:
@@ -88,17 +88,14 @@ class HotPaths:
         data = (json.dumps(payload, separators=(",", ":"), sort_keys=self.app.json.sort_keys) + "\n").encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
                    *extra.items(), *self.headers]
-        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [data]
 
-    def _submit(self, environ: dict, token: str, body: bytes) -> tuple[int, dict, dict[str, str]]:
+    def _submit(self, environ: dict, authorization: str, body: bytes) -> tuple[int, dict, dict[str, str]]:
         svc = self.services
         now = svc.clock()
-        requester = accounts.token_requester(svc.store, token, now) if token else None
-        if requester is None:
-            raise AuthError("This API token is unknown or was revoked." if token else
-                            "The Authorization header must be 'Bearer TOKEN'.")
-        self.limits.hit(svc.config.server.submission_rate_limit, "submit", requester.label, what="submissions")
+        requester = bearer_requester(svc.store, authorization, now)
+        self.limits.submission(svc.config.server.submission_rate_limit, requester.label)
         try:
             decoded = json.loads(body)
         except (ValueError, RecursionError):
@@ -113,7 +110,3 @@ class HotPaths:
         created = certificate_created(record, now, svc.authority.intermediate_pem)
         return 201, created, {"Location": f"{script}{ISSUE_PATH}/{record.serial}"}
 
-
-_REASONS = {201: "CREATED", 202: "ACCEPTED", 400: "BAD REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN",
-            404: "NOT FOUND", 409: "CONFLICT", 413: "REQUEST ENTITY TOO LARGE", 422: "UNPROCESSABLE ENTITY",
-            429: "TOO MANY REQUESTS", 500: "INTERNAL SERVER ERROR", 503: "SERVICE UNAVAILABLE"}

@@ -75,11 +75,11 @@ def crl(name: str):
     return response.make_conditional(request)
 
 
+OCSP_HEADERS = {"Content-Type": ocsp.OCSP_RESPONSE, "Cache-Control": "no-cache"}
+
+
 def _ocsp_response(data: bytes) -> Response:
-    body = services().ocsp.respond(data, now())
-    response = Response(body, mimetype=ocsp.OCSP_RESPONSE)
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    return Response(services().ocsp.respond(data, now()), headers=OCSP_HEADERS)
 
 
 @bp.post("/ocsp")

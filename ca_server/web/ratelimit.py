@@ -47,6 +47,10 @@ class RateLimits:
         if not self._limiter.hit(item, *key):
             self._refuse(item, key, what)
 
+    def submission(self, limit: str, requester_key: str) -> None:
+        """Count one certificate submission by this requester ([server] submission_rate_limit)."""
+        self.hit(limit, "submit", requester_key, what="submissions")
+
     def _refuse(self, item, key, what: str) -> None:
         reset = self._limiter.get_window_stats(item, *key).reset_time
         raise RateLimitedError(what, max(1, int(reset - time.time()) + 1))
