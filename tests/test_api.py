@@ -206,20 +206,39 @@ def test_api_needs_a_token(app):
     assert wrong.status_code == 401
 
 
-def test_broad_searches_scan_newest_first_with_the_same_results(api, monkeypatch):
-    """Past SEARCH_SET_CAP matches the store scans instead of collecting matches; same answers."""
+def _all_pages(api, q, **params):
+    """Every serial a search lists, following `next` (pages of 2)."""
+    url, out = f"/api/v1/certificates?q={q}&limit=2" + "".join(f"&{k}={v}" for k, v in params.items()), []
+    while url:
+        body = api.get(url).get_json()
+        out += [c["serial"] for c in body["certificates"]]
+        url = body["next"]
+    return out
+
+
+@pytest.mark.parametrize("scan_rows", [10_000, 2, 1])
+def test_broad_searches_give_the_same_results(api, monkeypatch, scan_rows):
+    """Past SEARCH_SET_CAP matches the store scans the newest SEARCH_SCAN_ROWS with a text match,
+    then reads the search keys newest first; same answers, same order, same pages."""
     from ca_server.store import certificates
 
-    serials = [post_csr(api, pem(make_csr([f"wide{i}.example.test"]))).get_json()["serial"] for i in range(4)]
+    serials = [post_csr(api, pem(make_csr([f"wide{i}.example.test"]))).get_json()["serial"] for i in range(5)]
     other = post_csr(api, pem(make_csr(["elsewhere.other.test"]))).get_json()["serial"]
-    narrow = {q: [c["serial"] for c in api.get(f"/api/v1/certificates?q={q}").get_json()["certificates"]]
-              for q in ("wide", "example.test", serials[0][:12], "WIDE2")}
+    newest = post_csr(api, pem(make_csr(["last.other.test"]))).get_json()["serial"]
+    assert api.post(f"/api/v1/certificates/{serials[1]}/revoke", json={"reason": "superseded"}).status_code == 200
+    queries = ("wide", "example.test", serials[0][:12], "WIDE2", "test", "other")
+    narrow = {q: _all_pages(api, q) for q in queries}
+    revoked = _all_pages(api, "wide", status="revoked")
     monkeypatch.setattr(certificates, "SEARCH_SET_CAP", 1)
+    monkeypatch.setattr(certificates, "SEARCH_SCAN_ROWS", scan_rows)
+    monkeypatch.setattr(certificates, "SEARCH_KEY_WINDOW", 1)  # several windows
     for q, expected in narrow.items():
-        got = [c["serial"] for c in api.get(f"/api/v1/certificates?q={q}").get_json()["certificates"]]
-        assert got == expected, q
+        assert _all_pages(api, q) == expected, q
+    assert _all_pages(api, "wide", status="revoked") == revoked == [serials[1]]
     assert narrow["wide"] == serials[::-1] and other not in narrow["example.test"]
     assert narrow["WIDE2"] == [serials[2]]
+    assert narrow["other"] == [newest, other]
+    assert narrow["test"] == [newest, other, *serials[::-1]]
 
 
 def test_search_finds_a_name_by_any_of_its_labels(api):
@@ -243,6 +262,25 @@ def test_migration_rebuilds_the_search_index_of_existing_certificates(api, svc):
     m007_search_by_label(db)
     found = [c["serial"] for c in api.get("/api/v1/certificates?q=migrated").get_json()["certificates"]]
     assert found == [serial]
+
+
+def test_m009_keeps_every_search_key_and_stores_them_in_issue_order(api, svc):
+    """m009 rebuilds the m007 search table (ordered by key, serial) as key rows in issue order."""
+    serials = [post_csr(api, pem(make_csr([f"m9-{i}.example.test"]))).get_json()["serial"] for i in range(3)]
+    from ca_server.store.schema import m007_search_by_label, m009_search_keys_in_insert_order
+
+    db = svc.store.db
+    db.execute("DROP TABLE certificate_search")
+    db.execute("CREATE TABLE certificate_names (name TEXT)")
+    m007_search_by_label(db)
+    before = sorted(db.conn.execute("SELECT key, serial FROM certificate_search").fetchall())
+    m009_search_keys_in_insert_order(db)
+    rows = db.conn.execute("SELECT key, serial FROM certificate_search ORDER BY rowid").fetchall()
+    assert sorted(rows) == before
+    assert list(dict.fromkeys(serial for _, serial in rows)) == serials  # issue order
+    assert {r[1] for r in db.conn.execute("PRAGMA index_list(certificate_search)")} == {"certificate_search_key"}
+    found = [c["serial"] for c in api.get("/api/v1/certificates?q=example.test").get_json()["certificates"]]
+    assert found == serials[::-1]
 
 
 # Token submissions with a JSON body are answered by web/hot_paths.py, not by the Flask view; a raw

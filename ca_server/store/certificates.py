@@ -18,8 +18,11 @@ _COLUMNS = (
 )
 
 
-# Above this many matches, a search scans newest-first instead of collecting every match.
+# Above this many matches, a search scans newest-first instead of collecting every match:
+# first SEARCH_SCAN_ROWS of the newest rows with a text match, then the search keys.
 SEARCH_SET_CAP = 2000
+SEARCH_SCAN_ROWS = 20_000
+SEARCH_KEY_WINDOW = 4096  # search-key rows read below the newest match at first, then 4x more
 
 
 class SerialTakenError(Exception):
@@ -207,39 +210,96 @@ class CertificateQueries:
         self, flt: CertificateFilter, now: dt.datetime, *, limit: int, before_rowid: int | None = None
     ) -> tuple[list[CertificateRecord], int | None]:
         """Newest first. Returns the page and the rowid to continue before (None at the end)."""
-        where, params = _where(flt, now, self._search_plan(flt.q) if flt.q else None)
-        if before_rowid is not None:
-            where.append("c.rowid < ?")
-            params.append(before_rowid)
-        sql = f"SELECT {_prefixed()} FROM certificates c"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY c.rowid DESC LIMIT ?"
-        params.append(limit + 1)
-        rows = [row_to_record(r) for r in self.db.query(sql, params)]
+        if flt.q:
+            by_serial, by_name = self._search_matches(flt.q)
+            if by_serial is not None and by_name is not None:
+                rows = self._select(flt, now, limit + 1, before=before_rowid, serials=sorted(by_serial | by_name))
+            else:
+                rows = self._broad_search(flt, now, limit + 1, before_rowid, by_serial)
+        else:
+            rows = self._select(flt, now, limit + 1, before=before_rowid)
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, (rows[-1].extra["rowid"] if more and rows else None)
 
-    def _search_plan(self, q: str) -> list[str] | None:
-        """The serials a search matches when there are few (index range scans on search keys and
-        serials), or None when there are many: then the newest-first scan with a text match on
-        each row finds a page sooner than collecting every match."""
+    def _select(self, flt: CertificateFilter, now: dt.datetime, count: int, *, before: int | None = None,
+                floor: int | None = None, serials: list[str] | None = None) -> list[CertificateRecord]:
+        """The newest `count` certificates that pass the filter, below `before` and at or above
+        `floor` (rowids); with `serials`, only those, else a search (flt.q) is a text match."""
+        where, params = _where(flt, now, serials)
+        if before is not None:
+            where.append("c.rowid < ?")
+            params.append(before)
+        if floor is not None:
+            where.append("c.rowid >= ?")
+            params.append(floor)
+        sql = f"SELECT {_prefixed()} FROM certificates c"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY c.rowid DESC LIMIT ?"
+        params.append(count)
+        return [row_to_record(r) for r in self.db.query(sql, params)]
+
+    def _search_matches(self, q: str) -> tuple[set[str] | None, set[str] | None]:
+        """The serials a search matches by serial prefix and by name label (index range scans),
+        each None when there are more than SEARCH_SET_CAP."""
         q = q.strip().lower()
         serial_q = q.replace(":", "")
         cap = SEARCH_SET_CAP + 1
         conn = self.db.conn
-        found: set[str] = set()
+        found = []
         for sql, args in (
             ("SELECT serial FROM certificates WHERE serial >= ? AND serial < ? LIMIT ?",
              (serial_q, serial_q + "\U0010ffff", cap)),
             ("SELECT DISTINCT serial FROM certificate_search WHERE key >= ? AND key < ? LIMIT ?",
              (q, q + "\U0010ffff", cap)),
         ):
-            found.update(row[0] for row in conn.execute(sql, args))
-            if len(found) > SEARCH_SET_CAP:
-                return None
-        return sorted(found)
+            matches = {row[0] for row in conn.execute(sql, args)}
+            found.append(matches if len(matches) <= SEARCH_SET_CAP else None)
+        return found[0], found[1]
+
+    def _broad_search(self, flt: CertificateFilter, now: dt.datetime, count: int, before: int | None,
+                      by_serial: set[str] | None) -> list[CertificateRecord]:
+        """A search with many matches. The newest SEARCH_SCAN_ROWS certificates are scanned with a
+        text match ("example.test" fills a page there). Below them, the name matches are read from
+        the search keys newest first (key rows are stored in issue order), in growing windows: a
+        prefix whose many matches are all old ("host1" in a store of host1..host1000000) costs a
+        few index-only range scans instead of a scan of the whole table."""
+        conn = self.db.conn
+        top = before
+        if top is None:
+            top = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM certificates").fetchone()[0]
+        floor = max(top - SEARCH_SCAN_ROWS, 1)
+        rows = self._select(flt, now, count, before=top, floor=floor)
+        if len(rows) >= count or floor == 1:
+            return rows
+        if by_serial is None:
+            # Thousands of serials start with q (one or two hex digits), and the newest rows
+            # did not fill the page: only the full scan finds them all.
+            return self._select(flt, now, count, before=top)
+        q = flt.q.strip().lower()
+        older = self._select(flt, now, count, before=floor, serials=sorted(by_serial)) if by_serial else []
+        keys = "key >= ? AND key < ?"
+        key_args = [q, q + "\U0010ffff"]
+        seen = {r.serial for r in rows}  # a certificate's key rows may straddle two windows
+        cursor, window = None, SEARCH_KEY_WINDOW
+        while len(rows) < count:
+            # Index-only range scans (key, then rowid): the newest matching key, then every
+            # matching key in the window of key rows below it; read serials for those only.
+            below = "" if cursor is None else " AND rowid < ?"
+            newest = conn.execute(f"SELECT max(rowid) FROM certificate_search WHERE {keys}{below}",
+                                  key_args + ([] if cursor is None else [cursor])).fetchone()[0]
+            if newest is None:
+                break
+            cursor = max(newest - window + 1, 0)
+            serials = {row[0] for row in conn.execute(
+                f"SELECT serial FROM certificate_search WHERE {keys} AND rowid >= ? AND rowid <= ?",
+                [*key_args, cursor, newest])} - seen
+            seen |= serials
+            rows += self._select(flt, now, count - len(rows), before=floor, serials=sorted(serials))
+            window *= 4
+        rows = sorted({r.serial: r for r in rows + older}.values(), key=lambda r: -r.extra["rowid"])
+        return rows[:count]
 
     def count_certificates(self, flt: CertificateFilter, now: dt.datetime) -> int:
         where, params = _where(flt, now)
@@ -283,9 +343,11 @@ def _where(flt: CertificateFilter, now: dt.datetime, q_serials: list[str] | None
             where.append("c.serial IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(q_serials))
         else:
-            # Many matches: a serial prefix, or a name (in the SANs JSON, "DNS:name") with a label
-            # that starts with q. LIKE is case-insensitive for ASCII, as names are.
+            # Many matches: a serial prefix, or a name (in the SANs JSON, "DNS:name", or the CN)
+            # with a label that starts with q, as the search keys. LIKE is case-insensitive for
+            # ASCII, as names are.
             pattern = q.replace("\\", "").replace("%", "").replace("_", "")
-            where.append("(c.serial LIKE ? OR c.sans LIKE ? OR c.sans LIKE ? OR lower(c.common_name) LIKE ?)")
-            params += [pattern.replace(":", "") + "%", f"%:{pattern}%", f"%.{pattern}%", f"%{pattern}%"]
+            where.append("(c.serial LIKE ? OR c.sans LIKE ? OR c.sans LIKE ? OR c.common_name LIKE ?"
+                         " OR c.common_name LIKE ?)")
+            params += [pattern.replace(":", "") + "%", f"%:{pattern}%", f"%.{pattern}%", f"{pattern}%", f"%.{pattern}%"]
     return where, params

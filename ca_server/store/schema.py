@@ -240,3 +240,19 @@ def m008_compromised_keys_index(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS certificates_compromised ON certificates(spki_sha256)"
                " WHERE revocation_reason = 'keyCompromise'")
     db.execute("DROP INDEX IF EXISTS certificates_spki")
+
+
+@migrations()
+def m009_search_keys_in_insert_order(db: Database) -> None:
+    """The search keys of m007 were ordered by (key, serial): a key shared by every certificate
+    ("test", "example.test") took each new certificate at a random place among its entries, a
+    random index page per shared key per issuance (6.5 of the 18.7 pages written per issuance).
+    Indexed by key alone (then rowid, the insert order), new entries of a shared key go to its
+    last page. Same columns, same rows."""
+    db.execute("CREATE TABLE certificate_search_m009 (key TEXT NOT NULL, serial TEXT NOT NULL REFERENCES"
+               " certificates(serial))")
+    db.execute("INSERT INTO certificate_search_m009 (key, serial) SELECT s.key, s.serial FROM certificate_search s"
+               " JOIN certificates c ON c.serial = s.serial ORDER BY c.rowid")
+    db.execute("DROP TABLE certificate_search")
+    db.execute("ALTER TABLE certificate_search_m009 RENAME TO certificate_search")
+    db.execute("CREATE INDEX certificate_search_key ON certificate_search(key)")
