@@ -91,6 +91,33 @@ def test_api_over_http_with_concurrent_requests(server, instance):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_chunked_bodies_are_read_whole_and_too_large_ones_get_413(server, instance):
+    """A body sent with Transfer-Encoding: chunked (no Content-Length) is read like any other; one
+    past [server] max_request_bytes is a 413, as with a declared length (Werkzeug alone cut it at
+    the limit: a 400 "not valid JSON", or a CSR "of 1048576 bytes")."""
+    import json
+
+    base, token = server
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def chunked(data: bytes):
+        return (data[i:i + 65536] for i in range(0, len(data), 65536))  # a generator: requests sends it chunked
+
+    body = json.dumps({"csr": pem(make_csr(["chunked.example.test"]))}).encode()
+    ok = requests.post(f"{base}/api/v1/certificates", data=chunked(body), timeout=30,
+                       headers={**headers, "Content-Type": "application/json"})
+    assert ok.request.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in ok.request.headers
+    assert ok.status_code == 201, ok.text
+    assert "DNS:chunked.example.test" in ok.json()["sans"]
+    big = json.dumps({"csr": "A" * 1_200_000}).encode()
+    for content_type in ("application/json", "application/pkcs10"):
+        response = requests.post(f"{base}/api/v1/certificates", data=chunked(big), timeout=30,
+                                 headers={**headers, "Content-Type": content_type})
+        assert response.status_code == 413, (content_type, response.text)
+        assert response.json()["error"]["code"] == "too_large"
+        assert "larger than the 1048576 bytes" in response.json()["error"]["message"]
+
+
 def test_the_scheduler_runs_once_however_many_workers(server, instance):
     import time
 

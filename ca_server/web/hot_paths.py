@@ -41,6 +41,8 @@ class HotPaths:
         self.headers = list(security_headers.items())
 
     def __call__(self, environ: dict, start_response):
+        if not environ.get("CONTENT_LENGTH") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            self._buffer_chunked(environ)
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD")
         if path == ISSUE_PATH and method == "POST":
@@ -52,6 +54,22 @@ class HotPaths:
             if body is not None:
                 return self._ocsp(body[: ocsp.MAX_REQUEST_BYTES + 1], start_response)
         return self.flask(environ, start_response)
+
+    def _buffer_chunked(self, environ: dict) -> None:
+        """A chunked body (no Content-Length) becomes a body of known length. Werkzeug would cut a
+        chunked body at MAX_CONTENT_LENGTH without a word (a JSON body then reads as invalid JSON,
+        a CSR as a shorter one); reading one byte past the limit lets Flask answer 413 as it does
+        for a declared length."""
+        stream, chunks, size = environ["wsgi.input"], [], 0
+        while size <= self.max_bytes:
+            chunk = stream.read(self.max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        environ["wsgi.input"] = io.BytesIO(b"".join(chunks))
+        environ["CONTENT_LENGTH"] = str(size)
+        del environ["HTTP_TRANSFER_ENCODING"]  # Werkzeug ignores Content-Length next to chunked
 
     def _body(self, environ: dict) -> bytes | None:
         """The body when its length is declared and within bounds, else None (Flask decides)."""
