@@ -123,3 +123,18 @@ def test_idn_hint_gives_the_a_label():
 )
 def test_domain_membership(name, inside):
     assert in_domains(name, ("example.test",)) == inside
+
+
+@pytest.mark.parametrize("text", ["10.0.0.1", "::1", "fe80::1%eth0", "2001:db8::7", "256.1.1.1", "1.2.3", "01.2.3.4",
+                                  "cucm1.example.test", "cafe.beef", "x:y", "", "1..2", "\uff11.2.3.4"])
+def test_parse_ip_answers_as_ipaddress_does(text):
+    """parse_ip skips ipaddress for texts that cannot be an address; the answers stay the same."""
+    import ipaddress
+
+    from ca_server.pki.names import parse_ip
+
+    try:
+        expected = ipaddress.ip_address(text)
+    except ValueError:
+        expected = None
+    assert parse_ip(text) == expected

@@ -76,7 +76,14 @@ def in_domains(name: str, domains: tuple[str, ...] | list[str]) -> bool:
     return False
 
 
+_IPV4_CHARS = frozenset("0123456789.")
+
+
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # An IPv4 address is digits and dots, an IPv6 one has a colon: a host name is neither, and is
+    # answered without the two failed parses (and their exceptions) of ip_address().
+    if ":" not in text and not _IPV4_CHARS.issuperset(text):
+        return None
     try:
         return ipaddress.ip_address(text)
     except ValueError:
