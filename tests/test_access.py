@@ -239,6 +239,33 @@ def test_submissions_are_rate_limited(make_app):
     assert client.post("/api/v1/certificates", json={}).get_json()["error"]["code"] == "rate_limited"
 
 
+def test_rate_limit_counters_do_not_start_a_thread_per_request_burst(monkeypatch):
+    """limits' memory storage started a sweeping thread 10 ms after the last one for as long as
+    requests came in (~100 threads a second per worker); ours sweeps once a minute. Counting and
+    refusing are unchanged."""
+    import threading
+    import time
+
+    from ca_server.web.ratelimit import RateLimitedError, RateLimits
+
+    started = []
+
+    class CountingTimer(threading.Timer):
+        def start(self):
+            started.append(self)
+            super().start()
+
+    monkeypatch.setattr(threading, "Timer", CountingTimer)
+    limits = RateLimits()
+    for _ in range(40):
+        limits.submission("40 per minute", "token:steady")
+        time.sleep(0.005)  # longer than the library's 10 ms sweep delay, every second request
+    assert len(started) <= 2, f"{len(started)} sweeping threads for 40 requests"
+    assert all(t.daemon for t in started[1:])  # a waiting sweep does not hold up a worker's exit
+    with pytest.raises(RateLimitedError):
+        limits.submission("40 per minute", "token:steady")
+
+
 def test_session_cookie_flags(app, svc, make_app):
     from ca_server.clock import utcnow
 

@@ -4,6 +4,7 @@ per-request bookkeeping cost more than a certificate signature."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from flask import Flask, current_app
@@ -22,11 +23,29 @@ class RateLimitedError(CAError):
         self.retry_after = retry_after
 
 
+SWEEP_SECONDS = 60.0
+
+
+class SweepingMemoryStorage(MemoryStorage):
+    """limits' memory storage, sweeping expired counters once a minute instead of 10 ms after the
+    last sweep. The library starts a new timer thread for each sweep, so under steady traffic it
+    started ~100 threads a second per worker: ~60 us of CPU per counted request at 1,000 requests/s
+    (7.8 us without them). Counters also expire when read (get()); the sweep only frees the memory
+    of keys nobody asks about again, which a minute's delay does not change. The hook is the
+    library's private method: if a release renames it, this falls back to the library's timing."""
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # the name MemoryStorage.__schedule_expiry has
+        if not self.timer.is_alive():
+            self.timer = threading.Timer(SWEEP_SECONDS, self._MemoryStorage__expire_events)
+            self.timer.daemon = True  # a waiting sweep must not hold up a worker's exit
+            self.timer.start()
+
+
 class RateLimits:
     def __init__(self) -> None:
         # Two counters per key (this window, the last): O(1) per request whatever the limit, where a
         # moving window keeps (and shifts) one timestamp per request in the window.
-        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._limiter = SlidingWindowCounterRateLimiter(SweepingMemoryStorage())
         self._parsed: dict[str, object] = {}
 
     def _item(self, text: str):
