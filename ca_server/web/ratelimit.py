@@ -29,12 +29,13 @@ SWEEP_SECONDS = 60.0
 class SweepingMemoryStorage(MemoryStorage):
     """limits' memory storage, sweeping expired counters once a minute instead of 10 ms after the
     last sweep. The library starts a new timer thread for each sweep, so under steady traffic it
-    started ~100 threads a second per worker: ~60 us of CPU per counted request at 1,000 requests/s
-    (7.8 us without them). Counters also expire when read (get()); the sweep only frees the memory
-    of keys nobody asks about again, which a minute's delay does not change. The hook is the
-    library's private method: if a release renames it, this falls back to the library's timing."""
+    started ~100 threads a second per worker: paced at 1,000 hits/s, 89-115 us of CPU per hit
+    against 70-77 us with this sweep (34-41 us for the pacing loop alone; 7.8 us per hit back to
+    back). Counters also expire when read (get()); the sweep only frees the memory of keys nobody
+    asks about again, which a minute's delay does not change. The hook is the library's private
+    method: if a release renames it, this falls back to the library's own timing."""
 
-    def _MemoryStorage__schedule_expiry(self) -> None:  # the name MemoryStorage.__schedule_expiry has
+    def _MemoryStorage__schedule_expiry(self) -> None:  # MemoryStorage.__schedule_expiry, name-mangled
         if not self.timer.is_alive():
             self.timer = threading.Timer(SWEEP_SECONDS, self._MemoryStorage__expire_events)
             self.timer.daemon = True  # a waiting sweep must not hold up a worker's exit
