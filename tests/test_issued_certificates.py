@@ -219,3 +219,21 @@ def test_the_pem_form_is_what_openssl_and_cryptography_write(svc, key_type, tmp_
     path = write_leaf(tmp_path, record)
     der = subprocess.run(["openssl", "x509", "-in", str(path), "-outform", "DER"], capture_output=True, check=True)
     assert der.stdout == record.der
+
+
+@pytest.mark.parametrize("key_kind", ["ec-p256", "rsa-2048"])
+@pytest.mark.parametrize("profile", ["server", "server+client"])
+def test_the_leaf_template_writes_what_the_extension_objects_would(svc, key_kind, profile):
+    """The template hands the builder its constant extensions DER-encoded once; the certificate must
+    be byte for byte the one a builder given the extension objects signs (ECDSA signatures differ
+    per signing, so the to-be-signed parts are compared)."""
+    record = issue(svc, make_csr(["tpl.example.test"], key=cached_key(key_kind)), profile=profile)
+    leaf = x509.load_der_x509_certificate(record.der)
+    builder = x509.CertificateBuilder(
+        issuer_name=leaf.issuer, subject_name=leaf.subject, public_key=leaf.public_key(),
+        serial_number=leaf.serial_number, not_valid_before=leaf.not_valid_before_utc,
+        not_valid_after=leaf.not_valid_after_utc, extensions=list(leaf.extensions))
+    again = builder.sign(svc.authority.intermediate_key, hashes.SHA256())
+    assert again.tbs_certificate_bytes == leaf.tbs_certificate_bytes
+    kinds = [type(e.value) for e in leaf.extensions]  # read back as the real types, not raw bytes
+    assert x509.UnrecognizedExtension not in kinds and x509.CRLDistributionPoints in kinds
