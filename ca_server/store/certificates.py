@@ -23,6 +23,7 @@ _COLUMNS = (
 SEARCH_SET_CAP = 2000
 SEARCH_SCAN_ROWS = 20_000
 SEARCH_KEY_WINDOW = 4096  # search-key rows read below the newest match at first, then 4x more
+SEARCH_KEY_ROWS_MAX = 200_000  # above this many matching key rows, the text scan goes on instead
 
 
 class SerialTakenError(Exception):
@@ -261,10 +262,11 @@ class CertificateQueries:
     def _broad_search(self, flt: CertificateFilter, now: dt.datetime, count: int, before: int | None,
                       by_serial: set[str] | None) -> list[CertificateRecord]:
         """A search with many matches. The newest SEARCH_SCAN_ROWS certificates are scanned with a
-        text match ("example.test" fills a page there). Below them, the name matches are read from
-        the search keys newest first (key rows are stored in issue order), in growing windows: a
-        prefix whose many matches are all old ("host1" in a store of host1..host1000000) costs a
-        few index-only range scans instead of a scan of the whole table."""
+        text match ("example.test" fills a page there). Below them, name matches are read from the
+        search keys newest first (key rows are stored in issue order) in growing windows: a prefix
+        whose many matches are all old ("host1" in a store of host1..host1000000) costs a few
+        index-only range scans instead of a scan of the whole table. Past SEARCH_KEY_ROWS_MAX
+        matching key rows each window scan would cost more than the text scan, which then goes on."""
         conn = self.db.conn
         top = before
         if top is None:
@@ -273,31 +275,30 @@ class CertificateQueries:
         rows = self._select(flt, now, count, before=top, floor=floor)
         if len(rows) >= count or floor == 1:
             return rows
-        if by_serial is None:
-            # Thousands of serials start with q (one or two hex digits), and the newest rows
-            # did not fill the page: only the full scan finds them all.
-            return self._select(flt, now, count, before=top)
         q = flt.q.strip().lower()
-        older = self._select(flt, now, count, before=floor, serials=sorted(by_serial)) if by_serial else []
         keys = "key >= ? AND key < ?"
         key_args = [q, q + "\U0010ffff"]
+        matching, newest = conn.execute(
+            f"SELECT count(*), max(rowid) FROM (SELECT rowid FROM certificate_search WHERE {keys} LIMIT ?)",
+            [*key_args, SEARCH_KEY_ROWS_MAX + 1]).fetchone()
+        if by_serial is None or matching > SEARCH_KEY_ROWS_MAX:
+            # Thousands of serials start with q (one or two hex digits), or a large share of the
+            # store matches by name: the text scan goes on below the newest rows.
+            return rows + self._select(flt, now, count - len(rows), before=floor)
+        older = self._select(flt, now, count, before=floor, serials=sorted(by_serial)) if by_serial else []
         seen = {r.serial for r in rows}  # a certificate's key rows may straddle two windows
-        cursor, window = None, SEARCH_KEY_WINDOW
-        while len(rows) < count:
-            # Index-only range scans (key, then rowid): the newest matching key, then every
-            # matching key in the window of key rows below it; read serials for those only.
-            below = "" if cursor is None else " AND rowid < ?"
-            newest = conn.execute(f"SELECT max(rowid) FROM certificate_search WHERE {keys}{below}",
-                                  key_args + ([] if cursor is None else [cursor])).fetchone()[0]
-            if newest is None:
-                break
-            cursor = max(newest - window + 1, 0)
+        window = SEARCH_KEY_WINDOW
+        while newest is not None and newest >= 1 and len(rows) < count:
+            # Index-only: every matching key row in the window (key range, then rowid); serials are
+            # read for those rows only.
+            low = max(newest - window + 1, 1)
             serials = {row[0] for row in conn.execute(
                 f"SELECT serial FROM certificate_search WHERE {keys} AND rowid >= ? AND rowid <= ?",
-                [*key_args, cursor, newest])} - seen
+                [*key_args, low, newest])} - seen
             seen |= serials
-            rows += self._select(flt, now, count - len(rows), before=floor, serials=sorted(serials))
-            window *= 4
+            if serials:
+                rows += self._select(flt, now, count - len(rows), before=floor, serials=sorted(serials))
+            newest, window = low - 1, window * 4
         rows = sorted({r.serial: r for r in rows + older}.values(), key=lambda r: -r.extra["rowid"])
         return rows[:count]
 
