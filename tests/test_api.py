@@ -216,10 +216,11 @@ def _all_pages(api, q, **params):
     return out
 
 
-@pytest.mark.parametrize("scan_rows", [10_000, 2, 1])
-def test_broad_searches_give_the_same_results(api, monkeypatch, scan_rows):
+@pytest.mark.parametrize(("scan_rows", "key_rows_max"), [(10_000, 200_000), (2, 200_000), (1, 200_000), (1, 1)])
+def test_broad_searches_give_the_same_results(api, monkeypatch, scan_rows, key_rows_max):
     """Past SEARCH_SET_CAP matches the store scans the newest SEARCH_SCAN_ROWS with a text match,
-    then reads the search keys newest first; same answers, same order, same pages."""
+    then reads the search keys newest first (or, past SEARCH_KEY_ROWS_MAX matching key rows, goes on
+    with the text scan); same answers, same order, same pages."""
     from ca_server.store import certificates
 
     serials = [post_csr(api, pem(make_csr([f"wide{i}.example.test"]))).get_json()["serial"] for i in range(5)]
@@ -232,6 +233,7 @@ def test_broad_searches_give_the_same_results(api, monkeypatch, scan_rows):
     monkeypatch.setattr(certificates, "SEARCH_SET_CAP", 1)
     monkeypatch.setattr(certificates, "SEARCH_SCAN_ROWS", scan_rows)
     monkeypatch.setattr(certificates, "SEARCH_KEY_WINDOW", 1)  # several windows
+    monkeypatch.setattr(certificates, "SEARCH_KEY_ROWS_MAX", key_rows_max)  # 1: the text scan goes on
     for q, expected in narrow.items():
         assert _all_pages(api, q) == expected, q
     assert _all_pages(api, "wide", status="revoked") == revoked == [serials[1]]
