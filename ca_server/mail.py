@@ -8,6 +8,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from .clock import to_text
 from .config import MailConfig
 from .errors import MailError
 from .models import CertificateRecord
@@ -109,7 +110,7 @@ def reminder_message(
         f"  Common name:   {record.common_name or '-'}\n"
         f"  Names (SANs):  {sans}\n"
         f"  Serial:        {record.serial}\n"
-        f"  Expires:       {expiry} ({record.not_after:%Y-%m-%dT%H:%M:%SZ})\n"
+        f"  Expires:       {expiry} ({to_text(record.not_after)})\n"
         f"  Details:       {link}\n\n"
         "To renew it:\n" + "".join(f"  {i}. {s}\n" for i, s in enumerate(steps, 1))
         + f"\nYou receive this because your address is listed for reminders of this certificate at the "

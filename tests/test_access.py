@@ -230,6 +230,17 @@ def test_failed_sign_ins_are_rate_limited(app, svc):
     assert sign_in(other, "dave", "dave-password").status_code in (303, 429)
 
 
+def test_a_rate_limited_page_says_when_to_try_again(app, svc):
+    """The HTML answer to a rate-limited request is the error page with status 429 and Retry-After,
+    like the JSON one."""
+    client = app.test_client()
+    responses = [sign_in(client, "nobody", f"guess-{i}") for i in range(11)]
+    limited = responses[-1]
+    assert limited.status_code == 429 and limited.mimetype == "text/html"
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert "Too many failed sign-ins" in limited.get_data(as_text=True)
+
+
 def test_submissions_are_rate_limited(make_app):
     app = make_app(server={"submission_rate_limit": "3 per minute"})
     client = ApiClient(app.test_client(), new_token(app.extensions["ca_server"], "fast"))

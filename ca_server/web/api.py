@@ -136,7 +136,7 @@ def create_certificate():
         response.status_code = 202
         response.headers["Location"] = url_for("api.get_request", request_id=record.id)
         return response
-    response = jsonify(certificate_created(record, now(), services().authority.intermediate_pem))
+    response = jsonify(certificate_created(record, now(), svc.authority.intermediate_pem))
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_certificate", serial=record.serial)
     return response

@@ -20,12 +20,14 @@ from ..errors import (
     ScopeError,
     TooLargeError,
 )
+from .ratelimit import RateLimitedError
 
 log = logging.getLogger("ca_server")
 
 INTERNAL_ERROR = "The server failed to handle this request; the error was logged for the operator."
 
 _STATUS: list[tuple[type[CAError], int]] = [
+    (RateLimitedError, 429),
     (TooLargeError, 413),
     (PolicyViolationError, 422),
     (ScopeError, 403),
@@ -67,17 +69,19 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
+def _error_headers(exc: CAError) -> dict[str, str]:
+    retry_after = getattr(exc, "retry_after", None)
+    return {"Retry-After": str(retry_after)} if retry_after is not None else {}
+
+
 def api_error(exc: CAError) -> tuple[int, dict, dict[str, str]]:
     """A domain error as the API answers it: status, JSON body, extra headers (no Flask needed)."""
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        return 429, error_body(exc.code, exc.message), {"Retry-After": str(retry_after)}
     violations = getattr(exc, "violations", None)
     extra = {"violations": [v.as_dict() for v in violations]} if violations else {}
-    return status_for(exc), error_body(exc.code, exc.message, **extra), {}
+    return status_for(exc), error_body(exc.code, exc.message, **extra), _error_headers(exc)
 
 
-def ca_error_response(exc: CAError) -> tuple[Response | str, int] | Response:
+def ca_error_response(exc: CAError) -> tuple[Response | str, int, dict[str, str]] | Response:
     if wants_json():
         status, body, headers = api_error(exc)
         response = jsonify(body)
@@ -85,16 +89,9 @@ def ca_error_response(exc: CAError) -> tuple[Response | str, int] | Response:
         response.headers.update(headers)
         return response
     status = status_for(exc)
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        body = Response(render_template("error.html", status=429, code=exc.code, message=exc.message,
-                                        violations=[]), mimetype="text/html")
-        body.status_code = 429
-        body.headers["Retry-After"] = str(retry_after)
-        return body
     violations = getattr(exc, "violations", None)
     return render_template("error.html", status=status, code=exc.code, message=exc.message,
-                           violations=violations or []), status
+                           violations=violations or []), status, _error_headers(exc)
 
 
 def register_error_handlers(app: Flask) -> None:
