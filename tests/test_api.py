@@ -221,7 +221,7 @@ def test_broad_searches_give_the_same_results(api, monkeypatch, scan_rows, key_r
     """Past SEARCH_SET_CAP matches the store scans the newest SEARCH_SCAN_ROWS with a text match,
     then reads the search keys newest first (or, past SEARCH_KEY_ROWS_MAX matching key rows, goes on
     with the text scan); same answers, same order, same pages."""
-    from ca_server.store import certificates
+    from ca_server.store import listing
 
     serials = [post_csr(api, pem(make_csr([f"wide{i}.example.test"]))).get_json()["serial"] for i in range(5)]
     other = post_csr(api, pem(make_csr(["elsewhere.other.test"]))).get_json()["serial"]
@@ -230,10 +230,10 @@ def test_broad_searches_give_the_same_results(api, monkeypatch, scan_rows, key_r
     queries = ("wide", "example.test", serials[0][:12], "WIDE2", "test", "other")
     narrow = {q: _all_pages(api, q) for q in queries}
     revoked = _all_pages(api, "wide", status="revoked")
-    monkeypatch.setattr(certificates, "SEARCH_SET_CAP", 1)
-    monkeypatch.setattr(certificates, "SEARCH_SCAN_ROWS", scan_rows)
-    monkeypatch.setattr(certificates, "SEARCH_KEY_WINDOW", 1)  # several windows
-    monkeypatch.setattr(certificates, "SEARCH_KEY_ROWS_MAX", key_rows_max)  # 1: the text scan goes on
+    monkeypatch.setattr(listing, "SEARCH_SET_CAP", 1)
+    monkeypatch.setattr(listing, "SCAN_ROWS", scan_rows)
+    monkeypatch.setattr(listing, "SEARCH_KEY_WINDOW", 1)  # several windows
+    monkeypatch.setattr(listing, "SEARCH_KEY_ROWS_MAX", key_rows_max)  # 1: the text scan goes on
     for q, expected in narrow.items():
         assert _all_pages(api, q) == expected, q
     assert _all_pages(api, "wide", status="revoked") == revoked == [serials[1]]
@@ -241,6 +241,78 @@ def test_broad_searches_give_the_same_results(api, monkeypatch, scan_rows, key_r
     assert narrow["WIDE2"] == [serials[2]]
     assert narrow["other"] == [newest, other]
     assert narrow["test"] == [newest, other, *serials[::-1]]
+
+
+# Certificates for the filtered-list test: name, issued days ago, validity days, owner, revoked.
+_FILTER_SPEC = [
+    ("old0.example.test", 400, 30, "admin", False),
+    ("old1.example.test", 200, 100, "ops", False),
+    ("keep0.example.test", 0, 365, "admin", False),
+    ("soon0.example.test", 0, 10, "ops", False),
+    ("gone0.example.test", 0, 365, "ops", True),
+    ("soon1.other.test", 0, 20, "admin", False),
+    ("keep1.example.test", 0, 365, "ops", False),
+    ("old2.other.test", 500, 30, "admin", True),
+]
+_LIST_PATHS = {  # listing settings: each sends the filters down another way
+    "defaults": {},
+    "scan": {"SCAN_ROWS": 1, "CANDIDATES_MAX": 0, "SEARCH_SET_CAP": 1},
+    "index": {"SCAN_ROWS": 1, "CANDIDATES_MAX": 1000, "PROBE_ROWS": 1, "SEARCH_SET_CAP": 1},
+    "requester-floor": {"SCAN_ROWS": 2, "CANDIDATES_MAX": 1, "SEARCH_SET_CAP": 1, "SEARCH_KEY_WINDOW": 1},
+}
+
+
+@pytest.mark.parametrize("path", list(_LIST_PATHS))
+def test_filtered_lists_give_every_match_newest_first(app, svc, api, monkeypatch, path):
+    """status, expiring_within_days, q and the requester (a non-admin token sees only its own)
+    combined, through each way the store finds rows (newest rows, a filter's index, search keys):
+    every page follows from the certificates' own dates, revocations and owners."""
+    from ca_server import issuance, revocation
+    from ca_server.clock import utcnow
+    from ca_server.store import listing
+
+    from .conftest import ApiClient, new_token
+
+    now = utcnow()
+    ops = ApiClient(app.test_client(), new_token(svc, "ops", admin=False, domains=("example.test",)))
+    owners = {"admin": issuance.CLI_REQUESTER,
+              "ops": issuance.Requester(name="ops", kind="token", is_admin=False, domains=("example.test",))}
+    made = []
+    for name, ago, days, owner, revoked in _FILTER_SPEC:
+        issued = now - dt.timedelta(days=ago)
+        request = issuance.IssueRequest(csr=pem(make_csr([name])), validity_days=days, requester=owners[owner])
+        record = issuance.issue(svc.config, svc.store, svc.authority, request, issued)
+        if revoked:
+            revocation.revoke(svc.config, svc.store, svc.authority, record.serial, "superseded", now, actor="test")
+        made.append((record.serial, name, issued + dt.timedelta(days=days), owner, revoked))
+    for setting, value in _LIST_PATHS[path].items():
+        monkeypatch.setattr(listing, setting, value)
+
+    def expected(owner, q, status, expiring):
+        out = []
+        for serial, name, not_after, by, revoked in reversed(made):
+            expired = not revoked and not_after <= now
+            state = "revoked" if revoked else "expired" if expired else "valid"
+            if ((owner == "admin" or by == owner) and (q is None or any(label.startswith(q) for label in name.split(".")))
+                    and status in (None, state)
+                    and (expiring is None or (state == "valid" and not_after <= now + dt.timedelta(days=expiring)))):
+                out.append(serial)
+        return out
+
+    for owner, client in (("admin", api), ("ops", ops)):
+        for q in (None, "example", "old", "soon"):
+            for status in (None, "valid", "revoked", "expired"):
+                for expiring in (None, 30):
+                    params = {k: v for k, v in (("q", q), ("status", status), ("expiring_within_days", expiring)) if v}
+                    url = "/api/v1/certificates?limit=2" + "".join(f"&{k}={v}" for k, v in params.items())
+                    found = []
+                    while url:
+                        body = client.get(url).get_json()
+                        found += [c["serial"] for c in body["certificates"]]
+                        url = body["next"]
+                    assert found == expected(owner, q, status, expiring), (owner, params)
+    assert expected("admin", None, "expired", None) == [made[1][0], made[0][0]]  # the spec means what it says
+    assert expected("ops", None, None, 30) == [made[3][0]]
 
 
 def test_search_finds_a_name_by_any_of_its_labels(api):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from .access import AccessQueries, NameTakenError, RequestQueries
 from .audit import AuditQueries
 from .base import StoreBase
-from .certificates import CertificateFilter, CertificateQueries, SerialTakenError
+from .certificates import CertificateQueries, SerialTakenError
+from .listing import CertificateFilter, CertificateListing
 from .reminders import ReminderQueries
 from .revocation import CRLNumberTakenError, RevocationQueries
 
 
-class Store(CertificateQueries, ReminderQueries, RevocationQueries, AccessQueries, RequestQueries, AuditQueries,
-            StoreBase):
+class Store(CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries, AccessQueries,
+            RequestQueries, AuditQueries, StoreBase):
     pass
 
 

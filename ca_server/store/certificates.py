@@ -1,12 +1,11 @@
-"""Certificates: insert once, look up by serial, fingerprint, key or name; list and search."""
+"""Certificates: insert once (with group commit), look up by serial or key. Lists and searches:
+listing.py."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass
 
 from ..clock import from_text, to_text
 from ..models import CertificateRecord, names_key
@@ -18,24 +17,8 @@ _COLUMNS = (
 )
 
 
-# Above this many matches, a search scans newest-first instead of collecting every match:
-# first SEARCH_SCAN_ROWS of the newest rows with a text match, then the search keys.
-SEARCH_SET_CAP = 2000
-SEARCH_SCAN_ROWS = 20_000
-SEARCH_KEY_WINDOW = 4096  # search-key rows read below the newest match at first, then 4x more
-SEARCH_KEY_ROWS_MAX = 200_000  # above this many matching key rows, the text scan goes on instead
-
-
 class SerialTakenError(Exception):
     """The serial is already in the store (a 1-in-2^156 event; issuance retries)."""
-
-
-@dataclass(frozen=True)
-class CertificateFilter:
-    status: str | None = None  # "valid" | "revoked" | "expired"
-    expiring_within_days: int | None = None
-    q: str | None = None
-    requester: str | None = None  # only this requester's certificates (non-admins)
 
 
 def row_to_record(row: dict) -> CertificateRecord:
@@ -207,108 +190,6 @@ class CertificateQueries:
             [spki_sha256],
         ).fetchone() is not None
 
-    def list_certificates(
-        self, flt: CertificateFilter, now: dt.datetime, *, limit: int, before_rowid: int | None = None
-    ) -> tuple[list[CertificateRecord], int | None]:
-        """Newest first. Returns the page and the rowid to continue before (None at the end)."""
-        if flt.q:
-            by_serial, by_name = self._search_matches(flt.q)
-            if by_serial is not None and by_name is not None:
-                rows = self._select(flt, now, limit + 1, before=before_rowid, serials=sorted(by_serial | by_name))
-            else:
-                rows = self._broad_search(flt, now, limit + 1, before_rowid, by_serial)
-        else:
-            rows = self._select(flt, now, limit + 1, before=before_rowid)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (rows[-1].extra["rowid"] if more and rows else None)
-
-    def _select(self, flt: CertificateFilter, now: dt.datetime, count: int, *, before: int | None = None,
-                floor: int | None = None, serials: list[str] | None = None) -> list[CertificateRecord]:
-        """The newest `count` certificates that pass the filter, below `before` and at or above
-        `floor` (rowids); with `serials`, only those, else a search (flt.q) is a text match."""
-        where, params = _where(flt, now, serials)
-        if before is not None:
-            where.append("c.rowid < ?")
-            params.append(before)
-        if floor is not None:
-            where.append("c.rowid >= ?")
-            params.append(floor)
-        sql = f"SELECT {_prefixed()} FROM certificates c"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY c.rowid DESC LIMIT ?"
-        params.append(count)
-        return [row_to_record(r) for r in self.db.query(sql, params)]
-
-    def _search_matches(self, q: str) -> tuple[set[str] | None, set[str] | None]:
-        """The serials a search matches by serial prefix and by name label (index range scans),
-        each None when there are more than SEARCH_SET_CAP."""
-        q = q.strip().lower()
-        serial_q = q.replace(":", "")
-        cap = SEARCH_SET_CAP + 1
-        conn = self.db.conn
-        found = []
-        for sql, args in (
-            ("SELECT serial FROM certificates WHERE serial >= ? AND serial < ? LIMIT ?",
-             (serial_q, serial_q + "\U0010ffff", cap)),
-            ("SELECT DISTINCT serial FROM certificate_search WHERE key >= ? AND key < ? LIMIT ?",
-             (q, q + "\U0010ffff", cap)),
-        ):
-            matches = {row[0] for row in conn.execute(sql, args)}
-            found.append(matches if len(matches) <= SEARCH_SET_CAP else None)
-        return found[0], found[1]
-
-    def _broad_search(self, flt: CertificateFilter, now: dt.datetime, count: int, before: int | None,
-                      by_serial: set[str] | None) -> list[CertificateRecord]:
-        """A search with many matches. The newest SEARCH_SCAN_ROWS certificates are scanned with a
-        text match ("example.test" fills a page there). Below them, name matches are read from the
-        search keys newest first (key rows are stored in issue order) in growing windows: a prefix
-        whose many matches are all old ("host1" in a store of host1..host1000000) costs a few
-        index-only range scans instead of a scan of the whole table. Past SEARCH_KEY_ROWS_MAX
-        matching key rows each window scan would cost more than the text scan, which then goes on."""
-        conn = self.db.conn
-        top = before
-        if top is None:
-            top = conn.execute("SELECT coalesce(max(rowid), 0) + 1 FROM certificates").fetchone()[0]
-        floor = max(top - SEARCH_SCAN_ROWS, 1)
-        rows = self._select(flt, now, count, before=top, floor=floor)
-        if len(rows) >= count or floor == 1:
-            return rows
-        q = flt.q.strip().lower()
-        keys = "key >= ? AND key < ?"
-        key_args = [q, q + "\U0010ffff"]
-        matching, newest = conn.execute(
-            f"SELECT count(*), max(rowid) FROM (SELECT rowid FROM certificate_search WHERE {keys} LIMIT ?)",
-            [*key_args, SEARCH_KEY_ROWS_MAX + 1]).fetchone()
-        if by_serial is None or matching > SEARCH_KEY_ROWS_MAX:
-            # Thousands of serials start with q (one or two hex digits), or a large share of the
-            # store matches by name: the text scan goes on below the newest rows.
-            return rows + self._select(flt, now, count - len(rows), before=floor)
-        older = self._select(flt, now, count, before=floor, serials=sorted(by_serial)) if by_serial else []
-        seen = {r.serial for r in rows}  # a certificate's key rows may straddle two windows
-        window = SEARCH_KEY_WINDOW
-        while newest is not None and newest >= 1 and len(rows) < count:
-            # Index-only: every matching key row in the window (key range, then rowid); serials are
-            # read for those rows only.
-            low = max(newest - window + 1, 1)
-            serials = {row[0] for row in conn.execute(
-                f"SELECT serial FROM certificate_search WHERE {keys} AND rowid >= ? AND rowid <= ?",
-                [*key_args, low, newest])} - seen
-            seen |= serials
-            if serials:
-                rows += self._select(flt, now, count - len(rows), before=floor, serials=sorted(serials))
-            newest, window = low - 1, window * 4
-        rows = sorted({r.serial: r for r in rows + older}.values(), key=lambda r: -r.extra["rowid"])
-        return rows[:count]
-
-    def count_certificates(self, flt: CertificateFilter, now: dt.datetime) -> int:
-        where, params = _where(flt, now)
-        sql = "SELECT count(*) AS n FROM certificates c"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return next(self.db.query(sql, params))["n"]
-
 
 def _taken(exc: BaseException, record: CertificateRecord) -> BaseException:
     if isinstance(exc, sqlite3.IntegrityError) and "certificates.serial" in str(exc):
@@ -318,37 +199,3 @@ def _taken(exc: BaseException, record: CertificateRecord) -> BaseException:
 
 def _prefixed() -> str:
     return ", ".join("c." + c.strip() for c in _COLUMNS.split(","))
-
-
-def _where(flt: CertificateFilter, now: dt.datetime, q_serials: list[str] | None = None) -> tuple[list[str], list]:
-    where: list[str] = []
-    params: list = []
-    now_text = to_text(now)
-    if flt.status == "valid":
-        where.append("c.revoked_at IS NULL AND c.not_after > ?")
-        params.append(now_text)
-    elif flt.status == "revoked":
-        where.append("c.revoked_at IS NOT NULL")
-    elif flt.status == "expired":
-        where.append("c.revoked_at IS NULL AND c.not_after <= ?")
-        params.append(now_text)
-    if flt.expiring_within_days is not None:
-        where.append("c.revoked_at IS NULL AND c.not_after > ? AND c.not_after <= ?")
-        params += [now_text, to_text(now + dt.timedelta(days=flt.expiring_within_days))]
-    if flt.requester is not None:
-        where.append("c.requester = ?")
-        params.append(flt.requester)
-    if flt.q:
-        q = flt.q.strip().lower()
-        if q_serials is not None:
-            where.append("c.serial IN (SELECT value FROM json_each(?))")
-            params.append(json.dumps(q_serials))
-        else:
-            # Many matches: a serial prefix, or a name (in the SANs JSON, "DNS:name", or the CN)
-            # with a label that starts with q, as the search keys. LIKE is case-insensitive for
-            # ASCII, as names are.
-            pattern = q.replace("\\", "").replace("%", "").replace("_", "")
-            where.append("(c.serial LIKE ? OR c.sans LIKE ? OR c.sans LIKE ? OR c.common_name LIKE ?"
-                         " OR c.common_name LIKE ?)")
-            params += [pattern.replace(":", "") + "%", f"%:{pattern}%", f"%.{pattern}%", f"{pattern}%", f"%.{pattern}%"]
-    return where, params
