@@ -140,6 +140,31 @@ def test_dashboard_shows_the_hierarchy_and_expiring_certificates(web, svc):
     assert re.search(r"expires in 5 days", html)
 
 
+def test_dashboard_lists_the_certificates_that_expire_soonest_when_many_are_due(web, svc):
+    """More certificates due than the dashboard shows: it shows the soonest, not the newest issued,
+    and links to the full list."""
+    from ca_server import issuance
+    from ca_server.clock import utcnow
+    from ca_server.web.pages import DASHBOARD_EXPIRING
+
+    def issue(name, days):
+        request = issuance.IssueRequest(csr=pem(make_csr([name])), validity_days=days)
+        return issuance.issue(svc.config, svc.store, svc.authority, request, utcnow())
+
+    first = issue("first-due.example.test", 2)  # issued first, expires first
+    later = [issue(f"later{i}.example.test", 20) for i in range(DASHBOARD_EXPIRING)]
+    second = issue("second-due.example.test", 3)  # issued last, expires second
+    html = web.get("/").get_data(as_text=True)
+    section = html[html.index("Expiring within 30 days"):html.index("Recently issued")]
+    assert section.index("first-due.example.test") < section.index("second-due.example.test") < section.index("later")
+    assert section.count("later") == DASHBOARD_EXPIRING - 2  # the two soonest plus 48 of the 50 later ones
+    assert "expires in 2 days" in section and first.serial[:16] in section and second.serial[:16] in section
+    shown = DASHBOARD_EXPIRING - 2
+    assert all(r.serial[:16] in section for r in later[:shown])  # same expiry: issue order
+    assert not any(r.serial[:16] in section for r in later[shown:])
+    assert 'href="/certificates?expiring_within_days=30"' in section
+
+
 def test_ca_downloads_are_public(app, svc):
     client = app.test_client()
     assert x509.load_pem_x509_certificate(client.get("/ca/root.pem").data) == svc.authority.root

@@ -51,6 +51,20 @@ class CertificateListing:
                 return _page(rows, limit)
         return _page(self._newest(flt, now, limit + 1, before_rowid, by_serial), limit)
 
+    def soonest_expiring(self, now: dt.datetime, within_days: int, *, requester: str | None,
+                         limit: int) -> list[CertificateRecord]:
+        """Valid certificates that expire within `within_days`, the soonest first (the dashboard):
+        read in not_after order from its index, so the first `limit` are the right ones however
+        many are due."""
+        sql = (f"SELECT {_prefixed()} FROM certificates c INDEXED BY certificates_not_after"
+               " WHERE c.not_after > ? AND c.not_after <= ? AND c.revoked_at IS NULL")
+        params: list = [to_text(now), to_text(now + dt.timedelta(days=within_days))]
+        if requester is not None:
+            sql += " AND c.requester = ?"
+            params.append(requester)
+        params.append(limit)
+        return [row_to_record(r) for r in self.db.query(sql + " ORDER BY c.not_after, c.rowid LIMIT ?", params)]
+
     def count_certificates(self, flt: CertificateFilter, now: dt.datetime) -> int:
         where, params = _where(flt, now)
         sql = "SELECT count(*) AS n FROM certificates c"

@@ -25,6 +25,7 @@ bp = Blueprint("pages", __name__)
 PEM = "application/x-pem-file"
 DER = "application/pkix-cert"
 PAGE_SIZE = 50
+DASHBOARD_EXPIRING = 50  # the soonest-expiring certificates on the dashboard; the list page has the rest
 
 
 class CSRForm(FlaskForm):
@@ -70,12 +71,12 @@ def dashboard():
     horizon = max(svc.config.reminders.days_before)
     mine = None if g.requester.is_admin else g.requester.label
     recent, _ = svc.store.list_certificates(CertificateFilter(requester=mine), moment, limit=10)
-    expiring, _ = svc.store.list_certificates(
-        CertificateFilter(expiring_within_days=horizon, requester=mine), moment, limit=50)
-    expiring.sort(key=lambda r: r.not_after)
+    expiring = svc.store.soonest_expiring(moment, horizon, requester=mine, limit=DASHBOARD_EXPIRING + 1)
+    more_expiring, expiring = len(expiring) > DASHBOARD_EXPIRING, expiring[:DASHBOARD_EXPIRING]
     failed = svc.store.failed_reminders() if g.requester.is_admin else []
     return render_template("dashboard.html", authorities=svc.authority.describe(), recent=recent,
-                           expiring=expiring, horizon=horizon, failed=failed)
+                           expiring=expiring, more_expiring=more_expiring, horizon=horizon,
+                           failed=failed)
 
 
 @bp.route("/certificates/new", methods=["GET", "POST"])
