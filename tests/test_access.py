@@ -218,6 +218,33 @@ def test_audit_log_records_and_exports_everything(clients, svc, app, instance):
         conn.execute("DELETE FROM audit_log")
 
 
+@pytest.mark.parametrize("count_max", [20_000, 1, 4])
+def test_audit_filters_combine_whichever_index_is_read(svc, monkeypatch, count_max):
+    """action + actor read through the rarer value's index (counted up to AUDIT_COUNT_MAX); the
+    entries and pages are the same whichever it is."""
+    from ca_server.clock import utcnow
+    from ca_server.store import audit
+
+    monkeypatch.setattr(audit, "AUDIT_COUNT_MAX", count_max)
+    plan = [("issue", "token:busy")] * 12 + [("revoke", "token:busy"), ("revoke", "user:rare"),
+                                             ("issue", "user:rare")] * 3
+    for action, actor in plan:
+        svc.store.append_audit(at=utcnow(), action=action, actor=actor, serial=None)
+    everything = svc.store.audit_entries(limit=1000)
+    for action, actor in (("issue", "token:busy"), ("revoke", "token:busy"), ("revoke", "user:rare"),
+                          ("issue", "user:rare"), ("revoke", "nobody")):
+        expected = [e["id"] for e in everything if e["action"] == action and e["actor"] == actor]
+        pages, before = [], None
+        while True:  # pages of 2, as the audit page follows `before`
+            page = [e["id"] for e in svc.store.audit_entries(action=action, actor=actor, limit=2, before_id=before)]
+            pages += page
+            if len(page) < 2:
+                break
+            before = page[-1]
+        assert pages == expected, (action, actor)
+    assert len([e for e in everything if e["actor"] == "token:busy"]) == 15
+
+
 def test_failed_sign_ins_are_rate_limited(app, svc):
     from ca_server.clock import utcnow
 
