@@ -164,6 +164,20 @@ def test_dashboard_lists_the_certificates_that_expire_soonest_when_many_are_due(
     assert not any(r.serial[:16] in section for r in later[shown:])
     assert 'href="/certificates?expiring_within_days=30"' in section
 
+    # A non-admin sees only their own, the soonest first, and no link while all fit.
+    from .conftest import ApiClient, new_token
+
+    ops = issuance.Requester(name="ops", kind="token", is_admin=False, domains=("example.test",))
+    own = [issuance.issue(svc.config, svc.store, svc.authority,
+                          issuance.IssueRequest(csr=pem(make_csr([name])), validity_days=days, requester=ops), utcnow())
+           for name, days in (("ops-late.example.test", 25), ("ops-soon.example.test", 4))]
+    client = ApiClient(web.application.test_client(), new_token(svc, "ops", admin=False, domains=("example.test",)))
+    html = client.get("/").get_data(as_text=True)
+    section = html[html.index("Expiring within 30 days"):html.index("Recently issued")]
+    assert section.index("ops-soon.example.test") < section.index("ops-late.example.test")
+    assert "first-due" not in section and "later0" not in section and own[0].serial[:16] in section
+    assert "expiring_within_days=30" not in section
+
 
 def test_ca_downloads_are_public(app, svc):
     client = app.test_client()
