@@ -224,3 +224,42 @@ def _back_out(svc, records) -> None:
         for r in records:
             conn.execute("DELETE FROM certificate_search WHERE serial = ?", [r.serial])
             conn.execute("DELETE FROM certificates WHERE serial = ?", [r.serial])
+
+
+def _in_database_file(path) -> set[str]:
+    """Serials the database file itself holds, not counting the WAL (read while it may be written:
+    a torn read is retried)."""
+    for _ in range(50):
+        try:
+            conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+            try:
+                return {row[0] for row in conn.execute("SELECT serial FROM certificates")}
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            time.sleep(0.05)
+    raise AssertionError("the database file could not be read")
+
+
+def test_the_checkpointer_copies_the_wal_into_the_database_file(svc):
+    """A server worker leaves checkpoints to the main process's Checkpointer thread, so no request
+    waits for one: certificates reach the database file without any commit checkpointing."""
+    from ca_server import issuance
+    from ca_server.store.checkpoints import Checkpointer
+
+    svc.store.checkpoint_in_background()
+    assert svc.store.db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 50_000
+    issued = {issuance.issue(svc.config, svc.store, svc.authority,
+                             issuance.IssueRequest(csr=pem(make_csr([f"wal{i}.example.test"]))), utcnow()).serial
+              for i in range(5)}
+    database = svc.paths.database
+    assert not issued & _in_database_file(database)  # only in the WAL so far
+    checkpointer = Checkpointer(database, interval=0.05).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not issued <= _in_database_file(database) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        checkpointer.stop()
+    assert issued <= _in_database_file(database)
+    assert svc.store.integrity_check() == "ok"

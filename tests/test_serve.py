@@ -151,3 +151,21 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(server, inst
         response = requests.post(f"{base}/api/v1/certificates", json={"csr": pem(make_csr([f"k{i}.example.test"]))},
                                  headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert response.status_code == 201, response.text
+
+
+def test_the_server_checkpoints_in_the_background(server, instance):
+    """The main process copies the WAL into the database file every half second; no request pays
+    for a checkpoint (the workers' own threshold is a 200 MB backstop)."""
+    import time
+
+    from .test_hardening import _in_database_file
+
+    base, token = server
+    headers = {"Authorization": f"Bearer {token}"}
+    serials = {requests.post(f"{base}/api/v1/certificates", headers=headers, timeout=30,
+                             json={"csr": pem(make_csr([f"ckpt{i}.example.test"]))}).json()["serial"]
+               for i in range(10)}
+    deadline = time.monotonic() + 10
+    while not serials <= _in_database_file(instance / "ca.sqlite3") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert serials <= _in_database_file(instance / "ca.sqlite3")
