@@ -1,6 +1,6 @@
 """`ca-server serve`: Granian (a production WSGI server: HTTP in Rust, the app in Python threads)
-plus the scheduler and the WAL checkpoints (store/checkpoints.py), which run once in the main
-process however many workers serve requests.
+plus the scheduler, which runs once in the main process however many workers serve requests.
+Each worker copies the WAL into the database in a background thread (store/checkpoints.py).
 
 gunicorn served here first; its Python HTTP parsing cost ~0.2 ms of CPU per request against
 Granian's ~0.03 ms (a bare WSGI app, same machine, same load), a quarter of the issuance budget."""
@@ -26,30 +26,30 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
     scheduler_holder: dict = {}
 
     def start_scheduler() -> None:
-        # In the main process, before the workers start: once per server. So is the checkpointer.
+        # In the main process, before the workers start: once per server.
         from .clock import utcnow
         from .revocation import refresh_crls
         from .scheduler import start_scheduler as start
 
         refresh_crls(services.config, services.store, services.authority, utcnow())
         services.store.close()  # the workers open their own connections
-        scheduler_holder["checkpointer"] = Checkpointer(services.paths.database).start()
         scheduler_holder["scheduler"] = start(services)
 
     def stop_scheduler() -> None:
         scheduler = scheduler_holder.get("scheduler")
         if scheduler is not None:
             scheduler.shutdown(wait=False)
-        checkpointer = scheduler_holder.get("checkpointer")
-        if checkpointer is not None:
-            checkpointer.stop()
 
     def load_app(_target: str):
         # Runs in each worker process: every worker opens its own store connections.
         from . import create_app
 
         app = create_app(services.config, instance_path=services.paths.root)
-        app.extensions["ca_server"].store.checkpoint_in_background()
+        store = app.extensions["ca_server"].store
+        store.checkpoint_in_background()
+        # A thread of the worker, not of the main process: the main process forks replacement
+        # workers, and a fork while this thread is inside SQLite would copy SQLite's locks held.
+        Checkpointer(store.path).start()
         return app
 
     server = Granian(

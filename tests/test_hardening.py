@@ -242,8 +242,8 @@ def _in_database_file(path) -> set[str]:
 
 
 def test_the_checkpointer_copies_the_wal_into_the_database_file(svc):
-    """A server worker leaves checkpoints to the main process's Checkpointer thread, so no request
-    waits for one: certificates reach the database file without any commit checkpointing."""
+    """A server worker leaves checkpoints to its Checkpointer thread, so no request waits for one:
+    certificates reach the database file without any commit checkpointing."""
     from ca_server import issuance
     from ca_server.store.checkpoints import Checkpointer
 

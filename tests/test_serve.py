@@ -154,8 +154,8 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(server, inst
 
 
 def test_the_server_checkpoints_in_the_background(server, instance):
-    """The main process copies the WAL into the database file every half second; no request pays
-    for a checkpoint (the workers' own threshold is a 200 MB backstop)."""
+    """A thread in each worker copies the WAL into the database file every half second; no request
+    pays for a checkpoint (the automatic one is only a 200 MB backstop)."""
     import time
 
     from .test_hardening import _in_database_file

@@ -100,8 +100,8 @@ class StoreBase:
             os.close(fd)
 
     def checkpoint_in_background(self) -> None:
-        """This process's connections leave checkpoints to a Checkpointer thread (of this or
-        another process) and keep only the backstop."""
+        """This process's connections leave checkpoints to a Checkpointer thread and keep only
+        the backstop."""
         self.wal_autocheckpoint = BACKSTOP_PAGES
         if getattr(self._local, "pid", None) == os.getpid():
             self._local.db.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
