@@ -1,10 +1,11 @@
 """APScheduler 3.x set-up. Jobs are the plain functions of the domain modules; the scheduler only
-triggers them. An advisory file lock makes one process per instance run the jobs, so two
-`ca-server serve` on one instance still send each reminder once (the store's claims make sure
-of that anyway)."""
+triggers them. An advisory file lock makes one process per instance run the jobs: one of the
+server's workers (a replacement takes over when that worker dies), and two `ca-server serve` on
+one instance still send each reminder once (the store's claims make sure of that anyway)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -20,12 +21,18 @@ log = logging.getLogger("ca_server.scheduler")
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
 
 
+FIRST_RUN_SECONDS = 60  # after a (re)start; an interval trigger alone would wait a whole interval
+
+
 def build_scheduler(services: Services) -> BackgroundScheduler:
-    """The scheduler with its jobs registered, not started (tests inspect it)."""
+    """The scheduler with its jobs registered, not started (tests inspect it). Each job runs a
+    minute after the start, then every interval: a server restarted more often than
+    `interval_minutes` (deploys, a replaced worker) still sends its reminders."""
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults=JOB_DEFAULTS)
+    first = utcnow() + dt.timedelta(seconds=FIRST_RUN_SECONDS)
     for job_id, func, minutes in jobs(services):
         scheduler.add_job(func, "interval", minutes=minutes, id=job_id, replace_existing=True, args=[services],
-                          **JOB_DEFAULTS)
+                          next_run_time=first, **JOB_DEFAULTS)
     return scheduler
 
 

@@ -1,6 +1,6 @@
 """`ca-server serve`: Granian (a production WSGI server: HTTP in Rust, the app in Python threads)
-plus the scheduler, which runs once in the main process however many workers serve requests.
-Each worker copies the WAL into the database in a background thread (store/checkpoints.py).
+plus the scheduler, which runs in one worker however many serve requests (store/checkpoints.py:
+each worker also copies the WAL into the database in a background thread).
 
 gunicorn served here first; its Python HTTP parsing cost ~0.2 ms of CPU per request against
 Granian's ~0.03 ms (a bare WSGI app, same machine, same load), a quarter of the issuance budget."""
@@ -23,33 +23,29 @@ ACCESS_LOG_FORMAT = '%(addr)s - "%(method)s %(path)s %(protocol)s" %(status)d %(
 
 def run_server(services: Services, *, host: str | None, port: int | None, workers: int | None) -> None:
     cfg = services.config.server
-    scheduler_holder: dict = {}
 
-    def start_scheduler() -> None:
-        # In the main process, before the workers start: once per server.
+    def before_workers() -> None:
+        # In the main process, before the workers start. Nothing here keeps running: the main
+        # process forks replacement workers, and a fork while one of its threads is inside SQLite
+        # would give the new worker SQLite's process-wide mutexes held (its first query would hang).
         from .clock import utcnow
         from .revocation import refresh_crls
-        from .scheduler import start_scheduler as start
 
         refresh_crls(services.config, services.store, services.authority, utcnow())
         services.store.close()  # the workers open their own connections
-        scheduler_holder["scheduler"] = start(services)
-
-    def stop_scheduler() -> None:
-        scheduler = scheduler_holder.get("scheduler")
-        if scheduler is not None:
-            scheduler.shutdown(wait=False)
 
     def load_app(_target: str):
-        # Runs in each worker process: every worker opens its own store connections.
+        # Runs in each worker process: every worker opens its own store connections, copies the
+        # WAL into the database in a thread, and the first to take the scheduler's lock runs the
+        # scheduler (a replacement for that worker takes the lock over when it starts).
         from . import create_app
+        from .scheduler import start_scheduler
 
         app = create_app(services.config, instance_path=services.paths.root)
-        store = app.extensions["ca_server"].store
-        store.checkpoint_in_background()
-        # A thread of the worker, not of the main process: the main process forks replacement
-        # workers, and a fork while this thread is inside SQLite would copy SQLite's locks held.
-        Checkpointer(store.path).start()
+        worker_services = app.extensions["ca_server"]
+        worker_services.store.checkpoint_in_background()
+        Checkpointer(worker_services.store.path).start()
+        start_scheduler(worker_services)
         return app
 
     server = Granian(
@@ -69,6 +65,5 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
     )
     # After Granian configured its own loggers (which drops the handlers it finds): ours go to stderr.
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
-    server.on_startup(start_scheduler)
-    server.on_shutdown(stop_scheduler)
+    server.on_startup(before_workers)
     server.serve(target_loader=load_app)

@@ -234,3 +234,8 @@ def test_scheduler_registers_the_reminder_job_with_the_configured_interval(insta
     assert job.coalesce and job.max_instances == 1
     assert scheduler.get_job("crl-refresh") is not None
     job.func(*job.args)  # the job is the plain pass function; runs without a scheduler thread
+    # First runs a minute after the start, not a whole interval later: a server restarted more
+    # often than interval_minutes still runs its passes.
+    for name in ("reminders", "crl-refresh"):
+        first = scheduler.get_job(name).next_run_time
+        assert dt.timedelta(seconds=30) < first - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=61), (name, first)

@@ -153,6 +153,31 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(server, inst
         assert response.status_code == 201, response.text
 
 
+def test_the_scheduler_moves_to_the_replacement_of_its_worker(server, instance):
+    """One worker runs the scheduler (the first to take its lock); the main process runs nothing
+    but the workers, so forking a replacement never copies a thread caught inside SQLite. When the
+    scheduler's worker dies, its replacement takes the lock and runs the scheduler."""
+    import os
+    import signal
+    import time
+
+    log = instance / "serve.log"
+    started = r"\[(\d+)\] \[INFO\] ca_server.scheduler: scheduler started"
+    deadline = time.monotonic() + 10
+    while not re.findall(started, log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    holders = re.findall(started, log.read_text())
+    workers = re.findall(r"Spawning worker-\d+ with PID: (\d+)", log.read_text())
+    assert len(holders) == 1 and holders[0] in workers, log.read_text()
+    os.kill(int(holders[0]), signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while len(re.findall(started, log.read_text())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    holders = re.findall(started, log.read_text())
+    assert len(holders) == 2 and holders[1] != holders[0], log.read_text()
+    assert holders[1] in re.findall(r"Spawning worker-\d+ with PID: (\d+)", log.read_text())
+
+
 def test_the_server_checkpoints_in_the_background(server, instance):
     """A thread in each worker copies the WAL into the database file every half second; no request
     pays for a checkpoint (the automatic one is only a 200 MB backstop)."""
