@@ -16,8 +16,6 @@ from granian.log import LogLevels
 from .services import Services
 from .store.checkpoints import Checkpointer
 
-log = logging.getLogger("ca_server")
-
 ACCESS_LOG_FORMAT = '%(addr)s - "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).3fms'
 
 

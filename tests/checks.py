@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,25 @@ def tls_handshake(*, chain_pem: Path, key_pem: Path, root_pem: Path, server_host
         return False, str(exc)
     finally:
         thread.join(timeout=10)
+
+
+def wait_until(condition, seconds: float, step: float = 0.1) -> None:
+    """Poll `condition` until it holds or `seconds` pass; the caller asserts what it expects."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(step)
+
+
+def serials_in_database_file(path) -> set[str]:
+    """Serials the database file itself holds, not counting the WAL (read while it may be written:
+    a torn read is retried)."""
+    for _ in range(50):
+        try:
+            conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+            try:
+                return {row[0] for row in conn.execute("SELECT serial FROM certificates")}
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            time.sleep(0.05)
+    raise AssertionError("the database file could not be read")

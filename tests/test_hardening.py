@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from ca_server import accounts
 from ca_server.clock import utcnow
 
+from .checks import serials_in_database_file, wait_until
 from .conftest import PASSPHRASE, ApiClient, csrf_token, new_token
 from .factories import cached_key, make_csr, pem
 from .server import free_port, running_server
@@ -226,21 +227,6 @@ def _back_out(svc, records) -> None:
             conn.execute("DELETE FROM certificates WHERE serial = ?", [r.serial])
 
 
-def _in_database_file(path) -> set[str]:
-    """Serials the database file itself holds, not counting the WAL (read while it may be written:
-    a torn read is retried)."""
-    for _ in range(50):
-        try:
-            conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
-            try:
-                return {row[0] for row in conn.execute("SELECT serial FROM certificates")}
-            finally:
-                conn.close()
-        except sqlite3.DatabaseError:
-            time.sleep(0.05)
-    raise AssertionError("the database file could not be read")
-
-
 def test_the_checkpointer_copies_the_wal_into_the_database_file(svc):
     """A server worker leaves checkpoints to its Checkpointer thread, so no request waits for one:
     certificates reach the database file without any commit checkpointing."""
@@ -253,13 +239,11 @@ def test_the_checkpointer_copies_the_wal_into_the_database_file(svc):
                              issuance.IssueRequest(csr=pem(make_csr([f"wal{i}.example.test"]))), utcnow()).serial
               for i in range(5)}
     database = svc.paths.database
-    assert not issued & _in_database_file(database)  # only in the WAL so far
+    assert not issued & serials_in_database_file(database)  # only in the WAL so far
     checkpointer = Checkpointer(database, interval=0.05).start()
     try:
-        deadline = time.monotonic() + 10
-        while not issued <= _in_database_file(database) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: issued <= serials_in_database_file(database), 10, step=0.05)
     finally:
         checkpointer.stop()
-    assert issued <= _in_database_file(database)
+    assert issued <= serials_in_database_file(database)
     assert svc.store.integrity_check() == "ok"

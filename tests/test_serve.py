@@ -9,7 +9,7 @@ import pytest
 import requests
 from cryptography import x509
 
-from .checks import assert_openssl_verifies, run_openssl
+from .checks import assert_openssl_verifies, run_openssl, serials_in_database_file, wait_until
 from .conftest import new_token
 from .factories import make_csr, pem
 from .server import running_server
@@ -119,11 +119,8 @@ def test_chunked_bodies_are_read_whole_and_too_large_ones_get_413(server, instan
 
 
 def test_the_scheduler_runs_once_however_many_workers(server, instance):
-    import time
 
-    deadline = time.monotonic() + 10
-    while (instance / "serve.log").read_text().count("Started worker") < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: (instance / "serve.log").read_text().count("Started worker") >= 2, 10)
     log = (instance / "serve.log").read_text()
     assert log.count("Started worker") == 2, log
     assert log.count("scheduler started") == 1, log
@@ -133,19 +130,14 @@ def test_the_scheduler_runs_once_however_many_workers(server, instance):
 def test_a_killed_worker_is_replaced_and_the_server_keeps_answering(server, instance):
     import os
     import signal
-    import time
 
     base, token = server
     log = instance / "serve.log"
-    deadline = time.monotonic() + 10
-    while log.read_text().count("Started worker") < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: log.read_text().count("Started worker") >= 2, 10)
     pids = [int(p) for p in re.findall(r"Spawning worker-\d+ with PID: (\d+)", log.read_text())]
     assert len(pids) == 2, log.read_text()
     os.kill(pids[0], signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while log.read_text().count("Spawning worker") < 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: log.read_text().count("Spawning worker") >= 3, 20, step=0.2)
     assert log.read_text().count("Spawning worker") == 3, log.read_text()
     for i in range(6):  # both workers (the survivor and the new one) answer; nothing is refused
         response = requests.post(f"{base}/api/v1/certificates", json={"csr": pem(make_csr([f"k{i}.example.test"]))},
@@ -159,20 +151,15 @@ def test_the_scheduler_moves_to_the_replacement_of_its_worker(server, instance):
     scheduler's worker dies, its replacement takes the lock and runs the scheduler."""
     import os
     import signal
-    import time
 
     log = instance / "serve.log"
     started = r"\[(\d+)\] \[INFO\] ca_server.scheduler: scheduler started"
-    deadline = time.monotonic() + 10
-    while not re.findall(started, log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: re.findall(started, log.read_text()), 10)
     holders = re.findall(started, log.read_text())
     workers = re.findall(r"Spawning worker-\d+ with PID: (\d+)", log.read_text())
     assert len(holders) == 1 and holders[0] in workers, log.read_text()
     os.kill(int(holders[0]), signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while len(re.findall(started, log.read_text())) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: len(re.findall(started, log.read_text())) >= 2, 20, step=0.2)
     holders = re.findall(started, log.read_text())
     assert len(holders) == 2 and holders[1] != holders[0], log.read_text()
     assert holders[1] in re.findall(r"Spawning worker-\d+ with PID: (\d+)", log.read_text())
@@ -181,16 +168,10 @@ def test_the_scheduler_moves_to_the_replacement_of_its_worker(server, instance):
 def test_the_server_checkpoints_in_the_background(server, instance):
     """A thread in each worker copies the WAL into the database file every half second; no request
     pays for a checkpoint (the automatic one is only a 200 MB backstop)."""
-    import time
-
-    from .test_hardening import _in_database_file
-
     base, token = server
     headers = {"Authorization": f"Bearer {token}"}
     serials = {requests.post(f"{base}/api/v1/certificates", headers=headers, timeout=30,
                              json={"csr": pem(make_csr([f"ckpt{i}.example.test"]))}).json()["serial"]
                for i in range(10)}
-    deadline = time.monotonic() + 10
-    while not serials <= _in_database_file(instance / "ca.sqlite3") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert serials <= _in_database_file(instance / "ca.sqlite3")
+    wait_until(lambda: serials <= serials_in_database_file(instance / "ca.sqlite3"), 10)
+    assert serials <= serials_in_database_file(instance / "ca.sqlite3")

@@ -67,11 +67,11 @@ class AuditQueries:
         """With both filters, SQLite cannot tell which value is rare and may read a busy actor's
         million rows for an action it never took: count each (index-only, up to
         AUDIT_COUNT_MAX) and read through the smaller."""
-        counts = {}
-        for index, column, value in (("audit_log_action", "action", action), ("audit_log_actor", "actor", actor)):
-            counts[index] = self.db.conn.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM audit_log INDEXED BY {index} WHERE {column} = ? AND id < ? LIMIT ?)",
-                [value, before_id if before_id is not None else 2**63 - 1, AUDIT_COUNT_MAX]).fetchone()[0]
+        below, below_args = (" AND id < ?", [before_id]) if before_id is not None else ("", [])
+        counts = {index: self.count_at_most(f"SELECT 1 FROM audit_log INDEXED BY {index} WHERE {column} = ?{below}",
+                                            [value, *below_args], AUDIT_COUNT_MAX)
+                  for index, column, value in (("audit_log_action", "action", action),
+                                               ("audit_log_actor", "actor", actor))}
         return min(counts, key=counts.get)
 
     def all_audit_entries(self):

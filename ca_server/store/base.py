@@ -103,8 +103,13 @@ class StoreBase:
         """This process's connections leave checkpoints to a Checkpointer thread and keep only
         the backstop."""
         self.wal_autocheckpoint = BACKSTOP_PAGES
-        if getattr(self._local, "pid", None) == os.getpid():
-            self._local.db.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+        if getattr(self._local, "pid", None) == os.getpid():  # this thread's connection is open already
+            self.db.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+
+    def count_at_most(self, query: str, args: list, most: int) -> int:
+        """How many rows `query` gives, counted up to most + 1: on an index alone, it reads at most
+        that many entries however many rows match (how lists and the audit page choose an index)."""
+        return self.db.conn.execute(f"SELECT count(*) FROM ({query} LIMIT ?)", [*args, most + 1]).fetchone()[0]
 
     def ping(self) -> bool:
         try:

@@ -57,9 +57,9 @@ class CertificateListing:
         read in not_after order from its index, so the first `limit` are the right ones however
         many are due; a requester who owns at most SCAN_ROWS certificates has them read and sorted."""
         index = "certificates_not_after"
-        if requester is not None and self.db.conn.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM certificates INDEXED BY certificates_requester"
-                " WHERE requester = ? LIMIT ?)", [requester, SCAN_ROWS + 1]).fetchone()[0] <= SCAN_ROWS:
+        if requester is not None and self.count_at_most(
+                "SELECT 1 FROM certificates INDEXED BY certificates_requester WHERE requester = ?",
+                [requester], SCAN_ROWS) <= SCAN_ROWS:
             index = "certificates_requester"
         sql = (f"SELECT {_prefixed()} FROM certificates c INDEXED BY {index}"
                " WHERE c.not_after > ? AND c.not_after <= ? AND c.revoked_at IS NULL")
@@ -95,22 +95,19 @@ class CertificateListing:
         rows = self._select(flt, now, count, before=top, floor=floor, table=table)
         if len(rows) >= count or floor <= 1:
             return rows
-        rest = count - len(rows)
-        most = CANDIDATES_MAX
-        if flt.q:
+        most, by_keys = CANDIDATES_MAX, False
+        if flt.q and by_serial is not None:
             matching, newest = self._key_rows(flt.q)
-            if by_serial is not None and matching <= SEARCH_KEY_ROWS_MAX:
-                # The search keys read about `matching` rows; the filter's index is used if it has fewer.
-                most = min(most, matching - 1)
-                candidates = self._candidates(flt, now, floor, most) if most >= 0 else None
-                if candidates is None:
-                    return self._by_search_keys(flt, now, count, rows, floor, by_serial, newest)
-                return rows + self._probe(flt, now, rest, candidates)
-        candidates = self._candidates(flt, now, floor, most)
+            # The search keys read about `matching` rows; the filter's index is used if it has fewer.
+            by_keys = matching <= SEARCH_KEY_ROWS_MAX
+            most = min(most, matching - 1) if by_keys else most
+        candidates = self._candidates(flt, now, floor, most) if most >= 0 else None
         if candidates is not None:
-            return rows + self._probe(flt, now, rest, candidates)
+            return rows + self._probe(flt, now, count - len(rows), candidates)
+        if by_keys:
+            return self._by_search_keys(flt, now, count, rows, floor, by_serial, newest)
         # No index narrows the filter (or a large share of the store passes it): read on.
-        return rows + self._select(flt, now, rest, before=floor, table=table)
+        return rows + self._select(flt, now, count - len(rows), before=floor, table=table)
 
     def _scan_floor(self, flt: CertificateFilter, top: int) -> int:
         """The lowest rowid of the newest SCAN_ROWS rows below `top` (of the requester's)."""
@@ -138,8 +135,7 @@ class CertificateListing:
         best: tuple[int, str, list] | None = None
         for index, condition, args in sources:
             query = f"SELECT rowid FROM certificates INDEXED BY {index} WHERE {condition} AND rowid < ?"
-            # Counted first (index-only, no Python objects): a dense filter stops at most + 1.
-            n = self.db.conn.execute(f"SELECT count(*) FROM ({query} LIMIT ?)", [*args, below, most + 1]).fetchone()[0]
+            n = self.count_at_most(query, [*args, below], most)  # before any rowid becomes a Python object
             if n <= most and (best is None or n < best[0]):
                 best = (n, query, [*args, below])
         if best is None:
@@ -187,16 +183,14 @@ class CertificateListing:
     def _search_matches(self, q: str) -> tuple[set[str] | None, set[str] | None]:
         """The serials a search matches by serial prefix and by name label (index range scans),
         each None when there are more than SEARCH_SET_CAP."""
-        q = q.strip().lower()
-        serial_q = q.replace(":", "")
         cap = SEARCH_SET_CAP + 1
         conn = self.db.conn
         found = []
         for sql, args in (
             ("SELECT serial FROM certificates WHERE serial >= ? AND serial < ? LIMIT ?",
-             (serial_q, serial_q + "\U0010ffff", cap)),
+             [*_prefix_range(_normal(q).replace(":", "")), cap]),
             ("SELECT DISTINCT serial FROM certificate_search WHERE key >= ? AND key < ? LIMIT ?",
-             (q, q + "\U0010ffff", cap)),
+             [*_prefix_range(_normal(q)), cap]),
         ):
             matches = {row[0] for row in conn.execute(sql, args)}
             found.append(matches if len(matches) <= SEARCH_SET_CAP else None)
@@ -205,10 +199,9 @@ class CertificateListing:
     def _key_rows(self, q: str) -> tuple[int, int | None]:
         """How many search-key rows a name prefix matches (counted up to SEARCH_KEY_ROWS_MAX + 1),
         and the newest of them (index-only)."""
-        q = q.strip().lower()
         return self.db.conn.execute(
             "SELECT count(*), max(rowid) FROM (SELECT rowid FROM certificate_search WHERE key >= ? AND key < ?"
-            " LIMIT ?)", [q, q + "\U0010ffff", SEARCH_KEY_ROWS_MAX + 1]).fetchone()
+            " LIMIT ?)", [*_prefix_range(_normal(q)), SEARCH_KEY_ROWS_MAX + 1]).fetchone()
 
     def _by_search_keys(self, flt: CertificateFilter, now: dt.datetime, count: int, rows: list[CertificateRecord],
                         floor: int, by_serial: set[str], newest: int | None) -> list[CertificateRecord]:
@@ -216,9 +209,8 @@ class CertificateListing:
         are stored in issue order) in growing windows: a prefix whose many matches are all old
         ("host1" in a store of host1..host1000000) costs a few index-only range scans instead of
         a scan of the whole table."""
-        q = flt.q.strip().lower()
         keys = "key >= ? AND key < ?"
-        key_args = [q, q + "\U0010ffff"]
+        key_args = _prefix_range(_normal(flt.q))
         conn = self.db.conn
         older = self._select(flt, now, count, before=floor, serials=sorted(by_serial)) if by_serial else []
         seen = {r.serial for r in rows}  # a certificate's key rows may straddle two windows
@@ -236,6 +228,16 @@ class CertificateListing:
             newest, window = low - 1, window * 4
         rows = sorted({r.serial: r for r in rows + older}.values(), key=lambda r: -r.extra["rowid"])
         return rows[:count]
+
+
+def _normal(q: str) -> str:
+    """A search as the search keys are stored: trimmed, lowercase."""
+    return q.strip().lower()
+
+
+def _prefix_range(prefix: str) -> list[str]:
+    """Bounds of `x >= low AND x < high`: every text that starts with `prefix` (an index range scan)."""
+    return [prefix, prefix + "\U0010ffff"]
 
 
 def _page(rows: list[CertificateRecord], limit: int) -> tuple[list[CertificateRecord], int | None]:
@@ -263,7 +265,7 @@ def _where(flt: CertificateFilter, now: dt.datetime, q_serials: list[str] | None
         where.append("c.requester = ?")
         params.append(flt.requester)
     if flt.q:
-        q = flt.q.strip().lower()
+        q = _normal(flt.q)
         if q_serials is not None:
             where.append("c.serial IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(q_serials))
