@@ -49,7 +49,7 @@ def main() -> int:
         log("CRL")
         results["crl"] = scale.crl_build(Path(tmp) / "crl", 100_000, log)
     log(f"Scale: {scale_n:,} certificates")
-    fixture = scale.build_fixture(HERE / ".cache" / f"scale-{scale_n}", scale_n, log)
+    fixture = scale.build_fixture(HERE / ".cache", scale_n, log)
     results["scale"] = scale.measure(fixture, log)
     results["elapsed_s"] = round(time.monotonic() - started)
     (HERE / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -66,7 +66,7 @@ def print_table(r: dict) -> None:
     ip, s, c, m = r["inprocess"], r["scale"], r["crl"], r["rss_mb"]
     log(f"\nin-process: ca-server {ip['ca_server_cps']:.0f}/s, raw pipeline {ip['raw_cps']:.0f}/s, ratio {ip['ratio']:.2f}")
     log(f"scale ({s['certificates']:,}): lookup p99 {s['lookup_p99_ms']:.2f} ms, search page {s['search_ms']:.0f} ms "
-        f"(worst query), reminder pass {s['reminder_pass_s']:.2f} s, {s['bytes_per_cert']} bytes/cert")
+        f"(worst query), audit page {s['audit_ms']:.0f} ms, reminder pass {s['reminder_pass_s']:.2f} s, {s['bytes_per_cert']} bytes/cert")
     log(f"CRL {c['entries']:,} entries: {c['build_s']:.2f} s, {c['bytes'] / 1e6:.1f} MB; OCSP {r['ocsp_rps']:.0f}/s")
     log(f"RSS: {m['after_1k']:.0f} MB after 1k, {m['after_100k']:.0f} MB after {m['issued']:,} ({m['growth']:+.0%})")
     log(f"total {r['elapsed_s']} s; written to benchmarks/latest.json")

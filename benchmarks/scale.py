@@ -3,14 +3,17 @@ benchmarks/.cache/), lookups, search, the reminder pass, and a CRL of 100,000 en
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import hashlib
+import json
 import multiprocessing
 import os
 import random
 import shutil
 import sqlite3
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,10 +30,14 @@ from ca_server.pki.keys import describe_public_key, spki_sha256
 from ca_server.pki.serials import new_serial, serial_hex
 from ca_server.services import open_services
 
+from .common import HERE
 from .throughput import PASSPHRASE, make_instance
 
 BATCH = 10_000
 DUE_EVERY = 100  # 1% of the certificates expire within the reminder window
+# Written into COMPLETE: a cached fixture of another version is rebuilt. 2: with the issuance audit
+# rows a real store has (version 1 had none, so its bytes per certificate left them out).
+FIXTURE_VERSION = 2
 
 
 def _records(args) -> list[CertificateRecord]:
@@ -65,13 +72,16 @@ def _records(args) -> list[CertificateRecord]:
     return out
 
 
-def build_fixture(root: Path, count: int, log) -> Path:
-    """The store of `count` certificates; reused when a complete one is cached."""
+def build_fixture(cache: Path, count: int, log) -> Path:
+    """The store of `count` certificates, under `cache`; reused when a complete one is there."""
+    root = cache / f"scale-{count}"
     done = root / "COMPLETE"
-    if done.exists():
+    stamp = f"{count} certificates, fixture version {FIXTURE_VERSION}"
+    if done.exists() and done.read_text() == stamp:
         log(f"  using the cached fixture {root} ({count:,} certificates)")
         return root
     if root.exists():
+        log(f"  rebuilding {root}: it is not a complete version {FIXTURE_VERSION} fixture")
         shutil.rmtree(root)
     make_instance(root)
     svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
@@ -80,14 +90,20 @@ def build_fixture(root: Path, count: int, log) -> Path:
     start = time.monotonic()
     with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2) as pool:
         for n, batch in enumerate(pool.imap(_records, jobs), 1):
-            svc.store.import_certificates(batch)
+            svc.store.import_certificates(batch, audits=[_issue_audit(r) for r in batch])
             if n % 10 == 0:
                 log(f"  fixture: {n * BATCH:,} certificates ({time.monotonic() - start:.0f} s)")
     svc.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     svc.store.db.execute("ANALYZE")
-    done.write_text(str(count))
+    done.write_text(stamp)
     log(f"  fixture built in {time.monotonic() - start:.0f} s")
     return root
+
+
+def _issue_audit(r: CertificateRecord) -> dict:
+    """The audit row an issuance writes (as issuance.sign_and_store does)."""
+    return {"at": r.issued_at, "action": "issue", "actor": r.requester, "serial": r.serial, "client": "127.0.0.1",
+            "detail": {"profile": r.profile, "names": list(r.sans)}}
 
 
 def measure(root: Path, log) -> dict:
@@ -131,6 +147,22 @@ def measure(root: Path, log) -> dict:
         searches[label] = (time.perf_counter() - t) / 5 * 1000
         log(f"  list page {query} ({label}): {searches[label]:.1f} ms")
 
+    audit_pages = {}
+    # Every certificate's issuance is in the audit log (one row each, actor token:bench).
+    for label, query in (("newest", ""), ("action=issue (every row)", "action=issue"),
+                         ("actor (every row)", "actor=token:bench"), ("serial", f"serial={serials[1]}"),
+                         ("action=revoke (none)", "action=revoke"),
+                         ("action=revoke + the busy actor", "action=revoke&actor=token:bench"),
+                         ("action=issue, an old page", f"action=issue&before={count // 2}")):
+        client.get(f"/admin/audit?{query}", headers=headers)  # warm
+        t = time.perf_counter()
+        for _ in range(5):
+            response = client.get(f"/admin/audit?{query}", headers=headers)
+            assert response.status_code == 200
+        audit_pages[label] = (time.perf_counter() - t) / 5 * 1000
+        log(f"  audit page ?{query} ({label}): {audit_pages[label]:.1f} ms")
+    audit_rows = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+
     now = utcnow()
     t = time.perf_counter()
     due = reminders.due_reminders(svc.config, svc.store, now)
@@ -141,7 +173,9 @@ def measure(root: Path, log) -> dict:
     log(f"  database: {size / 1e9:.2f} GB, {size / count:.0f} bytes per certificate")
     return {"certificates": count, "lookup_p99_ms": round(lookup_p99, 3), "search_ms": round(max(searches.values()), 1),
             "search_ms_by_query": {k: round(v, 1) for k, v in searches.items()}, "reminder_pass_s": round(reminder_s, 3),
-            "reminders_due": len(due), "bytes_per_cert": round(size / count)}
+            "reminders_due": len(due), "bytes_per_cert": round(size / count), "audit_rows": audit_rows,
+            "audit_ms": round(max(audit_pages.values()), 1),
+            "audit_ms_by_query": {k: round(v, 1) for k, v in audit_pages.items()}}
 
 
 def crl_build(root: Path, entries: int, log) -> dict:
@@ -171,3 +205,22 @@ def crl_build(root: Path, entries: int, log) -> dict:
     shutil.rmtree(root)
     return {"entries": entries, "build_s": round(seconds, 2), "bytes": len(published.der)}
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Only this part of `make bench`: python -m benchmarks.scale [COUNT] [--cache DIR] prints the
+    measurements as JSON (progress on stderr)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=main.__doc__)
+    parser.add_argument("count", type=int, nargs="?", default=1_000_000, help="certificates in the store")
+    parser.add_argument("--cache", type=Path, default=HERE / ".cache", help="where fixtures are kept")
+    args = parser.parse_args(argv)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    print(json.dumps(measure(build_fixture(args.cache, args.count, log), log), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

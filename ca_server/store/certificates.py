@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable
 
 from ..clock import from_text, to_text
 from ..models import CertificateRecord, names_key
@@ -164,11 +165,14 @@ class CertificateQueries:
         if item.audit is not None:
             self._append_audit(db, **item.audit)
 
-    def import_certificates(self, records: list[CertificateRecord]) -> None:
-        """Store many certificates in one transaction (imports, benchmark fixtures): no audit rows."""
+    def import_certificates(self, records: list[CertificateRecord], audits: Iterable[dict] = ()) -> None:
+        """Store many certificates in one transaction (imports, benchmark fixtures), with the
+        audit rows given (none for an import)."""
         with self.write() as db:
             db.conn.executemany(_INSERT, [_row(r) for r in records])
             db.conn.executemany(_INSERT_SEARCH, [row for r in records for row in _search_rows(r)])
+            for audit in audits:
+                self._append_audit(db, **audit)
 
     def get_certificate(self, serial: str, *, with_renewal: bool = False) -> CertificateRecord | None:
         extra = ""
