@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 from ca_server import accounts, create_app, reminders, revocation
 from ca_server.clock import utcnow
 from ca_server.config import Secrets
+from ca_server.issuance import issuance_audit
 from ca_server.models import CertificateRecord
 from ca_server.pki.keys import describe_public_key, spki_sha256
 from ca_server.pki.serials import new_serial, serial_hex
@@ -90,7 +91,7 @@ def build_fixture(cache: Path, count: int, log) -> Path:
     start = time.monotonic()
     with multiprocessing.get_context("fork").Pool(os.cpu_count() or 2) as pool:
         for n, batch in enumerate(pool.imap(_records, jobs), 1):
-            svc.store.import_certificates(batch, audits=[_issue_audit(r) for r in batch])
+            svc.store.import_certificates(batch, audits=[issuance_audit(r, "127.0.0.1") for r in batch])
             if n % 10 == 0:
                 log(f"  fixture: {n * BATCH:,} certificates ({time.monotonic() - start:.0f} s)")
     svc.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -98,12 +99,6 @@ def build_fixture(cache: Path, count: int, log) -> Path:
     done.write_text(stamp)
     log(f"  fixture built in {time.monotonic() - start:.0f} s")
     return root
-
-
-def _issue_audit(r: CertificateRecord) -> dict:
-    """The audit row an issuance writes (as issuance.sign_and_store does)."""
-    return {"at": r.issued_at, "action": "issue", "actor": r.requester, "serial": r.serial, "client": "127.0.0.1",
-            "detail": {"profile": r.profile, "names": list(r.sans)}}
 
 
 def measure(root: Path, log) -> dict:

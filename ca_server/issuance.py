@@ -219,20 +219,19 @@ def sign_and_store(
             requester=requester.label,
             extra={"notes": notes},
         )
-        audit = {
-            "at": now,
-            "action": audit_action,
-            "actor": requester.label,
-            "serial": record.serial,
-            "client": client,
-            "detail": {"profile": prepared.profile, "names": list(decision.sans), **(audit_extra or {})},
-        }
         try:
-            store.insert_certificate(record, audit=audit)
+            store.insert_certificate(record, audit=issuance_audit(record, client, audit_action, audit_extra))
         except SerialTakenError:
             continue
         return record
     raise RuntimeError("three random serials in a row were taken")  # pragma: no cover
+
+
+def issuance_audit(record: CertificateRecord, client: str | None, action: str = "issue",
+                   extra: dict | None = None) -> dict:
+    """The audit row stored with a new certificate."""
+    return {"at": record.issued_at, "action": action, "actor": record.requester, "serial": record.serial,
+            "client": client, "detail": {"profile": record.profile, "names": list(record.sans), **(extra or {})}}
 
 
 def _general_name(text: str) -> x509.GeneralName:
