@@ -99,6 +99,16 @@ def wait_until(condition, seconds: float, step: float = 0.1) -> None:
         time.sleep(step)
 
 
+def well_inside_a_minute(burst_seconds: float = 5.0) -> None:
+    """Wait, if needed, so a burst of requests under a per-minute rate limit ends before the next
+    whole minute. The limiter's sliding windows start on whole minutes of the epoch; in the new one
+    the old one's count is weighted by the fraction of a minute left (10 hits count 9.99 a moment
+    after), so a burst that crosses a minute's start is let one request further."""
+    left = 60 - time.time() % 60
+    if left < burst_seconds:
+        time.sleep(left + 0.05)
+
+
 def serials_in_database_file(path) -> set[str]:
     """Serials the database file itself holds, not counting the WAL (read while it may be written:
     a torn read is retried)."""
