@@ -16,8 +16,6 @@ from granian.log import LogLevels
 from .services import Services
 from .store.checkpoints import Checkpointer
 
-ACCESS_LOG_FORMAT = '%(addr)s - "%(method)s %(path)s %(protocol)s" %(status)d %(dt_ms).3fms'
-
 
 def run_server(services: Services, *, host: str | None, port: int | None, workers: int | None) -> None:
     cfg = services.config.server
@@ -38,12 +36,15 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         # scheduler (a replacement for that worker takes the lock over when it starts).
         from . import create_app
         from .scheduler import start_scheduler
+        from .web.access_log import AccessLog
 
         app = create_app(services.config, instance_path=services.paths.root)
         worker_services = app.extensions["ca_server"]
         worker_services.store.checkpoint_in_background()
         Checkpointer(worker_services.store.path).start()
         start_scheduler(worker_services)
+        if cfg.access_log:
+            app.wsgi_app = AccessLog(app.wsgi_app)
         return app
 
     server = Granian(
@@ -56,8 +57,7 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         # Requests beyond what the threads can take wait in the socket backlog, not in memory.
         backpressure=cfg.threads,
         log_level=LogLevels.info,
-        log_access=cfg.access_log,
-        log_access_format=ACCESS_LOG_FORMAT,
+        log_access=False,  # web/access_log.py writes it
         respawn_failed_workers=True,
         workers_kill_timeout=10,
     )

@@ -247,3 +247,19 @@ def test_the_checkpointer_copies_the_wal_into_the_database_file(svc):
         checkpointer.stop()
     assert issued <= serials_in_database_file(database)
     assert svc.store.integrity_check() == "ok"
+
+
+def test_the_access_log_records_a_request_that_raised(caplog):
+    """A request whose handler raised is logged as a 500 (Granian answers it so), and the error
+    goes on to the server."""
+    import logging
+
+    from ca_server.web.access_log import AccessLog
+
+    def broken(environ, start_response):
+        raise RuntimeError("boom")
+
+    environ = {"REMOTE_ADDR": "10.0.0.9", "REQUEST_METHOD": "GET", "PATH_INFO": "/x y", "SERVER_PROTOCOL": "HTTP/1.1"}
+    with caplog.at_level(logging.INFO, logger="granian.access"), pytest.raises(RuntimeError, match="boom"):
+        AccessLog(broken)(environ, lambda *args: None)
+    assert re.fullmatch(r'10\.0\.0\.9 - "GET /x%20y HTTP/1\.1" 500 \d+\.\d{3}ms', caplog.records[-1].getMessage())

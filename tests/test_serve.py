@@ -29,6 +29,24 @@ def test_serve_uses_a_production_wsgi_server(server):
     assert response.headers["Server"].startswith("granian")
 
 
+def test_the_server_logs_one_line_per_request(server, instance):
+    base, token = server
+    issued = requests.post(f"{base}/api/v1/certificates", headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                           json={"csr": pem(make_csr(["logged.example.test"]))})
+    assert issued.status_code == 201
+    assert requests.get(f"{base}/api/v1/certificates/00ff", headers={"Authorization": f"Bearer {token}"},
+                        timeout=5).status_code == 404
+    assert requests.get(f"{base}/no/such%0Apage", timeout=5).status_code == 404
+    wait_until(lambda: "/no/such" in (instance / "serve.log").read_text(), 10)
+    log = (instance / "serve.log").read_text()
+    assert re.search(r'^127\.0\.0\.1 - "POST /api/v1/certificates HTTP/1\.1" 201 \d+\.\d{3}ms$', log, re.M), log[-2000:]
+    assert re.search(r'^127\.0\.0\.1 - "GET /api/v1/certificates/00ff HTTP/1\.1" 404 ', log, re.M)
+    # A newline in the URL stays inside its line.
+    assert re.search(r'^127\.0\.0\.1 - "GET /no/such%0Apage HTTP/1\.1" 404 ', log, re.M)
+    assert not any(line.startswith("page ") for line in log.splitlines())
+    assert token not in log  # the bearer token is a header, never logged
+
+
 def test_form_flow_of_the_acceptance_check(server, svc, tmp_path):
     """Sign in, paste the CUCM CSR, land on the detail page, download DER and PEM, verify both
     against /ca/chain.pem with openssl."""
