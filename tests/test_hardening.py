@@ -263,3 +263,12 @@ def test_the_access_log_records_a_request_that_raised(caplog):
     with caplog.at_level(logging.INFO, logger="granian.access"), pytest.raises(RuntimeError, match="boom"):
         AccessLog(broken)(environ, lambda *args: None)
     assert re.fullmatch(r'10\.0\.0\.9 - "GET /x%20y HTTP/1\.1" 500 \d+\.\d{3}ms', caplog.records[-1].getMessage())
+
+    def fine(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    # A path no WSGI server should give (not latin-1) is still logged, and the answer still goes out.
+    with caplog.at_level(logging.INFO, logger="granian.access"):
+        assert AccessLog(fine)({**environ, "PATH_INFO": "/\u20ac"}, lambda *args: None) == [b"ok"]
+    assert re.fullmatch(r'10\.0\.0\.9 - "GET /%5Cu20ac HTTP/1\.1" 200 \d+\.\d{3}ms', caplog.records[-1].getMessage())

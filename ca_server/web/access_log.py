@@ -39,7 +39,9 @@ class AccessLog:
 
 
 def _line(environ: dict, status: str, start: float) -> None:
-    # PATH_INFO is the decoded path: quoted again, a "%0A" in a URL cannot start a forged line.
-    path = quote(environ.get("PATH_INFO", "").encode("latin-1"), safe="/:@!$&'()*+,;=~")
+    # PATH_INFO is the decoded path (bytes as latin-1, PEP 3333): quoted again, a "%0A" in a URL
+    # cannot start a forged line. A server that decoded otherwise must not turn a good answer into
+    # an error here, hence the replacement.
+    path = quote(environ.get("PATH_INFO", "").encode("latin-1", "backslashreplace"), safe="/:@!$&'()*+,;=~")
     log.info('%s - "%s %s %s" %s %.3fms', environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD", "-"),
              path, environ.get("SERVER_PROTOCOL", "-"), status, (time.perf_counter() - start) * 1000)
