@@ -124,38 +124,23 @@ def measure(root: Path, log) -> dict:
                                   now=utcnow())
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
-    searches = {}
     host = serials[0]
     example_host = svc.store.get_certificate(host).common_name
     # "host1" matches 111,111 names (host1, host1x ... host1xxxxx), none among the newest 800,000.
     # The store has no revoked certificate; every one expires within ten years.
-    for label, query in (("name", f"q={example_host}"), ("name prefix", f"q={example_host[:8]}"),
-                         ("serial prefix", f"q={host[:10]}"), ("domain (matches all)", "q=scale.test"),
-                         ("prefix, old matches only", "q=host1"), ("status=revoked (none)", "status=revoked"),
-                         ("expiring within 10 years (all)", "expiring_within_days=3650"),
-                         ("prefix + status matching nothing", "q=host1&status=revoked")):
-        client.get(f"/certificates?{query}", headers=headers)  # warm
-        t = time.perf_counter()
-        for _ in range(5):
-            response = client.get(f"/certificates?{query}", headers=headers)
-            assert response.status_code == 200
-        searches[label] = (time.perf_counter() - t) / 5 * 1000
-        log(f"  list page {query} ({label}): {searches[label]:.1f} ms")
-
-    audit_pages = {}
+    searches = _page_times(client, headers, "/certificates", (
+        ("name", f"q={example_host}"), ("name prefix", f"q={example_host[:8]}"),
+        ("serial prefix", f"q={host[:10]}"), ("domain (matches all)", "q=scale.test"),
+        ("prefix, old matches only", "q=host1"), ("status=revoked (none)", "status=revoked"),
+        ("expiring within 10 years (all)", "expiring_within_days=3650"),
+        ("prefix + status matching nothing", "q=host1&status=revoked")), log)
     # Every certificate's issuance is in the audit log (one row each, actor token:bench).
-    for label, query in (("newest", ""), ("action=issue (every row)", "action=issue"),
-                         ("actor (every row)", "actor=token:bench"), ("serial", f"serial={serials[1]}"),
-                         ("action=revoke (none)", "action=revoke"),
-                         ("action=revoke + the busy actor", "action=revoke&actor=token:bench"),
-                         ("action=issue, an old page", f"action=issue&before={count // 2}")):
-        client.get(f"/admin/audit?{query}", headers=headers)  # warm
-        t = time.perf_counter()
-        for _ in range(5):
-            response = client.get(f"/admin/audit?{query}", headers=headers)
-            assert response.status_code == 200
-        audit_pages[label] = (time.perf_counter() - t) / 5 * 1000
-        log(f"  audit page ?{query} ({label}): {audit_pages[label]:.1f} ms")
+    audit_pages = _page_times(client, headers, "/admin/audit", (
+        ("newest", ""), ("action=issue (every row)", "action=issue"),
+        ("actor (every row)", "actor=token:bench"), ("serial", f"serial={serials[1]}"),
+        ("action=revoke (none)", "action=revoke"),
+        ("action=revoke + the busy actor", "action=revoke&actor=token:bench"),
+        ("action=issue, an old page", f"action=issue&before={count // 2}")), log)
     audit_rows = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
 
     now = utcnow()
@@ -167,10 +152,27 @@ def measure(root: Path, log) -> dict:
     size = os.path.getsize(root / "ca.sqlite3")
     log(f"  database: {size / 1e9:.2f} GB, {size / count:.0f} bytes per certificate")
     return {"certificates": count, "lookup_p99_ms": round(lookup_p99, 3), "search_ms": round(max(searches.values()), 1),
-            "search_ms_by_query": {k: round(v, 1) for k, v in searches.items()}, "reminder_pass_s": round(reminder_s, 3),
+            "search_ms_by_query": _rounded(searches), "reminder_pass_s": round(reminder_s, 3),
             "reminders_due": len(due), "bytes_per_cert": round(size / count), "audit_rows": audit_rows,
-            "audit_ms": round(max(audit_pages.values()), 1),
-            "audit_ms_by_query": {k: round(v, 1) for k, v in audit_pages.items()}}
+            "audit_ms": round(max(audit_pages.values()), 1), "audit_ms_by_query": _rounded(audit_pages)}
+
+
+def _page_times(client, headers: dict, path: str, queries, log) -> dict[str, float]:
+    """Milliseconds per page load (mean of five, after one to warm up), by label."""
+    times = {}
+    for label, query in queries:
+        client.get(f"{path}?{query}", headers=headers)
+        t = time.perf_counter()
+        for _ in range(5):
+            response = client.get(f"{path}?{query}", headers=headers)
+            assert response.status_code == 200
+        times[label] = (time.perf_counter() - t) / 5 * 1000
+        log(f"  {path}?{query} ({label}): {times[label]:.1f} ms")
+    return times
+
+
+def _rounded(times: dict[str, float]) -> dict[str, float]:
+    return {label: round(ms, 1) for label, ms in times.items()}
 
 
 def crl_build(root: Path, entries: int, log) -> dict:
@@ -199,7 +201,6 @@ def crl_build(root: Path, entries: int, log) -> dict:
     log(f"  CRL with {entries:,} entries: built in {seconds:.2f} s, {len(published.der) / 1e6:.1f} MB")
     shutil.rmtree(root)
     return {"entries": entries, "build_s": round(seconds, 2), "bytes": len(published.der)}
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """The server's access log: one line per request, written before the response goes out.
 
-Granian's own access log wrote the line after handing the response over, while the connection's
-next request was already being served by another thread of the same interpreter. Against that
-build (6 alternating rounds, same machine): 1.50-1.72 against 1.60-1.91 ms of server CPU per issued
+Granian's own access log wrote the line after handing the response over, when (most likely; not
+shown by a profile) the connection's next request was already running in another thread of the
+same interpreter. Against that build (6 alternating rounds, same machine): 1.50-1.72 against 1.60-1.91 ms of server CPU per issued
 certificate at concurrency 1, 1.56-1.85 against 1.77-2.05 at 4; one line costs ~19 us here. Granian
 also logged the decoded path, so a "%0A" in a URL started a line of the requester's choosing.
 The line reads as Granian's did: address, method, path, protocol, status, milliseconds."""
