@@ -51,6 +51,26 @@ def test_issue_via_raw_pkcs10_body(api, body_format):
     assert response.get_json()["profile"] == "client"
 
 
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize("body_format", ["pem", "one-line pem", "der"])
+def test_a_csr_body_without_its_type_is_taken_as_the_csr(api, content_type, body_format):
+    """`curl --data-binary @x.csr` sends the form type, `curl -d @x.csr` also drops the newlines, and
+    some clients name no type: the body is still the CSR."""
+    csr = make_csr(["untyped.example.test"])
+    data = {"pem": pem(csr).encode(), "one-line pem": pem(csr).replace("\n", "").encode(), "der": der(csr)}[body_format]
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = api.post("/api/v1/certificates?validity_days=10", data=data, headers=headers)
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["sans"] == ["DNS:untyped.example.test"]
+    assert response.get_json()["days_left"] == 10
+
+
+def test_a_form_body_that_is_not_a_csr_is_refused_with_the_types_to_use(api):
+    response = api.post("/api/v1/certificates", data={"csr": "x"})
+    assert response.status_code == 400
+    assert "application/pkcs10" in response.get_json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     "csr_factory, code",
     [

@@ -19,6 +19,10 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 JSON_FIELDS = {"csr", "profile", "validity_days", "notify"}
 RAW_CSR_TYPES = {"application/pkcs10", "application/x-pem-file", "application/octet-stream",
                  "application/x-x509-csr", "text/plain"}
+# What `curl --data-binary @x.csr` (form type) or a client that names no type sends a CSR as: taken
+# as the CSR when the body is one (PEM, or DER's SEQUENCE), like the raw types above.
+UNNAMED_TYPES = {"", "application/x-www-form-urlencoded"}
+CSR_PEM_HEADERS = (b"-----BEGIN CERTIFICATE REQUEST-----", b"-----BEGIN NEW CERTIFICATE REQUEST-----")
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 STATUSES = ("valid", "revoked", "expired")
@@ -79,7 +83,7 @@ def _issue_request_from_body() -> issuance.IssueRequest:
     mimetype = request.mimetype
     if mimetype == "application/json" or (not mimetype and request.data[:1] == b"{"):
         return issue_request_from_json(json_body(), g.requester, client_address())
-    if mimetype in RAW_CSR_TYPES:
+    if mimetype in RAW_CSR_TYPES or (mimetype in UNNAMED_TYPES and _looks_like_csr(request.get_data())):
         return issuance.IssueRequest(
             csr=request.get_data(cache=False),
             profile=request.args.get("profile") or None,
@@ -93,6 +97,10 @@ def _issue_request_from_body() -> issuance.IssueRequest:
         "(Content-Type: application/pkcs10, PEM or DER).",
         code="unsupported_media_type",
     )
+
+
+def _looks_like_csr(data: bytes) -> bool:
+    return data[:1] == b"\x30" or data.lstrip().startswith(CSR_PEM_HEADERS)
 
 
 def _optional_str(body: dict, key: str) -> str | None:
