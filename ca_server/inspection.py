@@ -1,7 +1,8 @@
 """"Is this ours?": decode any certificate or CSR and give one verdict.
 
-Certificates: `issued_here` (serial and fingerprint match a stored certificate), `counterfeit`
-(the serial is ours but the fingerprint is not: altered, regenerated or forged),
+Certificates: `issued_here` (serial and fingerprint match a stored certificate, or this CA's own
+root or intermediate), `counterfeit` (the serial is ours but the fingerprint is not: altered,
+regenerated or forged),
 `unknown_to_store` (signed by our intermediate, yet not in the store), `foreign` (not from this
 CA). CSRs: `acceptable` or `refused`, with the policy's reasons, before anything is submitted."""
 
@@ -117,6 +118,25 @@ def _sans(extensions_source) -> list[str]:
 def _inspect_certificate(store: Store, authority: Authority, cert: x509.Certificate, now: dt.datetime,
                          hostname: str | None) -> dict:
     fields = certificate_fields(cert)
+    role = _own_ca_role(cert, authority)
+    if role is not None:
+        verdict, status, reasons = _ca_verdict(store, authority, cert, fields, role, now)
+        chain_ok, chain_message = _ca_chain_check(cert, authority, role, verdict)
+    else:
+        verdict, status, reasons = _leaf_verdict(store, authority, cert, fields, now)
+        chain_ok, chain_message = _chain_check(cert, authority, now)
+    result = {"kind": "certificate", "verdict": verdict, "reasons": reasons, "status": status,
+              "serial": fields["serial"], "fingerprint_sha256": fields["fingerprint_sha256"], "fields": fields,
+              "chain": {"valid": chain_ok, "message": chain_message}}
+    if role is not None:
+        result["ca"] = role
+    if hostname:
+        result["hostname"] = hostname_check(cert, authority, now, hostname.strip())
+    return result
+
+
+def _leaf_verdict(store: Store, authority: Authority, cert: x509.Certificate, fields: dict,
+                  now: dt.datetime) -> tuple[str, str | None, list[str]]:
     record = store.get_certificate(fields["serial"], with_renewal=True)
     signed_by_us = _issued_by(cert, authority.intermediate)
     reasons: list[str] = []
@@ -142,13 +162,43 @@ def _inspect_certificate(store: Store, authority: Authority, cert: x509.Certific
     else:
         verdict = "foreign"
         reasons.append(f"It was not issued by this CA: its issuer is {fields['issuer'] or '(empty)'}.")
-    chain_ok, chain_message = _chain_check(cert, authority, now)
-    result = {"kind": "certificate", "verdict": verdict, "reasons": reasons, "status": status,
-              "serial": fields["serial"], "fingerprint_sha256": fields["fingerprint_sha256"], "fields": fields,
-              "chain": {"valid": chain_ok, "message": chain_message}}
-    if hostname:
-        result["hostname"] = hostname_check(cert, authority, now, hostname.strip())
-    return result
+    return verdict, status, reasons
+
+
+def _own_ca_role(cert: x509.Certificate, authority: Authority) -> str | None:
+    """"root" or "intermediate" when the certificate carries the serial of one of this CA's own
+    certificates (kept in the instance folder, not among the issued ones)."""
+    for role, ca_cert in (("root", authority.root), ("intermediate", authority.intermediate)):
+        if cert.serial_number == ca_cert.serial_number:
+            return role
+    return None
+
+
+def _ca_verdict(store: Store, authority: Authority, cert: x509.Certificate, fields: dict, role: str,
+                now: dt.datetime) -> tuple[str, str | None, list[str]]:
+    genuine = (authority.root if role == "root" else authority.intermediate).public_bytes(Encoding.DER)
+    if cert.public_bytes(Encoding.DER) != genuine:
+        return "counterfeit", None, [
+            f"NOT this CA's {role} certificate, whose serial it carries: that one has fingerprint "
+            f"{hashlib.sha256(genuine).hexdigest()}, this one {fields['fingerprint_sha256']}. It was altered, "
+            "regenerated elsewhere, or forged."]
+    revoked = any(r["serial"] == fields["serial"] for r in store.ca_revocations())
+    status = "revoked" if revoked else "expired" if now >= cert.not_valid_after_utc else "valid"
+    what = ("the one clients trust" if role == "root"
+            else "signed by the root; it signs the certificates issued here")
+    return "issued_here", status, [
+        f"This is this CA's {role} certificate ({what}); its serial and SHA-256 fingerprint match. "
+        f"Status: {status}."]
+
+
+def _ca_chain_check(cert: x509.Certificate, authority: Authority, role: str, verdict: str) -> tuple[bool, str]:
+    if role == "root":
+        if verdict == "issued_here":
+            return True, "It is this CA's root: clients trust it directly."
+        return False, "It is not this CA's root."
+    if _issued_by(cert, authority.root):
+        return True, "It is signed by this CA's root."
+    return False, "It is not signed by this CA's root."
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -87,6 +87,45 @@ def test_foreign(svc):
     assert result["verdict"] == "foreign" and "not issued by this CA" in result["reasons"][0]
 
 
+@pytest.mark.parametrize("role", ["root", "intermediate"])
+def test_this_cas_own_certificates_are_recognised(svc, role):
+    """The root and intermediate are not among the issued certificates, yet they are this CA's: they
+    were reported as "foreign ... its issuer is <our root>"."""
+    ca_cert = getattr(svc.authority, role)
+    result = run(svc, ca_cert.public_bytes(Encoding.PEM))
+    assert result["verdict"] == "issued_here" and result["ca"] == role and result["status"] == "valid"
+    assert f"this CA's {role} certificate" in result["reasons"][0]
+    assert result["chain"]["valid"]
+
+
+def test_a_certificate_claiming_the_intermediates_serial_is_counterfeit(svc):
+    real = svc.authority.intermediate
+    key = cached_key("ec-p256", 23)
+    fake = (x509.CertificateBuilder().subject_name(real.subject).issuer_name(real.issuer)
+            .public_key(key.public_key()).serial_number(real.serial_number)
+            .not_valid_before(real.not_valid_before_utc).not_valid_after(real.not_valid_after_utc)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(key, hashes.SHA256()))
+    result = run(svc, pem(fake))
+    assert result["verdict"] == "counterfeit" and "NOT this CA's intermediate" in result["reasons"][0]
+    assert not result["chain"]["valid"]
+
+
+def test_a_revoked_intermediate_shows_as_revoked(svc):
+    from ca_server import revocation
+
+    revocation.revoke_intermediate(svc.store, svc.authority, svc.config, "keyCompromise", utcnow(), actor="t")
+    result = run(svc, svc.authority.intermediate.public_bytes(Encoding.DER))
+    assert result["verdict"] == "issued_here" and result["status"] == "revoked"
+
+
+def test_the_inspect_page_links_a_ca_certificate_to_its_download(web, svc):
+    page = web.get("/inspect").get_data(as_text=True)
+    html = web.post("/inspect", data={"document": svc.authority.root_pem, "csrf_token": csrf_token(page)}
+                    ).get_data(as_text=True)
+    assert 'data-verdict="issued_here"' in html and 'href="/ca/root.pem"' in html
+
+
 def test_hostname_check(svc):
     record = issue(svc, ["cucm1.example.test", "cucm-pub.example.test"])
     ok = run(svc, record.pem, hostname="cucm-pub.example.test")["hostname"]
