@@ -15,7 +15,7 @@ import hashlib
 import ipaddress
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification
 
@@ -78,38 +78,60 @@ def inspect(config: Config, store: Store, authority: Authority, data: bytes | st
     return _inspect_csr(config, store, document, requester)
 
 
+# What cryptography raises, lazily, for a field of a loaded certificate that does not decode (an
+# altered or damaged one): the document loads, the field does not.
+MALFORMED = (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+
+
 def certificate_fields(cert: x509.Certificate) -> dict:
+    """The fields a certificate viewer shows. One that cannot be decoded reads "(unreadable)" and
+    is named in "unreadable"; the rest are still shown."""
     der = cert.public_bytes(Encoding.DER)
+    unreadable: list[str] = []
+
+    def read(name: str, getter, default):
+        try:
+            return getter()
+        except MALFORMED:
+            unreadable.append(name)
+            return default
+
     fields = {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
+        "subject": read("subject", lambda: cert.subject.rfc4514_string(), "(unreadable)"),
+        "issuer": read("issuer", lambda: cert.issuer.rfc4514_string(), "(unreadable)"),
         "serial": serial_hex(cert.serial_number),
         "serial_colon": serial_colon(cert.serial_number),
         "not_before": to_text(cert.not_valid_before_utc),
         "not_after": to_text(cert.not_valid_after_utc),
         "fingerprint_sha256": hashlib.sha256(der).hexdigest(),
         "fingerprint_sha1": hashlib.sha1(der).hexdigest(),
-        "key": describe_public_key(cert.public_key()).label,
-        "sans": _sans(cert.extensions),
+        "key": read("key", lambda: describe_public_key(cert.public_key()).label, "(unreadable)"),
+        "sans": read("extensions", lambda: _sans(cert), []),
         "extended_key_usage": [],
         "is_ca": False,
     }
-    try:
-        ekus = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    if "extensions" not in unreadable:
+        ekus = read("extensions", lambda: _extension(cert, x509.ExtendedKeyUsage), None) or []
         fields["extended_key_usage"] = [EKU_NAMES.get(o, o.dotted_string) for o in ekus]
-    except (x509.ExtensionNotFound, ValueError):
-        pass
-    try:
-        fields["is_ca"] = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except (x509.ExtensionNotFound, ValueError):
-        pass
+        constraints = _extension(cert, x509.BasicConstraints)
+        fields["is_ca"] = bool(constraints and constraints.ca)
+    if unreadable:
+        fields["unreadable"] = unreadable
     return fields
 
 
-def _sans(extensions_source) -> list[str]:
+def _extension(cert: x509.Certificate, kind):
+    """The extension's value, None when absent (the extensions were read once already)."""
     try:
-        san = extensions_source.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _sans(document: x509.Certificate | x509.CertificateSigningRequest) -> list[str]:
+    """"DNS:..." and "IP:..." names; MALFORMED when the extensions do not decode."""
+    san = _extension(document, x509.SubjectAlternativeName)
+    if san is None:
         return []
     return [f"DNS:{v}" for v in san.get_values_for_type(x509.DNSName)] + [
         f"IP:{v}" for v in san.get_values_for_type(x509.IPAddress)]
@@ -153,15 +175,23 @@ def _leaf_verdict(store: Store, authority: Authority, cert: x509.Certificate, fi
         reasons.append(f"NOT the certificate issued under serial {record.serial}: that one has fingerprint "
                        f"{record.fingerprint_sha256}, this one {fields['fingerprint_sha256']}. It was altered, "
                        "regenerated elsewhere, or forged.")
-        if not signed_by_us:
-            reasons.append("Its signature does not come from this CA's intermediate.")
+        reasons.append("Its signature does not come from this CA's intermediate." if not signed_by_us else
+                       "Yet its signature is this CA's intermediate's: it was made with the CA key outside "
+                       "ca-server, or the issued certificate was re-encoded.")
     elif signed_by_us:
         verdict = "unknown_to_store"
         reasons.append("It is signed by this CA's intermediate, but no certificate with this serial is in the "
                        "store: it was issued outside ca-server (check who else holds the CA key).")
+    elif fields["issuer"] == authority.issuer_text:
+        verdict = "foreign"
+        reasons.append("It names this CA's intermediate as its issuer, but the intermediate did not sign it: "
+                       "it was forged, or altered after signing.")
     else:
         verdict = "foreign"
         reasons.append(f"It was not issued by this CA: its issuer is {fields['issuer'] or '(empty)'}.")
+    if fields.get("unreadable"):
+        reasons.append(f"Parts of it cannot be read ({', '.join(fields['unreadable'])}): it is damaged or was "
+                       "altered.")
     return verdict, status, reasons
 
 
@@ -205,7 +235,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
         return True
-    except (ValueError, TypeError, InvalidSignature):  # other issuer name, key type, or signature
+    except (InvalidSignature, *MALFORMED):  # other issuer name, key type or signature, or damaged
         return False
 
 
@@ -229,22 +259,29 @@ def hostname_check(cert: x509.Certificate, authority: Authority, now: dt.datetim
         pass
     try:
         subject = verification.IPAddress(ip) if ip is not None else verification.DNSName(name)
-        verifier = (verification.PolicyBuilder().store(verification.Store([authority.root])).time(now)
-                    .build_server_verifier(subject))
+    except ValueError as exc:
+        return {"name": name, "accepted": False, "message": f"{name!r} is not a host name or IP address: {exc}."}
+    verifier = (verification.PolicyBuilder().store(verification.Store([authority.root])).time(now)
+                .build_server_verifier(subject))
+    try:
         verifier.verify(cert, [authority.intermediate])
-        return {"name": name, "accepted": True,
-                "message": f"A browser that trusts this CA's root and connects to {name} would accept it."}
     except verification.VerificationError as exc:
         return {"name": name, "accepted": False,
                 "message": f"A browser connecting to {name} would refuse it: {_plain(str(exc), cert, name)}."}
-    except ValueError as exc:
-        return {"name": name, "accepted": False, "message": f"{name!r} is not a host name or IP address: {exc}."}
+    except MALFORMED:
+        return {"name": name, "accepted": False,
+                "message": f"A browser connecting to {name} would refuse it: parts of it cannot be read."}
+    return {"name": name, "accepted": True,
+            "message": f"A browser that trusts this CA's root and connects to {name} would accept it."}
 
 
 def _plain(error: str, cert: x509.Certificate, name: str) -> str:
     lowered = error.lower()
     if "no matching" in lowered or "subject" in lowered and "match" in lowered:
-        names = ", ".join(s.split(":", 1)[1] for s in _sans(cert.extensions)) or "none"
+        try:
+            names = ", ".join(s.split(":", 1)[1] for s in _sans(cert)) or "none"
+        except MALFORMED:
+            names = "unreadable"
         return f"the certificate is not valid for {name} (its names: {names})"
     if "issuer" in lowered or "candidates exhausted" in lowered:
         return "it does not chain to this CA's root"
