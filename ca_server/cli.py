@@ -113,6 +113,8 @@ def issue(csr_file, profile: str | None, days: int | None, notify: tuple[str, ..
     request = issuance.IssueRequest(csr=csr_file.read(), profile=profile, validity_days=days, notify=notify)
     record = issuance.issue(svc.config, svc.store, svc.authority, request, utcnow())
     click.echo(f"Issued serial {record.serial}, valid to {to_text(record.not_after)}", err=True)
+    for note in record.extra.get("notes", ()):
+        click.echo(f"Note: {note}", err=True)
     click.echo(record.pem, nl=False)
 
 

@@ -3,7 +3,12 @@ person what to change; nothing here raises, signs or stores."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
 
 from .config import PolicyConfig
 from .errors import Violation
@@ -12,6 +17,30 @@ from .pki.names import dns_name_problem, in_domains, is_wildcard, looks_like_dns
 
 MAX_NAMES = 100
 MAX_CN_LENGTH = 64  # RFC 5280 ub-common-name
+# RFC 5280 Appendix A upper bounds, in characters, of subject attributes CSRs carry (the CN has
+# its own check above); pkilint rejects a value outside them as invalid ASN.1.
+SUBJECT_BOUNDS = {
+    NameOID.ORGANIZATION_NAME: ("O", 64),
+    NameOID.ORGANIZATIONAL_UNIT_NAME: ("OU", 64),
+    NameOID.LOCALITY_NAME: ("L", 128),
+    NameOID.STATE_OR_PROVINCE_NAME: ("ST", 128),
+    NameOID.SERIAL_NUMBER: ("serialNumber", 64),
+    NameOID.TITLE: ("title", 64),
+    NameOID.PSEUDONYM: ("pseudonym", 128),
+    NameOID.EMAIL_ADDRESS: ("emailAddress", 255),
+}
+COUNTRY = re.compile(r"[A-Za-z]{2}")
+# The string types RFC 5280 allows per attribute. CSRs from some tools carry others (a UTF8String
+# country, an IA5String organization); the certificate then gets the attribute re-encoded.
+DIRECTORY_STRING = {_ASN1Type.T61String, _ASN1Type.PrintableString, _ASN1Type.UniversalString,
+                    _ASN1Type.UTF8String, _ASN1Type.BMPString}
+DIRECTORY_STRING_OIDS = {NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME,
+                         NameOID.LOCALITY_NAME, NameOID.STATE_OR_PROVINCE_NAME, NameOID.TITLE, NameOID.PSEUDONYM,
+                         NameOID.GIVEN_NAME, NameOID.SURNAME, NameOID.INITIALS, NameOID.GENERATION_QUALIFIER,
+                         NameOID.STREET_ADDRESS, NameOID.BUSINESS_CATEGORY, NameOID.POSTAL_CODE}
+FIXED_TYPE = {NameOID.COUNTRY_NAME: _ASN1Type.PrintableString, NameOID.SERIAL_NUMBER: _ASN1Type.PrintableString,
+              NameOID.DN_QUALIFIER: _ASN1Type.PrintableString, NameOID.DOMAIN_COMPONENT: _ASN1Type.IA5String}
+PRINTABLE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]*")
 
 KEY_LABELS = {"rsa": "RSA", "ec-p256": "EC P-256", "ec-p384": "EC P-384", "ed25519": "Ed25519"}
 
@@ -27,6 +56,7 @@ EXPLANATIONS = {
     "no_names": "The CSR names no host. Put the server's DNS name in the CN and/or the Subject Alternative Names.",
     "too_many_names": f"More than {MAX_NAMES} names in one CSR. Split it into several certificates.",
     "common_name_too_long": f"The CN is longer than {MAX_CN_LENGTH} characters. Use a shorter CN; long names go in the SANs only.",
+    "subject_invalid": "A subject field breaks RFC 5280: a country (C) that is not two letters, or a field that is empty or too long (O, OU 64; L, ST 128). Fix the subject in the CSR.",
     "key_type_not_allowed": "The key type is not accepted (RSA, EC P-256, EC P-384 and Ed25519 are). Generate the CSR with an accepted key.",
     "key_too_small": "The RSA key is too short. Generate a new key of at least the minimum size.",
     "key_too_large": "The RSA key is longer than this CA accepts. Generate a key within the allowed range.",
@@ -45,6 +75,7 @@ class Decision:
     sans: list[str]
     validity_days: int
     notes: list[str] = field(default_factory=list)
+    subject: x509.Name | None = None  # what the certificate carries: the CSR's, without emailAddress
 
     @property
     def acceptable(self) -> bool:
@@ -99,6 +130,12 @@ def evaluate(
             f"The common name is {len(cn)} characters long; a certificate's CN holds at most "
             f"{MAX_CN_LENGTH}. Use a shorter CN and keep the long name in the Subject Alternative "
             "Names."), cn[:80]))
+    subject_problems = subject_violations(csr.subject)
+    violations += subject_problems
+    subject, emails = (csr.subject, []) if subject_problems else certificate_subject(csr.subject)
+    if emails:
+        notes.append(f"The subject's emailAddress ({', '.join(emails)}) was left out of the certificate: "
+                     "RFC 5280 deprecates it there, and this CA issues host certificates.")
 
     if validity_days > policy.max_validity_days:
         if policy.over_max_validity == "cap":
@@ -109,7 +146,80 @@ def evaluate(
                 f"A validity of {validity_days} days was asked for; this CA issues for at most "
                 f"{policy.max_validity_days} days. Ask for {policy.max_validity_days} days or fewer.")))
     sans = [f"DNS:{n}" for n in dns] + [f"IP:{ip}" for ip in ips]
-    return Decision(violations, sans, validity_days, notes)
+    return Decision(violations, sans, validity_days, notes, subject)
+
+
+def subject_violations(subject: x509.Name) -> list[Violation]:
+    """Subject attributes outside RFC 5280's bounds or character sets: a certificate carrying them
+    does not parse under the standard's ASN.1 (pkilint: invalid_asn1_syntax)."""
+    out: list[Violation] = []
+    for attribute in subject:
+        value = _text(attribute.value)
+        if attribute.oid == NameOID.COUNTRY_NAME:
+            if not COUNTRY.fullmatch(value):
+                out.append(Violation("subject_invalid", (
+                    f'The subject\'s country (C) is "{value[:20]}"; it must be a two-letter ISO 3166 code '
+                    "such as US or DE. Fix C in the CSR, or leave it out."), value[:20]))
+            continue
+        bound = SUBJECT_BOUNDS.get(attribute.oid)
+        if bound is not None and not 1 <= len(value) <= bound[1]:
+            label, most = bound
+            out.append(Violation("subject_invalid", (
+                f"The subject's {label} is {len(value)} characters long; RFC 5280 allows 1 to {most}. "
+                f"Shorten {label} in the CSR, or leave it out."), value[:80]))
+        fixed = FIXED_TYPE.get(attribute.oid)
+        if fixed is not None and not _fits(value, fixed):
+            label = attribute.oid._name
+            allowed = "letters, digits, spaces and ' ( ) + , - . / : = ?" if fixed == _ASN1Type.PrintableString \
+                else "ASCII characters"
+            out.append(Violation("subject_invalid", (
+                f'The subject\'s {label} "{value[:40]}" may hold only {allowed}. Fix it in the CSR, or '
+                "leave it out."), value[:80]))
+    return out
+
+
+def certificate_subject(subject: x509.Name) -> tuple[x509.Name, list[str]]:
+    """The subject the certificate carries, and the e-mail addresses left out of it: the CSR's,
+    without emailAddress (RFC 5280 4.1.2.6 deprecates it; pkilint wants it in the SANs, where this
+    CA issues no e-mail names), each attribute in a string type the standard allows for it.
+    Call after subject_violations found nothing."""
+    emails: list[str] = []
+    changed = False
+    rdns = []
+    for rdn in subject.rdns:
+        kept = []
+        for attribute in rdn:
+            if attribute.oid == NameOID.EMAIL_ADDRESS:
+                emails.append(_text(attribute.value))
+                changed = True
+                continue
+            wanted = _wanted_type(attribute)
+            if wanted is not None:
+                attribute = x509.NameAttribute(attribute.oid, _text(attribute.value), _type=wanted)
+                changed = True
+            kept.append(attribute)
+        if kept:
+            rdns.append(x509.RelativeDistinguishedName(kept))
+    return (x509.Name(rdns) if changed else subject), emails
+
+
+def _wanted_type(attribute: x509.NameAttribute) -> _ASN1Type | None:
+    """The string type to re-encode the attribute in, None when its own is allowed."""
+    current = attribute._type  # cryptography keeps the CSR's encoding here (no public accessor)
+    fixed = FIXED_TYPE.get(attribute.oid)
+    if fixed is not None:
+        return None if current == fixed else fixed
+    if attribute.oid in DIRECTORY_STRING_OIDS and current not in DIRECTORY_STRING:
+        return _ASN1Type.UTF8String
+    return None
+
+
+def _fits(value: str, kind: _ASN1Type) -> bool:
+    return PRINTABLE.fullmatch(value) is not None if kind == _ASN1Type.PrintableString else value.isascii()
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("latin-1")
 
 
 def name_violations(

@@ -119,6 +119,18 @@ def test_issue_show_list(fresh, tmp_path):
     assert run("show", "abcdef").exit_code != 0
 
 
+def test_issue_prints_what_was_changed_from_the_csr(fresh, tmp_path):
+    assert run("init", "--no-admin").exit_code == 0
+    csr_file = tmp_path / "mail.pem"
+    csr_file.write_text(pem(make_csr(["mail.example.test"], subject=x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, "mail.example.test"),
+        x509.NameAttribute(NameOID.EMAIL_ADDRESS, "admin@example.test")]))))
+    result = CliRunner().invoke(main, ["issue", str(csr_file)])
+    assert result.exit_code == 0, result.output
+    assert "Note: The subject's emailAddress (admin@example.test) was left out" in result.stderr
+    assert x509.load_pem_x509_certificate(result.stdout.encode()).subject.rfc4514_string() == "CN=mail.example.test"
+
+
 def test_issue_refusal_lists_each_reason(fresh, tmp_path):
     assert run("init", "--no-admin").exit_code == 0
     csr_file = tmp_path / "w.pem"

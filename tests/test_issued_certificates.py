@@ -9,7 +9,8 @@ import ipaddress
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from ca_server import issuance
 from ca_server.clock import utcnow
@@ -146,6 +147,62 @@ def test_pkilint_finds_nothing_in_issued_certificates(svc, tmp_path, key_kind, p
     record = issue(svc, make_csr(["lint.example.test"], ips=["192.0.2.1"], key=cached_key(key_kind)),
                    profile=profile)
     assert_pkilint_clean(write_leaf(tmp_path, record))
+
+
+def _csr_with_subject(attributes, name="subject.example.test"):
+    """A CSR whose subject is exactly `attributes` (oid, value, ASN.1 string type or None), as
+    devices and older tools write them, bypassing cryptography's own checks."""
+    subject = x509.Name([x509.NameAttribute(oid, value, _type=kind or x509.name._NAMEOID_DEFAULT_TYPE.get(
+        oid, _ASN1Type.UTF8String), _validate=False) for oid, value, kind in attributes])
+    return (x509.CertificateSigningRequestBuilder().subject_name(subject)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(cached_key("ec-p256", 6), hashes.SHA256()))
+
+
+CN = (NameOID.COMMON_NAME, "subject.example.test", None)
+
+
+@pytest.mark.parametrize("attributes, expect", [
+    ([(NameOID.COUNTRY_NAME, "DE", None), (NameOID.STATE_OR_PROVINCE_NAME, "Bayern", None),
+      (NameOID.LOCALITY_NAME, "München", None), (NameOID.ORGANIZATION_NAME, "Example GmbH", None),
+      (NameOID.ORGANIZATIONAL_UNIT_NAME, "IT", None), CN], "C=DE"),
+    # an IA5String organisation and a UTF8String country: allowed in no certificate, re-encoded
+    ([(NameOID.ORGANIZATION_NAME, "IA5 Org", _ASN1Type.IA5String), (NameOID.COUNTRY_NAME, "US", _ASN1Type.UTF8String),
+      CN], "O=IA5 Org"),
+    # emailAddress in the subject (pkilint: subject_email_address_not_in_san): left out
+    ([CN, (NameOID.EMAIL_ADDRESS, "admin@example.test", None)], "CN=subject.example.test"),
+])
+def test_pkilint_finds_nothing_in_certificates_from_subjects_devices_write(svc, tmp_path, attributes, expect):
+    """Found by linting certificates from CSRs with uncommon subjects: an emailAddress (pkilint
+    ERROR), an IA5String O or a UTF8String C (FATAL invalid_asn1_syntax) went into the certificate
+    as the CSR had them."""
+    record = issue(svc, _csr_with_subject(attributes))
+    assert_pkilint_clean(write_leaf(tmp_path, record))
+    cert = x509.load_der_x509_certificate(record.der)
+    assert expect in cert.subject.rfc4514_string()
+    assert not cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
+    for attribute in cert.subject:
+        assert attribute._type in ({_ASN1Type.PrintableString} if attribute.oid == NameOID.COUNTRY_NAME
+                                   else {_ASN1Type.UTF8String, _ASN1Type.PrintableString})
+    if any(oid == NameOID.EMAIL_ADDRESS for oid, _, _ in attributes):
+        assert "admin@example.test" in record.extra["notes"][0] and "left out" in record.extra["notes"][0]
+
+
+@pytest.mark.filterwarnings("ignore:Attribute's length must be")  # cryptography's, reading C=USA
+@pytest.mark.parametrize("attribute, words", [
+    ((NameOID.COUNTRY_NAME, "USA", None), 'country (C) is "USA"'),
+    ((NameOID.COUNTRY_NAME, "D1", None), "two-letter"),
+    ((NameOID.ORGANIZATIONAL_UNIT_NAME, "u" * 65, None), "OU is 65 characters long"),
+    ((NameOID.ORGANIZATION_NAME, "", None), "O is 0 characters long"),
+    ((NameOID.LOCALITY_NAME, "l" * 129, None), "allows 1 to 128"),
+    ((NameOID.SERIAL_NUMBER, "no_underscores", _ASN1Type.UTF8String), "may hold only letters"),
+])
+def test_a_subject_outside_rfc_5280_is_refused_with_what_to_fix(svc, attribute, words):
+    with pytest.raises(PolicyViolationError) as refused:
+        issue(svc, _csr_with_subject([attribute, CN]))
+    assert [v.code for v in refused.value.violations] == ["subject_invalid"]
+    assert words in refused.value.violations[0].message
+    assert svc.store.count_certificates(CertificateFilter(), utcnow()) == 0
 
 
 def test_pkilint_finds_nothing_in_the_ca_certificates(instance):

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from ca_server.pki.serials import serial_colon
 
@@ -49,6 +50,16 @@ def test_pasting_a_pem_csr_issues_and_redirects_to_the_detail_page(web, svc):
                  "expires in 30 days", "Issued by", "Valid from", "SHA-256 fingerprint", "EC P-256",
                  "Certificate (PEM)", "Certificate (DER)"):
         assert text in html, text
+
+
+def test_the_detail_page_says_what_was_changed_from_the_csr(web):
+    """The API answered with its notes; the form's redirect showed nothing of them."""
+    csr = make_csr(["mail.example.test"], subject=x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, "mail.example.test"),
+        x509.NameAttribute(NameOID.EMAIL_ADDRESS, "admin@example.test")]))
+    serial = serial_from(submit(web, text=pem(csr)))
+    html = web.get(f"/certificates/{serial}").get_data(as_text=True)
+    assert "emailAddress (admin@example.test) was left out" in html
 
 
 @pytest.mark.parametrize("kind", ["pem", "der"])

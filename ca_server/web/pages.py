@@ -103,6 +103,8 @@ def new_certificate():
         record = approvals.submit(svc.config, svc.store, svc.authority, req, now())
         if isinstance(record, approvals.PendingRequest):
             return redirect(url_for("pages.request_page", request_id=record.id), code=303)
+        for note in record.extra.get("notes", ()):
+            flash(note)
         return redirect(url_for("pages.certificate", serial=record.serial), code=303)
     except PolicyViolationError as exc:
         status = 422
