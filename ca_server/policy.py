@@ -14,6 +14,7 @@ from .config import PolicyConfig
 from .errors import Violation
 from .pki.csr import ParsedCSR
 from .pki.names import dns_name_problem, in_domains, is_wildcard, looks_like_dns_name, parse_ip
+from .pki.weak_keys import rsa_key_flaws
 
 MAX_NAMES = 100
 MAX_CN_LENGTH = 64  # RFC 5280 ub-common-name
@@ -60,6 +61,7 @@ EXPLANATIONS = {
     "key_type_not_allowed": "The key type is not accepted (RSA, EC P-256, EC P-384 and Ed25519 are). Generate the CSR with an accepted key.",
     "key_too_small": "The RSA key is too short. Generate a new key of at least the minimum size.",
     "key_too_large": "The RSA key is longer than this CA accepts. Generate a key within the allowed range.",
+    "key_weak": "The RSA key has a known flaw (ROCA, close primes, a small factor, a bad exponent) that lets its private key be found. Generate a new key, on updated firmware where the message says so.",
     "key_compromised": "The CSR's public key belongs to a certificate revoked for key compromise. Generate a new key pair and CSR.",
     "validity_too_long": "The requested validity is longer than the maximum. Ask for fewer days.",
     "name_out_of_scope": "Your account or token may not request this name. Ask an admin for the domain, or for approval.",
@@ -275,4 +277,8 @@ def _key_violations(csr: ParsedCSR, policy: PolicyConfig) -> list[Violation]:
         return [Violation("key_too_large", (
             f"The CSR's key is RSA {key.bits} bits; this CA accepts at most {policy.max_rsa_bits}. "
             "Generate a smaller key and a new CSR."), key.label)]
+    if key.kind == "rsa":
+        numbers = csr.public_key.public_numbers()
+        return [Violation("key_weak", f"The CSR's RSA key {flaw}, and a new CSR.", key.label)
+                for flaw in rsa_key_flaws(numbers.n, numbers.e)]
     return []

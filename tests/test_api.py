@@ -12,6 +12,7 @@ from ca_server.pki.serials import serial_colon
 from .checks import well_inside_a_minute
 from .conftest import csrf_token
 from .factories import der, make_csr, pem, with_broken_signature
+from .test_policy import weak_key
 
 
 def post_csr(api, csr_pem, **fields):
@@ -80,8 +81,9 @@ def test_a_form_body_that_is_not_a_csr_is_refused_with_the_types_to_use(api):
         (lambda: pem(make_csr([], cn="No Host Here")), "no_names"),
         (lambda: __import__("base64").b64encode(with_broken_signature(make_csr(["a.example.test"]))).decode(),
          "csr_signature_invalid"),
+        (lambda: pem(make_csr(["a.example.test"], key=weak_key("roca"))), "key_weak"),
     ],
-    ids=["wildcard", "dns-syntax", "email-san", "no-names", "bad-signature"],
+    ids=["wildcard", "dns-syntax", "email-san", "no-names", "bad-signature", "roca-key"],
 )
 def test_policy_refusals_are_422_with_code_and_sentence(api, csr_factory, code):
     response = post_csr(api, csr_factory())

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
+import gmpy2
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ca_server import policy
 from ca_server.config import PolicyConfig
@@ -82,6 +86,58 @@ def test_every_violation_names_what_to_change():
 def test_broken_signature_is_refused():
     found, _ = codes(with_broken_signature(make_csr(["a.example.test"])))
     assert found == ["csr_signature_invalid"]
+
+
+# The badkeys test modulus: the product of the small primes (and prime powers) ROCA's fingerprint
+# reads; an affected Infineon key's primes are k * M + 65537^a mod M.
+ROCA_M = 0x924CBA6AE99DFA084537FACC54948DF0C23DA044D8CABE0EDD75BC6
+
+
+def _rsa_key(p: int, q: int, e: int = 65537):
+    phi = (p - 1) * (q - 1)
+    d = pow(e, -1, phi)
+    public = rsa.RSAPublicNumbers(e, p * q)
+    return rsa.RSAPrivateNumbers(p, q, d, d % (p - 1), d % (q - 1), pow(q, -1, p), public).private_key()
+
+
+def _prime(make, seed: int) -> int:
+    rng = random.Random(seed)
+    while True:
+        candidate = make(rng)
+        if gmpy2.is_prime(candidate) and (candidate - 1) % 65537:
+            return candidate
+
+
+def _roca_prime(seed: int) -> int:
+    top = 1030 - ROCA_M.bit_length()  # k * M is then a 1030-1031-bit prime: two make an RSA 2059-2062 key
+    return _prime(lambda rng: (rng.getrandbits(top) | 1 << top) * ROCA_M
+                  + pow(65537, rng.randrange(1, 2**60), ROCA_M), seed)
+
+
+def weak_key(kind: str):
+    """RSA 2048 keys with the flaws found in the field: ROCA (Infineon), Fermat (close primes),
+    and the exponent 3 (which cryptography still generates)."""
+    if kind == "roca":
+        return _rsa_key(_roca_prime(1), _roca_prime(2))
+    if kind == "fermat":
+        p = _prime(lambda rng: rng.getrandbits(1024) | 3 << 1022 | 1, 3)
+        return _rsa_key(p, int(gmpy2.next_prime(p + 2**40)))
+    return rsa.generate_private_key(public_exponent=3, key_size=2048)
+
+
+@pytest.mark.parametrize("kind, words", [("roca", "ROCA, CVE-2017-15361"), ("fermat", "Fermat's method"),
+                                         ("exponent 3", "the public exponent 3")])
+def test_rsa_keys_with_known_flaws_are_refused_whatever_their_size(kind, words):
+    key = weak_key(kind)
+    assert key.key_size >= 2048
+    found, decision = codes(pem(make_csr(["weak.example.test"], key=key)))
+    assert found == ["key_weak"]
+    assert words in decision.violations[0].message and "new CSR" in decision.violations[0].message
+
+
+def test_usual_rsa_keys_are_not_called_weak():
+    for slot in range(3):
+        assert codes(pem(make_csr(["a.example.test"], key=cached_key("rsa-2048", slot))))[0] == []
 
 
 @pytest.mark.parametrize(
