@@ -41,6 +41,8 @@ DIRECTORY_STRING_OIDS = {NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID
                          NameOID.STREET_ADDRESS, NameOID.BUSINESS_CATEGORY, NameOID.POSTAL_CODE}
 FIXED_TYPE = {NameOID.COUNTRY_NAME: _ASN1Type.PrintableString, NameOID.SERIAL_NUMBER: _ASN1Type.PrintableString,
               NameOID.DN_QUALIFIER: _ASN1Type.PrintableString, NameOID.DOMAIN_COMPONENT: _ASN1Type.IA5String}
+FIXED_TYPE_LABELS = {NameOID.SERIAL_NUMBER: "serialNumber", NameOID.DN_QUALIFIER: "dnQualifier",
+                     NameOID.DOMAIN_COMPONENT: "DC"}
 PRINTABLE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]*")
 
 KEY_LABELS = {"rsa": "RSA", "ec-p256": "EC P-256", "ec-p384": "EC P-384", "ed25519": "Ed25519"}
@@ -171,7 +173,7 @@ def subject_violations(subject: x509.Name) -> list[Violation]:
                 f"Shorten {label} in the CSR, or leave it out."), value[:80]))
         fixed = FIXED_TYPE.get(attribute.oid)
         if fixed is not None and not _fits(value, fixed):
-            label = attribute.oid._name
+            label = FIXED_TYPE_LABELS[attribute.oid]
             allowed = "letters, digits, spaces and ' ( ) + , - . / : = ?" if fixed == _ASN1Type.PrintableString \
                 else "ASCII characters"
             out.append(Violation("subject_invalid", (
