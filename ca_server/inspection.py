@@ -16,6 +16,7 @@ import ipaddress
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification
 
@@ -28,6 +29,7 @@ from .pki.csr import UNREADABLE
 from .pki.extensions import EKU_NAMES
 from .pki.keys import describe_public_key
 from .pki.serials import serial_colon, serial_hex  # noqa: F401  (serial_hex used by web/inspect.py)
+from .pki.weak_keys import rsa_key_flaws
 from .store import Store
 
 MAX_DOCUMENT = 65536
@@ -147,14 +149,28 @@ def _inspect_certificate(store: Store, authority: Authority, cert: x509.Certific
     else:
         verdict, status, reasons = _leaf_verdict(store, authority, cert, fields, now)
         chain_ok, chain_message = _chain_check(cert, authority, now)
+    key_flaws = _key_flaws(cert)
+    reasons += [f"Its RSA key {flaw}." for flaw in key_flaws]
     result = {"kind": "certificate", "verdict": verdict, "reasons": reasons, "status": status,
               "serial": fields["serial"], "fingerprint_sha256": fields["fingerprint_sha256"], "fields": fields,
-              "chain": {"valid": chain_ok, "message": chain_message}}
+              "chain": {"valid": chain_ok, "message": chain_message}, "key_flaws": list(key_flaws)}
     if role is not None:
         result["ca"] = role
     if hostname:
         result["hostname"] = hostname_check(cert, authority, now, hostname.strip())
     return result
+
+
+def _key_flaws(cert: x509.Certificate) -> tuple[str, ...]:
+    """What policy's key_weak check says of the certificate's RSA key (nothing for other keys)."""
+    try:
+        key = cert.public_key()
+    except MALFORMED:
+        return ()
+    if not isinstance(key, rsa.RSAPublicKey):
+        return ()
+    numbers = key.public_numbers()
+    return rsa_key_flaws(numbers.n, numbers.e)
 
 
 def _leaf_verdict(store: Store, authority: Authority, cert: x509.Certificate, fields: dict,

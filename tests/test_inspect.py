@@ -16,6 +16,7 @@ from ca_server.clock import utcnow
 
 from .conftest import csrf_token
 from .factories import cached_key, der, make_csr, pem
+from .test_policy import weak_key
 
 
 def issue(svc, names=("cucm1.example.test",)):
@@ -124,6 +125,20 @@ def test_the_inspect_page_links_a_ca_certificate_to_its_download(web, svc):
     html = web.post("/inspect", data={"document": svc.authority.root_pem, "csrf_token": csrf_token(page)}
                     ).get_data(as_text=True)
     assert 'data-verdict="issued_here"' in html and 'href="/ca/root.pem"' in html
+
+
+def test_a_certificate_with_a_weak_rsa_key_says_so(svc):
+    """A certificate someone hands over may carry a key policy would refuse (ROCA: Infineon TPMs)."""
+    key = weak_key("roca")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tpm.example.test")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(utcnow() - dt.timedelta(days=1)).not_valid_after(utcnow() + dt.timedelta(days=30))
+            .sign(key, hashes.SHA256()))
+    result = run(svc, pem(cert))
+    assert result["verdict"] == "foreign" and len(result["key_flaws"]) == 1
+    assert any("Its RSA key comes from a vulnerable Infineon chip" in r for r in result["reasons"])
+    assert run(svc, issue(svc).pem)["key_flaws"] == []
 
 
 def test_hostname_check(svc):
