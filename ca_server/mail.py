@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -12,6 +13,8 @@ from .clock import to_text
 from .config import MailConfig
 from .errors import MailError
 from .models import CertificateRecord
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class Mailer:
@@ -88,11 +91,19 @@ def expiry_phrase(days_left: int) -> str:
     return f"expires in {days_left} day{'s' if days_left != 1 else ''}"
 
 
+def certificate_name(record: CertificateRecord) -> str:
+    """What people call the certificate (its CN, else its first name, else its serial), fit for a
+    mail header: a control character (a CR/LF in a CN would make every header refuse it) becomes a
+    space."""
+    name = record.common_name or (record.sans[0].split(":", 1)[1] if record.sans else record.serial)
+    return CONTROL_CHARACTERS.sub(" ", name)
+
+
 def reminder_message(
     record: CertificateRecord, *, days_left: int, recipients: tuple[str, ...], sender: str, base_url: str,
     organization: str,
 ) -> EmailMessage:
-    name = record.common_name or (record.sans[0].split(":", 1)[1] if record.sans else record.serial)
+    name = certificate_name(record)
     phrase = expiry_phrase(days_left)
     expiry = record.not_after.strftime("%Y-%m-%d %H:%M:%S UTC")
     link = f"{base_url}/certificates/{record.serial}"

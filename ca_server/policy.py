@@ -41,8 +41,10 @@ DIRECTORY_STRING_OIDS = {NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID
                          NameOID.STREET_ADDRESS, NameOID.BUSINESS_CATEGORY, NameOID.POSTAL_CODE}
 FIXED_TYPE = {NameOID.COUNTRY_NAME: _ASN1Type.PrintableString, NameOID.SERIAL_NUMBER: _ASN1Type.PrintableString,
               NameOID.DN_QUALIFIER: _ASN1Type.PrintableString, NameOID.DOMAIN_COMPONENT: _ASN1Type.IA5String}
-FIXED_TYPE_LABELS = {NameOID.SERIAL_NUMBER: "serialNumber", NameOID.DN_QUALIFIER: "dnQualifier",
-                     NameOID.DOMAIN_COMPONENT: "DC"}
+LABELS = {NameOID.COMMON_NAME: "CN", NameOID.COUNTRY_NAME: "C", NameOID.SERIAL_NUMBER: "serialNumber",
+          NameOID.DN_QUALIFIER: "dnQualifier", NameOID.DOMAIN_COMPONENT: "DC",
+          **{oid: label for oid, (label, _) in SUBJECT_BOUNDS.items()}}
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # a CR/LF in a CN would break every mail header
 PRINTABLE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]*")
 
 KEY_LABELS = {"rsa": "RSA", "ec-p256": "EC P-256", "ec-p384": "EC P-384", "ed25519": "Ed25519"}
@@ -159,6 +161,11 @@ def subject_violations(subject: x509.Name) -> list[Violation]:
     out: list[Violation] = []
     for attribute in subject:
         value = _text(attribute.value)
+        if CONTROL_CHARACTER.search(value):
+            out.append(Violation("subject_invalid", (
+                f"The subject's {_label(attribute)} {value[:40]!r} holds a control character (a line break, "
+                "a tab, ...). Fix it in the CSR."), value[:80]))
+            continue
         if attribute.oid == NameOID.COUNTRY_NAME:
             if not COUNTRY.fullmatch(value):
                 out.append(Violation("subject_invalid", (
@@ -173,7 +180,7 @@ def subject_violations(subject: x509.Name) -> list[Violation]:
                 f"Shorten {label} in the CSR, or leave it out."), value[:80]))
         fixed = FIXED_TYPE.get(attribute.oid)
         if fixed is not None and not _fits(value, fixed):
-            label = FIXED_TYPE_LABELS[attribute.oid]
+            label = _label(attribute)
             allowed = "letters, digits, spaces and ' ( ) + , - . / : = ?" if fixed == _ASN1Type.PrintableString \
                 else "ASCII characters"
             out.append(Violation("subject_invalid", (
@@ -216,6 +223,10 @@ def _wanted_type(attribute: x509.NameAttribute) -> _ASN1Type | None:
     if attribute.oid in DIRECTORY_STRING_OIDS and current not in DIRECTORY_STRING:
         return _ASN1Type.UTF8String
     return None
+
+
+def _label(attribute: x509.NameAttribute) -> str:
+    return LABELS.get(attribute.oid, attribute.oid.dotted_string)
 
 
 def _fits(value: str, kind: _ASN1Type) -> bool:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 from dataclasses import dataclass
 
 from .config import Config, Secrets
 from .errors import MailError
-from .mail import Mailer, expiry_phrase, reminder_message
+from .mail import Mailer, certificate_name, expiry_phrase, reminder_message
 from .models import CertificateRecord
 from .store import Store
+
+log = logging.getLogger("ca_server")
 
 EXPIRY_DAY = 0
 # A claim older than this whose mail was never marked sent belongs to a pass that died
@@ -93,7 +96,7 @@ def run_pass(config: Config, secrets: Secrets, store: Store, now: dt.datetime, *
     with Mailer(config.mail, secrets.smtp_password) as mailer:
         for record, threshold in due_reminders(config, store, now):
             recipients = recipients_for(config, record)
-            base = dict(serial=record.serial, name=_name(record), threshold=threshold, recipients=recipients,
+            base = dict(serial=record.serial, name=certificate_name(record), threshold=threshold, recipients=recipients,
                         days_left=days_left(record.not_after, now))
             if not recipients:
                 outcomes.append(Outcome(status="no recipients", **base))
@@ -109,7 +112,7 @@ def run_pass(config: Config, secrets: Secrets, store: Store, now: dt.datetime, *
             record = store.get_certificate(row["serial"])
             recipients = tuple(json.loads(row["recipients"]))
             if dry_run:
-                outcomes.append(Outcome(record.serial, _name(record), row["threshold"], recipients, "would send",
+                outcomes.append(Outcome(record.serial, certificate_name(record), row["threshold"], recipients, "would send",
                                         days_left(record.not_after, now), "retry"))
                 continue
             if not store.claim_retry(row["id"], now, now - STALE_CLAIM):
@@ -120,19 +123,21 @@ def run_pass(config: Config, secrets: Secrets, store: Store, now: dt.datetime, *
 
 
 def _send(config, store, mailer, reminder_id, record, threshold, recipients, attempts, now) -> Outcome:
+    """Send one claimed reminder. A failure is recorded with its retry time and the pass goes on:
+    one certificate must not stop the reminders of all the others."""
     left = days_left(record.not_after, now)
-    message = reminder_message(record, days_left=left, recipients=recipients, sender=config.mail.from_address,
-                               base_url=config.server.base_url, organization=config.ca.organization)
-    base = dict(serial=record.serial, name=_name(record), threshold=threshold, recipients=recipients, days_left=left)
+    base = dict(serial=record.serial, name=certificate_name(record), threshold=threshold, recipients=recipients, days_left=left)
     try:
+        message = reminder_message(record, days_left=left, recipients=recipients, sender=config.mail.from_address,
+                                   base_url=config.server.base_url, organization=config.ca.organization)
         mailer.send(message)
-    except MailError as exc:
+    except Exception as exc:  # noqa: BLE001 - MailError, or anything one record's message raises
+        error = exc.message if isinstance(exc, MailError) else f"the message could not be made: {exc}"
+        if not isinstance(exc, MailError):
+            log.exception("reminder for %s could not be made", record.serial)
         wait = min(dt.timedelta(minutes=config.reminders.retry_minutes) * 2 ** attempts, MAX_BACKOFF)
-        store.reminder_failed(reminder_id, exc.message, now + wait)
-        return Outcome(status="failed", error=exc.message, **base)
+        store.reminder_failed(reminder_id, error, now + wait)
+        return Outcome(status="failed", error=error, **base)
     store.reminder_sent(reminder_id, now)
     return Outcome(status="sent", **base)
 
-
-def _name(record: CertificateRecord) -> str:
-    return record.common_name or (record.sans[0].split(":", 1)[1] if record.sans else record.serial)

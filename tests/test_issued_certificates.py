@@ -196,6 +196,7 @@ def test_pkilint_finds_nothing_in_certificates_from_subjects_devices_write(svc, 
     ((NameOID.ORGANIZATION_NAME, "", None), "O is 0 characters long"),
     ((NameOID.LOCALITY_NAME, "l" * 129, None), "allows 1 to 128"),
     ((NameOID.SERIAL_NUMBER, "no_underscores", _ASN1Type.UTF8String), "may hold only letters"),
+    ((NameOID.ORGANIZATION_NAME, "Evil\r\nBcc: x@evil.test", None), "control character"),
 ])
 def test_a_subject_outside_rfc_5280_is_refused_with_what_to_fix(svc, attribute, words):
     with pytest.raises(PolicyViolationError) as refused:

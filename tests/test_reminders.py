@@ -107,6 +107,42 @@ def test_the_mail_says_what_expires_when_and_how_to_renew(rsvc, smtp):
             assert fact in body, fact
 
 
+def test_a_line_break_in_a_stored_cn_neither_stops_the_pass_nor_reaches_a_header(rsvc, smtp):
+    """Found by a CSR whose CN held CR/LF: building the mail raised ValueError (mail headers refuse
+    line breaks) after the reminder was claimed, which ended the whole pass, so no certificate due
+    after it got its reminder, in this pass or any later one. Policy now refuses such a CN
+    (subject_invalid); a certificate stored before that still gets its mail."""
+    early = issue(rsvc, ["early.example.test"], days=80)
+    crlf = issue(rsvc, ["crlf.example.test"], days=81)
+    late = issue(rsvc, ["late.example.test"], days=82)
+    rsvc.store.db.execute("UPDATE certificates SET common_name = ? WHERE serial = ?",
+                          ["crlf\r\nBcc: someone@evil.test", crlf.serial])
+    outcomes = run(rsvc, late.not_after - 14 * DAY)
+    assert sorted(o.serial for o in outcomes if o.status == "sent") == sorted([early.serial, crlf.serial, late.serial])
+    subjects = sorted(" ".join(m["Subject"].split()) for m in smtp.inbox.messages)  # unfolded
+    assert any(s.startswith("Certificate crlf Bcc: someone@evil.test expires") for s in subjects), subjects
+    assert all(sorted(envelope[1]) == ["owner@example.test"] for envelope in smtp.inbox.envelopes)
+
+
+def test_a_reminder_that_cannot_be_made_is_retried_and_the_others_are_sent(rsvc, smtp, monkeypatch):
+    broken = issue(rsvc, ["broken.example.test"])
+    fine = issue(rsvc, ["fine.example.test"])
+    real = reminders.reminder_message
+
+    def failing_for_one(record, **kw):
+        if record.serial == broken.serial:
+            raise RuntimeError("injected")
+        return real(record, **kw)
+
+    monkeypatch.setattr(reminders, "reminder_message", failing_for_one)
+    outcomes = {o.serial: o for o in run(rsvc, fine.not_after - 14 * DAY)}
+    assert outcomes[fine.serial].status == "sent" and len(smtp.inbox.messages) == 1
+    assert outcomes[broken.serial].status == "failed" and "injected" in outcomes[broken.serial].error
+    monkeypatch.setattr(reminders, "reminder_message", real)
+    retried = run(rsvc, fine.not_after - 14 * DAY + dt.timedelta(hours=2))
+    assert [(o.serial, o.status) for o in retried] == [(broken.serial, "sent")]
+
+
 def test_revoked_renewed_and_unaddressed_certificates_get_no_mail(rsvc, smtp):
     revoked = issue(rsvc, ["gone.example.test"])
     from ca_server import revocation
