@@ -119,6 +119,16 @@ def test_downloads_pem_equals_der_and_chain_order(web, svc):
     assert full == [from_pem, svc.authority.intermediate, svc.authority.root]
 
 
+@pytest.mark.parametrize("cn, expected", [("cucm1.example.test", "cucm1.example.test"), ("服务器", None),
+                                          ("Büro Server", "B_ro_Server")])
+def test_download_file_names_are_plain_ascii(web, cn, expected):
+    """A CN in other scripts went into Content-Disposition as it was: raw UTF-8 in a header."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    serial = serial_from(submit(web, text=pem(make_csr(["files.example.test"], subject=subject))))
+    disposition = web.get(f"/certificates/{serial}.der").headers["Content-Disposition"]
+    assert disposition == f'attachment; filename="{expected or serial}.der"'
+
+
 def test_detail_and_downloads_accept_every_serial_form(web):
     serial = serial_from(submit(web, text=pem(make_csr(["forms.example.test"]))))
     colon = serial_colon(int(serial, 16))

@@ -182,8 +182,11 @@ def _download(body: str | bytes, mimetype: str, filename: str) -> Response:
 
 
 def _filename_base(record) -> str:
+    """The download's file name: the CN in ASCII letters, digits and -._ (a header carries it; a
+    CN of other letters, 服务器, would go out as raw UTF-8), else the serial."""
     base = (record.common_name or record.serial).replace("*", "wildcard")
-    return "".join(c if c.isalnum() or c in "-._" else "_" for c in base)[:80] or record.serial
+    name = "".join(c if (c.isascii() and c.isalnum()) or c in "-._" else "_" for c in base)[:80]
+    return name if any(c.isalnum() for c in name) else record.serial
 
 
 @bp.get("/certificates/<serial>.pem")
