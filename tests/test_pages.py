@@ -37,6 +37,7 @@ def test_form_page_shows_fields_and_policy(web):
     assert 'name="csr"' in html and 'name="csr_file"' in html and 'enctype="multipart/form-data"' in html
     assert "Wildcard names" in html and "refused" in html
     assert "at most 397 days" in html
+    assert "RSA keys with a known flaw (ROCA, close primes, exponent below 65537) are refused" in html
 
 
 def test_pasting_a_pem_csr_issues_and_redirects_to_the_detail_page(web, svc):
