@@ -6,6 +6,7 @@ page and by e-mail when an address is known."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import logging
 import secrets
@@ -173,7 +174,8 @@ def _tell_requester(config: Config, secret: Secrets, pending: PendingRequest, ou
             f"Details: {link}\n")
     message = new_message(sender=config.mail.from_address, to=recipients,
                           subject=f"Certificate request {pending.status}: {pending.names[0].split(':', 1)[1]}",
-                          text=text, html_body=f"<p>{text.splitlines()[0]}</p><p><a href=\"{link}\">Details</a></p>")
+                          text=text, html_body=f"<p>{html.escape(text.splitlines()[0])}</p>"
+                          f"<p><a href=\"{html.escape(link)}\">Details</a></p>")
     try:
         with Mailer(config.mail, secret.smtp_password) as mailer:
             mailer.send(message)

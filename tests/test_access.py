@@ -175,6 +175,27 @@ def test_rejection_with_reason_is_shown_to_the_requester(approval_app):
     assert other.get(f"/api/v1/requests/{request_id}").status_code == 404
 
 
+def test_the_rejection_mail_shows_the_reason_as_text(make_app):
+    """The reason went into the HTML part of the mail unescaped: markup of the admin's choosing."""
+    smtp = SMTPServer().start()
+    try:
+        app = make_app(policy={"approval_for_other_names": True}, mail={"host": "127.0.0.1", "port": smtp.port})
+        svc = app.extensions["ca_server"]
+        requester = ApiClient(app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
+        admin = ApiClient(app.test_client(), new_token(svc, "adm"))
+        request_id = requester.post("/api/v1/certificates", json={"csr": pem(make_csr(["y.other.test"])),
+                                                                  "notify": ["owner@example.test"]}).get_json()["request_id"]
+        reason = 'use <a href="http://evil.test">this CA</a> & not ours'
+        assert admin.post(f"/api/v1/requests/{request_id}/reject", json={"reason": reason}).status_code == 200
+        (mail,) = smtp.inbox.messages
+        assert reason in mail.get_body(("plain",)).get_content()
+        html_part = mail.get_body(("html",)).get_content()
+        assert "&lt;a href=&quot;http://evil.test&quot;&gt;this CA&lt;/a&gt; &amp; not ours" in html_part
+        assert '<a href="http://evil.test">' not in html_part
+    finally:
+        smtp.stop()
+
+
 def test_in_scope_names_are_issued_at_once_even_with_approvals_on(approval_app):
     svc = approval_app.extensions["ca_server"]
     requester = ApiClient(approval_app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
