@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -13,8 +12,7 @@ from .clock import to_text
 from .config import MailConfig
 from .errors import MailError
 from .models import CertificateRecord
-
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+from .pki.subjects import CONTROL_CHARACTER
 
 
 class Mailer:
@@ -96,7 +94,7 @@ def certificate_name(record: CertificateRecord) -> str:
     mail header: a control character (a CR/LF in a CN would make every header refuse it) becomes a
     space."""
     name = record.common_name or (record.sans[0].split(":", 1)[1] if record.sans else record.serial)
-    return CONTROL_CHARACTERS.sub(" ", name)
+    return CONTROL_CHARACTER.sub(" ", name)
 
 
 def reminder_message(
