@@ -200,6 +200,18 @@ def test_ocsp_good_revoked_unknown_with_nonce(api, app, svc):
     assert unknown.certificate_status == ocsp.OCSPCertStatus.UNKNOWN
 
 
+@pytest.mark.parametrize("algorithm", [hashes.SHA1(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()],
+                         ids=["sha1", "sha256", "sha384", "sha512"])
+def test_ocsp_reads_cert_ids_hashed_with_each_sha(api, app, svc, algorithm):
+    cert = issue(api)
+    revoke(api, cert["serial"], "superseded")
+    response = app.test_client().post("/ocsp", data=_ocsp_request(cert["certificate"], svc.authority.intermediate,
+                                                                  algorithm))
+    parsed = ocsp.load_der_ocsp_response(response.data)
+    assert parsed.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert parsed.hash_algorithm.name == algorithm.name and parsed.serial_number == int(cert["serial"], 16)
+
+
 @pytest.mark.parametrize("body", [b"", b"garbage", b"\x30\x03\x02\x01\x01", b"\x30" + b"\xff" * 20])
 def test_malformed_ocsp_requests_get_malformed_request(app, body):
     response = app.test_client().post("/ocsp", data=body)
