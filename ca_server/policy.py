@@ -3,30 +3,22 @@ person what to change; nothing here raises, signs or stores."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from .config import PolicyConfig
 from .errors import Violation
+from .pki import subjects
 from .pki.csr import ParsedCSR
 from .pki.names import dns_name_problem, in_domains, is_wildcard, looks_like_dns_name, parse_ip
-from .pki.subjects import (
-    CONTROL_CHARACTER,
-    COUNTRY,
-    FIXED_TYPE,
-    SUBJECT_BOUNDS,
-    attribute_label,
-    attribute_text,
-    certificate_subject,
-    fits_type,
-)
 from .pki.weak_keys import rsa_key_flaws
 
 MAX_NAMES = 100
 MAX_CN_LENGTH = 64  # RFC 5280 ub-common-name
+DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 KEY_LABELS = {"rsa": "RSA", "ec-p256": "EC P-256", "ec-p384": "EC P-384", "ed25519": "Ed25519"}
 
 # code -> what it means and how to fix the CSR (shown on the form and in the README).
@@ -61,7 +53,7 @@ class Decision:
     sans: list[str]
     validity_days: int
     notes: list[str] = field(default_factory=list)
-    subject: x509.Name | None = None  # what the certificate carries: the CSR's, without emailAddress
+    subject: x509.Name | None = None  # what the certificate carries (pki/subjects.certificate_subject)
 
     @property
     def acceptable(self) -> bool:
@@ -118,10 +110,10 @@ def evaluate(
             "Names."), cn[:80]))
     subject_problems = subject_violations(csr.subject)
     violations += subject_problems
-    subject, emails = (csr.subject, []) if subject_problems else certificate_subject(csr.subject)
-    if emails:
-        notes.append(f"The subject's emailAddress ({', '.join(emails)}) was left out of the certificate: "
-                     "RFC 5280 deprecates it there, and this CA issues host certificates.")
+    subject, left_out = (csr.subject, []) if subject_problems else subjects.certificate_subject(csr.subject)
+    if left_out:
+        notes.append(f"Left out of the certificate's subject: {', '.join(left_out)}. This CA copies the "
+                     "standard fields of a CSR's subject except emailAddress (RFC 5280 deprecates it there).")
 
     if validity_days > policy.max_validity_days:
         if policy.over_max_validity == "cap":
@@ -136,36 +128,24 @@ def evaluate(
 
 
 def subject_violations(subject: x509.Name) -> list[Violation]:
-    """Subject attributes outside RFC 5280's bounds or character sets: a certificate carrying them
-    does not parse under the standard's ASN.1 (pkilint: invalid_asn1_syntax)."""
+    """Subject attributes a certificate cannot carry as they are (pki/subjects.py has the rules);
+    the CN's length has its own code, common_name_too_long."""
     out: list[Violation] = []
+    components = []
     for attribute in subject:
-        value = attribute_text(attribute.value)
-        if CONTROL_CHARACTER.search(value):
-            out.append(Violation("subject_invalid", (
-                f"The subject's {attribute_label(attribute)} {value[:40]!r} holds a control character (a line break, "
-                "a tab, ...). Fix it in the CSR."), value[:80]))
+        if attribute.oid == NameOID.COMMON_NAME and len(subjects.text(attribute.value)) > MAX_CN_LENGTH:
             continue
-        if attribute.oid == NameOID.COUNTRY_NAME:
-            if not COUNTRY.fullmatch(value):
-                out.append(Violation("subject_invalid", (
-                    f'The subject\'s country (C) is "{value[:20]}"; it must be a two-letter ISO 3166 code '
-                    "such as US or DE. Fix C in the CSR, or leave it out."), value[:20]))
-            continue
-        bound = SUBJECT_BOUNDS.get(attribute.oid)
-        if bound is not None and not 1 <= len(value) <= bound[1]:
-            label, most = bound
-            out.append(Violation("subject_invalid", (
-                f"The subject's {label} is {len(value)} characters long; RFC 5280 allows 1 to {most}. "
-                f"Shorten {label} in the CSR, or leave it out."), value[:80]))
-        fixed = FIXED_TYPE.get(attribute.oid)
-        if fixed is not None and not fits_type(value, fixed):
-            label = attribute_label(attribute)
-            allowed = "letters, digits, spaces and ' ( ) + , - . / : = ?" if fixed == _ASN1Type.PrintableString \
-                else "ASCII characters"
-            out.append(Violation("subject_invalid", (
-                f'The subject\'s {label} "{value[:40]}" may hold only {allowed}. Fix it in the CSR, or '
-                "leave it out."), value[:80]))
+        problem = subjects.value_problem(attribute)
+        if problem:
+            name = subjects.label(attribute)
+            out.append(Violation("subject_invalid", f"The subject's {name} {problem}. Fix {name} in the CSR, or "
+                                 "leave it out.", subjects.text(attribute.value)[:80]))
+        elif attribute.oid == NameOID.DOMAIN_COMPONENT:
+            components.append(subjects.text(attribute.value))
+    if components and (len(components) < 2 or not all(DNS_LABEL.fullmatch(c) for c in components)):
+        out.append(Violation("subject_invalid", (
+            f'The subject\'s DC fields spell "{".".join(components)[:80]}", not a domain of two labels or more '
+            "(like DC=example, DC=test). Fix them in the CSR, or leave DC out."), ".".join(components)[:80]))
     return out
 
 

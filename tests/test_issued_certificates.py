@@ -185,18 +185,87 @@ def test_pkilint_finds_nothing_in_certificates_from_subjects_devices_write(svc, 
         assert attribute._type in ({_ASN1Type.PrintableString} if attribute.oid == NameOID.COUNTRY_NAME
                                    else {_ASN1Type.UTF8String, _ASN1Type.PrintableString})
     if any(oid == NameOID.EMAIL_ADDRESS for oid, _, _ in attributes):
-        assert "admin@example.test" in record.extra["notes"][0] and "left out" in record.extra["notes"][0]
+        assert "Left out of the certificate's subject: emailAddress (admin@example.test)" in record.extra["notes"][0]
+
+
+@pytest.mark.parametrize("attributes, expect, left_out", [
+    # Cisco IOS puts the host name in unstructuredName (PKCS #9): kept
+    ([CN, (x509.ObjectIdentifier("1.2.840.113549.1.9.2"), "router1.example.test", _ASN1Type.IA5String)],
+     "1.2.840.113549.1.9.2=router1.example.test,CN=subject.example.test", None),
+    # Active Directory style domain components
+    ([(NameOID.DOMAIN_COMPONENT, "test", None), (NameOID.DOMAIN_COMPONENT, "example", None), CN],
+     "CN=subject.example.test,DC=example,DC=test", None),
+    # attributes outside the standard ones (an EV jurisdiction, a private OID): left out, with a note
+    ([CN, (NameOID.JURISDICTION_COUNTRY_NAME, "Example", _ASN1Type.IA5String),
+      (x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), "x", _ASN1Type.VisibleString)],
+     "CN=subject.example.test", "1.3.6.1.4.1.311.60.2.1.3 (Example), 1.3.6.1.4.1.99999.1 (x)"),
+])
+@pytest.mark.filterwarnings("ignore:Attribute's length must be")  # cryptography's, on the 7-letter jurisdiction
+def test_subject_attributes_beyond_the_usual_ones(svc, tmp_path, attributes, expect, left_out):
+    """Found by a seeded sweep of random subjects through pkilint: a jurisdictionCountryName in
+    IA5String and private OIDs in VisibleString made pkilint itself fail on the certificate."""
+    record = issue(svc, _csr_with_subject(attributes))
+    assert_pkilint_clean(write_leaf(tmp_path, record))
+    assert x509.load_der_x509_certificate(record.der).subject.rfc4514_string() == expect
+    notes = record.extra["notes"]
+    assert (left_out in notes[0]) if left_out else not notes
+
+
+@pytest.mark.filterwarnings("ignore:Attribute's length must be")  # cryptography's, building the 70-character CN
+def test_a_long_cn_in_an_unusual_string_type_is_refused_not_a_500(svc):
+    """A 70-character IA5String CN: re-encoding it for the certificate raised cryptography's
+    length check (a 500) before the CN-length refusal could be given."""
+    with pytest.raises(PolicyViolationError) as refused:
+        issue(svc, _csr_with_subject([(NameOID.COMMON_NAME, "a" * 70, _ASN1Type.IA5String)], name="x.example.test"))
+    assert [v.code for v in refused.value.violations] == ["common_name_too_long"]
+
+
+SWEEP_OIDS = [NameOID.COMMON_NAME, NameOID.COUNTRY_NAME, NameOID.STATE_OR_PROVINCE_NAME, NameOID.LOCALITY_NAME,
+              NameOID.ORGANIZATION_NAME, NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.SERIAL_NUMBER,
+              NameOID.EMAIL_ADDRESS, NameOID.DOMAIN_COMPONENT, NameOID.USER_ID, NameOID.TITLE, NameOID.SURNAME,
+              NameOID.POSTAL_CODE, NameOID.JURISDICTION_COUNTRY_NAME, NameOID.DN_QUALIFIER,
+              x509.ObjectIdentifier("1.3.6.1.4.1.99999.1")]
+SWEEP_TYPES = [None, _ASN1Type.UTF8String, _ASN1Type.PrintableString, _ASN1Type.IA5String, _ASN1Type.BMPString,
+               _ASN1Type.T61String, _ASN1Type.VisibleString]
+SWEEP_VALUES = ["DE", "us", "Example", "a" * 70, "Ümlaut", "服务器", "12345", "with space", "a@b.test", "", "-", "."]
+
+
+@pytest.mark.filterwarnings("ignore:Attribute's length must be")
+def test_random_subjects_give_a_clean_certificate_or_a_refusal(svc, tmp_path):
+    """24 seeded random subjects (attribute, string type, value) as devices might write them: each
+    is refused with a 4xx-class reason, or gives a certificate pkilint finds nothing in."""
+    import random
+
+    rng = random.Random(20261127)
+    issued = refused = 0
+    for i in range(24):
+        attributes = [(rng.choice(SWEEP_OIDS), rng.choice(SWEEP_VALUES), rng.choice(SWEEP_TYPES))
+                      for _ in range(rng.randint(1, 4))]
+        try:
+            csr = _csr_with_subject(attributes, name=f"sweep{i}.example.test")
+        except ValueError:  # a value its string type cannot hold: no CSR can carry it
+            continue
+        try:
+            record = issue(svc, csr)
+        except PolicyViolationError as exc:
+            assert all(v.message for v in exc.violations)
+            refused += 1
+            continue
+        assert_pkilint_clean(write_leaf(tmp_path, record, f"sweep{i}.pem"))
+        issued += 1
+    assert issued >= 5 and refused >= 5, (issued, refused)
 
 
 @pytest.mark.filterwarnings("ignore:Attribute's length must be")  # cryptography's, reading C=USA
 @pytest.mark.parametrize("attribute, words", [
-    ((NameOID.COUNTRY_NAME, "USA", None), 'country (C) is "USA"'),
+    ((NameOID.COUNTRY_NAME, "USA", None), 'C is "USA"; it must be a two-letter ISO 3166 code'),
     ((NameOID.COUNTRY_NAME, "D1", None), "two-letter"),
     ((NameOID.ORGANIZATIONAL_UNIT_NAME, "u" * 65, None), "OU is 65 characters long"),
     ((NameOID.ORGANIZATION_NAME, "", None), "O is 0 characters long"),
     ((NameOID.LOCALITY_NAME, "l" * 129, None), "allows 1 to 128"),
     ((NameOID.SERIAL_NUMBER, "no_underscores", _ASN1Type.UTF8String), "may hold only letters"),
     ((NameOID.ORGANIZATION_NAME, "Evil\r\nBcc: x@evil.test", None), "control character"),
+    ((NameOID.DOMAIN_COMPONENT, "us", None), 'DC fields spell "us", not a domain of two labels'),
 ])
 def test_a_subject_outside_rfc_5280_is_refused_with_what_to_fix(svc, attribute, words):
     with pytest.raises(PolicyViolationError) as refused:
