@@ -26,7 +26,7 @@ EXPLANATIONS = {
     "csr_invalid": "The upload is not a readable PKCS#10 CSR. Upload the .csr/.pem/.der file the device made, or paste its whole PEM text.",
     "csr_signature_invalid": "The CSR's signature does not verify: it was altered or damaged. Generate a new CSR on the device.",
     "wildcard_not_allowed": "Wildcard names (*.example.test) are refused. Request each host name explicitly.",
-    "dns_name_invalid": "A DNS name breaks DNS syntax (letters, digits, hyphens; labels up to 63, names up to 253 characters; IDNs as xn-- A-labels). Fix the name in the CSR.",
+    "dns_name_invalid": "A DNS name breaks DNS syntax (letters, digits, hyphens; labels up to 63, names up to 253 characters; IDNs as xn-- A-labels; a top-level label of letters). Fix the name in the CSR.",
     "domain_not_allowed": "A name is outside the domains this CA issues for. Use names under an allowed domain.",
     "ip_san_not_allowed": "IP addresses in certificates are turned off here. Use DNS names.",
     "san_type_not_allowed": "The CSR asks for e-mail, URI or other name types; only DNS names and IP addresses are issued.",

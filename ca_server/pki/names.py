@@ -57,6 +57,11 @@ def dns_name_problem(name: str) -> str | None:
                 return f'the label "{label}" is not a valid internationalised (xn--) label'
     if labels[-1].isdigit():
         return "the last label is all digits, which is not a valid top-level domain"
+    top = labels[-1]
+    if len(labels) > 1 and not top.lower().startswith("xn--") and not (len(top) >= 2 and top.isalpha()):
+        # RFC 3696 2 and the root zone: a top-level domain is letters (or an IDN); pkilint's check
+        # (the validators library) refuses any other, so a certificate naming one would not be clean.
+        return f'the top-level label "{top}" must be two letters or more and letters only (or an xn-- label)'
     return None
 
 
