@@ -25,6 +25,7 @@ KEY_LABELS = {"rsa": "RSA", "ec-p256": "EC P-256", "ec-p384": "EC P-384", "ed255
 EXPLANATIONS = {
     "csr_invalid": "The upload is not a readable PKCS#10 CSR. Upload the .csr/.pem/.der file the device made, or paste its whole PEM text.",
     "csr_signature_invalid": "The CSR's signature does not verify: it was altered or damaged. Generate a new CSR on the device.",
+    "csr_signature_weak": "The CSR is signed with SHA-1 or MD5, which cannot be trusted. Generate it again with SHA-256.",
     "wildcard_not_allowed": "Wildcard names (*.example.test) are refused. Request each host name explicitly.",
     "dns_name_invalid": "A DNS name breaks DNS syntax (letters, digits, hyphens; labels up to 63, names up to 253 characters; IDNs as xn-- A-labels; a top-level label of letters). Fix the name in the CSR.",
     "domain_not_allowed": "A name is outside the domains this CA issues for. Use names under an allowed domain.",
@@ -86,7 +87,13 @@ def evaluate(
 ) -> Decision:
     violations: list[Violation] = []
     notes: list[str] = []
-    if not signature_ok:
+    weak_hash = _weak_signature_hash(csr) if not signature_ok else None
+    if weak_hash:
+        violations.append(Violation("csr_signature_weak", (
+            f"The CSR is signed with {weak_hash}, which this CA does not accept (its signature cannot be "
+            "trusted): generate the CSR again with SHA-256 (openssl req -sha256; on CUCM choose SHA256 as "
+            "the hash algorithm).")))
+    elif not signature_ok:
         violations.append(Violation("csr_signature_invalid", (
             "The CSR's signature does not verify, so it was altered after it was made or is "
             "damaged: generate a new CSR on the device and submit that file unchanged.")))
@@ -181,6 +188,16 @@ def name_violations(
             f"The CSR asks for {entry}; this CA puts only DNS names and IP addresses in "
             "certificates: remove it from the CSR's Subject Alternative Names."), entry))
     return out
+
+
+def _weak_signature_hash(csr: ParsedCSR) -> str | None:
+    """"SHA-1" or "MD5" when the CSR is signed with one: cryptography refuses to verify them, which
+    must not read as "the CSR was altered" (older CUCM and Windows tools still sign with SHA-1)."""
+    try:
+        algorithm = csr.csr.signature_hash_algorithm
+    except Exception:  # noqa: BLE001 - an algorithm cryptography does not know: not a weak hash
+        return None
+    return {"sha1": "SHA-1", "md5": "MD5"}.get(getattr(algorithm, "name", ""))
 
 
 def _key_violations(csr: ParsedCSR, policy: PolicyConfig) -> list[Violation]:

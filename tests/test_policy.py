@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+import subprocess
 
 import gmpy2
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ca_server import policy
@@ -141,6 +143,22 @@ def test_rsa_keys_with_known_flaws_are_refused_whatever_their_size(kind, words):
 def test_usual_rsa_keys_are_not_called_weak():
     for slot in range(3):
         assert codes(pem(make_csr(["a.example.test"], key=cached_key("rsa-2048", slot))))[0] == []
+
+
+@pytest.mark.parametrize("digest, expected", [("sha1", ["csr_signature_weak"]), ("sha256", []), ("sha512", [])])
+def test_a_csr_signed_with_sha1_is_refused_for_that_not_called_altered(tmp_path, digest, expected):
+    """cryptography will not verify a SHA-1 signature, and such a CSR (older CUCM, Windows certreq)
+    was refused as "altered after it was made or damaged"."""
+    key = tmp_path / "key.pem"
+    key.write_bytes(cached_key("rsa-2048").private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    made = subprocess.run(["openssl", "req", "-new", f"-{digest}", "-key", str(key), "-subj", "/CN=old.example.test"],
+                          capture_output=True, check=True)
+    found, decision = codes(made.stdout)
+    assert found == expected
+    if expected:
+        assert "signed with SHA-1" in decision.violations[0].message and "SHA-256" in decision.violations[0].message
 
 
 @pytest.mark.parametrize(
