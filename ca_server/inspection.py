@@ -28,6 +28,7 @@ from .instance import Authority
 from .pki.csr import UNREADABLE
 from .pki.extensions import EKU_NAMES
 from .pki.keys import describe_public_key
+from .pki.pem import from_utf16
 from .pki.serials import serial_colon, serial_hex  # noqa: F401  (serial_hex used by web/inspect.py)
 from .pki.weak_keys import rsa_key_flaws
 from .store import Store
@@ -37,7 +38,7 @@ MAX_DOCUMENT = 65536
 
 def load_document(data: bytes | str) -> x509.Certificate | x509.CertificateSigningRequest:
     """A certificate or a CSR from PEM, DER or bare base64; BadRequestError when neither."""
-    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else from_utf16(data)
     if len(raw) > MAX_DOCUMENT:
         raise BadRequestError(f"That is larger than {MAX_DOCUMENT} bytes; paste one certificate or CSR.",
                               code="document_invalid")

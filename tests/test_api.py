@@ -53,12 +53,13 @@ def test_issue_via_raw_pkcs10_body(api, body_format):
 
 
 @pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
-@pytest.mark.parametrize("body_format", ["pem", "one-line pem", "der"])
+@pytest.mark.parametrize("body_format", ["pem", "one-line pem", "der", "utf-16 pem"])
 def test_a_csr_body_without_its_type_is_taken_as_the_csr(api, content_type, body_format):
     """`curl --data-binary @x.csr` sends the form type, `curl -d @x.csr` also drops the newlines, and
     some clients name no type: the body is still the CSR."""
     csr = make_csr(["untyped.example.test"])
-    data = {"pem": pem(csr).encode(), "one-line pem": pem(csr).replace("\n", "").encode(), "der": der(csr)}[body_format]
+    data = {"pem": pem(csr).encode(), "one-line pem": pem(csr).replace("\n", "").encode(), "der": der(csr),
+            "utf-16 pem": pem(csr).encode("utf-16")}[body_format]
     headers = {"Content-Type": content_type} if content_type else {}
     response = api.post("/api/v1/certificates?validity_days=10", data=data, headers=headers)
     assert response.status_code == 201, response.get_json()

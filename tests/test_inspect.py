@@ -67,6 +67,7 @@ def test_issued_here(svc):
     assert result["chain"]["valid"]
     assert run(svc, record.der)["verdict"] == "issued_here"  # DER too
     assert run(svc, base64.b64encode(record.der).decode())["verdict"] == "issued_here"  # bare base64
+    assert run(svc, record.pem.encode("utf-16"))["verdict"] == "issued_here"  # saved as "Unicode" on Windows
 
 
 def test_counterfeit_same_serial_other_fingerprint(svc):

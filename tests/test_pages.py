@@ -63,10 +63,11 @@ def test_the_detail_page_says_what_was_changed_from_the_csr(web):
     assert "subject: emailAddress (admin@example.test)" in html
 
 
-@pytest.mark.parametrize("kind", ["pem", "der"])
+@pytest.mark.parametrize("kind", ["pem", "der", "utf-16", "utf-8-sig"])
 def test_uploading_a_csr_file(web, kind):
+    """PEM saved as UTF-16 (Notepad's "Unicode", PowerShell 5's `>`) was "not a certificate request"."""
     csr = make_csr(["upload.example.test"])
-    data = pem(csr).encode() if kind == "pem" else der(csr)
+    data = der(csr) if kind == "der" else pem(csr).encode("utf-8" if kind == "pem" else kind)
     assert serial_from(submit(web, file=data, filename=f"upload.{kind}"))
 
 

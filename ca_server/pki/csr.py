@@ -14,6 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import CSRParseError
 from .keys import KeyInfo, describe_public_key, spki_sha256
+from .pem import from_utf16
 
 PEM_MARKER = b"-----BEGIN"
 # What cryptography raises for a document it cannot read: ValueError for broken encodings, and
@@ -63,7 +64,7 @@ def decode_request_bytes(data: bytes | str) -> bytes:
 
 def parse_csr(data: bytes | str) -> ParsedCSR:
     """Parse a CSR; every way it can be unreadable becomes CSRParseError with a sentence."""
-    raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
+    raw = data.encode("utf-8", "replace") if isinstance(data, str) else from_utf16(data)
     try:
         if raw[:1] != b"\x30" and raw.lstrip().startswith(PEM_MARKER):
             csr = x509.load_pem_x509_csr(raw.lstrip())  # the common case, parsed once

@@ -9,6 +9,7 @@ from flask import Blueprint, g, jsonify, request, url_for
 from .. import approvals, issuance, revocation
 from ..errors import BadRequestError, CertificateNotFoundError, InvalidSerialError, NotFoundError
 from ..models import CertificateRecord
+from ..pki.pem import UTF16_BOMS
 from ..pki.serials import parse_serial
 from ..store import CertificateFilter
 from .auth import admin_required
@@ -100,7 +101,7 @@ def _issue_request_from_body() -> issuance.IssueRequest:
 
 
 def _looks_like_csr(data: bytes) -> bool:
-    return data[:1] == b"\x30" or data.lstrip().startswith(CSR_PEM_HEADERS)
+    return data[:1] == b"\x30" or data.lstrip().startswith(CSR_PEM_HEADERS) or data[:2] in UTF16_BOMS
 
 
 def _optional_str(body: dict, key: str) -> str | None:
