@@ -63,11 +63,17 @@ def test_the_detail_page_says_what_was_changed_from_the_csr(web):
     assert "subject: emailAddress (admin@example.test)" in html
 
 
-@pytest.mark.parametrize("kind", ["pem", "der", "utf-16", "utf-8-sig"])
+@pytest.mark.parametrize("kind", ["pem", "der", "utf-16", "utf-8-sig", "certreq"])
 def test_uploading_a_csr_file(web, kind):
-    """PEM saved as UTF-16 (Notepad's "Unicode", PowerShell 5's `>`) was "not a certificate request"."""
+    """PEM saved as UTF-16 (Notepad's "Unicode", PowerShell 5's `>`) was "not a certificate request";
+    Windows certreq writes "BEGIN NEW CERTIFICATE REQUEST"."""
     csr = make_csr(["upload.example.test"])
-    data = der(csr) if kind == "der" else pem(csr).encode("utf-8" if kind == "pem" else kind)
+    if kind == "der":
+        data = der(csr)
+    elif kind == "certreq":
+        data = pem(csr).replace("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST").replace("\n", "\r\n").encode()
+    else:
+        data = pem(csr).encode("utf-8" if kind == "pem" else kind)
     assert serial_from(submit(web, file=data, filename=f"upload.{kind}"))
 
 
