@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
 
 import pytest
 from cryptography import x509
@@ -125,6 +126,22 @@ def test_downloads_pem_equals_der_and_chain_order(web, svc):
     assert chain == [from_pem, svc.authority.intermediate]
     full = x509.load_pem_x509_certificates(web.get(f"/certificates/{serial}/fullchain.pem").data)
     assert full == [from_pem, svc.authority.intermediate, svc.authority.root]
+
+
+def test_the_p7b_bundle_holds_the_chain_as_openssl_reads_it(web, app, svc, tmp_path):
+    serial = serial_from(submit(web, text=pem(make_csr(["p7b.example.test"]))))
+    response = web.get(f"/certificates/{serial}/chain.p7b")
+    assert response.mimetype == "application/x-pkcs7-certificates"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="p7b.example.test.p7b"'
+    bundle = tmp_path / "chain.p7b"
+    bundle.write_bytes(response.data)
+    printed = subprocess.run(["openssl", "pkcs7", "-inform", "DER", "-in", str(bundle), "-print_certs"],
+                             capture_output=True, check=True).stdout
+    leaf = x509.load_der_x509_certificate(web.get(f"/certificates/{serial}.der").data)
+    # a PKCS #7 "certificates" field is a SET: DER sorts it, and importers build the chain themselves
+    assert set(x509.load_pem_x509_certificates(printed)) == {leaf, svc.authority.intermediate, svc.authority.root}
+    assert f'href="/certificates/{serial}/chain.p7b"' in web.get(f"/certificates/{serial}").get_data(as_text=True)
+    assert app.test_client().get(f"/certificates/{serial}/chain.p7b").status_code == 302  # sign-in first
 
 
 @pytest.mark.parametrize("cn, expected", [("cucm1.example.test", "cucm1.example.test"), ("服务器", None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
@@ -24,6 +25,7 @@ bp = Blueprint("pages", __name__)
 
 PEM = "application/x-pem-file"
 DER = "application/pkix-cert"
+P7B = "application/x-pkcs7-certificates"
 PAGE_SIZE = 50
 DASHBOARD_EXPIRING = 50  # the soonest-expiring certificates on the dashboard; the list page has the rest
 
@@ -213,6 +215,17 @@ def certificate_chain(serial: str):
     record = find_certificate(serial, with_renewal=False)
     return _download(record.pem + services().authority.intermediate_pem, PEM,
                      f"{_filename_base(record)}-chain.pem")
+
+
+@bp.get("/certificates/<serial>/chain.p7b")
+def certificate_p7b(serial: str):
+    """Certificate, intermediate and root as a PKCS #7 bundle (DER): what Windows' certificate import
+    and IIS's "Complete Certificate Request" take in one file."""
+    record = find_certificate(serial, with_renewal=False)
+    authority = services().authority
+    bundle = pkcs7.serialize_certificates([record.certificate, authority.intermediate, authority.root],
+                                          Encoding.DER)
+    return _download(bundle, P7B, f"{_filename_base(record)}.p7b")
 
 
 @bp.get("/certificates/<serial>/fullchain.pem")
