@@ -22,6 +22,9 @@ def email_problem(address: str) -> str | None:
 
 
 def normalize_email(address: str) -> str:
-    return validate_email(
+    """The address as stored and mailed to: an internationalised domain in its ASCII (xn--) form,
+    which every SMTP server takes; only a non-ASCII local part needs the server's SMTPUTF8."""
+    valid = validate_email(
         address.strip(), check_deliverability=False, globally_deliverable=False, test_environment=True
-    ).normalized
+    )
+    return valid.ascii_email or valid.normalized

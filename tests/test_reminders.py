@@ -143,6 +143,17 @@ def test_a_reminder_that_cannot_be_made_is_retried_and_the_others_are_sent(rsvc,
     assert [(o.serial, o.status) for o in retried] == [(broken.serial, "sent")]
 
 
+def test_an_address_under_an_international_domain_gets_its_mail(rsvc, smtp):
+    """Stored as given (ops@bücher.example.test), the envelope needed SMTPUTF8: smtplib refuses to send
+    it to a server that does not offer the extension (this test server does). The domain is now
+    stored in its xn-- form, which any SMTP server takes."""
+    record = issue(rsvc, ["idn.example.test"], notify=("ops@bücher.example.test",))
+    assert record.notify == ("ops@xn--bcher-kva.example.test",)
+    outcomes = run(rsvc, record.not_after - 14 * DAY)
+    assert [o.status for o in outcomes] == ["sent"]
+    assert smtp.inbox.envelopes[0][1] == ["ops@xn--bcher-kva.example.test"]
+
+
 def test_revoked_renewed_and_unaddressed_certificates_get_no_mail(rsvc, smtp):
     revoked = issue(rsvc, ["gone.example.test"])
     from ca_server import revocation
