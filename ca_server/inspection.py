@@ -25,7 +25,7 @@ from .clock import to_text
 from .config import Config
 from .errors import BadRequestError, CSRParseError
 from .instance import Authority
-from .pki.csr import UNREADABLE
+from .pki.csr import CSR_PEM_HEADERS, UNREADABLE
 from .pki.extensions import EKU_NAMES
 from .pki.keys import describe_public_key
 from .pki.pem import from_utf16
@@ -47,7 +47,7 @@ def load_document(data: bytes | str) -> x509.Certificate | x509.CertificateSigni
         start = text.index(b"-----BEGIN")
         block = text[start:]
         try:
-            if block.startswith(b"-----BEGIN CERTIFICATE REQUEST") or block.startswith(b"-----BEGIN NEW CERTIFICATE"):
+            if block.startswith(CSR_PEM_HEADERS):
                 return x509.load_pem_x509_csr(block)
             return x509.load_pem_x509_certificate(block)
         except UNREADABLE:

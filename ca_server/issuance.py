@@ -193,7 +193,7 @@ def sign_and_store(
     sans = [_general_name(s) for s in decision.sans]
     csr = prepared.csr
     public_key = csr.public_key
-    subject = decision.subject if decision.subject is not None else csr.subject
+    subject = decision.subject
     template = authority.leaf_template
     for _attempt in range(3):
         serial = new_serial()
@@ -205,7 +205,7 @@ def sign_and_store(
             issued_at=now,
             not_before=not_before,
             not_after=not_after,
-            subject=subject.rfc4514_string(),  # the leaf carries the CSR's subject (without emailAddress)
+            subject=subject.rfc4514_string(),  # the certificate's: the CSR's, as pki/subjects.py keeps it
             issuer=authority.issuer_text,
             common_name=csr.common_name,
             sans=tuple(decision.sans),

@@ -3,7 +3,6 @@ person what to change; nothing here raises, signs or stores."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -18,7 +17,6 @@ from .pki.weak_keys import rsa_key_flaws
 
 MAX_NAMES = 100
 MAX_CN_LENGTH = 64  # RFC 5280 ub-common-name
-DNS_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 KEY_LABELS = {"rsa": "RSA", "ec-p256": "EC P-256", "ec-p384": "EC P-384", "ed25519": "Ed25519"}
 
 # code -> what it means and how to fix the CSR (shown on the form and in the README).
@@ -53,8 +51,8 @@ class Decision:
     violations: list[Violation]
     sans: list[str]
     validity_days: int
+    subject: x509.Name  # what the certificate carries (pki/subjects.certificate_subject)
     notes: list[str] = field(default_factory=list)
-    subject: x509.Name | None = None  # what the certificate carries (pki/subjects.certificate_subject)
 
     @property
     def acceptable(self) -> bool:
@@ -131,7 +129,7 @@ def evaluate(
                 f"A validity of {validity_days} days was asked for; this CA issues for at most "
                 f"{policy.max_validity_days} days. Ask for {policy.max_validity_days} days or fewer.")))
     sans = [f"DNS:{n}" for n in dns] + [f"IP:{ip}" for ip in ips]
-    return Decision(violations, sans, validity_days, notes, subject)
+    return Decision(violations, sans, validity_days, subject, notes)
 
 
 def subject_violations(subject: x509.Name) -> list[Violation]:
@@ -149,10 +147,11 @@ def subject_violations(subject: x509.Name) -> list[Violation]:
                                  "leave it out.", subjects.text(attribute.value)[:80]))
         elif attribute.oid == NameOID.DOMAIN_COMPONENT:
             components.append(subjects.text(attribute.value))
-    if components and (len(components) < 2 or not all(DNS_LABEL.fullmatch(c) for c in components)):
+    domain = ".".join(reversed(components))  # DC=example, DC=test is stored test first, as pkilint reads it
+    if components and (len(components) < 2 or "*" in components or dns_name_problem(domain)):
         out.append(Violation("subject_invalid", (
-            f'The subject\'s DC fields spell "{".".join(components)[:80]}", not a domain of two labels or more '
-            "(like DC=example, DC=test). Fix them in the CSR, or leave DC out."), ".".join(components)[:80]))
+            f'The subject\'s DC fields spell "{domain[:80]}", not a domain of two labels or more '
+            "(like DC=example, DC=test). Fix them in the CSR, or leave DC out."), domain[:80]))
     return out
 
 

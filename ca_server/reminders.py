@@ -131,13 +131,15 @@ def _send(config, store, mailer, reminder_id, record, threshold, recipients, att
         message = reminder_message(record, days_left=left, recipients=recipients, sender=config.mail.from_address,
                                    base_url=config.server.base_url, organization=config.ca.organization)
         mailer.send(message)
-    except Exception as exc:  # noqa: BLE001 - MailError, or anything one record's message raises
-        error = exc.message if isinstance(exc, MailError) else f"the message could not be made: {exc}"
-        if not isinstance(exc, MailError):
-            log.exception("reminder for %s could not be made", record.serial)
-        wait = min(dt.timedelta(minutes=config.reminders.retry_minutes) * 2 ** attempts, MAX_BACKOFF)
-        store.reminder_failed(reminder_id, error, now + wait)
-        return Outcome(status="failed", error=error, **base)
-    store.reminder_sent(reminder_id, now)
-    return Outcome(status="sent", **base)
+    except MailError as exc:
+        error = exc.message
+    except Exception as exc:  # noqa: BLE001 - whatever one record's message raises must not end the pass
+        log.exception("reminder for %s could not be made", record.serial)
+        error = f"the message could not be made: {exc}"
+    else:
+        store.reminder_sent(reminder_id, now)
+        return Outcome(status="sent", **base)
+    wait = min(dt.timedelta(minutes=config.reminders.retry_minutes) * 2 ** attempts, MAX_BACKOFF)
+    store.reminder_failed(reminder_id, error, now + wait)
+    return Outcome(status="failed", error=error, **base)
 

@@ -115,47 +115,53 @@ def approval_app(make_app):
     return make_app(policy={"approval_for_other_names": True})
 
 
-def test_pending_request_approved_from_the_web_page(make_app):
-    from ca_server.clock import utcnow
-
+@pytest.fixture
+def mailing_approval_app(make_app):
+    """An app with approvals on whose mail goes to a real SMTP server: (app, smtp)."""
     smtp = SMTPServer().start()
     try:
-        app = make_app(policy={"approval_for_other_names": True}, mail={"host": "127.0.0.1", "port": smtp.port})
-        svc = app.extensions["ca_server"]
-        requester = ApiClient(app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
-        response = requester.post("/api/v1/certificates", json={"csr": pem(make_csr(["a.other.test"])),
-                                                                "notify": ["owner@example.test"]})
-        assert response.status_code == 202
-        body = response.get_json()
-        assert body["status"] == "pending" and body["names"] == ["DNS:a.other.test"]
-        request_id = body["request_id"]
-        assert requester.get(f"/api/v1/requests/{request_id}").get_json()["status"] == "pending"
-
-        accounts.add_user(svc.store, "boss", "boss-password", is_admin=True, domains=(), allow_ip=True, email=None,
-                          now=utcnow())
-        admin = app.test_client()
-        assert sign_in(admin, "boss", "boss-password").status_code == 303
-        queue = admin.get("/admin/requests").get_data(as_text=True)
-        assert request_id in queue and "a.other.test" in queue
-        page = admin.get(f"/requests/{request_id}").get_data(as_text=True)
-        approved = admin.post(f"/admin/requests/{request_id}/approve", data={"csrf_token": csrf_token(page)})
-        assert approved.status_code == 303
-        outcome = requester.get(f"/api/v1/requests/{request_id}").get_json()
-        assert outcome["status"] == "approved" and outcome["decided_by"] == "user:boss"
-        assert outcome["certificate"]["sans"] == ["DNS:a.other.test"]
-        record = svc.store.get_certificate(outcome["serial"])
-        assert record.requester == "token:req"
-        actions = [e["action"] for e in svc.store.audit_entries()]
-        assert "request_pending" in actions and "approve" in actions
-        # The requester hears of it by e-mail (the notify address, as tokens have none of their own).
-        (mail,) = smtp.inbox.messages
-        assert mail["To"] == "owner@example.test" and "approved" in mail["Subject"]
-        assert outcome["serial"] in mail.get_body(("plain",)).get_content()
-        # Deciding twice is a conflict, not a second certificate.
-        again = admin.post(f"/admin/requests/{request_id}/approve", data={"csrf_token": csrf_token(page)})
-        assert again.status_code == 409
+        yield make_app(policy={"approval_for_other_names": True}, mail={"host": "127.0.0.1", "port": smtp.port}), smtp
     finally:
         smtp.stop()
+
+
+def test_pending_request_approved_from_the_web_page(mailing_approval_app):
+    from ca_server.clock import utcnow
+
+    app, smtp = mailing_approval_app
+    svc = app.extensions["ca_server"]
+    requester = ApiClient(app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
+    response = requester.post("/api/v1/certificates", json={"csr": pem(make_csr(["a.other.test"])),
+                                                            "notify": ["owner@example.test"]})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "pending" and body["names"] == ["DNS:a.other.test"]
+    request_id = body["request_id"]
+    assert requester.get(f"/api/v1/requests/{request_id}").get_json()["status"] == "pending"
+
+    accounts.add_user(svc.store, "boss", "boss-password", is_admin=True, domains=(), allow_ip=True, email=None,
+                      now=utcnow())
+    admin = app.test_client()
+    assert sign_in(admin, "boss", "boss-password").status_code == 303
+    queue = admin.get("/admin/requests").get_data(as_text=True)
+    assert request_id in queue and "a.other.test" in queue
+    page = admin.get(f"/requests/{request_id}").get_data(as_text=True)
+    approved = admin.post(f"/admin/requests/{request_id}/approve", data={"csrf_token": csrf_token(page)})
+    assert approved.status_code == 303
+    outcome = requester.get(f"/api/v1/requests/{request_id}").get_json()
+    assert outcome["status"] == "approved" and outcome["decided_by"] == "user:boss"
+    assert outcome["certificate"]["sans"] == ["DNS:a.other.test"]
+    record = svc.store.get_certificate(outcome["serial"])
+    assert record.requester == "token:req"
+    actions = [e["action"] for e in svc.store.audit_entries()]
+    assert "request_pending" in actions and "approve" in actions
+    # The requester hears of it by e-mail (the notify address, as tokens have none of their own).
+    (mail,) = smtp.inbox.messages
+    assert mail["To"] == "owner@example.test" and "approved" in mail["Subject"]
+    assert outcome["serial"] in mail.get_body(("plain",)).get_content()
+    # Deciding twice is a conflict, not a second certificate.
+    again = admin.post(f"/admin/requests/{request_id}/approve", data={"csrf_token": csrf_token(page)})
+    assert again.status_code == 409
 
 
 def test_rejection_with_reason_is_shown_to_the_requester(approval_app):
@@ -175,25 +181,21 @@ def test_rejection_with_reason_is_shown_to_the_requester(approval_app):
     assert other.get(f"/api/v1/requests/{request_id}").status_code == 404
 
 
-def test_the_rejection_mail_shows_the_reason_as_text(make_app):
+def test_the_rejection_mail_shows_the_reason_as_text(mailing_approval_app):
     """The reason went into the HTML part of the mail unescaped: markup of the admin's choosing."""
-    smtp = SMTPServer().start()
-    try:
-        app = make_app(policy={"approval_for_other_names": True}, mail={"host": "127.0.0.1", "port": smtp.port})
-        svc = app.extensions["ca_server"]
-        requester = ApiClient(app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
-        admin = ApiClient(app.test_client(), new_token(svc, "adm"))
-        request_id = requester.post("/api/v1/certificates", json={"csr": pem(make_csr(["y.other.test"])),
-                                                                  "notify": ["owner@example.test"]}).get_json()["request_id"]
-        reason = 'use <a href="http://evil.test">this CA</a> & not ours'
-        assert admin.post(f"/api/v1/requests/{request_id}/reject", json={"reason": reason}).status_code == 200
-        (mail,) = smtp.inbox.messages
-        assert reason in mail.get_body(("plain",)).get_content()
-        html_part = mail.get_body(("html",)).get_content()
-        assert "&lt;a href=&quot;http://evil.test&quot;&gt;this CA&lt;/a&gt; &amp; not ours" in html_part
-        assert '<a href="http://evil.test">' not in html_part
-    finally:
-        smtp.stop()
+    app, smtp = mailing_approval_app
+    svc = app.extensions["ca_server"]
+    requester = ApiClient(app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
+    admin = ApiClient(app.test_client(), new_token(svc, "adm"))
+    request_id = requester.post("/api/v1/certificates", json={"csr": pem(make_csr(["y.other.test"])),
+                                                              "notify": ["owner@example.test"]}).get_json()["request_id"]
+    reason = 'use <a href="http://evil.test">this CA</a> & not ours'
+    assert admin.post(f"/api/v1/requests/{request_id}/reject", json={"reason": reason}).status_code == 200
+    (mail,) = smtp.inbox.messages
+    assert reason in mail.get_body(("plain",)).get_content()
+    html_part = mail.get_body(("html",)).get_content()
+    assert "&lt;a href=&quot;http://evil.test&quot;&gt;this CA&lt;/a&gt; &amp; not ours" in html_part
+    assert '<a href="http://evil.test">' not in html_part
 
 
 def test_in_scope_names_are_issued_at_once_even_with_approvals_on(approval_app):

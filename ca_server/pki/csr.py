@@ -17,6 +17,8 @@ from .keys import KeyInfo, describe_public_key, spki_sha256
 from .pem import from_utf16
 
 PEM_MARKER = b"-----BEGIN"
+# A CSR's PEM header, and the one Windows' certreq writes.
+CSR_PEM_HEADERS = (b"-----BEGIN CERTIFICATE REQUEST-----", b"-----BEGIN NEW CERTIFICATE REQUEST-----")
 # What cryptography raises for a document it cannot read: ValueError for broken encodings, and
 # InvalidVersion (not a ValueError) for a well-formed one with a version number it does not know.
 UNREADABLE = (ValueError, x509.InvalidVersion)

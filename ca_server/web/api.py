@@ -9,6 +9,7 @@ from flask import Blueprint, g, jsonify, request, url_for
 from .. import approvals, issuance, revocation
 from ..errors import BadRequestError, CertificateNotFoundError, InvalidSerialError, NotFoundError
 from ..models import CertificateRecord
+from ..pki.csr import CSR_PEM_HEADERS
 from ..pki.pem import UTF16_BOMS
 from ..pki.serials import parse_serial
 from ..store import CertificateFilter
@@ -23,7 +24,6 @@ RAW_CSR_TYPES = {"application/pkcs10", "application/x-pem-file", "application/oc
 # What `curl --data-binary @x.csr` (form type) or a client that names no type sends a CSR as: taken
 # as the CSR when the body is one (PEM, or DER's SEQUENCE), like the raw types above.
 UNNAMED_TYPES = {"", "application/x-www-form-urlencoded"}
-CSR_PEM_HEADERS = (b"-----BEGIN CERTIFICATE REQUEST-----", b"-----BEGIN NEW CERTIFICATE REQUEST-----")
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 STATUSES = ("valid", "revoked", "expired")
