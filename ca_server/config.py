@@ -32,6 +32,11 @@ class ServerConfig:
     port: int = 5000
     workers: int = 2
     threads: int = 4
+    body_threads: int = 32
+    max_connections: int = 4096
+    backlog: int = 4096
+    header_timeout_seconds: int = 5
+    body_timeout_seconds: int = 20
     max_request_bytes: int = 1_048_576
     sign_in_rate_limit: str = "10 per minute"
     submission_rate_limit: str = "1200 per minute"
@@ -238,6 +243,11 @@ def validate(config: Config) -> Config:
     _positive("server.port", s.port, 65535)
     _positive("server.workers", s.workers, 64)
     _positive("server.threads", s.threads, 256)
+    _positive("server.body_threads", s.body_threads, 4096)
+    _positive("server.max_connections", s.max_connections, 1_000_000)
+    _positive("server.backlog", s.backlog, 65535)
+    _positive("server.header_timeout_seconds", s.header_timeout_seconds, 60)
+    _positive("server.body_timeout_seconds", s.body_timeout_seconds, 3600)
     _positive("server.max_request_bytes", s.max_request_bytes)
     for key in ("sign_in_rate_limit", "submission_rate_limit"):
         _rate_limit(f"server.{key}", getattr(s, key))

@@ -8,12 +8,15 @@ Granian's ~0.03 ms (a bare WSGI app, same machine, same load), a quarter of the 
 from __future__ import annotations
 
 import logging
+import resource
 
 from granian import Granian
 from granian.constants import Interfaces
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
 from .services import Services
+from .stalled_connections import ConnectionReaper, RequestGate
 from .store.checkpoints import Checkpointer
 
 
@@ -45,17 +48,31 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         start_scheduler(worker_services)
         if cfg.access_log:
             app.wsgi_app = AccessLog(app.wsgi_app)
+        app.wsgi_app = gate = RequestGate(app.wsgi_app, threads=cfg.threads, max_bytes=cfg.max_request_bytes)
+        ConnectionReaper(port or cfg.port, cfg.header_timeout_seconds, cfg.body_timeout_seconds, gate).start()
         return app
 
+    open_files = raise_open_file_limit()
+    needed = (workers or cfg.workers) * cfg.max_connections + 256
     server = Granian(
         "ca_server:create_app",
         address=host or cfg.host,
         port=port or cfg.port,
         interface=Interfaces.WSGI,
         workers=workers or cfg.workers,
-        blocking_threads=cfg.threads,
-        # Requests beyond what the threads can take wait in the socket backlog, not in memory.
-        backpressure=cfg.threads,
+        # The threads bound the work: RequestGate lets `threads` requests run at once per worker;
+        # `body_threads` more only wait for request bodies (stalled_connections.py). Requests past
+        # those wait their turn in Granian's queue, in memory.
+        blocking_threads=cfg.threads + cfg.body_threads,
+        # Granian's backpressure caps the *connections* a worker holds, not the requests it runs
+        # (granian issue 789): sized to the thread count, a dozen silent sockets or idle keep-alive
+        # connections took every slot and the server answered no one. Sized for connections, and
+        # with the header timeout closing those that never send a request, a slot always frees.
+        backpressure=cfg.max_connections,
+        backlog=cfg.backlog,  # connections past max_connections wait here (the kernel caps it at somaxconn)
+        # hyper's header read timeout: a connection that has not sent a whole request head this
+        # long after it opened, or after its previous response (an idle keep-alive one), is closed.
+        http1_settings=HTTP1Settings(header_read_timeout=cfg.header_timeout_seconds * 1000),
         log_level=LogLevels.info,
         log_access=False,  # web/access_log.py writes it
         respawn_failed_workers=True,
@@ -63,5 +80,26 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
     )
     # After Granian configured its own loggers (which drops the handlers it finds): ours go to stderr.
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    log = logging.getLogger(__name__)
+    log.info("open-file limit %d; %d worker(s) x %d connections, header timeout %d s", open_files,
+             workers or cfg.workers, cfg.max_connections, cfg.header_timeout_seconds)
+    if open_files < needed:
+        log.warning("the open-file limit (%d) is below what [server] max_connections needs (%d): past it, "
+                    "new connections are refused; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
+                    "max_connections", open_files, needed)
     server.on_startup(before_workers)
     server.serve(target_loader=load_app)
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's open-file soft limit to its hard limit (each connection is a file
+    descriptor; many systems start services at a soft limit of 1024) and return the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # keep the soft limit we have; the warning above says what that means
+    return soft

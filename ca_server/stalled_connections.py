@@ -1,0 +1,206 @@
+"""Connections that hold the server without saying anything: what Granian (hyper) does not close
+by itself, and bodies that stall.
+
+Granian closes a connection whose request head is not complete `header_read_timeout` after its
+first byte, and an idle keep-alive connection after the same time. Two kinds it keeps for ever
+(seen here with Granian 2.8; granian issues 508 and 728, "wontfix"):
+- a connection that was opened and never sent a byte (a port scanner, a load balancer's
+  pre-opened pool): it holds one of the worker's connection slots;
+- a request whose body stalls (a `Content-Length` larger than what comes): it held one of the
+  worker's four Python threads in `wsgi.input.read`, and a dozen such requests to an endpoint that
+  reads a body (OCSP and the sign-in form are public) stopped every thread.
+
+`RequestGate` reads each body before the request may run, in threads that do nothing else, and
+lets `threads` requests run at once. `ConnectionReaper`, a thread in each worker, looks at the
+worker's own accepted sockets once a second (Linux: the descriptors in /proc/self/fd, the
+kernel's TCP_INFO of each) and shuts down:
+- a socket that has received no byte `header_timeout` seconds after it opened;
+- a socket from the address of a request whose body has been reading for longer than
+  `body_timeout`, if it has been sent nothing since that body began: it cannot be a connection
+  whose request was answered meanwhile. WSGI does not give the client's port, so the address and
+  that silence are what tie a body to its socket; another connection from the same address whose
+  request has run for `body_timeout` without an answer would be closed too, and none of ours runs
+  that long.
+Shutting a socket down (not closing the descriptor, which stays Granian's) makes Granian's read
+return: the slot and the thread are freed, and the request, with its short body, gets a 400 that
+no one reads.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# struct tcp_info (linux/tcp.h): the fields read here and their byte offsets.
+_TCP_INFO_SIZE = 136
+_LAST_DATA_SENT, _LAST_DATA_RECV = 44, 52  # __u32 milliseconds since the last data sent / received
+_BYTES_RECEIVED = 128  # __u64, Linux 4.1 and later
+_TCP_ESTABLISHED, _TCP_CLOSE_WAIT = 1, 8
+SCAN_INTERVAL = 1.0
+
+
+class RequestGate:
+    """The outermost WSGI layer of `serve`: a request's body is read whole before the request may
+    run, and at most `threads` requests run at once. Granian's thread pool is larger
+    (`threads + body_threads`): the extra threads only wait for bodies, with the GIL released, so a
+    stalled body holds one of them, never one of the threads that do the work. While a body is
+    being read the gate records from which address and since when (the reaper's `stalled`)."""
+
+    def __init__(self, app, *, threads: int, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.work = FifoSemaphore(threads)
+        self.lock = threading.Lock()
+        self.reading: dict[int, tuple[str, float]] = {}  # id -> (address, monotonic start of the body)
+
+    def __call__(self, environ: dict, start_response):
+        length = environ.get("CONTENT_LENGTH", "")
+        if length.isdigit() and 0 < int(length) <= self.max_bytes:
+            environ["wsgi.input"] = io.BytesIO(self._read(environ, int(length)))  # short if the client left
+        elif not length and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # Read one byte past the limit: Flask then answers 413 as for a declared length.
+            body = self._read(environ, self.max_bytes + 1)
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            del environ["HTTP_TRANSFER_ENCODING"]  # Werkzeug ignores Content-Length next to chunked
+        self.work.acquire()
+        try:
+            return self.app(environ, start_response)
+        finally:
+            self.work.release()
+
+    def _read(self, environ: dict, limit: int) -> bytes:
+        key, stream, chunks, size = id(environ), environ["wsgi.input"], [], 0
+        with self.lock:
+            self.reading[key] = (environ.get("REMOTE_ADDR", ""), time.monotonic())
+        try:
+            while size < limit:
+                chunk = stream.read(limit - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except Exception:  # the connection went away, or the reaper shut it, mid-body: a short body
+            pass
+        finally:
+            with self.lock:
+                self.reading.pop(key, None)
+        return b"".join(chunks)
+
+    def stalled(self, now: float, timeout: float) -> list[tuple[str, float]]:
+        """(address, seconds since its body began) of each body read that has gone on too long."""
+        with self.lock:
+            return [(address, now - start) for address, start in self.reading.values() if now - start > timeout]
+
+
+class FifoSemaphore:
+    """A semaphore that hands a freed permit to the request that has waited longest. With
+    threading.Semaphore a thread arriving as a permit frees takes it before the sleepers it
+    wakes, and under 64 clients the unlucky requests waited 6x the mean (p99 ~300 ms here)."""
+
+    def __init__(self, permits: int) -> None:
+        self._free = permits
+        self._lock = threading.Lock()
+        self._waiters: deque[threading.Lock] = deque()
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        waiter.acquire()  # released by release(), which hands this request the permit
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._free += 1
+
+
+class ConnectionReaper(threading.Thread):
+    def __init__(self, port: int, header_timeout: float, body_timeout: float, reads: RequestGate) -> None:
+        super().__init__(name="connection-reaper", daemon=True)
+        self.port, self.header_timeout, self.body_timeout, self.reads = port, header_timeout, body_timeout, reads
+
+    def run(self) -> None:
+        if not Path("/proc/self/fd").is_dir() or not hasattr(socket, "TCP_INFO"):
+            log.warning("connection reaper off: this system has no /proc/self/fd or TCP_INFO; silent "
+                        "connections are not closed (put a reverse proxy in front)")
+            return
+        while True:
+            time.sleep(SCAN_INTERVAL)
+            try:
+                self.scan(time.monotonic())
+            except Exception:  # never let the reaper die; it is a safety net
+                log.exception("connection reaper pass failed")
+
+    def scan(self, now: float) -> int:
+        """One pass; returns how many sockets it shut down."""
+        stalled = self.reads.stalled(now, self.body_timeout)
+        closed = 0
+        for fd in _socket_fds():
+            try:
+                copy = os.dup(fd)
+            except OSError:
+                continue  # closed since it was listed
+            try:
+                sock = socket.socket(fileno=copy)  # family and type read from the descriptor
+            except OSError:
+                os.close(copy)
+                continue
+            try:
+                if self._should_close(sock, stalled):
+                    sock.shutdown(socket.SHUT_RDWR)
+                    closed += 1
+            except OSError:
+                pass  # not a TCP socket of ours, or gone meanwhile
+            finally:
+                sock.close()  # our duplicate only
+        if closed:
+            log.info("closed %d connection(s) that sent nothing or stalled mid-body", closed)
+        return closed
+
+    def _should_close(self, sock: socket.socket, stalled: list[tuple[str, float]]) -> bool:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            return False
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) or sock.getsockname()[1] != self.port:
+            return False  # the listening socket, or an outgoing connection (SMTP, a validation), not a client of ours
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        if len(info) < _BYTES_RECEIVED + 8 or info[0] not in (_TCP_ESTABLISHED, _TCP_CLOSE_WAIT):
+            return False
+        last_sent, last_received = struct.unpack_from("=I4xI", info, _LAST_DATA_SENT)
+        (received,) = struct.unpack_from("=Q", info, _BYTES_RECEIVED)
+        if received == 0:
+            # The kernel starts both clocks when the connection is set up: its age, for a silent one.
+            return last_received >= self.header_timeout * 1000
+        address = _address(sock.getpeername()[0])
+        return any(address == peer and last_sent >= seconds * 1000 for peer, seconds in stalled)
+
+
+def _socket_fds() -> list[int]:
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                fds.append(int(name))
+        except OSError:
+            continue
+    return fds
+
+
+def _address(host: str) -> str:
+    # An IPv4 client of a dual-stack socket reads as ::ffff:a.b.c.d; WSGI's REMOTE_ADDR as a.b.c.d.
+    return host[7:] if host.startswith("::ffff:") else host
