@@ -103,21 +103,23 @@ function request()
   return wrk.format("POST", nil, nil, bodies[(counter % #bodies) + 1])
 end
 function done(summary, latency, requests)
-  io.write(string.format('WRK_JSON {"requests": %d, "duration_us": %d, "status_errors": %d, "socket_errors": %d, "p50_us": %d, "p99_us": %d}\n',
+  io.write(string.format('WRK_JSON {"requests": %d, "duration_us": %d, "status_errors": %d, "socket_errors": %d, "p50_us": %d, "p99_us": %d, "max_us": %d}\n',
     summary.requests, summary.duration, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(99), latency.max))
 end
 """
 
 
 def run_wrk(url: str, bodies_file: Path, *, concurrency: int, seconds: float, headers: dict[str, str],
-            binary_bodies: bool = False) -> dict:
-    """POST the bodies (one per line) round-robin; returns the WRK_JSON summary."""
+            binary_bodies: bool = False, fresh_connections: bool = False) -> dict:
+    """POST the bodies (one per line) round-robin; returns the WRK_JSON summary. With
+    `fresh_connections` each request goes on a new connection (`Connection: close`: the server
+    closes, wrk connects again), as curl, scripts and most ACME clients do."""
     script = bodies_file.with_suffix(".lua")
     script.write_text(WRK_SCRIPT)
     args = ["wrk", "-t", str(min(concurrency, 2)), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
-            "-s", str(script), "-H", "Connection: keep-alive"]
+            "-s", str(script), "-H", "Connection: close" if fresh_connections else "Connection: keep-alive"]
     args += [a for k, v in headers.items() for a in ("-H", f"{k}: {v}")]
     args += [url, "--", str(bodies_file)]
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)

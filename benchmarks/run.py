@@ -61,8 +61,10 @@ def print_table(r: dict) -> None:
     log("\n| concurrency | ca-server cert/s | cfssl cert/s | ratio | ca-server CPU ms/cert | cfssl CPU ms/cert | p50 ms | p99 ms |")
     log("|---|---|---|---|---|---|---|---|")
     for row in r["http"]:
-        log(f"| {row['concurrency']} | {row['ca_server_cps']:.0f} | {row['cfssl_cps'] or 0:.0f} | {row['ratio'] or 0:.2f} | "
-            f"{row['ca_server_cpu_ms']:.2f} | {row['cfssl_cpu_ms'] or 0:.2f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
+        fresh = " (new connection each)" if row.get("fresh_connections") else ""
+        log(f"| {row['concurrency']}{fresh} | {row['ca_server_cps']:.0f} | {row['cfssl_cps'] or 0:.0f} | {row['ratio'] or 0:.2f} | "
+            f"{row['ca_server_cpu_ms']:.2f} | {row['cfssl_cpu_ms'] or 0:.2f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
+            + (f" max {row['max_ms']:.0f} ms, {row['ca_server_errors'] + row['socket_errors']} errors" if fresh else ""))
     ip, s, c, m = r["inprocess"], r["scale"], r["crl"], r["rss_mb"]
     log(f"\nin-process: ca-server {ip['ca_server_cps']:.0f}/s, raw pipeline {ip['raw_cps']:.0f}/s, ratio {ip['ratio']:.2f}")
     log(f"scale ({s['certificates']:,}): lookup p99 {s['lookup_p99_ms']:.2f} ms, search page {s['search_ms']:.0f} ms "

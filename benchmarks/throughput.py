@@ -154,15 +154,18 @@ def start_cfssl(root: Path, port: int) -> Server:
     return server
 
 
-def http_phase(server: Server, url: str, bodies: Path, headers: dict, concurrency: int, seconds: float) -> dict:
-    run_wrk(url, bodies, concurrency=concurrency, seconds=1, headers=headers)  # warm-up
+def http_phase(server: Server, url: str, bodies: Path, headers: dict, concurrency: int, seconds: float,
+               fresh_connections: bool = False) -> dict:
+    run_wrk(url, bodies, concurrency=concurrency, seconds=1, headers=headers, fresh_connections=fresh_connections)
     cpu0 = server.cpu()
-    result = run_wrk(url, bodies, concurrency=concurrency, seconds=seconds, headers=headers)
+    result = run_wrk(url, bodies, concurrency=concurrency, seconds=seconds, headers=headers,
+                     fresh_connections=fresh_connections)
     cpu1 = server.cpu()
     ok = result["requests"] - result["status_errors"]
     return {"cps": ok / (result["duration_us"] / 1e6), "ok": ok, "errors": result["status_errors"],
             "cpu_ms": (cpu1 - cpu0) * 1000 / max(ok, 1), "p50_ms": result["p50_us"] / 1000,
-            "p99_ms": result["p99_us"] / 1000, "rss_mb": server.rss()}
+            "p99_ms": result["p99_us"] / 1000, "max_ms": result["max_us"] / 1000,
+            "socket_errors": result["socket_errors"], "rss_mb": server.rss()}
 
 
 def verify_issued_since(root: Path, rowid: int) -> tuple[int, int]:
@@ -227,6 +230,22 @@ def http(root: Path, csrs: list[str], seconds: float, log) -> list[dict]:
                             "cfssl_p50_ms": round(peer["p50_ms"], 2),
                             "ratio": round(row["ca_server_cps"] / peer["cps"], 3) if peer["cps"] else None})
             rows.append(row)
+        # A new connection per request (issue 15: the kept-alive runs above hid a server that new
+        # connections could not reach).
+        for c in (16, 64):
+            before = max_rowid(root)
+            fresh = http_phase(server, f"http://127.0.0.1:{port}/api/v1/certificates", ours_bodies,
+                               {**headers, "Authorization": f"Bearer {token}"}, c, seconds, fresh_connections=True)
+            stored, verified = verify_issued_since(root, before)
+            log(f"  ca-server c={c}, new connection per request: {fresh['cps']:.0f}/s, p99 {fresh['p99_ms']:.1f} ms, "
+                f"max {fresh['max_ms']:.1f} ms, {fresh['errors']} status + {fresh['socket_errors']} socket errors, "
+                f"{fresh['cpu_ms']:.2f} ms CPU/cert; {verified}/{stored} stored certificates verify")
+            rows.append({"concurrency": c, "fresh_connections": True, "ca_server_cps": round(fresh["cps"], 1),
+                         "ca_server_cpu_ms": round(fresh["cpu_ms"], 3), "p50_ms": round(fresh["p50_ms"], 2),
+                         "p99_ms": round(fresh["p99_ms"], 2), "max_ms": round(fresh["max_ms"], 2),
+                         "ca_server_errors": fresh["errors"], "socket_errors": fresh["socket_errors"],
+                         "verified": verified, "stored": stored, "cfssl_cps": None, "ratio": None,
+                         "cfssl_cpu_ms": None})
     finally:
         server.stop()
         if cfssl is not None:
