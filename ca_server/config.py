@@ -106,6 +106,22 @@ class RevocationConfig:
     ocsp_responder_validity_days: int = 90
 
 
+@dataclass(frozen=True)
+class AcmeConfig:
+    enabled: bool = True
+    require_eab: bool = False
+    http01_port: int = 80
+    tls_alpn01_port: int = 443
+    dns_resolvers: tuple[str, ...] = ()
+    validity_days: int = 90
+    default_profile: str = ""
+    order_lifetime_hours: int = 24
+    validation_timeout_seconds: int = 10
+    validation_attempts: int = 3
+    validation_threads: int = 4
+    renewal_window_percent: int = 33
+
+
 DEFAULT_PROFILES: dict[str, ProfileConfig] = {
     "server": ProfileConfig(("serverAuth",), "TLS server (web servers, CUCM tomcat)"),
     "client": ProfileConfig(("clientAuth",), "TLS client"),
@@ -124,6 +140,7 @@ class Config:
     mail: MailConfig = field(default_factory=MailConfig)
     reminders: RemindersConfig = field(default_factory=RemindersConfig)
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
+    acme: AcmeConfig = field(default_factory=AcmeConfig)
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,7 @@ _SECTIONS = {
     "mail": MailConfig,
     "reminders": RemindersConfig,
     "revocation": RevocationConfig,
+    "acme": AcmeConfig,
 }
 
 
@@ -321,7 +339,29 @@ def validate(config: Config) -> Config:
         raise ConfigError("revocation.crl_refresh_hours: must be less than revocation.crl_validity_hours")
     _positive("revocation.ocsp_validity_hours", rv.ocsp_validity_hours, 24 * 30)
     _positive("revocation.ocsp_responder_validity_days", rv.ocsp_responder_validity_days, 3650)
+    _acme(config)
     return config
+
+
+def _acme(config: Config) -> None:
+    a = config.acme
+    _positive("acme.http01_port", a.http01_port, 65535)
+    _positive("acme.tls_alpn01_port", a.tls_alpn01_port, 65535)
+    for i, resolver in enumerate(a.dns_resolvers):
+        host, _, port = resolver.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"acme.dns_resolvers[{i}]: must be \"host:port\", like \"10.0.0.53:53\", not {resolver!r}")
+    _positive("acme.validity_days", a.validity_days, 36500)
+    if a.validity_days > config.policy.max_validity_days:
+        raise ConfigError(f"acme.validity_days: must not exceed policy.max_validity_days "
+                          f"({config.policy.max_validity_days})")
+    if a.default_profile and a.default_profile not in config.profiles:
+        raise ConfigError(f"acme.default_profile: no profile named {a.default_profile!r}")
+    _positive("acme.order_lifetime_hours", a.order_lifetime_hours, 24 * 30)
+    _positive("acme.validation_timeout_seconds", a.validation_timeout_seconds, 120)
+    _positive("acme.validation_attempts", a.validation_attempts, 10)
+    _positive("acme.validation_threads", a.validation_threads, 64)
+    _positive("acme.renewal_window_percent", a.renewal_window_percent, 90)
 
 
 def read_secrets(config: Config, environ: typing.Mapping[str, str] | None = None) -> Secrets:

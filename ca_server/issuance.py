@@ -148,7 +148,7 @@ def scope_violations(requester: Requester, sans: list[str]) -> list[Violation]:
     allow_ip. Admins without domains may ask for anything the policy allows."""
     if requester.is_admin and not requester.domains:
         return []
-    who = f"{'token' if requester.kind == 'token' else 'user'} {requester.name!r}"
+    who = f"{ {'token': 'token', 'acme': 'ACME account'}.get(requester.kind, 'user')} {requester.name!r}"
     scope = ", ".join(requester.domains) if requester.domains else "no domains"
     if not sans:
         return [Violation("name_out_of_scope", (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .access import AccessQueries, NameTakenError, RequestQueries
+from .acme import AcmeQueries
 from .audit import AuditQueries
 from .base import StoreBase
 from .certificates import CertificateQueries, SerialTakenError
@@ -11,7 +12,7 @@ from .reminders import ReminderQueries
 from .revocation import CRLNumberTakenError, RevocationQueries
 
 
-class Store(CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries, AccessQueries,
+class Store(AcmeQueries, CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries, AccessQueries,
             RequestQueries, AuditQueries, StoreBase):
     pass
 

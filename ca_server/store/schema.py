@@ -256,3 +256,56 @@ def m009_search_keys_in_insert_order(db: Database) -> None:
     db.execute("DROP TABLE certificate_search")
     db.execute("ALTER TABLE certificate_search_m009 RENAME TO certificate_search")
     db.execute("CREATE INDEX certificate_search_key ON certificate_search(key)")
+
+
+@migrations()
+def m010_acme(db: Database) -> None:
+    """ACME (RFC 8555): nonces, accounts, External Account Binding keys, and the order /
+    authorization / challenge objects. All in the store, so any worker (or node) answers for
+    any of them and an order survives a restart."""
+    db.execute("CREATE TABLE acme_nonces (nonce TEXT PRIMARY KEY, expires_at TEXT NOT NULL)")
+    db.execute("CREATE INDEX acme_nonces_expiry ON acme_nonces(expires_at)")
+    db.execute(
+        """
+        CREATE TABLE acme_accounts (
+            id TEXT PRIMARY KEY,
+            thumbprint TEXT NOT NULL UNIQUE,
+            jwk TEXT NOT NULL,
+            status TEXT NOT NULL,
+            contacts TEXT NOT NULL DEFAULT '[]',
+            eab_name TEXT,
+            created_at TEXT NOT NULL,
+            client TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE acme_eab_keys (
+            name TEXT PRIMARY KEY,
+            kid TEXT NOT NULL UNIQUE,
+            hmac_key TEXT NOT NULL,
+            domains TEXT NOT NULL DEFAULT '[]',
+            allow_ip INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE acme_objects (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            account_id TEXT NOT NULL REFERENCES acme_accounts(id),
+            parent_id TEXT,
+            status TEXT NOT NULL,
+            data TEXT NOT NULL,
+            expires_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX acme_objects_account ON acme_objects(account_id, kind, created_at)")
+    db.execute("CREATE INDEX acme_objects_parent ON acme_objects(parent_id)")

@@ -1,0 +1,206 @@
+"""ACME accounts (RFC 8555 7.3): creation with an optional External Account Binding, lookup by
+key or URL, contact updates, deactivation, key rollover; and nonces (7.2), kept in the store so
+that any worker accepts a nonce another one issued, and a restart forgets none."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import secrets
+
+from ..accounts import check_domains, check_name
+from ..clock import to_text
+from ..emails import email_problem, normalize_email
+from ..errors import BadRequestError, NotFoundError
+from ..issuance import Requester
+from ..store import Store
+from . import jws
+from .jws import PublicJWK, SignedRequest
+from .problems import AcmeProblem
+
+NONCE_LIFETIME = dt.timedelta(hours=1)
+MAX_CONTACTS = 10
+
+
+def new_nonce(store: Store, now: dt.datetime) -> str:
+    nonce = secrets.token_urlsafe(16)
+    store.add_nonce(nonce, now + NONCE_LIFETIME)
+    return nonce
+
+
+def use_nonce(store: Store, signed: SignedRequest, now: dt.datetime) -> None:
+    if not store.use_nonce(signed.nonce, now):
+        raise AcmeProblem("badNonce", "The nonce is unknown, used already or expired; retry with the nonce in this "
+                          "response's Replay-Nonce header.")
+
+
+def account_id_from_kid(kid: str, accounts_url: str) -> str:
+    prefix = accounts_url + "/"
+    if not kid.startswith(prefix) or "/" in kid[len(prefix):] or not kid[len(prefix):]:
+        raise AcmeProblem("accountDoesNotExist", "The kid is not an account URL of this server.")
+    return kid[len(prefix):]
+
+
+def account_for(store: Store, signed: SignedRequest, accounts_url: str) -> dict:
+    """The valid account that signed this kid-request; the signature is verified here."""
+    account = store.acme_account(account_id_from_kid(signed.kid, accounts_url))
+    if account is None:
+        raise AcmeProblem("accountDoesNotExist", "There is no account at this kid; create one with newAccount.")
+    signed.verify(jws.parse_jwk(json.loads(account["jwk"])))
+    if account["status"] != "valid":
+        raise AcmeProblem("unauthorized", f"This account is {account['status']}; create a new account to go on.")
+    return account
+
+
+def requester(store: Store, account: dict) -> Requester:
+    """The account as the issuance pipeline sees it: bound to its EAB key's domains, if any."""
+    eab = store.eab_key(name=account["eab_name"]) if account["eab_name"] else None
+    if eab is not None and eab["revoked_at"]:
+        raise AcmeProblem("unauthorized", f"The external account key {eab['name']!r} this account was bound with "
+                          "was revoked; ask the CA's operator for a new one.")
+    if eab is None or not eab["domains"]:
+        return Requester(name=account["id"], kind="acme", is_admin=True, allow_ip=eab["allow_ip"] if eab else True)
+    return Requester(name=account["id"], kind="acme", is_admin=False, domains=eab["domains"],
+                     allow_ip=eab["allow_ip"])
+
+
+def check_contacts(value: object) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise AcmeProblem("malformed", "contact must be a list of URLs like \"mailto:ops@example.test\".")
+    if len(value) > MAX_CONTACTS:
+        raise AcmeProblem("malformed", f"At most {MAX_CONTACTS} contacts per account.")
+    out = []
+    for contact in value:
+        scheme, _, address = contact.partition(":")
+        if scheme.lower() != "mailto":
+            raise AcmeProblem("unsupportedContact", f"Only mailto: contacts are supported, not {contact!r}.")
+        if "?" in address or "," in address:
+            raise AcmeProblem("invalidContact", f"{contact!r} must name one address, without headers.")
+        problem = email_problem(address)
+        if problem:
+            raise AcmeProblem("invalidContact", f"{address!r} is not an e-mail address: {problem}")
+        out.append("mailto:" + normalize_email(address))
+    return out
+
+
+def create_account(store: Store, signed: SignedRequest, *, urls, require_eab: bool, client: str | None,
+                   now: dt.datetime) -> tuple[dict, bool]:
+    """newAccount: (account, created). An existing account for this key is returned as it is."""
+    key = jws.parse_jwk(signed.jwk)
+    signed.verify(key)
+    payload = signed.json_payload()
+    existing = store.acme_account_by_thumbprint(key.thumbprint)
+    if existing is not None:
+        if existing["status"] != "valid":
+            raise AcmeProblem("unauthorized", f"The account of this key is {existing['status']}.")
+        return existing, False
+    if payload.get("onlyReturnExisting") is True:
+        raise AcmeProblem("accountDoesNotExist", "No account exists for this key.")
+    contacts = check_contacts(payload.get("contact"))
+    eab_name = None
+    binding = payload.get("externalAccountBinding")
+    if binding is not None:
+        eab_name = check_binding(store, binding, key, urls.new_account)
+    elif require_eab:
+        raise AcmeProblem("externalAccountRequired", "This CA requires External Account Binding: ask its operator "
+                          "for a key (ca-server acme eab create) and pass its kid and HMAC key to your client.")
+    account = {"id": secrets.token_urlsafe(12), "thumbprint": key.thumbprint, "jwk": json.dumps(key.json),
+               "status": "valid", "contacts": contacts, "eab_name": eab_name, "created_at": to_text(now),
+               "client": client}
+    audit = {"at": now, "action": "acme_account_create", "actor": f"acme:{account['id']}", "client": client,
+             "detail": {"contacts": contacts, "eab": eab_name}}
+    if not store.insert_acme_account(account, audit=audit):  # the same key, a moment earlier
+        return store.acme_account_by_thumbprint(key.thumbprint), False
+    return store.acme_account(account["id"]), True
+
+
+def check_binding(store: Store, binding: object, key: PublicJWK, url: str) -> str:
+    """RFC 8555 7.3.4: a JWS over the account's key, MACed with the EAB key. Its name, if good."""
+    if not isinstance(binding, dict):
+        raise AcmeProblem("malformed", "externalAccountBinding must be a JWS object.")
+    inner = jws.parse_eab(binding)
+    eab = store.eab_key(kid=inner.protected.get("kid", ""))
+    if eab is None or eab["revoked_at"]:
+        raise AcmeProblem("unauthorized", "The external account key is unknown or was revoked.")
+    if inner.protected.get("url") != url:
+        raise AcmeProblem("malformed", "The external account binding's url must be the newAccount URL.")
+    mac = hmac.new(jws.b64decode(eab["hmac_key"], "HMAC key"), inner.signing_input,
+                   {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}[inner.protected["alg"]]).digest()
+    if not hmac.compare_digest(mac, inner.signature):
+        raise AcmeProblem("unauthorized", "The external account binding's MAC does not verify with that key.")
+    try:
+        bound = jws.parse_jwk(json.loads(inner.payload))
+    except (ValueError, RecursionError):
+        raise AcmeProblem("malformed", "The external account binding's payload is not a JWK.") from None
+    if bound.thumbprint != key.thumbprint:
+        raise AcmeProblem("unauthorized", "The external account binding is for another key than this account's.")
+    return eab["name"]
+
+
+def update_account(store: Store, account: dict, signed: SignedRequest, now: dt.datetime) -> dict:
+    if signed.post_as_get:
+        return account
+    payload = signed.json_payload()
+    actor = f"acme:{account['id']}"
+    if payload.get("status") == "deactivated":
+        store.update_acme_account(account["id"], status="deactivated",
+                                  audit={"at": now, "action": "acme_account_deactivate", "actor": actor})
+    elif "status" in payload and payload["status"] != "valid":
+        raise AcmeProblem("malformed", "An account's status can only be set to \"deactivated\".")
+    if "contact" in payload:
+        store.update_acme_account(account["id"], contacts=check_contacts(payload["contact"]),
+                                  audit={"at": now, "action": "acme_account_update", "actor": actor})
+    return store.acme_account(account["id"])
+
+
+def change_key(store: Store, account: dict, outer: SignedRequest, accounts_url: str, now: dt.datetime) -> dict:
+    """RFC 8555 7.3.5: the payload is a JWS signed by the new key over {account, oldKey}."""
+    inner_body = outer.json_payload()
+    inner = jws.parse_inner(inner_body)
+    new_key = jws.parse_jwk(inner.jwk)
+    inner.verify(new_key)
+    if inner.url != outer.url:
+        raise AcmeProblem("malformed", "The inner JWS's url must equal the outer one's.")
+    change = inner.json_payload()
+    if change.get("account") != f"{accounts_url}/{account['id']}":
+        raise AcmeProblem("malformed", "The key change names another account than the one that signed it.")
+    try:
+        old = jws.parse_jwk(change.get("oldKey"))
+    except AcmeProblem:
+        raise AcmeProblem("malformed", "oldKey is not the account's current key.") from None
+    if old.thumbprint != account["thumbprint"]:
+        raise AcmeProblem("malformed", "oldKey is not the account's current key.")
+    other = store.acme_account_by_thumbprint(new_key.thumbprint)
+    if other is not None:
+        raise AcmeProblem("malformed", "The new key belongs to another account already.", status=409,
+                          headers={"Location": f"{accounts_url}/{other['id']}"})
+    if not store.update_acme_account(account["id"], jwk=json.dumps(new_key.json), thumbprint=new_key.thumbprint,
+                                     audit={"at": now, "action": "acme_key_change", "actor": f"acme:{account['id']}",
+                                            "detail": {"old": old.thumbprint, "new": new_key.thumbprint}}):
+        raise AcmeProblem("malformed", "The key could not be changed (the account is no longer valid, or the "
+                          "key was taken meanwhile).", status=409)
+    return store.acme_account(account["id"])
+
+
+# -- External Account Binding keys (the CLI's `acme eab create|revoke`) ------------------------------
+def create_eab_key(store: Store, name: str, *, domains: tuple[str, ...], allow_ip: bool, now: dt.datetime,
+                   actor: str = "cli:local") -> dict:
+    """A new key; its HMAC key is shown once (and kept: the server needs it to check bindings)."""
+    check_name(name, "EAB key")
+    kid = "eab_" + secrets.token_urlsafe(12)
+    hmac_key = jws.b64encode(secrets.token_bytes(32))
+    row = {"name": name, "kid": kid, "hmac_key": hmac_key, "domains": check_domains(domains),
+           "allow_ip": int(allow_ip), "created_at": to_text(now)}
+    if not store.insert_eab_key(row, audit={"at": now, "action": "acme_eab_create", "actor": actor,
+                                            "detail": {"eab": name, "domains": list(row["domains"])}}):
+        raise BadRequestError(f"An EAB key named {name!r} exists already.", code="name_taken")
+    return {"kid": kid, "hmac_key": hmac_key}
+
+
+def revoke_eab_key(store: Store, name: str, now: dt.datetime, actor: str = "cli:local") -> None:
+    if not store.revoke_eab_key(name, now, audit={"at": now, "action": "acme_eab_revoke", "actor": actor,
+                                                  "detail": {"eab": name}}):
+        raise NotFoundError(f"There is no active EAB key named {name!r}.")

@@ -1,0 +1,230 @@
+"""Proving control of an identifier (RFC 8555 8.3-8.4, RFC 8737, RFC 8738), run in a bounded
+pool of background threads: the request that starts a validation is answered at once with
+`processing`, the client polls.
+
+The validator connects to `[acme] http01_port` / `tls_alpn01_port` and resolves names through
+`[acme] dns_resolvers` (dnspython), so an operator can point it at internal DNS or a test set-up.
+Each attempt has `validation_timeout_seconds`; a failed one is retried (`validation_attempts`)
+after 1, 2, 4 ... seconds, and the last failure is what the challenge says."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import dns.exception
+import dns.resolver
+import dns.reversename
+from cryptography import x509
+from cryptography.x509.oid import ObjectIdentifier
+
+from ..config import AcmeConfig
+from .orders import dns01_value, key_authorization
+from .problems import problem_dict
+
+log = logging.getLogger(__name__)
+
+ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")  # RFC 8737 3
+MAX_HTTP_BODY = 8192
+
+
+class ValidationError(Exception):
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail
+
+
+def _resolver(config: AcmeConfig, timeout: float) -> dns.resolver.Resolver:
+    if not config.dns_resolvers:
+        resolver = dns.resolver.Resolver()
+    else:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = []
+        resolver.nameserver_ports = {}
+        for entry in config.dns_resolvers:
+            host, _, port = entry.rpartition(":")
+            host = host.strip("[]")
+            address = host if _is_ip(host) else socket.gethostbyname(host)
+            resolver.nameservers.append(address)
+            resolver.nameserver_ports[address] = int(port)
+    resolver.lifetime = timeout
+    resolver.timeout = timeout
+    return resolver
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def addresses(identifier: dict, config: AcmeConfig, timeout: float) -> list[str]:
+    """Where to connect for this identifier: the IP itself, or the name's A and AAAA records."""
+    if identifier["type"] == "ip":
+        return [identifier["value"]]
+    resolver = _resolver(config, timeout)
+    found: list[str] = []
+    for rdtype in ("A", "AAAA"):
+        try:
+            found += [r.to_text() for r in resolver.resolve(identifier["value"], rdtype)]
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
+            continue
+        except dns.exception.DNSException as exc:
+            raise ValidationError("dns", f"Looking up {identifier['value']} failed: {exc}") from None
+    if not found:
+        raise ValidationError("dns", f"{identifier['value']} has no A or AAAA record.")
+    return found
+
+
+def check_http01(identifier: dict, token: str, key_auth: str, config: AcmeConfig, timeout: float) -> None:
+    host = identifier["value"]
+    errors = []
+    for address in addresses(identifier, config, timeout):
+        conn = http.client.HTTPConnection(address, config.http01_port, timeout=timeout)
+        try:
+            conn.request("GET", f"/.well-known/acme-challenge/{token}",
+                         headers={"Host": f"[{host}]" if ":" in host else host, "User-Agent": "ca-server-acme"})
+            response = conn.getresponse()
+            body = response.read(MAX_HTTP_BODY + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            errors.append(f"{address}:{config.http01_port}: {exc.__class__.__name__} {exc}".strip())
+            continue
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise ValidationError("unauthorized", f"http://{host}:{config.http01_port}/.well-known/acme-challenge/"
+                                  f"{token} answered {response.status}, not 200.")
+        if body.strip() != key_auth.encode():
+            raise ValidationError("incorrectResponse", "The file at /.well-known/acme-challenge/ does not hold the "
+                                  "key authorization.")
+        return
+    raise ValidationError("connection", f"Could not fetch the http-01 file: {'; '.join(errors)}")
+
+
+def check_dns01(identifier: dict, key_auth: str, config: AcmeConfig, timeout: float) -> None:
+    name = "_acme-challenge." + identifier["value"]
+    try:
+        answer = _resolver(config, timeout).resolve(name, "TXT")
+    except dns.resolver.NXDOMAIN:
+        raise ValidationError("dns", f"{name} does not exist.") from None
+    except (dns.resolver.NoAnswer, dns.resolver.NoNameservers):
+        raise ValidationError("unauthorized", f"{name} has no TXT record.") from None
+    except dns.exception.DNSException as exc:
+        raise ValidationError("dns", f"Looking up the TXT record {name} failed: {exc}") from None
+    expected = dns01_value(key_auth)
+    values = [b"".join(r.strings).decode("ascii", "replace") for r in answer]
+    if expected not in values:
+        raise ValidationError("incorrectResponse", f"No TXT record of {name} holds the expected value "
+                              f"(found {len(values)} other).")
+
+
+def check_tls_alpn01(identifier: dict, key_auth: str, config: AcmeConfig, timeout: float) -> None:
+    sni = identifier["value"]
+    if identifier["type"] == "ip":  # RFC 8738 6: the reverse-mapping name
+        sni = dns.reversename.from_address(identifier["value"]).to_text(omit_final_dot=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the certificate is self-signed by design (RFC 8737 3)
+    context.set_alpn_protocols(["acme-tls/1"])
+    errors = []
+    for address in addresses(identifier, config, timeout):
+        try:
+            with socket.create_connection((address, config.tls_alpn01_port), timeout=timeout) as raw, \
+                    context.wrap_socket(raw, server_hostname=sni) as tls:
+                if tls.selected_alpn_protocol() != "acme-tls/1":
+                    raise ValidationError("tls", "The server did not negotiate the acme-tls/1 protocol.")
+                der = tls.getpeercert(binary_form=True)
+        except ValidationError:
+            raise
+        except (OSError, ssl.SSLError) as exc:
+            errors.append(f"{address}:{config.tls_alpn01_port}: {exc}")
+            continue
+        _check_alpn_certificate(der, identifier, key_auth)
+        return
+    raise ValidationError("connection", f"Could not complete the tls-alpn-01 handshake: {'; '.join(errors)}")
+
+
+def _check_alpn_certificate(der: bytes | None, identifier: dict, key_auth: str) -> None:
+    try:
+        cert = x509.load_der_x509_certificate(der or b"")
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        extension = cert.extensions.get_extension_for_oid(ACME_IDENTIFIER_OID)
+    except (ValueError, x509.ExtensionNotFound):
+        raise ValidationError("unauthorized", "The tls-alpn-01 certificate lacks its SAN or acmeIdentifier "
+                              "extension.") from None
+    if identifier["type"] == "ip":
+        wanted = [ipaddress.ip_address(identifier["value"])]
+        present = names.get_values_for_type(x509.IPAddress)
+    else:
+        wanted, present = [identifier["value"]], [n.lower() for n in names.get_values_for_type(x509.DNSName)]
+    if present != wanted or len(list(names)) != 1:
+        raise ValidationError("unauthorized", "The tls-alpn-01 certificate must name exactly the identifier.")
+    digest = hashlib.sha256(key_auth.encode()).digest()
+    if not extension.critical or extension.value.value != b"\x04\x20" + digest:
+        raise ValidationError("incorrectResponse", "The acmeIdentifier extension does not hold the key "
+                              "authorization's digest (or is not critical).")
+
+
+def check(challenge: dict, thumbprint: str, config: AcmeConfig) -> None:
+    data = challenge["data"]
+    key_auth = key_authorization(data["token"], thumbprint)
+    timeout = float(config.validation_timeout_seconds)
+    if data["type"] == "http-01":
+        check_http01(data["identifier"], data["token"], key_auth, config, timeout)
+    elif data["type"] == "dns-01":
+        check_dns01(data["identifier"], key_auth, config, timeout)
+    elif data["type"] == "tls-alpn-01":
+        check_tls_alpn01(data["identifier"], key_auth, config, timeout)
+    else:  # pragma: no cover - orders.py makes only these
+        raise ValidationError("malformed", f"Unknown challenge type {data['type']}.")
+
+
+class Validator:
+    """The bounded pool of one process. `submit` returns at once; the outcome goes to the store
+    through `done(challenge_id, problem_or_None)`."""
+
+    def __init__(self, config: AcmeConfig, done: Callable[[str, dict | None], None],
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.config, self.done, self.sleep = config, done, sleep
+        self.pool = ThreadPoolExecutor(config.validation_threads, thread_name_prefix="acme-validate")
+        self.running: set[str] = set()
+        self.lock = threading.Lock()
+
+    def submit(self, challenge: dict, thumbprint: str) -> None:
+        with self.lock:
+            if challenge["id"] in self.running:
+                return
+            self.running.add(challenge["id"])
+        self.pool.submit(self._run, challenge, thumbprint)
+
+    def _run(self, challenge: dict, thumbprint: str) -> None:
+        error: dict | None = None
+        try:
+            for attempt in range(self.config.validation_attempts):
+                try:
+                    check(challenge, thumbprint, self.config)
+                    error = None
+                    break
+                except ValidationError as exc:
+                    error = problem_dict(exc.kind, exc.detail, challenge["data"]["identifier"])
+                    if attempt + 1 < self.config.validation_attempts:
+                        self.sleep(2 ** attempt)
+        except Exception as exc:  # a bug must still end the challenge, not leave it processing
+            log.exception("validation of challenge %s failed unexpectedly", challenge["id"])
+            error = problem_dict("serverInternal", f"The validation failed inside the server ({type(exc).__name__}).",
+                                 challenge["data"]["identifier"])
+        try:
+            self.done(challenge["id"], error)
+        finally:
+            with self.lock:
+                self.running.discard(challenge["id"])

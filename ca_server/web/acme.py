@@ -1,0 +1,268 @@
+"""ACME resources (RFC 8555 7) under /acme/: each view checks the signed request, calls one
+function of ca_server.acme, and answers JSON with a fresh Replay-Nonce and the index link. Every
+error is application/problem+json with an ACME error type."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from flask import Blueprint, Response, current_app, request
+
+from ..acme import accounts, jws, orders
+from ..acme.problems import AcmeProblem
+from ..acme.urls import AcmeUrls
+from ..acme.validation import Validator
+from ..clock import from_text
+from ..errors import CAError
+from ..pki.keys import spki_sha256
+from .common import client_address, now, services
+
+bp = Blueprint("acme", __name__, url_prefix="/acme")
+
+JOSE = "application/jose+json"
+POLL_SECONDS = "1"
+
+
+def urls() -> AcmeUrls:
+    return AcmeUrls(services().config.server.base_url)
+
+
+def validator() -> Validator:
+    return current_app.extensions["ca_server_acme_validator"]
+
+
+def init_acme(app) -> None:
+    """The app's validation pool: threads start on the first validation, in the process that
+    serves (a forked worker builds its own app)."""
+    svc = app.extensions["ca_server"]
+    app.extensions["ca_server_acme_validator"] = Validator(
+        svc.config.acme, lambda cid, err: orders.validation_done(svc.store, cid, err, svc.clock()))
+
+
+def respond(body: dict | str | None, status: int = 200, headers: dict | None = None,
+            mimetype: str = "application/json") -> Response:
+    text = "" if body is None else body if isinstance(body, str) else json.dumps(body, indent=1)
+    response = Response(text, status=status, mimetype=mimetype)
+    response.headers["Replay-Nonce"] = accounts.new_nonce(services().store, now())
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.add("Link", f'<{urls().directory}>;rel="index"')
+    for name, value in (headers or {}).items():
+        response.headers.add(name, value)
+    return response
+
+
+def problem_response(exc: AcmeProblem) -> Response:
+    headers = {k: v for k, v in exc.headers.items() if not k.startswith("_")}
+    return respond(exc.as_json(), exc.status, headers, mimetype="application/problem+json")
+
+
+@bp.errorhandler(CAError)
+def _ca_error(exc: CAError):
+    if isinstance(exc, AcmeProblem):
+        return problem_response(exc)
+    return problem_response(AcmeProblem("malformed", exc.message))
+
+
+@bp.before_request
+def _enabled():
+    if not services().config.acme.enabled:
+        raise AcmeProblem("malformed", "ACME is turned off on this server ([acme] enabled = false).", status=404)
+    return None
+
+
+def signed_request(*, by_key: bool = False) -> jws.SignedRequest:
+    """The request's JWS with its form, url and nonce checked (not yet its signature)."""
+    if request.mimetype != JOSE:
+        raise AcmeProblem("malformed", f"ACME requests are {JOSE}, not {request.mimetype or 'untyped'}.", status=415)
+    signed = jws.parse(request.get_data())
+    expected = urls().base_url + request.path
+    if signed.url != expected:
+        raise AcmeProblem("unauthorized", f"The JWS url {signed.url!r} is not this request's URL ({expected}).")
+    accounts.use_nonce(services().store, signed, now())
+    if by_key and signed.jwk is None:
+        raise AcmeProblem("malformed", "This request must be signed with a jwk, not a kid.")
+    if not by_key and signed.kid is None:
+        raise AcmeProblem("malformed", "This request must name its account with kid (the account URL).")
+    return signed
+
+
+def signed_by_account() -> tuple[jws.SignedRequest, dict]:
+    signed = signed_request()
+    return signed, accounts.account_for(services().store, signed, urls().accounts)
+
+
+# -- directory, nonces ---------------------------------------------------------------------------
+@bp.get("/directory")
+def directory():
+    cfg, u = services().config, urls()
+    body = {"newNonce": u.new_nonce, "newAccount": u.new_account, "newOrder": u.new_order,
+            "revokeCert": u.revoke_cert, "keyChange": u.key_change, "renewalInfo": u.renewal_info,
+            "meta": {"externalAccountRequired": cfg.acme.require_eab, "website": cfg.server.base_url,
+                     "profiles": {name: p.description or name for name, p in cfg.profiles.items()}}}
+    response = Response(json.dumps(body, indent=1), mimetype="application/json")
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.route("/new-nonce", methods=["HEAD", "GET"])
+def new_nonce():
+    return respond(None, 200 if request.method == "HEAD" else 204)
+
+
+# -- accounts ------------------------------------------------------------------------------------
+@bp.post("/new-account")
+def new_account():
+    svc, u = services(), urls()
+    signed = signed_request(by_key=True)
+    account, created = accounts.create_account(svc.store, signed, urls=u, require_eab=svc.config.acme.require_eab,
+                                               client=client_address(), now=now())
+    return respond(account_json(account), 201 if created else 200, {"Location": u.account(account["id"])})
+
+
+def account_json(account: dict) -> dict:
+    body = {"status": account["status"], "contact": account["contacts"], "orders": urls().orders(account["id"]),
+            "createdAt": account["created_at"]}
+    if account["eab_name"]:
+        body["externalAccountBinding"] = {"name": account["eab_name"]}
+    return body
+
+
+@bp.post("/acct/<account_id>")
+def account(account_id: str):
+    signed, acct = signed_by_account()
+    if acct["id"] != account_id:
+        raise AcmeProblem("unauthorized", "An account can only read or change itself.")
+    return respond(account_json(accounts.update_account(services().store, acct, signed, now())))
+
+
+@bp.post("/acct/<account_id>/orders")
+def account_orders(account_id: str):
+    _signed, acct = signed_by_account()
+    if acct["id"] != account_id:
+        raise AcmeProblem("unauthorized", "An account can only list its own orders.")
+    found = services().store.acme_orders_of(acct["id"])
+    return respond({"orders": [urls().order(o["id"]) for o in found]})
+
+
+@bp.post("/key-change")
+def key_change():
+    signed, acct = signed_by_account()
+    changed = accounts.change_key(services().store, acct, signed, urls().accounts, now())
+    return respond(account_json(changed))
+
+
+# -- orders, authorizations, challenges ----------------------------------------------------------
+@bp.post("/new-order")
+def new_order():
+    svc = services()
+    signed, acct = signed_by_account()
+    order = orders.create_order(svc.config, svc.store, acct, accounts.requester(svc.store, acct),
+                                signed.json_payload(), now=now(), client=client_address())
+    return respond(orders.order_json(order, urls()), 201, {"Location": urls().order(order["id"]), **_retry_after(order)})
+
+
+@bp.post("/order/<order_id>")
+def order(order_id: str):
+    _signed, acct = signed_by_account()
+    found = orders.current(services().store, orders.owned(services().store, "order", order_id, acct), now())
+    return respond(orders.order_json(found, urls()), headers=_retry_after(found))
+
+
+@bp.post("/order/<order_id>/finalize")
+def finalize(order_id: str):
+    svc = services()
+    signed, acct = signed_by_account()
+    found = orders.current(svc.store, orders.owned(svc.store, "order", order_id, acct), now())
+    done = orders.finalize(svc.config, svc.store, svc.authority, found, acct, accounts.requester(svc.store, acct),
+                           signed.json_payload(), client=client_address(), now=now())
+    return respond(orders.order_json(done, urls()), headers={"Location": urls().order(order_id)})
+
+
+@bp.post("/authz/<authz_id>")
+def authz(authz_id: str):
+    svc = services()
+    signed, acct = signed_by_account()
+    found = orders.current(svc.store, orders.owned(svc.store, "authz", authz_id, acct), now())
+    if not signed.post_as_get:
+        payload = signed.json_payload()
+        if payload.get("status") != "deactivated":
+            raise AcmeProblem("malformed", "An authorization can only be updated to status \"deactivated\".")
+        found = orders.deactivate_authz(svc.store, found, now())
+    _resume_stale(found, acct)
+    return respond(orders.authz_json(svc.store, found, urls()), headers=_retry_after(found))
+
+
+@bp.post("/chall/<challenge_id>")
+def challenge(challenge_id: str):
+    svc = services()
+    signed, acct = signed_by_account()
+    found = orders.owned(svc.store, "challenge", challenge_id, acct)
+    if not signed.post_as_get:
+        signed.json_payload()  # "{}" says: validate now (RFC 8555 7.5.1)
+        if orders.start_challenge(svc.store, found, now()):
+            found = svc.store.acme_object("challenge", challenge_id)
+            validator().submit(found, acct["thumbprint"])
+    else:
+        _resume_stale(svc.store.acme_object("authz", found["parent_id"]), acct)
+    found = svc.store.acme_object("challenge", challenge_id)
+    headers = {"Link": f'<{urls().authz(found["parent_id"])}>;rel="up"', **_retry_after(found)}
+    return respond(orders.challenge_json(found, urls()), headers=headers)
+
+
+def _retry_after(obj: dict) -> dict[str, str]:
+    return {"Retry-After": POLL_SECONDS} if obj["status"] in ("pending", "processing") else {}
+
+
+def _resume_stale(authz_obj: dict | None, acct: dict) -> None:
+    """A challenge left `processing` by a worker that stopped (a restart, a crash) is validated
+    again when its client polls, once it is older than any validation could take."""
+    if authz_obj is None:
+        return
+    cfg = services().config.acme
+    longest = dt.timedelta(seconds=cfg.validation_attempts * (cfg.validation_timeout_seconds * 3 + 2 ** cfg.validation_attempts) + 5)
+    for child in services().store.acme_children(authz_obj["id"]):
+        started = child["data"].get("started")
+        if child["status"] == "processing" and started and from_text(started) + longest < now():
+            validator().submit(child, acct["thumbprint"])
+
+
+# -- certificates --------------------------------------------------------------------------------
+@bp.post("/cert/<serial>")
+def certificate(serial: str):
+    svc = services()
+    _signed, acct = signed_by_account()
+    chain = orders.certificate_chain(svc.store, svc.authority, acct, serial.lower())
+    return respond(chain, mimetype="application/pem-certificate-chain")
+
+
+@bp.post("/revoke-cert")
+def revoke_cert():
+    svc = services()
+    if request.mimetype != JOSE:
+        raise AcmeProblem("malformed", f"ACME requests are {JOSE}.", status=415)
+    peek = jws.parse(request.get_data())
+    if peek.jwk is not None:  # signed by the certificate's own key (RFC 8555 7.6)
+        signed = signed_request(by_key=True)
+        key = jws.parse_jwk(signed.jwk)
+        signed.verify(key)
+        spki = _spki_sha256(key)
+        acct = None
+    else:
+        signed, acct = signed_by_account()
+        spki = None
+    orders.revoke(svc.config, svc.store, svc.authority, signed.json_payload(), account=acct, key_spki_sha256=spki,
+                  client=client_address(), now=now())
+    return respond(None, 200)
+
+
+def _spki_sha256(key: jws.PublicJWK) -> str:
+    return spki_sha256(key.key)
+
+
+@bp.get("/renewal-info/<path:cert_id>")
+def renewal_info(cert_id: str):
+    body = orders.renewal_info(services().config, services().store, cert_id, now())
+    response = Response(json.dumps(body, indent=1), mimetype="application/json")
+    response.headers["Retry-After"] = "21600"  # RFC 9773 4.3: poll again in six hours
+    return response

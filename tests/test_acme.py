@@ -1,0 +1,390 @@
+"""ACME (RFC 8555) over the app: the whole flow with a scripted client, and the protocol's edge
+cases, each answered with the ACME error a client expects and never a 5xx."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ca_server.acme import accounts as acme_accounts
+
+from .acme_client import ScriptedAcme, b64, ec_key, http01_responder
+from .checks import assert_openssl_verifies, wait_until
+from .factories import make_csr, new_key
+from .server import free_port
+
+BASE = "http://127.0.0.1:5000"
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def http_port():
+    return free_port()
+
+
+@pytest.fixture
+def acme_app(make_app, http_port):
+    def factory(**acme):
+        return make_app(acme={"http01_port": http_port, "validation_timeout_seconds": 2, "validation_attempts": 1,
+                              **acme})
+    return factory
+
+
+@pytest.fixture
+def client(acme_app):
+    app = acme_app()
+    acme = ScriptedAcme(app.test_client(), BASE)
+    acme.app = app
+    return acme
+
+
+def problem(response, kind: str, status: int = 400) -> dict:
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    assert response.mimetype == PROBLEM
+    body = response.get_json()
+    assert body["type"] == f"urn:ietf:params:acme:error:{kind}", body
+    assert body["detail"] and "Traceback" not in body["detail"]
+    assert response.headers.get("Replay-Nonce") or response.status_code == 404
+    return body
+
+
+def valid_order(acme: ScriptedAcme, tokens: dict, *names: str) -> dict:
+    """An order whose http-01 challenges were answered and validated: status ready."""
+    order = acme.new_order(*names)
+    assert order.status_code == 201, order.get_data(as_text=True)
+    body = order.get_json()
+    for authz_url in body["authorizations"]:
+        authz = acme.post(authz_url, None).get_json()
+        challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+        tokens[challenge["token"]] = acme.key_authorization(challenge["token"])
+        started = acme.post(challenge["url"], {})
+        assert started.status_code == 200 and started.get_json()["status"] in ("processing", "valid")
+        wait_until(lambda u=authz_url: acme.post(u, None).get_json()["status"] != "pending", 10)
+        assert acme.post(authz_url, None).get_json()["status"] == "valid"
+    order_url = order.headers["Location"]
+    ready = acme.post(order_url, None)
+    assert ready.get_json()["status"] == "ready", ready.get_json()
+    return {**ready.get_json(), "url": order_url}
+
+
+def test_the_directory_lists_every_resource_under_base_url(client):
+    directory = client.client.get("/acme/directory").get_json()
+    for key in ("newNonce", "newAccount", "newOrder", "revokeCert", "keyChange", "renewalInfo"):
+        assert directory[key].startswith(BASE + "/acme/"), key
+    assert directory["meta"]["externalAccountRequired"] is False
+    assert set(directory["meta"]["profiles"]) == {"server", "client", "server+client"}
+
+
+def test_new_nonce_head_and_get(client):
+    head = client.client.head("/acme/new-nonce")
+    get = client.client.get("/acme/new-nonce")
+    assert head.status_code == 200 and get.status_code == 204
+    for response in (head, get):
+        assert response.headers["Cache-Control"] == "no-store"
+        assert len(response.headers["Replay-Nonce"]) >= 16
+        assert 'rel="index"' in response.headers["Link"]
+    assert head.headers["Replay-Nonce"] != get.headers["Replay-Nonce"]
+
+
+def test_the_whole_flow_issues_a_stored_certificate(client, http_port, svc, tmp_path, instance):
+    created = client.new_account(contact=["mailto:ops@example.test"])
+    assert created.status_code == 201 and created.headers["Location"].startswith(BASE + "/acme/acct/")
+    assert created.get_json()["status"] == "valid"
+    again = client.new_account()
+    assert again.status_code == 200 and again.headers["Location"] == created.headers["Location"]
+
+    with http01_responder(http_port) as tokens:
+        order = client.new_order("127.0.0.1")
+        assert order.status_code == 201 and order.headers["Retry-After"] == "1"
+        challenge = client.challenge(order.get_json())
+        tokens[challenge["token"]] = client.key_authorization(challenge["token"])
+        answered = client.post(challenge["url"], {})
+        assert answered.get_json()["status"] in ("processing", "valid")
+        assert any('rel="up"' in link for link in answered.headers.getlist("Link"))
+        authz_url = order.get_json()["authorizations"][0]
+        wait_until(lambda: client.post(authz_url, None).get_json()["status"] == "valid", 10)
+    order_url = order.headers["Location"]
+    assert client.post(order_url, None).get_json()["status"] == "ready"
+    key = new_key()
+    finalized = client.finalize(order.get_json(), make_csr([], ips=["127.0.0.1"], key=key))
+    assert finalized.status_code == 200, finalized.get_json()
+    body = finalized.get_json()
+    assert body["status"] == "valid"
+    download = client.post(body["certificate"], None)
+    assert download.mimetype == "application/pem-certificate-chain"
+    chain = x509.load_pem_x509_certificates(download.data)
+    assert len(chain) == 2 and chain[1] == svc.authority.intermediate
+    leaf = chain[0]
+    assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.IPAddress)[0].exploded == "127.0.0.1"
+    (tmp_path / "leaf.pem").write_bytes(download.data.split(b"-----END CERTIFICATE-----")[0]
+                                        + b"-----END CERTIFICATE-----\n")
+    (tmp_path / "intermediate.pem").write_text(svc.authority.intermediate_pem)
+    assert_openssl_verifies(tmp_path / "leaf.pem", instance / "ca" / "root.pem", tmp_path / "intermediate.pem")
+    serial = format(leaf.serial_number, "x")
+    record = svc.store.get_certificate(serial)
+    account_id = created.headers["Location"].rsplit("/", 1)[1]
+    assert record is not None and record.requester == f"acme:{account_id}"
+    assert record.notify == ("ops@example.test",)
+    issued = [e for e in svc.store.all_audit_entries() if e["action"] == "issue" and e["serial"] == serial]
+    assert issued and issued[0]["detail"]["acme_account"] == account_id
+    # The order list of the account names it; ARI gives a window inside the certificate's life.
+    listed = client.post(f"{created.headers['Location']}/orders", None).get_json()
+    assert listed["orders"] == [order_url]
+    from ca_server.acme.orders import cert_id
+
+    window = client.client.get(f"/acme/renewal-info/{cert_id(leaf)}").get_json()["suggestedWindow"]
+    start = dt.datetime.fromisoformat(window["start"].replace("Z", "+00:00"))
+    assert leaf.not_valid_before_utc < start < leaf.not_valid_after_utc
+
+
+def test_a_reused_nonce_is_bad_nonce_with_a_fresh_one(client):
+    nonce = client.nonce()
+    assert client.post("/acme/new-account", {"termsOfServiceAgreed": True}, jwk=True, nonce=nonce).status_code == 201
+    again = client.post("/acme/new-account", {"termsOfServiceAgreed": True}, jwk=True, nonce=nonce)
+    problem(again, "badNonce")
+    assert again.headers["Replay-Nonce"] != nonce
+    problem(client.post("/acme/new-account", {}, jwk=True, nonce="made-up-nonce"), "badNonce")
+
+
+def test_a_nonce_from_one_worker_is_good_on_another(acme_app):
+    """Two apps on one instance stand for two workers (or nodes): nonces live in the store."""
+    first, second = acme_app(), acme_app()
+    a = ScriptedAcme(first.test_client(), BASE)
+    nonce = a.nonce()
+    b = ScriptedAcme(second.test_client(), BASE, key=a.key)
+    assert b.post("/acme/new-account", {"termsOfServiceAgreed": True}, jwk=True, nonce=nonce).status_code == 201
+
+
+def test_signature_kid_and_url_are_checked(client):
+    client.new_account()
+    problem(client.post("/acme/new-order", {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]}, key=ec_key()),
+            "unauthorized", 403)
+    problem(client.post("/acme/new-order", {"identifiers": []}, kid=BASE + "/acme/acct/nobody"),
+            "accountDoesNotExist")
+    problem(client.post("/acme/new-order", {}, kid="https://elsewhere.example/acct/1"), "accountDoesNotExist")
+    body = client.jws(BASE + "/acme/new-account", {"identifiers": []})
+    problem(client.post("/acme/new-order", None, body=body), "unauthorized", 403)  # url of another resource
+    raw = client.client.post("/acme/new-order", data="{}", content_type="application/json")
+    problem(raw, "malformed", 415)
+
+
+def test_finalize_before_ready_and_csr_names_that_differ(client, http_port):
+    client.new_account()
+    order = client.new_order("127.0.0.1").get_json()
+    problem(client.finalize(order, make_csr([], ips=["127.0.0.1"])), "orderNotReady", 403)
+    with http01_responder(http_port) as tokens:
+        ready = valid_order(client, tokens, "127.0.0.1")
+    wrong = client.finalize(ready, make_csr([], ips=["127.0.0.1", "127.0.0.2"]))
+    assert "not in the order: 127.0.0.2" in problem(wrong, "badCSR")["detail"]
+    assert client.post(ready["url"], None).get_json()["status"] == "ready"  # still finalizable
+    weak = client.finalize(ready, make_csr([], ips=["127.0.0.1"], key=new_key("rsa-1024")))
+    assert "bits" in problem(weak, "badCSR")["detail"]
+
+
+def test_another_accounts_order_is_not_found(client, acme_app):
+    client.new_account()
+    order = client.new_order("127.0.0.1")
+    other = ScriptedAcme(client.client, BASE)
+    other.new_account()
+    problem(other.post(order.headers["Location"], None), "malformed", 404)
+    problem(other.post(order.get_json()["authorizations"][0], None), "malformed", 404)
+
+
+def test_a_failed_http01_makes_challenge_and_order_invalid(client):
+    client.new_account()
+    order = client.new_order("127.0.0.1")
+    challenge = client.challenge(order.get_json())
+    client.post(challenge["url"], {})  # nothing listens on the http-01 port
+    authz_url = order.get_json()["authorizations"][0]
+    wait_until(lambda: client.post(authz_url, None).get_json()["status"] != "pending", 15)
+    failed = client.post(challenge["url"], None).get_json()
+    assert failed["status"] == "invalid"
+    assert failed["error"]["type"] == "urn:ietf:params:acme:error:connection"
+    assert "127.0.0.1" in failed["error"]["detail"]
+    invalid = client.post(order.headers["Location"], None).get_json()
+    assert invalid["status"] == "invalid" and invalid["error"]["type"].endswith(":unauthorized")
+
+
+def test_a_wrong_key_authorization_is_incorrect_response(client, http_port):
+    client.new_account()
+    with http01_responder(http_port) as tokens:
+        order = client.new_order("127.0.0.1")
+        challenge = client.challenge(order.get_json())
+        tokens[challenge["token"]] = challenge["token"] + ".not-the-thumbprint"
+        client.post(challenge["url"], {})
+        wait_until(lambda: client.post(challenge["url"], None).get_json()["status"] == "invalid", 15)
+    assert client.post(challenge["url"], None).get_json()["error"]["type"].endswith(":incorrectResponse")
+
+
+@pytest.mark.parametrize("names, policy, words", [
+    (["*.example.test"], {}, "wildcards are not allowed"),
+    (["host.elsewhere.test"], {"allowed_domains": ["example.test"]}, "outside the domains this CA issues for"),
+    (["10.0.0.1"], {"allow_ip_sans": False}, "IP SANs are turned off"),
+    (["bad_name.example.test"], {}, "is not a valid DNS name"),
+], ids=["fail-wildcard", "fail-domain", "fail-ip-off", "fail-syntax"])
+def test_what_the_policy_refuses_is_a_rejected_identifier(make_app, names, policy, words):
+    app = make_app(policy=policy) if policy else make_app()
+    acme = ScriptedAcme(app.test_client(), BASE)
+    acme.new_account()
+    body = problem(acme.new_order(*names), "rejectedIdentifier")
+    assert words in body["detail"]
+    assert body["subproblems"][0]["identifier"]["value"] == names[0]
+
+
+def test_external_account_binding(acme_app, svc):
+    app = acme_app(require_eab=True)
+    acme = ScriptedAcme(app.test_client(), BASE)
+    problem(acme.new_account(), "externalAccountRequired")
+    assert app.test_client().get("/acme/directory").get_json()["meta"]["externalAccountRequired"] is True
+    eab = acme_accounts.create_eab_key(svc.store, "team-a", domains=("team-a.example.test",), allow_ip=False,
+                                       now=dt.datetime.now(dt.UTC))
+
+    def binding(hmac_key: str, kid: str) -> dict:
+        import hashlib
+        import hmac
+
+        protected = b64(json.dumps({"alg": "HS256", "kid": kid, "url": BASE + "/acme/new-account"}))
+        payload = b64(json.dumps(acme.key.public_key().to_partial_json()))
+        key = __import__("base64").urlsafe_b64decode(hmac_key + "=" * (-len(hmac_key) % 4))
+        mac = hmac.new(key, f"{protected}.{payload}".encode(), hashlib.sha256).digest()
+        return {"protected": protected, "payload": payload, "signature": b64(mac)}
+
+    problem(acme.new_account(externalAccountBinding=binding(b64(b"x" * 32), eab["kid"])), "unauthorized", 403)
+    bound = acme.new_account(externalAccountBinding=binding(eab["hmac_key"], eab["kid"]))
+    assert bound.status_code == 201 and bound.get_json()["externalAccountBinding"] == {"name": "team-a"}
+    assert acme.new_order("www.team-a.example.test").status_code == 201
+    refused = problem(acme.new_order("www.team-b.example.test"), "rejectedIdentifier")
+    assert "team-a.example.test" in refused["detail"]
+    problem(acme.new_order("127.0.0.1"), "rejectedIdentifier")
+    acme_accounts.revoke_eab_key(svc.store, "team-a", dt.datetime.now(dt.UTC))
+    problem(acme.new_order("www.team-a.example.test"), "unauthorized", 403)
+
+
+def test_account_update_key_change_and_deactivation(client):
+    account_url = client.new_account().headers["Location"]
+    updated = client.post(account_url, {"contact": ["mailto:new@example.test"]}).get_json()
+    assert updated["contact"] == ["mailto:new@example.test"]
+    problem(client.post(account_url, {"contact": ["tel:+1555"]}), "unsupportedContact")
+    new = ec_key()
+    # The inner JWS, signed by the new key, carries no nonce (RFC 8555 7.3.5).
+    protected = b64(json.dumps({"alg": "ES256", "jwk": new.public_key().to_partial_json(),
+                                "url": BASE + "/acme/key-change"}))
+    payload = b64(json.dumps({"account": account_url, "oldKey": client.key.public_key().to_partial_json()}))
+    import josepy as jose
+
+    signature = b64(jose.ES256.sign(new.key, f"{protected}.{payload}".encode()))
+    changed = client.post("/acme/key-change", {"protected": protected, "payload": payload, "signature": signature})
+    assert changed.status_code == 200, changed.get_json()
+    problem(client.post(account_url, None), "unauthorized", 403)  # the old key no longer works
+    client.key = new
+    assert client.post(account_url, None).status_code == 200
+    assert client.post(account_url, {"status": "deactivated"}).get_json()["status"] == "deactivated"
+    problem(client.post(account_url, None), "unauthorized", 403)
+
+
+def test_revocation_by_account_and_by_the_certificates_key(client, http_port, svc):
+    client.new_account()
+    key = new_key()
+    with http01_responder(http_port) as tokens:
+        ready = valid_order(client, tokens, "127.0.0.1")
+    cert_url = client.finalize(ready, make_csr([], ips=["127.0.0.1"], key=key)).get_json()["certificate"]
+    pem = client.post(cert_url, None).data
+    leaf = x509.load_pem_x509_certificates(pem)[0]
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    payload = {"certificate": b64(leaf.public_bytes(Encoding.DER)), "reason": 4}
+    other = ScriptedAcme(client.client, BASE)
+    other.new_account()
+    problem(other.post("/acme/revoke-cert", payload), "unauthorized", 403)
+    problem(client.post("/acme/revoke-cert", {**payload, "reason": 7}), "badRevocationReason")
+    import josepy as jose
+
+    cert_key = jose.JWKEC(key=key)
+    done = client.post("/acme/revoke-cert", payload, key=cert_key, jwk=True)
+    assert done.status_code == 200, done.get_json()
+    record = svc.store.get_certificate(format(leaf.serial_number, "x"))
+    assert record.revoked_at is not None and record.revocation_reason == "superseded"
+    problem(client.post("/acme/revoke-cert", payload), "alreadyRevoked")
+    from ca_server.acme.orders import cert_id
+
+    window = client.client.get(f"/acme/renewal-info/{cert_id(leaf)}").get_json()["suggestedWindow"]
+    assert dt.datetime.fromisoformat(window["end"].replace("Z", "+00:00")) <= dt.datetime.now(dt.UTC)
+
+
+def test_deactivating_an_authorization_invalidates_its_order(client):
+    client.new_account()
+    order = client.new_order("127.0.0.1")
+    authz = client.post(order.get_json()["authorizations"][0], {"status": "deactivated"}).get_json()
+    assert authz["status"] == "deactivated"
+    assert client.post(order.headers["Location"], None).get_json()["status"] == "invalid"
+
+
+def test_unknown_resources_and_methods_are_problems(client):
+    for response, status in ((client.client.get("/acme/nothing-here"), 404),
+                             (client.client.get("/acme/new-account"), 405)):
+        assert response.status_code == status and response.mimetype == PROBLEM
+        assert response.get_json()["type"] == "urn:ietf:params:acme:error:malformed"
+
+
+def test_fuzzed_jws_bodies_never_get_a_5xx(client):
+    client.new_account()
+    rng = random.Random(8555)
+    good = client.jws(BASE + "/acme/new-order", {"identifiers": [{"type": "dns", "value": "a.example.test"}]})
+    bodies: list[bytes] = [b"", b"{}", b"[]", b"null", b"\xff\xfe", b'{"protected": 1, "payload": 2, "signature": 3}',
+                           json.dumps({**good, "header": {"kid": "x"}}).encode()]
+    text = json.dumps(good)
+    for _ in range(150):
+        chars = list(text)
+        for _ in range(rng.randint(1, 6)):
+            chars[rng.randrange(len(chars))] = rng.choice('"{}[]:,=A_-.\\\x00é')
+        bodies.append("".join(chars).encode("utf-8", "surrogatepass"))
+    for protected in ({"alg": "none"}, {"alg": "ES256", "nonce": client.nonce()},
+                      {"alg": "ES256", "nonce": client.nonce(), "url": BASE + "/acme/new-order", "kid": 5},
+                      {"alg": "ES256", "nonce": client.nonce(), "url": BASE + "/acme/new-order", "jwk": {"kty": "EC"}},
+                      {"alg": "RS256", "nonce": client.nonce(), "url": BASE + "/acme/new-order",
+                       "jwk": ec_key().public_key().to_partial_json()}):
+        bodies.append(json.dumps({**good, "protected": b64(json.dumps(protected))}).encode())
+    for path in ("/acme/new-order", "/acme/new-account", "/acme/revoke-cert", "/acme/key-change"):
+        for body in bodies:
+            response = client.client.post(path, data=body, content_type="application/jose+json")
+            assert response.status_code < 500, (path, body, response.get_data(as_text=True))
+            assert response.mimetype == PROBLEM
+
+
+def test_an_ec_p384_and_an_rsa_account_key_work(acme_app):
+    import josepy as jose
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    app = acme_app()
+    for key, alg in ((jose.JWKEC(key=ec.generate_private_key(ec.SECP384R1())), "ES384"),
+                     (jose.JWKRSA(key=rsa.generate_private_key(65537, 2048)), "RS256")):
+        acme = ScriptedAcme(app.test_client(), BASE, key=key)
+        created = acme.post("/acme/new-account", {"termsOfServiceAgreed": True}, jwk=True, alg=alg)
+        assert created.status_code == 201, created.get_json()
+
+
+def test_eab_keys_from_the_command_line(instance, client):
+    from click.testing import CliRunner
+
+    from ca_server.cli import main
+
+    runner = CliRunner()
+    created = runner.invoke(main, ["acme", "eab", "create", "web-team", "--domain", "web.example.test"])
+    assert created.exit_code == 0, created.output
+    key = json.loads(created.output.strip().splitlines()[-1])
+    assert set(key) == {"kid", "hmac_key"} and "=" not in key["hmac_key"]
+    listed = runner.invoke(main, ["acme", "eab", "list"]).output
+    assert "web-team" in listed and "web.example.test" in listed and key["hmac_key"] not in listed
+    assert runner.invoke(main, ["acme", "eab", "create", "web-team"]).exit_code != 0  # names are unique
+    assert runner.invoke(main, ["acme", "eab", "revoke", "web-team"]).exit_code == 0
+    assert "revoked" in runner.invoke(main, ["acme", "eab", "list"]).output
+    missing = runner.invoke(main, ["acme", "eab", "revoke", "nobody"])
+    assert missing.exit_code != 0 and "no active EAB key named 'nobody'" in missing.output
+    client.new_account(contact=["mailto:a@example.test"])
+    assert "mailto:a@example.test" in runner.invoke(main, ["acme", "accounts"]).output
