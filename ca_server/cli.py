@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+from pathlib import Path
 
 import click
 
@@ -81,19 +82,39 @@ def init(if_absent: bool, no_admin: bool) -> None:
 @click.option("--host", default=None, help="Address to listen on (default: [server] host).")
 @click.option("--port", type=int, default=None, help="Port (default: [server] port).")
 @click.option("--workers", type=int, default=None, help="Worker processes (default: [server] workers).")
+@click.option("--tls", is_flag=True, help="Serve HTTPS with a certificate this CA issues for the host of base_url "
+              "(and --host), renewed before it expires.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serve HTTPS with this certificate chain (PEM) instead.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The private key (PEM) of --tls-cert.")
 @domain_errors
-def serve(host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve the web pages and API with Granian (WSGI), and run the scheduler (reminders, CRLs).
+def serve(host: str | None, port: int | None, workers: int | None, tls: bool, tls_cert: str | None,
+          tls_key: str | None) -> None:
+    """Serve the web pages, API and ACME with Granian (WSGI), and run the scheduler (reminders, CRLs).
 
     \b
     Example:
-      ca-server serve --host 0.0.0.0 --port 8443
+      ca-server serve --host 0.0.0.0 --port 8443 --tls
     """
-    from .server import run_server
+    from .server import TLSSettings, run_server
 
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together.")
+    if tls and tls_cert:
+        raise click.UsageError("Use --tls (a certificate from this CA) or --tls-cert/--tls-key, not both.")
     svc = cli_services()
     _ = svc.authority.intermediate_key  # fail now, not on the first request, if the passphrase is wrong
-    run_server(svc, host=host, port=port, workers=workers)
+    settings = None
+    if tls:
+        from .server_tls import ensure_certificate
+
+        files, _new = ensure_certificate(svc.config, svc.store, svc.authority, svc.paths, host or svc.config.server.host,
+                                         utcnow())
+        settings = TLSSettings(files.cert, files.key, None, self_issued=True)
+    elif tls_cert:
+        settings = TLSSettings(Path(tls_cert), Path(tls_key), None, self_issued=False)
+    run_server(svc, host=host, port=port, workers=workers, tls=settings)
 
 
 @main.command()
@@ -257,9 +278,11 @@ def remind(dry_run: bool) -> None:
         sys.exit(1)
 
 
-from .cli_admin import register_admin_commands  # noqa: E402  (the admin commands need `main`)
+from .cli_acme import register_acme_commands  # noqa: E402  (these commands need `main`)
+from .cli_admin import register_admin_commands  # noqa: E402
 
 register_admin_commands(main)
+register_acme_commands(main)
 
 
 def register_flask_commands(app) -> None:
