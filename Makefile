@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-# Debian packages the tests use: the openssl CLI (verify, ocsp, crl) and chromium (browser tests).
-TEST_DEBS := openssl chromium
+# Debian packages the tests use: the openssl CLI (verify, ocsp, crl), chromium (browser tests),
+# certbot and lego (real ACME clients) and pebble (its pebble-challtestsrv answers DNS for them).
+TEST_DEBS := openssl chromium certbot lego pebble
 
 .PHONY: run test bench lint system-deps clean
 

@@ -24,13 +24,13 @@ JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
 FIRST_RUN_SECONDS = 60  # after a (re)start; an interval trigger alone would wait a whole interval
 
 
-def build_scheduler(services: Services) -> BackgroundScheduler:
+def build_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundScheduler:
     """The scheduler with its jobs registered, not started (tests inspect it). Each job runs a
     minute after the start, then every interval: a server restarted more often than
     `interval_minutes` (deploys, a replaced worker) still sends its reminders."""
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults=JOB_DEFAULTS)
     first = utcnow() + dt.timedelta(seconds=FIRST_RUN_SECONDS)
-    for job_id, func, minutes in jobs(services):
+    for job_id, func, minutes in [*jobs(services), *extra_jobs]:
         scheduler.add_job(func, "interval", minutes=minutes, id=job_id, replace_existing=True, args=[services],
                           next_run_time=first, **JOB_DEFAULTS)
     return scheduler
@@ -57,7 +57,9 @@ def crl_job(services: Services) -> None:
         log.info("published %s CRL number %s", crl.issuer, crl.number)
 
 
-def start_scheduler(services: Services) -> BackgroundScheduler | None:
+def start_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundScheduler | None:
+    """Start the scheduler in this process if no other process of the instance runs it;
+    `extra_jobs` are (id, function(services), minutes) the caller adds (serve --tls)."""
     lock_fd = os.open(services.paths.scheduler_lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -65,7 +67,7 @@ def start_scheduler(services: Services) -> BackgroundScheduler | None:
         os.close(lock_fd)
         log.info("another process runs the scheduler for this instance; not starting one here")
         return None
-    scheduler = build_scheduler(services)
+    scheduler = build_scheduler(services, extra_jobs)
     scheduler.start()
     scheduler._ca_server_lock_fd = lock_fd  # held (and the lock with it) while the process lives
     log.info("scheduler started: %s", ", ".join(j.id for j in scheduler.get_jobs()) or "no jobs")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import resource
+from dataclasses import dataclass
+from pathlib import Path
 
 from granian import Granian
-from granian.constants import Interfaces
+from granian.constants import Interfaces, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
@@ -19,9 +21,21 @@ from .services import Services
 from .stalled_connections import ConnectionReaper, RequestGate
 from .store.checkpoints import Checkpointer
 
+TLS_RENEWAL_CHECK_MINUTES = 12 * 60
 
-def run_server(services: Services, *, host: str | None, port: int | None, workers: int | None) -> None:
+
+@dataclass(frozen=True)
+class TLSSettings:
+    cert: Path
+    key: Path
+    key_password: str | None
+    self_issued: bool  # serve --tls: the scheduler renews it (server_tls.py)
+
+
+def run_server(services: Services, *, host: str | None, port: int | None, workers: int | None,
+               tls: TLSSettings | None = None) -> None:
     cfg = services.config.server
+    listen_host = host or cfg.host
 
     def before_workers() -> None:
         # In the main process, before the workers start. Nothing here keeps running: the main
@@ -45,7 +59,10 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         worker_services = app.extensions["ca_server"]
         worker_services.store.checkpoint_in_background()
         Checkpointer(worker_services.store.path).start()
-        start_scheduler(worker_services)
+        extra_jobs = ()
+        if tls is not None and tls.self_issued:
+            extra_jobs = (("tls-renewal", lambda svc: _renew_tls(svc, listen_host), TLS_RENEWAL_CHECK_MINUTES),)
+        start_scheduler(worker_services, extra_jobs)
         if cfg.access_log:
             app.wsgi_app = AccessLog(app.wsgi_app)
         app.wsgi_app = gate = RequestGate(app.wsgi_app, threads=cfg.threads, max_bytes=cfg.max_request_bytes)
@@ -56,7 +73,7 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
     needed = (workers or cfg.workers) * cfg.max_connections + 256
     server = Granian(
         "ca_server:create_app",
-        address=host or cfg.host,
+        address=listen_host,
         port=port or cfg.port,
         interface=Interfaces.WSGI,
         workers=workers or cfg.workers,
@@ -73,6 +90,10 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         # hyper's header read timeout: a connection that has not sent a whole request head this
         # long after it opened, or after its previous response (an idle keep-alive one), is closed.
         http1_settings=HTTP1Settings(header_read_timeout=cfg.header_timeout_seconds * 1000),
+        ssl_cert=tls.cert if tls else None,
+        ssl_key=tls.key if tls else None,
+        ssl_key_password=tls.key_password if tls else None,
+        ssl_protocol_min=SSLProtocols.tls12,  # appliances (CUCM, older Java) still speak TLS 1.2
         log_level=LogLevels.info,
         log_access=False,  # web/access_log.py writes it
         respawn_failed_workers=True,
@@ -89,6 +110,14 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
                     "max_connections", open_files, needed)
     server.on_startup(before_workers)
     server.serve(target_loader=load_app)
+
+
+def _renew_tls(services: Services, listen_host: str) -> None:
+    from .clock import utcnow
+    from .server_tls import renew_and_reload
+
+    if renew_and_reload(services.config, services.store, services.authority, services.paths, listen_host, utcnow()):
+        logging.getLogger(__name__).info("renewed the server's TLS certificate; workers restart with it")
 
 
 def raise_open_file_limit() -> int:
