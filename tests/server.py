@@ -21,25 +21,29 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(instance: Path, *, workers: int = 2, env: dict | None = None, port: int | None = None):
-    """Yields the base URL; the server's output is in instance/serve.log."""
+def running_server(instance: Path, *, workers: int = 2, env: dict | None = None, port: int | None = None,
+                   args: tuple[str, ...] = (), host_name: str = "127.0.0.1"):
+    """Yields the base URL; the server's output is in instance/serve.log. With "--tls" in `args`
+    the URL is https://host_name:port and the health check trusts the instance's root."""
     port = port or free_port()
+    tls = "--tls" in args
     log = open(instance / "serve.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ca_server", "--instance", str(instance), "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers)],
+         "--port", str(port), "--workers", str(workers), *args],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"https://{host_name}:{port}" if tls else f"http://127.0.0.1:{port}"
+    verify = str(instance / "ca" / "root.pem") if tls else True
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {(instance / 'serve.log').read_text()[-3000:]}")
             try:
-                if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{base}/healthz", timeout=1, verify=verify).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.exceptions.SSLError):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {(instance / 'serve.log').read_text()[-3000:]}")

@@ -1,0 +1,211 @@
+"""Real ACME clients against a real `ca-server serve --tls`: certbot (http-01 standalone, renew,
+revoke, EAB) and lego (http-01, tls-alpn-01, dns-01 through an exec hook, renew). Names resolve
+through pebble-challtestsrv on loopback (every A query answers 127.0.0.1, TXT records set over
+its management API), which the server uses as `[acme] dns_resolvers`. Every certificate is
+verified with openssl against root.pem and found in the store by its serial."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography import x509
+
+from .checks import assert_openssl_verifies
+from .conftest import PASSPHRASE
+from .server import free_port, running_server
+
+CLIENT_ENV_DROP = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "LEGO_CA_CERTIFICATES")
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (make test installs Debian's certbot, lego and pebble)")
+    return path
+
+
+def client_env(**extra: str) -> dict[str, str]:
+    """The machine's CA-bundle variables point at the package mirrors' CAs; the clients must use
+    only the CA under test (ACME-CLIENTS.md)."""
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV_DROP}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def dns_server(tmp_path_factory):
+    exe = need("pebble-challtestsrv")
+    dns_port, management = free_port(), free_port()
+    log = open(tmp_path_factory.mktemp("dns") / "challtestsrv.log", "wb")
+    proc = subprocess.Popen([exe, "-http01", "", "-https01", "", "-tlsalpn01", "", "-dns01", f"127.0.0.1:{dns_port}",
+                             "-management", f"127.0.0.1:{management}", "-defaultIPv4", "127.0.0.1",
+                             "-defaultIPv6", ""], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            requests.post(f"http://127.0.0.1:{management}/clear-txt", json={"host": "probe.test."}, timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    yield {"dns": dns_port, "management": management}
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def acme_server(instance, dns_server):
+    """serve --tls on https://localhost:PORT, validating on loopback ports picked here."""
+    port, http01, tls_alpn = free_port(), free_port(), free_port()
+    config = instance / "config.toml"
+    text = config.read_text().replace('base_url = "http://127.0.0.1:5000"', f'base_url = "https://localhost:{port}"')
+    text = text.replace("http01_port = 80", f"http01_port = {http01}")
+    text = text.replace("tls_alpn01_port = 443", f"tls_alpn01_port = {tls_alpn}")
+    text = text.replace("dns_resolvers = []", f'dns_resolvers = ["127.0.0.1:{dns_server["dns"]}"]')
+    config.write_text(text)
+
+    def start(**extra_config: str):
+        body = config.read_text()
+        for key, value in extra_config.items():
+            body = body.replace(f"{key} = false", f"{key} = {value}")
+        config.write_text(body)
+        return running_server(instance, port=port, args=("--tls",), host_name="localhost",
+                              env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+
+    return {"start": start, "port": port, "http01": http01, "tls_alpn": tls_alpn, "instance": instance,
+            "root": instance / "ca" / "root.pem", **dns_server}
+
+
+def assert_issued_here(fullchain: Path, acme_server, svc) -> x509.Certificate:
+    certs = x509.load_pem_x509_certificates(fullchain.read_bytes())
+    assert len(certs) == 2, "leaf and intermediate"
+    leaf = fullchain.with_name(fullchain.name + ".leaf.pem")
+    leaf.write_bytes(fullchain.read_bytes().split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n")
+    inter = fullchain.with_name(fullchain.name + ".intermediate.pem")
+    inter.write_text(svc.authority.intermediate_pem)
+    assert_openssl_verifies(leaf, acme_server["root"], inter)
+    record = svc.store.get_certificate(format(certs[0].serial_number, "x"))
+    assert record is not None and record.requester.startswith("acme:")
+    return certs[0]
+
+
+def certbot(acme_server, work: Path, *args: str) -> subprocess.CompletedProcess:
+    exe = need("certbot")
+    return subprocess.run(
+        [exe, *args, "-n", "--server", f"https://localhost:{acme_server['port']}/acme/directory",
+         "--config-dir", str(work), "--work-dir", str(work), "--logs-dir", str(work)],
+        env=client_env(REQUESTS_CA_BUNDLE=str(acme_server["root"])), capture_output=True, text=True, timeout=180)
+
+
+def test_certbot_gets_renews_and_revokes(acme_server, svc, tmp_path):
+    need("certbot")
+    with acme_server["start"]():
+        work = tmp_path / "certbot"
+        got = certbot(acme_server, work, "certonly", "--agree-tos", "-m", "ops@example.test", "--standalone",
+                      "--http-01-port", str(acme_server["http01"]), "-d", "cb.example.test", "-d", "www.cb.example.test")
+        assert got.returncode == 0, got.stdout + got.stderr
+        live = work / "live" / "cb.example.test"
+        first = assert_issued_here(live / "fullchain.pem", acme_server, svc)
+        names = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+        assert sorted(names) == ["cb.example.test", "www.cb.example.test"]
+        record = svc.store.get_certificate(format(first.serial_number, "x"))
+        assert record.notify == ("ops@example.test",)
+
+        renewed = certbot(acme_server, work, "renew", "--force-renewal", "--no-random-sleep-on-renew")
+        assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+        second = assert_issued_here(live / "fullchain.pem", acme_server, svc)
+        assert second.serial_number != first.serial_number
+
+        revoked = certbot(acme_server, work, "revoke", "--cert-path", str(live / "cert.pem"), "--reason",
+                          "keycompromise", "--no-delete-after-revoke")
+        assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+        record = svc.store.get_certificate(format(second.serial_number, "x"))
+        assert record.revoked_at is not None and record.revocation_reason == "keyCompromise"
+
+
+def test_certbot_with_external_account_binding(acme_server, svc, tmp_path):
+    need("certbot")
+    import datetime as dt
+
+    from ca_server.acme import accounts as acme_accounts
+
+    eab = acme_accounts.create_eab_key(svc.store, "web-team", domains=("web.example.test",), allow_ip=False,
+                                       now=dt.datetime.now(dt.UTC))
+    with acme_server["start"](require_eab="true"):
+        common = ("certonly", "--agree-tos", "-m", "web@example.test", "--standalone", "--http-01-port",
+                  str(acme_server["http01"]))
+        refused = certbot(acme_server, tmp_path / "no-eab", *common, "-d", "a.web.example.test")
+        assert refused.returncode != 0
+        # certbot reads meta.externalAccountRequired from the directory and says so itself.
+        assert "requires external account binding" in (refused.stdout + refused.stderr).lower()
+        work = tmp_path / "eab"
+        bound = certbot(acme_server, work, *common, "--eab-kid", eab["kid"], "--eab-hmac-key", eab["hmac_key"],
+                        "-d", "a.web.example.test")
+        assert bound.returncode == 0, bound.stdout + bound.stderr
+        assert_issued_here(work / "live" / "a.web.example.test" / "fullchain.pem", acme_server, svc)
+        other = certbot(acme_server, work, *common, "-d", "b.other.example.test")
+        assert other.returncode != 0
+        # Debian's certbot 2.1 then fails to print any ACME error ("AttributeError: can't set
+        # attribute" on josepy's immutable Error, Python 3.11); its log has what the server said.
+        said = (work / "letsencrypt.log").read_text()
+        assert "urn:ietf:params:acme:error:rejectedIdentifier" in said
+        assert '\\"b.other.example.test\\" is outside the domains' in said
+
+
+def lego(acme_server, work: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    exe = need("lego")
+    return subprocess.run(
+        [exe, "--server", f"https://localhost:{acme_server['port']}/acme/directory", "--accept-tos", "--email",
+         "ops@example.test", "--path", str(work), *args],
+        env=client_env(LEGO_CA_CERTIFICATES=str(acme_server["root"]), **(env or {})),
+        capture_output=True, text=True, timeout=180)
+
+
+def test_lego_with_http01_tls_alpn01_and_dns01_and_renew(acme_server, svc, tmp_path):
+    need("lego")
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\n"  # lego calls: hook.sh present|cleanup FQDN VALUE
+                    f'M=http://127.0.0.1:{acme_server["management"]}\n'
+                    'case "$1" in\n'
+                    '  present) curl -s -X POST -d "{\\"host\\":\\"$2\\",\\"value\\":\\"$3\\"}" $M/set-txt ;;\n'
+                    '  cleanup) curl -s -X POST -d "{\\"host\\":\\"$2\\"}" $M/clear-txt ;;\n'
+                    "esac\n")
+    hook.chmod(0o755)
+    work = tmp_path / "lego"
+    with acme_server["start"]():
+        runs = {
+            "http.example.test": ("--http", "--http.port", f":{acme_server['http01']}"),
+            "tls.example.test": ("--tls", "--tls.port", f":{acme_server['tls_alpn']}"),
+            "dns.example.test": ("--dns", "exec", "--dns.resolvers", f"127.0.0.1:{acme_server['dns']}",
+                                 "--dns.disable-cp"),
+        }
+        for name, flags in runs.items():
+            got = lego(acme_server, work, "-d", name, *flags, "run", env={"EXEC_PATH": str(hook)})
+            assert got.returncode == 0, (name, got.stdout + got.stderr)
+            assert_issued_here(work / "certificates" / f"{name}.crt", acme_server, svc)
+        before = x509.load_pem_x509_certificates((work / "certificates" / "http.example.test.crt").read_bytes())[0]
+        renewed = lego(acme_server, work, "-d", "http.example.test", *runs["http.example.test"], "renew",
+                       "--days", "365", "--no-random-sleep")
+        assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+        after = assert_issued_here(work / "certificates" / "http.example.test.crt", acme_server, svc)
+        assert after.serial_number != before.serial_number
+
+
+def test_serve_tls_serves_its_own_certificate_for_base_urls_host(acme_server):
+    import socket
+    import ssl
+
+    with acme_server["start"]():
+        context = ssl.create_default_context(cafile=str(acme_server["root"]))
+        for host in ("localhost", "127.0.0.1"):  # base_url's host, and the listening address
+            with socket.create_connection(("127.0.0.1", acme_server["port"]), timeout=5) as raw, \
+                    context.wrap_socket(raw, server_hostname=host) as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        key = acme_server["instance"] / "tls" / "server-key.pem"
+        assert oct(key.stat().st_mode & 0o777) == "0o600"
