@@ -107,15 +107,24 @@ def reminder_message(
     link = f"{base_url}/certificates/{record.serial}"
     subject = f"Certificate {name} {phrase} ({record.not_after:%Y-%m-%d})"
     sans = ", ".join(s.split(":", 1)[1] for s in record.sans) or "none"
+    acme = record.requester.startswith("acme:")
     steps = [
+        "Its ACME client (certbot, lego, Caddy ...) should have renewed it by now and did not: check that "
+        "the client still runs (its timer or cron job), and read its log for the CA's answer.",
+        "Renew by hand with the client (for certbot: `certbot renew --cert-name NAME --force-renewal`), "
+        "then make sure the device reloads the new certificate.",
+    ] if acme else [
         "Generate a new CSR on the device (for CUCM: OS Administration > Security > Certificate Management "
         "> Generate CSR), for the same names.",
         f"Submit it at {base_url}/certificates/new (or with the API / `ca-server issue`).",
         f"Install the new certificate on the device before {expiry}; the old one is then superseded and "
         "these reminders stop.",
     ]
+    opening = f"The certificate for {name} {phrase}." + (
+        " Your automatic renewal did not happen: the certificate is past the renewal window this CA "
+        "suggested to its ACME client." if acme else "")
     text = (
-        f"The certificate for {name} {phrase}.\n\n"
+        f"{opening}\n\n"
         f"  Common name:   {record.common_name or '-'}\n"
         f"  Names (SANs):  {sans}\n"
         f"  Serial:        {record.serial}\n"
@@ -128,6 +137,8 @@ def reminder_message(
     e = html.escape
     html_body = (
         f"<p>The certificate for <strong>{e(name)}</strong> {e(phrase)}.</p>"
+        + ("<p><strong>Your automatic renewal did not happen</strong>: the certificate is past the renewal "
+           "window this CA suggested to its ACME client.</p>" if acme else "") +
         "<table>"
         f"<tr><th align=left>Common name</th><td>{e(record.common_name or '-')}</td></tr>"
         f"<tr><th align=left>Names (SANs)</th><td>{e(sans)}</td></tr>"

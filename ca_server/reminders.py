@@ -14,6 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 
+from .acme.ari import renewal_window
 from .config import Config, Secrets
 from .errors import MailError
 from .mail import Mailer, certificate_name, expiry_phrase, reminder_message
@@ -82,6 +83,9 @@ def due_reminders(config: Config, store: Store, now: dt.datetime) -> list[tuple[
         threshold = due_threshold(record.not_after, now, days_before)
         if threshold is None or (claimed is not None and claimed <= threshold):
             continue
+        if record.requester.startswith("acme:") and now < renewal_window(
+                record.not_before, record.not_after, config.acme.renewal_window_percent)[1]:
+            continue  # its ACME client renews it in the window; a person hears only if it did not
         due.append((record, threshold))
     return due
 

@@ -388,3 +388,24 @@ def test_eab_keys_from_the_command_line(instance, client):
     assert missing.exit_code != 0 and "no active EAB key named 'nobody'" in missing.output
     client.new_account(contact=["mailto:a@example.test"])
     assert "mailto:a@example.test" in runner.invoke(main, ["acme", "accounts"]).output
+
+
+def test_admin_page_lists_accounts_and_the_certificate_page_names_the_account(client, http_port, web, svc):
+    account_url = client.new_account(contact=["mailto:page@example.test"]).headers["Location"]
+    account_id = account_url.rsplit("/", 1)[1]
+    with http01_responder(http_port) as tokens:
+        ready = valid_order(client, tokens, "127.0.0.1")
+    serial = client.finalize(ready, make_csr([], ips=["127.0.0.1"])).get_json()["certificate"].rsplit("/", 1)[1]
+    acme_accounts.create_eab_key(svc.store, "ops", domains=("ops.example.test",), allow_ip=False,
+                                 now=dt.datetime.now(dt.UTC))
+    page = web.get("/admin/acme").get_data(as_text=True)
+    assert account_id in page and "mailto:page@example.test" in page and serial[:12] in page
+    assert "ops.example.test" in page
+    detail = web.get(f"/certificates/{serial}").get_data(as_text=True)
+    assert "ACME account" in detail and account_id in detail
+    from .conftest import csrf_token
+
+    token = csrf_token(page)
+    done = web.post(f"/admin/acme/{account_id}/deactivate", data={"csrf_token": token})
+    assert done.status_code == 303
+    problem(client.post(account_url, None), "unauthorized", 403)

@@ -286,3 +286,20 @@ def test_scheduler_registers_the_reminder_job_with_the_configured_interval(insta
     for name in ("reminders", "crl-refresh"):
         first = scheduler.get_job(name).next_run_time
         assert dt.timedelta(seconds=30) < first - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=61), (name, first)
+
+
+def test_acme_certificates_remind_only_when_their_automatic_renewal_did_not_happen(rsvc, smtp):
+    """An ACME client renews in the ARI window (from 1/3 of the life left to halfway from there to
+    the end); a person hears only after that, at the next threshold, in words that say so."""
+    request = issuance.IssueRequest(csr=pem(make_csr(["auto.example.test"])), validity_days=90,
+                                    notify=("acme-owner@example.test",),
+                                    requester=issuance.Requester(name="acct1", kind="acme"))
+    record = issuance.issue(rsvc.config, rsvc.store, rsvc.authority, request, T0)
+    for days_left in (30, 29, 20, 15):  # inside the window (it closes ~14.85 days before the end)
+        run(rsvc, record.not_after - days_left * DAY)
+    assert smtp.inbox.messages == []
+    run(rsvc, record.not_after - 14 * DAY)
+    assert len(smtp.inbox.messages) == 1
+    mail = smtp.inbox.messages[0]
+    assert mail["To"] == "acme-owner@example.test" and "expires in 14 days" in mail["Subject"]
+    assert "automatic renewal did not happen" in mail.get_body(("plain",)).get_content()

@@ -24,6 +24,7 @@ from ..pki.csr import parse_csr
 from ..pki.names import parse_ip
 from ..pki.serials import serial_hex
 from ..store import Store
+from .ari import renewal_window
 from .jws import b64decode, b64encode
 from .problems import AcmeProblem, problem_dict
 from .urls import AcmeUrls
@@ -361,9 +362,7 @@ def renewal_info(config: Config, store: Store, value: str, now: dt.datetime) -> 
     if record.revoked_at is not None:
         start, end = now - dt.timedelta(days=1), now
     else:
-        life = record.not_after - record.not_before
-        start = record.not_after - life * config.acme.renewal_window_percent / 100
-        end = start + (record.not_after - start) / 2
+        start, end = renewal_window(record.not_before, record.not_after, config.acme.renewal_window_percent)
     return {"suggestedWindow": {"start": to_text(start.replace(microsecond=0)),
                                 "end": to_text(end.replace(microsecond=0))}}
 

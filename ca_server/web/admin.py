@@ -1,4 +1,4 @@
-"""Admin pages: the approval queue, tokens, users, the audit log."""
+"""Admin pages: the approval queue, tokens, users, ACME accounts and EAB keys, the audit log."""
 
 from __future__ import annotations
 
@@ -54,6 +54,30 @@ def revoke_token(name: str):
     accounts.revoke_token(services().store, name, now(), actor=g.requester.label)
     flash(f"Token {name} revoked.")
     return redirect(url_for("admin.tokens"), code=303)
+
+
+@bp.get("/acme")
+def acme_accounts():
+    store = services().store
+    rows = []
+    for account in store.list_acme_accounts():
+        orders = store.acme_orders_of(account["id"])
+        rows.append({**account, "orders": len(orders),
+                     "certificates": [o["data"]["certificate"] for o in orders if o["data"].get("certificate")]})
+    directory = services().config.server.base_url + "/acme/directory"
+    return render_template("admin_acme.html", accounts=rows, eab_keys=store.list_eab_keys(), directory=directory)
+
+
+@bp.post("/acme/<account_id>/deactivate")
+def deactivate_acme_account(account_id: str):
+    store = services().store
+    if store.update_acme_account(account_id, status="deactivated", audit={
+            "at": now(), "action": "acme_account_deactivate", "actor": g.requester.label, "client": client_address(),
+            "detail": {"account": account_id}}):
+        flash(f"ACME account {account_id} deactivated: it can no longer order or revoke.")
+    else:
+        flash(f"ACME account {account_id} was not active.")
+    return redirect(url_for("admin.acme_accounts"), code=303)
 
 
 @bp.get("/audit")

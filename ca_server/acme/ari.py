@@ -1,0 +1,13 @@
+"""ACME Renewal Information (RFC 9773): the window in which a client should renew. Shared by the
+renewalInfo resource and the reminders (an ACME certificate past its window was not renewed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+def renewal_window(not_before: dt.datetime, not_after: dt.datetime, percent: int) -> tuple[dt.datetime, dt.datetime]:
+    """Opens when `percent` of the lifetime is left (33: day 60 of 90), closes halfway from there
+    to the end (day 75 of 90), leaving the rest for retries and for a person to step in."""
+    start = not_after - (not_after - not_before) * percent / 100
+    return start, start + (not_after - start) / 2
