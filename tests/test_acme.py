@@ -55,7 +55,10 @@ def problem(response, kind: str, status: int = 400) -> dict:
 
 def valid_order(acme: ScriptedAcme, tokens: dict, *names: str) -> dict:
     """An order whose http-01 challenges were answered and validated: status ready."""
-    order = acme.new_order(*names)
+    return valid_order_from(acme, tokens, acme.new_order(*names))
+
+
+def valid_order_from(acme: ScriptedAcme, tokens: dict, order) -> dict:
     assert order.status_code == 201, order.get_data(as_text=True)
     body = order.get_json()
     for authz_url in body["authorizations"]:
@@ -409,3 +412,47 @@ def test_admin_page_lists_accounts_and_the_certificate_page_names_the_account(cl
     done = web.post(f"/admin/acme/{account_id}/deactivate", data={"csrf_token": token})
     assert done.status_code == 303
     problem(client.post(account_url, None), "unauthorized", 403)
+
+
+@pytest.mark.parametrize("profile, ekus", [("server", ["serverAuth"]), ("server+client", ["serverAuth", "clientAuth"]),
+                                           ("client", ["clientAuth"])])
+def test_an_order_may_name_a_profile(client, http_port, profile, ekus):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    client.new_account()
+    with http01_responder(http_port) as tokens:
+        order = client.new_order("127.0.0.1", profile=profile)
+        assert order.get_json()["profile"] == profile
+        ready = valid_order_from(client, tokens, order)
+    cert_url = client.finalize(ready, make_csr([], ips=["127.0.0.1"])).get_json()["certificate"]
+    leaf = x509.load_pem_x509_certificates(client.post(cert_url, None).data)[0]
+    names = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth", ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
+    assert [names[o] for o in leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value] == ekus
+    problem(client.new_order("127.0.0.1", profile="nope"), "invalidProfile")
+
+
+def test_http01_through_the_systems_resolver_and_etc_hosts(client, http_port):
+    """With no dns_resolvers, names resolve as the system does (localhost from /etc/hosts)."""
+    client.new_account()
+    with http01_responder(http_port) as tokens:
+        ready = valid_order(client, tokens, "localhost")
+    assert client.finalize(ready, make_csr(["localhost"])).get_json()["status"] == "valid"
+
+
+def test_an_order_created_before_a_restart_finishes_after(acme_app, http_port):
+    """Accounts, orders, authorizations, challenges and nonces are in the store: a new app on the
+    same instance (what a restarted worker is) picks the order up where it was."""
+    before = ScriptedAcme(acme_app().test_client(), BASE)
+    before.new_account()
+    order = before.new_order("127.0.0.1")
+    nonce = before.nonce()
+    after = ScriptedAcme(acme_app().test_client(), BASE, key=before.key)
+    after.kid = before.kid
+    with http01_responder(http_port) as tokens:
+        challenge = after.challenge(order.get_json())
+        tokens[challenge["token"]] = after.key_authorization(challenge["token"])
+        assert after.post(challenge["url"], {}, nonce=nonce).status_code == 200
+        authz_url = order.get_json()["authorizations"][0]
+        wait_until(lambda: after.post(authz_url, None).get_json()["status"] == "valid", 10)
+    done = after.finalize(after.post(order.headers["Location"], None).get_json(), make_csr([], ips=["127.0.0.1"]))
+    assert done.get_json()["status"] == "valid"

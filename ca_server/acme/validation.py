@@ -72,6 +72,12 @@ def addresses(identifier: dict, config: AcmeConfig, timeout: float) -> list[str]
     """Where to connect for this identifier: the IP itself, or the name's A and AAAA records."""
     if identifier["type"] == "ip":
         return [identifier["value"]]
+    if not config.dns_resolvers:  # the system's resolver, /etc/hosts included (dnspython skips it)
+        try:
+            infos = socket.getaddrinfo(identifier["value"], None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ValidationError("dns", f"{identifier['value']} does not resolve: {exc}") from None
+        return list(dict.fromkeys(info[4][0] for info in infos))
     resolver = _resolver(config, timeout)
     found: list[str] = []
     for rdtype in ("A", "AAAA"):
