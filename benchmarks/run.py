@@ -1,6 +1,7 @@
 """`make bench`: every measurement of issue 7 in one run; prints a table and writes
 benchmarks/latest.json. Options (environment): BENCH_SECONDS (per HTTP phase, default 10),
-BENCH_SCALE (fixture size, default 1000000), BENCH_MEMORY_TOTAL (default 100000)."""
+BENCH_SCALE (fixture size, default 1000000), BENCH_MEMORY_TOTAL (default 100000), BENCH_ACME_ORDERS
+(per round and server, default 100)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import scale, throughput
+from . import acme, scale, throughput
 from .common import HERE, make_csrs
 
 
@@ -46,6 +47,10 @@ def main() -> int:
         results["ocsp_rps"] = min(results["ocsp"].values())
         log(f"Memory: {memory_total:,} issuances")
         results["rss_mb"] = throughput.memory(root, csrs, memory_total, log)
+        orders = int(os.environ.get("BENCH_ACME_ORDERS", "100"))
+        log(f"ACME: {orders} orders (new account, order, http-01, finalize, download) at concurrency 4, "
+            "ca-server vs Pebble")
+        results["acme"] = acme.measure(orders, log)
         log("CRL")
         results["crl"] = scale.crl_build(Path(tmp) / "crl", 100_000, log)
     log(f"Scale: {scale_n:,} certificates")
@@ -71,6 +76,13 @@ def print_table(r: dict) -> None:
         f"(worst query), audit page {s['audit_ms']:.0f} ms, reminder pass {s['reminder_pass_s']:.2f} s, {s['bytes_per_cert']} bytes/cert")
     log(f"CRL {c['entries']:,} entries: {c['build_s']:.2f} s, {c['bytes'] / 1e6:.1f} MB; OCSP {r['ocsp_rps']:.0f}/s")
     log(f"RSS: {m['after_1k']:.0f} MB after 1k, {m['after_100k']:.0f} MB after {m['issued']:,} ({m['growth']:+.0%})")
+    a = r.get("acme") or {}
+    if a:
+        best = {k: max(a[k], key=lambda x: x["orders_per_s"]) for k in ("ca_server", "pebble")}
+        log(f"ACME c=4: ca-server {best['ca_server']['orders_per_s']:.1f} orders/s ({best['ca_server']['cpu_ms_per_order']:.1f} "
+            f"ms CPU, p99 {best['ca_server']['p99_ms']:.0f} ms), Pebble {best['pebble']['orders_per_s']:.1f} orders/s "
+            f"({best['pebble']['cpu_ms_per_order']:.1f} ms CPU), ratio {a['ratio']:.2f}; "
+            f"{a.get('ca_server_certificates_stored')} certificates stored")
     log(f"total {r['elapsed_s']} s; written to benchmarks/latest.json")
 
 
