@@ -456,3 +456,26 @@ def test_an_order_created_before_a_restart_finishes_after(acme_app, http_port):
         wait_until(lambda: after.post(authz_url, None).get_json()["status"] == "valid", 10)
     done = after.finalize(after.post(order.headers["Location"], None).get_json(), make_csr([], ips=["127.0.0.1"]))
     assert done.get_json()["status"] == "valid"
+
+
+def test_an_ed25519_account_key_and_an_unsupported_algorithm(client):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))}
+    protected = b64(json.dumps({"alg": "EdDSA", "nonce": client.nonce(), "url": BASE + "/acme/new-account",
+                                "jwk": jwk}))
+    payload = b64(json.dumps({"termsOfServiceAgreed": True}))
+    body = {"protected": protected, "payload": payload, "signature": b64(key.sign(f"{protected}.{payload}".encode()))}
+    created = client.post("/acme/new-account", None, body=body)
+    assert created.status_code == 201, created.get_json()
+    forged = {**body, "signature": b64(key.sign(b"something else"))}
+    forged["protected"] = b64(json.dumps({"alg": "EdDSA", "nonce": client.nonce(), "url": BASE + "/acme/new-account",
+                                          "jwk": jwk}))
+    problem(client.post("/acme/new-account", None, body=forged), "unauthorized", 403)
+    hs = client.jws(BASE + "/acme/new-account", {}, jwk=True)
+    hs["protected"] = b64(json.dumps({"alg": "HS256", "nonce": client.nonce(), "url": BASE + "/acme/new-account",
+                                      "jwk": client.key.public_key().to_partial_json()}))
+    refused = problem(client.post("/acme/new-account", None, body=hs), "badSignatureAlgorithm")
+    assert "ES256" in refused["algorithms"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import CAError
 
 PREFIX = "urn:ietf:params:acme:error:"
+ACCEPTED_ALGORITHMS = ("RS256", "ES256", "ES384", "ES512", "EdDSA")
 
 # RFC 8555 6.7 type -> the HTTP status it is answered with.
 STATUS = {
@@ -35,6 +36,8 @@ class AcmeProblem(CAError):
         body: dict = {"type": PREFIX + self.kind, "detail": self.detail, "status": self.status}
         if self.subproblems:
             body["subproblems"] = self.subproblems
+        if self.kind == "badSignatureAlgorithm":  # RFC 8555 6.2: say which are accepted
+            body["algorithms"] = list(ACCEPTED_ALGORITHMS)
         return body
 
 
