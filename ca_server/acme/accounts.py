@@ -29,10 +29,14 @@ def new_nonce(store: Store, now: dt.datetime) -> str:
     return nonce
 
 
-def use_nonce(store: Store, signed: SignedRequest, now: dt.datetime) -> None:
-    if not store.use_nonce(signed.nonce, now):
+def use_nonce(store: Store, signed: SignedRequest, now: dt.datetime) -> str:
+    """Consume the request's nonce; returns the next one (stored in the same transaction) for the
+    answer's Replay-Nonce, also when this one was bad (the client retries with it)."""
+    following = secrets.token_urlsafe(16)
+    if not store.use_nonce(signed.nonce, now, next_nonce=following, next_expires=now + NONCE_LIFETIME):
         raise AcmeProblem("badNonce", "The nonce is unknown, used already or expired; retry with the nonce in this "
-                          "response's Replay-Nonce header.")
+                          "response's Replay-Nonce header.", headers={"Replay-Nonce": following})
+    return following
 
 
 def account_id_from_kid(kid: str, accounts_url: str) -> str:
@@ -47,7 +51,7 @@ def account_for(store: Store, signed: SignedRequest, accounts_url: str) -> dict:
     account = store.acme_account(account_id_from_kid(signed.kid, accounts_url))
     if account is None:
         raise AcmeProblem("accountDoesNotExist", "There is no account at this kid; create one with newAccount.")
-    signed.verify(jws.parse_jwk(json.loads(account["jwk"])))
+    signed.verify(jws.stored_jwk(account["jwk"]))
     if account["status"] != "valid":
         raise AcmeProblem("unauthorized", f"This account is {account['status']}; create a new account to go on.")
     return account

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 import josepy
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from .problems import AcmeProblem
 
 # alg -> the key it needs: RSA (>= 2048 bits), an EC curve, or Ed25519.
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 ALGORITHMS = {"RS256": "rsa", "ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1", "EdDSA": "ed25519"}
 MAX_BODY = 256 * 1024
 
@@ -27,7 +30,7 @@ MAX_BODY = 256 * 1024
 def b64decode(text: str, what: str) -> bytes:
     """base64url without padding (RFC 8555 6.1: padding is not allowed, and neither is anything
     outside the alphabet)."""
-    if not isinstance(text, str) or "=" in text or not all(c.isalnum() or c in "-_" for c in text):
+    if not isinstance(text, str) or not _B64URL.fullmatch(text):
         raise AcmeProblem("malformed", f"The {what} is not unpadded base64url.")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -68,6 +71,12 @@ class PublicJWK:
             return bool(josepy.JWASignature.from_json(alg).verify(self.key, message, signature))
         except Exception:  # a signature of the wrong length or form: not a valid signature
             return False
+
+
+@functools.lru_cache(maxsize=4096)
+def stored_jwk(text: str) -> PublicJWK:
+    """An account's key as the store keeps it (JSON text), parsed once per process."""
+    return parse_jwk(json.loads(text))
 
 
 def parse_jwk(value: object) -> PublicJWK:

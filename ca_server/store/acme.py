@@ -17,13 +17,16 @@ class AcmeQueries:
         with self.write() as db:
             db.execute("INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?)", [nonce, to_text(expires_at)])
 
-    def use_nonce(self, nonce: str, now: dt.datetime) -> bool:
-        """True once per nonce this store issued and that has not expired; expired ones are swept."""
-        with self.write() as db:
-            used = db.execute("DELETE FROM acme_nonces WHERE nonce = ? AND expires_at > ?",
-                              [nonce, to_text(now)]).rowcount == 1
-            db.execute("DELETE FROM acme_nonces WHERE rowid IN (SELECT rowid FROM acme_nonces WHERE expires_at <= ?"
-                       " LIMIT 100)", [to_text(now)])
+    def use_nonce(self, nonce: str, now: dt.datetime, *, next_nonce: str, next_expires: dt.datetime) -> bool:
+        """True once per nonce this store issued and that has not expired. The same transaction
+        stores the nonce the answer will carry, and sweeps a few expired ones."""
+        conn = self.db.conn
+        with self.write():
+            used = conn.execute("DELETE FROM acme_nonces WHERE nonce = ? AND expires_at > ?",
+                                [nonce, to_text(now)]).rowcount == 1
+            conn.execute("INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?)", [next_nonce, to_text(next_expires)])
+            conn.execute("DELETE FROM acme_nonces WHERE rowid IN (SELECT rowid FROM acme_nonces WHERE expires_at <= ?"
+                         " LIMIT 20)", [to_text(now)])
         return used
 
     # -- accounts --------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from ..acme import accounts, jws, orders
 from ..acme.problems import AcmeProblem
@@ -44,10 +44,12 @@ def respond(body: dict | str | None, status: int = 200, headers: dict | None = N
             mimetype: str = "application/json") -> Response:
     text = "" if body is None else body if isinstance(body, str) else json.dumps(body, indent=1)
     response = Response(text, status=status, mimetype=mimetype)
-    response.headers["Replay-Nonce"] = accounts.new_nonce(services().store, now())
+    headers = dict(headers or {})
+    nonce = headers.pop("Replay-Nonce", None) or g.get("acme_next_nonce")
+    response.headers["Replay-Nonce"] = nonce or accounts.new_nonce(services().store, now())
     response.headers["Cache-Control"] = "no-store"
     response.headers.add("Link", f'<{urls().directory}>;rel="index"')
-    for name, value in (headers or {}).items():
+    for name, value in headers.items():
         response.headers.add(name, value)
     return response
 
@@ -79,7 +81,7 @@ def signed_request(*, by_key: bool = False) -> jws.SignedRequest:
     expected = urls().base_url + request.path
     if signed.url != expected:
         raise AcmeProblem("unauthorized", f"The JWS url {signed.url!r} is not this request's URL ({expected}).")
-    accounts.use_nonce(services().store, signed, now())
+    g.acme_next_nonce = accounts.use_nonce(services().store, signed, now())
     if by_key and signed.jwk is None:
         raise AcmeProblem("malformed", "This request must be signed with a jwk, not a kid.")
     if not by_key and signed.kid is None:
