@@ -46,6 +46,7 @@ class Client:
     def __init__(self, directory: str, verify: str) -> None:
         self.session = requests.Session()
         self.session.verify = verify
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE here would win over session.verify
         self.dir = self.session.get(directory, timeout=30).json()
         self.key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
         self.kid: str | None = None
@@ -181,9 +182,7 @@ def measure(count: int, log, concurrency: int = 4, rounds: int = 2) -> dict:
                       "-defaultIPv6", ""], folder / "dns.log")
         tokens, http_server = responder(http01)
         port, pebble_port = free_port(), free_port()
-        root = folder / "instance"
-        root.mkdir()
-        make_instance(root)
+        root = make_instance(folder / "instance")
         config = (root / "config.toml").read_text()
         (root / "config.toml").write_text(config.replace("[server]\n", f'[server]\nbase_url = "https://localhost:{port}"\n', 1)
                                           + f'\n[acme]\nhttp01_port = {http01}\ndns_resolvers = ["127.0.0.1:{dns_port}"]\n')
