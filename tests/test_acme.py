@@ -81,6 +81,8 @@ def test_the_directory_lists_every_resource_under_base_url(client):
         assert directory[key].startswith(BASE + "/acme/"), key
     assert directory["meta"]["externalAccountRequired"] is False
     assert set(directory["meta"]["profiles"]) == {"server", "client", "server+client"}
+    response = client.client.get("/acme/directory")
+    assert response.headers["Replay-Nonce"] and response.headers["Cache-Control"] == "no-store"
 
 
 def test_new_nonce_head_and_get(client):
@@ -333,6 +335,7 @@ def test_unknown_resources_and_methods_are_problems(client):
                              (client.client.get("/acme/new-account"), 405)):
         assert response.status_code == status and response.mimetype == PROBLEM
         assert response.get_json()["type"] == "urn:ietf:params:acme:error:malformed"
+        assert response.headers["Replay-Nonce"]
 
 
 def test_fuzzed_jws_bodies_never_get_a_5xx(client):

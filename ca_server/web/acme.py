@@ -102,9 +102,7 @@ def directory():
             "revokeCert": u.revoke_cert, "keyChange": u.key_change, "renewalInfo": u.renewal_info,
             "meta": {"externalAccountRequired": cfg.acme.require_eab, "website": cfg.server.base_url,
                      "profiles": {name: p.description or name for name, p in cfg.profiles.items()}}}
-    response = Response(json.dumps(body, indent=1), mimetype="application/json")
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    return respond(body)  # with a nonce, like every ACME answer, so not cacheable
 
 
 @bp.route("/new-nonce", methods=["HEAD", "GET"])
@@ -265,6 +263,4 @@ def _spki_sha256(key: jws.PublicJWK) -> str:
 @bp.get("/renewal-info/<path:cert_id>")
 def renewal_info(cert_id: str):
     body = orders.renewal_info(services().config, services().store, cert_id, now())
-    response = Response(json.dumps(body, indent=1), mimetype="application/json")
-    response.headers["Retry-After"] = "21600"  # RFC 9773 4.3: poll again in six hours
-    return response
+    return respond(body, headers={"Retry-After": "21600"})  # RFC 9773 4.3: poll again in six hours

@@ -147,4 +147,11 @@ def acme_problem(status: int, words: str) -> Response:
     response = jsonify(body)
     response.mimetype = "application/problem+json"
     response.status_code = status
+    try:  # every ACME answer carries a nonce; a store that is down must not turn this into a 500
+        from ..acme.accounts import new_nonce
+        from .common import now, services
+
+        response.headers["Replay-Nonce"] = new_nonce(services().store, now())
+    except Exception:  # noqa: BLE001
+        log.exception("no nonce for an ACME error answer")
     return response
