@@ -104,6 +104,7 @@ class RevocationConfig:
     crl_refresh_hours: int = 48
     ocsp_validity_hours: int = 24
     ocsp_responder_validity_days: int = 90
+    ocsp_max_age_seconds: int = 300
 
 
 @dataclass(frozen=True)
@@ -339,6 +340,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("revocation.crl_refresh_hours: must be less than revocation.crl_validity_hours")
     _positive("revocation.ocsp_validity_hours", rv.ocsp_validity_hours, 24 * 30)
     _positive("revocation.ocsp_responder_validity_days", rv.ocsp_responder_validity_days, 3650)
+    _positive("revocation.ocsp_max_age_seconds", rv.ocsp_max_age_seconds, 7 * 86400)
     _acme(config)
     return config
 

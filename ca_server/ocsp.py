@@ -2,7 +2,11 @@
 
 Responses are signed by a delegated responder certificate (issued by the intermediate, with
 id-kp-OCSPSigning and id-pkix-ocsp-nocheck) that is renewed when a third of its life remains.
-Responses without a nonce are cached per serial until the certificate's state changes."""
+Responses without a nonce are cached per serial until the certificate's state changes.
+
+A serial of this issuer that was never issued gets `unauthorized` (RFC 6960 2.3: the responder
+cannot answer authoritatively for it), as Let's Encrypt's responder does: a constant, unsigned
+answer, so a flood of random serials costs no signature and evicts nothing from the cache."""
 
 from __future__ import annotations
 
@@ -35,6 +39,14 @@ CACHE_SIZE = 20_000
 CACHE_REFRESH = dt.timedelta(hours=1)
 # Hash algorithms a request may identify the issuer with (RFC 6960 4.1.1 CertID).
 _HASHES = ("sha1", "sha256", "sha384", "sha512")
+
+
+@dataclass(frozen=True)
+class OCSPAnswer:
+    der: bytes
+    this_update: dt.datetime | None = None  # None for an unsuccessful answer
+    next_update: dt.datetime | None = None
+    cacheable: bool = False  # successful and without a nonce: the same request gets the same answer
 
 
 @dataclass(frozen=True)
@@ -89,7 +101,7 @@ class OCSPResponder:
         self.authority = authority
         self._lock = threading.Lock()
         self._responder: Responder | None = None
-        self._cache: OrderedDict[tuple, tuple[dt.datetime, bytes]] = OrderedDict()
+        self._cache: OrderedDict[tuple, OCSPAnswer] = OrderedDict()
         subject_der = authority.intermediate.subject.public_bytes()
         spk_bits = _subject_public_key_bits(authority.intermediate.public_bytes(Encoding.DER))
         self._issuer_hashes = {
@@ -105,43 +117,47 @@ class OCSPResponder:
 
     def respond(self, data: bytes, now: dt.datetime) -> bytes:
         """DER OCSPResponse for a DER OCSPRequest; malformed input gets malformedRequest."""
+        return self.answer(data, now).der
+
+    def answer(self, data: bytes, now: dt.datetime) -> OCSPAnswer:
+        """The response with what HTTP caching needs (RFC 5019 6.2)."""
         if not data or len(data) > MAX_REQUEST_BYTES:
-            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+            return MALFORMED
         try:
             request = ocsp.load_der_ocsp_request(data)
             algorithm = request.hash_algorithm
             name_hash, key_hash, serial = request.issuer_name_hash, request.issuer_key_hash, request.serial_number
             nonce = _nonce(request)
         except Exception:  # cryptography raises ValueError, NotImplementedError (several requests), ...
-            return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+            return MALFORMED
         ours = self._issuer_hashes.get(algorithm.name)
         if ours is None or ours != (name_hash, key_hash) or serial <= 0:
             # RFC 6960 2.3: not a certificate this responder can answer for.
-            return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+            return UNAUTHORIZED
         state = self.store.certificate_status(serial_hex(serial))
+        if state is None:
+            return UNAUTHORIZED  # never issued here (see the module's docstring)
         key = (serial, algorithm.name, state)
         if nonce is None:
             with self._lock:
                 hit = self._cache.get(key)
-            if hit is not None and now - hit[0] < CACHE_REFRESH:
-                return hit[1]
-        der = self._sign(algorithm, name_hash, key_hash, serial, state, nonce, now)
+            if hit is not None and now - hit.this_update < CACHE_REFRESH:
+                return hit
+        answer = self._sign(algorithm, name_hash, key_hash, serial, state, nonce, now)
         if nonce is None:
             with self._lock:
-                self._cache[key] = (now, der)
+                self._cache[key] = answer
                 self._cache.move_to_end(key)
                 while len(self._cache) > CACHE_SIZE:
                     self._cache.popitem(last=False)
-        return der
+        return answer
 
-    def _sign(self, algorithm, name_hash, key_hash, serial, state, nonce, now) -> bytes:
+    def _sign(self, algorithm, name_hash, key_hash, serial, state, nonce, now) -> OCSPAnswer:
         responder = self.responder(now)
         this_update = now.replace(microsecond=0)
         next_update = this_update + dt.timedelta(hours=self.config.revocation.ocsp_validity_hours)
         revocation_time = revocation_reason = None
-        if state is None:
-            status = ocsp.OCSPCertStatus.UNKNOWN
-        elif state[0] is None:
+        if state[0] is None:
             status = ocsp.OCSPCertStatus.GOOD
         else:
             status = ocsp.OCSPCertStatus.REVOKED
@@ -159,7 +175,8 @@ class OCSPResponder:
         )
         if nonce is not None:
             builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
-        return builder.sign(responder.key, signature_hash(responder.key)).public_bytes(Encoding.DER)
+        der = builder.sign(responder.key, signature_hash(responder.key)).public_bytes(Encoding.DER)
+        return OCSPAnswer(der, this_update, next_update, cacheable=nonce is None)
 
 
 def _nonce(request: ocsp.OCSPRequest) -> bytes | None:
@@ -169,8 +186,12 @@ def _nonce(request: ocsp.OCSPRequest) -> bytes | None:
         return None
 
 
-def _unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
-    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER)
+def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OCSPAnswer:
+    return OCSPAnswer(ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER))
+
+
+MALFORMED = _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+UNAUTHORIZED = _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
 
 
 def _subject_public_key_bits(cert_der: bytes) -> bytes:

@@ -195,9 +195,10 @@ def test_ocsp_good_revoked_unknown_with_nonce(api, app, svc):
     fake = x509.CertificateBuilder().subject_name(svc.authority.intermediate.subject).issuer_name(
         svc.authority.intermediate.subject).public_key(other_key.public_key()).serial_number(12345).not_valid_before(
         dt.datetime(2026, 1, 1)).not_valid_after(dt.datetime(2027, 1, 1)).sign(other_key, hashes.SHA256())
+    # A serial this CA never issued: unauthorized (RFC 6960 2.3), unsigned and the same every time.
     unknown = ocsp.load_der_ocsp_response(client.post("/ocsp", data=_ocsp_request(
         pem(fake), svc.authority.intermediate)).data)
-    assert unknown.certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+    assert unknown.response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
 
 
 @pytest.mark.parametrize("algorithm", [hashes.SHA1(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()],

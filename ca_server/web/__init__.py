@@ -11,6 +11,7 @@ from . import acme, admin, api, auth, inspect, pages, public
 from .common import now
 from .errors import register_error_handlers
 from .hot_paths import HotPaths
+from .ocsp_http import OCSPHttp
 from .ratelimit import init_rate_limits
 
 # CSP without inline scripts or styles; no third-party origins (the pages load nothing remote).
@@ -60,4 +61,5 @@ def register(app: Flask) -> None:
         return response
 
     # Token submissions of certificates and OCSP skip Flask's request machinery (see hot_paths.py).
+    app.extensions["ca_server_ocsp_http"] = OCSPHttp(app.extensions["ca_server"])
     app.wsgi_app = HotPaths(app, SECURITY_HEADERS)

@@ -23,7 +23,7 @@ from ..errors import CAError
 from .api import certificate_created, issue_request_from_json
 from .auth import bearer_requester
 from .errors import INTERNAL_ERROR, api_error, error_body
-from .public import OCSP_HEADERS, ocsp_request_bytes
+from .public import ocsp_request_bytes
 
 log = logging.getLogger("ca_server")
 
@@ -39,6 +39,7 @@ class HotPaths:
         self.limits = app.extensions["ca_server_limits"]
         self.max_bytes = app.config["MAX_CONTENT_LENGTH"]
         self.headers = list(security_headers.items())
+        self.ocsp = app.extensions["ca_server_ocsp_http"]
 
     def __call__(self, environ: dict, start_response):
         if not environ.get("CONTENT_LENGTH") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -48,11 +49,13 @@ class HotPaths:
         if path == ISSUE_PATH and method == "POST":
             return self._issue(environ, start_response)
         if method == "GET" and path.startswith(OCSP_PATH + "/") and len(path) > len(OCSP_PATH) + 1:
-            return self._ocsp(ocsp_request_bytes(path[len(OCSP_PATH) + 1:]), start_response)
+            encoded = path[len(OCSP_PATH) + 1:]
+            return self._ocsp(encoded, lambda: ocsp_request_bytes(encoded), environ, start_response, get=True)
         if method == "POST" and path == OCSP_PATH:
             body = self._body(environ)
             if body is not None:
-                return self._ocsp(body[: ocsp.MAX_REQUEST_BYTES + 1], start_response)
+                body = body[: ocsp.MAX_REQUEST_BYTES + 1]
+                return self._ocsp(body, lambda: body, environ, start_response, get=False)
         return self.flask(environ, start_response)
 
     def _buffer_chunked(self, environ: dict) -> None:
@@ -82,10 +85,11 @@ class HotPaths:
             return None
         return body
 
-    def _ocsp(self, data: bytes, start_response):
-        svc = self.services
-        body = svc.ocsp.respond(data, svc.clock())
-        start_response("200 OK", [*OCSP_HEADERS.items(), ("Content-Length", str(len(body))), *self.headers])
+    def _ocsp(self, key, data, environ: dict, start_response, *, get: bool):
+        status, headers, body = self.ocsp.answer(key, data, self.services.clock(), get=get,
+                                                 if_none_match=environ.get("HTTP_IF_NONE_MATCH", ""),
+                                                 if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE", ""))
+        start_response(status, [*headers, ("Content-Length", str(len(body))), *self.headers])
         return [body]
 
     def _issue(self, environ: dict, start_response):

@@ -1,0 +1,82 @@
+"""OCSP over HTTP (RFC 6960 A.1, RFC 5019): the answer for a request's bytes, with caching.
+
+GET answers carry `Cache-Control: max-age` (`[revocation] ocsp_max_age_seconds`, never past the
+response's nextUpdate), `Last-Modified` (thisUpdate), `Expires` and an `ETag`, and a conditional GET
+gets 304, so nginx or a CDN in front can answer most OCSP traffic. POST answers are not cacheable
+by HTTP caches (RFC 5019 5).
+
+In each worker, the answers to recent requests are kept by their exact bytes. One is used again
+while the store's revocation marker (a file replaced after every revocation, one stat) is the one
+read before it was made, and for at most an hour: a request that repeats (every TLS client asks
+the same few) skips parsing, the database and signing, and a revocation on any worker is what the
+very next answer says."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from email.utils import format_datetime, parsedate_to_datetime
+
+from ..ocsp import OCSP_RESPONSE, OCSPAnswer
+from ..services import Services
+
+ENTRIES = 20_000
+REUSE_FOR = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    marker: tuple[int, int]
+    answer: OCSPAnswer
+    etag: str
+
+
+class OCSPHttp:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.max_age = services.config.revocation.ocsp_max_age_seconds
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[bytes | str, _Entry] = OrderedDict()
+
+    def answer(self, key: bytes | str, data, now: dt.datetime, *, get: bool, if_none_match: str = "",
+               if_modified_since: str = "") -> tuple[str, list[tuple[str, str]], bytes]:
+        """(status line, headers, body). `key` is the request as received (GET path or POST body);
+        `data` gives the DER request when the answer has to be made."""
+        store = self.services.store
+        marker = store.revocation_marker()
+        entry = self.entries.get(key)
+        if entry is None or entry.marker != marker or now - entry.answer.this_update >= REUSE_FOR:
+            answer = self.services.ocsp.answer(data(), now)
+            entry = _Entry(marker, answer, '"' + hashlib.sha256(answer.der).hexdigest()[:32] + '"')
+            if answer.cacheable:
+                with self.lock:
+                    self.entries[key] = entry
+                    if len(self.entries) > ENTRIES:
+                        self.entries.popitem(last=False)
+        answer = entry.answer
+        if not get or not answer.cacheable:
+            return "200 OK", [("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-cache")], answer.der
+        max_age = max(0, min(self.max_age, int((answer.next_update - now).total_seconds())))
+        headers = [("Content-Type", OCSP_RESPONSE),
+                   ("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
+                   ("Last-Modified", format_datetime(answer.this_update, usegmt=True)),
+                   ("Expires", format_datetime(now.replace(microsecond=0) + dt.timedelta(seconds=max_age), usegmt=True)),
+                   ("ETag", entry.etag)]
+        if _not_modified(entry.etag, answer.this_update, if_none_match, if_modified_since):
+            return "304 Not Modified", headers[1:], b""
+        return "200 OK", headers, answer.der
+
+
+def _not_modified(etag: str, this_update: dt.datetime, if_none_match: str, if_modified_since: str) -> bool:
+    if if_none_match:  # RFC 9110 13.2.2: If-None-Match wins over If-Modified-Since
+        return etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")] or if_none_match.strip() == "*"
+    if if_modified_since:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False
+        return since.tzinfo is not None and this_update <= since
+    return False
