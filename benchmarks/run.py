@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import acme, scale, throughput
+from . import acme, ocsp, scale, throughput
 from .common import HERE, make_csrs
 
 
@@ -45,6 +45,8 @@ def main() -> int:
         log("OCSP")
         results["ocsp"] = throughput.ocsp_rps(root, log)
         results["ocsp_rps"] = min(results["ocsp"].values())
+        log("OCSP against cfssl ocspserve (pre-signed), POST and GET, c=4 and c=16")
+        results["ocsp_vs_cfssl"] = ocsp.measure(log)
         log(f"Memory: {memory_total:,} issuances")
         results["rss_mb"] = throughput.memory(root, csrs, memory_total, log)
         orders = int(os.environ.get("BENCH_ACME_ORDERS", "100"))
@@ -76,6 +78,10 @@ def print_table(r: dict) -> None:
         f"(worst query), audit page {s['audit_ms']:.0f} ms, reminder pass {s['reminder_pass_s']:.2f} s, {s['bytes_per_cert']} bytes/cert")
     log(f"CRL {c['entries']:,} entries: {c['build_s']:.2f} s, {c['bytes'] / 1e6:.1f} MB; OCSP {r['ocsp_rps']:.0f}/s")
     log(f"RSS: {m['after_1k']:.0f} MB after 1k, {m['after_100k']:.0f} MB after {m['issued']:,} ({m['growth']:+.0%})")
+    for row in (r.get("ocsp_vs_cfssl") or {}).get("rows", []):
+        log(f"OCSP {row['method']} c={row['concurrency']}: ca-server {row['ca_server']['rps']}/s "
+            f"({row['ca_server']['cpu_us']} us CPU), cfssl ocspserve {row['cfssl']['rps']}/s "
+            f"({row['cfssl']['cpu_us']} us CPU), ratio {row['ratio']}")
     a = r.get("acme") or {}
     if a:
         best = {k: max(a[k], key=lambda x: x["orders_per_s"]) for k in ("ca_server", "pebble")}

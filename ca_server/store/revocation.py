@@ -40,12 +40,15 @@ class RevocationQueries:
 
     def _mark_revocation(self) -> None:
         path = self._marker_path()
-        temp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
+        temp = Path(f"{path}.{os.getpid()}.{threading.get_ident()}")
         temp.write_bytes(os.urandom(8))
         os.replace(temp, path)  # a new inode: another marker even within the clock's resolution
 
-    def _marker_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".revoked-marker")
+    def _marker_path(self) -> str:
+        marker = self.__dict__.get("_marker")
+        if marker is None:  # asked on every OCSP request: built once
+            marker = self.__dict__["_marker"] = str(self.path.with_name(self.path.name + ".revoked-marker"))
+        return marker
 
     def revoked_unexpired(self, now: dt.datetime):
         """(serial, revoked_at, reason) of revoked certificates that have not expired yet: an

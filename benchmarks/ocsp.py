@@ -1,0 +1,134 @@
+"""OCSP responses per second: ca-server's /ocsp against `cfssl ocspserve` (pre-signed responses
+from `cfssl ocspsign`) in the same run, POST and GET, concurrency 4 and 16, the same request for a
+good certificate, wrk as the client; phases alternate so each ratio compares measurements seconds
+apart. ca-server answers from the store (a revocation is what the next answer says); cfssl serves
+a file signed in advance.
+
+    python -m benchmarks.ocsp   (also part of `make bench`)"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from ca_server import issuance
+from ca_server.clock import utcnow
+from ca_server.config import Secrets
+from ca_server.services import open_services
+
+from .common import free_port, make_csrs
+from .throughput import PASSPHRASE, Server, ensure_cfssl, make_instance, start_ca_server
+
+POST_SCRIPT = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/ocsp-request"
+local f = io.open(os.getenv("OCSP_BODY"), "rb")
+wrk.body = f:read("*all")
+f:close()
+function done(summary, latency, requests)
+  io.write(string.format('WRK_JSON {"requests": %d, "duration_us": %d, "errors": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration,
+    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(99)))
+end
+"""
+GET_SCRIPT = "\n".join(line for line in POST_SCRIPT.splitlines()
+                       if not line.startswith(("wrk.", "local f", "f:close")))
+
+
+def wrk(url: str, script: Path, body: Path, concurrency: int, seconds: int) -> dict:
+    out = subprocess.run(["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{seconds}s", "-s", str(script), url],
+                         capture_output=True, text=True, timeout=seconds + 60, env={**os.environ, "OCSP_BODY": str(body)})
+    line = next(x for x in out.stdout.splitlines() if x.startswith("WRK_JSON "))
+    result = json.loads(line[len("WRK_JSON "):])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def phase(server: Server, url: str, script: Path, body: Path, concurrency: int, seconds: int) -> dict:
+    wrk(url, script, body, concurrency, 1)  # warm-up
+    cpu0 = server.cpu()
+    result = wrk(url, script, body, concurrency, seconds)
+    cpu = server.cpu() - cpu0
+    return {"rps": round(result["rps"]), "p99_ms": round(result["p99_us"] / 1000, 2), "errors": result["errors"],
+            "cpu_us": round(cpu * 1e6 / max(result["requests"], 1), 1)}
+
+
+def measure(log, seconds: int = 5) -> dict:
+    if ensure_cfssl() is None:
+        log("  cfssl: not installed and could not be installed; no OCSP peer figures")
+        return {}
+    with tempfile.TemporaryDirectory(prefix="ca-bench-ocsp-") as tmp:
+        folder = Path(tmp)
+        root = make_instance(folder / "instance")
+        svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+        record = issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(csr=make_csrs(1, "ocsp")[0]),
+                                utcnow())
+        request = ocsp.OCSPRequestBuilder().add_certificate(record.certificate, svc.authority.intermediate,
+                                                            hashes.SHA1()).build().public_bytes(serialization.Encoding.DER)
+        body = folder / "request.der"
+        body.write_bytes(request)
+        get_path = "/ocsp/" + quote(base64.b64encode(request).decode(), safe="")
+        # cfssl: the same certificate, "good", signed in advance by the intermediate itself.
+        key_file = folder / "intermediate-key.pem"
+        key_file.write_bytes(svc.authority.intermediate_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+        key_file.chmod(0o600)
+        (folder / "leaf.pem").write_text(record.pem)
+        signed = subprocess.run(["cfssl", "ocspsign", "-ca", str(root / "ca" / "intermediate.pem"), "-responder",
+                                 str(root / "ca" / "intermediate.pem"), "-responder-key", str(key_file), "-cert",
+                                 str(folder / "leaf.pem"), "-status", "good"], capture_output=True, text=True, check=True)
+        (folder / "responses").write_text(signed.stdout.strip() + "\n")
+        key_file.unlink()
+        scripts = {"POST": folder / "post.lua", "GET": folder / "get.lua"}
+        scripts["POST"].write_text(POST_SCRIPT)
+        scripts["GET"].write_text(GET_SCRIPT)
+        ours_port, cfssl_port = free_port(), free_port()
+        ours = start_ca_server(root, ours_port)
+        peer = Server(["cfssl", "ocspserve", "-address", "127.0.0.1", "-port", str(cfssl_port), "-responses",
+                       str(folder / "responses")], folder / "cfssl.log")
+        try:
+            _wait_cfssl(cfssl_port)
+            rows = []
+            for method in ("POST", "GET"):
+                for concurrency in (4, 16):
+                    path = "/ocsp" if method == "POST" else get_path
+                    cpath = "/" if method == "POST" else "/" + get_path[len("/ocsp/"):]
+                    a = phase(ours, f"http://127.0.0.1:{ours_port}{path}", scripts[method], body, concurrency, seconds)
+                    b = phase(peer, f"http://127.0.0.1:{cfssl_port}{cpath}", scripts[method], body, concurrency, seconds)
+                    row = {"method": method, "concurrency": concurrency, "ca_server": a, "cfssl": b,
+                           "ratio": round(a["rps"] / b["rps"], 2) if b["rps"] else None}
+                    rows.append(row)
+                    log(f"  {method} c={concurrency}: ca-server {a['rps']}/s p99 {a['p99_ms']} ms {a['cpu_us']} us CPU; "
+                        f"cfssl {b['rps']}/s p99 {b['p99_ms']} ms {b['cpu_us']} us CPU; ratio {row['ratio']}")
+            return {"rows": rows}
+        finally:
+            ours.stop()
+            peer.stop()
+
+
+def _wait_cfssl(port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("cfssl ocspserve did not come up")
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(lambda m: print(m, file=sys.stderr, flush=True)), indent=2))
