@@ -196,8 +196,9 @@ def test_nginx_in_front_caches_for_max_age_then_serves_the_revocation(instance, 
             if cached.headers["X-Cache-Status"] == "HIT":  # within max-age, the cache may still say good
                 assert_openssl_says(cached.content, leaf, instance, tmp_path, "good")
             wait_until(lambda: time.monotonic() - revoked_at > 3.5, 10)
+            # Past max-age the good answer is gone from the cache (what nginx serves now may be a
+            # "revoked" it cached meanwhile: a HIT then, and right).
             after = requests.get(front, timeout=5)
-            assert after.headers["X-Cache-Status"] in ("EXPIRED", "MISS", "REVALIDATED")
             assert_openssl_says(after.content, leaf, instance, tmp_path, "revoked")
         finally:
             proc.terminate()
