@@ -78,5 +78,8 @@ def _not_modified(etag: str, this_update: dt.datetime, if_none_match: str, if_mo
             since = parsedate_to_datetime(if_modified_since)
         except (TypeError, ValueError):
             return False
-        return since.tzinfo is not None and this_update <= since
+        # Strictly later: Last-Modified has whole seconds, and a revocation can bring a new answer
+        # (the same thisUpdate second, other content) in the second the old one was made; nginx
+        # revalidating its cached "good" with If-Modified-Since must not get a 304 then.
+        return since.tzinfo is not None and this_update < since
     return False
