@@ -249,26 +249,29 @@ def test_the_checkpointer_copies_the_wal_into_the_database_file(svc):
     assert svc.store.integrity_check() == "ok"
 
 
-def test_the_access_log_records_a_request_that_raised(caplog):
+def test_the_access_log_records_a_request_that_raised(tmp_path):
     """A request whose handler raised is logged as a 500 (Granian answers it so), and the error
     goes on to the server; an odd path never turns an answered request into an error."""
-    import logging
-
     from ca_server.web.access_log import AccessLog
 
     def broken(environ, start_response):
         raise RuntimeError("boom")
 
+    log = tmp_path / "access.log"
     environ = {"REMOTE_ADDR": "10.0.0.9", "REQUEST_METHOD": "GET", "PATH_INFO": "/x y", "SERVER_PROTOCOL": "HTTP/1.1"}
-    with caplog.at_level(logging.INFO, logger="granian.access"), pytest.raises(RuntimeError, match="boom"):
-        AccessLog(broken)(environ, lambda *args: None)
-    assert re.fullmatch(r'10\.0\.0\.9 - "GET /x%20y HTTP/1\.1" 500 \d+\.\d{3}ms', caplog.records[-1].getMessage())
+    with open(log, "ab") as stream, pytest.raises(RuntimeError, match="boom"):
+        AccessLog(broken, stream)(environ, lambda *args: None)
+    assert re.fullmatch(r'10\.0\.0\.9 - "GET /x%20y HTTP/1\.1" 500 \d+\.\d{3}ms', log.read_text().splitlines()[-1])
 
     def fine(environ, start_response):
         start_response("200 OK", [])
         return [b"ok"]
 
-    # A path no WSGI server should give (not latin-1) is still logged, and the answer still goes out.
-    with caplog.at_level(logging.INFO, logger="granian.access"):
-        assert AccessLog(fine)({**environ, "PATH_INFO": "/\u20ac"}, lambda *args: None) == [b"ok"]
-    assert re.fullmatch(r'10\.0\.0\.9 - "GET /%5Cu20ac HTTP/1\.1" 200 \d+\.\d{3}ms', caplog.records[-1].getMessage())
+    # A path no WSGI server should give (not latin-1) is still logged, and the answer still goes out;
+    # so is a decoded "%" (quoted again, so the line reads unambiguously).
+    with open(log, "ab") as stream:
+        assert AccessLog(fine, stream)({**environ, "PATH_INFO": "/\u20ac"}, lambda *args: None) == [b"ok"]
+        assert AccessLog(fine, stream)({**environ, "PATH_INFO": "/50%"}, lambda *args: None) == [b"ok"]
+    lines = log.read_text().splitlines()
+    assert re.fullmatch(r'10\.0\.0\.9 - "GET /%5Cu20ac HTTP/1\.1" 200 \d+\.\d{3}ms', lines[-2])
+    assert re.fullmatch(r'10\.0\.0\.9 - "GET /50%25 HTTP/1\.1" 200 \d+\.\d{3}ms', lines[-1])
