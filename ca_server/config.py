@@ -123,6 +123,11 @@ class AcmeConfig:
     renewal_window_percent: int = 33
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    public: bool = True
+
+
 DEFAULT_PROFILES: dict[str, ProfileConfig] = {
     "server": ProfileConfig(("serverAuth",), "TLS server (web servers, CUCM tomcat)"),
     "client": ProfileConfig(("clientAuth",), "TLS client"),
@@ -142,6 +147,7 @@ class Config:
     reminders: RemindersConfig = field(default_factory=RemindersConfig)
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
     acme: AcmeConfig = field(default_factory=AcmeConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass(frozen=True)
@@ -165,6 +171,7 @@ _SECTIONS = {
     "reminders": RemindersConfig,
     "revocation": RevocationConfig,
     "acme": AcmeConfig,
+    "metrics": MetricsConfig,
 }
 
 

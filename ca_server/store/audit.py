@@ -79,3 +79,15 @@ class AuditQueries:
         for row in self.db.query("SELECT id, at, actor, action, serial, client, detail FROM audit_log ORDER BY id"):
             row["detail"] = json.loads(row["detail"])
             yield row
+
+    def audit_action_counts(self, actions: tuple[str, ...]) -> dict[str, int]:
+        """How many audit rows each action has (index-only counts; for /metrics)."""
+        return {action: self.db.conn.execute("SELECT count(*) FROM audit_log WHERE action = ?",
+                                             [action]).fetchone()[0] for action in actions}
+
+    def refusal_code_counts(self) -> dict[str, int]:
+        """Refusals by policy code, from the refusal rows' detail (for /metrics)."""
+        rows = self.db.conn.execute(
+            "SELECT j.value, count(*) FROM audit_log a INDEXED BY audit_log_action, json_each(a.detail, '$.codes') j"
+            " WHERE a.action = 'refuse' GROUP BY j.value")
+        return {code: n for code, n in rows}

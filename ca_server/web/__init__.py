@@ -7,7 +7,7 @@ from flask import Flask, g
 
 from ..clock import to_text
 from ..pki.serials import serial_colon
-from . import acme, admin, api, auth, inspect, pages, public
+from . import acme, admin, api, auth, expiry, inspect, pages, public
 from .common import now
 from .errors import register_error_handlers
 from .hot_paths import HotPaths
@@ -37,6 +37,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(admin.bp)
     app.register_blueprint(inspect.bp)
     app.register_blueprint(acme.bp)
+    app.register_blueprint(expiry.bp)
     acme.init_acme(app)
 
     app.jinja_env.globals.update(

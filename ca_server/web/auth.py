@@ -77,6 +77,8 @@ def enforce_access() -> object | None:
     and check CSRF on cookie-authenticated writes (and on the sign-in form itself)."""
     if request.endpoint in ("static", "public.healthz") or request.blueprint == "acme":
         return None  # ACME requests carry their own signatures (web/acme.py)
+    if request.endpoint == "expiry.prometheus_metrics":
+        return None  # public, or checked in the view by [metrics] public
     writes = request.method in ("POST", "PUT", "PATCH", "DELETE")
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
         try:

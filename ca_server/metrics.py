@@ -1,0 +1,72 @@
+"""Prometheus metrics (GET /metrics), read from the store at each scrape so every worker (and
+every node) says the same: certificate expiry, counts by status, issuances and refusals, reminder
+failures, and the CA certificates' own expiry.
+
+Series per certificate are bounded: only certificates that expire within the largest reminder
+threshold and are neither revoked nor renewed, at most MAX_EXPIRY_SERIES of them (the soonest),
+and a gauge says how many more there were. A store of millions never makes a million series."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from .config import Config
+from .instance import Authority
+from .store import CertificateFilter, Store
+
+MAX_EXPIRY_SERIES = 1000
+
+
+class StoreCollector:
+    def __init__(self, config: Config, store: Store, authority: Authority, now: dt.datetime) -> None:
+        self.config, self.store, self.authority, self.now = config, store, authority, now
+
+    def collect(self):
+        now, store = self.now, self.store
+        horizon = max(self.config.reminders.days_before)
+        due = [r for r in store.soonest_expiring(now, horizon, requester=None, limit=MAX_EXPIRY_SERIES * 2)
+               if not _renewed(store, r)]
+        expiry = GaugeMetricFamily(
+            "ca_server_certificate_expiry_timestamp_seconds",
+            f"Expiry (Unix time) of each valid, not renewed certificate that expires within {horizon} days",
+            labels=["serial", "common_name", "profile", "requester"])
+        for record in due[:MAX_EXPIRY_SERIES]:
+            expiry.add_metric([record.serial, record.common_name or "", record.profile, record.requester or ""],
+                              record.not_after.timestamp())
+        yield expiry
+        yield GaugeMetricFamily("ca_server_certificate_expiry_series_left_out",
+                                f"Certificates due within {horizon} days beyond the {MAX_EXPIRY_SERIES} listed",
+                                value=max(0, len(due) - MAX_EXPIRY_SERIES))
+        counts = GaugeMetricFamily("ca_server_certificates", "Certificates in the store by status", labels=["status"])
+        for status in ("valid", "revoked", "expired"):
+            counts.add_metric([status], store.count_certificates(CertificateFilter(status=status), now))
+        yield counts
+        actions = store.audit_action_counts(("issue", "refuse", "revoke"))
+        yield CounterMetricFamily("ca_server_issuances", "Certificates issued", value=actions["issue"])
+        yield CounterMetricFamily("ca_server_revocations", "Certificates revoked", value=actions["revoke"])
+        refusals = CounterMetricFamily("ca_server_refusals", "Requests refused, by policy code", labels=["code"])
+        for code, n in sorted(store.refusal_code_counts().items()):
+            refusals.add_metric([code], n)
+        yield refusals
+        yield GaugeMetricFamily("ca_server_reminders_failed", "Reminder mails whose last attempt failed (retried)",
+                                value=len(store.failed_reminders(limit=100_000)))
+        ca = GaugeMetricFamily("ca_server_ca_certificate_expiry_timestamp_seconds",
+                               "Expiry (Unix time) of the CA certificates", labels=["ca", "subject"])
+        for role, cert in (("root", self.authority.root), ("intermediate", self.authority.intermediate)):
+            ca.add_metric([role, cert.subject.rfc4514_string()], cert.not_valid_after_utc.timestamp())
+        yield ca
+
+
+def _renewed(store: Store, record) -> bool:
+    full = store.get_certificate(record.serial, with_renewal=True)
+    return full is not None and full.superseded_by is not None
+
+
+def exposition(config: Config, store: Store, authority: Authority, now: dt.datetime) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(config, store, authority, now))
+    return generate_latest(registry)

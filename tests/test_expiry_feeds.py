@@ -1,0 +1,97 @@
+"""Expiry beyond e-mail: a certificate's .ics (read back with the icalendar library) and the
+Prometheus exposition (read back with prometheus_client's parser)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from icalendar import Calendar
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import ApiClient, new_token
+from .factories import make_csr, pem
+
+
+def issue(api, names, days=90):
+    response = api.post("/api/v1/certificates", json={"csr": pem(make_csr(names)), "validity_days": days})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def event_of(api, serial):
+    response = api.get(f"/certificates/{serial}.ics")
+    assert response.status_code == 200 and response.mimetype == "text/calendar"
+    assert "attachment" in response.headers["Content-Disposition"]
+    calendar = Calendar.from_ical(response.data)
+    events = calendar.walk("VEVENT")
+    assert len(events) == 1
+    return events[0]
+
+
+def test_a_certificates_ics_is_an_all_day_event_with_alarms_at_the_thresholds(api, svc):
+    cert = issue(api, ["cal.example.test"])
+    event = event_of(api, cert["serial"])
+    not_after = dt.datetime.fromisoformat(cert["not_after"].replace("Z", "+00:00"))
+    start = event.decoded("dtstart")
+    assert isinstance(start, dt.date) and not isinstance(start, dt.datetime)  # DTSTART;VALUE=DATE
+    assert start == not_after.date()
+    assert str(event["uid"]) == f"{cert['serial']}@127.0.0.1"
+    assert str(event["url"]).endswith(f"/certificates/{cert['serial']}")
+    assert "cal.example.test" in str(event["description"]) and cert["serial"] in str(event["description"])
+    assert event.decoded("sequence") == 0
+    triggers = sorted(alarm.decoded("trigger") for alarm in event.walk("VALARM"))
+    assert triggers == [dt.timedelta(days=-d) for d in sorted(svc.config.reminders.days_before, reverse=True)]
+    assert all(str(alarm["action"]) == "DISPLAY" for alarm in event.walk("VALARM"))
+
+
+def test_revoked_and_renewed_certificates_change_their_event(api):
+    first = issue(api, ["changing.example.test"])
+    renewed = issue(api, ["changing.example.test"])
+    event = event_of(api, first["serial"])
+    assert event.decoded("sequence") == 1 and renewed["serial"] in str(event["description"])
+    assert not event.walk("VALARM")  # nothing left to remind of
+    assert api.post(f"/api/v1/certificates/{renewed['serial']}/revoke", json={"reason": "superseded"}).status_code == 200
+    event = event_of(api, renewed["serial"])
+    assert event.decoded("sequence") == 2 and str(event["status"]) == "CANCELLED"
+
+
+def test_the_ics_needs_a_signed_in_user_or_a_token(app, api):
+    cert = issue(api, ["private.example.test"])
+    assert app.test_client().get(f"/certificates/{cert['serial']}.ics").status_code in (302, 401)
+
+
+def metrics_of(client) -> dict:
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/plain"
+    return {family.name: family for family in text_string_to_metric_families(response.get_data(as_text=True))}
+
+
+def test_metrics_expose_expiry_counts_issuances_refusals_and_the_cas(app, api, svc):
+    soon = issue(api, ["soon.example.test"], days=10)
+    later = issue(api, ["later.example.test"], days=200)
+    assert api.post("/api/v1/certificates", json={"csr": pem(make_csr(["*.example.test"]))}).status_code == 422
+    assert api.post(f"/api/v1/certificates/{later['serial']}/revoke", json={"reason": "superseded"}).status_code == 200
+    families = metrics_of(app.test_client())  # public by default, like /healthz
+    expiry = {s.labels["serial"]: s.value for s in families["ca_server_certificate_expiry_timestamp_seconds"].samples}
+    not_after = dt.datetime.fromisoformat(soon["not_after"].replace("Z", "+00:00"))
+    assert expiry == {soon["serial"]: not_after.timestamp()}  # the 200-day one is not due (and revoked)
+    counts = {s.labels["status"]: s.value for s in families["ca_server_certificates"].samples}
+    assert counts == {"valid": 1, "revoked": 1, "expired": 0}
+    assert families["ca_server_issuances"].samples[0].value == 2
+    refusals = {s.labels["code"]: s.value for s in families["ca_server_refusals"].samples}
+    assert refusals == {"wildcard_not_allowed": 1}
+    cas = {s.labels["ca"]: s.value for s in families["ca_server_ca_certificate_expiry_timestamp_seconds"].samples}
+    assert cas["intermediate"] == svc.authority.intermediate.not_valid_after_utc.timestamp()
+    assert cas["root"] == svc.authority.root.not_valid_after_utc.timestamp()
+    assert families["ca_server_reminders_failed"].samples[0].value == 0
+
+
+def test_metrics_can_require_a_token(make_app):
+    app = make_app(metrics={"public": False})
+    client = app.test_client()
+    refused = client.get("/metrics")
+    assert refused.status_code == 401 and "Bearer" in refused.get_json()["error"]["message"]
+    assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
+    token = new_token(app.extensions["ca_server"], "prometheus", admin=False, domains=("example.test",))
+    assert "ca_server_certificates" in metrics_of(ApiClient(client, token))
