@@ -14,6 +14,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from .clock import to_text
+from .emails import email_problem, normalize_email
 from .errors import BadRequestError, ConflictError, NotFoundError
 from .issuance import Requester
 from .pki.names import dns_name_problem
@@ -68,7 +69,7 @@ def add_user(
         "is_admin": int(is_admin),
         "domains": check_domains(domains),
         "allow_ip": int(is_admin if allow_ip is None else allow_ip),
-        "email": email,
+        "email": check_email(email),
         "created_at": to_text(now),
     }
     audit = {"at": now, "action": "user_add", "actor": actor, "detail": {"user": name, "admin": is_admin}}
@@ -76,6 +77,23 @@ def add_user(
         store.insert_user(row, audit=audit)
     except NameTakenError:
         raise ConflictError(f"A user named {name!r} already exists.") from None
+
+
+def check_email(email: str | None) -> str | None:
+    """A user's address (where the form's reminders go by default), or None when empty."""
+    if email is None or not email.strip():
+        return None
+    problem = email_problem(email.strip())
+    if problem:
+        raise BadRequestError(f"{email.strip()!r} is not an e-mail address: {problem}", code="email_invalid")
+    return normalize_email(email.strip())
+
+
+def set_user_email(store: Store, name: str, email: str | None, now: dt.datetime, actor: str = "cli:local") -> None:
+    address = check_email(email)
+    if not store.set_user_email(name, address, audit={"at": now, "action": "user_email", "actor": actor,
+                                                      "detail": {"user": name, "email": address}}):
+        raise NotFoundError(f"There is no user named {name!r}.")
 
 
 def authenticate_user(store: Store, name: str, password: str) -> Requester | None:

@@ -45,6 +45,20 @@ def register_admin_commands(main: click.Group) -> None:
         scope = ", ".join(domains) if domains else ("any name the policy allows" if admin else "no names yet")
         click.echo(f"Added {'admin' if admin else 'user'} {name} (domains: {scope})")
 
+    @user.command("set-email")
+    @click.argument("name")
+    @click.argument("address", required=False, default="")
+    @domain_errors
+    def user_set_email(name, address) -> None:
+        """Set (or, without ADDRESS, clear) a user's e-mail: the form's reminders default to it.
+
+        \b
+        Example:
+          ca-server user set-email alice alice@example.test
+        """
+        accounts.set_user_email(_services().store, name, address, utcnow())
+        click.echo(f"{name}: e-mail {'set to ' + address if address else 'cleared'}")
+
     @user.command("list")
     @domain_errors
     def user_list() -> None:
@@ -56,7 +70,7 @@ def register_admin_commands(main: click.Group) -> None:
         """
         for row in _services().store.list_users():
             click.echo(f"{row['name']:<24} {'admin' if row['is_admin'] else 'user ':<6} "
-                       f"{','.join(row['domains']) or '-'}")
+                       f"{','.join(row['domains']) or '-':<32} {row.get('email') or '-'}")
 
     @main.group()
     def token() -> None:

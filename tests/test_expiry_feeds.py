@@ -95,3 +95,51 @@ def test_metrics_can_require_a_token(make_app):
     assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
     token = new_token(app.extensions["ca_server"], "prometheus", admin=False, domains=("example.test",))
     assert "ca_server_certificates" in metrics_of(ApiClient(client, token))
+
+
+def test_someone_always_hears(app, svc, web):
+    """Users have an address; the form fills it in as the reminder address; admins change it; the
+    dashboard counts certificates that would notify nobody."""
+    from ca_server import accounts
+
+    from .conftest import csrf_token, sign_in
+
+    accounts.add_user(svc.store, "bob", "bob-password-long", is_admin=False, domains=("example.test",),
+                      allow_ip=False, email="Bob@Example.test", now=dt.datetime.now(dt.UTC))
+    bob = app.test_client()
+    assert sign_in(bob, "bob", "bob-password-long").status_code == 303
+    form = bob.get("/certificates/new").get_data(as_text=True)
+    assert 'value="Bob@example.test"' in form  # the domain part is normalised
+    submitted = bob.post("/certificates/new", data={"csr": pem(make_csr(["bob.example.test"])), "profile": "server",
+                                                   "notify": "Bob@example.test", "csrf_token": csrf_token(form)})
+    assert submitted.status_code == 303
+    serial = submitted.headers["Location"].rsplit("/", 1)[1]
+    assert svc.store.get_certificate(serial).notify == ("Bob@example.test",)
+
+    page = web.get("/admin/tokens").get_data(as_text=True)
+    changed = web.post("/admin/users/bob/email", data={"email": "ops@example.test", "csrf_token": csrf_token(page)})
+    assert changed.status_code == 303 and svc.store.get_user("bob")["email"] == "ops@example.test"
+    bad = web.post("/admin/users/bob/email", data={"email": "not an address", "csrf_token": csrf_token(page)})
+    assert bad.status_code == 400 and "is not an e-mail address" in bad.get_data(as_text=True)
+
+    api = ApiClient(app.test_client(), new_token(svc, "quiet"))
+    issue(api, ["nobody-hears.example.test"])
+    dashboard = web.get("/").get_data(as_text=True)
+    assert "Certificates that would notify nobody" in dashboard and "1 valid certificate names no" in dashboard
+
+
+def test_user_set_email_from_the_command_line(instance, svc):
+    from click.testing import CliRunner
+
+    from ca_server import accounts
+    from ca_server.cli import main
+
+    accounts.add_user(svc.store, "carol", "carol-password-long", is_admin=False, domains=(), allow_ip=False,
+                      email=None, now=dt.datetime.now(dt.UTC))
+    runner = CliRunner()
+    assert runner.invoke(main, ["user", "set-email", "carol", "carol@example.test"]).exit_code == 0
+    assert svc.store.get_user("carol")["email"] == "carol@example.test"
+    assert "carol@example.test" in runner.invoke(main, ["user", "list"]).output
+    wrong = runner.invoke(main, ["user", "set-email", "carol", "carol-at-example"])
+    assert wrong.exit_code != 0 and "is not an e-mail address" in wrong.output
+    assert runner.invoke(main, ["user", "set-email", "nobody", "x@example.test"]).exit_code != 0

@@ -36,6 +36,14 @@ class AccessQueries:
         with self.write() as db:
             return db.execute("UPDATE users SET password_hash = ? WHERE name = ?", [password_hash, name]).rowcount == 1
 
+    def set_user_email(self, name: str, email: str | None, audit: dict | None = None) -> bool:
+        with self.write() as db:
+            changed = db.execute("UPDATE users SET email = ? WHERE name = ? AND disabled_at IS NULL",
+                                 [email, name]).rowcount == 1
+            if changed and audit:
+                self._append_audit(db, **audit)
+        return changed
+
     def list_users(self) -> list[dict]:
         return [_decode(r) for r in self.db.query("SELECT * FROM users ORDER BY name")]
 

@@ -70,6 +70,12 @@ class CertificateListing:
         params.append(limit)
         return [row_to_record(r) for r in self.db.query(sql + " ORDER BY c.not_after, c.rowid LIMIT ?", params)]
 
+    def count_without_recipients(self, now: dt.datetime) -> int:
+        """Valid certificates that name no reminder address (the dashboard's warning)."""
+        return self.db.conn.execute(
+            "SELECT count(*) FROM certificates WHERE notify = '[]' AND revoked_at IS NULL AND not_after > ?",
+            [to_text(now)]).fetchone()[0]
+
     def count_certificates(self, flt: CertificateFilter, now: dt.datetime) -> int:
         where, params = _where(flt, now)
         sql = "SELECT count(*) AS n FROM certificates c"

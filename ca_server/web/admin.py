@@ -56,6 +56,13 @@ def revoke_token(name: str):
     return redirect(url_for("admin.tokens"), code=303)
 
 
+@bp.post("/users/<name>/email")
+def set_user_email(name: str):
+    accounts.set_user_email(services().store, name, request.form.get("email", ""), now(), actor=g.requester.label)
+    flash(f"E-mail of {name} saved: the form's reminders default to it.")
+    return redirect(url_for("admin.tokens"), code=303)
+
+
 @bp.get("/acme")
 def acme_accounts():
     store = services().store

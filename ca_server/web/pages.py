@@ -76,9 +76,12 @@ def dashboard():
     expiring = svc.store.soonest_expiring(moment, horizon, requester=mine, limit=DASHBOARD_EXPIRING + 1)
     more_expiring, expiring = len(expiring) > DASHBOARD_EXPIRING, expiring[:DASHBOARD_EXPIRING]
     failed = svc.store.failed_reminders() if g.requester.is_admin else []
+    # Certificates whose reminders would reach no one: no address of their own, none by default.
+    unheard = (svc.store.count_without_recipients(moment)
+               if g.requester.is_admin and not svc.config.reminders.default_recipients else 0)
     return render_template("dashboard.html", authorities=svc.authority.describe(), recent=recent,
                            expiring=expiring, more_expiring=more_expiring, horizon=horizon,
-                           failed=failed)
+                           failed=failed, unheard=unheard)
 
 
 @bp.route("/certificates/new", methods=["GET", "POST"])
@@ -86,6 +89,8 @@ def new_certificate():
     svc = services()
     form = _csr_form()
     if request.method == "GET":
+        if not form.notify.data and g.requester is not None and g.requester.email:
+            form.notify.data = g.requester.email  # the requester hears by default; the form shows it
         return render_template("new.html", form=form, policy=svc.config.policy, problems=[])
     count_submission()
     problems: list[dict] = []
