@@ -176,3 +176,14 @@ def token_requester(store: Store, token: str, now: dt.datetime) -> Requester | N
     return Requester(
         name=row["name"], kind="token", is_admin=row["is_admin"], domains=row["domains"], allow_ip=row["allow_ip"]
     )
+
+
+def new_calendar_feed(store: Store, owner: str, now: dt.datetime) -> str:
+    """A new secret token for `owner`'s calendar URL; the one before stops working."""
+    token = secrets.token_urlsafe(24)
+    store.set_calendar_feed(owner, token, now, audit={"at": now, "action": "calendar_feed_new", "actor": owner})
+    return token
+
+
+def turn_off_calendar_feed(store: Store, owner: str, now: dt.datetime) -> None:
+    store.set_calendar_feed(owner, None, now, audit={"at": now, "action": "calendar_feed_off", "actor": owner})

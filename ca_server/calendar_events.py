@@ -61,3 +61,38 @@ def certificate_event(record: CertificateRecord, *, base_url: str, days_before: 
             alarm.add("trigger", dt.timedelta(days=-days))
             event.add_component(alarm)
     return event
+
+
+FEED_LIMIT = 2000
+
+
+def feed_owner_scope(store, owner: str) -> tuple[bool, str | None]:
+    """(the feed may be served, the requester label its certificates are limited to, or None for
+    all). An admin's feed has every certificate; a disabled user's or a revoked token's none."""
+    kind, _, name = owner.partition(":")
+    row = store.get_user(name) if kind == "user" else store.get_token(name) if kind == "token" else None
+    if row is None or row.get("revoked_at"):
+        return False, None
+    return True, (None if row["is_admin"] else owner)
+
+
+def feed_calendar(store, owner: str, *, base_url: str, days_before: tuple[int, ...], now: dt.datetime) -> bytes | None:
+    """The subscribable calendar of `owner`: one event per valid certificate (revoked, renewed and
+    expired ones leave it), the soonest FEED_LIMIT. None when the owner may no longer have one."""
+    allowed, requester = feed_owner_scope(store, owner)
+    if not allowed:
+        return None
+    calendar = Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("calscale", "GREGORIAN")
+    calendar.add("method", "PUBLISH")
+    calendar.add("x-wr-calname", "Certificate expiry")
+    calendar.add("refresh-interval", dt.timedelta(hours=12), parameters={"VALUE": "DURATION"})  # RFC 7986
+    calendar.add("x-published-ttl", "PT12H")  # the same for Outlook
+    for record in store.soonest_expiring(now, 36500, requester=requester, limit=FEED_LIMIT):
+        full = store.get_certificate(record.serial, with_renewal=True)
+        if full is None or full.superseded_by:
+            continue
+        calendar.add_component(certificate_event(full, base_url=base_url, days_before=days_before, now=now))
+    return calendar.to_ical()

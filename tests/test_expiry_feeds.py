@@ -143,3 +143,49 @@ def test_user_set_email_from_the_command_line(instance, svc):
     wrong = runner.invoke(main, ["user", "set-email", "carol", "carol-at-example"])
     assert wrong.exit_code != 0 and "is not an e-mail address" in wrong.output
     assert runner.invoke(main, ["user", "set-email", "nobody", "x@example.test"]).exit_code != 0
+
+
+def test_a_subscribable_calendar_per_user_and_per_token(app, svc, web):
+    from ca_server import accounts
+
+    from .conftest import csrf_token
+
+    scoped = ApiClient(app.test_client(), new_token(svc, "team", admin=False, domains=("team.example.test",)))
+    mine = issue(scoped, ["a.team.example.test"])
+    gone = issue(scoped, ["b.team.example.test"])
+    other = issue(ApiClient(app.test_client(), new_token(svc, "other")), ["c.example.test"])
+    made = scoped.post("/api/v1/calendar")
+    assert made.status_code == 201
+    url = made.get_json()["url"]
+    assert url.startswith(svc.config.server.base_url + "/calendar/") and url.endswith(".ics")
+    feed_path = url[len(svc.config.server.base_url):]
+    public = app.test_client()  # calendar apps send no sign-in: the URL's secret is enough
+
+    def uids() -> set[str]:
+        response = public.get(feed_path)
+        assert response.status_code == 200 and response.mimetype == "text/calendar"
+        calendar = Calendar.from_ical(response.data)
+        assert str(calendar["x-wr-calname"]) == "Certificate expiry"
+        return {str(e["uid"]).split("@")[0] for e in calendar.walk("VEVENT")}
+
+    assert uids() == {mine["serial"], gone["serial"]}  # the token's own, not the other token's
+    admin = ApiClient(app.test_client(), new_token(svc, "revoker"))
+    assert admin.post(f"/api/v1/certificates/{gone['serial']}/revoke", json={"reason": "superseded"}).status_code == 200
+    assert uids() == {mine["serial"]}  # revoked ones leave the feed
+    again = scoped.post("/api/v1/calendar").get_json()["url"]
+    assert again != url and public.get(feed_path).status_code == 404  # a new URL; the old one is dead
+    assert scoped.client.delete("/api/v1/calendar", headers={"Authorization": f"Bearer {scoped.token}"}).status_code == 204
+    assert public.get(again[len(svc.config.server.base_url):]).status_code == 404
+    # An admin user's calendar page, and the certificates of the whole CA in the feed.
+    page = web.get("/calendar")
+    assert page.status_code == 200 and "no calendar URL yet" in page.get_data(as_text=True)
+    assert web.post("/calendar/new", data={"csrf_token": csrf_token(page.get_data(as_text=True))}).status_code == 303
+    shown = web.get("/calendar").get_data(as_text=True)
+    admin_url = shown.split('id="feed-url" type="text" readonly value="')[1].split('"')[0]
+    admin_feed = Calendar.from_ical(public.get(admin_url[len(svc.config.server.base_url):]).data)
+    assert {mine["serial"], other["serial"]} <= {str(e["uid"]).split("@")[0] for e in admin_feed.walk("VEVENT")}
+    last = scoped.post("/api/v1/calendar").get_json()["url"][len(svc.config.server.base_url):]
+    assert public.get(last).status_code == 200
+    accounts.revoke_token(svc.store, "team", dt.datetime.now(dt.UTC))
+    assert public.get(last).status_code == 404  # a revoked token's feed stops with it
+    assert public.get("/calendar/not-a-token.ics").status_code == 404

@@ -44,6 +44,25 @@ class AccessQueries:
                 self._append_audit(db, **audit)
         return changed
 
+    # -- calendar feeds --------------------------------------------------------------------------
+    def set_calendar_feed(self, owner: str, token: str | None, now: dt.datetime, audit: dict | None = None) -> None:
+        """A new secret URL token for `owner` (None: the feed is turned off)."""
+        with self.write() as db:
+            db.execute("INSERT INTO calendar_feeds (owner, token, created_at, revoked_at) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT (owner) DO UPDATE SET token = excluded.token, created_at = excluded.created_at,"
+                       " revoked_at = excluded.revoked_at",
+                       [owner, token, to_text(now), None if token else to_text(now)])
+            if audit:
+                self._append_audit(db, **audit)
+
+    def calendar_feed_of(self, owner: str) -> str | None:
+        row = self.db.conn.execute("SELECT token FROM calendar_feeds WHERE owner = ?", [owner]).fetchone()
+        return row[0] if row else None
+
+    def calendar_feed_owner(self, token: str) -> str | None:
+        row = self.db.conn.execute("SELECT owner FROM calendar_feeds WHERE token = ?", [token]).fetchone()
+        return row[0] if row else None
+
     def list_users(self) -> list[dict]:
         return [_decode(r) for r in self.db.query("SELECT * FROM users ORDER BY name")]
 

@@ -309,3 +309,19 @@ def m010_acme(db: Database) -> None:
     )
     db.execute("CREATE INDEX acme_objects_account ON acme_objects(account_id, kind, created_at)")
     db.execute("CREATE INDEX acme_objects_parent ON acme_objects(parent_id)")
+
+
+@migrations()
+def m011_calendar_feeds(db: Database) -> None:
+    """One subscribable calendar URL per user or token (issue 19): the token in the URL is the
+    only credential, so it can be replaced (a new URL) or turned off."""
+    db.execute(
+        """
+        CREATE TABLE calendar_feeds (
+            owner TEXT PRIMARY KEY,
+            token TEXT UNIQUE,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )
+        """
+    )

@@ -77,8 +77,8 @@ def enforce_access() -> object | None:
     and check CSRF on cookie-authenticated writes (and on the sign-in form itself)."""
     if request.endpoint in ("static", "public.healthz") or request.blueprint == "acme":
         return None  # ACME requests carry their own signatures (web/acme.py)
-    if request.endpoint == "expiry.prometheus_metrics":
-        return None  # public, or checked in the view by [metrics] public
+    if request.endpoint in ("expiry.prometheus_metrics", "expiry.calendar_feed"):
+        return None  # public, or checked in the view ([metrics] public; the calendar URL's secret)
     writes = request.method in ("POST", "PUT", "PATCH", "DELETE")
     if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
         try:

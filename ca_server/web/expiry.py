@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
-from .. import calendar_events, metrics
+from .. import accounts, calendar_events, metrics
 from ..errors import AuthError
 from .auth import bearer_requester
 from .common import now, services
@@ -37,3 +37,52 @@ def prometheus_metrics():
     body = metrics.exposition(svc.config, svc.store, svc.authority, now())
     return Response(body, mimetype="text/plain", headers={"Cache-Control": "no-store"},
                     content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _feed_url(token: str) -> str:
+    return f"{services().config.server.base_url}/calendar/{token}.ics"
+
+
+@bp.get("/calendar")
+def calendar_page():
+    token = services().store.calendar_feed_of(g.requester.label)
+    return render_template("calendar.html", url=_feed_url(token) if token else None)
+
+
+@bp.post("/calendar/new")
+def calendar_new():
+    accounts.new_calendar_feed(services().store, g.requester.label, now())
+    flash("A new calendar URL is ready; the one before no longer works.")
+    return redirect(url_for("expiry.calendar_page"), code=303)
+
+
+@bp.post("/calendar/off")
+def calendar_off():
+    accounts.turn_off_calendar_feed(services().store, g.requester.label, now())
+    flash("The calendar URL is turned off.")
+    return redirect(url_for("expiry.calendar_page"), code=303)
+
+
+@bp.post("/api/v1/calendar")
+def calendar_api_new():
+    """A token's (or user's) calendar URL, new on each call: {"url": ...}."""
+    token = accounts.new_calendar_feed(services().store, g.requester.label, now())
+    return {"url": _feed_url(token)}, 201
+
+
+@bp.delete("/api/v1/calendar")
+def calendar_api_off():
+    accounts.turn_off_calendar_feed(services().store, g.requester.label, now())
+    return Response(status=204)
+
+
+@bp.get("/calendar/<token>.ics")
+def calendar_feed(token: str):
+    """Public: the secret in the URL is the credential (calendar apps send no sign-in)."""
+    svc = services()
+    owner = svc.store.calendar_feed_owner(token) if token else None
+    body = calendar_events.feed_calendar(svc.store, owner, base_url=svc.config.server.base_url,
+                                         days_before=svc.config.reminders.days_before, now=now()) if owner else None
+    if body is None:
+        abort(404)
+    return Response(body, mimetype="text/calendar", headers={"Cache-Control": "private, max-age=3600"})
