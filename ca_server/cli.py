@@ -260,14 +260,19 @@ def revoke_intermediate(reason: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and record nothing.")
 @domain_errors
 def remind(dry_run: bool) -> None:
-    """Run one reminder pass now and print what was sent (or would be).
+    """Run one reminder pass now (e-mails, then [[notify.webhooks]]) and print what was sent (or would be).
 
     \b
     Example:
       ca-server remind --dry-run
     """
+    from . import webhooks
+
     svc = cli_services()
-    outcomes = reminders.run_pass(svc.config, svc.secrets, svc.store, utcnow(), dry_run=dry_run)
+    now = utcnow()
+    outcomes = reminders.run_pass(svc.config, svc.secrets, svc.store, now, dry_run=dry_run)
+    if not dry_run:
+        outcomes += webhooks.run_pass(svc.config, svc.secrets, svc.store, now)
     for outcome in outcomes:
         click.echo(outcome.line())
     sent = sum(o.status == "sent" for o in outcomes)

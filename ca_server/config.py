@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .config_notify import NotifyConfig, notify_from_dict
 from .errors import ConfigError
 from .pki.keys import CA_KEY_TYPES, CSR_KEY_TYPES
 from .pki.names import dns_name_problem
@@ -148,6 +149,7 @@ class Config:
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
     acme: AcmeConfig = field(default_factory=AcmeConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class Secrets:
 
     key_passphrase: str | None = None
     smtp_password: str | None = None
+    webhook_secrets: tuple[tuple[str, str], ...] = ()  # (webhook name, secret)
 
     def __repr__(self) -> str:  # never print a secret by accident
         return "Secrets(<hidden>)"
@@ -192,10 +195,12 @@ def config_from_dict(data: dict[str, typing.Any]) -> Config:
     for name, value in data.items():
         if name == "profiles":
             sections["profiles"] = _profiles(value)
+        elif name == "notify":
+            sections["notify"] = notify_from_dict(value)
         elif name in _SECTIONS:
             sections[name] = _section(name, _SECTIONS[name], value)
         else:
-            raise ConfigError(f"{name}: unknown section (known: {', '.join([*_SECTIONS, 'profiles'])})")
+            raise ConfigError(f"{name}: unknown section (known: {', '.join([*_SECTIONS, 'profiles', 'notify'])})")
     return validate(Config(**sections))
 
 
@@ -379,6 +384,8 @@ def read_secrets(config: Config, environ: typing.Mapping[str, str] | None = None
     return Secrets(
         key_passphrase=env.get(config.ca.passphrase_env) or None,
         smtp_password=env.get(config.mail.password_env) or None,
+        webhook_secrets=tuple((h.name, env[h.secret_env]) for h in config.notify.webhooks
+                              if h.secret_env and env.get(h.secret_env)),
     )
 
 

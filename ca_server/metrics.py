@@ -54,6 +54,8 @@ class StoreCollector:
         yield refusals
         yield GaugeMetricFamily("ca_server_reminders_failed", "Reminder mails whose last attempt failed (retried)",
                                 value=len(store.failed_reminders(limit=100_000)))
+        yield GaugeMetricFamily("ca_server_webhook_deliveries_failed",
+                                "Webhook deliveries whose last attempt failed (retried)", value=store.webhook_failures())
         ca = GaugeMetricFamily("ca_server_ca_certificate_expiry_timestamp_seconds",
                                "Expiry (Unix time) of the CA certificates", labels=["ca", "subject"])
         for role, cert in (("root", self.authority.root), ("intermediate", self.authority.intermediate)):

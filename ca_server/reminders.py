@@ -76,18 +76,27 @@ class Outcome:
 
 def due_reminders(config: Config, store: Store, now: dt.datetime) -> list[tuple[CertificateRecord, int]]:
     """(certificate, threshold) for every reminder due now and not yet claimed."""
+    return [(record, threshold) for record, threshold, claimed in _crossed(config, store, now)
+            if claimed is None or claimed > threshold]
+
+
+def due_thresholds(config: Config, store: Store, now: dt.datetime) -> list[tuple[CertificateRecord, int]]:
+    """(certificate, the most urgent threshold crossed now), claimed for mail or not (webhooks
+    keep their own ledger)."""
+    return [(record, threshold) for record, threshold, _claimed in _crossed(config, store, now)]
+
+
+def _crossed(config: Config, store: Store, now: dt.datetime):
     days_before = config.reminders.days_before
     horizon = now + dt.timedelta(days=max(days_before), seconds=1)  # the end is exclusive
-    due = []
     for record, claimed in store.reminder_candidates(now - dt.timedelta(days=1), horizon):
         threshold = due_threshold(record.not_after, now, days_before)
-        if threshold is None or (claimed is not None and claimed <= threshold):
+        if threshold is None:
             continue
         if record.requester.startswith("acme:") and now < renewal_window(
                 record.not_before, record.not_after, config.acme.renewal_window_percent)[1]:
             continue  # its ACME client renews it in the window; a person hears only if it did not
-        due.append((record, threshold))
-    return due
+        yield record, threshold, claimed
 
 
 def recipients_for(config: Config, record: CertificateRecord) -> tuple[str, ...]:

@@ -82,6 +82,9 @@ def revoke(
         raise AlreadyRevokedError(serial, current.revoked_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
                                   current.revocation_reason or "unspecified")
     publish_crl(config, store, authority, "intermediate", now)
+    from .webhooks import record_revocation  # (webhooks -> reminders -> mail: kept out of import time)
+
+    record_revocation(config, store, serial, now)  # chat and webhook receivers hear it on the next pass
     return store.get_certificate(serial, with_renewal=True)
 
 

@@ -12,7 +12,7 @@ import os
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import reminders, revocation
+from . import reminders, revocation, webhooks
 from .clock import utcnow
 from .services import Services
 
@@ -38,10 +38,16 @@ def build_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundSch
 
 def jobs(services: Services) -> list:
     """(id, function, interval minutes) for every periodic job."""
-    return [
+    periodic = [
         ("reminders", reminder_job, services.config.reminders.interval_minutes),
         ("crl-refresh", crl_job, CRL_CHECK_MINUTES),
     ]
+    if services.config.notify.webhooks:
+        periodic.append(("webhooks", webhook_job, WEBHOOK_MINUTES))
+    return periodic
+
+
+WEBHOOK_MINUTES = 1  # revocations and retries go out within a minute
 
 
 CRL_CHECK_MINUTES = 60
@@ -50,6 +56,11 @@ CRL_CHECK_MINUTES = 60
 def reminder_job(services: Services) -> None:
     for outcome in reminders.run_pass(services.config, services.secrets, services.store, utcnow()):
         log.info("reminder %s", outcome.line())
+
+
+def webhook_job(services: Services) -> None:
+    for delivery in webhooks.run_pass(services.config, services.secrets, services.store, utcnow()):
+        log.info("webhook %s", delivery.line())
 
 
 def crl_job(services: Services) -> None:

@@ -10,9 +10,10 @@ from .certificates import CertificateQueries, SerialTakenError
 from .listing import CertificateFilter, CertificateListing
 from .reminders import ReminderQueries
 from .revocation import CRLNumberTakenError, RevocationQueries
+from .webhooks import WebhookQueries
 
 
-class Store(AcmeQueries, CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries, AccessQueries,
+class Store(WebhookQueries, AcmeQueries, CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries, AccessQueries,
             RequestQueries, AuditQueries, StoreBase):
     pass
 

@@ -325,3 +325,27 @@ def m011_calendar_feeds(db: Database) -> None:
         )
         """
     )
+
+
+@migrations()
+def m012_webhook_deliveries(db: Database) -> None:
+    """The webhook ledger (issue 19): one row per (receiver, certificate, event), inserted before
+    anything is sent, so each event reaches each receiver once; failures wait and retry."""
+    db.execute(
+        """
+        CREATE TABLE webhook_deliveries (
+            id INTEGER PRIMARY KEY,
+            webhook TEXT NOT NULL,
+            serial TEXT NOT NULL,
+            event TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            claimed_at TEXT,
+            sent_at TEXT,
+            last_error TEXT,
+            UNIQUE (webhook, serial, event)
+        )
+        """
+    )
+    db.execute("CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at)")

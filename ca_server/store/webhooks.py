@@ -1,0 +1,47 @@
+"""The webhook ledger: deliveries recorded before they are sent, claimed by one sender at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ..clock import to_text
+
+
+class WebhookQueries:
+    def record_deliveries(self, rows: list[tuple[str, str, str]], now: dt.datetime) -> int:
+        """(webhook, serial, event) rows; those recorded before are left as they are. How many are new."""
+        with self.write() as db:
+            cursor = db.conn.executemany(
+                "INSERT INTO webhook_deliveries (webhook, serial, event, status, next_attempt_at) VALUES (?, ?, ?,"
+                " 'pending', ?) ON CONFLICT (webhook, serial, event) DO NOTHING",
+                [(*row, to_text(now)) for row in rows])
+            return cursor.rowcount
+
+    def due_deliveries(self, now: dt.datetime, stale_before: dt.datetime, limit: int = 500) -> list[dict]:
+        return list(self.db.query(
+            "SELECT * FROM webhook_deliveries WHERE (status IN ('pending', 'failed') AND next_attempt_at <= ?)"
+            " OR (status = 'sending' AND claimed_at < ?) ORDER BY id LIMIT ?",
+            [to_text(now), to_text(stale_before), limit]))
+
+    def claim_delivery(self, delivery_id: int, now: dt.datetime, stale_before: dt.datetime) -> bool:
+        with self.write() as db:
+            return db.execute(
+                "UPDATE webhook_deliveries SET status = 'sending', claimed_at = ? WHERE id = ? AND"
+                " ((status IN ('pending', 'failed') AND next_attempt_at <= ?) OR (status = 'sending' AND claimed_at < ?))",
+                [to_text(now), delivery_id, to_text(now), to_text(stale_before)]).rowcount == 1
+
+    def delivery_sent(self, delivery_id: int, now: dt.datetime) -> None:
+        with self.write() as db:
+            db.execute("UPDATE webhook_deliveries SET status = 'sent', sent_at = ?, attempts = attempts + 1,"
+                       " last_error = NULL WHERE id = ?", [to_text(now), delivery_id])
+
+    def delivery_failed(self, delivery_id: int, error: str, next_attempt: dt.datetime) -> None:
+        with self.write() as db:
+            db.execute("UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?,"
+                       " next_attempt_at = ? WHERE id = ?", [error[:500], to_text(next_attempt), delivery_id])
+
+    def webhook_failures(self) -> int:
+        return self.db.conn.execute("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'").fetchone()[0]
+
+    def deliveries_of(self, serial: str) -> list[dict]:
+        return list(self.db.query("SELECT * FROM webhook_deliveries WHERE serial = ? ORDER BY id", [serial]))

@@ -1,0 +1,134 @@
+"""Chat and webhook notifications (`[[notify.webhooks]]`): the reminder thresholds and every
+revocation, to Slack, Teams or any JSON receiver, exactly once per (receiver, certificate, event).
+
+Like the e-mails, each event is recorded in the store before it is sent (the INSERT that wins is
+the claim), a delivery is claimed before each attempt, a failure waits `[notify] retry_minutes`,
+doubled after each one (at most a day), and a claim whose sender died is retried after a while.
+JSON bodies are signed: `X-CA-Server-Signature: sha256=HEX`, HMAC-SHA256 of the body with the
+secret from `secret_env`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import reminders
+from .clock import to_text
+from .config import Config, Secrets
+from .config_notify import WebhookConfig
+from .mail import certificate_name, expiry_phrase
+from .models import CertificateRecord
+from .store import Store
+
+log = logging.getLogger("ca_server")
+
+STALE_CLAIM = dt.timedelta(minutes=5)
+MAX_BACKOFF = dt.timedelta(hours=24)
+REVOKED = "revoked"
+
+
+class WebhookError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Delivery:
+    webhook: str
+    serial: str
+    event: str
+    status: str  # "sent" | "failed"
+    error: str | None = None
+
+    def line(self) -> str:
+        return f"{self.status}: webhook {self.webhook} {self.event} for {self.serial}" + (
+            f": {self.error}" if self.error else "")
+
+
+def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator's URL)
+            response.read(65536)
+    except urllib.error.HTTPError as exc:
+        raise WebhookError(f"the receiver answered {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise WebhookError(f"could not reach the receiver: {getattr(exc, 'reason', exc)}") from None
+
+
+def record_revocation(config: Config, store: Store, serial: str, now: dt.datetime) -> None:
+    if config.notify.webhooks:
+        store.record_deliveries([(h.name, serial, REVOKED) for h in config.notify.webhooks], now)
+
+
+def record_due(config: Config, store: Store, now: dt.datetime) -> int:
+    """Record the threshold events due now (the most urgent one per certificate, as mail does)."""
+    hooks = config.notify.webhooks
+    if not hooks:
+        return 0
+    rows = [(h.name, record.serial, f"expiry-{threshold}")
+            for record, threshold in reminders.due_thresholds(config, store, now) for h in hooks]
+    return store.record_deliveries(rows, now) if rows else 0
+
+
+def run_pass(config: Config, secrets: Secrets, store: Store, now: dt.datetime,
+             post: Callable[[str, bytes, dict[str, str], float], None] = post_json) -> list[Delivery]:
+    """One pass: record what is due, then send every delivery whose time has come."""
+    if not config.notify.webhooks:
+        return []
+    record_due(config, store, now)
+    hooks = {h.name: h for h in config.notify.webhooks}
+    keys = dict(secrets.webhook_secrets)
+    out = []
+    for row in store.due_deliveries(now, now - STALE_CLAIM):
+        hook, record = hooks.get(row["webhook"]), store.get_certificate(row["serial"])
+        if hook is None or record is None or not store.claim_delivery(row["id"], now, now - STALE_CLAIM):
+            continue  # a receiver taken out of the config, or another sender was first
+        try:
+            body, headers = render(hook, record, row["event"], config, now, keys.get(hook.name))
+            post(hook.url, body, headers, hook.timeout_seconds)
+        except Exception as exc:  # noqa: BLE001 - one receiver's failure must not stop the others
+            error = str(exc) if isinstance(exc, WebhookError) else f"{type(exc).__name__}: {exc}"
+            wait = min(dt.timedelta(minutes=config.notify.retry_minutes) * 2 ** row["attempts"], MAX_BACKOFF)
+            store.delivery_failed(row["id"], error, now + wait)
+            out.append(Delivery(hook.name, record.serial, row["event"], "failed", error))
+            continue
+        store.delivery_sent(row["id"], now)
+        out.append(Delivery(hook.name, record.serial, row["event"], "sent"))
+    return out
+
+
+def render(hook: WebhookConfig, record: CertificateRecord, event: str, config: Config, now: dt.datetime,
+           secret: str | None) -> tuple[bytes, dict[str, str]]:
+    link = f"{config.server.base_url}/certificates/{record.serial}"
+    name = certificate_name(record)
+    if event == REVOKED:
+        kind, words = "certificate.revoked", (
+            f"Certificate {name} was revoked ({record.revocation_reason or 'unspecified'}).")
+    else:
+        left = reminders.days_left(record.not_after, now)
+        kind = "certificate.expired" if left < 0 else "certificate.expiring"
+        words = f"Certificate {name} {expiry_phrase(left)} ({record.not_after:%Y-%m-%d %H:%M} UTC)."
+    if hook.format == "slack":
+        body = {"text": f"{words} <{link}|Details>"}
+    elif hook.format == "teams":
+        body = {"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": words,
+                "title": f"{config.ca.organization} certificate authority", "text": f"{words} [Details]({link})"}
+    else:
+        body = {"event": kind, "serial": record.serial, "common_name": record.common_name,
+                "names": [s.split(":", 1)[1] for s in record.sans], "not_after": to_text(record.not_after),
+                "days_left": reminders.days_left(record.not_after, now),
+                "threshold_days": int(event.split("-", 1)[1]) if event.startswith("expiry-") else None,
+                "revoked_at": to_text(record.revoked_at) if record.revoked_at else None,
+                "reason": record.revocation_reason, "url": link}
+    data = json.dumps(body, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "ca-server", "X-CA-Server-Event": kind}
+    if hook.format == "json" and secret:
+        headers["X-CA-Server-Signature"] = "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
+    return data, headers

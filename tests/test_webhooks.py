@@ -1,0 +1,138 @@
+"""Chat and webhook notifications against a real HTTP receiver on loopback: the thresholds and
+revocations, each once per receiver, signed JSON, Slack and Teams bodies, retries with doubling
+waits when the receiver fails, and a config that says what is wrong."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+from contextlib import contextmanager
+
+import pytest
+
+from ca_server import issuance, revocation, webhooks
+from ca_server.config import Secrets, config_from_dict
+from ca_server.config_notify import NotifyConfig, WebhookConfig
+from ca_server.errors import ConfigError
+
+from .factories import make_csr, pem
+from .server import free_port
+
+T0 = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+
+
+@contextmanager
+def receiver(statuses: list[int] | None = None):
+    """Records every POST; answers the given statuses in turn, then 200."""
+    got: list[dict] = []
+    plan = list(statuses or [])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+            status = plan.pop(0) if plan else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def with_hooks(svc, *hooks: WebhookConfig, secrets: tuple = ()):
+    config = dataclasses.replace(svc.config, notify=NotifyConfig(hooks, retry_minutes=5))
+    return config, Secrets(key_passphrase=svc.secrets.key_passphrase, webhook_secrets=secrets)
+
+
+def issue(svc, config, name, days):
+    request = issuance.IssueRequest(csr=pem(make_csr([name])), validity_days=days)
+    return issuance.issue(config, svc.store, svc.authority, request, T0)
+
+
+def test_a_threshold_reaches_each_receiver_once_signed(svc):
+    with receiver() as (url, got):
+        config, secrets = with_hooks(svc, WebhookConfig("inventory", url + "/hook", "json", "HOOK_SECRET"),
+                                     secrets=(("inventory", "s3cret"),))
+        record = issue(svc, config, "hooked.example.test", 90)
+        at = record.not_after - 14 * DAY
+        outcomes = webhooks.run_pass(config, secrets, svc.store, at)
+        assert [o.status for o in outcomes] == ["sent"]
+        assert webhooks.run_pass(config, secrets, svc.store, at + dt.timedelta(hours=1)) == []  # once
+        assert len(got) == 1
+        body, headers = got[0]["body"], got[0]["headers"]
+        signature = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert headers["x-ca-server-signature"] == signature and headers["content-type"] == "application/json"
+        sent = json.loads(body)
+        assert sent["event"] == "certificate.expiring" and sent["serial"] == record.serial
+        assert sent["threshold_days"] == 14 and sent["days_left"] == 14 and sent["names"] == ["hooked.example.test"]
+        assert sent["url"].endswith(f"/certificates/{record.serial}")
+
+
+def test_a_failing_receiver_is_retried_with_doubling_waits(svc):
+    with receiver([500, 500]) as (url, got):
+        config, secrets = with_hooks(svc, WebhookConfig("flaky", url, "json"))
+        record = issue(svc, config, "flaky.example.test", 90)
+        at = record.not_after - 7 * DAY
+        assert [o.status for o in webhooks.run_pass(config, secrets, svc.store, at)] == ["failed"]
+        assert "500" in svc.store.deliveries_of(record.serial)[0]["last_error"]
+        assert webhooks.run_pass(config, secrets, svc.store, at + dt.timedelta(minutes=4)) == []  # waits 5 min
+        assert [o.status for o in webhooks.run_pass(config, secrets, svc.store, at + dt.timedelta(minutes=5))] == ["failed"]
+        assert webhooks.run_pass(config, secrets, svc.store, at + dt.timedelta(minutes=14)) == []  # then 10
+        assert [o.status for o in webhooks.run_pass(config, secrets, svc.store, at + dt.timedelta(minutes=15))] == ["sent"]
+        assert webhooks.run_pass(config, secrets, svc.store, at + dt.timedelta(hours=2)) == []
+        assert len(got) == 3
+        delivery = svc.store.deliveries_of(record.serial)[0]
+        assert delivery["status"] == "sent" and delivery["attempts"] == 3
+
+
+def test_slack_teams_and_revocations(svc):
+    with receiver() as (url, got):
+        config, secrets = with_hooks(svc, WebhookConfig("chat", url + "/slack", "slack"),
+                                     WebhookConfig("teams", url + "/teams", "teams"))
+        record = issue(svc, config, "chat.example.test", 200)
+        revocation.revoke(config, svc.store, svc.authority, record.serial, "keyCompromise", T0, actor="test")
+        outcomes = webhooks.run_pass(config, secrets, svc.store, T0 + dt.timedelta(minutes=1))
+        assert sorted((o.webhook, o.event, o.status) for o in outcomes) == [("chat", "revoked", "sent"),
+                                                                            ("teams", "revoked", "sent")]
+        by_path = {g["path"]: json.loads(g["body"]) for g in got}
+        assert "chat.example.test was revoked (keyCompromise)" in by_path["/slack"]["text"]
+        assert by_path["/teams"]["@type"] == "MessageCard" and "was revoked" in by_path["/teams"]["text"]
+        assert "x-ca-server-signature" not in got[0]["headers"]  # only JSON receivers with a secret
+
+
+def test_no_receivers_no_work(svc):
+    assert webhooks.run_pass(svc.config, svc.secrets, svc.store, T0) == []
+
+
+@pytest.mark.parametrize("hook, words", [
+    ({"name": "a", "url": "ftp://x", "format": "json"}, "notify.webhooks[0].url: must be an http"),
+    ({"name": "a", "url": "https://x.test", "format": "xml"}, "notify.webhooks[0].format: must be one of"),
+    ({"url": "https://x.test"}, "notify.webhooks[0].name"),
+    ({"name": "a", "url": "https://x.test", "colour": "red"}, "notify.webhooks[0].colour: unknown key"),
+], ids=["fail-url", "fail-format", "fail-name", "fail-unknown-key"])
+def test_webhook_config_errors_name_the_key(hook, words):
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        config_from_dict({"notify": {"webhooks": [hook]}})
+
+
+def test_webhook_secrets_come_from_the_environment():
+    from ca_server.config import read_secrets
+
+    config = config_from_dict({"notify": {"webhooks": [{"name": "inv", "url": "https://x.test", "secret_env": "S1"}]}})
+    assert read_secrets(config, {"S1": "k"}).webhook_secrets == (("inv", "k"),)
+    assert read_secrets(config, {}).webhook_secrets == ()
