@@ -9,7 +9,9 @@ and a gauge says how many more there were. A store of millions never makes a mil
 from __future__ import annotations
 
 import datetime as dt
+import os
 
+from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -19,6 +21,9 @@ from .instance import Authority
 from .store import CertificateFilter, Store
 
 MAX_EXPIRY_SERIES = 1000
+# Counted in the process that answers. Under `serve` every worker writes its counts to files in
+# PROMETHEUS_MULTIPROC_DIR (server.py sets it) and a scrape adds them up, whichever worker it reaches.
+OCSP_ANSWERS = Counter("ca_server_ocsp_answers", "OCSP answers by status", ["status"], registry=None)
 
 
 class StoreCollector:
@@ -71,4 +76,10 @@ def _renewed(store: Store, record) -> bool:
 def exposition(config: Config, store: Store, authority: Authority, now: dt.datetime) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(config, store, authority, now))
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        MultiProcessCollector(registry)
+    else:
+        registry.register(OCSP_ANSWERS)
     return generate_latest(registry)

@@ -47,6 +47,7 @@ class OCSPAnswer:
     this_update: dt.datetime | None = None  # None for an unsuccessful answer
     next_update: dt.datetime | None = None
     cacheable: bool = False  # successful and without a nonce: the same request gets the same answer
+    status: str = "malformed"  # good | revoked | unauthorized | malformed (for /metrics)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ class OCSPResponder:
         if nonce is not None:
             builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
         der = builder.sign(responder.key, signature_hash(responder.key)).public_bytes(Encoding.DER)
-        return OCSPAnswer(der, this_update, next_update, cacheable=nonce is None)
+        return OCSPAnswer(der, this_update, next_update, cacheable=nonce is None,
+                          status="good" if state[0] is None else "revoked")
 
 
 def _nonce(request: ocsp.OCSPRequest) -> bytes | None:
@@ -187,7 +189,8 @@ def _nonce(request: ocsp.OCSPRequest) -> bytes | None:
 
 
 def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OCSPAnswer:
-    return OCSPAnswer(ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER))
+    return OCSPAnswer(ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER),
+                      status="unauthorized" if status == ocsp.OCSPResponseStatus.UNAUTHORIZED else "malformed")
 
 
 MALFORMED = _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)

@@ -36,6 +36,7 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
                tls: TLSSettings | None = None) -> None:
     cfg = services.config.server
     listen_host = host or cfg.host
+    _metrics_folder(services)
 
     def before_workers() -> None:
         # In the main process, before the workers start. Nothing here keeps running: the main
@@ -110,6 +111,18 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
                     "max_connections", open_files, needed)
     server.on_startup(before_workers)
     server.serve(target_loader=load_app)
+
+
+def _metrics_folder(services: Services) -> None:
+    """A fresh folder where the workers' counters (OCSP answers) meet, set before any worker
+    imports prometheus_client; /metrics adds up every worker's, whichever worker is scraped."""
+    import os
+    import shutil
+
+    folder = services.paths.root / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _renew_tls(services: Services, listen_host: str) -> None:

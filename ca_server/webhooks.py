@@ -24,7 +24,7 @@ from .clock import to_text
 from .config import Config, Secrets
 from .config_notify import WebhookConfig
 from .mail import certificate_name, expiry_phrase
-from .models import CertificateRecord
+from .models import CertificateRecord, names_key
 from .store import Store
 
 log = logging.getLogger("ca_server")
@@ -32,6 +32,7 @@ log = logging.getLogger("ca_server")
 STALE_CLAIM = dt.timedelta(minutes=5)
 MAX_BACKOFF = dt.timedelta(hours=24)
 REVOKED = "revoked"
+RENEWAL_FAILED = "renewal-failed"
 
 
 class WebhookError(Exception):
@@ -65,6 +66,16 @@ def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) ->
 def record_revocation(config: Config, store: Store, serial: str, now: dt.datetime) -> None:
     if config.notify.webhooks:
         store.record_deliveries([(h.name, serial, REVOKED) for h in config.notify.webhooks], now)
+
+
+def record_renewal_failure(config: Config, store: Store, names: list[str], attempt: str, now: dt.datetime) -> None:
+    """An automatic renewal (an ACME order for the names of a certificate still valid) failed:
+    the receivers hear it at once, tied to the certificate that will now expire unrenewed."""
+    if not config.notify.webhooks:
+        return
+    serial = store.current_certificate_for_names(names_key(names), now)
+    if serial is not None:
+        store.record_deliveries([(h.name, serial, f"{RENEWAL_FAILED}-{attempt}") for h in config.notify.webhooks], now)
 
 
 def record_due(config: Config, store: Store, now: dt.datetime) -> int:
@@ -111,6 +122,9 @@ def render(hook: WebhookConfig, record: CertificateRecord, event: str, config: C
     if event == REVOKED:
         kind, words = "certificate.revoked", (
             f"Certificate {name} was revoked ({record.revocation_reason or 'unspecified'}).")
+    elif event.startswith(RENEWAL_FAILED):
+        kind, words = "certificate.renewal_failed", (
+            f"The automatic renewal of certificate {name} failed; it {expiry_phrase(reminders.days_left(record.not_after, now))}.")
     else:
         left = reminders.days_left(record.not_after, now)
         kind = "certificate.expired" if left < 0 else "certificate.expiring"

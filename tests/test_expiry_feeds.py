@@ -189,3 +189,52 @@ def test_a_subscribable_calendar_per_user_and_per_token(app, svc, web):
     accounts.revoke_token(svc.store, "team", dt.datetime.now(dt.UTC))
     assert public.get(last).status_code == 404  # a revoked token's feed stops with it
     assert public.get("/calendar/not-a-token.ics").status_code == 404
+
+
+def test_ocsp_answers_are_counted_across_the_servers_workers(instance, svc):
+    """Under `serve` each worker counts the answers it gives; every scrape adds all workers up."""
+    import base64
+
+    import requests
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509 import ocsp
+
+    from .server import running_server
+
+    token = new_token(svc, "ocsp-metrics")
+    with running_server(instance) as base:
+        cert = requests.post(f"{base}/api/v1/certificates", headers={"Authorization": f"Bearer {token}"}, timeout=10,
+                             json={"csr": pem(make_csr(["counted.example.test"]))}).json()
+        leaf = x509.load_pem_x509_certificate(cert["certificate"].encode())
+        der = ocsp.OCSPRequestBuilder().add_certificate(leaf, svc.authority.intermediate, hashes.SHA1()).build()
+        path = "/ocsp/" + base64.b64encode(der.public_bytes(Encoding.DER)).decode().replace("/", "%2F")
+        for _ in range(12):  # new connections: they land on both workers
+            assert requests.get(base + path, timeout=5, headers={"Connection": "close"}).status_code == 200
+        for _ in range(4):
+            families = {f.name: f for f in text_string_to_metric_families(
+                requests.get(f"{base}/metrics", timeout=10, headers={"Connection": "close"}).text)}
+            counted = {s.labels["status"]: s.value for s in families["ca_server_ocsp_answers"].samples
+                       if s.name.endswith("_total")}
+            assert counted.get("good") == 12, counted
+
+
+def test_ocsp_answers_are_counted_in_process(app, api, svc):
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509 import ocsp
+
+    def good_count() -> float:
+        family = metrics_of(app.test_client())["ca_server_ocsp_answers"]
+        return next((s.value for s in family.samples if s.labels.get("status") == "good" and s.name.endswith("_total")), 0)
+
+    leaf = x509.load_pem_x509_certificate(issue(api, ["counted2.example.test"])["certificate"].encode())
+    der = ocsp.OCSPRequestBuilder().add_certificate(leaf, svc.authority.intermediate, hashes.SHA1()).build()
+    before = good_count()
+    for _ in range(3):
+        app.test_client().get("/ocsp/" + base64.b64encode(der.public_bytes(Encoding.DER)).decode().replace("/", "%2F"))
+    assert good_count() == before + 3

@@ -136,3 +136,35 @@ def test_webhook_secrets_come_from_the_environment():
     config = config_from_dict({"notify": {"webhooks": [{"name": "inv", "url": "https://x.test", "secret_env": "S1"}]}})
     assert read_secrets(config, {"S1": "k"}).webhook_secrets == (("inv", "k"),)
     assert read_secrets(config, {}).webhook_secrets == ()
+
+
+def test_a_failed_automatic_renewal_is_announced_for_the_certificate_it_leaves(svc):
+    with receiver() as (url, got):
+        config, secrets = with_hooks(svc, WebhookConfig("inventory", url, "json"))
+        current = issue(svc, config, "renewing.example.test", 90)
+        webhooks.record_renewal_failure(config, svc.store, ["DNS:renewing.example.test"], "order1", T0)
+        webhooks.record_renewal_failure(config, svc.store, ["DNS:renewing.example.test"], "order1", T0)  # once
+        webhooks.record_renewal_failure(config, svc.store, ["DNS:unknown.example.test"], "order2", T0)  # no cert
+        outcomes = webhooks.run_pass(config, secrets, svc.store, T0)
+        assert [(o.serial, o.event, o.status) for o in outcomes] == [
+            (current.serial, "renewal-failed-order1", "sent")]
+        sent = json.loads(got[0]["body"])
+        assert sent["event"] == "certificate.renewal_failed" and sent["serial"] == current.serial
+
+
+def test_an_acme_validation_failure_reports_the_orders_names(make_app):
+    """orders.validation_done says which order it invalidated and for which names."""
+    from ca_server.acme import orders
+
+    from .acme_client import ScriptedAcme
+
+    app = make_app(acme={"http01_port": free_port(), "validation_timeout_seconds": 1, "validation_attempts": 1})
+    acme = ScriptedAcme(app.test_client(), "http://127.0.0.1:5000")
+    acme.new_account()
+    order = acme.new_order("127.0.0.1")
+    challenge = acme.challenge(order.get_json())
+    store = app.extensions["ca_server"].store
+    assert orders.start_challenge(store, store.acme_object("challenge", challenge["url"].rsplit("/", 1)[1]), T0)
+    failed = orders.validation_done(store, challenge["url"].rsplit("/", 1)[1],
+                                    {"type": "urn:ietf:params:acme:error:connection", "detail": "refused"}, T0)
+    assert failed == (order.headers["Location"].rsplit("/", 1)[1], ["IP:127.0.0.1"])

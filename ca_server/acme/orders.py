@@ -194,11 +194,13 @@ def start_challenge(store: Store, challenge: dict, now: dt.datetime) -> bool:
     return store.move_acme_object(challenge["id"], ("pending",), "processing", data, now)
 
 
-def validation_done(store: Store, challenge_id: str, error: dict | None, now: dt.datetime) -> None:
-    """Record a validation's outcome on the challenge, its authorization and its order."""
+def validation_done(store: Store, challenge_id: str, error: dict | None,
+                    now: dt.datetime) -> tuple[str, list[str]] | None:
+    """Record a validation's outcome on the challenge, its authorization and its order. When it
+    made the order invalid: (the order's id, its names as SANs), for renewal-failure notices."""
     challenge = store.acme_object("challenge", challenge_id)
     if challenge is None or challenge["status"] != "processing":
-        return
+        return None
     authz = store.acme_object("authz", challenge["parent_id"])
     order_id = challenge["data"]["order_id"]
     if error is None:
@@ -211,15 +213,18 @@ def validation_done(store: Store, challenge_id: str, error: dict | None, now: dt
             statuses = [store.acme_object("authz", a)["status"] for a in order["data"]["authorizations"]]
             if all(s == "valid" for s in statuses):
                 store.move_acme_object(order_id, ("pending",), "ready", order["data"], now)
-        return
+        return None
     store.move_acme_object(challenge_id, ("processing",), "invalid", {**challenge["data"], "error": error}, now)
     if authz is not None:
         store.move_acme_object(authz["id"], ("pending",), "invalid", authz["data"], now)
     order = store.acme_object("order", order_id)
-    if order is not None:
-        detail = f"The authorization for {challenge['data']['identifier']['value']} failed: {error['detail']}"
-        store.move_acme_object(order_id, ("pending", "ready"), "invalid",
-                               {**order["data"], "error": problem_dict("unauthorized", detail)}, now)
+    if order is None:
+        return None
+    detail = f"The authorization for {challenge['data']['identifier']['value']} failed: {error['detail']}"
+    if store.move_acme_object(order_id, ("pending", "ready"), "invalid",
+                              {**order["data"], "error": problem_dict("unauthorized", detail)}, now):
+        return order_id, [("IP:" if i["type"] == "ip" else "DNS:") + i["value"] for i in order["data"]["identifiers"]]
+    return None
 
 
 def deactivate_authz(store: Store, authz: dict, now: dt.datetime) -> dict:

@@ -45,3 +45,11 @@ class WebhookQueries:
 
     def deliveries_of(self, serial: str) -> list[dict]:
         return list(self.db.query("SELECT * FROM webhook_deliveries WHERE serial = ? ORDER BY id", [serial]))
+
+    def current_certificate_for_names(self, key: str, now: dt.datetime) -> str | None:
+        """The newest valid certificate with exactly these names (models.names_key): what a
+        failed renewal of them leaves in place."""
+        row = self.db.conn.execute(
+            "SELECT serial FROM certificates WHERE names_key = ? AND revoked_at IS NULL AND not_after > ?"
+            " ORDER BY rowid DESC LIMIT 1", [key, to_text(now)]).fetchone()
+        return row[0] if row else None

@@ -9,6 +9,7 @@ import json
 
 from flask import Blueprint, Response, current_app, g, request
 
+from .. import webhooks
 from ..acme import accounts, jws, orders
 from ..acme.problems import AcmeProblem
 from ..acme.urls import AcmeUrls
@@ -36,8 +37,14 @@ def init_acme(app) -> None:
     """The app's validation pool: threads start on the first validation, in the process that
     serves (a forked worker builds its own app)."""
     svc = app.extensions["ca_server"]
-    app.extensions["ca_server_acme_validator"] = Validator(
-        svc.config.acme, lambda cid, err: orders.validation_done(svc.store, cid, err, svc.clock()))
+
+    def done(challenge_id: str, error: dict | None) -> None:
+        now = svc.clock()
+        failed = orders.validation_done(svc.store, challenge_id, error, now)
+        if failed is not None:  # a renewal of names still covered by a valid certificate? say so
+            webhooks.record_renewal_failure(svc.config, svc.store, failed[1], failed[0], now)
+
+    app.extensions["ca_server_acme_validator"] = Validator(svc.config.acme, done)
 
 
 def respond(body: dict | str | None, status: int = 200, headers: dict | None = None,

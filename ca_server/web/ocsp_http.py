@@ -40,6 +40,9 @@ class OCSPHttp:
         self.max_age = services.config.revocation.ocsp_max_age_seconds
         self.lock = threading.Lock()
         self.entries: OrderedDict[bytes | str, _Entry] = OrderedDict()
+        from ..metrics import OCSP_ANSWERS  # after server.py has set PROMETHEUS_MULTIPROC_DIR
+
+        self.counts = OCSP_ANSWERS
 
     def answer(self, key: bytes | str, data, now: dt.datetime, *, get: bool, if_none_match: str = "",
                if_modified_since: str = "") -> tuple[str, list[tuple[str, str]], bytes]:
@@ -57,6 +60,7 @@ class OCSPHttp:
                     if len(self.entries) > ENTRIES:
                         self.entries.popitem(last=False)
         answer = entry.answer
+        self.counts.labels(answer.status).inc()
         if not get or not answer.cacheable:
             return "200 OK", [("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-cache")], answer.der
         max_age = max(0, min(self.max_age, int((answer.next_update - now).total_seconds())))
