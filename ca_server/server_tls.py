@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import ipaddress
 import logging
 import os
 import signal
@@ -33,6 +32,7 @@ from .instance import Authority, InstancePaths, write_private_file
 from .issuance import Requester
 from .pki.csr import parse_csr
 from .pki.keys import spki_sha256
+from .pki.names import parse_ip
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def ensure_certificate(config: Config, store: Store, authority: Authority, paths
     if not needs_renewal(files, authority, names, now):
         return files, False
     key = ec.generate_private_key(ec.SECP256R1())
-    general = [x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n.lower()) for n in names]
+    general = [x509.IPAddress(ip) if (ip := parse_ip(n)) is not None else x509.DNSName(n.lower()) for n in names]
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
            .add_extension(x509.SubjectAlternativeName(general), critical=False)
@@ -127,13 +127,6 @@ def renew_and_reload(config: Config, store: Store, authority: Authority, paths: 
     return renewed
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
-
-
 def _canonical(name: str) -> str:
-    return str(ipaddress.ip_address(name)) if _is_ip(name) else name.lower()
+    ip = parse_ip(name)
+    return str(ip) if ip is not None else name.lower()

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
 from ..config import AcmeConfig
+from ..pki.names import parse_ip
 from .orders import dns01_value, key_authorization
 from .problems import problem_dict
 
@@ -52,20 +53,12 @@ def _resolver(config: AcmeConfig, timeout: float) -> dns.resolver.Resolver:
         for entry in config.dns_resolvers:
             host, _, port = entry.rpartition(":")
             host = host.strip("[]")
-            address = host if _is_ip(host) else socket.gethostbyname(host)
+            address = host if parse_ip(host) is not None else socket.gethostbyname(host)
             resolver.nameservers.append(address)
             resolver.nameserver_ports[address] = int(port)
     resolver.lifetime = timeout
     resolver.timeout = timeout
     return resolver
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def addresses(identifier: dict, config: AcmeConfig, timeout: float) -> list[str]:
