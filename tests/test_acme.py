@@ -482,3 +482,21 @@ def test_an_ed25519_account_key_and_an_unsupported_algorithm(client):
                                       "jwk": client.key.public_key().to_partial_json()}))
     refused = problem(client.post("/acme/new-account", None, body=hs), "badSignatureAlgorithm")
     assert "ES256" in refused["algorithms"]
+
+
+def test_a_validation_cut_off_by_a_restart_runs_again_when_the_client_polls(client, http_port, svc):
+    """A challenge left `processing` by a worker that stopped is validated again on the next poll."""
+    from ca_server.acme import orders as acme_orders
+
+    client.new_account()
+    order = client.new_order("127.0.0.1")
+    challenge = client.challenge(order.get_json())
+    challenge_id = challenge["url"].rsplit("/", 1)[1]
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    # What a worker that died right after accepting "ready" leaves: processing, never validated.
+    assert acme_orders.start_challenge(svc.store, svc.store.acme_object("challenge", challenge_id), long_ago)
+    authz_url = order.get_json()["authorizations"][0]
+    with http01_responder(http_port) as tokens:
+        tokens[challenge["token"]] = client.key_authorization(challenge["token"])
+        wait_until(lambda: client.post(authz_url, None).get_json()["status"] == "valid", 10)
+    assert client.post(order.headers["Location"], None).get_json()["status"] == "ready"

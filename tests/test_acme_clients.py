@@ -209,3 +209,24 @@ def test_serve_tls_serves_its_own_certificate_for_base_urls_host(acme_server):
                 assert tls.version() in ("TLSv1.2", "TLSv1.3")
         key = acme_server["instance"] / "tls" / "server-key.pem"
         assert oct(key.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_servers_own_certificate_is_renewed_when_a_third_of_its_life_is_left(svc, instance):
+    import datetime as dt
+
+    from ca_server.server_tls import ensure_certificate, tls_files
+
+    now = dt.datetime.now(dt.UTC)
+    files, issued = ensure_certificate(svc.config, svc.store, svc.authority, svc.paths, "127.0.0.1", now)
+    assert issued and oct(files.key.stat().st_mode & 0o777) == "0o600"
+    first = x509.load_pem_x509_certificates(files.cert.read_bytes())[0]
+    names = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["127.0.0.1"] or \
+        [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert svc.store.get_certificate(format(first.serial_number, "x")) is not None  # stored like any other
+    assert not ensure_certificate(svc.config, svc.store, svc.authority, svc.paths, "127.0.0.1",
+                                  now + dt.timedelta(days=50))[1]  # 40 of 90 days left: kept
+    later = now + dt.timedelta(days=65)  # 25 of 90 days left: renewed
+    assert ensure_certificate(svc.config, svc.store, svc.authority, svc.paths, "127.0.0.1", later)[1]
+    second = x509.load_pem_x509_certificates(tls_files(svc.paths).cert.read_bytes())[0]
+    assert second.serial_number != first.serial_number
