@@ -119,10 +119,27 @@ def _metrics_folder(services: Services) -> None:
     import os
     import shutil
 
-    folder = services.paths.root / "metrics"
-    shutil.rmtree(folder, ignore_errors=True)
+    parent = services.paths.root / "metrics"
+    parent.mkdir(mode=0o700, exist_ok=True)
+    for old in parent.iterdir():  # a folder per server process; those of servers gone are removed
+        if not (old.name.isdigit() and _alive(int(old.name))):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = parent / str(os.getpid())
+    shutil.rmtree(folder, ignore_errors=True)  # left by an earlier process that had this pid
     folder.mkdir(mode=0o700)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _renew_tls(services: Services, listen_host: str) -> None:
