@@ -90,9 +90,6 @@ def feed_calendar(store, owner: str, *, base_url: str, days_before: tuple[int, .
     calendar.add("x-wr-calname", "Certificate expiry")
     calendar.add("refresh-interval", dt.timedelta(hours=12), parameters={"VALUE": "DURATION"})  # RFC 7986
     calendar.add("x-published-ttl", "PT12H")  # the same for Outlook
-    for record in store.soonest_expiring(now, 36500, requester=requester, limit=FEED_LIMIT):
-        full = store.get_certificate(record.serial, with_renewal=True)
-        if full is None or full.superseded_by:
-            continue
-        calendar.add_component(certificate_event(full, base_url=base_url, days_before=days_before, now=now))
+    for record in store.soonest_expiring(now, 36500, requester=requester, limit=FEED_LIMIT, not_renewed=True):
+        calendar.add_component(certificate_event(record, base_url=base_url, days_before=days_before, now=now))
     return calendar.to_ical()

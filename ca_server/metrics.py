@@ -33,8 +33,8 @@ class StoreCollector:
     def collect(self):
         now, store = self.now, self.store
         horizon = max(self.config.reminders.days_before)
-        due = [r for r in store.soonest_expiring(now, horizon, requester=None, limit=MAX_EXPIRY_SERIES * 2)
-               if not _renewed(store, r)]
+        due = store.soonest_expiring(now, horizon, requester=None, limit=MAX_EXPIRY_SERIES * 2,
+                                     not_renewed=True)
         expiry = GaugeMetricFamily(
             "ca_server_certificate_expiry_timestamp_seconds",
             f"Expiry (Unix time) of each valid, not renewed certificate that expires within {horizon} days",
@@ -66,11 +66,6 @@ class StoreCollector:
         for role, cert in (("root", self.authority.root), ("intermediate", self.authority.intermediate)):
             ca.add_metric([role, cert.subject.rfc4514_string()], cert.not_valid_after_utc.timestamp())
         yield ca
-
-
-def _renewed(store: Store, record) -> bool:
-    full = store.get_certificate(record.serial, with_renewal=True)
-    return full is not None and full.superseded_by is not None
 
 
 def exposition(config: Config, store: Store, authority: Authority, now: dt.datetime) -> bytes:

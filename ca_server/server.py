@@ -8,7 +8,9 @@ Granian's ~0.03 ms (a bare WSGI app, same machine, same load), a quarter of the 
 from __future__ import annotations
 
 import logging
+import os
 import resource
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,9 +118,6 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
 def _metrics_folder(services: Services) -> None:
     """A fresh folder where the workers' counters (OCSP answers) meet, set before any worker
     imports prometheus_client; /metrics adds up every worker's, whichever worker is scraped."""
-    import os
-    import shutil
-
     parent = services.paths.root / "metrics"
     parent.mkdir(mode=0o700, exist_ok=True)
     for old in parent.iterdir():  # a folder per server process; those of servers gone are removed
@@ -131,8 +130,6 @@ def _metrics_folder(services: Services) -> None:
 
 
 def _alive(pid: int) -> bool:
-    import os
-
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

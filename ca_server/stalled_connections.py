@@ -67,11 +67,7 @@ class RequestGate:
         if length.isdigit() and 0 < int(length) <= self.max_bytes:
             environ["wsgi.input"] = io.BytesIO(self._read(environ, int(length)))  # short if the client left
         elif not length and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            # Read one byte past the limit: Flask then answers 413 as for a declared length.
-            body = self._read(environ, self.max_bytes + 1)
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
-            del environ["HTTP_TRANSFER_ENCODING"]  # Werkzeug ignores Content-Length next to chunked
+            sized_body(environ, self._read(environ, self.max_bytes + 1))
         self.work.acquire()
         try:
             return self.app(environ, start_response)
@@ -79,27 +75,43 @@ class RequestGate:
             self.work.release()
 
     def _read(self, environ: dict, limit: int) -> bytes:
-        key, stream, chunks, size = id(environ), environ["wsgi.input"], [], 0
+        key = id(environ)
         with self.lock:
             self.reading[key] = (environ.get("REMOTE_ADDR", ""), time.monotonic())
         try:
-            while size < limit:
-                chunk = stream.read(limit - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        except Exception:  # the connection went away, or the reaper shut it, mid-body: a short body
-            pass
+            return read_at_most(environ["wsgi.input"], limit)
         finally:
             with self.lock:
                 self.reading.pop(key, None)
-        return b"".join(chunks)
 
     def stalled(self, now: float, timeout: float) -> list[tuple[str, float]]:
         """(address, seconds since its body began) of each body read that has gone on too long."""
         with self.lock:
             return [(address, now - start) for address, start in self.reading.values() if now - start > timeout]
+
+
+def read_at_most(stream, limit: int) -> bytes:
+    """A request body up to `limit` bytes; shorter when the client stopped or went away (or the
+    reaper shut its socket): what comes after decides what a short body means (400, 413)."""
+    chunks, size = [], 0
+    try:
+        while size < limit:
+            chunk = stream.read(limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except Exception:  # noqa: BLE001 - the connection ended mid-body
+        pass
+    return b"".join(chunks)
+
+
+def sized_body(environ: dict, body: bytes) -> None:
+    """A chunked body, read, becomes one of known length (read one byte past the limit, so Flask
+    answers 413 as it does for a declared length)."""
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    del environ["HTTP_TRANSFER_ENCODING"]  # Werkzeug ignores Content-Length next to chunked
 
 
 class FifoSemaphore:

@@ -28,14 +28,11 @@ from .server import free_port, running_server
 
 
 def ocsp_request(cert: x509.Certificate, issuer: x509.Certificate, serial: int | None = None) -> bytes:
-    if serial is None:
-        builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
-    else:
-        builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
-            ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build().issuer_name_hash,
-            ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build().issuer_key_hash,
-            serial, hashes.SHA1())
-    return builder.build().public_bytes(Encoding.DER)
+    request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1()).build()
+    if serial is not None:  # the same issuer, another serial
+        request = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+            request.issuer_name_hash, request.issuer_key_hash, serial, hashes.SHA1()).build()
+    return request.public_bytes(Encoding.DER)
 
 
 def get_path(request_der: bytes) -> str:

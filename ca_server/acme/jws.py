@@ -54,7 +54,7 @@ class PublicJWK:
         needed = ALGORITHMS.get(alg)
         if needed is None:
             raise AcmeProblem("badSignatureAlgorithm", f"The algorithm {alg!r} is not accepted; use one of "
-                              f"{', '.join(ALGORITHMS)}.", headers={"_algorithms": " ".join(ALGORITHMS)})
+                              f"{', '.join(ALGORITHMS)}.")
         if needed == "ed25519":
             if not isinstance(self.key, ed25519.Ed25519PublicKey):
                 raise AcmeProblem("badSignatureAlgorithm", "EdDSA needs an Ed25519 key.")
@@ -107,8 +107,7 @@ def parse_jwk(value: object) -> PublicJWK:
         raise AcmeProblem("badPublicKey", f"An RSA account key must have 2048 bits or more, not {key.key_size}.")
     if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
         raise AcmeProblem("badPublicKey", "EC account keys must be on P-256, P-384 or P-521.")
-    canonical = jwk.public_key().to_partial_json() if hasattr(jwk, "public_key") else value
-    return PublicJWK({k: v for k, v in canonical.items()}, thumbprint, key)
+    return PublicJWK(jwk.public_key().to_partial_json(), thumbprint, key)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ class CertificateListing:
         return _page(self._newest(flt, now, limit + 1, before_rowid, by_serial), limit)
 
     def soonest_expiring(self, now: dt.datetime, within_days: int, *, requester: str | None,
-                         limit: int) -> list[CertificateRecord]:
+                         limit: int, not_renewed: bool = False) -> list[CertificateRecord]:
         """Valid certificates that expire within `within_days`, the soonest first (the dashboard):
         read in not_after order from its index, so the first `limit` are the right ones however
         many are due; a requester who owns at most SCAN_ROWS certificates has them read and sorted."""
@@ -67,6 +67,9 @@ class CertificateListing:
         if requester is not None:
             sql += " AND c.requester = ?"
             params.append(requester)
+        if not_renewed:  # the rule the reminders use: a newer unrevoked certificate for the same names
+            sql += (" AND NOT EXISTS (SELECT 1 FROM certificates n WHERE n.names_key = c.names_key"
+                    " AND n.rowid > c.rowid AND n.revoked_at IS NULL)")
         params.append(limit)
         return [row_to_record(r) for r in self.db.query(sql + " ORDER BY c.not_after, c.rowid LIMIT ?", params)]
 

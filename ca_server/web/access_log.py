@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 # What needs no quoting to stay one line (PEP 3333 paths are latin-1 text): most paths, OCSP's
 # base64 included, skip quote().
-_PLAIN = re.compile(r"[A-Za-z0-9/._~:@!$&'()*+,;=%-]*")
+_PLAIN = re.compile(r"[A-Za-z0-9/._~:@!$&'()*+,;=-]*")  # no "%": a decoded one is quoted again
 
 
 class AccessLog:
@@ -53,7 +53,7 @@ class AccessLog:
         # URL cannot start a forged line. A server that decoded otherwise must not turn a good
         # answer into an error here, hence the replacement.
         path = environ.get("PATH_INFO", "")
-        if not _PLAIN.fullmatch(path) or "%" in path:
+        if not _PLAIN.fullmatch(path):
             path = quote(path.encode("latin-1", "backslashreplace"), safe="/:@!$&'()*+,;=~")
         line = (f'{environ.get("REMOTE_ADDR", "-")} - "{environ.get("REQUEST_METHOD", "-")} {path} '
                 f'{environ.get("SERVER_PROTOCOL", "-")}" {status} {(time.perf_counter() - start) * 1000:.3f}ms\n')

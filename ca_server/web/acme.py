@@ -62,8 +62,7 @@ def respond(body: dict | str | None, status: int = 200, headers: dict | None = N
 
 
 def problem_response(exc: AcmeProblem) -> Response:
-    headers = {k: v for k, v in exc.headers.items() if not k.startswith("_")}
-    return respond(exc.as_json(), exc.status, headers, mimetype="application/problem+json")
+    return respond(exc.as_json(), exc.status, exc.headers, mimetype="application/problem+json")
 
 
 @bp.errorhandler(CAError)
@@ -253,7 +252,7 @@ def revoke_cert():
         signed = signed_request(by_key=True)
         key = jws.parse_jwk(signed.jwk)
         signed.verify(key)
-        spki = _spki_sha256(key)
+        spki = spki_sha256(key.key)
         acct = None
     else:
         signed, acct = signed_by_account()
@@ -261,10 +260,6 @@ def revoke_cert():
     orders.revoke(svc.config, svc.store, svc.authority, signed.json_payload(), account=acct, key_spki_sha256=spki,
                   client=client_address(), now=now())
     return respond(None, 200)
-
-
-def _spki_sha256(key: jws.PublicJWK) -> str:
-    return spki_sha256(key.key)
 
 
 @bp.get("/renewal-info/<path:cert_id>")

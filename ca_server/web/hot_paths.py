@@ -20,6 +20,7 @@ from flask import Flask, url_for
 
 from .. import approvals, ocsp
 from ..errors import CAError
+from ..stalled_connections import read_at_most, sized_body
 from .api import certificate_created, issue_request_from_json
 from .auth import bearer_requester
 from .errors import INTERNAL_ERROR, api_error, error_body
@@ -63,16 +64,7 @@ class HotPaths:
         chunked body at MAX_CONTENT_LENGTH without a word (a JSON body then reads as invalid JSON,
         a CSR as a shorter one); reading one byte past the limit lets Flask answer 413 as it does
         for a declared length."""
-        stream, chunks, size = environ["wsgi.input"], [], 0
-        while size <= self.max_bytes:
-            chunk = stream.read(self.max_bytes + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        environ["wsgi.input"] = io.BytesIO(b"".join(chunks))
-        environ["CONTENT_LENGTH"] = str(size)
-        del environ["HTTP_TRANSFER_ENCODING"]  # Werkzeug ignores Content-Length next to chunked
+        sized_body(environ, read_at_most(environ["wsgi.input"], self.max_bytes + 1))
 
     def _body(self, environ: dict) -> bytes | None:
         """The body when its length is declared and within bounds, else None (Flask decides)."""
