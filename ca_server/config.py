@@ -125,6 +125,12 @@ class AcmeConfig:
 
 
 @dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = ""  # "" = instance/ca.sqlite3; postgresql://USER@HOST:PORT/DB = shared by every node
+    password_env: str = "CA_SERVER_DB_PASSWORD"
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     public: bool = True
 
@@ -149,6 +155,7 @@ class Config:
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
     acme: AcmeConfig = field(default_factory=AcmeConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
 
 
@@ -158,6 +165,7 @@ class Secrets:
 
     key_passphrase: str | None = None
     smtp_password: str | None = None
+    db_password: str | None = None
     webhook_secrets: tuple[tuple[str, str], ...] = ()  # (webhook name, secret)
 
     def __repr__(self) -> str:  # never print a secret by accident
@@ -175,6 +183,7 @@ _SECTIONS = {
     "revocation": RevocationConfig,
     "acme": AcmeConfig,
     "metrics": MetricsConfig,
+    "database": DatabaseConfig,
 }
 
 
@@ -332,6 +341,11 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"mail.security: must be one of {', '.join(MAIL_SECURITY)}")
     _env_name("mail.password_env", m.password_env)
     _email("mail.from", m.from_address)
+    _env_name("database.password_env", config.database.password_env)
+    if config.database.url and not config.database.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database.url: must be empty (SQLite in the instance) or a postgresql:// URL")
+    if ":" in config.database.url.split("//", 1)[-1].split("@", 1)[0] and "@" in config.database.url:
+        raise ConfigError(f"database.url: put the password in the environment variable {config.database.password_env}, not in the URL")
     _positive("mail.timeout_seconds", m.timeout_seconds, 600)
 
     if not r.days_before:
@@ -384,6 +398,7 @@ def read_secrets(config: Config, environ: typing.Mapping[str, str] | None = None
     return Secrets(
         key_passphrase=env.get(config.ca.passphrase_env) or None,
         smtp_password=env.get(config.mail.password_env) or None,
+        db_password=env.get(config.database.password_env) or None,
         webhook_secrets=tuple((h.name, env[h.secret_env]) for h in config.notify.webhooks
                               if h.secret_env and env.get(h.secret_env)),
     )

@@ -28,6 +28,18 @@ class InstanceError(CAError):
     code = "instance_error"
 
 
+class StoreUnavailableError(CAError):
+    """The database cannot be reached (restarting, failing over): try again shortly. Nothing
+    was acknowledged that is not stored."""
+
+    code = "store_unavailable"
+    retry_after = 5
+
+    def __init__(self) -> None:
+        super().__init__(f"The certificate database is unavailable right now; try again in "
+                         f"{self.retry_after} seconds.")
+
+
 class BadRequestError(CAError):
     """Input that cannot be understood (not a policy decision)."""
 

@@ -60,8 +60,9 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
 
         app = create_app(services.config, instance_path=services.paths.root)
         worker_services = app.extensions["ca_server"]
-        worker_services.store.checkpoint_in_background()
-        Checkpointer(worker_services.store.path).start()
+        if worker_services.store.kind == "sqlite":
+            worker_services.store.checkpoint_in_background()
+            Checkpointer(worker_services.store.path).start()
         extra_jobs = ()
         if tls is not None and tls.self_issued:
             extra_jobs = (("tls-renewal", lambda svc: _renew_tls(svc, listen_host), TLS_RENEWAL_CHECK_MINUTES),)

@@ -14,7 +14,7 @@ from .config import Config, Secrets, load_config, read_secrets
 from .instance import Authority, InstancePaths
 from .ocsp import OCSPResponder
 from .revocation import CRLCache
-from .store import Store
+from .store import Store, open_store
 
 
 @dataclass
@@ -51,7 +51,7 @@ def open_services(
         config = load_config(paths.config)
     if secrets is None:
         secrets = read_secrets(config)
-    store = Store(paths.database)
+    store = open_store(paths.database, config.database.url, secrets.db_password)
     if migrate and paths.root.exists():
         store.migrate()
     return Services(paths=paths, config=config, secrets=secrets, store=store)

@@ -4,6 +4,7 @@ over it, and clients signed in as an admin token, a scoped token, or a web user.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shutil
 from pathlib import Path
@@ -14,9 +15,60 @@ from ca_server import accounts, create_app
 from ca_server.config import Secrets, load_config, with_overrides
 from ca_server.instance import InstancePaths, init_instance
 from ca_server.services import open_services
+from ca_server.store import PostgresStore
+
+from .pg_server import PgServer
 
 PASSPHRASE = "test passphrase, long enough"
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+
+
+# Test modules whose tests run on both backends (the store through every domain function, the
+# API and pages over it); CA_SERVER_TEST_BACKENDS=sqlite,postgresql runs every test on both.
+BOTH_BACKENDS = {"test_store_backends", "test_api", "test_revocation", "test_reminders", "test_access", "test_acme",
+                 "test_issued_certificates", "test_webhooks", "test_expiry_feeds", "test_pages"}
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" not in metafunc.fixturenames:
+        return
+    forced = os.environ.get("CA_SERVER_TEST_BACKENDS")
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        backends = ["sqlite"]
+    elif forced:
+        backends = forced.split(",")
+    elif (metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_BACKENDS
+          and not metafunc.definition.get_closest_marker("sqlite_only")):
+        backends = ["sqlite", "postgresql"]
+    else:
+        backends = ["sqlite"]
+    metafunc.parametrize("backend", backends, indirect=True)
+
+
+@pytest.fixture
+def backend(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session, with a migrated template database."""
+    server = PgServer()
+    template = server.new_database()
+    store = PostgresStore(template)
+    store.migrate()
+    store.close()
+    server.template = template.split("?")[0].rsplit("/", 1)[1]
+    yield server
+    server.destroy()
+
+
+def use_postgresql(instance: Path, url: str) -> None:
+    """Point the instance's config at a PostgreSQL database."""
+    config = instance / "config.toml"
+    text = config.read_text()
+    head, sep, tail = text.partition("[database]")
+    config.write_text(head + sep + tail.replace('url = ""', f'url = "{url}"', 1))
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +82,15 @@ def _template_instance(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def instance(_template_instance, tmp_path, monkeypatch) -> Path:
-    """A fresh copy of one initialised CA (key generation once per session)."""
+def instance(_template_instance, tmp_path, monkeypatch, backend, request) -> Path:
+    """A fresh copy of one initialised CA (key generation once per session); on PostgreSQL with
+    a fresh database of its own."""
     root = tmp_path / "instance"
     shutil.copytree(_template_instance, root, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
+    if backend == "postgresql":
+        pg = request.getfixturevalue("pg_server")
+        use_postgresql(root, pg.new_database(template=pg.template))
+        (root / "ca.sqlite3").unlink()
     monkeypatch.setenv("CA_SERVER_INSTANCE", str(root))
     monkeypatch.setenv("CA_SERVER_KEY_PASSPHRASE", PASSPHRASE)
     return root

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -237,11 +238,12 @@ def test_audit_log_records_and_exports_everything(clients, svc, app, instance):
     lines = [json.loads(line) for line in exported.output.splitlines()]
     assert len(lines) == len(entries) and lines[0]["id"] < lines[-1]["id"]
 
-    conn = sqlite3.connect(instance / "ca.sqlite3")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("UPDATE audit_log SET action = 'nothing'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        conn.execute("DELETE FROM audit_log")
+    # The database itself refuses (a trigger in either backend), whoever connects.
+    db = svc.store.db
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.RaiseException), match="append-only"):
+        db.execute("UPDATE audit_log SET action = 'nothing'")
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.RaiseException), match="append-only"):
+        db.execute("DELETE FROM audit_log")
 
 
 @pytest.mark.parametrize("count_max", [20_000, 1, 4])

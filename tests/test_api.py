@@ -349,6 +349,7 @@ def test_search_finds_a_name_by_any_of_its_labels(api):
     assert api.get("/api/v1/certificates?q=orp").get_json()["certificates"] == []  # not mid-label
 
 
+@pytest.mark.sqlite_only
 def test_migration_rebuilds_the_search_index_of_existing_certificates(api, svc):
     """Certificates stored before m007 are found by label after the upgrade."""
     serial = post_csr(api, pem(make_csr(["old.migrated.test"]))).get_json()["serial"]
@@ -362,6 +363,7 @@ def test_migration_rebuilds_the_search_index_of_existing_certificates(api, svc):
     assert found == [serial]
 
 
+@pytest.mark.sqlite_only
 def test_m009_keeps_every_search_key_and_stores_them_in_issue_order(api, svc):
     """m009 rebuilds the m007 search table (ordered by key, serial) as key rows in issue order."""
     serials = [post_csr(api, pem(make_csr([f"m9-{i}.example.test"]))).get_json()["serial"] for i in range(3)]

@@ -1,21 +1,40 @@
-"""The store: the only code that talks to SQLite (through sqlite-utils)."""
+"""The store: the only code that talks to the database. Two backends share every query module:
+SQLite through sqlite-utils (StoreBase, the default) and PostgreSQL through psycopg 3
+(PostgresBase). `StoreBackend` is what the query modules need from either."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from .access import AccessQueries, NameTakenError, RequestQueries
 from .acme import AcmeQueries
 from .audit import AuditQueries
+from .backend import StoreBackend
 from .base import StoreBase
 from .certificates import CertificateQueries, SerialTakenError
+from .leases import LeaseQueries
 from .listing import CertificateFilter, CertificateListing
+from .postgres import PostgresBase
 from .reminders import ReminderQueries
 from .revocation import CRLNumberTakenError, RevocationQueries
 from .webhooks import WebhookQueries
 
-
-class Store(WebhookQueries, AcmeQueries, CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries, AccessQueries,
-            RequestQueries, AuditQueries, StoreBase):
-    pass
+_QUERIES = (WebhookQueries, AcmeQueries, CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries,
+            AccessQueries, RequestQueries, AuditQueries, LeaseQueries)
 
 
-__all__ = ["CRLNumberTakenError", "CertificateFilter", "NameTakenError", "SerialTakenError", "Store"]
+class Store(*_QUERIES, StoreBase):
+    """SQLite: instance/ca.sqlite3."""
+
+
+class PostgresStore(*_QUERIES, PostgresBase):
+    """PostgreSQL: one database shared by every node."""
+
+
+def open_store(database: Path, url: str = "", password: str | None = None) -> Store | PostgresStore:
+    """The store the config names: `url` (PostgreSQL) or else the SQLite file `database`."""
+    return PostgresStore(url, password) if url else Store(database)
+
+
+__all__ = ["CRLNumberTakenError", "CertificateFilter", "NameTakenError", "PostgresStore", "SerialTakenError", "Store",
+           "StoreBackend", "open_store"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 
 from ..clock import to_text
+from .errors import INTEGRITY_ERRORS
 
 
 class NameTakenError(Exception):
@@ -25,7 +25,7 @@ class AccessQueries:
                 )
                 if audit:
                     self._append_audit(db, **audit)
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise NameTakenError(row["name"]) from None
 
     def get_user(self, name: str) -> dict | None:
@@ -77,7 +77,7 @@ class AccessQueries:
                 )
                 if audit:
                     self._append_audit(db, **audit)
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise NameTakenError(row["name"]) from None
 
     def token_by_hash(self, token_sha256: str) -> dict | None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 
 from ..clock import to_text
+from .errors import INTEGRITY_ERRORS
 
 
 class AcmeQueries:
@@ -25,7 +25,7 @@ class AcmeQueries:
             used = conn.execute("DELETE FROM acme_nonces WHERE nonce = ? AND expires_at > ?",
                                 [nonce, to_text(now)]).rowcount == 1
             conn.execute("INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?)", [next_nonce, to_text(next_expires)])
-            conn.execute("DELETE FROM acme_nonces WHERE rowid IN (SELECT rowid FROM acme_nonces WHERE expires_at <= ?"
+            conn.execute("DELETE FROM acme_nonces WHERE nonce IN (SELECT nonce FROM acme_nonces WHERE expires_at <= ?"
                          " LIMIT 20)", [to_text(now)])
         return used
 
@@ -39,7 +39,7 @@ class AcmeQueries:
                            " :client)", {**row, "contacts": json.dumps(row["contacts"])})
                 if audit:
                     self._append_audit(db, **audit)
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             return False
         return True
 
@@ -70,7 +70,7 @@ class AcmeQueries:
                                      [*args, account_id]).rowcount == 1
                 if changed and audit:
                     self._append_audit(db, **audit)
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             return False
         return changed
 
@@ -83,7 +83,7 @@ class AcmeQueries:
                            {**row, "domains": json.dumps(list(row["domains"]))})
                 if audit:
                     self._append_audit(db, **audit)
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             return False
         return True
 

@@ -20,6 +20,7 @@ BUSY_TIMEOUT_MS = 30_000
 
 
 class StoreBase:
+    kind = "sqlite"
     # Checkpoint (and fsync) every ~40 MB of WAL rather than every 4 MB: a third less time per
     # insert. Server workers leave checkpoints to a background thread (checkpoints.py).
     wal_autocheckpoint = 10_000
@@ -59,6 +60,10 @@ class StoreBase:
             raise
         else:
             conn.execute("COMMIT")
+
+    def serialize(self, db: Database, name: str) -> None:
+        """Inside a write transaction: wait for other transactions serialized on `name`. SQLite
+        has one writer at a time already (BEGIN IMMEDIATE); PostgreSQL takes an advisory lock."""
 
     @contextlib.contextmanager
     def writers_queue(self) -> Iterator[None]:
@@ -109,7 +114,7 @@ class StoreBase:
     def count_at_most(self, query: str, args: list, most: int) -> int:
         """How many rows `query` gives, counted up to most + 1: on an index alone, it reads at most
         that many entries however many rows match (how lists and the audit page choose an index)."""
-        return self.db.conn.execute(f"SELECT count(*) FROM ({query} LIMIT ?)", [*args, most + 1]).fetchone()[0]
+        return self.db.conn.execute(f"SELECT count(*) FROM ({query} LIMIT ?) AS limited", [*args, most + 1]).fetchone()[0]
 
     def ping(self) -> bool:
         try:
@@ -119,6 +124,27 @@ class StoreBase:
 
     def integrity_check(self) -> str:
         return next(self.db.query("PRAGMA integrity_check"))["integrity_check"]
+
+    # A file replaced after every revocation: OCSP answers cached in any worker compare its
+    # identity (one stat, ~1 us) instead of asking the database for each request.
+    def revocation_marker(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self._marker_path())
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_ino, st.st_mtime_ns)
+
+    def _mark_revocation(self) -> None:
+        path = self._marker_path()
+        temp = Path(f"{path}.{os.getpid()}.{threading.get_ident()}")
+        temp.write_bytes(os.urandom(8))
+        os.replace(temp, path)  # a new inode: another marker even within the clock's resolution
+
+    def _marker_path(self) -> str:
+        marker = self.__dict__.get("_marker")
+        if marker is None:  # asked on every OCSP request: built once
+            marker = self.__dict__["_marker"] = str(self.path.with_name(self.path.name + ".revoked-marker"))
+        return marker
 
     def close(self) -> None:
         held = self.__dict__.pop("_queue_fd", None)

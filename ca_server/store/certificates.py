@@ -4,12 +4,12 @@ listing.py."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterable
 
 from ..clock import from_text, to_text
 from ..models import CertificateRecord, names_key
+from .errors import INTEGRITY_ERRORS, violates
 
 _COLUMNS = (
     "rowid, serial, issued_at, not_before, not_after, subject, issuer, common_name, sans, profile, "
@@ -145,7 +145,7 @@ class CertificateQueries:
                 for item in batch:
                     self._insert_one(db, item)
             return
-        except sqlite3.IntegrityError as exc:
+        except INTEGRITY_ERRORS as exc:
             if len(batch) > 1:
                 for item in batch:
                     try:
@@ -196,7 +196,7 @@ class CertificateQueries:
 
 
 def _taken(exc: BaseException, record: CertificateRecord) -> BaseException:
-    if isinstance(exc, sqlite3.IntegrityError) and "certificates.serial" in str(exc):
+    if violates(exc, "certificates", "serial"):
         return SerialTakenError(record.serial)
     return exc
 

@@ -170,7 +170,7 @@ class CertificateListing:
         source = "certificates c"
         if rowids is not None:
             source += " NOT INDEXED"  # rowid lookups only
-            where.append("c.rowid IN (SELECT value FROM json_each(?))")
+            where.append("c.rowid IN (SELECT CAST(value AS BIGINT) FROM json_each(?))")
             params.append(json.dumps(rowids))
         elif serials is None:
             # In rowid order: the requester's index holds their rows in that order, as does the
@@ -210,7 +210,7 @@ class CertificateListing:
         and the newest of them (index-only)."""
         return self.db.conn.execute(
             "SELECT count(*), max(rowid) FROM (SELECT rowid FROM certificate_search WHERE key >= ? AND key < ?"
-            " LIMIT ?)", [*_prefix_range(_normal(q)), SEARCH_KEY_ROWS_MAX + 1]).fetchone()
+            " LIMIT ?) AS matching", [*_prefix_range(_normal(q)), SEARCH_KEY_ROWS_MAX + 1]).fetchone()
 
     def _by_search_keys(self, flt: CertificateFilter, now: dt.datetime, count: int, rows: list[CertificateRecord],
                         floor: int, by_serial: set[str], newest: int | None) -> list[CertificateRecord]:

@@ -27,19 +27,19 @@ class ReminderQueries:
         """Claim (serial, threshold); the id when this caller won, None when someone else had it.
         Less urgent reminders still waiting for a retry are superseded by this one."""
         with self.write() as db:
-            cursor = db.execute(
+            won = db.execute(
                 "INSERT INTO reminders (serial, threshold, status, recipients, claimed_at)"
-                " VALUES (?, ?, 'sending', ?, ?) ON CONFLICT (serial, threshold) DO NOTHING",
+                " VALUES (?, ?, 'sending', ?, ?) ON CONFLICT (serial, threshold) DO NOTHING RETURNING id",
                 [serial, threshold, json.dumps(list(recipients)), to_text(now)],
-            )
-            if cursor.rowcount != 1:
+            ).fetchone()
+            if won is None:
                 return None
             db.execute(
                 "UPDATE reminders SET status = 'superseded', next_attempt_at = NULL"
                 " WHERE serial = ? AND threshold > ? AND status = 'failed'",
                 [serial, threshold],
             )
-            return cursor.lastrowid
+            return won[0]
 
     def claim_retry(self, reminder_id: int, now: dt.datetime, stale_before: dt.datetime) -> bool:
         """Take a failed reminder (or one whose sender died mid-send) for another attempt."""

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import sqlite3
-import threading
-from pathlib import Path
 
 from ..clock import to_text
+from .errors import INTEGRITY_ERRORS
 
 
 class CRLNumberTakenError(Exception):
@@ -28,27 +25,6 @@ class RevocationQueries:
         if changed:
             self._mark_revocation()
         return changed == 1
-
-    # A file replaced after every revocation: OCSP answers cached in any worker compare its
-    # identity (one stat, ~1 us) instead of asking the database for each request.
-    def revocation_marker(self) -> tuple[int, int]:
-        try:
-            st = os.stat(self._marker_path())
-        except FileNotFoundError:
-            return (0, 0)
-        return (st.st_ino, st.st_mtime_ns)
-
-    def _mark_revocation(self) -> None:
-        path = self._marker_path()
-        temp = Path(f"{path}.{os.getpid()}.{threading.get_ident()}")
-        temp.write_bytes(os.urandom(8))
-        os.replace(temp, path)  # a new inode: another marker even within the clock's resolution
-
-    def _marker_path(self) -> str:
-        marker = self.__dict__.get("_marker")
-        if marker is None:  # asked on every OCSP request: built once
-            marker = self.__dict__["_marker"] = str(self.path.with_name(self.path.name + ".revoked-marker"))
-        return marker
 
     def revoked_unexpired(self, now: dt.datetime):
         """(serial, revoked_at, reason) of revoked certificates that have not expired yet: an
@@ -74,7 +50,7 @@ class RevocationQueries:
                            [serial, to_text(at), reason])
                 if audit:
                     self._append_audit(db, **audit)
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             return False
         return True
 
@@ -100,7 +76,7 @@ class RevocationQueries:
                     " (SELECT number FROM crls WHERE issuer = ? ORDER BY number DESC LIMIT ?)",
                     [issuer, issuer, keep],
                 )
-        except sqlite3.IntegrityError:
+        except INTEGRITY_ERRORS:
             raise CRLNumberTakenError(number) from None
 
     def latest_crl(self, issuer: str, *, with_der: bool = True) -> dict | None:

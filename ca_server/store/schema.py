@@ -349,3 +349,10 @@ def m012_webhook_deliveries(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at)")
+
+
+@migrations()
+def m013_leases(db: Database) -> None:
+    """Work that one process of all (one node of all) must do at a time takes a lease: a row
+    taken over only where it still holds the value that was read, once it has expired."""
+    db.execute("CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TEXT NOT NULL)")

@@ -18,6 +18,7 @@ from ..errors import (
     NotFoundError,
     PolicyViolationError,
     ScopeError,
+    StoreUnavailableError,
     TooLargeError,
 )
 from .ratelimit import RateLimitedError
@@ -37,6 +38,7 @@ _STATUS: list[tuple[type[CAError], int]] = [
     (ForbiddenError, 403),
     (BadRequestError, 400),
     (InstanceError, 503),
+    (StoreUnavailableError, 503),
 ]
 
 _HTTP_WORDS = {

@@ -1,0 +1,44 @@
+"""What the query modules need from a backend: written down, and checked for both backends by
+tests/test_store_backends.py."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class StoreBackend(Protocol):
+    kind: str  # "sqlite" | "postgresql"
+
+    @property
+    def db(self) -> Any:
+        """This thread's connection: query(sql, params) -> dict rows, execute(sql, params) ->
+        cursor (rowcount, fetchone, iteration), conn.execute / conn.executemany. SQL is written
+        with ? (or :name) placeholders in the dialect both engines share."""
+
+    def write(self) -> contextlib.AbstractContextManager[Any]:
+        """A write transaction: committed on exit, rolled back on an exception."""
+
+    def serialize(self, db: Any, name: str) -> None:
+        """Inside write(): wait for other writers serialized on `name` (an advisory lock)."""
+
+    def writers_queue(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def per_process(self, name: str, make: Any) -> Any: ...
+
+    def migrate(self) -> None: ...
+
+    def checkpoint_in_background(self) -> None: ...
+
+    def count_at_most(self, query: str, args: list, most: int) -> int: ...
+
+    def ping(self) -> bool: ...
+
+    def revocation_marker(self) -> Any:
+        """A value that changes after every revocation (any process, any node)."""
+
+    def take_lease(self, name: str, holder: str, now: dt.datetime, seconds: float) -> bool: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,230 @@
+"""The PostgreSQL backend (psycopg 3): the store's queries, written once in the SQL both engines
+speak, reach PostgreSQL through `PgDatabase`, which adapts the few spellings that differ. What
+differs in behaviour (locks, the revocation marker, migrations) is in `PostgresBase`.
+
+One connection per thread and process, in autocommit mode: `write()` opens the transaction, as
+the SQLite backend does. A connection that fails (the server restarted, a failover) is dropped
+and the caller gets `StoreUnavailableError` (503 + Retry-After); the next call connects again."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import threading
+from collections.abc import Iterator
+
+import psycopg
+from psycopg import postgres
+from psycopg.adapt import Dumper
+from psycopg.rows import dict_row
+
+from ..errors import BadRequestError, StoreUnavailableError
+from .schema_pg import apply_migrations
+
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+class _BoolAsInteger(Dumper):
+    oid = postgres.types["int8"].oid
+
+    def dump(self, obj: bool) -> bytes:
+        return b"1" if obj else b"0"
+
+
+class PgCursor:
+    """The part of a DB-API cursor the queries use, over a psycopg cursor."""
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def description(self):
+        return self._cursor.description
+
+    def fetchone(self):
+        return self._cursor.fetchone() if self._cursor.description else None
+
+    def fetchall(self) -> list:
+        return self._cursor.fetchall() if self._cursor.description else []
+
+    def __iter__(self):
+        return iter(self.fetchall())
+
+
+class PgDatabase:
+    """What the queries call on sqlite-utils' Database (`query`, `execute`, `conn.execute`,
+    `conn.executemany`), on one psycopg connection."""
+
+    def __init__(self, conn: psycopg.Connection, on_failure) -> None:
+        self._conn = conn
+        self._on_failure = on_failure
+
+    @property
+    def conn(self) -> PgDatabase:
+        return self
+
+    def execute(self, sql: str, params=()) -> PgCursor:
+        with self._failures():
+            return PgCursor(self._conn.execute(translate(sql, isinstance(params, dict)), params or None))
+
+    def executemany(self, sql: str, rows) -> PgCursor:
+        rows = list(rows)
+        cursor = self._conn.cursor()
+        if rows:
+            with self._failures():
+                cursor.executemany(translate(sql, isinstance(rows[0], dict)), rows)
+        return PgCursor(cursor)
+
+    def query(self, sql: str, params=()) -> Iterator[dict]:
+        with self._failures(), self._conn.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(translate(sql, isinstance(params, dict)), params or None)
+            rows = cursor.fetchall() if cursor.description else []
+        return iter(rows)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if isinstance(exc, psycopg.errors.QueryCanceled):
+                raise
+            self._on_failure()
+            raise StoreUnavailableError() from exc
+        except psycopg.DataError as exc:
+            if "NUL" not in str(exc):
+                raise
+            # SQLite stores and compares such text; PostgreSQL refuses it before the query runs.
+            raise BadRequestError("Text with a NUL character (\\0) cannot be used here.") from None
+
+
+# SQLite spellings in the shared queries and their PostgreSQL forms. Index hints are SQLite's
+# (its planner needs them on a large store; PostgreSQL's chooses by statistics).
+_REWRITES = [
+    (re.compile(r"\s+(?:INDEXED BY \w+|NOT INDEXED)"), ""),
+    # json_each(?) over a JSON array of values
+    (re.compile(r"json_each\(\?\)"), "json_array_elements_text(?::json)"),
+    # json_each(col, '$.key') over the array at key; rows named `value` in both
+    (re.compile(r"json_each\(([\w.]+), '\$\.(\w+)'\) (\w+)"), r"json_array_elements_text(\1::json->'\2') AS \3(value)"),
+    (re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)"), r"(\1::json->>'\2')"),
+    # SQLite's LIKE ignores ASCII case; names are matched that way
+    (re.compile(r"\bLIKE\b"), "ILIKE"),
+]
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@functools.lru_cache(maxsize=1024)
+def translate(sql: str, named: bool = False) -> str:
+    for pattern, replacement in _REWRITES:
+        sql = pattern.sub(replacement, sql)
+    sql = sql.replace("%", "%%").replace("?", "%s")
+    if named:
+        sql = _NAMED.sub(r"%(\1)s", sql)
+    return sql
+
+
+class PostgresBase:
+    kind = "postgresql"
+    path = None  # no database file; nothing to checkpoint
+
+    def __init__(self, url: str, password: str | None = None) -> None:
+        self.url = url
+        self._password = password
+        self._local = threading.local()
+
+    def __repr__(self) -> str:  # the password never appears
+        return f"PostgresStore({redact(self.url)})"
+
+    @property
+    def db(self) -> PgDatabase:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid() or local.db is None:
+            try:
+                conn = psycopg.connect(self.url, password=self._password, autocommit=True,
+                                       connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailableError() from exc
+            conn.adapters.register_dumper(bool, _BoolAsInteger)  # flags are 0/1 integers, as in SQLite
+            local.db = PgDatabase(conn, self._drop_connection)
+            local.pid = os.getpid()
+        return local.db
+
+    def _drop_connection(self) -> None:
+        db = getattr(self._local, "db", None)
+        self._local.db = None
+        if db is not None:
+            with contextlib.suppress(Exception):
+                db.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[PgDatabase]:
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            yield db
+        except BaseException:
+            with contextlib.suppress(StoreUnavailableError):
+                if self._local.db is db:
+                    db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+    def serialize(self, db: PgDatabase, name: str) -> None:
+        """Inside a write transaction: wait for any other transaction serialized on `name`
+        (a transaction-scoped advisory lock; SQLite's writer lock does this for its backend)."""
+        db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", [name])
+
+    @contextlib.contextmanager
+    def writers_queue(self) -> Iterator[None]:
+        yield  # PostgreSQL's writers do not queue on one lock
+
+    def per_process(self, name: str, make):
+        held = self.__dict__.get(name)
+        if held is None or held[0] != os.getpid():
+            held = self.__dict__[name] = (os.getpid(), make())
+        return held[1]
+
+    def migrate(self) -> None:
+        with self.write() as db:
+            apply_migrations(db, self.serialize)
+
+    def checkpoint_in_background(self) -> None:
+        pass
+
+    def count_at_most(self, query: str, args: list, most: int) -> int:
+        return self.db.execute(f"SELECT count(*) FROM ({query} LIMIT ?) AS limited", [*args, most + 1]).fetchone()[0]
+
+    def ping(self) -> bool:
+        try:
+            return self.db.execute("SELECT 1").fetchone()[0] == 1
+        except StoreUnavailableError:
+            return False
+
+    def integrity_check(self) -> str:
+        return "ok" if self.ping() else "unreachable"
+
+    # A sequence advanced after every revocation: cached OCSP answers on every node compare it.
+    def revocation_marker(self):
+        return self.db.execute("SELECT last_value, is_called FROM revocation_events").fetchone()
+
+    def _mark_revocation(self) -> None:
+        self.db.execute("SELECT nextval('revocation_events')")
+
+    def close(self) -> None:
+        if getattr(self._local, "pid", None) == os.getpid():
+            self._drop_connection()
+        self._local = threading.local()
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for messages and logs."""
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
