@@ -285,9 +285,11 @@ def remind(dry_run: bool) -> None:
 
 from .cli_acme import register_acme_commands  # noqa: E402  (these commands need `main`)
 from .cli_admin import register_admin_commands  # noqa: E402
+from .cli_db import register_db_commands  # noqa: E402
 
 register_admin_commands(main)
 register_acme_commands(main)
+register_db_commands(main)
 
 
 def register_flask_commands(app) -> None:

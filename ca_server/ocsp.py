@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
+from . import once
 from .clock import from_text
 from .config import Config
 from .instance import BACKDATE, Authority
@@ -63,14 +64,33 @@ class Responder:
         return self.not_after - now > (self.not_after - self.not_before) / 3
 
 
+RESPONDER_LEASE_SECONDS = 30
+
+
 def ensure_responder(config: Config, store: Store, authority: Authority, now: dt.datetime) -> Responder:
-    """The current responder certificate; a new one is issued when none is fresh."""
-    row = store.latest_ocsp_responder()
-    if row is not None:
-        stored = Responder(row["serial"], x509.load_der_x509_certificate(row["der"]), None,
-                           from_text(row["not_before"]), from_text(row["not_after"]))
-        if stored.fresh(now):
-            return dataclasses.replace(stored, key=decrypt_private_key(row["key_pem"], authority.passphrase()))
+    """The current responder certificate; a new one is issued when none is fresh, by one process
+    of all (a lease): the others wait for it (a holder that died is replaced when the lease ends)."""
+    def stored() -> Responder | None:
+        row = store.latest_ocsp_responder()
+        if row is not None:
+            found = Responder(row["serial"], x509.load_der_x509_certificate(row["der"]), None,
+                              from_text(row["not_before"]), from_text(row["not_after"]))
+            if found.fresh(now):
+                return dataclasses.replace(found, key=decrypt_private_key(row["key_pem"], authority.passphrase()))
+        return None
+
+    current = stored()
+    if current is not None:
+        return current
+    if not store.take_lease("ocsp-responder", once.holder(), now, RESPONDER_LEASE_SECONDS):
+        current = once.wait_for(stored, RESPONDER_LEASE_SECONDS)
+        if current is not None:
+            return current
+    current = stored()  # issued by another process between the first look and the lease
+    return current if current is not None else _issue_responder(config, store, authority, now)
+
+
+def _issue_responder(config: Config, store: Store, authority: Authority, now: dt.datetime) -> Responder:
     key = generate_private_key("ec-p256")
     start = now.replace(microsecond=0) - BACKDATE
     not_after = min(start + dt.timedelta(days=config.revocation.ocsp_responder_validity_days),

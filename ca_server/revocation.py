@@ -22,7 +22,7 @@ from .pki.extensions import aki_from
 from .pki.keys import signature_hash
 from .pki.pem import pem_armor
 from .pki.serials import serial_hex
-from .store import CRLNumberTakenError, Store
+from .store import Store
 
 # RFC 5280 5.3.1 reasons that make sense for a leaf certificate. certificateHold/removeFromCRL
 # (temporary holds) are left out on purpose: a revocation here is final.
@@ -109,8 +109,8 @@ def publish_crl(config: Config, store: Store, authority: Authority, issuer: str,
     """Build, sign and store the next CRL of `issuer` ("intermediate" or "root").
 
     CRL numbers must only grow (5.2.3). They are the time in milliseconds, or the previous number
-    plus one when that is larger, so two processes need no lock while signing: if both pick the
-    same number, the second insert fails and that one takes the next number."""
+    plus one when that is larger; the store has the signing done while other publishers of this
+    issuer (other processes, other nodes) wait, so a later commit never has a smaller number."""
     this_update = now.replace(microsecond=0)
     hours = config.revocation.crl_validity_hours if issuer == "intermediate" else config.revocation.root_crl_validity_hours
     next_update = this_update + dt.timedelta(hours=hours)
@@ -121,8 +121,7 @@ def publish_crl(config: Config, store: Store, authority: Authority, issuer: str,
         entries = [(int(r["serial"], 16), from_text(r["revoked_at"]), r["reason"]) for r in store.ca_revocations()]
         ca_cert, key = authority.root, authority.root_key
     revoked = [_revoked_entry(serial, at, reason) for serial, at, reason in entries]
-    for _attempt in range(5):
-        number = max(store.latest_crl_number(issuer) + 1, int(now.timestamp() * 1000))
+    def sign(number: int) -> bytes:
         # All entries at construction: add_revoked_certificate() copies the builder each time,
         # which made a 100,000-entry CRL take 20 s instead of 2.
         builder = x509.CertificateRevocationListBuilder(
@@ -135,13 +134,12 @@ def publish_crl(config: Config, store: Store, authority: Authority, issuer: str,
             ],
             revoked_certificates=revoked,
         )
-        der = builder.sign(key, signature_hash(key)).public_bytes(Encoding.DER)
-        try:
-            store.insert_crl(issuer, number, this_update, next_update, der)
-        except CRLNumberTakenError:
-            continue
-        return PublishedCRL(issuer, number, this_update, next_update, der)
-    raise RuntimeError("could not store a CRL with a fresh number")  # pragma: no cover
+        signed[number] = builder.sign(key, signature_hash(key)).public_bytes(Encoding.DER)
+        return signed[number]
+
+    signed: dict[int, bytes] = {}
+    number = store.insert_next_crl(issuer, int(now.timestamp() * 1000), sign, this_update, next_update)
+    return PublishedCRL(issuer, number, this_update, next_update, signed[number])
 
 
 def _revoked_entry(serial: int, at: dt.datetime, reason: str) -> x509.RevokedCertificate:

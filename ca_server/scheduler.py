@@ -1,7 +1,9 @@
 """APScheduler 3.x set-up. Jobs are the plain functions of the domain modules; the scheduler only
 triggers them. An advisory file lock makes one process per instance run the jobs: one of the
 server's workers (a replacement takes over when that worker dies), and two `ca-server serve` on
-one instance still send each reminder once (the store's claims make sure of that anyway)."""
+one instance still send each reminder once (the store's claims make sure of that anyway). Nodes
+that share a PostgreSQL store each run a scheduler; the jobs of SHARED_JOBS take a lease in the
+store, so each tick's work is done by one of them."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import os
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import reminders, revocation, webhooks
+from . import once, reminders, revocation, webhooks
 from .clock import utcnow
 from .services import Services
 
@@ -31,9 +33,26 @@ def build_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundSch
     scheduler = BackgroundScheduler(timezone="UTC", job_defaults=JOB_DEFAULTS)
     first = utcnow() + dt.timedelta(seconds=FIRST_RUN_SECONDS)
     for job_id, func, minutes in [*jobs(services), *extra_jobs]:
+        if job_id in SHARED_JOBS:
+            func = _once_across_processes(job_id, func, minutes)
         scheduler.add_job(func, "interval", minutes=minutes, id=job_id, replace_existing=True, args=[services],
                           next_run_time=first, **JOB_DEFAULTS)
     return scheduler
+
+
+# Jobs whose work is the store's (not this node's): on several nodes sharing a database, each tick
+# runs on one of them. The lease lasts a little less than the interval, so the node that holds it
+# takes it again on its next tick, and another node takes over within an interval of its death.
+SHARED_JOBS = {"reminders", "crl-refresh", "webhooks"}
+
+
+def _once_across_processes(job_id: str, func, minutes: int):
+    def run(services: Services) -> None:
+        seconds = max(minutes * 60 - 5, 30)
+        if once.if_lease_taken(services.store, f"job:{job_id}", utcnow(), seconds, lambda: func(services) or True) is None:
+            log.info("%s: another process holds this job's lease; not running it here", job_id)
+    run.__name__ = func.__name__
+    return run
 
 
 def jobs(services: Services) -> list:

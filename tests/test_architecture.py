@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ca_server"
 FRAMEWORKS = ("flask", "flask_wtf", "flask_limiter", "werkzeug", "click", "apscheduler", "gunicorn", "granian", "wtforms")
 DOMAIN = [p for p in PACKAGE.rglob("*.py")
           if p.relative_to(PACKAGE).parts[0] not in ("web",)
-          and p.name not in ("cli.py", "cli_acme.py", "cli_admin.py", "cli_support.py", "scheduler.py", "server.py",
+          and p.name not in ("cli.py", "cli_acme.py", "cli_admin.py", "cli_db.py", "cli_support.py", "scheduler.py", "server.py",
                              "__init__.py", "__main__.py")
           or p.relative_to(PACKAGE).parts[0] in ("pki", "store")]
 
@@ -47,3 +47,9 @@ def test_wsgi_exposes_the_only_module_level_app():
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_stay_small(path):
     assert len(path.read_text().splitlines()) <= 450
+
+
+def test_only_the_store_talks_to_a_database_driver():
+    drivers = {"sqlite3", "sqlite_utils", "psycopg"}
+    users = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if imported_modules(p) & drivers}
+    assert users and all(u.startswith("store/") for u in users), users

@@ -12,15 +12,16 @@ from .audit import AuditQueries
 from .backend import StoreBackend
 from .base import StoreBase
 from .certificates import CertificateQueries, SerialTakenError
+from .counters import CounterQueries
 from .leases import LeaseQueries
 from .listing import CertificateFilter, CertificateListing
 from .postgres import PostgresBase
 from .reminders import ReminderQueries
-from .revocation import CRLNumberTakenError, RevocationQueries
+from .revocation import RevocationQueries
 from .webhooks import WebhookQueries
 
 _QUERIES = (WebhookQueries, AcmeQueries, CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries,
-            AccessQueries, RequestQueries, AuditQueries, LeaseQueries)
+            AccessQueries, RequestQueries, AuditQueries, LeaseQueries, CounterQueries)
 
 
 class Store(*_QUERIES, StoreBase):
@@ -36,5 +37,5 @@ def open_store(database: Path, url: str = "", password: str | None = None) -> St
     return PostgresStore(url, password) if url else Store(database)
 
 
-__all__ = ["CRLNumberTakenError", "CertificateFilter", "NameTakenError", "PostgresStore", "SerialTakenError", "Store",
+__all__ = ["CertificateFilter", "NameTakenError", "PostgresStore", "SerialTakenError", "Store",
            "StoreBackend", "open_store"]

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from ..clock import to_text
 from .errors import INTEGRITY_ERRORS
-
-
-class CRLNumberTakenError(Exception):
-    pass
 
 
 class RevocationQueries:
@@ -62,22 +59,26 @@ class RevocationQueries:
         row = self.db.conn.execute("SELECT max(number) FROM crls WHERE issuer = ?", [issuer]).fetchone()
         return row[0] or 0
 
-    def insert_crl(self, issuer: str, number: int, this_update: dt.datetime, next_update: dt.datetime,
-                   der: bytes, keep: int = 3) -> None:
-        try:
-            with self.write() as db:
-                db.execute(
-                    "INSERT INTO crls (issuer, number, this_update, next_update, der) VALUES (?, ?, ?, ?, ?)",
-                    [issuer, number, to_text(this_update), to_text(next_update), der],
-                )
-                # Old CRLs are superseded; keep a few for looking back, not thousands of copies.
-                db.execute(
-                    "DELETE FROM crls WHERE issuer = ? AND number NOT IN"
-                    " (SELECT number FROM crls WHERE issuer = ? ORDER BY number DESC LIMIT ?)",
-                    [issuer, issuer, keep],
-                )
-        except INTEGRITY_ERRORS:
-            raise CRLNumberTakenError(number) from None
+    def insert_next_crl(self, issuer: str, floor: int, sign: Callable[[int], bytes], this_update: dt.datetime,
+                        next_update: dt.datetime, keep: int = 3) -> int:
+        """Store the next CRL of `issuer`: its number is above the newest stored (and at least
+        `floor`), and `sign(number)` makes its DER while every other writer of this issuer's CRLs
+        waits, so numbers grow in commit order too, on any number of nodes (RFC 5280 5.2.3)."""
+        with self.write() as db:
+            self.serialize(db, f"crl:{issuer}")
+            newest = db.execute("SELECT max(number) FROM crls WHERE issuer = ?", [issuer]).fetchone()[0]
+            number = max((newest or 0) + 1, floor)
+            db.execute(
+                "INSERT INTO crls (issuer, number, this_update, next_update, der) VALUES (?, ?, ?, ?, ?)",
+                [issuer, number, to_text(this_update), to_text(next_update), sign(number)],
+            )
+            # Old CRLs are superseded; keep a few for looking back, not thousands of copies.
+            db.execute(
+                "DELETE FROM crls WHERE issuer = ? AND number NOT IN"
+                " (SELECT number FROM crls WHERE issuer = ? ORDER BY number DESC LIMIT ?)",
+                [issuer, issuer, keep],
+            )
+        return number
 
     def latest_crl(self, issuer: str, *, with_der: bool = True) -> dict | None:
         """The newest CRL of `issuer`; without its DER (megabytes with many revocations) when

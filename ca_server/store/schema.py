@@ -356,3 +356,10 @@ def m013_leases(db: Database) -> None:
     """Work that one process of all (one node of all) must do at a time takes a lease: a row
     taken over only where it still holds the value that was read, once it has expired."""
     db.execute("CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TEXT NOT NULL)")
+
+
+@migrations()
+def m014_rate_counters(db: Database) -> None:
+    """Rate-limit counters shared by nodes on one database (the PostgreSQL backend uses them;
+    SQLite's workers count in memory)."""
+    db.execute("CREATE TABLE rate_counters (key TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL)")

@@ -110,6 +110,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("m013_leases", [
         f"CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at {C} NOT NULL)",
     ]),
+    ("m014_rate_counters", [
+        "CREATE TABLE rate_counters (key TEXT PRIMARY KEY, count BIGINT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
+    ]),
 ]
 
 

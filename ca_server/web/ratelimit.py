@@ -42,11 +42,38 @@ class SweepingMemoryStorage(MemoryStorage):
             self.timer.start()
 
 
+class StoreCounters(SweepingMemoryStorage):
+    """The counters in the store (nodes sharing a PostgreSQL database count together); limits'
+    memory storage computes the sliding window over these counters as over its own."""
+
+    def __init__(self, store) -> None:
+        super().__init__()
+        self.store = store
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = time.time()
+        return self.store.counter_add(key, amount, now + expiry, now)
+
+    def decr(self, key: str, amount: int = 1) -> int:
+        return self.store.counter_add(key, -amount, 0, time.time())
+
+    def get(self, key: str) -> int:
+        return self.store.counter_get(key, time.time())[0]
+
+    def get_expiry(self, key: str) -> float:
+        return self.store.counter_get(key, time.time())[1]
+
+    def clear(self, key: str) -> None:
+        self.store.counter_clear(key)
+
+
 class RateLimits:
-    def __init__(self) -> None:
+    def __init__(self, store=None) -> None:
         # Two counters per key (this window, the last): O(1) per request whatever the limit, where a
-        # moving window keeps (and shifts) one timestamp per request in the window.
-        self._limiter = SlidingWindowCounterRateLimiter(SweepingMemoryStorage())
+        # moving window keeps (and shifts) one timestamp per request in the window. In memory per
+        # worker with SQLite; in the store when nodes share PostgreSQL.
+        storage = StoreCounters(store) if store is not None and store.kind == "postgresql" else SweepingMemoryStorage()
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._parsed: dict[str, object] = {}
 
     def _item(self, text: str):
@@ -77,7 +104,7 @@ class RateLimits:
 
 
 def init_rate_limits(app: Flask) -> None:
-    app.extensions["ca_server_limits"] = RateLimits()
+    app.extensions["ca_server_limits"] = RateLimits(app.extensions["ca_server"].store)
 
 
 def limits() -> RateLimits:

@@ -1,0 +1,154 @@
+"""The store's interface on both backends (SQLite file, PostgreSQL server started by the tests):
+the same behaviour from the same calls, and what multi-node operation relies on (leases, CRL
+numbers, shared rate limits, the revocation marker)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from ca_server import issuance, revocation
+from ca_server.errors import BadRequestError
+from ca_server.store import PostgresStore, Store, StoreBackend
+from ca_server.store.postgres import redact, translate
+from ca_server.store.schema import migrations
+from ca_server.store.schema_pg import MIGRATIONS
+from ca_server.web.ratelimit import RateLimitedError, RateLimits
+
+from .conftest import NOW
+from .factories import make_csr, pem
+
+
+@pytest.fixture
+def bare_store(backend, tmp_path, request):
+    if backend == "postgresql":
+        store = PostgresStore(request.getfixturevalue("pg_server").new_database())
+    else:
+        store = Store(tmp_path / "ca.sqlite3")
+    store.migrate()
+    yield store
+    store.close()
+
+
+def test_both_backends_provide_the_interface_the_queries_use(bare_store, backend):
+    assert isinstance(bare_store, StoreBackend)
+    assert bare_store.kind == backend and bare_store.ping()
+
+
+def test_one_schema_history_in_both_backends():
+    sqlite_steps = [m.name for m in migrations._migrations]
+    assert sqlite_steps == [name for name, _ in MIGRATIONS], "add each new migration to schema_pg.py too"
+
+
+def test_migrating_twice_changes_nothing(bare_store):
+    bare_store.migrate()
+    assert bare_store.take_lease("x", "me", NOW, 10)
+
+
+@pytest.mark.parametrize(("sqlite", "postgres"), [
+    ("SELECT a FROM t WHERE b = ? AND c LIKE ?", "SELECT a FROM t WHERE b = %s AND c ILIKE %s"),
+    ("SELECT rowid FROM certificates INDEXED BY certificates_requester WHERE x = ?",
+     "SELECT rowid FROM certificates WHERE x = %s"),
+    ("SELECT c.x FROM certificates c NOT INDEXED WHERE c.rowid IN (SELECT CAST(value AS BIGINT) FROM json_each(?))",
+     "SELECT c.x FROM certificates c WHERE c.rowid IN (SELECT CAST(value AS BIGINT) FROM json_array_elements_text(%s::json))"),
+    ("SELECT j.value FROM audit_log a, json_each(a.detail, '$.codes') j",
+     "SELECT j.value FROM audit_log a, json_array_elements_text(a.detail::json->'codes') AS j(value)"),
+    ("WHERE json_extract(data, '$.certificate') = ?", "WHERE (data::json->>'certificate') = %s"),
+    ("SELECT '100%' FROM t", "SELECT '100%%' FROM t"),
+], ids=["placeholders-like", "index-hint", "json-array", "json-path-array", "json-extract", "percent"])
+def test_the_postgresql_spelling_of_shared_queries(sqlite, postgres):
+    assert translate(sqlite) == postgres
+
+
+def test_named_parameters_and_a_password_never_shown():
+    assert translate("VALUES (:name, :is_admin)", True) == "VALUES (%(name)s, %(is_admin)s)"
+    assert redact("postgresql://ca:s3cret@db:5432/ca") == "postgresql://ca:***@db:5432/ca"
+    assert "s3cret" not in repr(PostgresStore("postgresql://ca@db/ca", "s3cret"))
+
+
+def test_a_lease_is_held_until_it_expires_then_taken_over(bare_store):
+    s = bare_store
+    assert s.take_lease("crl", "node-a", NOW, 60)
+    assert not s.take_lease("crl", "node-b", NOW + dt.timedelta(seconds=59), 60)
+    assert s.take_lease("crl", "node-a", NOW + dt.timedelta(seconds=30), 60), "the holder renews"
+    assert s.lease_holder("crl", NOW + dt.timedelta(seconds=60)) == "node-a"
+    assert s.take_lease("crl", "node-b", NOW + dt.timedelta(seconds=91), 60), "expired: another takes it"
+    assert s.lease_holder("crl", NOW + dt.timedelta(seconds=92)) == "node-b"
+
+
+def test_a_lease_is_taken_by_one_of_many_at_once(bare_store):
+    winners = []
+    barrier = threading.Barrier(8)
+
+    def contend(i):
+        barrier.wait()
+        if bare_store.take_lease("job:reminders", f"node-{i}", NOW, 60):
+            winners.append(i)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+
+
+def test_crl_numbers_only_grow_in_commit_order(svc):
+    """Threads publish at once (as nodes would) with clocks that disagree: each stored CRL's number
+    is above every number stored before it."""
+    numbers, errors = [], []
+
+    def publish(i):
+        try:  # a clock behind the others by up to 7 s: its millisecond number would be smaller
+            crl = revocation.publish_crl(svc.config, svc.store, svc.authority, "intermediate",
+                                         NOW - dt.timedelta(seconds=i % 8))
+            numbers.append(crl.number)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    stored = [r[0] for r in svc.store.db.execute(
+        "SELECT number FROM crls WHERE issuer = 'intermediate' ORDER BY number")]
+    assert len(set(numbers)) == 12 and svc.store.latest_crl_number("intermediate") == max(numbers)
+    assert stored == sorted(stored) and len(stored) <= 3  # the newest three are kept
+
+
+def test_the_revocation_marker_changes_with_each_revocation(svc):
+    record = issuance.issue(svc.config, svc.store, svc.authority,
+                            issuance.IssueRequest(csr=pem(make_csr(["marker.example.test"]))), NOW)
+    before = svc.store.revocation_marker()
+    revocation.revoke(svc.config, svc.store, svc.authority, record.serial, "keyCompromise", NOW, actor="test")
+    assert svc.store.revocation_marker() != before
+
+
+def test_rate_limits_count_across_nodes_on_postgresql(svc, backend):
+    """Two RateLimits, as two nodes have: on PostgreSQL they count together; on SQLite each
+    worker counts its own (documented)."""
+    node_a, node_b = RateLimits(svc.store), RateLimits(svc.store)
+    node_a.hit("3 per minute", "sign-in", "10.0.0.9", what="sign-ins")
+    node_b.hit("3 per minute", "sign-in", "10.0.0.9", what="sign-ins")
+    node_a.hit("3 per minute", "sign-in", "10.0.0.9", what="sign-ins")
+    if backend == "postgresql":
+        with pytest.raises(RateLimitedError) as refused:
+            node_b.hit("3 per minute", "sign-in", "10.0.0.9", what="sign-ins")
+        assert 1 <= refused.value.retry_after <= 61
+    else:
+        node_b.hit("3 per minute", "sign-in", "10.0.0.9", what="sign-ins")
+        node_b.hit("3 per minute", "sign-in", "10.0.0.9", what="sign-ins")  # b's own second and third
+        with pytest.raises(RateLimitedError):
+            node_b.hit("3 per minute", "sign-in", "10.0.0.9", what="sign-ins")
+
+
+def test_text_postgresql_cannot_hold_is_a_400_not_a_500(svc, backend):
+    if backend == "sqlite":
+        assert svc.store.get_user("a\x00b") is None
+    else:
+        with pytest.raises(BadRequestError, match="NUL"):
+            svc.store.get_user("a\x00b")
