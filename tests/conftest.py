@@ -35,6 +35,8 @@ def pytest_generate_tests(metafunc):
     forced = os.environ.get("CA_SERVER_TEST_BACKENDS")
     if metafunc.definition.get_closest_marker("sqlite_only"):
         backends = ["sqlite"]
+    elif metafunc.definition.get_closest_marker("postgresql_only"):
+        backends = ["postgresql"]
     elif forced:
         backends = forced.split(",")
     elif (metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_BACKENDS

@@ -22,7 +22,7 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(instance: Path, *, workers: int = 2, env: dict | None = None, port: int | None = None,
-                   args: tuple[str, ...] = (), host_name: str = "127.0.0.1"):
+                   args: tuple[str, ...] = (), host_name: str = "127.0.0.1", procs: list | None = None):
     """Yields the base URL; the server's output is in instance/serve.log. With "--tls" in `args`
     the URL is https://host_name:port and the health check trusts the instance's root."""
     port = port or free_port()
@@ -33,6 +33,8 @@ def running_server(instance: Path, *, workers: int = 2, env: dict | None = None,
          "--port", str(port), "--workers", str(workers), *args],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True,
     )
+    if procs is not None:
+        procs.append(proc)
     base = f"https://{host_name}:{port}" if tls else f"http://127.0.0.1:{port}"
     verify = str(instance / "ca" / "root.pem") if tls else True
     try:

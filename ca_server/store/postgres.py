@@ -59,51 +59,76 @@ class PgCursor:
 
 class PgDatabase:
     """What the queries call on sqlite-utils' Database (`query`, `execute`, `conn.execute`,
-    `conn.executemany`), on one psycopg connection."""
+    `conn.executemany`), on one psycopg connection, made when first needed and again after one
+    failed. A read or a BEGIN outside a transaction that fails on a connection the server has
+    dropped (a restart, a failover) is tried once more on a new one: it changed nothing."""
 
-    def __init__(self, conn: psycopg.Connection, on_failure) -> None:
-        self._conn = conn
-        self._on_failure = on_failure
+    def __init__(self, connect) -> None:
+        self._connect = connect
+        self._conn: psycopg.Connection | None = None
+        self._in_transaction = False
 
     @property
     def conn(self) -> PgDatabase:
         return self
 
     def execute(self, sql: str, params=()) -> PgCursor:
-        with self._failures():
-            return PgCursor(self._conn.execute(translate(sql, isinstance(params, dict)), params or None))
+        statement = translate(sql, isinstance(params, dict))
+        cursor = self._run(lambda conn: conn.execute(statement, params or None), _retry_safe(sql))
+        if statement in ("BEGIN", "COMMIT", "ROLLBACK"):
+            self._in_transaction = statement == "BEGIN"
+        return PgCursor(cursor)
 
     def executemany(self, sql: str, rows) -> PgCursor:
         rows = list(rows)
-        cursor = self._conn.cursor()
-        if rows:
-            with self._failures():
+
+        def run(conn):
+            cursor = conn.cursor()
+            if rows:
                 cursor.executemany(translate(sql, isinstance(rows[0], dict)), rows)
-        return PgCursor(cursor)
+            return cursor
+        return PgCursor(self._run(run, False))
 
     def query(self, sql: str, params=()) -> Iterator[dict]:
-        with self._failures(), self._conn.cursor(row_factory=dict_row) as cursor:
-            cursor.execute(translate(sql, isinstance(params, dict)), params or None)
-            rows = cursor.fetchall() if cursor.description else []
-        return iter(rows)
+        statement = translate(sql, isinstance(params, dict))
+
+        def run(conn):
+            with conn.cursor(row_factory=dict_row) as cursor:
+                cursor.execute(statement, params or None)
+                return cursor.fetchall() if cursor.description else []
+        return iter(self._run(run, _retry_safe(sql)))
 
     def close(self) -> None:
-        self._conn.close()
+        conn, self._conn, self._in_transaction = self._conn, None, False
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
-    @contextlib.contextmanager
-    def _failures(self) -> Iterator[None]:
-        try:
-            yield
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            if isinstance(exc, psycopg.errors.QueryCanceled):
-                raise
-            self._on_failure()
-            raise StoreUnavailableError() from exc
-        except psycopg.DataError as exc:
-            if "NUL" not in str(exc):
-                raise
-            # SQLite stores and compares such text; PostgreSQL refuses it before the query runs.
-            raise BadRequestError("Text with a NUL character (\\0) cannot be used here.") from None
+    def _run(self, work, retry_safe: bool):
+        for attempt in (1, 2):
+            fresh = self._conn is None
+            if fresh:
+                self._conn = self._connect()
+            try:
+                return work(self._conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if isinstance(exc, psycopg.errors.QueryCanceled):
+                    raise
+                safe = retry_safe and not self._in_transaction and not fresh and attempt == 1
+                self.close()
+                if not safe:
+                    raise StoreUnavailableError() from exc
+            except psycopg.DataError as exc:
+                if "NUL" not in str(exc):
+                    raise
+                # SQLite stores and compares such text; PostgreSQL refuses it before the query runs.
+                raise BadRequestError("Text with a NUL character (\\0) cannot be used here.") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _retry_safe(sql: str) -> bool:
+    head = sql.lstrip()[:6].upper()
+    return head in ("SELECT", "BEGIN")
 
 
 # SQLite spellings in the shared queries and their PostgreSQL forms. Index hints are SQLite's
@@ -146,23 +171,19 @@ class PostgresBase:
     @property
     def db(self) -> PgDatabase:
         local = self._local
-        if getattr(local, "pid", None) != os.getpid() or local.db is None:
-            try:
-                conn = psycopg.connect(self.url, password=self._password, autocommit=True,
-                                       connect_timeout=CONNECT_TIMEOUT_SECONDS)
-            except psycopg.OperationalError as exc:
-                raise StoreUnavailableError() from exc
-            conn.adapters.register_dumper(bool, _BoolAsInteger)  # flags are 0/1 integers, as in SQLite
-            local.db = PgDatabase(conn, self._drop_connection)
+        if getattr(local, "pid", None) != os.getpid():  # a forked worker makes its own connections
+            local.db = PgDatabase(self._connect)
             local.pid = os.getpid()
         return local.db
 
-    def _drop_connection(self) -> None:
-        db = getattr(self._local, "db", None)
-        self._local.db = None
-        if db is not None:
-            with contextlib.suppress(Exception):
-                db.close()
+    def _connect(self) -> psycopg.Connection:
+        try:
+            conn = psycopg.connect(self.url, password=self._password, autocommit=True,
+                                   connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError() from exc
+        conn.adapters.register_dumper(bool, _BoolAsInteger)  # flags are 0/1 integers, as in SQLite
+        return conn
 
     @contextlib.contextmanager
     def write(self) -> Iterator[PgDatabase]:
@@ -172,7 +193,7 @@ class PostgresBase:
             yield db
         except BaseException:
             with contextlib.suppress(StoreUnavailableError):
-                if self._local.db is db:
+                if db._in_transaction:
                     db.execute("ROLLBACK")
             raise
         else:
@@ -221,7 +242,7 @@ class PostgresBase:
 
     def close(self) -> None:
         if getattr(self._local, "pid", None) == os.getpid():
-            self._drop_connection()
+            self._local.db.close()
         self._local = threading.local()
 
 
