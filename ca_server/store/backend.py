@@ -21,6 +21,9 @@ class StoreBackend(Protocol):
     def write(self) -> contextlib.AbstractContextManager[Any]:
         """A write transaction: committed on exit, rolled back on an exception."""
 
+    def one_statement(self) -> contextlib.AbstractContextManager[Any]:
+        """For a write that is a single statement (committed on exit either way)."""
+
     def serialize(self, db: Any, name: str) -> None:
         """Inside write(): wait for other writers serialized on `name` (an advisory lock)."""
 

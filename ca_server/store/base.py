@@ -61,6 +61,11 @@ class StoreBase:
         else:
             conn.execute("COMMIT")
 
+    def one_statement(self) -> contextlib.AbstractContextManager[Database]:
+        """For a write that is one statement: a transaction here (the sqlite3 module would
+        otherwise leave its implicit one open); PostgreSQL commits the statement by itself."""
+        return self.write()
+
     def serialize(self, db: Database, name: str) -> None:
         """Inside a write transaction: wait for other transactions serialized on `name`. SQLite
         has one writer at a time already (BEGIN IMMEDIATE); PostgreSQL takes an advisory lock."""

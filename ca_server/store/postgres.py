@@ -199,6 +199,10 @@ class PostgresBase:
         else:
             db.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def one_statement(self) -> Iterator[PgDatabase]:
+        yield self.db  # autocommit: the statement is its own transaction (no BEGIN/COMMIT round trips)
+
     def serialize(self, db: PgDatabase, name: str) -> None:
         """Inside a write transaction: wait for any other transaction serialized on `name`
         (a transaction-scoped advisory lock; SQLite's writer lock does this for its backend)."""
