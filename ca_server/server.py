@@ -22,6 +22,7 @@ from granian.log import LogLevels
 from .services import Services
 from .stalled_connections import ConnectionReaper, RequestGate
 from .store.checkpoints import Checkpointer
+from .store.postgres import redact
 
 TLS_RENEWAL_CHECK_MINUTES = 12 * 60
 
@@ -108,6 +109,8 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
     log = logging.getLogger(__name__)
     log.info("open-file limit %d; %d worker(s) x %d connections, header timeout %d s", open_files,
              workers or cfg.workers, cfg.max_connections, cfg.header_timeout_seconds)
+    log.info("store: %s", "SQLite " + str(services.paths.database) if services.store.kind == "sqlite"
+             else f"PostgreSQL {redact(services.config.database.url)}")
     if open_files < needed:
         log.warning("the open-file limit (%d) is below what [server] max_connections needs (%d): past it, "
                     "new connections are refused; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
