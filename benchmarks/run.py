@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import acme, ocsp, scale, throughput
+from . import acme, ocsp, postgres, scale, throughput
 from .common import HERE, make_csrs
 
 
@@ -53,6 +53,9 @@ def main() -> int:
         log(f"ACME: {orders} orders (new account, order, http-01, finalize, download) at concurrency 4, "
             "ca-server vs Pebble")
         results["acme"] = acme.measure(orders, log)
+        log("PostgreSQL: HTTP issuance and OCSP on SQLite, on PostgreSQL (a server started here) and on two "
+            "nodes sharing it, alternating")
+        results["postgresql"] = postgres.measure(seconds, log)
         log("CRL")
         results["crl"] = scale.crl_build(Path(tmp) / "crl", 100_000, log)
     log(f"Scale: {scale_n:,} certificates")
@@ -77,6 +80,13 @@ def print_table(r: dict) -> None:
     log(f"scale ({s['certificates']:,}): lookup p99 {s['lookup_p99_ms']:.2f} ms, search page {s['search_ms']:.0f} ms "
         f"(worst query), audit page {s['audit_ms']:.0f} ms, reminder pass {s['reminder_pass_s']:.2f} s, {s['bytes_per_cert']} bytes/cert")
     log(f"CRL {c['entries']:,} entries: {c['build_s']:.2f} s, {c['bytes'] / 1e6:.1f} MB; OCSP {r['ocsp_rps']:.0f}/s")
+    for row in r["postgresql"]["issuance"]:
+        log(f"store c={row['concurrency']} round {row['round']}: SQLite {row['sqlite']['cps']:.0f}/s "
+            f"({row['sqlite']['cpu_ms']:.2f} ms CPU), PostgreSQL {row['postgresql']['cps']:.0f}/s "
+            f"({row['postgresql']['cpu_ms']:.2f} ms incl. database), two nodes {row['two_nodes']['cps']:.0f}/s "
+            f"({row['two_nodes']['cpu_ms']:.2f} ms)")
+    for row in r["postgresql"]["ocsp"]:
+        log(f"OCSP GET c={row['concurrency']}: SQLite {row['sqlite_rps']:.0f}/s, PostgreSQL {row['postgresql_rps']:.0f}/s")
     log(f"RSS: {m['after_1k']:.0f} MB after 1k, {m['after_100k']:.0f} MB after {m['issued']:,} ({m['growth']:+.0%})")
     for row in (r.get("ocsp_vs_cfssl") or {}).get("rows", []):
         log(f"OCSP {row['method']} c={row['concurrency']}: ca-server {row['ca_server']['rps']}/s "
