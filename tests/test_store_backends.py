@@ -4,6 +4,7 @@ numbers, shared rate limits, the revocation marker)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 
@@ -11,7 +12,8 @@ import pytest
 
 from ca_server import issuance, revocation
 from ca_server.errors import BadRequestError
-from ca_server.store import PostgresStore, Store, StoreBackend
+from ca_server.pki.serials import new_serial, serial_hex
+from ca_server.store import PostgresStore, SerialTakenError, Store, StoreBackend
 from ca_server.store.postgres import redact, translate
 from ca_server.store.schema import migrations
 from ca_server.store.schema_pg import MIGRATIONS
@@ -152,3 +154,32 @@ def test_text_postgresql_cannot_hold_is_a_400_not_a_500(svc, backend):
     else:
         with pytest.raises(BadRequestError, match="NUL"):
             svc.store.get_user("a\x00b")
+
+
+def test_a_taken_serial_fails_only_its_own_certificate_in_a_group_commit(svc):
+    """Rows arriving together are written in one (pipelined, on PostgreSQL) transaction; a serial
+    already stored makes only its own insert fail, and the connection stays usable."""
+    first = issuance.issue(svc.config, svc.store, svc.authority,
+                           issuance.IssueRequest(csr=pem(make_csr(["taken.example.test"]))), NOW)
+    others = [dataclasses.replace(first, serial=serial_hex(new_serial())) for _ in range(15)]
+    outcome: dict[str, object] = {}
+    barrier = threading.Barrier(len(others) + 1)
+
+    def insert(record):
+        barrier.wait()
+        try:
+            svc.store.insert_certificate(record, audit={"at": NOW, "action": "issue", "actor": "test",
+                                                        "serial": record.serial})
+            outcome[record.serial] = "stored"
+        except SerialTakenError as exc:
+            outcome[record.serial] = exc
+
+    threads = [threading.Thread(target=insert, args=(r,)) for r in [*others, first]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert isinstance(outcome[first.serial], SerialTakenError)
+    assert all(outcome[r.serial] == "stored" and svc.store.get_certificate(r.serial) for r in others)
+    audited = {row["serial"] for row in svc.store.audit_entries(action="issue", actor="test")}
+    assert audited == {r.serial for r in others}

@@ -21,6 +21,9 @@ class StoreBackend(Protocol):
     def write(self) -> contextlib.AbstractContextManager[Any]:
         """A write transaction: committed on exit, rolled back on an exception."""
 
+    def write_many(self) -> contextlib.AbstractContextManager[Any]:
+        """write() for inserts that read nothing back (may be sent without waiting)."""
+
     def one_statement(self) -> contextlib.AbstractContextManager[Any]:
         """For a write that is a single statement (committed on exit either way)."""
 

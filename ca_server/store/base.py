@@ -61,6 +61,10 @@ class StoreBase:
         else:
             conn.execute("COMMIT")
 
+    def write_many(self) -> contextlib.AbstractContextManager[Database]:
+        """A write transaction of inserts that read nothing back (PostgreSQL pipelines it)."""
+        return self.write()
+
     def one_statement(self) -> contextlib.AbstractContextManager[Database]:
         """For a write that is one statement: a transaction here (the sqlite3 module would
         otherwise leave its implicit one open); PostgreSQL commits the statement by itself."""

@@ -141,7 +141,7 @@ class CertificateQueries:
         """One transaction for the batch; on a taken serial (a 1-in-2^156 event) each again alone,
         so only the certificate whose serial is taken fails."""
         try:
-            with self.writers_queue(), self.write() as db:
+            with self.writers_queue(), self.write_many() as db:
                 for item in batch:
                     self._insert_one(db, item)
             return

@@ -98,6 +98,25 @@ class PgDatabase:
                 return cursor.fetchall() if cursor.description else []
         return iter(self._run(run, _retry_safe(sql)))
 
+    @contextlib.contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Statements sent without waiting for each answer (psycopg's pipeline mode); their
+        errors are raised when the block ends. One round trip for a whole write transaction."""
+        if self._conn is None:
+            self._conn = self._connect()
+        try:
+            with self._conn.pipeline():
+                yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.close()
+            raise StoreUnavailableError() from exc
+        except BaseException:
+            # A failed statement left the transaction open and aborted (its COMMIT never ran).
+            self._in_transaction = False
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("ROLLBACK")
+            raise
+
     def close(self) -> None:
         conn, self._conn, self._in_transaction = self._conn, None, False
         if conn is not None:
@@ -198,6 +217,13 @@ class PostgresBase:
             raise
         else:
             db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def write_many(self) -> Iterator[PgDatabase]:
+        """write(), pipelined: for transactions of inserts that read nothing back."""
+        db = self.db
+        with db.pipelined(), self.write() as db:
+            yield db
 
     @contextlib.contextmanager
     def one_statement(self) -> Iterator[PgDatabase]:
