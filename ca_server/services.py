@@ -4,13 +4,18 @@ assembled once per process from an instance folder."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from .clock import utcnow
 from .config import Config, Secrets, load_config, read_secrets
+from .errors import InstanceError
 from .instance import Authority, InstancePaths
 from .ocsp import OCSPResponder
 from .revocation import CRLCache
@@ -54,4 +59,17 @@ def open_services(
     store = open_store(paths.database, config.database.url, secrets.db_password)
     if migrate and paths.root.exists():
         store.migrate()
+        if paths.root_cert.exists():
+            _check_ca(paths, store)
     return Services(paths=paths, config=config, secrets=secrets, store=store)
+
+
+def _check_ca(paths: InstancePaths, store: Store) -> None:
+    ours = hashlib.sha256(x509.load_pem_x509_certificate(paths.root_cert.read_bytes()).public_bytes(
+        Encoding.DER)).hexdigest()
+    bound = store.bind_ca(ours)
+    if bound != ours:
+        raise InstanceError(
+            f"The database belongs to another CA (root SHA-256 {bound[:16]}...), not to the one in {paths.root} "
+            f"({ours[:16]}...). A second node needs a copy of the first node's instance folder, not its own "
+            "`ca-server init`.")

@@ -280,3 +280,22 @@ def test_db_copy_moves_a_store_of_10000_certificates_and_the_server_serves_them(
         assert token_pg.kind == "postgresql" and token_pg.get_token("copied-token") is not None
         r = issue(base, token, "after-copy.example.test")
         assert r.status_code == 201, r.text
+
+
+@pytest.mark.postgresql_only
+def test_a_node_set_up_with_its_own_init_is_refused_by_the_database(instance, tmp_path, svc):
+    """Node B must be a copy of node A's folder: an instance with another CA (its own `init`)
+    pointed at the same database stops with words, before it signs anything into it."""
+    from ca_server.errors import InstanceError
+    from ca_server.instance import InstancePaths, init_instance
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.toml").write_text((instance / "config.toml").read_text())
+    init_instance(InstancePaths(other), Secrets(key_passphrase=PASSPHRASE), dt.datetime.now(dt.UTC))
+    with pytest.raises(InstanceError, match="belongs to another CA") as refused:
+        open_services(other, secrets=Secrets(key_passphrase=PASSPHRASE))
+    assert "copy of the first node's instance folder" in refused.value.message
+    started = subprocess.run([sys.executable, "-m", "ca_server", "--instance", str(other), "list"],
+                             capture_output=True, text=True, env={**os.environ, "CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+    assert started.returncode == 1 and "belongs to another CA" in started.stderr

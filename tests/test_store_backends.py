@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import threading
 
 import pytest
@@ -183,3 +184,22 @@ def test_a_taken_serial_fails_only_its_own_certificate_in_a_group_commit(svc):
     assert all(outcome[r.serial] == "stored" and svc.store.get_certificate(r.serial) for r in others)
     audited = {row["serial"] for row in svc.store.audit_entries(action="issue", actor="test")}
     assert audited == {r.serial for r in others}
+
+
+def test_a_shared_job_runs_only_where_its_lease_is_held(svc, monkeypatch):
+    """Nodes' schedulers tick independently; the reminder, webhook and CRL jobs run where the
+    job's lease is taken, and elsewhere only once it has lapsed (or been released)."""
+    from ca_server import scheduler
+    from ca_server.clock import utcnow
+
+    ran = []
+    monkeypatch.setattr(scheduler.revocation, "refresh_crls", lambda *args: ran.append("crl") or [])
+    job = scheduler.build_scheduler(svc).get_job("crl-refresh").func
+    assert svc.store.take_lease("job:crl-refresh", "other-node:1", utcnow(), 600)
+    job(svc)
+    assert ran == []
+    svc.store.release_lease("job:crl-refresh", "other-node:1")
+    job(svc)
+    job(svc)  # its own lease: taken again
+    assert ran == ["crl", "crl"]
+    assert svc.store.lease_holder("job:crl-refresh", utcnow()).endswith(f":{os.getpid()}")

@@ -13,6 +13,7 @@ from .backend import StoreBackend
 from .base import StoreBase
 from .certificates import CertificateQueries, SerialTakenError
 from .counters import CounterQueries
+from .identity import IdentityQueries
 from .leases import LeaseQueries
 from .listing import CertificateFilter, CertificateListing
 from .postgres import PostgresBase
@@ -21,7 +22,7 @@ from .revocation import RevocationQueries
 from .webhooks import WebhookQueries
 
 _QUERIES = (WebhookQueries, AcmeQueries, CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries,
-            AccessQueries, RequestQueries, AuditQueries, LeaseQueries, CounterQueries)
+            AccessQueries, RequestQueries, AuditQueries, LeaseQueries, CounterQueries, IdentityQueries)
 
 
 class Store(*_QUERIES, StoreBase):

@@ -363,3 +363,9 @@ def m014_rate_counters(db: Database) -> None:
     """Rate-limit counters shared by nodes on one database (the PostgreSQL backend uses them;
     SQLite's workers count in memory)."""
     db.execute("CREATE TABLE rate_counters (key TEXT PRIMARY KEY, count INTEGER NOT NULL, expires_at REAL NOT NULL)")
+
+
+@migrations()
+def m015_ca_identity(db: Database) -> None:
+    """The root certificate (SHA-256) the database belongs to (store/identity.py)."""
+    db.execute("CREATE TABLE ca_identity (name TEXT PRIMARY KEY, root_sha256 TEXT NOT NULL)")

@@ -113,6 +113,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("m014_rate_counters", [
         "CREATE TABLE rate_counters (key TEXT PRIMARY KEY, count BIGINT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
     ]),
+    ("m015_ca_identity", [
+        "CREATE TABLE ca_identity (name TEXT PRIMARY KEY, root_sha256 TEXT NOT NULL)",
+    ]),
 ]
 
 
