@@ -4,7 +4,6 @@ when the lease expires."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import socket
 import time
@@ -17,13 +16,6 @@ T = TypeVar("T")
 def holder() -> str:
     """This process, as lease rows name it: host and process id."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def if_lease_taken(store, name: str, now: dt.datetime, seconds: float, work: Callable[[], T]) -> T | None:
-    """Run `work` when this process holds (or takes) lease `name`; None when another does."""
-    if not store.take_lease(name, holder(), now, seconds):
-        return None
-    return work()
 
 
 def wait_for(find: Callable[[], T | None], timeout: float, step: float = 0.1) -> T | None:

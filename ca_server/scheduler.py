@@ -48,9 +48,10 @@ SHARED_JOBS = {"reminders", "crl-refresh", "webhooks"}
 
 def _once_across_processes(job_id: str, func, minutes: int):
     def run(services: Services) -> None:
-        seconds = max(minutes * 60 - 5, 30)
-        if once.if_lease_taken(services.store, f"job:{job_id}", utcnow(), seconds, lambda: func(services) or True) is None:
+        if not services.store.take_lease(f"job:{job_id}", once.holder(), utcnow(), max(minutes * 60 - 5, 30)):
             log.info("%s: another process holds this job's lease; not running it here", job_id)
+            return
+        func(services)
     run.__name__ = func.__name__
     return run
 
