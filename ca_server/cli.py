@@ -6,6 +6,7 @@ The same commands are available as `flask --app ca_server COMMAND`."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -13,11 +14,12 @@ from pathlib import Path
 import click
 
 from . import accounts, issuance, reminders, revocation
+from . import offline_root as offline_root_ops
 from .cli_support import cli_services, domain_errors, instance_path
 from .clock import to_text, utcnow
 from .config import load_config, read_secrets
 from .errors import CertificateNotFoundError
-from .instance import INSTANCE_ENV, InstancePaths, init_instance, write_private_file
+from .instance import INSTANCE_ENV, ROOT_PASSPHRASE_ENV, InstancePaths, RootFolder, init_instance, write_private_file
 from .pki.serials import parse_serial, serial_colon
 from .services import open_services
 from .store import CertificateFilter
@@ -41,8 +43,11 @@ def main(instance: str | None) -> None:
 @main.command()
 @click.option("--if-absent", is_flag=True, help="Do nothing (exit 0) when a CA already exists.")
 @click.option("--no-admin", is_flag=True, help=f"Do not create the initial '{INITIAL_ADMIN}' user.")
+@click.option("--offline-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the root key only to this folder (a USB stick, a vault), never into the instance; "
+                   "encrypted with CA_SERVER_ROOT_PASSPHRASE, else the CA passphrase.")
 @domain_errors
-def init(if_absent: bool, no_admin: bool) -> None:
+def init(if_absent: bool, no_admin: bool, offline_root: Path | None) -> None:
     """Create the instance: config, root and intermediate CA, store, first admin user.
 
     Refuses to touch an existing CA.
@@ -50,6 +55,7 @@ def init(if_absent: bool, no_admin: bool) -> None:
     \b
     Example:
       CA_SERVER_KEY_PASSPHRASE='long secret' ca-server init
+      CA_SERVER_ROOT_PASSPHRASE='another' ca-server init --offline-root /media/usb/ca-root
     """
     paths = InstancePaths(instance_path())
     if if_absent and paths.has_ca():
@@ -58,9 +64,17 @@ def init(if_absent: bool, no_admin: bool) -> None:
     config = load_config(paths.config) if paths.config.exists() else None
     secret = read_secrets(config or load_config(None))
     now = utcnow()
-    config = init_instance(paths, secret, now)
+    root_passphrase = os.environ.get(ROOT_PASSPHRASE_ENV) or None
+    config = init_instance(paths, secret, now, offline_root=offline_root, root_passphrase=root_passphrase)
     svc = open_services(paths.root, config, secret)
     authority = svc.authority
+    if offline_root is not None:  # the first root CRL, signed while the key is at hand
+        number, crl_file = offline_root_ops.sign_root_crl(
+            RootFolder(offline_root), (root_passphrase or secret.key_passphrase).encode(),
+            config.revocation.root_crl_validity_hours, now)
+        offline_root_ops.import_root_crl(svc.store, authority.root, crl_file.read_bytes(), now)
+        click.echo(f"The root key is only in {offline_root}: keep that folder offline. Root CRL {number} imported; "
+                   f"sign the next before {config.revocation.root_crl_validity_hours // 24} days pass.")
     revocation.refresh_crls(config, svc.store, authority, now)
     click.echo(f"Created the CA in {paths.root}")
     for entry in authority.describe():
@@ -286,10 +300,12 @@ def remind(dry_run: bool) -> None:
 from .cli_acme import register_acme_commands  # noqa: E402  (these commands need `main`)
 from .cli_admin import register_admin_commands  # noqa: E402
 from .cli_db import register_db_commands  # noqa: E402
+from .cli_root import register_root_commands  # noqa: E402
 
 register_admin_commands(main)
 register_acme_commands(main)
 register_db_commands(main)
+register_root_commands(main)
 
 
 def register_flask_commands(app) -> None:

@@ -106,6 +106,7 @@ class RevocationConfig:
     ocsp_validity_hours: int = 24
     ocsp_responder_validity_days: int = 90
     ocsp_max_age_seconds: int = 300
+    root_crl_warning_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -367,6 +368,7 @@ def validate(config: Config) -> Config:
     _positive("revocation.ocsp_validity_hours", rv.ocsp_validity_hours, 24 * 30)
     _positive("revocation.ocsp_responder_validity_days", rv.ocsp_responder_validity_days, 3650)
     _positive("revocation.ocsp_max_age_seconds", rv.ocsp_max_age_seconds, 7 * 86400)
+    _positive("revocation.root_crl_warning_days", rv.root_crl_warning_days, 3650)
     _acme(config)
     return config
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -121,9 +122,11 @@ def key_passphrase(paths: InstancePaths, secret: Secrets, config: Config) -> byt
         ) from None
 
 
-def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime) -> Config:
+def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime, *, offline_root: Path | None = None,
+                  root_passphrase: str | None = None) -> Config:
     """Create config (if absent), the root and intermediate CA, and the store. Refuses to touch
-    an existing CA: its keys are what every client trusts."""
+    an existing CA: its keys are what every client trusts. With `offline_root`, the root key is
+    written only to that folder (encrypted with `root_passphrase`, else the CA passphrase)."""
     if paths.has_ca():
         raise InstanceError(
             f"A CA already exists in {paths.root}; refusing to overwrite it. To start over, move "
@@ -132,6 +135,11 @@ def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime) -> Co
     ensure_config_file(paths)
     config = load_config(paths.config)
     passphrase = secret.key_passphrase
+    if offline_root is not None and not (root_passphrase or passphrase):
+        raise InstanceError(f"An offline root needs a passphrase you keep: set {config.ca.passphrase_env} (or "
+                            "CA_SERVER_ROOT_PASSPHRASE for the root alone); a generated one would be left on the server.")
+    if offline_root is not None and RootFolder(offline_root).key_file.exists():
+        raise InstanceError(f"{RootFolder(offline_root).key_file} exists already; refusing to overwrite a root key.")
     if not passphrase:
         passphrase = secrets.token_urlsafe(32)
         write_private_file(paths.passphrase_file, passphrase.encode() + b"\n")
@@ -157,7 +165,11 @@ def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime) -> Co
         permitted_domains=ca.permitted_domains,
         endpoints=Endpoints(config.server.base_url),
     )
-    write_private_file(paths.root_key, encrypt_private_key(root_key, passphrase.encode()))
+    if offline_root is None:
+        write_private_file(paths.root_key, encrypt_private_key(root_key, passphrase.encode()))
+    else:  # never written into the instance
+        RootFolder(offline_root).create(encrypt_private_key(root_key, (root_passphrase or passphrase).encode()),
+                                        root_cert.public_bytes(Encoding.PEM))
     write_private_file(paths.intermediate_key, encrypt_private_key(int_key, passphrase.encode()))
     paths.root_cert.parent.mkdir(parents=True, exist_ok=True)
     paths.root_cert.write_bytes(root_cert.public_bytes(Encoding.PEM))
@@ -173,6 +185,56 @@ def _ca_name(organization: str, common_name: str) -> x509.Name:
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
+
+
+ROOT_PASSPHRASE_ENV = "CA_SERVER_ROOT_PASSPHRASE"  # the offline root's own passphrase, if it has one
+ROOT_KEY = "root-key.pem"
+ROOT_CERT = "root.pem"
+STATE = "root-crl-state.json"
+
+
+@dataclass(frozen=True)
+class RootFolder:
+    path: Path
+
+    @property
+    def key_file(self) -> Path:
+        return self.path / ROOT_KEY
+
+    @property
+    def cert(self) -> x509.Certificate:
+        try:
+            return x509.load_pem_x509_certificate((self.path / ROOT_CERT).read_bytes())
+        except FileNotFoundError:
+            raise InstanceError(f"{self.path} holds no root certificate ({ROOT_CERT}): is it the root's folder?") from None
+
+    def key(self, passphrase: bytes):
+        try:
+            pem = self.key_file.read_bytes()
+        except FileNotFoundError:
+            raise InstanceError(f"{self.path} holds no root key ({ROOT_KEY}): is it the root's folder?") from None
+        try:
+            return decrypt_private_key(pem, passphrase)
+        except (ValueError, TypeError):
+            raise InstanceError(f"The root key in {self.path} could not be decrypted: the root passphrase is wrong.") from None
+
+    def state(self) -> dict:
+        path = self.path / STATE
+        return json.loads(path.read_text()) if path.exists() else {"last_number": 0, "revoked": []}
+
+    def save_state(self, state: dict) -> None:
+        temp = self.path / (STATE + ".new")
+        temp.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(temp, self.path / STATE)
+
+    def create(self, encrypted_key_pem: bytes, cert_pem: bytes, revoked: list[dict] = ()) -> None:
+        if self.key_file.exists():
+            raise InstanceError(f"{self.key_file} exists already; refusing to overwrite a root key.")
+        self.path.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.path, 0o700)
+        write_private_file(self.key_file, encrypted_key_pem)
+        (self.path / ROOT_CERT).write_bytes(cert_pem)
+        self.save_state({"last_number": 0, "revoked": list(revoked)})
 
 
 class Authority:
@@ -208,7 +270,14 @@ class Authority:
 
     @cached_property
     def root_key(self) -> CertificateIssuerPrivateKeyTypes:
+        if self.root_offline:
+            raise InstanceError("The root key is offline (not in this instance): sign what needs it where it is, "
+                                "with `ca-server root sign-crl --root-dir DIR`, and import the file here.")
         return self._load_key(self.paths.root_key)
+
+    @property
+    def root_offline(self) -> bool:
+        return not self.paths.root_key.exists()
 
     def passphrase(self) -> bytes:
         """Read once (environment or passphrase file); every key of this instance uses it."""

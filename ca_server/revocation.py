@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .clock import from_text
 from .config import Config
-from .errors import AlreadyRevokedError, BadRequestError, CertificateNotFoundError
+from .errors import AlreadyRevokedError, BadRequestError, CertificateNotFoundError, InstanceError, NotFoundError
 from .instance import Authority
 from .models import CertificateRecord
 from .pki.extensions import aki_from
@@ -120,21 +120,10 @@ def publish_crl(config: Config, store: Store, authority: Authority, issuer: str,
     else:
         entries = [(int(r["serial"], 16), from_text(r["revoked_at"]), r["reason"]) for r in store.ca_revocations()]
         ca_cert, key = authority.root, authority.root_key
-    revoked = [_revoked_entry(serial, at, reason) for serial, at, reason in entries]
+    revoked = [revoked_entry(serial, at, reason) for serial, at, reason in entries]
+
     def sign(number: int) -> bytes:
-        # All entries at construction: add_revoked_certificate() copies the builder each time,
-        # which made a 100,000-entry CRL take 20 s instead of 2.
-        builder = x509.CertificateRevocationListBuilder(
-            issuer_name=ca_cert.subject,
-            last_update=this_update,
-            next_update=next_update,
-            extensions=[
-                x509.Extension(x509.AuthorityKeyIdentifier.oid, False, aki_from(ca_cert)),
-                x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
-            ],
-            revoked_certificates=revoked,
-        )
-        signed[number] = builder.sign(key, signature_hash(key)).public_bytes(Encoding.DER)
+        signed[number] = sign_crl(ca_cert, key, revoked, number, this_update, next_update)
         return signed[number]
 
     signed: dict[int, bytes] = {}
@@ -142,7 +131,24 @@ def publish_crl(config: Config, store: Store, authority: Authority, issuer: str,
     return PublishedCRL(issuer, number, this_update, next_update, signed[number])
 
 
-def _revoked_entry(serial: int, at: dt.datetime, reason: str) -> x509.RevokedCertificate:
+def sign_crl(ca_cert: x509.Certificate, key, revoked: list[x509.RevokedCertificate], number: int,
+             this_update: dt.datetime, next_update: dt.datetime) -> bytes:
+    """A DER CRL. All entries at construction: add_revoked_certificate() copies the builder each
+    time, which made a 100,000-entry CRL take 20 s instead of 2."""
+    builder = x509.CertificateRevocationListBuilder(
+        issuer_name=ca_cert.subject,
+        last_update=this_update,
+        next_update=next_update,
+        extensions=[
+            x509.Extension(x509.AuthorityKeyIdentifier.oid, False, aki_from(ca_cert)),
+            x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
+        ],
+        revoked_certificates=revoked,
+    )
+    return builder.sign(key, signature_hash(key)).public_bytes(Encoding.DER)
+
+
+def revoked_entry(serial: int, at: dt.datetime, reason: str) -> x509.RevokedCertificate:
     builder = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(at)
     flag = REASON_FLAGS.get(reason)
     if flag is not None:  # 5.3.1: the reasonCode "unspecified" SHOULD be absent
@@ -165,7 +171,11 @@ class CRLCache:
             row = self.store.latest_crl(issuer)
             held = None if row is None else PublishedCRL(
                 issuer, row["number"], from_text(row["this_update"]), from_text(row["next_update"]), row["der"])
-        if held is None or held.next_update <= now:
+        if held is None and issuer == "root" and self.authority.root_offline:
+            raise NotFoundError("No root CRL has been imported yet: sign one where the root key is "
+                                "(`ca-server root sign-crl`) and import it (`ca-server root import-crl FILE`).")
+        if held is None or (held.next_update <= now and not (issuer == "root" and self.authority.root_offline)):
+            # A lapsed root CRL of an offline root is still served: the dashboard says to sign the next.
             held = publish_crl(self.config, self.store, self.authority, issuer, now)
         self._held[issuer] = held
         return held
@@ -176,6 +186,8 @@ def refresh_crls(config: Config, store: Store, authority: Authority, now: dt.dat
     margin = dt.timedelta(hours=config.revocation.crl_refresh_hours)
     rebuilt = []
     for issuer in ("intermediate", "root"):
+        if issuer == "root" and authority.root_offline:
+            continue  # signed where the root key is, and imported (offline_root.py)
         row = store.latest_crl(issuer, with_der=False)
         if issuer == "root":
             margin_for = min(margin, dt.timedelta(hours=config.revocation.root_crl_validity_hours / 2))
@@ -190,6 +202,10 @@ def revoke_intermediate(store: Store, authority: Authority, config: Config, reas
                         actor: str) -> PublishedCRL:
     """Put the intermediate on the root's CRL (after a compromise; then re-initialise the CA)."""
     reason = parse_reason(reason, CA_REASONS)
+    if authority.root_offline:
+        raise InstanceError("The root key is offline: revoke the intermediate where it is, with `ca-server root "
+                            f"sign-crl --root-dir DIR --revoke {serial_hex(authority.intermediate.serial_number)}:{reason}`, "
+                            "and import the CRL here (`ca-server root import-crl FILE`).")
     serial = serial_hex(authority.intermediate.serial_number)
     if not store.revoke_ca(serial, now, reason, audit={"at": now, "action": "revoke_ca", "actor": actor,
                                                        "serial": serial, "detail": {"reason": reason}}):

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ca_server"
 FRAMEWORKS = ("flask", "flask_wtf", "flask_limiter", "werkzeug", "click", "apscheduler", "gunicorn", "granian", "wtforms")
 DOMAIN = [p for p in PACKAGE.rglob("*.py")
           if p.relative_to(PACKAGE).parts[0] not in ("web",)
-          and p.name not in ("cli.py", "cli_acme.py", "cli_admin.py", "cli_db.py", "cli_support.py", "scheduler.py", "server.py",
+          and p.name not in ("cli.py", "cli_acme.py", "cli_admin.py", "cli_db.py", "cli_root.py", "cli_support.py", "scheduler.py", "server.py",
                              "__init__.py", "__main__.py")
           or p.relative_to(PACKAGE).parts[0] in ("pki", "store")]
 

@@ -14,6 +14,7 @@ from wtforms.validators import NumberRange, Optional
 from .. import approvals, issuance, reminders, revocation
 from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
 from ..mail import expiry_phrase
+from ..offline_root import root_crl_warning
 from ..policy import EXPLANATIONS
 from ..store import CertificateFilter
 from .api import find_certificate
@@ -79,9 +80,12 @@ def dashboard():
     # Certificates whose reminders would reach no one: no address of their own, none by default.
     unheard = (svc.store.count_without_recipients(moment)
                if g.requester.is_admin and not svc.config.reminders.default_recipients else 0)
+    root_crl = (root_crl_warning(svc.store, moment, svc.config.revocation.root_crl_warning_days)
+                if svc.authority.root_offline else None)
     return render_template("dashboard.html", authorities=svc.authority.describe(), recent=recent,
                            expiring=expiring, more_expiring=more_expiring, horizon=horizon,
-                           failed=failed, unheard=unheard)
+                           failed=failed, unheard=unheard, root_crl=root_crl,
+                           root_offline=svc.authority.root_offline)
 
 
 @bp.route("/certificates/new", methods=["GET", "POST"])
