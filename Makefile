@@ -7,7 +7,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Debian packages the tests use: the openssl CLI (verify, ocsp, crl), chromium (browser tests),
 # certbot and lego (real ACME clients), pebble (its pebble-challtestsrv answers DNS for them) and
 # nginx (an OCSP cache in front of the server).
-TEST_DEBS := openssl chromium certbot lego pebble nginx postgresql
+TEST_DEBS := openssl chromium certbot lego pebble nginx postgresql softhsm2
 
 .PHONY: run test bench lint system-deps clean
 

@@ -9,7 +9,6 @@ name environment variables, read once by `read_secrets` at start-up.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config_notify import NotifyConfig, notify_from_dict
+from .config_secrets import Secrets, read_secrets  # noqa: F401  (re-exported: config is where callers look)
 from .errors import ConfigError
 from .pki.keys import CA_KEY_TYPES, CSR_KEY_TYPES
 from .pki.names import dns_name_problem
@@ -55,6 +55,9 @@ class CAConfig:
     intermediate_validity_days: int = 1825
     permitted_domains: tuple[str, ...] = ()
     passphrase_env: str = "CA_SERVER_KEY_PASSPHRASE"
+    intermediate_key: str = ""  # "" = instance/keys (encrypted file); "pkcs11:token=...;object=..." = in a token
+    pkcs11_module: str = ""  # the token's PKCS#11 library, when the URI has no module-path
+    pkcs11_pin_env: str = "CA_SERVER_PKCS11_PIN"
 
 
 @dataclass(frozen=True)
@@ -158,19 +161,6 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
-
-
-@dataclass(frozen=True)
-class Secrets:
-    """Values read from the environment at start-up, never from the TOML."""
-
-    key_passphrase: str | None = None
-    smtp_password: str | None = None
-    db_password: str | None = None
-    webhook_secrets: tuple[tuple[str, str], ...] = ()  # (webhook name, secret)
-
-    def __repr__(self) -> str:  # never print a secret by accident
-        return "Secrets(<hidden>)"
 
 
 # TOML key -> dataclass field, where a TOML name is not a valid Python name.
@@ -305,6 +295,9 @@ def validate(config: Config) -> Config:
         raise ConfigError("ca.intermediate_validity_days: must not exceed ca.root_validity_days")
     _domains("ca.permitted_domains", ca.permitted_domains)
     _env_name("ca.passphrase_env", ca.passphrase_env)
+    _env_name("ca.pkcs11_pin_env", ca.pkcs11_pin_env)
+    if ca.intermediate_key:
+        _pkcs11("ca.intermediate_key", ca.intermediate_key, ca.pkcs11_module)
 
     _domains("policy.allowed_domains", p.allowed_domains)
     _positive("policy.max_validity_days", p.max_validity_days, 36500)
@@ -394,18 +387,6 @@ def _acme(config: Config) -> None:
     _positive("acme.renewal_window_percent", a.renewal_window_percent, 90)
 
 
-def read_secrets(config: Config, environ: typing.Mapping[str, str] | None = None) -> Secrets:
-    """The one place that reads secrets from the environment."""
-    env = os.environ if environ is None else environ
-    return Secrets(
-        key_passphrase=env.get(config.ca.passphrase_env) or None,
-        smtp_password=env.get(config.mail.password_env) or None,
-        db_password=env.get(config.database.password_env) or None,
-        webhook_secrets=tuple((h.name, env[h.secret_env]) for h in config.notify.webhooks
-                              if h.secret_env and env.get(h.secret_env)),
-    )
-
-
 def _positive(key: str, value: int, maximum: int | None = None) -> None:
     if value < 1 or (maximum is not None and value > maximum):
         limit = f" and at most {maximum}" if maximum is not None else ""
@@ -430,6 +411,15 @@ def _email(key: str, address: str) -> None:
     problem = email_problem(address)
     if problem:
         raise ConfigError(f"{key}: {address!r} is not an e-mail address: {problem}")
+
+
+def _pkcs11(key: str, uri: str, module: str) -> None:
+    from .pki.pkcs11_key import Pkcs11Uri
+
+    try:
+        Pkcs11Uri.parse(uri, module)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def _rate_limit(key: str, text: str) -> None:

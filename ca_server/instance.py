@@ -23,6 +23,7 @@ from .config import EXAMPLE_CONFIG, Config, Secrets, load_config
 from .errors import InstanceError
 from .pki.extensions import Endpoints, LeafTemplate, aki_from, build_intermediate, build_root
 from .pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key
+from .pki.pkcs11_key import Pkcs11Uri, TokenECKey
 from .pki.serials import new_serial, serial_hex
 
 INSTANCE_ENV = "CA_SERVER_INSTANCE"
@@ -153,7 +154,8 @@ def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime, *, of
         not_before=start,
         not_after=start + dt.timedelta(days=ca.root_validity_days),
     )
-    int_key = generate_private_key(ca.intermediate_key_type)
+    token_key = _token_key(config, secret)
+    int_key = token_key or generate_private_key(ca.intermediate_key_type)
     int_cert = build_intermediate(
         subject=_ca_name(ca.organization, ca.intermediate_common_name),
         public_key=int_key.public_key(),
@@ -170,12 +172,20 @@ def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime, *, of
     else:  # never written into the instance
         RootFolder(offline_root).create(encrypt_private_key(root_key, (root_passphrase or passphrase).encode()),
                                         root_cert.public_bytes(Encoding.PEM))
-    write_private_file(paths.intermediate_key, encrypt_private_key(int_key, passphrase.encode()))
+    if token_key is None:  # a token's key stays in the token
+        write_private_file(paths.intermediate_key, encrypt_private_key(int_key, passphrase.encode()))
     paths.root_cert.parent.mkdir(parents=True, exist_ok=True)
     paths.root_cert.write_bytes(root_cert.public_bytes(Encoding.PEM))
     paths.intermediate_cert.write_bytes(int_cert.public_bytes(Encoding.PEM))
     ensure_secret_key(paths)
     return config
+
+
+def _token_key(config: Config, secret: Secrets) -> TokenECKey | None:
+    """The intermediate key in a PKCS#11 token ([ca] intermediate_key), logged in; None for a file."""
+    if not config.ca.intermediate_key:
+        return None
+    return TokenECKey(Pkcs11Uri.parse(config.ca.intermediate_key, config.ca.pkcs11_module), secret.pkcs11_pin)
 
 
 def _ca_name(organization: str, common_name: str) -> x509.Name:
@@ -256,7 +266,13 @@ class Authority:
 
     @cached_property
     def intermediate_key(self) -> CertificateIssuerPrivateKeyTypes:
-        return self._load_key(self.paths.intermediate_key)
+        token_key = _token_key(self.config, self._secret)
+        if token_key is None:
+            return self._load_key(self.paths.intermediate_key)
+        if token_key.public_key() != self.intermediate.public_key():
+            raise InstanceError(f"The key {self.config.ca.intermediate_key} is not the intermediate's "
+                                "(its public key differs from ca/intermediate.pem).")
+        return token_key
 
     @cached_property
     def leaf_template(self) -> LeafTemplate:

@@ -1,0 +1,38 @@
+"""Secrets: read from the environment once, at start-up, never from the TOML."""
+
+from __future__ import annotations
+
+import os
+import typing
+from dataclasses import dataclass
+
+if typing.TYPE_CHECKING:
+    from .config import Config
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Values read from the environment at start-up, never from the TOML."""
+
+    key_passphrase: str | None = None
+    smtp_password: str | None = None
+    db_password: str | None = None
+    pkcs11_pin: str | None = None
+    webhook_secrets: tuple[tuple[str, str], ...] = ()  # (webhook name, secret)
+
+    def __repr__(self) -> str:  # never print a secret by accident
+        return "Secrets(<hidden>)"
+
+
+
+def read_secrets(config: Config, environ: typing.Mapping[str, str] | None = None) -> Secrets:
+    """The one place that reads secrets from the environment."""
+    env = os.environ if environ is None else environ
+    return Secrets(
+        key_passphrase=env.get(config.ca.passphrase_env) or None,
+        smtp_password=env.get(config.mail.password_env) or None,
+        db_password=env.get(config.database.password_env) or None,
+        pkcs11_pin=env.get(config.ca.pkcs11_pin_env) or None,
+        webhook_secrets=tuple((h.name, env[h.secret_env]) for h in config.notify.webhooks
+                              if h.secret_env and env.get(h.secret_env)),
+    )
