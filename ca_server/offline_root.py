@@ -12,14 +12,17 @@ the file it writes is imported by the server.
 from __future__ import annotations
 
 import datetime as dt
+import html
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .clock import from_text, to_text
-from .errors import BadRequestError, ConflictError, InstanceError
+from .config import Config, Secrets
+from .errors import BadRequestError, ConflictError, InstanceError, MailError
 from .instance import InstancePaths, RootFolder
+from .mail import Mailer, new_message
 from .revocation import PublishedCRL, revoked_entry, sign_crl
 from .store import Store
 
@@ -97,3 +100,28 @@ def root_crl_warning(store: Store, now: dt.datetime, warn_days: int) -> str | No
     when = "has lapsed" if left <= dt.timedelta(0) else f"ends in {max(left.days, 0)} day(s)"
     return (f"The root CRL (number {row['number']}) {when}, at {row['next_update']}: sign the next one where the "
             "root key is (`ca-server root sign-crl --root-dir DIR`) and import it (`ca-server root import-crl FILE`).")
+
+
+def warn_by_mail(config: Config, secrets: Secrets, store: Store, now: dt.datetime) -> list[str]:
+    """Mail the admins (users with an address) and [reminders] default_recipients when the served
+    root CRL ends within root_crl_warning_days: once per CRL number, whichever process or node
+    gets there first. Returns the addresses mailed."""
+    sentence = root_crl_warning(store, now, config.revocation.root_crl_warning_days)
+    row = store.latest_crl("root", with_der=False)
+    if sentence is None or row is None:
+        return []
+    recipients = tuple(sorted({u["email"] for u in store.list_users() if u["is_admin"] and u["email"]
+                               and not u["disabled_at"]} | set(config.reminders.default_recipients)))
+    claim = f"mail:root-crl:{row['number']}"
+    if not recipients or not store.claim_once(claim, now):
+        return []
+    message = new_message(sender=config.mail.from_address, to=recipients,
+                          subject=f"{config.ca.root_common_name}: sign the next root CRL",
+                          text=sentence + "\n", html_body=f"<p>{html.escape(sentence)}</p>")
+    try:
+        with Mailer(config.mail, secrets.smtp_password) as mailer:
+            mailer.send(message)
+    except MailError:
+        store.release_lease(claim, "done")  # the next run tries again
+        raise
+    return list(recipients)

@@ -14,7 +14,7 @@ import os
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import once, reminders, revocation, webhooks
+from . import offline_root, once, reminders, revocation, webhooks
 from .clock import utcnow
 from .services import Services
 
@@ -86,6 +86,10 @@ def webhook_job(services: Services) -> None:
 def crl_job(services: Services) -> None:
     for crl in revocation.refresh_crls(services.config, services.store, services.authority, utcnow()):
         log.info("published %s CRL number %s", crl.issuer, crl.number)
+    if services.authority.root_offline:
+        mailed = offline_root.warn_by_mail(services.config, services.secrets, services.store, utcnow())
+        if mailed:
+            log.warning("the root CRL nears its nextUpdate: mailed %s", ", ".join(mailed))
 
 
 def start_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundScheduler | None:

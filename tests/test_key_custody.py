@@ -178,3 +178,29 @@ def test_an_existing_instance_moves_its_root_key_out_and_revokes_the_intermediat
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
     actions = {row["action"] for row in svc.store.audit_entries()}
     assert {"root_key_moved_out", "root_crl_import"} <= actions
+
+
+def test_the_admins_are_mailed_once_when_the_root_crl_nears_its_end(offline):
+    from ca_server import accounts
+    from ca_server.offline_root import warn_by_mail
+
+    from .smtp import SMTPServer, write_config
+
+    instance, _ = offline
+    smtp = SMTPServer().start()
+    try:
+        write_config(instance, mail={"host": "127.0.0.1", "port": smtp.port, "security": "none"})
+        svc = open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE))
+        accounts.add_user(svc.store, "ops", "ops-password-long", is_admin=True, domains=(), allow_ip=True,
+                          email="ops@example.test", now=dt.datetime.now(dt.UTC))
+        next_update = dt.datetime.fromisoformat(svc.store.latest_crl("root", with_der=False)["next_update"])
+        assert warn_by_mail(svc.config, svc.secrets, svc.store, next_update - dt.timedelta(days=60)) == []
+        soon = next_update - dt.timedelta(days=20)
+        other_node = open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE))
+        sent = [warn_by_mail(s.config, s.secrets, s.store, soon) for s in (svc, other_node, svc)]
+        assert sent == [["ops@example.test"], [], []]
+        assert len(smtp.inbox.messages) == 1
+        body = smtp.inbox.messages[0].get_body(("plain",)).get_content()
+        assert "ends in 20 day(s)" in body and "ca-server root sign-crl" in body
+    finally:
+        smtp.stop()

@@ -19,6 +19,13 @@ class LeaseQueries:
                 [name, holder, to_text(now + dt.timedelta(seconds=seconds)), to_text(now)],
             ).rowcount == 1
 
+    def claim_once(self, name: str, now: dt.datetime) -> bool:
+        """True for the one caller, of all processes and nodes, that claims `name` first (a
+        one-off duty, like a warning mail); a lease that never expires."""
+        with self.write() as db:
+            return db.execute("INSERT INTO leases (name, holder, expires_at) VALUES (?, 'done', '9999-12-31T00:00:00Z')"
+                              " ON CONFLICT (name) DO NOTHING", [name]).rowcount == 1
+
     def release_lease(self, name: str, holder: str) -> None:
         with self.write() as db:
             db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", [name, holder])
