@@ -5,7 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 from typing import Any, Protocol, runtime_checkable
+
+
+class ProcessLocal:
+    """Both backends: objects that belong to one process (a forked server worker makes its own)."""
+
+    def per_process(self, name: str, make: Any) -> Any:
+        """An object of this process, made on first use: a forked worker must not use its
+        parent's file descriptors, locks, queues or connections."""
+        held = self.__dict__.get(name)
+        if held is None or held[0] != os.getpid():
+            held = self.__dict__[name] = (os.getpid(), make())
+        return held[1]
 
 
 @runtime_checkable

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from .backend import ProcessLocal
 from .checkpoints import BACKSTOP_PAGES
 from .schema import migrations
 
 BUSY_TIMEOUT_MS = 30_000
 
 
-class StoreBase:
+class StoreBase(ProcessLocal):
     kind = "sqlite"
     # Checkpoint (and fsync) every ~40 MB of WAL rather than every 4 MB: a third less time per
     # insert. Server workers leave checkpoints to a background thread (checkpoints.py).
@@ -86,14 +87,6 @@ class StoreBase:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def per_process(self, name: str, make):
-        """An object of this process, made on first use: a forked worker must not use its
-        parent's file descriptors, locks or queues."""
-        held = self.__dict__.get(name)
-        if held is None or held[0] != os.getpid():
-            held = self.__dict__[name] = (os.getpid(), make())
-        return held[1]
 
     def migrate(self) -> None:
         """Create or upgrade the schema. A file lock keeps two processes starting at once from

@@ -21,6 +21,7 @@ from psycopg.adapt import Dumper
 from psycopg.rows import dict_row
 
 from ..errors import BadRequestError, StoreUnavailableError
+from .backend import ProcessLocal
 from .schema_pg import apply_migrations
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -175,7 +176,7 @@ def translate(sql: str, named: bool = False) -> str:
     return sql
 
 
-class PostgresBase:
+class PostgresBase(ProcessLocal):
     kind = "postgresql"
     path = None  # no database file; nothing to checkpoint
 
@@ -237,12 +238,6 @@ class PostgresBase:
     @contextlib.contextmanager
     def writers_queue(self) -> Iterator[None]:
         yield  # PostgreSQL's writers do not queue on one lock
-
-    def per_process(self, name: str, make):
-        held = self.__dict__.get(name)
-        if held is None or held[0] != os.getpid():
-            held = self.__dict__[name] = (os.getpid(), make())
-        return held[1]
 
     def migrate(self) -> None:
         with self.write() as db:
