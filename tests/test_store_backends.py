@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import os
 import threading
+import time
 
 import pytest
 
@@ -203,3 +204,25 @@ def test_a_shared_job_runs_only_where_its_lease_is_held(svc, monkeypatch):
     job(svc)  # its own lease: taken again
     assert ran == ["crl", "crl"]
     assert svc.store.lease_holder("job:crl-refresh", utcnow()).endswith(f":{os.getpid()}")
+
+
+@pytest.mark.postgresql_only
+def test_a_connection_lost_inside_a_pipelined_write_is_store_unavailable_then_reconnects(pg_server, backend):
+    """Found by the outage test: a connection that died inside a pipelined write (the group
+    commit of certificates) turned the 503 into an AttributeError (a 500)."""
+    import psycopg
+
+    from ca_server.errors import StoreUnavailableError
+
+    url = pg_server.new_database()
+    store = PostgresStore(url)
+    store.migrate()
+    pid = store.db.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with psycopg.connect(url, autocommit=True) as other:
+        with pytest.raises(StoreUnavailableError):
+            with store.write_many() as db:
+                other.execute("SELECT pg_terminate_backend(%s)", [pid])
+                time.sleep(0.2)
+                db.execute("INSERT INTO leases (name, holder, expires_at) VALUES ('x', 'y', 'z')")
+    assert store.take_lease("after", "me", NOW, 10), "the next write uses a new connection"
+    assert store.lease_holder("x", NOW) is None, "nothing of the lost transaction was stored"

@@ -112,10 +112,12 @@ class PgDatabase:
             self.close()
             raise StoreUnavailableError() from exc
         except BaseException:
-            # A failed statement left the transaction open and aborted (its COMMIT never ran).
+            # A failed statement left the transaction open and aborted (its COMMIT never ran);
+            # a connection lost meanwhile was closed already (StoreUnavailableError).
             self._in_transaction = False
-            with contextlib.suppress(psycopg.Error):
-                self._conn.execute("ROLLBACK")
+            if self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
