@@ -209,12 +209,16 @@ def _nonce(request: ocsp.OCSPRequest) -> bytes | None:
 
 
 def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OCSPAnswer:
+    names = {ocsp.OCSPResponseStatus.UNAUTHORIZED: "unauthorized", ocsp.OCSPResponseStatus.TRY_LATER: "try_later"}
     return OCSPAnswer(ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER),
-                      status="unauthorized" if status == ocsp.OCSPResponseStatus.UNAUTHORIZED else "malformed")
+                      status=names.get(status, "malformed"))
 
 
 MALFORMED = _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
 UNAUTHORIZED = _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+# RFC 6960 4.2.1: the responder cannot answer now (its database is unreachable). A cached answer
+# is not given instead: a revocation may have been committed just before the database went away.
+TRY_LATER = _unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
 
 
 def _subject_public_key_bits(cert_der: bytes) -> bytes:

@@ -201,6 +201,14 @@ def test_the_database_going_away_gives_503s_then_the_nodes_recover_by_themselves
             pg.stop("immediate")
             down_at = len(results)
             time.sleep(3)
+            # OCSP while the database is away: tryLater (RFC 6960 4.2.1), not a possibly stale "good".
+            issued = next(r for r in results if r[1] == 201)
+            request = ocsp.OCSPRequestBuilder().add_certificate(
+                x509.load_pem_x509_certificate(issued[3].encode()), own.authority.intermediate, hashes.SHA1()).build()
+            answer = requests.post(f"{b}/ocsp", data=request.public_bytes(Encoding.DER), timeout=10,
+                                   headers={"Content-Type": "application/ocsp-request"})
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+            assert ocsp.load_der_ocsp_response(answer.content).response_status == ocsp.OCSPResponseStatus.TRY_LATER
             during = len(results)
             pg.start()
             time.sleep(4)

@@ -20,7 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import format_datetime, parsedate_to_datetime
 
-from ..ocsp import OCSP_RESPONSE, OCSPAnswer
+from ..errors import StoreUnavailableError
+from ..ocsp import OCSP_RESPONSE, TRY_LATER, OCSPAnswer
 from ..services import Services
 
 ENTRIES = 20_000
@@ -49,7 +50,12 @@ class OCSPHttp:
         """(status line, headers, body). `key` is the request as received (GET path or POST body);
         `data` gives the DER request when the answer has to be made."""
         store = self.services.store
-        marker = store.revocation_marker()
+        try:
+            marker = store.revocation_marker()
+        except StoreUnavailableError as exc:
+            self.counts.labels(TRY_LATER.status).inc()
+            return ("503 Service Unavailable", [("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-store"),
+                                                ("Retry-After", str(exc.retry_after))], TRY_LATER.der)
         entry = self.entries.get(key)
         if entry is None or entry.marker != marker or now - entry.answer.this_update >= REUSE_FOR:
             answer = self.services.ocsp.answer(data(), now)
