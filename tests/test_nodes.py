@@ -153,6 +153,21 @@ def test_both_nodes_remind_at_once_and_each_reminder_is_mailed_once(instance, tm
         assert all(run.returncode == 0 for run in runs), outputs
         recipients = sorted(rcpt for _, rcpts in smtp.inbox.envelopes for rcpt in rcpts)
         assert recipients == sorted(f"owner{i}@example.test" for i in range(12)), outputs
+
+        # The schedulers' own reminder job (with its lease), ticking at once on both nodes.
+        smtp.inbox.clear()
+        with running_server(instance) as a:
+            for i in range(6):
+                assert issue(a, token, f"tick{i}.example.test", validity_days=5,
+                             notify=[f"tick{i}@example.test"]).status_code == 201
+        tick = ("import sys; from ca_server.scheduler import build_scheduler; from ca_server.services import "
+                "open_services; svc = open_services(sys.argv[1]); build_scheduler(svc).get_job('reminders').func(svc)")
+        ticks = [subprocess.Popen([sys.executable, "-c", tick, str(folder)], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT) for folder in (instance, node_b)]
+        outputs = [t.communicate(timeout=120)[0].decode() for t in ticks]
+        assert all(t.returncode == 0 for t in ticks), outputs
+        recipients = sorted(rcpt for _, rcpts in smtp.inbox.envelopes for rcpt in rcpts)
+        assert recipients == sorted(f"tick{i}@example.test" for i in range(6)), outputs
     finally:
         smtp.stop()
 
