@@ -13,6 +13,9 @@ from pathlib import Path
 
 import requests
 
+from .checks import run_openssl
+from .factories import make_csr, pem
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -60,3 +63,17 @@ def running_server(instance: Path, *, workers: int = 2, env: dict | None = None,
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+def issue_verified(base: str, token: str, name: str, root_pem: Path, folder: Path) -> tuple[dict, Path, Path]:
+    """Issue `name` over the API, save the leaf and its chain in `folder`, and check with openssl
+    that they verify against `root_pem`: (certificate JSON, leaf.pem, chain.pem)."""
+    made = requests.post(f"{base}/api/v1/certificates", json={"csr": pem(make_csr([name]))},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert made.status_code == 201, made.text
+    leaf, chain = folder / "leaf.pem", folder / "chain.pem"
+    leaf.write_text(made.json()["certificate"])
+    chain.write_text(made.json()["chain"])
+    verified = run_openssl("verify", "-CAfile", str(root_pem), "-untrusted", str(chain), str(leaf))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    return made.json(), leaf, chain

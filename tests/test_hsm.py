@@ -23,8 +23,7 @@ from ca_server.services import open_services
 
 from .checks import run_openssl
 from .conftest import PASSPHRASE, new_token
-from .factories import make_csr, pem
-from .server import running_server
+from .server import issue_verified, running_server
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "4711-pin"
@@ -85,20 +84,13 @@ def test_issue_revoke_ocsp_and_crl_with_the_key_in_the_token(hsm_instance, tmp_p
     api_token = new_token(svc)
     root = hsm_instance / "ca" / "root.pem"
     with running_server(hsm_instance) as base:
-        made = requests.post(f"{base}/api/v1/certificates", json={"csr": pem(make_csr(["hsm.example.test"]))},
-                             headers={"Authorization": f"Bearer {api_token}"}, timeout=30)
-        assert made.status_code == 201, made.text
-        leaf, chain = tmp_path / "leaf.pem", tmp_path / "chain.pem"
-        leaf.write_text(made.json()["certificate"])
-        chain.write_text(made.json()["chain"])
-        verified = run_openssl("verify", "-CAfile", str(root), "-untrusted", str(chain), str(leaf))
-        assert verified.returncode == 0, verified.stdout + verified.stderr
+        made, leaf, chain = issue_verified(base, api_token, "hsm.example.test", root, tmp_path)
         intermediate = tmp_path / "intermediate.pem"
         intermediate.write_bytes(requests.get(f"{base}/ca/intermediate.pem", timeout=10).content)
         good = run_openssl("ocsp", "-issuer", str(intermediate), "-cert", str(leaf), "-url", f"{base}/ocsp",
                            "-CAfile", str(root))
         assert b": good" in good.stdout and b"Response verify OK" in good.stderr, good.stdout + good.stderr
-        revoked = requests.post(f"{base}/api/v1/certificates/{made.json()['serial']}/revoke",
+        revoked = requests.post(f"{base}/api/v1/certificates/{made['serial']}/revoke",
                                 json={"reason": "keyCompromise"}, headers={"Authorization": f"Bearer {api_token}"},
                                 timeout=30)
         assert revoked.status_code == 200, revoked.text
@@ -110,7 +102,7 @@ def test_issue_revoke_ocsp_and_crl_with_the_key_in_the_token(hsm_instance, tmp_p
         crl_checked = run_openssl("crl", "-inform", "DER", "-in", str(crl_file), "-CAfile", str(chain), "-noout")
         assert b"verify OK" in crl_checked.stderr + crl_checked.stdout, crl_checked.stderr
         crl = x509.load_der_x509_crl(crl_file.read_bytes())
-        assert crl.get_revoked_certificate_by_serial_number(int(made.json()["serial"], 16)) is not None
+        assert crl.get_revoked_certificate_by_serial_number(int(made["serial"], 16)) is not None
 
 
 def test_a_wrong_pin_stops_start_up_with_a_clear_message(hsm_instance, monkeypatch):

@@ -28,8 +28,7 @@ from ca_server.services import open_services
 
 from .checks import run_openssl
 from .conftest import PASSPHRASE, new_token
-from .factories import make_csr, pem
-from .server import running_server
+from .server import issue_verified, running_server
 
 ROOT_PASSPHRASE = "the root's own passphrase, kept offline"
 
@@ -78,14 +77,8 @@ def test_a_server_without_the_root_key_issues_revokes_and_serves_the_imported_ro
     token = new_token(svc)
     root_pem = instance / "ca" / "root.pem"
     with running_server(instance) as base:
-        made = requests.post(f"{base}/api/v1/certificates", json={"csr": pem(make_csr(["offline.example.test"]))},
-                             headers={"Authorization": f"Bearer {token}"}, timeout=30)
-        assert made.status_code == 201, made.text
-        leaf, chain = tmp_path / "leaf.pem", tmp_path / "chain.pem"
-        leaf.write_text(made.json()["certificate"])
-        chain.write_text(made.json()["chain"])
-        assert run_openssl("verify", "-CAfile", str(root_pem), "-untrusted", str(chain), str(leaf)).returncode == 0
-        revoked = requests.post(f"{base}/api/v1/certificates/{made.json()['serial']}/revoke",
+        made, leaf, chain = issue_verified(base, token, "offline.example.test", root_pem, tmp_path)
+        revoked = requests.post(f"{base}/api/v1/certificates/{made['serial']}/revoke",
                                 json={"reason": "keyCompromise"}, headers={"Authorization": f"Bearer {token}"},
                                 timeout=30)
         assert revoked.status_code == 200
