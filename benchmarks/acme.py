@@ -9,8 +9,8 @@ nothing; ca-server stores and audits every account, order and certificate.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
-import http.server
 import json
 import os
 import shutil
@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +28,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.acme_client import http01_responder
 
 from .common import free_port
 from .throughput import PASSPHRASE, Server, make_instance
@@ -100,27 +101,6 @@ class Client:
         assert chain.count("BEGIN CERTIFICATE") >= 1
 
 
-def responder(port: int) -> tuple[dict, http.server.ThreadingHTTPServer]:
-    tokens: dict[str, str] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self):  # noqa: N802
-            body = tokens.get(self.path.rsplit("/", 1)[-1], "").encode()
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return tokens, server
-
-
 def run_orders(directory: str, verify: str, prefix: str, count: int, concurrency: int, tokens: dict,
                server: Server) -> dict:
     latencies: list[float] = []
@@ -180,7 +160,8 @@ def measure(count: int, log, concurrency: int = 4, rounds: int = 2) -> dict:
         dns = Server(["pebble-challtestsrv", "-http01", "", "-https01", "", "-tlsalpn01", "", "-dns01",
                       f"127.0.0.1:{dns_port}", "-management", f"127.0.0.1:{management}", "-defaultIPv4", "127.0.0.1",
                       "-defaultIPv6", ""], folder / "dns.log")
-        tokens, http_server = responder(http01)
+        responder = contextlib.ExitStack()
+        tokens = responder.enter_context(http01_responder(http01))
         port, pebble_port = free_port(), free_port()
         root = make_instance(folder / "instance")
         config = (root / "config.toml").read_text()
@@ -215,7 +196,7 @@ def measure(count: int, log, concurrency: int = 4, rounds: int = 2) -> dict:
         finally:
             for server in (ours, pebble, dns):
                 server.stop()
-            http_server.shutdown()
+            responder.close()
 
 
 def _wait(url: str, verify: str, timeout: float = 30) -> None:

@@ -115,3 +115,20 @@ def test_a_wrong_pin_stops_start_up_with_a_clear_message(hsm_instance, monkeypat
     unset = subprocess.run([sys.executable, "-m", "ca_server", "serve", "--port", "1"], capture_output=True,
                            text=True, timeout=60)
     assert unset.returncode == 1 and "CA_SERVER_PKCS11_PIN" in unset.stderr
+
+
+def test_a_token_key_that_is_not_the_intermediates_is_refused(hsm_instance, token):
+    """Another key pair in the same token, named by mistake: refused before anything is signed."""
+    from ca_server.config import load_config, with_overrides
+    from ca_server.errors import InstanceError
+
+    lib = pkcs11.lib(SOFTHSM)
+    with lib.get_token(token_label="ca-test").open(rw=True) as session:
+        params = session.create_domain_parameters(
+            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True)
+        params.generate_keypair(store=True, label="other")
+    config = load_config(hsm_instance / "config.toml")
+    config = with_overrides(config, ca={"intermediate_key": URI.replace("object=intermediate", "object=other")})
+    svc = open_services(hsm_instance, config, Secrets(key_passphrase=PASSPHRASE, pkcs11_pin=PIN))
+    with pytest.raises(InstanceError, match="is not the intermediate's"):
+        _ = svc.authority.intermediate_key  # loaded on first use

@@ -82,20 +82,29 @@ def test_a_lease_is_held_until_it_expires_then_taken_over(bare_store):
     assert s.lease_holder("crl", NOW + dt.timedelta(seconds=92)) == "node-b"
 
 
-def test_a_lease_is_taken_by_one_of_many_at_once(bare_store):
-    winners = []
-    barrier = threading.Barrier(8)
+def at_once(work, items) -> None:
+    """work(item) for every item, each in its own thread, all released together."""
+    barrier = threading.Barrier(len(items))
 
-    def contend(i):
+    def run(item):
         barrier.wait()
-        if bare_store.take_lease("job:reminders", f"node-{i}", NOW, 60):
-            winners.append(i)
+        work(item)
 
-    threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(60)
+
+
+def test_a_lease_is_taken_by_one_of_many_at_once(bare_store):
+    winners = []
+
+    def contend(i):
+        if bare_store.take_lease("job:reminders", f"node-{i}", NOW, 60):
+            winners.append(i)
+
+    at_once(contend, range(8))
     assert len(winners) == 1
 
 
@@ -112,11 +121,7 @@ def test_crl_numbers_only_grow_in_commit_order(svc):
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=publish, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(publish, range(12))
     assert not errors
     stored = [r[0] for r in svc.store.db.execute(
         "SELECT number FROM crls WHERE issuer = 'intermediate' ORDER BY number")]
@@ -165,10 +170,8 @@ def test_a_taken_serial_fails_only_its_own_certificate_in_a_group_commit(svc):
                            issuance.IssueRequest(csr=pem(make_csr(["taken.example.test"]))), NOW)
     others = [dataclasses.replace(first, serial=serial_hex(new_serial())) for _ in range(15)]
     outcome: dict[str, object] = {}
-    barrier = threading.Barrier(len(others) + 1)
 
     def insert(record):
-        barrier.wait()
         try:
             svc.store.insert_certificate(record, audit={"at": NOW, "action": "issue", "actor": "test",
                                                         "serial": record.serial})
@@ -176,11 +179,7 @@ def test_a_taken_serial_fails_only_its_own_certificate_in_a_group_commit(svc):
         except SerialTakenError as exc:
             outcome[record.serial] = exc
 
-    threads = [threading.Thread(target=insert, args=(r,)) for r in [*others, first]]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    at_once(insert, [*others, first])
     assert isinstance(outcome[first.serial], SerialTakenError)
     assert all(outcome[r.serial] == "stored" and svc.store.get_certificate(r.serial) for r in others)
     audited = {row["serial"] for row in svc.store.audit_entries(action="issue", actor="test")}

@@ -9,8 +9,8 @@ import os
 from typing import Any, Protocol, runtime_checkable
 
 
-class ProcessLocal:
-    """Both backends: objects that belong to one process (a forked server worker makes its own)."""
+class SharedBackend:
+    """What both backends do the same way."""
 
     def per_process(self, name: str, make: Any) -> Any:
         """An object of this process, made on first use: a forked worker must not use its
@@ -19,6 +19,11 @@ class ProcessLocal:
         if held is None or held[0] != os.getpid():
             held = self.__dict__[name] = (os.getpid(), make())
         return held[1]
+
+    def count_at_most(self, query: str, args: list, most: int) -> int:
+        """How many rows `query` gives, counted up to most + 1: on an index alone, it reads at most
+        that many entries however many rows match (how lists and the audit page choose an index)."""
+        return self.db.conn.execute(f"SELECT count(*) FROM ({query} LIMIT ?) AS limited", [*args, most + 1]).fetchone()[0]
 
 
 @runtime_checkable

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from .backend import ProcessLocal
+from .backend import SharedBackend
 from .checkpoints import BACKSTOP_PAGES
 from .schema import migrations
 
 BUSY_TIMEOUT_MS = 30_000
 
 
-class StoreBase(ProcessLocal):
+class StoreBase(SharedBackend):
     kind = "sqlite"
     # Checkpoint (and fsync) every ~40 MB of WAL rather than every 4 MB: a third less time per
     # insert. Server workers leave checkpoints to a background thread (checkpoints.py).
@@ -112,11 +112,6 @@ class StoreBase(ProcessLocal):
         self.wal_autocheckpoint = BACKSTOP_PAGES
         if getattr(self._local, "pid", None) == os.getpid():  # this thread's connection is open already
             self.db.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
-
-    def count_at_most(self, query: str, args: list, most: int) -> int:
-        """How many rows `query` gives, counted up to most + 1: on an index alone, it reads at most
-        that many entries however many rows match (how lists and the audit page choose an index)."""
-        return self.db.conn.execute(f"SELECT count(*) FROM ({query} LIMIT ?) AS limited", [*args, most + 1]).fetchone()[0]
 
     def ping(self) -> bool:
         try:

@@ -21,7 +21,7 @@ from psycopg.adapt import Dumper
 from psycopg.rows import dict_row
 
 from ..errors import BadRequestError, StoreUnavailableError
-from .backend import ProcessLocal
+from .backend import SharedBackend
 from .schema_pg import apply_migrations
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -178,7 +178,7 @@ def translate(sql: str, named: bool = False) -> str:
     return sql
 
 
-class PostgresBase(ProcessLocal):
+class PostgresBase(SharedBackend):
     kind = "postgresql"
     path = None  # no database file; nothing to checkpoint
 
@@ -247,9 +247,6 @@ class PostgresBase(ProcessLocal):
 
     def checkpoint_in_background(self) -> None:
         pass
-
-    def count_at_most(self, query: str, args: list, most: int) -> int:
-        return self.db.execute(f"SELECT count(*) FROM ({query} LIMIT ?) AS limited", [*args, most + 1]).fetchone()[0]
 
     def ping(self) -> bool:
         try:
