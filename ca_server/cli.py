@@ -175,7 +175,7 @@ def show(serial: str, as_json: bool, as_pem: bool) -> None:
         click.echo(record.pem, nl=False)
         return
     if as_json:
-        click.echo(json.dumps(record.as_json(now, svc.authority.intermediate_pem), indent=2))
+        click.echo(json.dumps(record.as_json(now, svc.authority.chain_for(record.issuer)), indent=2))
         return
     rows = [
         ("Serial", record.serial),

@@ -177,7 +177,7 @@ def _key_flaws(cert: x509.Certificate) -> tuple[str, ...]:
 def _leaf_verdict(store: Store, authority: Authority, cert: x509.Certificate, fields: dict,
                   now: dt.datetime) -> tuple[str, str | None, list[str]]:
     record = store.get_certificate(fields["serial"], with_renewal=True)
-    signed_by_us = _issued_by(cert, authority.intermediate)
+    signed_by_us = _signing_intermediate(cert, authority) is not None
     reasons: list[str] = []
     status = None
     if record is not None and record.fingerprint_sha256 == fields["fingerprint_sha256"]:
@@ -199,7 +199,7 @@ def _leaf_verdict(store: Store, authority: Authority, cert: x509.Certificate, fi
         verdict = "unknown_to_store"
         reasons.append("It is signed by this CA's intermediate, but no certificate with this serial is in the "
                        "store: it was issued outside ca-server (check who else holds the CA key).")
-    elif fields["issuer"] == authority.issuer_text:
+    elif any(fields["issuer"] == gen.issuer_text for gen in authority.intermediates):
         verdict = "foreign"
         reasons.append("It names this CA's intermediate as its issuer, but the intermediate did not sign it: "
                        "it was forged, or altered after signing.")
@@ -215,15 +215,17 @@ def _leaf_verdict(store: Store, authority: Authority, cert: x509.Certificate, fi
 def _own_ca_role(cert: x509.Certificate, authority: Authority) -> str | None:
     """"root" or "intermediate" when the certificate carries the serial of one of this CA's own
     certificates (kept in the instance folder, not among the issued ones)."""
-    for role, ca_cert in (("root", authority.root), ("intermediate", authority.intermediate)):
-        if cert.serial_number == ca_cert.serial_number:
-            return role
+    if cert.serial_number == authority.root.serial_number:
+        return "root"
+    if any(cert.serial_number == gen.cert.serial_number for gen in authority.intermediates):
+        return "intermediate"
     return None
 
 
 def _ca_verdict(store: Store, authority: Authority, cert: x509.Certificate, fields: dict, role: str,
                 now: dt.datetime) -> tuple[str, str | None, list[str]]:
-    genuine = (authority.root if role == "root" else authority.intermediate).public_bytes(Encoding.DER)
+    genuine = authority.root.public_bytes(Encoding.DER) if role == "root" else next(
+        gen.der for gen in authority.intermediates if gen.cert.serial_number == cert.serial_number)
     if cert.public_bytes(Encoding.DER) != genuine:
         return "counterfeit", None, [
             f"NOT this CA's {role} certificate, whose serial it carries: that one has fingerprint "
@@ -256,8 +258,13 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
 
 
+def _signing_intermediate(cert: x509.Certificate, authority: Authority) -> x509.Certificate | None:
+    """Which of this CA's intermediates (the issuing one or an earlier one) signed it, if any."""
+    return next((gen.cert for gen in reversed(authority.intermediates) if _issued_by(cert, gen.cert)), None)
+
+
 def _chain_check(cert: x509.Certificate, authority: Authority, now: dt.datetime) -> tuple[bool, str]:
-    if not _issued_by(cert, authority.intermediate):
+    if _signing_intermediate(cert, authority) is None:
         return False, "It does not chain to this CA's root: it is not signed by the intermediate."
     if now < cert.not_valid_before_utc:
         return False, f"It chains to this CA's root, but is not valid before {to_text(cert.not_valid_before_utc)}."
@@ -281,7 +288,7 @@ def hostname_check(cert: x509.Certificate, authority: Authority, now: dt.datetim
     verifier = (verification.PolicyBuilder().store(verification.Store([authority.root])).time(now)
                 .build_server_verifier(subject))
     try:
-        verifier.verify(cert, [authority.intermediate])
+        verifier.verify(cert, [gen.cert for gen in authority.intermediates])
     except verification.VerificationError as exc:
         return {"name": name, "accepted": False,
                 "message": f"A browser connecting to {name} would refuse it: {_plain(str(exc), cert, name)}."}

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,10 +19,12 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from . import intermediates
 from .clock import to_text
 from .config import EXAMPLE_CONFIG, Config, Secrets, load_config
 from .errors import InstanceError
-from .pki.extensions import Endpoints, LeafTemplate, aki_from, build_intermediate, build_root
+from .intermediates import Intermediate
+from .pki.extensions import Endpoints, LeafTemplate, build_intermediate, build_root
 from .pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key
 from .pki.pkcs11_key import Pkcs11Uri, TokenECKey
 from .pki.serials import new_serial, serial_hex
@@ -248,7 +251,9 @@ class RootFolder:
 
 
 class Authority:
-    """The loaded CA: certificates at once, private keys decrypted on first use."""
+    """The loaded CA: certificates at once, private keys decrypted on first use. The intermediates
+    are read again when a rollover changes ca/ (one stat per look), so a running server issues from
+    a new one at once."""
 
     def __init__(self, paths: InstancePaths, config: Config, secret: Secrets) -> None:
         if not paths.root_cert.exists() or not paths.intermediate_cert.exists():
@@ -260,29 +265,101 @@ class Authority:
         self._secret = secret
         self._passphrase: bytes | None = None
         self.root = x509.load_pem_x509_certificate(paths.root_cert.read_bytes())
-        self.intermediate = x509.load_pem_x509_certificate(paths.intermediate_cert.read_bytes())
-        self.endpoints = Endpoints(config.server.base_url)
-        self.intermediate_aki = aki_from(self.intermediate)
+        self._stamp: int | None = None
+        self._intermediates: tuple[Intermediate, ...] = ()
+        self._keys: dict[int, CertificateIssuerPrivateKeyTypes] = {}
+        self._templates: dict[int, LeafTemplate] = {}
+        self._lock = threading.Lock()
 
-    @cached_property
-    def intermediate_key(self) -> CertificateIssuerPrivateKeyTypes:
-        token_key = _token_key(self.config, self._secret)
-        if token_key is None:
-            return self._load_key(self.paths.intermediate_key)
-        if token_key.public_key() != self.intermediate.public_key():
-            raise InstanceError(f"The key {self.config.ca.intermediate_key} is not the intermediate's "
-                                "(its public key differs from ca/intermediate.pem).")
+    @property
+    def intermediates(self) -> tuple[Intermediate, ...]:
+        """Every generation, oldest first; the last one issues."""
+        ca_dir = self.paths.root_cert.parent
+        stamp = os.stat(ca_dir).st_mtime_ns
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._intermediates = intermediates.scan(ca_dir, self.config.server.base_url)
+                    self._stamp = stamp
+        return self._intermediates
+
+    @property
+    def current(self) -> Intermediate:
+        return self.intermediates[-1]
+
+    @property
+    def intermediate(self) -> x509.Certificate:
+        """The issuing intermediate's certificate."""
+        return self.current.cert
+
+    def by_issuer(self, issuer_text: str) -> Intermediate:
+        """The generation that issued a stored certificate with this issuer: the later ones by
+        their subject, the first for anything else (the same rule as issued_by)."""
+        gens = self.intermediates
+        return next((i for i in gens[1:] if i.issuer_text == issuer_text), gens[0])
+
+    def by_slug(self, slug: str) -> Intermediate | None:
+        return next((i for i in self.intermediates if i.slug == slug), None)
+
+    def issued_by(self, gen: Intermediate) -> tuple[str, object]:
+        """The store's filter for `gen`'s certificates (store.revocation.IssuerFilter): the first
+        generation's are all those no later one issued."""
+        if gen.number == 1:
+            return ("not in", [i.issuer_text for i in self.intermediates if i.number > 1])
+        return ("=", gen.issuer_text)
+
+    def issued(self, gen: Intermediate, issuer_text: str) -> bool:
+        """Whether a stored certificate with this issuer is `gen`'s (the same rule as issued_by)."""
+        if gen.number > 1:
+            return issuer_text == gen.issuer_text
+        return all(issuer_text != i.issuer_text for i in self.intermediates if i.number > 1)
+
+    def chain_for(self, issuer_text: str) -> str:
+        """The intermediate that issued a certificate with this issuer (PEM)."""
+        return self.by_issuer(issuer_text).pem
+
+    def key_for(self, gen: Intermediate) -> CertificateIssuerPrivateKeyTypes:
+        key = self._keys.get(gen.number)
+        if key is None:
+            key = self._keys[gen.number] = self._load_intermediate_key(gen)
+        return key
+
+    def _load_intermediate_key(self, gen: Intermediate) -> CertificateIssuerPrivateKeyTypes:
+        keys = self.paths.keys
+        uri_file = intermediates.key_uri_file(keys, gen.number)
+        uri = self.config.ca.intermediate_key if gen.number == 1 else (
+            uri_file.read_text().strip() if uri_file.exists() else "")
+        if not uri:
+            return self._load_key(intermediates.key_file(keys, gen.number))
+        token_key = TokenECKey(Pkcs11Uri.parse(uri, self.config.ca.pkcs11_module), self._secret.pkcs11_pin)
+        if token_key.public_key() != gen.cert.public_key():
+            raise InstanceError(f"The key {uri} is not the intermediate's "
+                                f"(its public key differs from ca/{gen.slug}.pem).")
         return token_key
 
-    @cached_property
-    def leaf_template(self) -> LeafTemplate:
-        return LeafTemplate(issuer_cert=self.intermediate, issuer_key=self.intermediate_key,
-                            aki=self.intermediate_aki, endpoints=self.endpoints)
+    @property
+    def intermediate_key(self) -> CertificateIssuerPrivateKeyTypes:
+        return self.key_for(self.current)
 
-    @cached_property
+    def leaf_template_for(self, gen: Intermediate) -> LeafTemplate:
+        template = self._templates.get(gen.number)
+        if template is None:
+            template = self._templates[gen.number] = LeafTemplate(
+                issuer_cert=gen.cert, issuer_key=self.key_for(gen), aki=gen.aki, endpoints=gen.endpoints)
+        return template
+
+    @property
+    def leaf_template(self) -> LeafTemplate:
+        return self.leaf_template_for(self.current)
+
+    @property
     def issuer_text(self) -> str:
-        """The intermediate's subject as leaves carry it as issuer (RFC 4514)."""
-        return self.intermediate.subject.rfc4514_string()
+        """The issuing intermediate's subject as leaves carry it as issuer (RFC 4514)."""
+        return self.current.issuer_text
+
+    @property
+    def intermediate_aki(self) -> x509.AuthorityKeyIdentifier:
+        return self.current.aki
 
     @cached_property
     def root_key(self) -> CertificateIssuerPrivateKeyTypes:
@@ -318,32 +395,39 @@ class Authority:
     def root_pem(self) -> str:
         return self.root.public_bytes(Encoding.PEM).decode()
 
-    @cached_property
+    @property
     def intermediate_pem(self) -> str:
-        return self.intermediate.public_bytes(Encoding.PEM).decode()
+        return self.current.pem
 
-    @cached_property
+    @property
     def chain_pem(self) -> str:
-        """Intermediate then root (CONTRACT /ca/chain.pem)."""
-        return self.intermediate_pem + self.root_pem
+        """The issuing intermediate then the root (CONTRACT /ca/chain.pem)."""
+        return self.current.pem + self.root_pem
 
     def der(self, which: str) -> bytes:
-        cert = self.root if which == "root" else self.intermediate
-        return cert.public_bytes(Encoding.DER)
+        return self.root.public_bytes(Encoding.DER) if which == "root" else self.current.der
 
     def describe(self) -> list[dict]:
-        out = []
-        for role, cert, pem in (("root", self.root, self.root_pem), ("intermediate", self.intermediate, self.intermediate_pem)):
-            out.append(
-                {
-                    "role": role,
-                    "subject": cert.subject.rfc4514_string(),
-                    "issuer": cert.issuer.rfc4514_string(),
-                    "serial": serial_hex(cert.serial_number),
-                    "not_before": to_text(cert.not_valid_before_utc),
-                    "not_after": to_text(cert.not_valid_after_utc),
-                    "fingerprint_sha256": hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
-                    "pem": pem,
-                }
-            )
-        return out
+        """The root, then each intermediate, the issuing one first."""
+        current = self.current
+        entries = [{**_describe(self.root, "root", self.root_pem), "file": "root"}]
+        for gen in reversed(self.intermediates):
+            entry = _describe(gen.cert, "intermediate" if gen is current else "previous intermediate", gen.pem)
+            entries.append({**entry, "file": f"intermediate-{gen.number}", "generation": gen.number,
+                            "issuing": gen is current,
+                            "urls": {"certificate": f"{self.config.server.base_url}/ca/intermediate-{gen.number}.pem",
+                                     "crl": gen.endpoints.intermediate_crl}})
+        return entries
+
+
+def _describe(cert: x509.Certificate, role: str, pem: str) -> dict:
+    return {
+        "role": role,
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": serial_hex(cert.serial_number),
+        "not_before": to_text(cert.not_valid_before_utc),
+        "not_after": to_text(cert.not_valid_after_utc),
+        "fingerprint_sha256": hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
+        "pem": pem,
+    }

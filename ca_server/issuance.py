@@ -185,7 +185,8 @@ def sign_and_store(
     not_before = start - BACKDATE
     not_after = start + dt.timedelta(days=decision.validity_days)
     notes = list(prepared.notes)
-    ca_end = authority.intermediate.not_valid_after_utc
+    issuer = authority.current  # one generation for everything below, whatever a rollover does meanwhile
+    ca_end = issuer.not_after
     if not_after > ca_end:
         # A certificate cannot outlive its issuer (clients would reject the chain after that).
         not_after = ca_end
@@ -194,7 +195,7 @@ def sign_and_store(
     csr = prepared.csr
     public_key = csr.public_key
     subject = decision.subject
-    template = authority.leaf_template
+    template = authority.leaf_template_for(issuer)
     for _attempt in range(3):
         serial = new_serial()
         cert = template.sign(subject=subject, public_key=public_key, sans=sans, ekus=prepared.ekus, serial=serial,
@@ -206,7 +207,7 @@ def sign_and_store(
             not_before=not_before,
             not_after=not_after,
             subject=subject.rfc4514_string(),  # the certificate's: the CSR's, as pki/subjects.py keeps it
-            issuer=authority.issuer_text,
+            issuer=issuer.issuer_text,
             common_name=csr.common_name,
             sans=tuple(decision.sans),
             profile=prepared.profile,

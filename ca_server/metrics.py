@@ -63,7 +63,10 @@ class StoreCollector:
                                 "Webhook deliveries whose last attempt failed (retried)", value=store.webhook_failures())
         ca = GaugeMetricFamily("ca_server_ca_certificate_expiry_timestamp_seconds",
                                "Expiry (Unix time) of the CA certificates", labels=["ca", "subject"])
-        for role, cert in (("root", self.authority.root), ("intermediate", self.authority.intermediate)):
+        current = self.authority.current  # "intermediate": the issuing one; earlier ones "intermediate-N"
+        cas = [("root", self.authority.root)] + [("intermediate" if gen is current else f"intermediate-{gen.number}",
+                                                  gen.cert) for gen in self.authority.intermediates]
+        for role, cert in cas:
             ca.add_metric([role, cert.subject.rfc4514_string()], cert.not_valid_after_utc.timestamp())
         yield ca
 

@@ -1,6 +1,7 @@
-"""OCSP responder (RFC 6960) for certificates the intermediate issued.
+"""OCSP responder (RFC 6960) for certificates the intermediates issued.
 
-Responses are signed by a delegated responder certificate (issued by the intermediate, with
+Responses are signed by a delegated responder certificate (issued by the certificate's
+intermediate, with
 id-kp-OCSPSigning and id-pkix-ocsp-nocheck) that is renewed when a third of its life remains.
 Responses without a nonce are cached per serial until the certificate's state changes.
 
@@ -26,6 +27,7 @@ from . import once
 from .clock import from_text
 from .config import Config
 from .instance import BACKDATE, Authority
+from .intermediates import Intermediate
 from .pki.extensions import build_ocsp_responder
 from .pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key, signature_hash
 from .pki.serials import new_serial, serial_hex
@@ -67,11 +69,15 @@ class Responder:
 RESPONDER_LEASE_SECONDS = 30
 
 
-def ensure_responder(config: Config, store: Store, authority: Authority, now: dt.datetime) -> Responder:
-    """The current responder certificate; a new one is issued when none is fresh, by one process
-    of all (a lease): the others wait for it (a holder that died is replaced when the lease ends)."""
+def ensure_responder(config: Config, store: Store, authority: Authority, now: dt.datetime,
+                     gen: Intermediate | None = None) -> Responder:
+    """The current responder certificate of `gen` (default: the issuing intermediate); a new one
+    is issued when none is fresh, by one process of all (a lease): the others wait for it (a
+    holder that died is replaced when the lease ends)."""
+    gen = gen or authority.current
+
     def stored() -> Responder | None:
-        row = store.latest_ocsp_responder()
+        row = store.latest_ocsp_responder(gen.slug)
         if row is not None:
             found = Responder(row["serial"], x509.load_der_x509_certificate(row["der"]), None,
                               from_text(row["not_before"]), from_text(row["not_after"]))
@@ -82,59 +88,74 @@ def ensure_responder(config: Config, store: Store, authority: Authority, now: dt
     current = stored()
     if current is not None:
         return current
-    if not store.take_lease("ocsp-responder", once.holder(), now, RESPONDER_LEASE_SECONDS):
+    lease = "ocsp-responder" if gen.number == 1 else f"ocsp-responder:{gen.slug}"
+    if not store.take_lease(lease, once.holder(), now, RESPONDER_LEASE_SECONDS):
         current = once.wait_for(stored, RESPONDER_LEASE_SECONDS)
         if current is not None:
             return current
     current = stored()  # issued by another process between the first look and the lease
-    return current if current is not None else _issue_responder(config, store, authority, now)
+    return current if current is not None else _issue_responder(config, store, authority, now, gen)
 
 
-def _issue_responder(config: Config, store: Store, authority: Authority, now: dt.datetime) -> Responder:
+def _issue_responder(config: Config, store: Store, authority: Authority, now: dt.datetime,
+                     gen: Intermediate) -> Responder:
     key = generate_private_key("ec-p256")
     start = now.replace(microsecond=0) - BACKDATE
-    not_after = min(start + dt.timedelta(days=config.revocation.ocsp_responder_validity_days),
-                    authority.intermediate.not_valid_after_utc)
+    not_after = min(start + dt.timedelta(days=config.revocation.ocsp_responder_validity_days), gen.not_after)
     serial = new_serial()
+    name = gen.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    issuer_cn = str(name[0].value) if name else config.ca.intermediate_common_name
     cert = build_ocsp_responder(
         subject=x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, config.ca.organization),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{config.ca.intermediate_common_name} OCSP Responder"[:64]),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{issuer_cn[:48]} OCSP Responder"),
         ]),
         public_key=key.public_key(),
         serial=serial,
         not_before=start,
         not_after=not_after,
-        issuer_cert=authority.intermediate,
-        issuer_key=authority.intermediate_key,
+        issuer_cert=gen.cert,
+        issuer_key=authority.key_for(gen),
     )
     store.insert_ocsp_responder(serial_hex(serial), start, not_after, cert.public_bytes(Encoding.DER),
-                                encrypt_private_key(key, authority.passphrase()))
+                                encrypt_private_key(key, authority.passphrase()), gen.slug)
     return Responder(serial_hex(serial), cert, key, start, not_after)
 
 
 class OCSPResponder:
-    """Answers OCSP requests for one intermediate. One per process; thread-safe."""
+    """Answers OCSP requests for every intermediate (the request's CertID names which: RFC 6960
+    4.1.1), each through its own responder certificate. One per process; thread-safe."""
 
     def __init__(self, config: Config, store: Store, authority: Authority) -> None:
         self.config = config
         self.store = store
         self.authority = authority
         self._lock = threading.Lock()
-        self._responder: Responder | None = None
+        self._responders: dict[int, Responder] = {}
         self._cache: OrderedDict[tuple, OCSPAnswer] = OrderedDict()
-        subject_der = authority.intermediate.subject.public_bytes()
-        spk_bits = _subject_public_key_bits(authority.intermediate.public_bytes(Encoding.DER))
-        self._issuer_hashes = {
-            name: (hashlib.new(name, subject_der).digest(), hashlib.new(name, spk_bits).digest())
-            for name in _HASHES
-        }
+        self._known: tuple[Intermediate, ...] = ()
+        self._issuer_hashes: dict[tuple[str, bytes, bytes], Intermediate] = {}
 
-    def responder(self, now: dt.datetime) -> Responder:
+    def _issuer(self, algorithm: str, name_hash: bytes, key_hash: bytes) -> Intermediate | None:
+        gens = self.authority.intermediates
+        if gens is not self._known:  # a rollover added one
+            hashes = {}
+            for gen in gens:
+                subject_der = gen.cert.subject.public_bytes()
+                spk_bits = _subject_public_key_bits(gen.der)
+                for name in _HASHES:
+                    hashes[(name, hashlib.new(name, subject_der).digest(), hashlib.new(name, spk_bits).digest())] = gen
+            self._issuer_hashes, self._known = hashes, gens
+        return self._issuer_hashes.get((algorithm, name_hash, key_hash))
+
+    def responder(self, now: dt.datetime, gen: Intermediate | None = None) -> Responder:
+        gen = gen or self.authority.current
         with self._lock:
-            if self._responder is None or not self._responder.fresh(now):
-                self._responder = ensure_responder(self.config, self.store, self.authority, now)
-            return self._responder
+            current = self._responders.get(gen.number)
+            if current is None or not current.fresh(now):
+                current = self._responders[gen.number] = ensure_responder(
+                    self.config, self.store, self.authority, now, gen)
+            return current
 
     def respond(self, data: bytes, now: dt.datetime) -> bytes:
         """DER OCSPResponse for a DER OCSPRequest; malformed input gets malformedRequest."""
@@ -151,20 +172,20 @@ class OCSPResponder:
             nonce = _nonce(request)
         except Exception:  # cryptography raises ValueError, NotImplementedError (several requests), ...
             return MALFORMED
-        ours = self._issuer_hashes.get(algorithm.name)
-        if ours is None or ours != (name_hash, key_hash) or serial <= 0:
+        gen = self._issuer(algorithm.name, name_hash, key_hash)
+        if gen is None or serial <= 0:
             # RFC 6960 2.3: not a certificate this responder can answer for.
             return UNAUTHORIZED
         state = self.store.certificate_status(serial_hex(serial))
-        if state is None:
-            return UNAUTHORIZED  # never issued here (see the module's docstring)
-        key = (serial, algorithm.name, state)
+        if state is None or not self.authority.issued(gen, state[2]):
+            return UNAUTHORIZED  # never issued here, or by another of our intermediates (see the module's docstring)
+        key = (serial, algorithm.name, gen.number, state)
         if nonce is None:
             with self._lock:
                 hit = self._cache.get(key)
             if hit is not None and now - hit.this_update < CACHE_REFRESH:
                 return hit
-        answer = self._sign(algorithm, name_hash, key_hash, serial, state, nonce, now)
+        answer = self._sign(gen, algorithm, name_hash, key_hash, serial, state, nonce, now)
         if nonce is None:
             with self._lock:
                 self._cache[key] = answer
@@ -173,8 +194,8 @@ class OCSPResponder:
                     self._cache.popitem(last=False)
         return answer
 
-    def _sign(self, algorithm, name_hash, key_hash, serial, state, nonce, now) -> OCSPAnswer:
-        responder = self.responder(now)
+    def _sign(self, gen, algorithm, name_hash, key_hash, serial, state, nonce, now) -> OCSPAnswer:
+        responder = self.responder(now, gen)
         this_update = now.replace(microsecond=0)
         next_update = this_update + dt.timedelta(hours=self.config.revocation.ocsp_validity_hours)
         revocation_time = revocation_reason = None

@@ -81,11 +81,12 @@ def revoke(
             raise CertificateNotFoundError(serial)
         raise AlreadyRevokedError(serial, current.revoked_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
                                   current.revocation_reason or "unspecified")
-    publish_crl(config, store, authority, "intermediate", now)
+    record = store.get_certificate(serial, with_renewal=True)
+    publish_crl(config, store, authority, authority.by_issuer(record.issuer).slug, now)
     from .webhooks import record_revocation  # (webhooks -> reminders -> mail: kept out of import time)
 
     record_revocation(config, store, serial, now)  # chat and webhook receivers hear it on the next pass
-    return store.get_certificate(serial, with_renewal=True)
+    return record
 
 
 @dataclass(frozen=True)
@@ -106,17 +107,22 @@ class PublishedCRL:
 
 
 def publish_crl(config: Config, store: Store, authority: Authority, issuer: str, now: dt.datetime) -> PublishedCRL:
-    """Build, sign and store the next CRL of `issuer` ("intermediate" or "root").
+    """Build, sign and store the next CRL of `issuer`: "root", or an intermediate's slug
+    ("intermediate" for the first, "intermediate-N" for a later one), listing what it issued.
 
     CRL numbers must only grow (5.2.3). They are the time in milliseconds, or the previous number
     plus one when that is larger; the store has the signing done while other publishers of this
     issuer (other processes, other nodes) wait, so a later commit never has a smaller number."""
     this_update = now.replace(microsecond=0)
-    hours = config.revocation.crl_validity_hours if issuer == "intermediate" else config.revocation.root_crl_validity_hours
+    hours = config.revocation.crl_validity_hours if issuer != "root" else config.revocation.root_crl_validity_hours
     next_update = this_update + dt.timedelta(hours=hours)
-    if issuer == "intermediate":
-        entries = [(int(s, 16), from_text(at), reason) for s, at, reason in store.revoked_unexpired(now)]
-        ca_cert, key = authority.intermediate, authority.intermediate_key
+    if issuer != "root":
+        gen = authority.by_slug(issuer)
+        if gen is None:
+            raise NotFoundError(f"There is no intermediate {issuer!r}.")
+        entries = [(int(s, 16), from_text(at), reason)
+                   for s, at, reason in store.revoked_unexpired(now, authority.issued_by(gen))]
+        ca_cert, key = gen.cert, authority.key_for(gen)
     else:
         entries = [(int(r["serial"], 16), from_text(r["revoked_at"]), r["reason"]) for r in store.ca_revocations()]
         ca_cert, key = authority.root, authority.root_key
@@ -182,10 +188,12 @@ class CRLCache:
 
 
 def refresh_crls(config: Config, store: Store, authority: Authority, now: dt.datetime) -> list[PublishedCRL]:
-    """Scheduler job: rebuild each CRL that is missing or within crl_refresh_hours of nextUpdate."""
+    """Scheduler job: rebuild each CRL that is missing or within crl_refresh_hours of nextUpdate
+    (an intermediate's until it has expired: then every certificate it issued has too)."""
     margin = dt.timedelta(hours=config.revocation.crl_refresh_hours)
     rebuilt = []
-    for issuer in ("intermediate", "root"):
+    issuers = [gen.slug for gen in authority.intermediates if gen.not_after > now] + ["root"]
+    for issuer in issuers:
         if issuer == "root" and authority.root_offline:
             continue  # signed where the root key is, and imported (offline_root.py)
         row = store.latest_crl(issuer, with_der=False)

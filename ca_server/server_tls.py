@@ -111,7 +111,7 @@ def ensure_certificate(config: Config, store: Store, authority: Authority, paths
         leftover.unlink(missing_ok=True)  # from a renewal that stopped half-way
     write_private_file(files.key.with_suffix(".new"), key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    write_private_file(files.cert.with_suffix(".new"), (record.pem + authority.intermediate_pem).encode())
+    write_private_file(files.cert.with_suffix(".new"), (record.pem + authority.chain_for(record.issuer)).encode())
     os.replace(files.key.with_suffix(".new"), files.key)  # key first: a worker starting in between
     os.replace(files.cert.with_suffix(".new"), files.cert)  # fails to load and is respawned
     log.info("issued the server's TLS certificate %s for %s", record.serial, ", ".join(names))

@@ -297,7 +297,7 @@ def certificate_chain(store: Store, authority: Authority, account: dict, serial:
     record = store.get_certificate(serial)
     if order is None or record is None or order["account_id"] != account["id"]:
         raise AcmeProblem("malformed", "There is no certificate here for this account.", status=404)
-    return record.pem + authority.intermediate_pem
+    return record.pem + authority.chain_for(record.issuer)
 
 
 def revoke(config: Config, store: Store, authority: Authority, payload: dict, *, account: dict | None,

@@ -28,13 +28,16 @@ EKU_NAMES = {oid: name for name, oid in EKU_OIDS.items()}
 
 @dataclass(frozen=True)
 class Endpoints:
-    """URLs written into certificates so clients can check revocation and fetch the issuer."""
+    """URLs written into certificates so clients can check revocation and fetch the issuer.
+    `slug` names the issuing intermediate: "intermediate" for the first, "intermediate-2" for the
+    one a rollover made, ... (leaves carry these URLs for life, so each intermediate keeps its own)."""
 
     base_url: str
+    slug: str = "intermediate"
 
     @property
     def intermediate_crl(self) -> str:
-        return f"{self.base_url}/crl/intermediate.crl"
+        return f"{self.base_url}/crl/{self.slug}.crl"
 
     @property
     def root_crl(self) -> str:
@@ -46,7 +49,7 @@ class Endpoints:
 
     @property
     def intermediate_der(self) -> str:
-        return f"{self.base_url}/ca/intermediate.der"
+        return f"{self.base_url}/ca/{self.slug}.der"
 
     @property
     def root_der(self) -> str:

@@ -23,21 +23,31 @@ class RevocationQueries:
             self._mark_revocation()
         return changed == 1
 
-    def revoked_unexpired(self, now: dt.datetime):
+    def revoked_unexpired(self, now: dt.datetime, issued_by: IssuerFilter = None):
         """(serial, revoked_at, reason) of revoked certificates that have not expired yet: an
-        expired certificate is invalid anyway, so RFC 5280 3.3 lets CRLs drop it."""
+        expired certificate is invalid anyway, so RFC 5280 3.3 lets CRLs drop it. `issued_by`:
+        only those of one intermediate (see IssuerFilter)."""
+        where, args = _issuer_clause(issued_by)
         return self.db.conn.execute(
             "SELECT serial, revoked_at, revocation_reason FROM certificates"
-            " WHERE revoked_at IS NOT NULL AND not_after > ?",
-            [to_text(now)],
+            " WHERE revoked_at IS NOT NULL AND not_after > ?" + where,
+            [to_text(now), *args],
         )
 
-    def certificate_status(self, serial: str) -> tuple[str | None, str | None] | None:
-        """(revoked_at, reason) for a known serial (both None when not revoked), None if unknown."""
+    def certificate_status(self, serial: str) -> tuple[str | None, str | None, str] | None:
+        """(revoked_at, reason, issuer) for a known serial (both None when not revoked), None if unknown."""
         row = self.db.conn.execute(
-            "SELECT revoked_at, revocation_reason FROM certificates WHERE serial = ?", [serial]
+            "SELECT revoked_at, revocation_reason, issuer FROM certificates WHERE serial = ?", [serial]
         ).fetchone()
-        return None if row is None else (row[0], row[1])
+        return None if row is None else (row[0], row[1], row[2])
+
+    def issuer_summary(self, issued_by: IssuerFilter, now: dt.datetime) -> tuple[int, str | None]:
+        """(how many unexpired certificates one intermediate issued, the last not_after among them)."""
+        where, args = _issuer_clause(issued_by)
+        row = self.db.conn.execute(
+            "SELECT count(*), max(not_after) FROM certificates WHERE not_after > ?" + where, [to_text(now), *args]
+        ).fetchone()
+        return row[0], row[1]
 
     # -- CA revocations (listed on the root's CRL) --------------------------------------------------
     def revoke_ca(self, serial: str, at: dt.datetime, reason: str, audit: dict | None = None) -> bool:
@@ -90,13 +100,32 @@ class RevocationQueries:
 
     # -- OCSP responder certificates ----------------------------------------------------------------
     def insert_ocsp_responder(self, serial: str, not_before: dt.datetime, not_after: dt.datetime, der: bytes,
-                              key_pem: bytes) -> None:
+                              key_pem: bytes, issuer: str = "intermediate") -> None:
+        """`issuer`: the slug of the intermediate that issued the responder certificate."""
         with self.write() as db:
             db.execute(
-                "INSERT INTO ocsp_responders (serial, not_before, not_after, der, key_pem) VALUES (?, ?, ?, ?, ?)",
-                [serial, to_text(not_before), to_text(not_after), der, key_pem],
+                "INSERT INTO ocsp_responders (serial, not_before, not_after, der, key_pem, issuer)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [serial, to_text(not_before), to_text(not_after), der, key_pem, issuer],
             )
 
-    def latest_ocsp_responder(self) -> dict | None:
-        rows = list(self.db.query("SELECT * FROM ocsp_responders ORDER BY not_after DESC LIMIT 1"))
+    def latest_ocsp_responder(self, issuer: str = "intermediate") -> dict | None:
+        rows = list(self.db.query("SELECT * FROM ocsp_responders WHERE issuer = ? ORDER BY not_after DESC LIMIT 1",
+                                  [issuer]))
         return rows[0] if rows else None
+
+
+# Which intermediate's certificates: ("=", subject) for one, ("not in", [subjects]) for the first
+# generation (everything no later one issued, whatever text older versions stored), None for all.
+IssuerFilter = tuple[str, object] | None
+
+
+def _issuer_clause(issued_by: IssuerFilter) -> tuple[str, list]:
+    if issued_by is None:
+        return "", []
+    op, value = issued_by
+    if op == "=":
+        return " AND issuer = ?", [value]
+    if not value:
+        return "", []
+    return f" AND issuer NOT IN ({', '.join('?' for _ in value)})", list(value)

@@ -369,3 +369,11 @@ def m014_rate_counters(db: Database) -> None:
 def m015_ca_identity(db: Database) -> None:
     """The root certificate (SHA-256) the database belongs to (store/identity.py)."""
     db.execute("CREATE TABLE ca_identity (name TEXT PRIMARY KEY, root_sha256 TEXT NOT NULL)")
+
+
+@migrations()
+def m016_intermediate_generations(db: Database) -> None:
+    """Intermediate rollover (issue 20): each intermediate has its own OCSP responder certificate;
+    the dashboard asks, per intermediate, how many of its certificates are unexpired and until when."""
+    db.execute("ALTER TABLE ocsp_responders ADD COLUMN issuer TEXT NOT NULL DEFAULT 'intermediate'")
+    db.execute("CREATE INDEX certificates_issuer_not_after ON certificates(issuer, not_after)")

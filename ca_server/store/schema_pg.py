@@ -116,6 +116,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("m015_ca_identity", [
         "CREATE TABLE ca_identity (name TEXT PRIMARY KEY, root_sha256 TEXT NOT NULL)",
     ]),
+    ("m016_intermediate_generations", [
+        "ALTER TABLE ocsp_responders ADD COLUMN issuer TEXT NOT NULL DEFAULT 'intermediate'",
+        "CREATE INDEX certificates_issuer_not_after ON certificates(issuer, not_after)",
+    ]),
 ]
 
 

@@ -30,7 +30,7 @@ STATUSES = ("valid", "revoked", "expired")
 
 
 def certificate_json(record) -> dict:
-    return record.as_json(now(), services().authority.intermediate_pem)
+    return record.as_json(now(), services().authority.chain_for(record.issuer))
 
 
 def find_certificate(serial_text: str, *, with_renewal: bool = True):
@@ -145,7 +145,7 @@ def create_certificate():
         response.status_code = 202
         response.headers["Location"] = url_for("api.get_request", request_id=record.id)
         return response
-    response = jsonify(certificate_created(record, now(), svc.authority.intermediate_pem))
+    response = jsonify(certificate_created(record, now(), svc.authority.chain_for(record.issuer)))
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_certificate", serial=record.serial)
     return response
@@ -239,7 +239,9 @@ def reject_request(request_id: str):
 
 @bp.get("/ca")
 def ca_hierarchy():
-    return jsonify({entry["role"]: entry for entry in services().authority.describe()})
+    """{"root": ..., "intermediate": the issuing one, "intermediates": every generation, newest first}."""
+    entries = services().authority.describe()
+    return jsonify({"root": entries[0], "intermediate": entries[1], "intermediates": entries[1:]})
 
 
 def _bounded_int(text, key: str, default: int, low: int, high: int) -> int:

@@ -121,6 +121,6 @@ class HotPaths:
             with self.app.request_context(environ):  # rare: the external URL needs the request's host
                 url = url_for("pages.request_page", request_id=record.id, _external=True)
             return 202, {**record.as_json(), "url": url}, {"Location": f"{script}/api/v1/requests/{record.id}"}
-        created = certificate_created(record, now, svc.authority.intermediate_pem)
+        created = certificate_created(record, now, svc.authority.chain_for(record.issuer))
         return 201, created, {"Location": f"{script}{ISSUE_PATH}/{record.serial}"}
 

@@ -222,7 +222,7 @@ def certificate_crt(serial: str):
 @bp.get("/certificates/<serial>/chain.pem")
 def certificate_chain(serial: str):
     record = find_certificate(serial, with_renewal=False)
-    return _download(record.pem + services().authority.intermediate_pem, PEM,
+    return _download(record.pem + services().authority.chain_for(record.issuer), PEM,
                      f"{_filename_base(record)}-chain.pem")
 
 
@@ -232,7 +232,7 @@ def certificate_p7b(serial: str):
     and IIS's "Complete Certificate Request" take in one file."""
     record = find_certificate(serial, with_renewal=False)
     authority = services().authority
-    bundle = pkcs7.serialize_certificates([record.certificate, authority.intermediate, authority.root],
+    bundle = pkcs7.serialize_certificates([record.certificate, authority.by_issuer(record.issuer).cert, authority.root],
                                           Encoding.DER)
     return _download(bundle, P7B, f"{_filename_base(record)}.p7b")
 
@@ -240,7 +240,7 @@ def certificate_p7b(serial: str):
 @bp.get("/certificates/<serial>/fullchain.pem")
 def certificate_fullchain(serial: str):
     record = find_certificate(serial, with_renewal=False)
-    return _download(record.pem + services().authority.chain_pem, PEM, f"{_filename_base(record)}-fullchain.pem")
+    return _download(record.pem + services().authority.chain_for(record.issuer) + services().authority.root_pem, PEM, f"{_filename_base(record)}-fullchain.pem")
 
 
 def days_left_words(not_after: dt.datetime, moment: dt.datetime) -> tuple[str, str]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from urllib.parse import unquote
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from .. import ocsp
+from ..intermediates import number_from_slug
 from .common import now, services
 
 bp = Blueprint("public", __name__)
@@ -27,44 +29,45 @@ def healthz():
     return jsonify(body), 200 if healthy else 503
 
 
-_CA_FILES = {
-    "root.pem": ("root", PEM),
-    "root.der": ("root", DER),
-    "intermediate.pem": ("intermediate", PEM),
-    "intermediate.der": ("intermediate", DER),
-    "chain.pem": ("chain", PEM),
-}
+_CA_FILE = re.compile(r"^(root|chain|intermediate(?:-(\d{1,4}))?)\.(pem|der)$")
 
 
 @bp.get("/ca/<name>")
 def ca_file(name: str):
-    if name not in _CA_FILES:
+    """root, intermediate (the issuing one) and chain (issuing intermediate, root) as .pem or .der
+    (chain: .pem only); intermediate-N for generation N (1 = the first, ...), issuing or not."""
+    found = _CA_FILE.match(name)
+    if found is None or name == "chain.der":
         abort(404)
-    which, mimetype = _CA_FILES[name]
+    which, number, form = found.groups()
     authority = services().authority
     if which == "chain":
         body: str | bytes = authority.chain_pem
-    elif mimetype == PEM:
-        body = authority.root_pem if which == "root" else authority.intermediate_pem
+    elif which == "root":
+        body = authority.root_pem if form == "pem" else authority.der("root")
     else:
-        body = authority.der(which)
-    response = Response(body, mimetype=mimetype)
+        gen = authority.current if number is None else next(
+            (g for g in authority.intermediates if g.number == int(number)), None)
+        if gen is None:
+            abort(404)
+        body = gen.pem if form == "pem" else gen.der
+    response = Response(body, mimetype=PEM if form == "pem" else DER)
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response
 
 
-_CRLS = {"intermediate.crl": "intermediate", "root.crl": "root"}
-
-
 @bp.get("/crl/<name>")
 def crl(name: str):
-    """DER (RFC 5280), or PEM with ?format=pem. Cached by clients with ETag/Last-Modified;
-    serving never rebuilds a CRL unless none exists or the newest has lapsed."""
-    if name not in _CRLS:
-        abort(404)
+    """DER (RFC 5280), or PEM with ?format=pem. root.crl; intermediate.crl is the first
+    intermediate's (its leaves name it), intermediate-N.crl generation N's. Cached by clients with
+    ETag/Last-Modified; serving never rebuilds a CRL unless none exists or the newest has lapsed."""
+    issuer = name.removesuffix(".crl")
     svc = services()
-    published = svc.crls.current(_CRLS[name], now())
+    if not name.endswith(".crl") or (issuer != "root" and (
+            number_from_slug(issuer) is None or svc.authority.by_slug(issuer) is None)):
+        abort(404)
+    published = svc.crls.current(issuer, now())
     pem = request.args.get("format") == "pem"
     response = Response(published.pem if pem else published.der,
                         mimetype="application/x-pem-file" if pem else "application/pkix-crl")
