@@ -3,19 +3,25 @@ server's side of it (import what the ceremony produced)."""
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import os
 from pathlib import Path
 
 import click
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import offline_root
+from . import offline_root, rollover
 from .cli_support import cli_services as _services
 from .cli_support import domain_errors
 from .clock import utcnow
 from .config import load_config, read_secrets
 from .errors import BadRequestError
 from .instance import ROOT_PASSPHRASE_ENV, RootFolder
+from .pki.serials import serial_hex
 from .revocation import CA_REASONS, parse_reason
+
+ROOT_DIR_ENV = "CA_SERVER_ROOT_DIR"
 
 
 def _root_passphrase() -> bytes:
@@ -58,6 +64,48 @@ def register_root_commands(main: click.Group) -> None:
                                                   tuple(entries))
         click.echo(f"Signed root CRL {number} (valid {hours} hours): {path}")
 
+    @root.command("sign-intermediate")
+    @click.argument("csr_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--root-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                  envvar=ROOT_DIR_ENV, help="The root's folder; default: $CA_SERVER_ROOT_DIR, else this instance's "
+                  "root key if it is online.")
+    @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Where to write the certificate (PEM); default: next to CSR_FILE, ending in .pem.")
+    @click.option("--days", type=click.IntRange(1, 36500), default=None,
+                  help="Validity (default: [ca] intermediate_validity_days, 1825; never past the root's end).")
+    @click.option("--base-url", default=None,
+                  help="The server's base URL for the root CRL and root certificate links (default: from the request).")
+    @domain_errors
+    def sign_intermediate(csr_file: Path, root_dir: Path | None, out: Path | None, days: int | None,
+                          base_url: str | None) -> None:
+        """Sign a new intermediate's request (from `intermediate rollover`) with the root key.
+
+        \b
+        Example (on the offline machine, then on the server):
+          ca-server root sign-intermediate /media/usb/intermediate-2.csr --root-dir /media/usb/ca-root
+          ca-server intermediate rollover --certificate /media/usb/intermediate-2.pem
+        """
+        now = utcnow()
+        if root_dir is not None:
+            folder = RootFolder(root_dir)
+            root_cert, root_key = folder.cert, folder.key(_root_passphrase())
+            config = load_config(None)
+        else:
+            svc = _services()
+            if svc.authority.root_offline:
+                raise click.ClickException("The root key is not in this instance: give its folder with --root-dir "
+                                           f"(or {ROOT_DIR_ENV}).")
+            root_cert, root_key, config = svc.authority.root, svc.authority.root_key, svc.config
+        cert = rollover.sign_request(csr_file.read_bytes(), root_cert, root_key, now,
+                                     days or config.ca.intermediate_validity_days, base_url)
+        target = out or (csr_file.with_suffix(".pem") if csr_file.suffix != ".pem" else
+                         csr_file.with_name(csr_file.stem + "-signed.pem"))
+        target.write_bytes(cert.public_bytes(Encoding.PEM))
+        click.echo(f"Signed {cert.subject.rfc4514_string()}\n  serial {serial_hex(cert.serial_number)}, valid "
+                   f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}\n"
+                   f"  SHA-256 {hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()}\n"
+                   f"Wrote {target}; on the server: ca-server intermediate rollover --certificate {target.name}")
+
     @root.command("import-crl")
     @click.argument("crl_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @domain_errors
@@ -89,3 +137,68 @@ def register_root_commands(main: click.Group) -> None:
         svc.store.append_audit(at=utcnow(), action="root_key_moved_out", actor="cli", detail={"to": str(root_dir)})
         click.echo(f"The root key is now only in {root_dir} (and no longer in {svc.paths.root}). Keep that folder "
                    "offline; sign the root CRL there before it lapses (`ca-server root sign-crl`).")
+
+    @main.group()
+    def intermediate() -> None:
+        """The intermediates: roll a new one in before the issuing one ends; list them."""
+
+    @intermediate.command("rollover")
+    @click.option("--certificate", "certificate", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  default=None, help="Install the new intermediate's certificate, signed where the root key is.")
+    @click.option("--key", "key_uri", default=None, metavar="PKCS11_URI",
+                  help="Keep the new intermediate's key in a token (pkcs11:token=...;object=...), made there beforehand.")
+    @domain_errors
+    def intermediate_rollover(certificate: Path | None, key_uri: str | None) -> None:
+        """A new intermediate takes over issuance; the old one's certificates stay valid and answered.
+
+        \b
+        Example, with the root key in the instance (one step):
+          ca-server intermediate rollover
+        Example, with an offline root: this writes a request; sign it where the root key is, then install:
+          ca-server intermediate rollover
+          ca-server root sign-intermediate intermediate-2.csr --root-dir /media/usb/ca-root
+          ca-server intermediate rollover --certificate intermediate-2.pem
+        """
+        svc = _services()
+        authority, now, actor = svc.authority, utcnow(), f"cli:{getpass.getuser()}"
+        if certificate is not None:
+            gen = rollover.install(authority, svc.store, svc.config, certificate.read_bytes(), now, actor=actor)
+        elif not authority.root_offline:
+            gen = rollover.rollover_online(authority, svc.store, svc.config, now, actor=actor, key_uri=key_uri)
+        else:
+            pending = rollover.prepare(authority, svc.config, key_uri)
+            svc.store.append_audit(at=now, action="intermediate_key_created", actor=actor,
+                                   detail={"generation": pending.number, "key": pending.key_label})
+            click.echo(f"The root key is offline. Wrote the new intermediate's request: {pending.csr_path}\n"
+                       f"(its key: {pending.key_label}). Where the root key is, run:\n"
+                       f"  ca-server root sign-intermediate {pending.csr_path.name} --root-dir DIR\n"
+                       f"then here: ca-server intermediate rollover --certificate {pending.csr_path.stem}.pem")
+            return
+        previous = authority.intermediates[-2]
+        click.echo(f"{gen.issuer_text} now issues (generation {gen.number}, valid to {gen.not_after:%Y-%m-%d}, "
+                   f"CRL {gen.endpoints.intermediate_crl}).\n{previous.issuer_text} issues no more; its certificates "
+                   "stay valid, revocable and answered by OCSP and its CRL until they expire.\nOther nodes: copy "
+                   f"{authority.paths.root_cert.parent}/ and {authority.paths.keys}/ to each (the new files).")
+
+    @intermediate.command("list")
+    @domain_errors
+    def intermediate_list() -> None:
+        """Every intermediate: which issues, and when the others can be retired.
+
+        \b
+        Example:
+          ca-server intermediate list
+        """
+        svc = _services()
+        now = utcnow()
+        retiring = {r["generation"]: r for r in rollover.retirement(svc.authority, svc.store, now)}
+        for gen in reversed(svc.authority.intermediates):
+            click.echo(f"{gen.number:>3}  {gen.issuer_text}  valid to {gen.not_after:%Y-%m-%d}  "
+                       f"serial {serial_hex(gen.cert.serial_number)}")
+            if gen.number not in retiring:
+                click.echo("     issuing")
+            else:
+                r = retiring[gen.number]
+                click.echo("     retired: none of its certificates is valid any more" if r["retirable"] else
+                           f"     no longer issuing; {r['valid_certificates']} certificate(s) valid, the last until "
+                           f"{r['retire_after']}: retire it after that")

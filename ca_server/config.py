@@ -53,6 +53,7 @@ class CAConfig:
     intermediate_key_type: str = "ec-p256"
     root_validity_days: int = 3650
     intermediate_validity_days: int = 1825
+    intermediate_warning_days: int = 365  # the dashboard and the admins' mail say to roll over this long before the end
     permitted_domains: tuple[str, ...] = ()
     passphrase_env: str = "CA_SERVER_KEY_PASSPHRASE"
     intermediate_key: str = ""  # "" = instance/keys (encrypted file); "pkcs11:token=...;object=..." = in a token
@@ -291,6 +292,7 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"ca.{key}: must be 1 to 64 characters")
     _positive("ca.root_validity_days", ca.root_validity_days, 36500)
     _positive("ca.intermediate_validity_days", ca.intermediate_validity_days, 36500)
+    _positive("ca.intermediate_warning_days", ca.intermediate_warning_days, 36500)
     if ca.intermediate_validity_days > ca.root_validity_days:
         raise ConfigError("ca.intermediate_validity_days: must not exceed ca.root_validity_days")
     _domains("ca.permitted_domains", ca.permitted_domains)

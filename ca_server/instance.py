@@ -330,12 +330,16 @@ class Authority:
         uri = self.config.ca.intermediate_key if gen.number == 1 else (
             uri_file.read_text().strip() if uri_file.exists() else "")
         if not uri:
-            return self._load_key(intermediates.key_file(keys, gen.number))
-        token_key = TokenECKey(Pkcs11Uri.parse(uri, self.config.ca.pkcs11_module), self._secret.pkcs11_pin)
+            return self.load_key(intermediates.key_file(keys, gen.number))
+        token_key = self.token_key(uri)
         if token_key.public_key() != gen.cert.public_key():
             raise InstanceError(f"The key {uri} is not the intermediate's "
                                 f"(its public key differs from ca/{gen.slug}.pem).")
         return token_key
+
+    def token_key(self, uri: str) -> TokenECKey:
+        """A key in a PKCS#11 token (RFC 7512 URI; module and PIN as [ca] configures them), logged in."""
+        return TokenECKey(Pkcs11Uri.parse(uri, self.config.ca.pkcs11_module), self._secret.pkcs11_pin)
 
     @property
     def intermediate_key(self) -> CertificateIssuerPrivateKeyTypes:
@@ -366,7 +370,7 @@ class Authority:
         if self.root_offline:
             raise InstanceError("The root key is offline (not in this instance): sign what needs it where it is, "
                                 "with `ca-server root sign-crl --root-dir DIR`, and import the file here.")
-        return self._load_key(self.paths.root_key)
+        return self.load_key(self.paths.root_key)
 
     @property
     def root_offline(self) -> bool:
@@ -378,7 +382,7 @@ class Authority:
             self._passphrase = key_passphrase(self.paths, self._secret, self.config)
         return self._passphrase
 
-    def _load_key(self, path: Path) -> CertificateIssuerPrivateKeyTypes:
+    def load_key(self, path: Path) -> CertificateIssuerPrivateKeyTypes:
         try:
             pem = path.read_bytes()
         except FileNotFoundError:

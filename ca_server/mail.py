@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from .clock import to_text
-from .config import MailConfig
+from .config import Config, MailConfig
 from .errors import MailError
 from .models import CertificateRecord
 from .pki.subjects import CONTROL_CHARACTER
@@ -149,3 +149,23 @@ def reminder_message(
         "<p>To renew it:</p><ol>" + "".join(f"<li>{e(s)}</li>" for s in steps) + "</ol>"
     )
     return new_message(sender=sender, to=recipients, subject=subject, text=text, html_body=html_body)
+
+
+def mail_admins_once(config: Config, smtp_password: str | None, store, claim: str, subject: str, sentence: str,
+                     now) -> list[str]:
+    """Mail `sentence` to the admins (users with an address) and [reminders] default_recipients,
+    once per `claim` whichever process or node gets there first; released if sending fails, so
+    the next run tries again. Returns the addresses mailed (none when another run had it)."""
+    recipients = tuple(sorted({u["email"] for u in store.list_users() if u["is_admin"] and u["email"]
+                               and not u["disabled_at"]} | set(config.reminders.default_recipients)))
+    if not recipients or not store.claim_once(claim, now):
+        return []
+    message = new_message(sender=config.mail.from_address, to=recipients, subject=subject,
+                          text=sentence + "\n", html_body=f"<p>{html.escape(sentence)}</p>")
+    try:
+        with Mailer(config.mail, smtp_password) as mailer:
+            mailer.send(message)
+    except MailError:
+        store.release_lease(claim, "done")
+        raise
+    return list(recipients)

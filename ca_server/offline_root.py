@@ -12,7 +12,6 @@ the file it writes is imported by the server.
 from __future__ import annotations
 
 import datetime as dt
-import html
 from pathlib import Path
 
 from cryptography import x509
@@ -20,9 +19,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .clock import from_text, to_text
 from .config import Config, Secrets
-from .errors import BadRequestError, ConflictError, InstanceError, MailError
+from .errors import BadRequestError, ConflictError, InstanceError
 from .instance import InstancePaths, RootFolder
-from .mail import Mailer, new_message
+from .mail import mail_admins_once
 from .revocation import PublishedCRL, revoked_entry, sign_crl
 from .store import Store
 
@@ -110,18 +109,5 @@ def warn_by_mail(config: Config, secrets: Secrets, store: Store, now: dt.datetim
     row = store.latest_crl("root", with_der=False)
     if sentence is None or row is None:
         return []
-    recipients = tuple(sorted({u["email"] for u in store.list_users() if u["is_admin"] and u["email"]
-                               and not u["disabled_at"]} | set(config.reminders.default_recipients)))
-    claim = f"mail:root-crl:{row['number']}"
-    if not recipients or not store.claim_once(claim, now):
-        return []
-    message = new_message(sender=config.mail.from_address, to=recipients,
-                          subject=f"{config.ca.root_common_name}: sign the next root CRL",
-                          text=sentence + "\n", html_body=f"<p>{html.escape(sentence)}</p>")
-    try:
-        with Mailer(config.mail, secrets.smtp_password) as mailer:
-            mailer.send(message)
-    except MailError:
-        store.release_lease(claim, "done")  # the next run tries again
-        raise
-    return list(recipients)
+    return mail_admins_once(config, secrets.smtp_password, store, f"mail:root-crl:{row['number']}",
+                            f"{config.ca.root_common_name}: sign the next root CRL", sentence, now)

@@ -14,8 +14,9 @@ import os
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import offline_root, once, reminders, revocation, webhooks
+from . import offline_root, once, reminders, revocation, rollover, webhooks
 from .clock import utcnow
+from .errors import MailError
 from .services import Services
 
 log = logging.getLogger("ca_server.scheduler")
@@ -86,6 +87,14 @@ def webhook_job(services: Services) -> None:
 def crl_job(services: Services) -> None:
     for crl in revocation.refresh_crls(services.config, services.store, services.authority, utcnow()):
         log.info("published %s CRL number %s", crl.issuer, crl.number)
+    try:
+        mailed = rollover.warn_ending_by_mail(services.config, services.secrets.smtp_password, services.authority,
+                                              services.store, utcnow())
+    except MailError as exc:  # tried again on the next run; the root CRL's warning below still goes
+        log.warning("the issuing intermediate nears its end; mailing the admins failed: %s", exc)
+    else:
+        if mailed:
+            log.warning("the issuing intermediate nears its end: mailed %s", ", ".join(mailed))
     if services.authority.root_offline:
         mailed = offline_root.warn_by_mail(services.config, services.secrets, services.store, utcnow())
         if mailed:

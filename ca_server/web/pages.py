@@ -11,7 +11,7 @@ from flask_wtf.file import FileField
 from wtforms import IntegerField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.validators import NumberRange, Optional
 
-from .. import approvals, issuance, reminders, revocation
+from .. import approvals, issuance, reminders, revocation, rollover
 from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
 from ..mail import expiry_phrase
 from ..offline_root import root_crl_warning
@@ -82,9 +82,11 @@ def dashboard():
                if g.requester.is_admin and not svc.config.reminders.default_recipients else 0)
     root_crl = (root_crl_warning(svc.store, moment, svc.config.revocation.root_crl_warning_days)
                 if svc.authority.root_offline else None)
+    retiring = {r["generation"]: r for r in rollover.retirement(svc.authority, svc.store, moment)}
+    ending = rollover.ending_warning(svc.authority, moment, svc.config.ca.intermediate_warning_days)
     return render_template("dashboard.html", authorities=svc.authority.describe(), recent=recent,
                            expiring=expiring, more_expiring=more_expiring, horizon=horizon,
-                           failed=failed, unheard=unheard, root_crl=root_crl,
+                           failed=failed, unheard=unheard, root_crl=root_crl, ending=ending, retiring=retiring,
                            root_offline=svc.authority.root_offline)
 
 

@@ -1,0 +1,295 @@
+"""Issue 20, intermediate rollover: `ca-server intermediate rollover` (root online, or the offline
+ceremony with `root sign-intermediate`) makes a new intermediate that a running server issues from
+at once; the old one's certificates keep verifying with the chains the server hands out, and
+their revocation shows in the old intermediate's CRL and OCSP. Checked with openssl and real servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+
+from ca_server import accounts, rollover, scheduler
+from ca_server.cli import main
+from ca_server.config import Secrets
+from ca_server.errors import BadRequestError
+from ca_server.services import open_services
+
+from .checks import assert_pkilint_clean, run_openssl
+from .conftest import PASSPHRASE, new_token, sign_in
+from .factories import make_csr, pem
+from .server import free_port, issue_verified, running_server
+from .smtp import SMTPServer, write_config
+
+ROOT_PASSPHRASE = "the root's own passphrase, kept offline"
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real command in its own process, as an operator runs it next to a running server."""
+    full = {k: v for k, v in os.environ.items() if k != "CA_SERVER_INSTANCE"}
+    return subprocess.run([sys.executable, "-m", "ca_server", *args], capture_output=True, text=True,
+                          env={**full, **(env or {})}, timeout=120)
+
+
+def served(instance: Path) -> tuple[str, int]:
+    """Point base_url at the port the server will have, so the URLs in certificates are fetchable."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    write_config(instance, server={"base_url": base})
+    return base, port
+
+
+def crl_url(cert: x509.Certificate) -> str:
+    points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    return points[0].full_name[0].value
+
+
+def ca_issuers_url(cert: x509.Certificate) -> str:
+    aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    return next(d.access_location.value for d in aia if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS)
+
+
+def ocsp_status(base: str, issuer: Path, leaf: Path, root: Path) -> str:
+    asked = run_openssl("ocsp", "-issuer", str(issuer), "-cert", str(leaf), "-url", f"{base}/ocsp", "-CAfile", str(root))
+    return (asked.stdout + asked.stderr).decode()
+
+
+def save_chain_parts(made: dict, folder: Path, name: str) -> tuple[Path, Path, x509.Certificate]:
+    """(leaf.pem, its intermediate.pem, the leaf) from a certificate JSON's "chain"."""
+    leaf_pem, intermediate_pem = made["chain"].split("-----END CERTIFICATE-----\n")[:2]
+    leaf, issuer = folder / f"{name}-leaf.pem", folder / f"{name}-issuer.pem"
+    leaf.write_text(leaf_pem + "-----END CERTIFICATE-----\n")
+    issuer.write_text(intermediate_pem + "-----END CERTIFICATE-----\n")
+    return leaf, issuer, x509.load_pem_x509_certificate(leaf.read_bytes())
+
+
+def test_rollover_on_a_running_server_old_and_new_certificates_verify_and_revoke_apart(instance, tmp_path):
+    base, port = served(instance)
+    svc = open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE))
+    token = new_token(svc)
+    auth = {"Authorization": f"Bearer {token}"}
+    root = instance / "ca" / "root.pem"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with running_server(instance, port=port) as url:
+        assert url == base
+        old, _, _ = issue_verified(base, token, "before.example.test", root, tmp_path / "a")
+        old_leaf, old_issuer, old_cert = save_chain_parts(old, tmp_path, "old")
+
+        rolled = cli("--instance", str(instance), "intermediate", "rollover",
+                     env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+        assert rolled.returncode == 0, rolled.stderr
+        assert "Example Org Issuing CA G2" in rolled.stdout and "now issues" in rolled.stdout
+
+        new, _, _ = issue_verified(base, token, "after.example.test", root, tmp_path / "b")  # no restart
+        new_leaf, new_issuer, new_cert = save_chain_parts(new, tmp_path, "new")
+        assert new_cert.issuer != old_cert.issuer
+        assert new["issuer"] == "CN=Example Org Issuing CA G2,O=Example Org"
+        assert old_cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "Example Org Issuing CA"
+
+        # Each certificate's own chain (download and JSON) names its own intermediate; both verify.
+        for made, leaf in ((old, old_leaf), (new, new_leaf)):
+            chain = tmp_path / f"chain-{made['serial']}.pem"
+            chain.write_bytes(requests.get(f"{base}/certificates/{made['serial']}/chain.pem", headers=auth, timeout=10).content)
+            assert chain.read_text() == made["chain"]
+            verified = run_openssl("verify", "-CAfile", str(root), "-untrusted", str(chain), str(leaf))
+            assert verified.returncode == 0, verified.stdout + verified.stderr
+            again = requests.get(f"{base}/api/v1/certificates/{made['serial']}", headers=auth, timeout=10).json()
+            assert again["chain"] == made["chain"]
+        # The old chain does not verify the new certificate: the intermediates really differ.
+        crossed = run_openssl("verify", "-CAfile", str(root), "-untrusted", str(old_issuer), str(new_leaf))
+        assert crossed.returncode != 0
+
+        # /ca/chain.pem and /ca/intermediate.* are the issuing intermediate's; each is kept by number.
+        ca_chain = tmp_path / "ca-chain.pem"
+        ca_chain.write_bytes(requests.get(f"{base}/ca/chain.pem", timeout=10).content)
+        assert x509.load_pem_x509_certificates(ca_chain.read_bytes())[0].subject == new_cert.issuer
+        assert run_openssl("verify", "-CAfile", str(root), "-untrusted", str(ca_chain), str(new_leaf)).returncode == 0
+        assert requests.get(f"{base}/ca/intermediate.pem", timeout=10).text == new_issuer.read_text()
+        assert requests.get(f"{base}/ca/intermediate-1.pem", timeout=10).text == old_issuer.read_text()
+        assert requests.get(f"{base}/ca/intermediate-2.pem", timeout=10).text == new_issuer.read_text()
+        assert requests.get(f"{base}/ca/intermediate-3.pem", timeout=10).status_code == 404
+        # The new leaves' URLs lead to the new intermediate's own certificate and CRL.
+        assert crl_url(new_cert) == f"{base}/crl/intermediate-2.crl"
+        assert crl_url(old_cert) == f"{base}/crl/intermediate.crl"
+        aia = requests.get(ca_issuers_url(new_cert), timeout=10)
+        assert x509.load_der_x509_certificate(aia.content).subject == new_cert.issuer
+        hierarchy = requests.get(f"{base}/api/v1/ca", headers=auth, timeout=10).json()
+        assert hierarchy["intermediate"]["subject"] == new["issuer"]
+        assert [i["generation"] for i in hierarchy["intermediates"]] == [2, 1]
+        assert [i["issuing"] for i in hierarchy["intermediates"]] == [True, False]
+
+        # Both answer OCSP, each for its own certificates.
+        assert f"{old_leaf}: good" in ocsp_status(base, old_issuer, old_leaf, root)
+        assert f"{new_leaf}: good" in ocsp_status(base, new_issuer, new_leaf, root)
+        assert "unauthorized" in ocsp_status(base, new_issuer, old_leaf, root)  # asked of the wrong issuer
+
+        revoked = requests.post(f"{base}/api/v1/certificates/{old['serial']}/revoke", json={"reason": "keyCompromise"},
+                                headers=auth, timeout=30)
+        assert revoked.status_code == 200, revoked.text
+        assert f"{old_leaf}: revoked" in ocsp_status(base, old_issuer, old_leaf, root)
+        assert f"{new_leaf}: good" in ocsp_status(base, new_issuer, new_leaf, root)
+
+        old_crl, new_crl = tmp_path / "old.crl", tmp_path / "new.crl"
+        old_crl.write_bytes(requests.get(crl_url(old_cert), timeout=10).content)
+        new_crl.write_bytes(requests.get(crl_url(new_cert), timeout=10).content)
+        for crl_file, issuer in ((old_crl, old_issuer), (new_crl, new_issuer)):
+            checked = run_openssl("crl", "-inform", "DER", "-in", str(crl_file), "-CAfile", str(issuer), "-noout")
+            assert b"verify OK" in checked.stdout + checked.stderr
+        listed = lambda path: {r.serial_number for r in x509.load_der_x509_crl(path.read_bytes())}  # noqa: E731
+        assert listed(old_crl) == {old_cert.serial_number} and listed(new_crl) == set()
+        # openssl's own revocation check of the old certificate with its chain and CRL.
+        crl_pem = tmp_path / "old-crl.pem"
+        crl_pem.write_bytes(run_openssl("crl", "-inform", "DER", "-in", str(old_crl)).stdout)
+        checked = run_openssl("verify", "-crl_check", "-CAfile", str(root), "-untrusted", str(old_issuer),
+                              "-CRLfile", str(crl_pem), str(old_leaf))
+        assert checked.returncode != 0 and b"certificate revoked" in checked.stdout + checked.stderr
+
+        requests.post(f"{base}/api/v1/certificates/{new['serial']}/revoke", json={}, headers=auth, timeout=30)
+        new_crl.write_bytes(requests.get(crl_url(new_cert), timeout=10).content)
+        old_crl.write_bytes(requests.get(crl_url(old_cert), timeout=10).content)
+        assert listed(new_crl) == {new_cert.serial_number} and listed(old_crl) == {old_cert.serial_number}
+        assert f"{new_leaf}: revoked" in ocsp_status(base, new_issuer, new_leaf, root)
+
+    assert_pkilint_clean(instance / "ca" / "intermediate-2.pem")
+    new_intermediate = x509.load_pem_x509_certificate(new_issuer.read_bytes())
+    [entry] = svc.store.audit_entries(action="intermediate_rollover")
+    assert entry["actor"].startswith("cli:") and int(entry["serial"], 16) == new_intermediate.serial_number
+    assert entry["detail"]["key"] == "keys/intermediate-2.key.pem" and entry["detail"]["generation"] == 2
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    instance, root_dir = tmp_path / "instance", tmp_path / "usb" / "ca-root"
+    monkeypatch.setenv("CA_SERVER_INSTANCE", str(instance))
+    monkeypatch.setenv("CA_SERVER_KEY_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("CA_SERVER_ROOT_PASSPHRASE", ROOT_PASSPHRASE)
+    made = CliRunner().invoke(main, ["init", "--offline-root", str(root_dir), "--no-admin"])
+    assert made.exit_code == 0, made.output
+    monkeypatch.delenv("CA_SERVER_ROOT_PASSPHRASE")
+    return instance, root_dir
+
+
+def test_the_offline_ceremony_signs_a_new_intermediate_that_takes_over_issuance(offline, tmp_path):
+    instance, root_dir = offline
+    base, port = served(instance)
+    svc = open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE))
+    token = new_token(svc)
+    root = instance / "ca" / "root.pem"
+    server_env = {"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    with running_server(instance, port=port):
+        first, _, _ = issue_verified(base, token, "first.example.test", root, tmp_path / "a")
+        asked = cli("--instance", str(instance), "intermediate", "rollover", env=server_env)
+        assert asked.returncode == 0, asked.stderr
+        assert "The root key is offline" in asked.stdout and "root sign-intermediate" in asked.stdout
+        csr_file = instance / "ca" / "intermediate-2.csr"
+        assert csr_file.exists() and not (instance / "ca" / "intermediate-2.pem").exists()
+        # Until the certificate comes back, the first intermediate goes on issuing.
+        waiting, _, _ = issue_verified(base, token, "waiting.example.test", root, tmp_path / "b")
+        assert waiting["issuer"] == first["issuer"]
+
+        # The ceremony: a machine with the root folder and the request, no instance, no server passphrase.
+        carried = root_dir.parent / "intermediate-2.csr"
+        carried.write_bytes(csr_file.read_bytes())
+        signed = cli("root", "sign-intermediate", str(carried), "--root-dir", str(root_dir),
+                     env={"CA_SERVER_ROOT_PASSPHRASE": ROOT_PASSPHRASE, "CA_SERVER_KEY_PASSPHRASE": ""})
+        assert signed.returncode == 0, signed.stderr
+        cert_file = root_dir.parent / "intermediate-2.pem"
+        assert f"Wrote {cert_file}" in signed.stdout
+        assert run_openssl("verify", "-CAfile", str(root), str(cert_file)).returncode == 0
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        assert crl_url(cert) == f"{base}/crl/root.crl"  # the server's URL, carried in the request
+
+        wrong = cli("--instance", str(instance), "intermediate", "rollover", "--certificate",
+                    str(instance / "ca" / "intermediate.pem"), env=server_env)
+        assert wrong.returncode == 1 and "not for the key of the waiting rollover" in wrong.stderr
+        installed = cli("--instance", str(instance), "intermediate", "rollover", "--certificate", str(cert_file),
+                        env=server_env)
+        assert installed.returncode == 0, installed.stderr
+        assert not csr_file.exists()
+
+        after, _, _ = issue_verified(base, token, "after.example.test", root, tmp_path / "c")
+        assert after["issuer"] == cert.subject.rfc4514_string()
+        again = cli("--instance", str(instance), "intermediate", "rollover", "--certificate", str(cert_file),
+                    env=server_env)
+        assert again.returncode == 1 and "No rollover is waiting" in again.stderr
+        listed = cli("--instance", str(instance), "intermediate", "list", env=server_env)
+        assert "issuing" in listed.stdout and "2 certificate(s) valid" in listed.stdout, listed.stdout
+    assert not (instance / "keys" / "root.key.pem").exists()
+
+
+def test_sign_intermediate_refuses_what_it_must_not_sign(instance, svc):
+    now = dt.datetime.now(dt.UTC)
+    authority = svc.authority
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Somebody CA")])
+    plain = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    with pytest.raises(BadRequestError, match="base URL"):
+        rollover.sign_request(plain.public_bytes(Encoding.PEM), authority.root, authority.root_key, now, 365)
+    made = rollover.sign_request(plain.public_bytes(Encoding.PEM), authority.root, authority.root_key, now, 365,
+                                 base_url="https://ca.example.test")
+    assert crl_url(made) == "https://ca.example.test/crl/root.crl"
+    assert made.not_valid_after_utc <= authority.root.not_valid_after_utc
+    with pytest.raises(BadRequestError, match="not a readable certificate request"):
+        rollover.sign_request(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                              authority.root, authority.root_key, now, 365)
+    der = bytearray(plain.public_bytes(Encoding.DER))
+    der[-5] ^= 0x01  # a flipped bit in the signature
+    with pytest.raises(BadRequestError, match="signature does not verify"):
+        rollover.sign_request(bytes(der), authority.root, authority.root_key, now, 365, base_url="https://x.test")
+
+
+def test_the_dashboard_shows_both_intermediates_and_when_the_old_one_can_be_retired(instance, web, svc, api):
+    made = api.post("/api/v1/certificates", json={"csr": pem(make_csr(["kept.example.test"]))}).get_json()
+    now = dt.datetime.now(dt.UTC)
+    rollover.rollover_online(svc.authority, svc.store, svc.config, now, actor="test")
+    page = web.get("/").get_data(as_text=True)
+    assert "Example Org Issuing CA G2" in page and "Previous intermediate CA" in page
+    assert "1 certificate it issued is still valid" in page
+    assert f"retired after {made['not_after']}" in page
+    assert "/ca/intermediate-1.pem" in page and "/crl/intermediate.crl" in page
+    assert "nears its end" not in page
+
+
+def test_an_intermediate_near_its_end_warns_on_the_dashboard_and_mails_the_admins_once(instance, make_app):
+    smtp = SMTPServer().start()
+    try:
+        write_config(instance, mail={"host": "127.0.0.1", "port": smtp.port, "security": "none"},
+                     ca={"intermediate_warning_days": 1900})  # beyond its 1825 days: it warns today
+        app = make_app()
+        svc = app.extensions["ca_server"]
+        accounts.add_user(svc.store, "ops", "ops-password-long", is_admin=True, domains=(), allow_ip=True,
+                          email="ops@example.test", now=dt.datetime.now(dt.UTC))
+        client = app.test_client()
+        sign_in(client, "ops", "ops-password-long")
+        page = client.get("/").get_data(as_text=True)
+        assert "The intermediate nears its end" in page and "ca-server intermediate rollover" in page
+        other_node = open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE))
+        for node in (svc, other_node, svc):
+            scheduler.crl_job(node)
+        assert len(smtp.inbox.messages) == 1
+        message = smtp.inbox.messages[0]
+        assert message["To"] == "ops@example.test" and "roll a new intermediate in" in message["Subject"]
+        assert re.search(r"ends in 18\d\d day\(s\)", message.get_body(("plain",)).get_content())
+        # After a rollover the new one is far from its end: no warning, and its own mail would be new.
+        rollover.rollover_online(svc.authority, svc.store, svc.config, dt.datetime.now(dt.UTC), actor="test")
+        write_config(instance, ca={"intermediate_warning_days": 365})
+        page = make_app().test_client()
+        sign_in(page, "ops", "ops-password-long")
+        assert "nears its end" not in page.get("/").get_data(as_text=True)
+    finally:
+        smtp.stop()
