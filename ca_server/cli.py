@@ -254,19 +254,24 @@ def revoke(serial: str, reason: str) -> None:
 @click.option("--reason", default="keyCompromise", show_default=True,
               help="RFC 5280 reason: keyCompromise, cACompromise, affiliationChanged, superseded, "
                    "cessationOfOperation, unspecified.")
+@click.option("--generation", type=click.IntRange(1), default=None,
+              help="Which intermediate (`ca-server intermediate list`); default: the issuing one.")
 @click.confirmation_option(prompt="Every certificate it issued stops being trusted. Revoke the intermediate?")
 @domain_errors
-def revoke_intermediate(reason: str) -> None:
-    """Put the intermediate CA on the root's CRL (after its key was compromised).
+def revoke_intermediate(reason: str, generation: int | None) -> None:
+    """Put an intermediate CA on the root's CRL (after its key was compromised).
 
-    Then move the instance away and run `ca-server init` for a new hierarchy.
+    The issuing one: then roll a new one in (`ca-server intermediate rollover`) or, if the root
+    is in doubt too, move the instance away and run `ca-server init` for a new hierarchy.
 
     \b
     Example:
       ca-server revoke-intermediate --reason keyCompromise --yes
+      ca-server revoke-intermediate --generation 1 --reason superseded --yes
     """
     svc = cli_services()
-    crl = revocation.revoke_intermediate(svc.store, svc.authority, svc.config, reason, utcnow(), actor="cli:local")
+    crl = revocation.revoke_intermediate(svc.store, svc.authority, svc.config, reason, utcnow(), actor="cli:local",
+                                         generation=generation)
     click.echo(f"The intermediate is on the root's CRL (number {crl.number}); /crl/root.crl serves it.")
 
 

@@ -207,16 +207,21 @@ def refresh_crls(config: Config, store: Store, authority: Authority, now: dt.dat
 
 
 def revoke_intermediate(store: Store, authority: Authority, config: Config, reason: str, now: dt.datetime,
-                        actor: str) -> PublishedCRL:
-    """Put the intermediate on the root's CRL (after a compromise; then re-initialise the CA)."""
+                        actor: str, generation: int | None = None) -> PublishedCRL:
+    """Put an intermediate (default: the issuing one) on the root's CRL, after a compromise."""
     reason = parse_reason(reason, CA_REASONS)
+    gen = authority.current if generation is None else next(
+        (g for g in authority.intermediates if g.number == generation), None)
+    if gen is None:
+        raise NotFoundError(f"There is no intermediate {generation}: see `ca-server intermediate list`.")
+    serial = serial_hex(gen.cert.serial_number)
     if authority.root_offline:
         raise InstanceError("The root key is offline: revoke the intermediate where it is, with `ca-server root "
-                            f"sign-crl --root-dir DIR --revoke {serial_hex(authority.intermediate.serial_number)}:{reason}`, "
+                            f"sign-crl --root-dir DIR --revoke {serial}:{reason}`, "
                             "and import the CRL here (`ca-server root import-crl FILE`).")
-    serial = serial_hex(authority.intermediate.serial_number)
     if not store.revoke_ca(serial, now, reason, audit={"at": now, "action": "revoke_ca", "actor": actor,
-                                                       "serial": serial, "detail": {"reason": reason}}):
+                                                       "serial": serial, "detail": {"reason": reason,
+                                                                                    "generation": gen.number}}):
         earlier = next(r for r in store.ca_revocations() if r["serial"] == serial)
         raise AlreadyRevokedError(serial, earlier["revoked_at"], earlier["reason"])
     return publish_crl(config, store, authority, "root", now)

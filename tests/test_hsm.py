@@ -132,3 +132,34 @@ def test_a_token_key_that_is_not_the_intermediates_is_refused(hsm_instance, toke
     svc = open_services(hsm_instance, config, Secrets(key_passphrase=PASSPHRASE, pkcs11_pin=PIN))
     with pytest.raises(InstanceError, match="is not the intermediate's"):
         _ = svc.authority.intermediate_key  # loaded on first use
+
+
+def test_a_rollover_to_a_second_token_key_issues_from_the_token(hsm_instance, tmp_path):
+    """`intermediate rollover --key pkcs11:...`: the new intermediate's key is made in the token
+    beforehand; the instance keeps only its URI, and a real server issues and answers OCSP with it."""
+    lib = pkcs11.lib(SOFTHSM)
+    lib.reinitialize()  # `init` above logged this process in; a new session needs a fresh start
+    with lib.get_token(token_label="ca-test").open(user_pin=PIN, rw=True) as session:
+        params = session.create_domain_parameters(
+            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True)
+        params.generate_keypair(store=True, label="intermediate-g2")
+    lib.reinitialize()
+    second = f"pkcs11:token=ca-test;object=intermediate-g2?module-path={SOFTHSM}"
+    rolled = CliRunner().invoke(main, ["intermediate", "rollover", "--key", second])
+    assert rolled.exit_code == 0, rolled.output
+    assert not (hsm_instance / "keys" / "intermediate-2.key.pem").exists()
+    assert (hsm_instance / "keys" / "intermediate-2.key.uri").read_text().strip() == second
+    svc = open_services(hsm_instance, secrets=Secrets(key_passphrase=PASSPHRASE, pkcs11_pin=PIN))
+    assert svc.authority.current.number == 2
+    api_token = new_token(svc)
+    root = hsm_instance / "ca" / "root.pem"
+    with running_server(hsm_instance) as base:
+        made, leaf, chain = issue_verified(base, api_token, "g2.example.test", root, tmp_path)
+        assert made["issuer"].startswith("CN=Example Org Issuing CA G2")
+        issuer = tmp_path / "g2.pem"
+        issuer.write_bytes(requests.get(f"{base}/ca/intermediate-2.pem", timeout=10).content)
+        good = run_openssl("ocsp", "-issuer", str(issuer), "-cert", str(leaf), "-url", f"{base}/ocsp",
+                           "-CAfile", str(root))
+        assert b": good" in good.stdout and b"Response verify OK" in good.stderr, good.stdout + good.stderr
+    [entry] = svc.store.audit_entries(action="intermediate_rollover")
+    assert entry["detail"]["key"] == second

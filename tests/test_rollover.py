@@ -293,3 +293,43 @@ def test_an_intermediate_near_its_end_warns_on_the_dashboard_and_mails_the_admin
         assert "nears its end" not in page.get("/").get_data(as_text=True)
     finally:
         smtp.stop()
+
+
+def test_root_sign_intermediate_signs_an_openssl_request_with_the_instance_root(instance, tmp_path, monkeypatch):
+    """A request made elsewhere (openssl, an HSM's tool) carries no server URL: --base-url gives it."""
+    monkeypatch.setenv("CA_SERVER_INSTANCE", str(instance))
+    monkeypatch.setenv("CA_SERVER_KEY_PASSPHRASE", PASSPHRASE)
+    key, csr = tmp_path / "other.key", tmp_path / "other.csr"
+    made = run_openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                       "-keyout", str(key), "-out", str(csr), "-subj", "/O=Example Org/CN=Example Org Issuing CA G9")
+    assert made.returncode == 0, made.stderr
+    refused = CliRunner().invoke(main, ["root", "sign-intermediate", str(csr)])
+    assert refused.exit_code == 1 and "--base-url" in refused.output
+    signed = CliRunner().invoke(main, ["root", "sign-intermediate", str(csr), "--base-url", "https://ca.example.test",
+                                       "--days", "400"])
+    assert signed.exit_code == 0, signed.output
+    cert_file = tmp_path / "other.pem"
+    assert run_openssl("verify", "-CAfile", str(instance / "ca" / "root.pem"), str(cert_file)).returncode == 0
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 400
+    assert crl_url(cert) == "https://ca.example.test/crl/root.crl"
+    # Not the waiting rollover's key (there is none): the instance refuses to install it.
+    installed = CliRunner().invoke(main, ["intermediate", "rollover", "--certificate", str(cert_file)])
+    assert installed.exit_code == 1 and "No rollover is waiting" in installed.output
+
+
+def test_an_earlier_intermediate_can_be_put_on_the_root_crl(instance, svc, tmp_path):
+    old = svc.authority.current
+    rollover.rollover_online(svc.authority, svc.store, svc.config, dt.datetime.now(dt.UTC), actor="test")
+    revoked = CliRunner().invoke(main, ["--instance", str(instance), "revoke-intermediate", "--generation", "1",
+                                        "--reason", "superseded", "--yes"],
+                                 env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+    assert revoked.exit_code == 0, revoked.output
+    root_crl = x509.load_der_x509_crl(svc.crls.current("root", dt.datetime.now(dt.UTC)).der)
+    entry = root_crl.get_revoked_certificate_by_serial_number(old.cert.serial_number)
+    assert entry is not None and root_crl.get_revoked_certificate_by_serial_number(
+        svc.authority.current.cert.serial_number) is None
+    missing = CliRunner().invoke(main, ["--instance", str(instance), "revoke-intermediate", "--generation", "7", "--yes"],
+                                 env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+    assert missing.exit_code == 1 and "There is no intermediate 7" in missing.output
