@@ -15,12 +15,12 @@ import click
 
 from . import accounts, issuance, reminders, revocation
 from . import offline_root as offline_root_ops
-from .cli_support import cli_services, domain_errors, instance_path
+from .cli_support import cli_services, domain_errors, instance_path, operator
 from .clock import to_text, utcnow
 from .config import load_config, read_secrets
 from .errors import CertificateNotFoundError
 from .instance import INSTANCE_ENV, ROOT_PASSPHRASE_ENV, InstancePaths, RootFolder, init_instance, write_private_file
-from .pki.serials import parse_serial, serial_colon
+from .pki.serials import parse_serial, serial_colon, serial_hex
 from .services import open_services
 from .store import CertificateFilter
 
@@ -76,6 +76,11 @@ def init(if_absent: bool, no_admin: bool, offline_root: Path | None) -> None:
         click.echo(f"The root key is only in {offline_root}: keep that folder offline. Root CRL {number} imported; "
                    f"sign the next before {config.revocation.root_crl_validity_hours // 24} days pass.")
     revocation.refresh_crls(config, svc.store, authority, now)
+    svc.store.append_audit(at=now, action="ca_created", actor=operator(),
+                           serial=serial_hex(authority.current.cert.serial_number),
+                           detail={"root": serial_hex(authority.root.serial_number),
+                                   "root_key": str(offline_root) if offline_root else "keys/root.key.pem",
+                                   "intermediate_key": config.ca.intermediate_key or "keys/intermediate.key.pem"})
     click.echo(f"Created the CA in {paths.root}")
     for entry in authority.describe():
         click.echo(f"  {entry['role']:<12} {entry['subject']}  valid to {entry['not_after']}")
@@ -270,7 +275,7 @@ def revoke_intermediate(reason: str, generation: int | None) -> None:
       ca-server revoke-intermediate --generation 1 --reason superseded --yes
     """
     svc = cli_services()
-    crl = revocation.revoke_intermediate(svc.store, svc.authority, svc.config, reason, utcnow(), actor="cli:local",
+    crl = revocation.revoke_intermediate(svc.store, svc.authority, svc.config, reason, utcnow(), actor=operator(),
                                          generation=generation)
     click.echo(f"The intermediate is on the root's CRL (number {crl.number}); /crl/root.crl serves it.")
 

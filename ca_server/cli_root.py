@@ -3,7 +3,6 @@ server's side of it (import what the ceremony produced)."""
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 from pathlib import Path
@@ -13,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import offline_root, rollover
 from .cli_support import cli_services as _services
-from .cli_support import domain_errors
+from .cli_support import domain_errors, operator
 from .clock import utcnow
 from .config import load_config, read_secrets
 from .errors import BadRequestError
@@ -98,6 +97,13 @@ def register_root_commands(main: click.Group) -> None:
             root_cert, root_key, config = svc.authority.root, svc.authority.root_key, svc.config
         cert = rollover.sign_request(csr_file.read_bytes(), root_cert, root_key, now,
                                      days or config.ca.intermediate_validity_days, base_url)
+        entry = {"at": now.isoformat(), "by": operator(), "serial": serial_hex(cert.serial_number),
+                 "subject": cert.subject.rfc4514_string(), "not_after": cert.not_valid_after_utc.isoformat()}
+        if root_dir is not None:  # the ceremony's own log, kept with the root key
+            folder.log_signed(entry)
+        else:
+            svc.store.append_audit(at=now, action="intermediate_signed", actor=entry["by"], serial=entry["serial"],
+                                   detail={"subject": entry["subject"], "not_after": entry["not_after"]})
         target = out or (csr_file.with_suffix(".pem") if csr_file.suffix != ".pem" else
                          csr_file.with_name(csr_file.stem + "-signed.pem"))
         target.write_bytes(cert.public_bytes(Encoding.PEM))
@@ -118,7 +124,7 @@ def register_root_commands(main: click.Group) -> None:
         """
         svc = _services()
         crl = offline_root.import_root_crl(svc.store, svc.authority.root, crl_file.read_bytes(), utcnow())
-        svc.store.append_audit(at=utcnow(), action="root_crl_import", actor="cli",
+        svc.store.append_audit(at=utcnow(), action="root_crl_import", actor=operator(),
                                detail={"number": crl.number, "next_update": crl.next_update.isoformat()})
         click.echo(f"Root CRL {crl.number} imported; next update due {crl.next_update.isoformat()}.")
 
@@ -134,7 +140,7 @@ def register_root_commands(main: click.Group) -> None:
         """
         svc = _services()
         offline_root.move_root_out(svc.paths, RootFolder(root_dir), svc.store)
-        svc.store.append_audit(at=utcnow(), action="root_key_moved_out", actor="cli", detail={"to": str(root_dir)})
+        svc.store.append_audit(at=utcnow(), action="root_key_moved_out", actor=operator(), detail={"to": str(root_dir)})
         click.echo(f"The root key is now only in {root_dir} (and no longer in {svc.paths.root}). Keep that folder "
                    "offline; sign the root CRL there before it lapses (`ca-server root sign-crl`).")
 
@@ -160,7 +166,7 @@ def register_root_commands(main: click.Group) -> None:
           ca-server intermediate rollover --certificate intermediate-2.pem
         """
         svc = _services()
-        authority, now, actor = svc.authority, utcnow(), f"cli:{getpass.getuser()}"
+        authority, now, actor = svc.authority, utcnow(), operator()
         if certificate is not None:
             gen = rollover.install(authority, svc.store, svc.config, certificate.read_bytes(), now, actor=actor)
         elif not authority.root_offline:

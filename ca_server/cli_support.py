@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import getpass
 from pathlib import Path
 
 import click
@@ -10,6 +11,14 @@ import click
 from .errors import CAError
 from .instance import default_instance_path
 from .services import Services, open_services
+
+
+def operator() -> str:
+    """Who ran the command, for the audit log: "cli:" and the operating-system user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return "cli:unknown"
 
 
 def instance_path() -> Path:

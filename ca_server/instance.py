@@ -240,6 +240,11 @@ class RootFolder:
         temp.write_text(json.dumps(state, indent=2) + "\n")
         os.replace(temp, self.path / STATE)
 
+    def log_signed(self, entry: dict) -> None:
+        """Note an intermediate certificate signed here in the state file (the ceremony's log)."""
+        state = self.state()
+        self.save_state({**state, "signed_intermediates": [*state.get("signed_intermediates", []), entry]})
+
     def create(self, encrypted_key_pem: bytes, cert_pem: bytes, revoked: list[dict] = ()) -> None:
         if self.key_file.exists():
             raise InstanceError(f"{self.key_file} exists already; refusing to overwrite a root key.")

@@ -6,6 +6,7 @@ their revocation shows in the old intermediate's CRL and OCSP. Checked with open
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import subprocess
@@ -213,6 +214,8 @@ def test_the_offline_ceremony_signs_a_new_intermediate_that_takes_over_issuance(
         assert run_openssl("verify", "-CAfile", str(root), str(cert_file)).returncode == 0
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
         assert crl_url(cert) == f"{base}/crl/root.crl"  # the server's URL, carried in the request
+        [logged] = json.loads((root_dir / "root-crl-state.json").read_text())["signed_intermediates"]
+        assert int(logged["serial"], 16) == cert.serial_number and logged["by"].startswith("cli:")
 
         wrong = cli("--instance", str(instance), "intermediate", "rollover", "--certificate",
                     str(instance / "ca" / "intermediate.pem"), env=server_env)
@@ -230,6 +233,13 @@ def test_the_offline_ceremony_signs_a_new_intermediate_that_takes_over_issuance(
         listed = cli("--instance", str(instance), "intermediate", "list", env=server_env)
         assert "issuing" in listed.stdout and "2 certificate(s) valid" in listed.stdout, listed.stdout
     assert not (instance / "keys" / "root.key.pem").exists()
+    # Each key operation is in the audit log: who, when, which key.
+    audit = {e["action"]: e for e in svc.store.audit_entries()}
+    assert audit["ca_created"]["detail"]["root_key"] == str(root_dir)
+    assert audit["intermediate_key_created"]["detail"] == {"generation": 2, "key": "keys/intermediate-2.key.pem"}
+    assert audit["intermediate_rollover"]["detail"]["generation"] == 2
+    assert all(audit[a]["actor"].startswith("cli:") and audit[a]["at"] for a in
+               ("ca_created", "intermediate_key_created", "intermediate_rollover"))
 
 
 def test_sign_intermediate_refuses_what_it_must_not_sign(instance, svc):
