@@ -205,6 +205,26 @@ def register_root_commands(main: click.Group) -> None:
                 click.echo("     issuing")
             else:
                 r = retiring[gen.number]
-                click.echo("     retired: none of its certificates is valid any more" if r["retirable"] else
+                click.echo("     retired (its key is destroyed)" if r["retired"] else
+                           "     no longer issuing; none of its certificates is valid any more: "
+                           f"`ca-server intermediate retire {gen.number}` destroys its key" if r["retirable"] else
                            f"     no longer issuing; {r['valid_certificates']} certificate(s) valid, the last until "
                            f"{r['retire_after']}: retire it after that")
+
+    @intermediate.command("retire")
+    @click.argument("generation", type=click.IntRange(1))
+    @click.option("--force", is_flag=True, help="Even though certificates it issued are still valid (no CRL can list them any more).")
+    @domain_errors
+    def intermediate_retire(generation: int, force: bool) -> None:
+        """Destroy an earlier intermediate's key once every certificate it issued has expired.
+
+        Its last CRL is signed first and stays served; the audit log records it.
+
+        \b
+        Example:
+          ca-server intermediate retire 1
+        """
+        svc = _services()
+        removed = rollover.retire(svc.authority, svc.store, svc.config, generation, utcnow(), actor=operator(),
+                                  force=force)
+        click.echo(f"Intermediate {generation} is retired: removed {removed}. Destroy its backups too.")

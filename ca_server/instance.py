@@ -323,6 +323,13 @@ class Authority:
         """The intermediate that issued a certificate with this issuer (PEM)."""
         return self.by_issuer(issuer_text).pem
 
+    def can_sign(self, gen: Intermediate) -> bool:
+        """False for an earlier intermediate whose key the operator has destroyed (retired)."""
+        if gen.number == 1 and self.config.ca.intermediate_key:
+            return True
+        return (intermediates.key_file(self.paths.keys, gen.number).exists()
+                or intermediates.key_uri_file(self.paths.keys, gen.number).exists())
+
     def key_for(self, gen: Intermediate) -> CertificateIssuerPrivateKeyTypes:
         key = self._keys.get(gen.number)
         if key is None:

@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from . import once
 from .clock import from_text
 from .config import Config
+from .errors import InstanceError
 from .instance import BACKDATE, Authority
 from .intermediates import Intermediate
 from .pki.extensions import build_ocsp_responder
@@ -195,7 +196,10 @@ class OCSPResponder:
         return answer
 
     def _sign(self, gen, algorithm, name_hash, key_hash, serial, state, nonce, now) -> OCSPAnswer:
-        responder = self.responder(now, gen)
+        try:
+            responder = self.responder(now, gen)
+        except InstanceError:  # a retired intermediate's responder ended and its key is gone
+            return UNAUTHORIZED
         this_update = now.replace(microsecond=0)
         next_update = this_update + dt.timedelta(hours=self.config.revocation.ocsp_validity_hours)
         revocation_time = revocation_reason = None

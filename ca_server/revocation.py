@@ -82,7 +82,9 @@ def revoke(
         raise AlreadyRevokedError(serial, current.revoked_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
                                   current.revocation_reason or "unspecified")
     record = store.get_certificate(serial, with_renewal=True)
-    publish_crl(config, store, authority, authority.by_issuer(record.issuer).slug, now)
+    issuer = authority.by_issuer(record.issuer)
+    if authority.can_sign(issuer):  # not an intermediate retired early (`intermediate retire --force`)
+        publish_crl(config, store, authority, issuer.slug, now)
     from .webhooks import record_revocation  # (webhooks -> reminders -> mail: kept out of import time)
 
     record_revocation(config, store, serial, now)  # chat and webhook receivers hear it on the next pass
@@ -180,11 +182,17 @@ class CRLCache:
         if held is None and issuer == "root" and self.authority.root_offline:
             raise NotFoundError("No root CRL has been imported yet: sign one where the root key is "
                                 "(`ca-server root sign-crl`) and import it (`ca-server root import-crl FILE`).")
-        if held is None or (held.next_update <= now and not (issuer == "root" and self.authority.root_offline)):
-            # A lapsed root CRL of an offline root is still served: the dashboard says to sign the next.
+        if held is None or (held.next_update <= now and not (issuer == "root" and self.authority.root_offline)
+                            and not (held is not None and self._retired(issuer))):
+            # A lapsed root CRL of an offline root is still served: the dashboard says to sign the next;
+            # so is the last CRL of an intermediate whose key was destroyed (retired).
             held = publish_crl(self.config, self.store, self.authority, issuer, now)
         self._held[issuer] = held
         return held
+
+    def _retired(self, issuer: str) -> bool:
+        gen = self.authority.by_slug(issuer) if issuer != "root" else None
+        return gen is not None and not self.authority.can_sign(gen)
 
 
 def refresh_crls(config: Config, store: Store, authority: Authority, now: dt.datetime) -> list[PublishedCRL]:
@@ -192,7 +200,8 @@ def refresh_crls(config: Config, store: Store, authority: Authority, now: dt.dat
     (an intermediate's until it has expired: then every certificate it issued has too)."""
     margin = dt.timedelta(hours=config.revocation.crl_refresh_hours)
     rebuilt = []
-    issuers = [gen.slug for gen in authority.intermediates if gen.not_after > now] + ["root"]
+    issuers = [gen.slug for gen in authority.intermediates
+               if gen.not_after > now and authority.can_sign(gen)] + ["root"]  # not those retired
     for issuer in issuers:
         if issuer == "root" and authority.root_offline:
             continue  # signed where the root key is, and imported (offline_root.py)

@@ -26,14 +26,14 @@ from cryptography.x509.oid import NameOID
 from . import intermediates
 from .clock import to_text
 from .config import Config
-from .errors import BadRequestError, ConflictError
+from .errors import BadRequestError, ConflictError, NotFoundError
 from .instance import BACKDATE, Authority, write_private_file
 from .intermediates import Intermediate
 from .mail import mail_admins_once
 from .pki.extensions import Endpoints, build_intermediate
 from .pki.keys import encrypt_private_key, generate_private_key, signature_hash
 from .pki.serials import new_serial, serial_hex
-from .revocation import refresh_crls
+from .revocation import publish_crl, refresh_crls
 from .store import Store
 
 _ROOT_CRL_PATH = "/crl/root.crl"
@@ -242,6 +242,34 @@ def warn_ending_by_mail(config: Config, smtp_password: str | None, authority: Au
                             f"{gen.issuer_text}: roll a new intermediate in", sentence, now)
 
 
+def retire(authority: Authority, store: Store, config: Config, number: int, now: dt.datetime, *, actor: str,
+           force: bool = False) -> str:
+    """Destroy an earlier intermediate's key once nothing it issued is valid: its last CRL is
+    signed first and served on; OCSP and chains for its (expired) certificates go on from the store.
+    Returns what was removed."""
+    gen = next((g for g in authority.intermediates if g.number == number), None)
+    if gen is None:
+        raise NotFoundError(f"There is no intermediate {number}: see `ca-server intermediate list`.")
+    if gen is authority.current:
+        raise ConflictError("The issuing intermediate cannot be retired: roll a new one in first.")
+    if gen.number == 1 and config.ca.intermediate_key:
+        raise ConflictError("Its key is the token key of [ca] intermediate_key: destroy it with the token's own tool.")
+    if not authority.can_sign(gen):
+        raise ConflictError(f"Intermediate {number} is retired already (its key is gone).")
+    count, last = store.issuer_summary(authority.issued_by(gen), now)
+    if count and not force:
+        raise ConflictError(f"{count} certificate(s) it issued are valid until {last}: retire it after that "
+                            "(or --force, and they can no longer be revoked).")
+    publish_crl(config, store, authority, gen.slug, now)  # the last one, with every revocation so far
+    removed = intermediates.key_uri_file(authority.paths.keys, number)
+    if not removed.exists():
+        removed = intermediates.key_file(authority.paths.keys, number)
+    store.append_audit(at=now, action="intermediate_retired", actor=actor, serial=serial_hex(gen.cert.serial_number),
+                       detail={"generation": number, "key": _key_label(authority, number), "valid_certificates": count})
+    removed.unlink()
+    return str(removed.relative_to(authority.paths.root))
+
+
 def retirement(authority: Authority, store: Store, now: dt.datetime) -> list[dict]:
     """For each intermediate that no longer issues: how many of its certificates are still valid,
     and from when it can be retired (its last certificate's end; now if none is left)."""
@@ -249,5 +277,6 @@ def retirement(authority: Authority, store: Store, now: dt.datetime) -> list[dic
     for gen in authority.intermediates[:-1]:
         count, last = store.issuer_summary(authority.issued_by(gen), now)
         out.append({"generation": gen.number, "subject": gen.issuer_text, "valid_certificates": count,
-                    "retire_after": last or to_text(now), "retirable": count == 0})
+                    "retire_after": last or to_text(now), "retirable": count == 0,
+                    "retired": not authority.can_sign(gen)})
     return out

@@ -343,3 +343,40 @@ def test_an_earlier_intermediate_can_be_put_on_the_root_crl(instance, svc, tmp_p
     missing = CliRunner().invoke(main, ["--instance", str(instance), "revoke-intermediate", "--generation", "7", "--yes"],
                                  env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
     assert missing.exit_code == 1 and "There is no intermediate 7" in missing.output
+
+
+def test_an_old_intermediate_is_retired_only_when_nothing_it_issued_is_valid(instance, svc, api, tmp_path):
+    made = api.post("/api/v1/certificates", json={"csr": pem(make_csr(["old.example.test"]))}).get_json()
+    now = dt.datetime.now(dt.UTC)
+    rollover.rollover_online(svc.authority, svc.store, svc.config, now, actor="test")
+    env = {"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}
+    run = lambda *args: CliRunner().invoke(main, ["--instance", str(instance), "intermediate", *args], env=env)  # noqa: E731
+    current = run("retire", "2")
+    assert current.exit_code == 1 and "cannot be retired: roll a new one in first" in current.output
+    early = run("retire", "1")
+    assert early.exit_code == 1 and f"valid until {made['not_after']}" in early.output
+    assert (instance / "keys" / "intermediate.key.pem").exists()
+
+    retired = run("retire", "1", "--force")
+    assert retired.exit_code == 0 and "removed keys/intermediate.key.pem" in retired.output
+    assert not (instance / "keys" / "intermediate.key.pem").exists()
+    assert "retired (its key is destroyed)" in run("list").output
+    assert run("retire", "1").exit_code == 1
+    [entry] = svc.store.audit_entries(action="intermediate_retired")
+    assert entry["detail"]["key"] == "keys/intermediate.key.pem" and entry["detail"]["valid_certificates"] == 1
+
+    # Its last CRL is served on, even lapsed; the CRL job passes it by; revoking its certificate
+    # still works (OCSP says so while its responder lasts); the new one issues.
+    client = api.client
+    later = now + dt.timedelta(days=30)
+    assert client.get("/crl/intermediate.crl").status_code == 200
+    last = svc.store.latest_crl("intermediate", with_der=False)
+    lapsed = svc.crls.current("intermediate", later)  # served, not rebuilt (no key to sign with)
+    assert lapsed.number == last["number"] and lapsed.next_update < later
+    # The CRL job refreshes the new intermediate's CRL (the root's lasts a year) and passes the retired one by.
+    assert [c.issuer for c in scheduler.revocation.refresh_crls(svc.config, svc.store, svc.authority, later)] == \
+        ["intermediate-2"]
+    revoked = api.post(f"/api/v1/certificates/{made['serial']}/revoke", json={"reason": "superseded"})
+    assert revoked.status_code == 200, revoked.get_data(as_text=True)
+    fresh = api.post("/api/v1/certificates", json={"csr": pem(make_csr(["new.example.test"]))})
+    assert fresh.status_code == 201 and fresh.get_json()["issuer"].startswith("CN=Example Org Issuing CA G2")
