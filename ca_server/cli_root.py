@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import offline_root, rollover
 from .cli_support import cli_services as _services
-from .cli_support import domain_errors, operator
+from .cli_support import domain_errors, instance_path, operator
 from .clock import utcnow
 from .config import load_config, read_secrets
 from .errors import BadRequestError
-from .instance import ROOT_PASSPHRASE_ENV, RootFolder
+from .instance import ROOT_PASSPHRASE_ENV, InstancePaths, RootFolder
 from .pki.serials import serial_hex
 from .revocation import CA_REASONS, parse_reason
 
@@ -31,20 +31,27 @@ def _root_passphrase() -> bytes:
     return text.encode()
 
 
+def _here() -> RootFolder | None:
+    """The current directory, when it is the root's folder."""
+    folder = RootFolder(Path.cwd())
+    return folder if folder.key_file.exists() else None
+
+
 def register_root_commands(main: click.Group) -> None:
     @main.group()
     def root() -> None:
         """The offline root: sign its CRL where its key is, import it on the server."""
 
     @root.command("sign-crl")
-    @click.option("--root-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-                  help="The root's folder (from `init --offline-root` or `root move-out`).")
+    @click.option("--root-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar=ROOT_DIR_ENV,
+                  help="The root's folder (from `init --offline-root` or `root move-out`); default: "
+                       "$CA_SERVER_ROOT_DIR, else the current directory if it is that folder.")
     @click.option("--revoke", "revoke", multiple=True, metavar="SERIAL:REASON",
                   help="Also list this CA certificate (an intermediate), e.g. 5f3a...:keyCompromise; repeatable.")
     @click.option("--validity-hours", type=click.IntRange(1, 8760 * 5), default=None,
                   help="From now to nextUpdate (default: [revocation] root_crl_validity_hours, 8760).")
     @domain_errors
-    def sign_crl(root_dir: Path, revoke: tuple[str, ...], validity_hours: int | None) -> None:
+    def sign_crl(root_dir: Path | None, revoke: tuple[str, ...], validity_hours: int | None) -> None:
         """Sign the root's next CRL where the root key is; writes DIR/root-NUMBER.crl to import on the server.
 
         \b
@@ -59,7 +66,11 @@ def register_root_commands(main: click.Group) -> None:
                 raise BadRequestError(f"--revoke {item!r}: write it as SERIAL:REASON with the serial in hex")
             entries.append((serial, parse_reason(reason or "unspecified", CA_REASONS)))
         hours = validity_hours or load_config(None).revocation.root_crl_validity_hours
-        number, path = offline_root.sign_root_crl(RootFolder(root_dir), _root_passphrase(), hours, utcnow(),
+        folder = _here() if root_dir is None else RootFolder(root_dir)
+        if folder is None:
+            raise click.ClickException(f"Where is the root's folder? Give it with --root-dir (or {ROOT_DIR_ENV}), "
+                                       "or run this inside it.")
+        number, path = offline_root.sign_root_crl(folder, _root_passphrase(), hours, utcnow(),
                                                   tuple(entries))
         click.echo(f"Signed root CRL {number} (valid {hours} hours): {path}")
 
@@ -67,7 +78,7 @@ def register_root_commands(main: click.Group) -> None:
     @click.argument("csr_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--root-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                   envvar=ROOT_DIR_ENV, help="The root's folder; default: $CA_SERVER_ROOT_DIR, else this instance's "
-                  "root key if it is online.")
+                  "root key if it is online, else the current directory if it is the root's folder.")
     @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Where to write the certificate (PEM); default: next to CSR_FILE, ending in .pem.")
     @click.option("--days", type=click.IntRange(1, 36500), default=None,
@@ -85,21 +96,27 @@ def register_root_commands(main: click.Group) -> None:
           ca-server intermediate rollover --certificate /media/usb/intermediate-2.pem
         """
         now = utcnow()
-        if root_dir is not None:
-            folder = RootFolder(root_dir)
+        svc = None
+        folder = RootFolder(root_dir) if root_dir is not None else None
+        if folder is None:
+            online = InstancePaths(instance_path())
+            if online.root_key.exists():
+                svc = _services()
+            else:
+                folder = _here()
+                if folder is None:
+                    raise click.ClickException("No root key here: give the root's folder with --root-dir (or "
+                                               f"{ROOT_DIR_ENV}), or run this inside it or in an instance with its root key.")
+        if svc is None:
             root_cert, root_key = folder.cert, folder.key(_root_passphrase())
             config = load_config(None)
         else:
-            svc = _services()
-            if svc.authority.root_offline:
-                raise click.ClickException("The root key is not in this instance: give its folder with --root-dir "
-                                           f"(or {ROOT_DIR_ENV}).")
             root_cert, root_key, config = svc.authority.root, svc.authority.root_key, svc.config
         cert = rollover.sign_request(csr_file.read_bytes(), root_cert, root_key, now,
                                      days or config.ca.intermediate_validity_days, base_url)
         entry = {"at": now.isoformat(), "by": operator(), "serial": serial_hex(cert.serial_number),
                  "subject": cert.subject.rfc4514_string(), "not_after": cert.not_valid_after_utc.isoformat()}
-        if root_dir is not None:  # the ceremony's own log, kept with the root key
+        if svc is None:  # the ceremony's own log, kept with the root key
             folder.log_signed(entry)
         else:
             svc.store.append_audit(at=now, action="intermediate_signed", actor=entry["by"], serial=entry["serial"],

@@ -37,11 +37,11 @@ from .smtp import SMTPServer, write_config
 ROOT_PASSPHRASE = "the root's own passphrase, kept offline"
 
 
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real command in its own process, as an operator runs it next to a running server."""
     full = {k: v for k, v in os.environ.items() if k != "CA_SERVER_INSTANCE"}
     return subprocess.run([sys.executable, "-m", "ca_server", *args], capture_output=True, text=True,
-                          env={**full, **(env or {})}, timeout=120)
+                          env={**full, **(env or {})}, timeout=120, cwd=cwd)
 
 
 def served(instance: Path) -> tuple[str, int]:
@@ -214,7 +214,16 @@ def test_the_offline_ceremony_signs_a_new_intermediate_that_takes_over_issuance(
         assert run_openssl("verify", "-CAfile", str(root), str(cert_file)).returncode == 0
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
         assert crl_url(cert) == f"{base}/crl/root.crl"  # the server's URL, carried in the request
-        [logged] = json.loads((root_dir / "root-crl-state.json").read_text())["signed_intermediates"]
+        # Inside the root's folder, neither command needs to be told where it is.
+        ceremony = {"CA_SERVER_ROOT_PASSPHRASE": ROOT_PASSPHRASE, "CA_SERVER_KEY_PASSPHRASE": ""}
+        here = cli("root", "sign-intermediate", str(carried), "--out", str(tmp_path / "spare.pem"), cwd=root_dir,
+                   env=ceremony)
+        assert here.returncode == 0 and (tmp_path / "spare.pem").exists(), here.stderr
+        crl_here = cli("root", "sign-crl", cwd=root_dir, env=ceremony)
+        assert crl_here.returncode == 0 and "Signed root CRL" in crl_here.stdout, crl_here.stderr
+        nowhere = cli("root", "sign-crl", cwd=tmp_path, env=ceremony)
+        assert nowhere.returncode == 1 and "Where is the root's folder?" in nowhere.stderr
+        logged = json.loads((root_dir / "root-crl-state.json").read_text())["signed_intermediates"][0]
         assert int(logged["serial"], 16) == cert.serial_number and logged["by"].startswith("cli:")
 
         wrong = cli("--instance", str(instance), "intermediate", "rollover", "--certificate",
