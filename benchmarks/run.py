@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import acme, ocsp, postgres, scale, throughput
+from . import acme, ocsp, postgres, rollover, scale, throughput
 from .common import HERE, make_csrs
 
 
@@ -58,6 +58,8 @@ def main() -> int:
         results["postgresql"] = postgres.measure(seconds, log)
         log("CRL")
         results["crl"] = scale.crl_build(Path(tmp) / "crl", 100_000, log)
+        log("Intermediate rollover: a CA with one intermediate vs one after a rollover, alternating")
+        results["rollover"] = rollover.measure(Path(tmp), csrs, seconds / 2, log)
     log(f"Scale: {scale_n:,} certificates")
     fixture = scale.build_fixture(HERE / ".cache", scale_n, log)
     results["scale"] = scale.measure(fixture, log)
