@@ -68,8 +68,9 @@ def prepare(authority: Authority, config: Config, key_uri: str | None) -> Pendin
     key_path = intermediates.key_file(paths.keys, number)
     uri_path = intermediates.key_uri_file(paths.keys, number)
     if key_uri:
-        if key_path.exists():
-            raise ConflictError(f"{key_path} exists from an unfinished rollover: finish that one, or move it away.")
+        if key_path.exists() or (uri_path.exists() and uri_path.read_text().strip() != key_uri):
+            raise ConflictError(f"An unfinished rollover made another key for intermediate {number} "
+                                f"({uri_path if uri_path.exists() else key_path}): finish that one, or move it away.")
         signer = authority.token_key(key_uri)
         if not uri_path.exists():
             write_private_file(uri_path, key_uri.encode() + b"\n")

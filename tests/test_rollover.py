@@ -128,9 +128,10 @@ def test_rollover_on_a_running_server_old_and_new_certificates_verify_and_revoke
         aia = requests.get(ca_issuers_url(new_cert), timeout=10)
         assert x509.load_der_x509_certificate(aia.content).subject == new_cert.issuer
         hierarchy = requests.get(f"{base}/api/v1/ca", headers=auth, timeout=10).json()
-        assert hierarchy["intermediate"]["subject"] == new["issuer"]
-        assert [i["generation"] for i in hierarchy["intermediates"]] == [2, 1]
-        assert [i["issuing"] for i in hierarchy["intermediates"]] == [True, False]
+        assert set(hierarchy) == {"root", "intermediate", "intermediate-1"}
+        assert hierarchy["intermediate"]["subject"] == new["issuer"] and hierarchy["intermediate"]["issuing"]
+        assert hierarchy["intermediate-1"]["subject"] == old["issuer"] and not hierarchy["intermediate-1"]["issuing"]
+        assert hierarchy["intermediate-1"]["urls"]["crl"] == f"{base}/crl/intermediate.crl"
 
         # Both answer OCSP, each for its own certificates.
         assert f"{old_leaf}: good" in ocsp_status(base, old_issuer, old_leaf, root)

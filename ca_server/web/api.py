@@ -239,9 +239,10 @@ def reject_request(request_id: str):
 
 @bp.get("/ca")
 def ca_hierarchy():
-    """{"root": ..., "intermediate": the issuing one, "intermediates": every generation, newest first}."""
-    entries = services().authority.describe()
-    return jsonify({"root": entries[0], "intermediate": entries[1], "intermediates": entries[1:]})
+    """{"root": ..., "intermediate": the issuing one, "intermediate-N": each earlier generation N}:
+    every value one CA certificate."""
+    root, current, *earlier = services().authority.describe()
+    return jsonify({"root": root, "intermediate": current, **{e["file"]: e for e in earlier}})
 
 
 def _bounded_int(text, key: str, default: int, low: int, high: int) -> int:
