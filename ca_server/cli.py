@@ -19,8 +19,9 @@ from .cli_support import cli_services, domain_errors, instance_path, operator
 from .clock import to_text, utcnow
 from .config import load_config, read_secrets
 from .errors import CertificateNotFoundError
-from .instance import INSTANCE_ENV, ROOT_PASSPHRASE_ENV, InstancePaths, RootFolder, init_instance, write_private_file
+from .instance import INSTANCE_ENV, InstancePaths, init_instance, write_private_file
 from .pki.serials import parse_serial, serial_colon, serial_hex
+from .root_folder import ROOT_PASSPHRASE_ENV, RootFolder
 from .services import open_services
 from .store import CertificateFilter
 

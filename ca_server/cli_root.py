@@ -16,9 +16,10 @@ from .cli_support import domain_errors, instance_path, operator
 from .clock import utcnow
 from .config import load_config, read_secrets
 from .errors import BadRequestError
-from .instance import ROOT_PASSPHRASE_ENV, InstancePaths, RootFolder
+from .instance import InstancePaths
 from .pki.serials import serial_hex
 from .revocation import CA_REASONS, parse_reason
+from .root_folder import ROOT_PASSPHRASE_ENV, RootFolder
 
 ROOT_DIR_ENV = "CA_SERVER_ROOT_DIR"
 

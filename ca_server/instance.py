@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -28,6 +27,8 @@ from .pki.extensions import Endpoints, LeafTemplate, build_intermediate, build_r
 from .pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key
 from .pki.pkcs11_key import Pkcs11Uri, TokenECKey
 from .pki.serials import new_serial, serial_hex
+from .private_files import write_private_file
+from .root_folder import RootFolder
 
 INSTANCE_ENV = "CA_SERVER_INSTANCE"
 # Backdating not_before absorbs clock skew between this host and clients.
@@ -85,14 +86,6 @@ class InstancePaths:
 def default_instance_path(environ: dict[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     return Path(env.get(INSTANCE_ENV) or "instance").resolve()
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600 from the first byte on; refuse to replace an existing file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 def ensure_config_file(paths: InstancePaths) -> None:
@@ -198,61 +191,6 @@ def _ca_name(organization: str, common_name: str) -> x509.Name:
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
-
-
-ROOT_PASSPHRASE_ENV = "CA_SERVER_ROOT_PASSPHRASE"  # the offline root's own passphrase, if it has one
-ROOT_KEY = "root-key.pem"
-ROOT_CERT = "root.pem"
-STATE = "root-crl-state.json"
-
-
-@dataclass(frozen=True)
-class RootFolder:
-    path: Path
-
-    @property
-    def key_file(self) -> Path:
-        return self.path / ROOT_KEY
-
-    @property
-    def cert(self) -> x509.Certificate:
-        try:
-            return x509.load_pem_x509_certificate((self.path / ROOT_CERT).read_bytes())
-        except FileNotFoundError:
-            raise InstanceError(f"{self.path} holds no root certificate ({ROOT_CERT}): is it the root's folder?") from None
-
-    def key(self, passphrase: bytes):
-        try:
-            pem = self.key_file.read_bytes()
-        except FileNotFoundError:
-            raise InstanceError(f"{self.path} holds no root key ({ROOT_KEY}): is it the root's folder?") from None
-        try:
-            return decrypt_private_key(pem, passphrase)
-        except (ValueError, TypeError):
-            raise InstanceError(f"The root key in {self.path} could not be decrypted: the root passphrase is wrong.") from None
-
-    def state(self) -> dict:
-        path = self.path / STATE
-        return json.loads(path.read_text()) if path.exists() else {"last_number": 0, "revoked": []}
-
-    def save_state(self, state: dict) -> None:
-        temp = self.path / (STATE + ".new")
-        temp.write_text(json.dumps(state, indent=2) + "\n")
-        os.replace(temp, self.path / STATE)
-
-    def log_signed(self, entry: dict) -> None:
-        """Note an intermediate certificate signed here in the state file (the ceremony's log)."""
-        state = self.state()
-        self.save_state({**state, "signed_intermediates": [*state.get("signed_intermediates", []), entry]})
-
-    def create(self, encrypted_key_pem: bytes, cert_pem: bytes, revoked: list[dict] = ()) -> None:
-        if self.key_file.exists():
-            raise InstanceError(f"{self.key_file} exists already; refusing to overwrite a root key.")
-        self.path.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.path, 0o700)
-        write_private_file(self.key_file, encrypted_key_pem)
-        (self.path / ROOT_CERT).write_bytes(cert_pem)
-        self.save_state({"last_number": 0, "revoked": list(revoked)})
 
 
 class Authority:

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .clock import from_text, to_text
 from .config import Config, Secrets
 from .errors import BadRequestError, ConflictError, InstanceError
-from .instance import InstancePaths, RootFolder
+from .instance import InstancePaths
 from .mail import mail_admins_once
 from .revocation import PublishedCRL, revoked_entry, sign_crl
+from .root_folder import RootFolder
 from .store import Store
 
 

@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ca_server.cli import main
 from ca_server.config import Secrets
 from ca_server.errors import BadRequestError
-from ca_server.instance import InstancePaths, RootFolder
+from ca_server.instance import InstancePaths
 from ca_server.offline_root import import_root_crl, sign_root_crl
 from ca_server.pki.keys import decrypt_private_key, encrypt_private_key
+from ca_server.root_folder import RootFolder
 from ca_server.services import open_services
 
 from .checks import run_openssl
