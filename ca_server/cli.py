@@ -285,13 +285,14 @@ def revoke_intermediate(reason: str, generation: int | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; send and record nothing.")
 @domain_errors
 def remind(dry_run: bool) -> None:
-    """Run one reminder pass now (e-mails, then [[notify.webhooks]]) and print what was sent (or would be).
+    """Run one reminder pass now (e-mails, then [[notify.webhooks]], then the CA's own deadlines) and print what was sent (or would be).
 
     \b
     Example:
       ca-server remind --dry-run
     """
     from . import webhooks
+    from .scheduler import ca_warnings
 
     svc = cli_services()
     now = utcnow()
@@ -300,8 +301,11 @@ def remind(dry_run: bool) -> None:
         outcomes += webhooks.run_pass(svc.config, svc.secrets, svc.store, now)
     for outcome in outcomes:
         click.echo(outcome.line())
+    warnings = ca_warnings(svc, now, dry_run=dry_run)  # the CA's own deadlines (intermediate, root CRL)
+    for warning in warnings:
+        click.echo(warning.line())
     sent = sum(o.status == "sent" for o in outcomes)
-    failed = sum(o.status == "failed" for o in outcomes)
+    failed = sum(o.status == "failed" for o in outcomes) + sum(w.error is not None for w in warnings)
     summary = (f"{len(outcomes)} reminder(s) due" if dry_run else f"{sent} sent, {failed} failed")
     click.echo(summary, err=True)
     if failed:

@@ -11,6 +11,7 @@ import datetime as dt
 import fcntl
 import logging
 import os
+from dataclasses import dataclass
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -87,18 +88,50 @@ def webhook_job(services: Services) -> None:
 def crl_job(services: Services) -> None:
     for crl in revocation.refresh_crls(services.config, services.store, services.authority, utcnow()):
         log.info("published %s CRL number %s", crl.issuer, crl.number)
-    try:
-        mailed = rollover.warn_ending_by_mail(services.config, services.secrets.smtp_password, services.authority,
-                                              services.store, utcnow())
-    except MailError as exc:  # tried again on the next run; the root CRL's warning below still goes
-        log.warning("the issuing intermediate nears its end; mailing the admins failed: %s", exc)
-    else:
-        if mailed:
-            log.warning("the issuing intermediate nears its end: mailed %s", ", ".join(mailed))
-    if services.authority.root_offline:
-        mailed = offline_root.warn_by_mail(services.config, services.secrets, services.store, utcnow())
-        if mailed:
-            log.warning("the root CRL nears its nextUpdate: mailed %s", ", ".join(mailed))
+    for warning in ca_warnings(services, utcnow()):
+        log.warning("%s", warning.line())
+
+
+@dataclass(frozen=True)
+class CAWarning:
+    """One of the CA's own deadlines, and whom it was mailed to."""
+
+    sentence: str
+    mailed: tuple[str, ...] = ()
+    error: str | None = None  # the mail failed (tried again on the next run)
+    dry_run: bool = False
+
+    def line(self) -> str:
+        if self.dry_run:
+            return f"CA warning (would mail the admins): {self.sentence}"
+        if self.error:
+            return f"CA warning, mailing the admins failed ({self.error}): {self.sentence}"
+        sent = f"mailed {', '.join(self.mailed)}" if self.mailed else "mailed before, or no admin address"
+        return f"CA warning ({sent}): {self.sentence}"
+
+
+def ca_warnings(services: Services, now: dt.datetime, *, dry_run: bool = False) -> list[CAWarning]:
+    """The CA's own deadlines: the issuing intermediate's end (`[ca] intermediate_warning_days`)
+    and an offline root's CRL (`[revocation] root_crl_warning_days`), each mailed to the admins
+    once (whichever process or node gets there first). Run by the CRL job and by `ca-server remind`."""
+    config, authority, store = services.config, services.authority, services.store
+    checks = [(rollover.ending_warning(authority, now, config.ca.intermediate_warning_days),
+               lambda: rollover.warn_ending_by_mail(config, services.secrets.smtp_password, authority, store, now))]
+    if authority.root_offline:
+        checks.append((offline_root.root_crl_warning(store, now, config.revocation.root_crl_warning_days),
+                       lambda: offline_root.warn_by_mail(config, services.secrets, store, now)))
+    out = []
+    for sentence, send in checks:
+        if sentence is None:
+            continue
+        if dry_run:
+            out.append(CAWarning(sentence, dry_run=True))
+            continue
+        try:
+            out.append(CAWarning(sentence, tuple(send())))
+        except MailError as exc:
+            out.append(CAWarning(sentence, error=str(exc)))
+    return out
 
 
 def start_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundScheduler | None:

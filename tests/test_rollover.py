@@ -298,6 +298,13 @@ def test_an_intermediate_near_its_end_warns_on_the_dashboard_and_mails_the_admin
         sign_in(client, "ops", "ops-password-long")
         page = client.get("/").get_data(as_text=True)
         assert "The intermediate nears its end" in page and "ca-server intermediate rollover" in page
+        env = {"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}
+        dry = CliRunner().invoke(main, ["--instance", str(instance), "remind", "--dry-run"], env=env)
+        assert dry.exit_code == 0 and "CA warning (would mail the admins): The issuing intermediate" in dry.output
+        assert smtp.inbox.messages == []
+        # `ca-server remind` mails it; the CRL job on two nodes afterwards does not again.
+        reminded = CliRunner().invoke(main, ["--instance", str(instance), "remind"], env=env)
+        assert reminded.exit_code == 0 and "CA warning (mailed ops@example.test)" in reminded.output, reminded.output
         other_node = open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE))
         for node in (svc, other_node, svc):
             scheduler.crl_job(node)
