@@ -38,6 +38,14 @@ def _here() -> RootFolder | None:
     return folder if folder.key_file.exists() else None
 
 
+def _took_over(authority, gen) -> None:
+    previous = authority.intermediates[-2]
+    click.echo(f"{gen.issuer_text} now issues (generation {gen.number}, valid to {gen.not_after:%Y-%m-%d}, "
+               f"CRL {gen.endpoints.intermediate_crl}).\n{previous.issuer_text} issues no more; its certificates "
+               "stay valid, revocable and answered by OCSP and its CRL until they expire.\nOther nodes: copy "
+               f"{authority.paths.root_cert.parent}/ and {authority.paths.keys}/ to each (the new files).")
+
+
 def register_root_commands(main: click.Group) -> None:
     @main.group()
     def root() -> None:
@@ -81,7 +89,7 @@ def register_root_commands(main: click.Group) -> None:
                   envvar=ROOT_DIR_ENV, help="The root's folder; default: $CA_SERVER_ROOT_DIR, else this instance's "
                   "root key if it is online, else the current directory if it is the root's folder.")
     @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="Where to write the certificate (PEM); default: next to CSR_FILE, ending in .pem.")
+                  help="Where to write the certificate (PEM); default: next to CSR_FILE, ending in .crt.")
     @click.option("--days", type=click.IntRange(1, 36500), default=None,
                   help="Validity (default: [ca] intermediate_validity_days, 1825; never past the root's end).")
     @click.option("--base-url", default=None,
@@ -94,7 +102,7 @@ def register_root_commands(main: click.Group) -> None:
         \b
         Example (on the offline machine, then on the server):
           ca-server root sign-intermediate /media/usb/intermediate-2.csr --root-dir /media/usb/ca-root
-          ca-server intermediate rollover --certificate /media/usb/intermediate-2.pem
+          ca-server intermediate rollover --certificate /media/usb/intermediate-2.crt
         """
         now = utcnow()
         svc = None
@@ -122,8 +130,9 @@ def register_root_commands(main: click.Group) -> None:
         else:
             svc.store.append_audit(at=now, action="intermediate_signed", actor=entry["by"], serial=entry["serial"],
                                    detail={"subject": entry["subject"], "not_after": entry["not_after"]})
-        target = out or (csr_file.with_suffix(".pem") if csr_file.suffix != ".pem" else
-                         csr_file.with_name(csr_file.stem + "-signed.pem"))
+        # .crt: signed in place (instance/ca/intermediate-N.csr), it is not yet an intermediate of the
+        # instance; `intermediate rollover --certificate` checks, installs and audits it.
+        target = out or csr_file.with_suffix(".crt")
         target.write_bytes(cert.public_bytes(Encoding.PEM))
         click.echo(f"Signed {cert.subject.rfc4514_string()}\n  serial {serial_hex(cert.serial_number)}, valid "
                    f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}\n"
@@ -167,12 +176,14 @@ def register_root_commands(main: click.Group) -> None:
         """The intermediates: roll a new one in before the issuing one ends; list them."""
 
     @intermediate.command("rollover")
+    @click.argument("certificate_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--certificate", "certificate", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                  default=None, help="Install the new intermediate's certificate, signed where the root key is.")
+                  default=None, help="Install the new intermediate's certificate, signed where the root key is "
+                                     "(also as CERTIFICATE_FILE).")
     @click.option("--key", "key_uri", default=None, metavar="PKCS11_URI",
                   help="Keep the new intermediate's key in a token (pkcs11:token=...;object=...), made there beforehand.")
     @domain_errors
-    def intermediate_rollover(certificate: Path | None, key_uri: str | None) -> None:
+    def intermediate_rollover(certificate_file: Path | None, certificate: Path | None, key_uri: str | None) -> None:
         """A new intermediate takes over issuance; the old one's certificates stay valid and answered.
 
         \b
@@ -181,10 +192,11 @@ def register_root_commands(main: click.Group) -> None:
         Example, with an offline root: this writes a request; sign it where the root key is, then install:
           ca-server intermediate rollover
           ca-server root sign-intermediate intermediate-2.csr --root-dir /media/usb/ca-root
-          ca-server intermediate rollover --certificate intermediate-2.pem
+          ca-server intermediate rollover --certificate intermediate-2.crt
         """
         svc = _services()
         authority, now, actor = svc.authority, utcnow(), operator()
+        certificate = certificate or certificate_file
         if certificate is not None:
             gen = rollover.install(authority, svc.store, svc.config, certificate.read_bytes(), now, actor=actor)
         elif not authority.root_offline:
@@ -196,13 +208,24 @@ def register_root_commands(main: click.Group) -> None:
             click.echo(f"The root key is offline. Wrote the new intermediate's request: {pending.csr_path}\n"
                        f"(its key: {pending.key_label}). Where the root key is, run:\n"
                        f"  ca-server root sign-intermediate {pending.csr_path.name} --root-dir DIR\n"
-                       f"then here: ca-server intermediate rollover --certificate {pending.csr_path.stem}.pem")
+                       f"then here: ca-server intermediate rollover --certificate {pending.csr_path.stem}.crt")
             return
-        previous = authority.intermediates[-2]
-        click.echo(f"{gen.issuer_text} now issues (generation {gen.number}, valid to {gen.not_after:%Y-%m-%d}, "
-                   f"CRL {gen.endpoints.intermediate_crl}).\n{previous.issuer_text} issues no more; its certificates "
-                   "stay valid, revocable and answered by OCSP and its CRL until they expire.\nOther nodes: copy "
-                   f"{authority.paths.root_cert.parent}/ and {authority.paths.keys}/ to each (the new files).")
+        _took_over(authority, gen)
+
+    @intermediate.command("import")
+    @click.argument("certificate_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @domain_errors
+    def intermediate_import(certificate_file: Path) -> None:
+        """Install a new intermediate signed where the root key is (= `intermediate rollover --certificate`).
+
+        \b
+        Example:
+          ca-server intermediate import intermediate-2.crt
+        """
+        svc = _services()
+        gen = rollover.install(svc.authority, svc.store, svc.config, certificate_file.read_bytes(), utcnow(),
+                               actor=operator())
+        _took_over(svc.authority, gen)
 
     @intermediate.command("list")
     @domain_errors

@@ -5,8 +5,10 @@ the file it writes is imported by the server.
 
     DIR/root-key.pem          the root key, encrypted (PKCS#8, AES-256), 0600
     DIR/root.pem              the root certificate
-    DIR/root-crl-state.json   the last CRL number and the revoked CA certificates
+    DIR/root-crl-state.json   the last CRL number, the revoked CA certificates, the intermediates signed here
     DIR/root-NUMBER.crl       each CRL signed here (DER), to import on the server
+
+(A new intermediate's request is signed where the folder is too: rollover.py.)
 """
 
 from __future__ import annotations

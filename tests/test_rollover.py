@@ -210,7 +210,7 @@ def test_the_offline_ceremony_signs_a_new_intermediate_that_takes_over_issuance(
         signed = cli("root", "sign-intermediate", str(carried), "--root-dir", str(root_dir),
                      env={"CA_SERVER_ROOT_PASSPHRASE": ROOT_PASSPHRASE, "CA_SERVER_KEY_PASSPHRASE": ""})
         assert signed.returncode == 0, signed.stderr
-        cert_file = root_dir.parent / "intermediate-2.pem"
+        cert_file = root_dir.parent / "intermediate-2.crt"
         assert f"Wrote {cert_file}" in signed.stdout
         assert run_openssl("verify", "-CAfile", str(root), str(cert_file)).returncode == 0
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
@@ -224,20 +224,24 @@ def test_the_offline_ceremony_signs_a_new_intermediate_that_takes_over_issuance(
         assert crl_here.returncode == 0 and "Signed root CRL" in crl_here.stdout, crl_here.stderr
         nowhere = cli("root", "sign-crl", cwd=tmp_path, env=ceremony)
         assert nowhere.returncode == 1 and "Where is the root's folder?" in nowhere.stderr
+        # Signed in place (the root folder mounted on the server): a .crt beside the request, which is
+        # not yet an intermediate of the instance: nothing changes until it is installed.
+        in_place = cli("root", "sign-intermediate", str(csr_file), "--root-dir", str(root_dir), env=ceremony)
+        assert in_place.returncode == 0 and (instance / "ca" / "intermediate-2.crt").exists(), in_place.stderr
+        assert requests.get(f"{base}/ca/intermediate-2.pem", timeout=10).status_code == 404
         logged = json.loads((root_dir / "root-crl-state.json").read_text())["signed_intermediates"][0]
         assert int(logged["serial"], 16) == cert.serial_number and logged["by"].startswith("cli:")
 
         wrong = cli("--instance", str(instance), "intermediate", "rollover", "--certificate",
                     str(instance / "ca" / "intermediate.pem"), env=server_env)
         assert wrong.returncode == 1 and "not for the key of the waiting rollover" in wrong.stderr
-        installed = cli("--instance", str(instance), "intermediate", "rollover", "--certificate", str(cert_file),
-                        env=server_env)
-        assert installed.returncode == 0, installed.stderr
+        installed = cli("--instance", str(instance), "intermediate", "rollover", str(cert_file), env=server_env)
+        assert installed.returncode == 0 and "now issues" in installed.stdout, installed.stderr
         assert not csr_file.exists()
 
         after, _, _ = issue_verified(base, token, "after.example.test", root, tmp_path / "c")
         assert after["issuer"] == cert.subject.rfc4514_string()
-        again = cli("--instance", str(instance), "intermediate", "rollover", "--certificate", str(cert_file),
+        again = cli("--instance", str(instance), "intermediate", "import", str(instance / "ca" / "intermediate-2.crt"),
                     env=server_env)
         assert again.returncode == 1 and "No rollover is waiting" in again.stderr
         listed = cli("--instance", str(instance), "intermediate", "list", env=server_env)
@@ -335,14 +339,14 @@ def test_root_sign_intermediate_signs_an_openssl_request_with_the_instance_root(
     signed = CliRunner().invoke(main, ["root", "sign-intermediate", str(csr), "--base-url", "https://ca.example.test",
                                        "--days", "400"])
     assert signed.exit_code == 0, signed.output
-    cert_file = tmp_path / "other.pem"
+    cert_file = tmp_path / "other.crt"
     assert run_openssl("verify", "-CAfile", str(instance / "ca" / "root.pem"), str(cert_file)).returncode == 0
     cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
     assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 400
     assert crl_url(cert) == "https://ca.example.test/crl/root.crl"
     # Not the waiting rollover's key (there is none): the instance refuses to install it.
-    installed = CliRunner().invoke(main, ["intermediate", "rollover", "--certificate", str(cert_file)])
+    installed = CliRunner().invoke(main, ["intermediate", "import", str(cert_file)])
     assert installed.exit_code == 1 and "No rollover is waiting" in installed.output
 
 
