@@ -93,7 +93,8 @@ def register_root_commands(main: click.Group) -> None:
     @click.option("--days", type=click.IntRange(1, 36500), default=None,
                   help="Validity (default: [ca] intermediate_validity_days, 1825; never past the root's end).")
     @click.option("--base-url", default=None,
-                  help="The server's base URL for the root CRL and root certificate links (default: from the request).")
+                  help="The server's base URL for the root CRL and root certificate links (default: from the request, "
+                       "else the instance's or the one the root folder was made with).")
     @domain_errors
     def sign_intermediate(csr_file: Path, root_dir: Path | None, out: Path | None, days: int | None,
                           base_url: str | None) -> None:
@@ -118,11 +119,12 @@ def register_root_commands(main: click.Group) -> None:
                                                f"{ROOT_DIR_ENV}), or run this inside it or in an instance with its root key.")
         if svc is None:
             root_cert, root_key = folder.cert, folder.key(_root_passphrase())
-            config = load_config(None)
+            config, known_url = load_config(None), folder.state().get("base_url")
         else:
             root_cert, root_key, config = svc.authority.root, svc.authority.root_key, svc.config
+            known_url = config.server.base_url
         cert = rollover.sign_request(csr_file.read_bytes(), root_cert, root_key, now,
-                                     days or config.ca.intermediate_validity_days, base_url)
+                                     days or config.ca.intermediate_validity_days, base_url, fallback_base_url=known_url)
         entry = {"at": now.isoformat(), "by": operator(), "serial": serial_hex(cert.serial_number),
                  "subject": cert.subject.rfc4514_string(), "not_after": cert.not_valid_after_utc.isoformat()}
         if svc is None:  # the ceremony's own log, kept with the root key
@@ -166,7 +168,7 @@ def register_root_commands(main: click.Group) -> None:
           ca-server root move-out /media/usb/ca-root
         """
         svc = _services()
-        offline_root.move_root_out(svc.paths, RootFolder(root_dir), svc.store)
+        offline_root.move_root_out(svc.paths, RootFolder(root_dir), svc.store, svc.config.server.base_url)
         svc.store.append_audit(at=utcnow(), action="root_key_moved_out", actor=operator(), detail={"to": str(root_dir)})
         click.echo(f"The root key is now only in {root_dir} (and no longer in {svc.paths.root}). Keep that folder "
                    "offline; sign the root CRL there before it lapses (`ca-server root sign-crl`).")

@@ -167,7 +167,7 @@ def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime, *, of
         write_private_file(paths.root_key, encrypt_private_key(root_key, passphrase.encode()))
     else:  # never written into the instance
         RootFolder(offline_root).create(encrypt_private_key(root_key, (root_passphrase or passphrase).encode()),
-                                        root_cert.public_bytes(Encoding.PEM))
+                                        root_cert.public_bytes(Encoding.PEM), base_url=config.server.base_url)
     if token_key is None:  # a token's key stays in the token
         write_private_file(paths.intermediate_key, encrypt_private_key(int_key, passphrase.encode()))
     paths.root_cert.parent.mkdir(parents=True, exist_ok=True)

@@ -75,13 +75,13 @@ def import_root_crl(store: Store, root: x509.Certificate, data: bytes, now: dt.d
     return PublishedCRL("root", number, crl.last_update_utc, crl.next_update_utc, der)
 
 
-def move_root_out(paths: InstancePaths, folder: RootFolder, store: Store) -> None:
+def move_root_out(paths: InstancePaths, folder: RootFolder, store: Store, base_url: str | None = None) -> None:
     """An existing instance's root key into `folder` (with the root certificate and the revoked
     CA certificates for its CRL), then removed from the instance."""
     if not paths.root_key.exists():
         raise InstanceError(f"{paths.root_key} is not there: the root key is offline already.")
     revoked = [dict(r) for r in store.ca_revocations()]
-    folder.create(paths.root_key.read_bytes(), paths.root_cert.read_bytes(), revoked)
+    folder.create(paths.root_key.read_bytes(), paths.root_cert.read_bytes(), revoked, base_url=base_url)
     newest = store.latest_crl_number("root")
     if newest:
         state = folder.state()

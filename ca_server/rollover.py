@@ -104,7 +104,8 @@ def prepare(authority: Authority, config: Config, key_uri: str | None) -> Pendin
 
 
 def sign_request(csr_pem: bytes, root_cert: x509.Certificate, root_key, now: dt.datetime, validity_days: int,
-                 base_url: str | None = None, permitted_domains: tuple[str, ...] | None = None) -> x509.Certificate:
+                 base_url: str | None = None, permitted_domains: tuple[str, ...] | None = None, *,
+                 fallback_base_url: str | None = None) -> x509.Certificate:
     """The root's signature on an intermediate's request (`root sign-intermediate`): the subject
     and key from the request; the root CRL URL (hence the server's base URL) and name constraints
     from the request unless given; CA with pathLen 0; ends with the root at the latest."""
@@ -117,7 +118,7 @@ def sign_request(csr_pem: bytes, root_cert: x509.Certificate, root_key, now: dt.
     if not csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         raise BadRequestError("The request has no common name: an intermediate needs a name of its own.")
     if base_url is None:
-        base_url = _base_url_from(csr)
+        base_url = _base_url_from(csr, fallback_base_url)
     if permitted_domains is None:
         try:
             constraints = csr.extensions.get_extension_for_class(x509.NameConstraints).value
@@ -131,13 +132,15 @@ def sign_request(csr_pem: bytes, root_cert: x509.Certificate, root_key, now: dt.
                               permitted_domains=permitted_domains, endpoints=Endpoints(base_url.rstrip("/")))
 
 
-def _base_url_from(csr: x509.CertificateSigningRequest) -> str:
+def _base_url_from(csr: x509.CertificateSigningRequest, fallback: str | None) -> str:
     try:
         points = csr.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
         url = points[0].full_name[0].value
     except (x509.ExtensionNotFound, IndexError, TypeError, AttributeError):
         url = ""
     if not url.endswith(_ROOT_CRL_PATH):
+        if fallback:  # a request made elsewhere (openssl, a token's tool): the server's known URL
+            return fallback
         raise BadRequestError("The request does not say where the server is (it names no .../crl/root.crl): give "
                               "the server's base URL with --base-url.")
     return url[: -len(_ROOT_CRL_PATH)]

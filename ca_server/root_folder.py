@@ -64,11 +64,13 @@ class RootFolder:
         state = self.state()
         self.save_state({**state, "signed_intermediates": [*state.get("signed_intermediates", []), entry]})
 
-    def create(self, encrypted_key_pem: bytes, cert_pem: bytes, revoked: list[dict] = ()) -> None:
+    def create(self, encrypted_key_pem: bytes, cert_pem: bytes, revoked: list[dict] = (), *,
+               base_url: str | None = None) -> None:
+        """`base_url`: the server's, for the links in what is signed here (root CRL, root certificate)."""
         if self.key_file.exists():
             raise InstanceError(f"{self.key_file} exists already; refusing to overwrite a root key.")
         self.path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.path, 0o700)
         write_private_file(self.key_file, encrypted_key_pem)
         (self.path / ROOT_CERT).write_bytes(cert_pem)
-        self.save_state({"last_number": 0, "revoked": list(revoked)})
+        self.save_state({"last_number": 0, "revoked": list(revoked), "base_url": base_url})

@@ -52,6 +52,10 @@ def served(instance: Path) -> tuple[str, int]:
     return base, port
 
 
+def svc_base_url(instance: Path) -> str:
+    return open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE)).config.server.base_url
+
+
 def crl_url(cert: x509.Certificate) -> str:
     points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     return points[0].full_name[0].value
@@ -224,6 +228,15 @@ def test_the_offline_ceremony_signs_a_new_intermediate_that_takes_over_issuance(
         assert crl_here.returncode == 0 and "Signed root CRL" in crl_here.stdout, crl_here.stderr
         nowhere = cli("root", "sign-crl", cwd=tmp_path, env=ceremony)
         assert nowhere.returncode == 1 and "Where is the root's folder?" in nowhere.stderr
+        # A request made elsewhere, signed in the folder with no instance: the URL the folder was made with.
+        made = run_openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                           "-keyout", str(tmp_path / "x.key"), "-out", str(tmp_path / "x.csr"), "-subj", "/CN=X CA")
+        assert made.returncode == 0, made.stderr
+        elsewhere = cli("root", "sign-intermediate", str(tmp_path / "x.csr"), cwd=root_dir, env=ceremony)
+        assert elsewhere.returncode == 0, elsewhere.stderr
+        folder_url = json.loads((root_dir / "root-crl-state.json").read_text())["base_url"]
+        assert folder_url == "http://127.0.0.1:5000"  # what the config said at `init`
+        assert crl_url(x509.load_pem_x509_certificate((tmp_path / "x.crt").read_bytes())) == f"{folder_url}/crl/root.crl"
         # Signed in place (the root folder mounted on the server): a .crt beside the request, which is
         # not yet an intermediate of the instance: nothing changes until it is installed.
         in_place = cli("root", "sign-intermediate", str(csr_file), "--root-dir", str(root_dir), env=ceremony)
@@ -327,15 +340,17 @@ def test_an_intermediate_near_its_end_warns_on_the_dashboard_and_mails_the_admin
 
 
 def test_root_sign_intermediate_signs_an_openssl_request_with_the_instance_root(instance, tmp_path, monkeypatch):
-    """A request made elsewhere (openssl, an HSM's tool) carries no server URL: --base-url gives it."""
+    """A request made elsewhere (openssl, an HSM's tool) carries no server URL: the instance's, or --base-url."""
     monkeypatch.setenv("CA_SERVER_INSTANCE", str(instance))
     monkeypatch.setenv("CA_SERVER_KEY_PASSPHRASE", PASSPHRASE)
     key, csr = tmp_path / "other.key", tmp_path / "other.csr"
     made = run_openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                        "-keyout", str(key), "-out", str(csr), "-subj", "/O=Example Org/CN=Example Org Issuing CA G9")
     assert made.returncode == 0, made.stderr
-    refused = CliRunner().invoke(main, ["root", "sign-intermediate", str(csr)])
-    assert refused.exit_code == 1 and "--base-url" in refused.output
+    plain = CliRunner().invoke(main, ["root", "sign-intermediate", str(csr), "--out", str(tmp_path / "plain.crt")])
+    assert plain.exit_code == 0, plain.output  # the instance's base URL for its links
+    made_plain = x509.load_pem_x509_certificate((tmp_path / "plain.crt").read_bytes())
+    assert crl_url(made_plain) == f"{svc_base_url(instance)}/crl/root.crl"
     signed = CliRunner().invoke(main, ["root", "sign-intermediate", str(csr), "--base-url", "https://ca.example.test",
                                        "--days", "400"])
     assert signed.exit_code == 0, signed.output
