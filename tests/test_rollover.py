@@ -416,3 +416,19 @@ def test_an_old_intermediate_is_retired_only_when_nothing_it_issued_is_valid(ins
     assert revoked.status_code == 200, revoked.get_data(as_text=True)
     fresh = api.post("/api/v1/certificates", json={"csr": pem(make_csr(["new.example.test"]))})
     assert fresh.status_code == 201 and fresh.get_json()["issuer"].startswith("CN=Example Org Issuing CA G2")
+
+
+def test_inspect_knows_the_certificates_and_certificates_of_every_intermediate(instance, svc, api):
+    old = api.post("/api/v1/certificates", json={"csr": pem(make_csr(["old.example.test"]))}).get_json()
+    old_intermediate = svc.authority.current.pem
+    rollover.rollover_online(svc.authority, svc.store, svc.config, dt.datetime.now(dt.UTC), actor="test")
+    new = api.post("/api/v1/certificates", json={"csr": pem(make_csr(["new.example.test"]))}).get_json()
+    for made in (old, new):
+        found = api.post("/api/v1/inspect", json={"pem": made["certificate"], "hostname": made["sans"][0][4:]})
+        body = found.get_json()
+        assert found.status_code == 200 and body["verdict"] == "issued_here", body
+        assert body["chain"]["valid"], body["chain"]
+        assert body["hostname"]["accepted"], body["hostname"]  # path validation with every intermediate
+    for ca_pem in (old_intermediate, svc.authority.current.pem):
+        body = api.post("/api/v1/inspect", json={"pem": ca_pem}).get_json()
+        assert body["verdict"] == "issued_here", body
