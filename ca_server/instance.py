@@ -306,15 +306,6 @@ class Authority:
     def leaf_template(self) -> LeafTemplate:
         return self.leaf_template_for(self.current)
 
-    @property
-    def issuer_text(self) -> str:
-        """The issuing intermediate's subject as leaves carry it as issuer (RFC 4514)."""
-        return self.current.issuer_text
-
-    @property
-    def intermediate_aki(self) -> x509.AuthorityKeyIdentifier:
-        return self.current.aki
-
     @cached_property
     def root_key(self) -> CertificateIssuerPrivateKeyTypes:
         if self.root_offline:

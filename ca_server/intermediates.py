@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .pki.extensions import Endpoints, aki_from
 
 _FILE = re.compile(r"^intermediate(?:-(\d+))?\.pem$")
-_SLUG = re.compile(r"^intermediate(?:-(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -70,14 +69,6 @@ class Intermediate:
 
 def slug_for(number: int) -> str:
     return "intermediate" if number == 1 else f"intermediate-{number}"
-
-
-def number_from_slug(slug: str) -> int | None:
-    """1 for "intermediate", N for "intermediate-N", None for anything else."""
-    found = _SLUG.match(slug)
-    if found is None:
-        return None
-    return int(found.group(1)) if found.group(1) else 1
 
 
 def cert_file(ca_dir: Path, number: int) -> Path:

@@ -44,7 +44,6 @@ class Pending:
     """A new intermediate's key, waiting for its certificate."""
 
     number: int
-    public_key: object
     csr_path: Path
     key_label: str  # where the key is, for the audit log and the operator
 
@@ -100,7 +99,7 @@ def prepare(authority: Authority, config: Config, key_uri: str | None) -> Pendin
     temp = csr_path.with_suffix(".csr.new")
     temp.write_bytes(csr.public_bytes(Encoding.PEM))
     os.replace(temp, csr_path)
-    return Pending(number, signer.public_key(), csr_path, label)
+    return Pending(number, csr_path, label)
 
 
 def sign_request(csr_pem: bytes, root_cert: x509.Certificate, root_key, now: dt.datetime, validity_days: int,

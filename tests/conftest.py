@@ -10,8 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from ca_server import accounts, create_app
+from ca_server.cli import main
 from ca_server.config import Secrets, load_config, with_overrides
 from ca_server.instance import InstancePaths, init_instance
 from ca_server.services import open_services
@@ -20,6 +22,7 @@ from ca_server.store import PostgresStore
 from .pg_server import PgServer
 
 PASSPHRASE = "test passphrase, long enough"
+ROOT_PASSPHRASE = "the root's own passphrase, kept offline"
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
 
@@ -174,3 +177,17 @@ def web(app, svc):
     response = sign_in(client, "alice", "alice-password")
     assert response.status_code == 303, response.get_data(as_text=True)
     return client
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """(instance, root folder) made by `ca-server init --offline-root` (issue 20)."""
+    instance, root_dir = tmp_path / "instance", tmp_path / "usb" / "ca-root"
+    monkeypatch.setenv("CA_SERVER_INSTANCE", str(instance))
+    monkeypatch.setenv("CA_SERVER_KEY_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("CA_SERVER_ROOT_PASSPHRASE", ROOT_PASSPHRASE)
+    made = CliRunner().invoke(main, ["init", "--offline-root", str(root_dir)])
+    assert made.exit_code == 0, made.output
+    assert f"The root key is only in {root_dir}" in made.output
+    monkeypatch.delenv("CA_SERVER_ROOT_PASSPHRASE")  # the server never has it
+    return instance, root_dir

@@ -17,6 +17,14 @@ from .checks import run_openssl
 from .factories import make_csr, pem
 
 
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real command in its own process, as an operator runs it (without CA_SERVER_INSTANCE: the
+    offline root's machine has no instance; give --instance where one is meant)."""
+    full = {k: v for k, v in os.environ.items() if k != "CA_SERVER_INSTANCE"}
+    return subprocess.run([sys.executable, "-m", "ca_server", *args], capture_output=True, text=True,
+                          env={**full, **(env or {})}, cwd=cwd, timeout=120)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,10 +6,7 @@ move its root key out. Checked with openssl and a real server."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,31 +25,9 @@ from ca_server.root_folder import RootFolder
 from ca_server.services import open_services
 
 from .checks import run_openssl
-from .conftest import PASSPHRASE, new_token
+from .conftest import PASSPHRASE, ROOT_PASSPHRASE, new_token
 from .server import issue_verified, running_server
-
-ROOT_PASSPHRASE = "the root's own passphrase, kept offline"
-
-
-def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The real command in its own process (the offline machine has no instance)."""
-    full = {k: v for k, v in os.environ.items() if k != "CA_SERVER_INSTANCE"}
-    return subprocess.run([sys.executable, "-m", "ca_server", *args], capture_output=True, text=True,
-                          env={**full, **(env or {})}, cwd=cwd, timeout=120)
-
-
-@pytest.fixture
-def offline(tmp_path, monkeypatch) -> tuple[Path, Path]:
-    """(instance, root folder) made by `ca-server init --offline-root`."""
-    instance, root_dir = tmp_path / "instance", tmp_path / "usb" / "ca-root"
-    monkeypatch.setenv("CA_SERVER_INSTANCE", str(instance))
-    monkeypatch.setenv("CA_SERVER_KEY_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setenv("CA_SERVER_ROOT_PASSPHRASE", ROOT_PASSPHRASE)
-    made = CliRunner().invoke(main, ["init", "--offline-root", str(root_dir)])
-    assert made.exit_code == 0, made.output
-    assert f"The root key is only in {root_dir}" in made.output
-    monkeypatch.delenv("CA_SERVER_ROOT_PASSPHRASE")  # the server never has it
-    return instance, root_dir
+from .server import run_cli as cli
 
 
 def test_init_with_an_offline_root_never_writes_the_root_key_into_the_instance(offline):

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,19 +26,11 @@ from ca_server.errors import BadRequestError
 from ca_server.services import open_services
 
 from .checks import assert_pkilint_clean, run_openssl
-from .conftest import PASSPHRASE, new_token, sign_in
+from .conftest import PASSPHRASE, ROOT_PASSPHRASE, new_token, sign_in
 from .factories import make_csr, pem
 from .server import free_port, issue_verified, running_server
+from .server import run_cli as cli
 from .smtp import SMTPServer, write_config
-
-ROOT_PASSPHRASE = "the root's own passphrase, kept offline"
-
-
-def cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The real command in its own process, as an operator runs it next to a running server."""
-    full = {k: v for k, v in os.environ.items() if k != "CA_SERVER_INSTANCE"}
-    return subprocess.run([sys.executable, "-m", "ca_server", *args], capture_output=True, text=True,
-                          env={**full, **(env or {})}, timeout=120, cwd=cwd)
 
 
 def served(instance: Path) -> tuple[str, int]:
@@ -102,6 +91,10 @@ def test_rollover_on_a_running_server_old_and_new_certificates_verify_and_revoke
         new_leaf, new_issuer, new_cert = save_chain_parts(new, tmp_path, "new")
         assert new_cert.issuer != old_cert.issuer
         assert new["issuer"] == "CN=Example Org Issuing CA G2,O=Example Org"
+        # Every worker (2) issues from it: a dozen more requests, each on a new connection.
+        issuers = {requests.post(f"{base}/api/v1/certificates", json={"csr": pem(make_csr([f"w{i}.example.test"]))},
+                                 headers=auth, timeout=30).json()["issuer"] for i in range(12)}
+        assert issuers == {new["issuer"]}
         assert old_cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "Example Org Issuing CA"
 
         # Each certificate's own chain (download and JSON) names its own intermediate; both verify.
@@ -174,18 +167,6 @@ def test_rollover_on_a_running_server_old_and_new_certificates_verify_and_revoke
     [entry] = svc.store.audit_entries(action="intermediate_rollover")
     assert entry["actor"].startswith("cli:") and int(entry["serial"], 16) == new_intermediate.serial_number
     assert entry["detail"]["key"] == "keys/intermediate-2.key.pem" and entry["detail"]["generation"] == 2
-
-
-@pytest.fixture
-def offline(tmp_path, monkeypatch) -> tuple[Path, Path]:
-    instance, root_dir = tmp_path / "instance", tmp_path / "usb" / "ca-root"
-    monkeypatch.setenv("CA_SERVER_INSTANCE", str(instance))
-    monkeypatch.setenv("CA_SERVER_KEY_PASSPHRASE", PASSPHRASE)
-    monkeypatch.setenv("CA_SERVER_ROOT_PASSPHRASE", ROOT_PASSPHRASE)
-    made = CliRunner().invoke(main, ["init", "--offline-root", str(root_dir), "--no-admin"])
-    assert made.exit_code == 0, made.output
-    monkeypatch.delenv("CA_SERVER_ROOT_PASSPHRASE")
-    return instance, root_dir
 
 
 def test_the_offline_ceremony_signs_a_new_intermediate_that_takes_over_issuance(offline, tmp_path):

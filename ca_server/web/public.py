@@ -10,7 +10,6 @@ from urllib.parse import unquote
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
 from .. import ocsp
-from ..intermediates import number_from_slug
 from .common import now, services
 
 bp = Blueprint("public", __name__)
@@ -64,8 +63,7 @@ def crl(name: str):
     ETag/Last-Modified; serving never rebuilds a CRL unless none exists or the newest has lapsed."""
     issuer = name.removesuffix(".crl")
     svc = services()
-    if not name.endswith(".crl") or (issuer != "root" and (
-            number_from_slug(issuer) is None or svc.authority.by_slug(issuer) is None)):
+    if not name.endswith(".crl") or (issuer != "root" and svc.authority.by_slug(issuer) is None):
         abort(404)
     published = svc.crls.current(issuer, now())
     pem = request.args.get("format") == "pem"
