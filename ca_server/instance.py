@@ -244,6 +244,9 @@ class Authority:
     def by_slug(self, slug: str) -> Intermediate | None:
         return next((i for i in self.intermediates if i.slug == slug), None)
 
+    def by_number(self, number: int) -> Intermediate | None:
+        return next((i for i in self.intermediates if i.number == number), None)
+
     def issued_by(self, gen: Intermediate) -> tuple[str, object]:
         """The store's filter for `gen`'s certificates (store.revocation.IssuerFilter): the first
         generation's are all those no later one issued."""
@@ -263,10 +266,28 @@ class Authority:
 
     def can_sign(self, gen: Intermediate) -> bool:
         """False for an earlier intermediate whose key the operator has destroyed (retired)."""
-        if gen.number == 1 and self.config.ca.intermediate_key:
-            return True
-        return (intermediates.key_file(self.paths.keys, gen.number).exists()
-                or intermediates.key_uri_file(self.paths.keys, gen.number).exists())
+        return self.has_key(gen.number)
+
+    # -- where generation N's key is: a token (its URI) or an encrypted file --------------------------
+    def key_uri(self, number: int) -> str:
+        """The token URI of generation `number`'s key ([ca] intermediate_key for the first,
+        keys/intermediate-N.key.uri for later ones); "" when the key is an encrypted file."""
+        if number == 1:
+            return self.config.ca.intermediate_key
+        uri_file = intermediates.key_uri_file(self.paths.keys, number)
+        return uri_file.read_text().strip() if uri_file.exists() else ""
+
+    def key_label(self, number: int) -> str:
+        """Where the key is, for the audit log and the operator."""
+        return self.key_uri(number) or str(intermediates.key_file(self.paths.keys, number).relative_to(self.paths.root))
+
+    def has_key(self, number: int) -> bool:
+        return bool(self.key_uri(number)) or intermediates.key_file(self.paths.keys, number).exists()
+
+    def signer(self, number: int) -> CertificateIssuerPrivateKeyTypes:
+        """Generation `number`'s key, from its token (logged in) or its file (decrypted)."""
+        uri = self.key_uri(number)
+        return self.token_key(uri) if uri else self.load_key(intermediates.key_file(self.paths.keys, number))
 
     def key_for(self, gen: Intermediate) -> CertificateIssuerPrivateKeyTypes:
         key = self._keys.get(gen.number)
@@ -275,17 +296,12 @@ class Authority:
         return key
 
     def _load_intermediate_key(self, gen: Intermediate) -> CertificateIssuerPrivateKeyTypes:
-        keys = self.paths.keys
-        uri_file = intermediates.key_uri_file(keys, gen.number)
-        uri = self.config.ca.intermediate_key if gen.number == 1 else (
-            uri_file.read_text().strip() if uri_file.exists() else "")
-        if not uri:
-            return self.load_key(intermediates.key_file(keys, gen.number))
-        token_key = self.token_key(uri)
-        if token_key.public_key() != gen.cert.public_key():
+        key = self.signer(gen.number)
+        uri = self.key_uri(gen.number)
+        if uri and key.public_key() != gen.cert.public_key():
             raise InstanceError(f"The key {uri} is not the intermediate's "
                                 f"(its public key differs from ca/{gen.slug}.pem).")
-        return token_key
+        return key
 
     def token_key(self, uri: str) -> TokenECKey:
         """A key in a PKCS#11 token (RFC 7512 URI; module and PIN as [ca] configures them), logged in."""

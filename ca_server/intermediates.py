@@ -12,7 +12,6 @@ Leaves carry their issuer's URLs for life, so each generation keeps its own: the
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -57,10 +56,6 @@ class Intermediate:
     @cached_property
     def endpoints(self) -> Endpoints:
         return Endpoints(self.base_url, self.slug)
-
-    @cached_property
-    def fingerprint_sha256(self) -> str:
-        return hashlib.sha256(self.der).hexdigest()
 
     @property
     def not_after(self) -> dt.datetime:

@@ -219,8 +219,7 @@ def revoke_intermediate(store: Store, authority: Authority, config: Config, reas
                         actor: str, generation: int | None = None) -> PublishedCRL:
     """Put an intermediate (default: the issuing one) on the root's CRL, after a compromise."""
     reason = parse_reason(reason, CA_REASONS)
-    gen = authority.current if generation is None else next(
-        (g for g in authority.intermediates if g.number == generation), None)
+    gen = authority.current if generation is None else authority.by_number(generation)
     if gen is None:
         raise NotFoundError(f"There is no intermediate {generation}: see `ca-server intermediate list`.")
     serial = serial_hex(gen.cert.serial_number)

@@ -4,8 +4,8 @@ With the root key in the instance, `ca-server intermediate rollover` does it in 
 an offline root it is a ceremony in three:
 
     server:   ca-server intermediate rollover              -> key + ca/intermediate-N.csr
-    offline:  ca-server root sign-intermediate FILE.csr    -> FILE.pem, signed by the root
-    server:   ca-server intermediate rollover --certificate FILE.pem
+    offline:  ca-server root sign-intermediate FILE.csr    -> FILE.crt, signed by the root
+    server:   ca-server intermediate rollover --certificate FILE.crt
 
 The new intermediate's certificate is written last, in one rename: every process of the server
 (and of the next node the operator copies ca/ and keys/ to) issues from it on its next request.
@@ -30,7 +30,7 @@ from .errors import BadRequestError, ConflictError, NotFoundError
 from .instance import BACKDATE, Authority, write_private_file
 from .intermediates import Intermediate
 from .mail import mail_admins_once
-from .pki.extensions import Endpoints, build_intermediate
+from .pki.extensions import Endpoints, build_intermediate, crl_distribution_point, name_constraints
 from .pki.keys import encrypt_private_key, generate_private_key, signature_hash
 from .pki.serials import new_serial, serial_hex
 from .revocation import publish_crl, refresh_crls
@@ -64,42 +64,33 @@ def prepare(authority: Authority, config: Config, key_uri: str | None) -> Pendin
     its certificate request, with the root CRL URL and name constraints the new certificate should carry."""
     paths = authority.paths
     number = next_number(authority)
-    key_path = intermediates.key_file(paths.keys, number)
-    uri_path = intermediates.key_uri_file(paths.keys, number)
     if key_uri:
-        if key_path.exists() or (uri_path.exists() and uri_path.read_text().strip() != key_uri):
+        if authority.has_key(number) and authority.key_uri(number) != key_uri:
             raise ConflictError(f"An unfinished rollover made another key for intermediate {number} "
-                                f"({uri_path if uri_path.exists() else key_path}): finish that one, or move it away.")
-        signer = authority.token_key(key_uri)
-        if not uri_path.exists():
-            write_private_file(uri_path, key_uri.encode() + b"\n")
-        label = key_uri
-    elif uri_path.exists():
-        uri = uri_path.read_text().strip()
-        signer, label = authority.token_key(uri), uri
-    elif key_path.exists():
-        signer, label = authority.load_key(key_path), str(key_path.relative_to(paths.root))
+                                f"({authority.key_label(number)}): finish that one, or move it away.")
+        if not authority.has_key(number):
+            write_private_file(intermediates.key_uri_file(paths.keys, number), key_uri.encode() + b"\n")
+        signer = authority.signer(number)
+    elif authority.has_key(number):
+        signer = authority.signer(number)
     else:
         signer = generate_private_key(config.ca.intermediate_key_type)
-        write_private_file(key_path, encrypt_private_key(signer, authority.passphrase()))
-        label = str(key_path.relative_to(paths.root))
-    endpoints = Endpoints(config.server.base_url)
+        write_private_file(intermediates.key_file(paths.keys, number),
+                           encrypt_private_key(signer, authority.passphrase()))
     builder = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(subject_for(config, number))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-            [x509.UniformResourceIdentifier(endpoints.root_crl)], None, None, None)]), critical=False)
+        .add_extension(crl_distribution_point(Endpoints(config.server.base_url).root_crl), critical=False)
     )
     if config.ca.permitted_domains:
-        builder = builder.add_extension(x509.NameConstraints(
-            [x509.DNSName(d) for d in config.ca.permitted_domains], None), critical=True)
+        builder = builder.add_extension(name_constraints(config.ca.permitted_domains), critical=True)
     csr = builder.sign(signer, signature_hash(signer))
     csr_path = intermediates.csr_file(paths.root_cert.parent, number)
     temp = csr_path.with_suffix(".csr.new")
     temp.write_bytes(csr.public_bytes(Encoding.PEM))
     os.replace(temp, csr_path)
-    return Pending(number, csr_path, label)
+    return Pending(number, csr_path, authority.key_label(number))
 
 
 def sign_request(csr_pem: bytes, root_cert: x509.Certificate, root_key, now: dt.datetime, validity_days: int,
@@ -146,7 +137,7 @@ def _base_url_from(csr: x509.CertificateSigningRequest, fallback: str | None) ->
 
 
 def install(authority: Authority, store: Store, config: Config, cert_pem: bytes, now: dt.datetime, *,
-            actor: str, key_label: str | None = None) -> Intermediate:
+            actor: str) -> Intermediate:
     """Check a signed intermediate against the pending key and the root, then make it the issuing one."""
     try:
         cert = x509.load_pem_x509_certificate(cert_pem) if b"-----BEGIN" in cert_pem else \
@@ -154,10 +145,9 @@ def install(authority: Authority, store: Store, config: Config, cert_pem: bytes,
     except ValueError:
         raise BadRequestError("This is not a readable certificate (PEM or DER).") from None
     number = next_number(authority)
-    pending = _pending_public_key(authority, config, number)
-    if pending is None:
+    if not authority.has_key(number):
         raise ConflictError("No rollover is waiting for a certificate: run `ca-server intermediate rollover` first.")
-    if cert.public_key() != pending:
+    if cert.public_key() != authority.signer(number).public_key():
         raise BadRequestError(f"This certificate is not for the key of the waiting rollover (intermediate {number}): "
                               "sign the request that rollover wrote.")
     try:
@@ -186,28 +176,9 @@ def install(authority: Authority, store: Store, config: Config, cert_pem: bytes,
     refresh_crls(config, store, authority, now)  # its first CRL, before a leaf names it
     store.append_audit(at=now, action="intermediate_rollover", actor=actor, serial=serial_hex(cert.serial_number),
                        detail={"generation": number, "subject": subject, "not_after": to_text(gen.not_after),
-                               "key": key_label or _key_label(authority, number),
+                               "key": authority.key_label(number),
                                "previous": serial_hex(previous.cert.serial_number)})
     return gen
-
-
-def _pending_public_key(authority: Authority, config: Config, number: int):
-    keys = authority.paths.keys
-    uri_path = intermediates.key_uri_file(keys, number)
-    if uri_path.exists():
-        uri = uri_path.read_text().strip()
-        return authority.token_key(uri).public_key()
-    key_path = intermediates.key_file(keys, number)
-    if not key_path.exists():
-        return None
-    return authority.load_key(key_path).public_key()
-
-
-def _key_label(authority: Authority, number: int) -> str:
-    uri_path = intermediates.key_uri_file(authority.paths.keys, number)
-    if uri_path.exists():
-        return uri_path.read_text().strip()
-    return str(intermediates.key_file(authority.paths.keys, number).relative_to(authority.paths.root))
 
 
 def rollover_online(authority: Authority, store: Store, config: Config, now: dt.datetime, *, actor: str,
@@ -217,8 +188,7 @@ def rollover_online(authority: Authority, store: Store, config: Config, now: dt.
     pending = prepare(authority, config, key_uri)
     cert = sign_request(pending.csr_path.read_bytes(), authority.root, root_key, now,
                         config.ca.intermediate_validity_days, config.server.base_url, config.ca.permitted_domains)
-    return install(authority, store, config, cert.public_bytes(Encoding.PEM), now, actor=actor,
-                   key_label=pending.key_label)
+    return install(authority, store, config, cert.public_bytes(Encoding.PEM), now, actor=actor)
 
 
 def ending_warning(authority: Authority, now: dt.datetime, warn_days: int) -> str | None:
@@ -250,7 +220,7 @@ def retire(authority: Authority, store: Store, config: Config, number: int, now:
     """Destroy an earlier intermediate's key once nothing it issued is valid: its last CRL is
     signed first and served on; OCSP and chains for its (expired) certificates go on from the store.
     Returns what was removed."""
-    gen = next((g for g in authority.intermediates if g.number == number), None)
+    gen = authority.by_number(number)
     if gen is None:
         raise NotFoundError(f"There is no intermediate {number}: see `ca-server intermediate list`.")
     if gen is authority.current:
@@ -264,11 +234,10 @@ def retire(authority: Authority, store: Store, config: Config, number: int, now:
         raise ConflictError(f"{count} certificate(s) it issued are valid until {last}: retire it after that "
                             "(or --force, and they can no longer be revoked).")
     publish_crl(config, store, authority, gen.slug, now)  # the last one, with every revocation so far
-    removed = intermediates.key_uri_file(authority.paths.keys, number)
-    if not removed.exists():
-        removed = intermediates.key_file(authority.paths.keys, number)
+    keys = authority.paths.keys
+    removed = intermediates.key_uri_file(keys, number) if authority.key_uri(number) else intermediates.key_file(keys, number)
     store.append_audit(at=now, action="intermediate_retired", actor=actor, serial=serial_hex(gen.cert.serial_number),
-                       detail={"generation": number, "key": _key_label(authority, number), "valid_certificates": count})
+                       detail={"generation": number, "key": authority.key_label(number), "valid_certificates": count})
     removed.unlink()
     return str(removed.relative_to(authority.paths.root))
 

@@ -383,7 +383,7 @@ def test_an_old_intermediate_is_retired_only_when_nothing_it_issued_is_valid(ins
     assert entry["detail"]["key"] == "keys/intermediate.key.pem" and entry["detail"]["valid_certificates"] == 1
 
     # Its last CRL is served on, even lapsed; the CRL job passes it by; revoking its certificate
-    # still works (OCSP says so while its responder lasts); the new one issues.
+    # still works; the new one issues.
     client = api.client
     later = now + dt.timedelta(days=30)
     assert client.get("/crl/intermediate.crl").status_code == 200

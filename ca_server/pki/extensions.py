@@ -106,7 +106,7 @@ class LeafTemplate:
         self.hash = _hash_for(issuer_key)
         self._basic = _encoded(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         self._aki = _encoded(aki, critical=False)
-        self._urls = [_encoded(_crl_distribution_point(endpoints.intermediate_crl), critical=False),
+        self._urls = [_encoded(crl_distribution_point(endpoints.intermediate_crl), critical=False),
                       _encoded(_aia(ocsp=endpoints.ocsp, ca_issuers=endpoints.intermediate_der), critical=False)]
         self._key_usage: dict[bool, x509.Extension] = {}
         self._ekus: dict[tuple[str, ...], x509.Extension] = {}
@@ -209,20 +209,19 @@ def build_intermediate(
         .add_extension(ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(aki_from(root_cert), critical=False)
-        .add_extension(_crl_distribution_point(endpoints.root_crl), critical=False)
+        .add_extension(crl_distribution_point(endpoints.root_crl), critical=False)
         .add_extension(_aia(ocsp=None, ca_issuers=endpoints.root_der), critical=False)
     )
     if permitted_domains:
-        # 4.2.1.10: conforming CAs MUST mark name constraints critical. A DNS constraint
-        # "example.test" permits the domain itself and every name below it.
-        builder = builder.add_extension(
-            x509.NameConstraints(
-                permitted_subtrees=[x509.DNSName(d) for d in permitted_domains],
-                excluded_subtrees=None,
-            ),
-            critical=True,
-        )
+        # 4.2.1.10: conforming CAs MUST mark name constraints critical.
+        builder = builder.add_extension(name_constraints(permitted_domains), critical=True)
     return builder.sign(root_key, _hash_for(root_key))
+
+
+def name_constraints(permitted_domains: tuple[str, ...]) -> x509.NameConstraints:
+    """A DNS constraint "example.test" permits the domain itself and every name below it."""
+    return x509.NameConstraints(permitted_subtrees=[x509.DNSName(d) for d in permitted_domains],
+                                excluded_subtrees=None)
 
 
 def build_ocsp_responder(
@@ -266,7 +265,7 @@ def _aia(*, ocsp: str | None, ca_issuers: str) -> x509.AuthorityInformationAcces
     )
 
 
-def _crl_distribution_point(url: str) -> x509.CRLDistributionPoints:
+def crl_distribution_point(url: str) -> x509.CRLDistributionPoints:
     return x509.CRLDistributionPoints(
         [
             x509.DistributionPoint(

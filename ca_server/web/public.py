@@ -45,8 +45,7 @@ def ca_file(name: str):
     elif which == "root":
         body = authority.root_pem if form == "pem" else authority.der("root")
     else:
-        gen = authority.current if number is None else next(
-            (g for g in authority.intermediates if g.number == int(number)), None)
+        gen = authority.current if number is None else authority.by_number(int(number))
         if gen is None:
             abort(404)
         body = gen.pem if form == "pem" else gen.der
