@@ -22,10 +22,16 @@ $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# make run PORT=8080, or BASE_URL=http://ca.corp.example (written into every certificate at init;
+# the README's "Choosing base_url"). Without them: http://127.0.0.1:5000.
+PORT ?=
+HOST ?=
+BASE_URL ?= $(if $(PORT),http://127.0.0.1:$(PORT))
+
 ## run: install, create the CA in instance/ if absent, serve on http://127.0.0.1:5000
 run: $(VENV)/.installed
-	$(BIN)/ca-server init --if-absent
-	$(BIN)/ca-server serve
+	$(BIN)/ca-server init --if-absent $(if $(BASE_URL),--base-url '$(BASE_URL)')
+	$(BIN)/ca-server serve $(if $(HOST),--host '$(HOST)') $(if $(PORT),--port '$(PORT)')
 
 ## test: install with test extras and the Debian packages the tests use, run pytest
 test: $(VENV)/.installed-test system-deps

@@ -16,8 +16,9 @@ import click
 from . import accounts, issuance, reminders, revocation
 from . import offline_root as offline_root_ops
 from .cli_support import cli_services, domain_errors, instance_path, operator
-from .clock import to_text, utcnow
+from .clock import utcnow
 from .config import load_config, read_secrets
+from .display import fingerprint_text, moment_text
 from .errors import CertificateNotFoundError
 from .instance import INSTANCE_ENV, InstancePaths, init_instance, write_private_file
 from .pki.serials import parse_serial, serial_colon, serial_hex
@@ -47,15 +48,18 @@ def main(instance: str | None) -> None:
 @click.option("--offline-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the root key only to this folder (a USB stick, a vault), never into the instance; "
                    "encrypted with CA_SERVER_ROOT_PASSPHRASE, else the CA passphrase.")
+@click.option("--base-url", default=None, metavar="URL",
+              help="The server's public URL, written into every certificate (CRL, OCSP and CA-certificate "
+                   "URLs) and e-mail links; sets [server] base_url (default: the config's, http://127.0.0.1:5000).")
 @domain_errors
-def init(if_absent: bool, no_admin: bool, offline_root: Path | None) -> None:
+def init(if_absent: bool, no_admin: bool, offline_root: Path | None, base_url: str | None) -> None:
     """Create the instance: config, root and intermediate CA, store, first admin user.
 
-    Refuses to touch an existing CA.
+    Refuses to touch an existing CA. Choose --base-url now: it is written into every certificate.
 
     \b
     Example:
-      CA_SERVER_KEY_PASSPHRASE='long secret' ca-server init
+      CA_SERVER_KEY_PASSPHRASE='long secret' ca-server init --base-url http://ca.corp.example
       CA_SERVER_ROOT_PASSPHRASE='another' ca-server init --offline-root /media/usb/ca-root
     """
     paths = InstancePaths(instance_path())
@@ -66,7 +70,8 @@ def init(if_absent: bool, no_admin: bool, offline_root: Path | None) -> None:
     secret = read_secrets(config or load_config(None))
     now = utcnow()
     root_passphrase = os.environ.get(ROOT_PASSPHRASE_ENV) or None
-    config = init_instance(paths, secret, now, offline_root=offline_root, root_passphrase=root_passphrase)
+    config = init_instance(paths, secret, now, offline_root=offline_root, root_passphrase=root_passphrase,
+                           base_url=base_url)
     svc = open_services(paths.root, config, secret)
     authority = svc.authority
     if offline_root is not None:  # the first root CRL, signed while the key is at hand
@@ -84,8 +89,14 @@ def init(if_absent: bool, no_admin: bool, offline_root: Path | None) -> None:
                                    "intermediate_key": config.ca.intermediate_key or "keys/intermediate.key.pem"})
     click.echo(f"Created the CA in {paths.root}")
     for entry in authority.describe():
-        click.echo(f"  {entry['role']:<12} {entry['subject']}  valid to {entry['not_after']}")
-        click.echo(f"  {'':<12} SHA-256 {entry['fingerprint_sha256']}")
+        click.echo(f"  {entry['role']:<12} {entry['subject']}  valid to {moment_text(entry['not_after'])}")
+        click.echo(f"  {'':<12} SHA-256 {fingerprint_text(entry['fingerprint_sha256'])}")
+    click.echo(f"  Every certificate names {config.server.pki_url} for its CRL, OCSP and CA certificate: "
+               "clients fetch them there, so serve the CA at that address (changing it later leaves the "
+               "certificates already issued pointing at the old one).")
+    if config.server.pki_url.startswith("https://"):
+        click.echo("  Note: those URLs are https; many relying parties fetch CRLs and OCSP only over http (RFC 5280 "
+                   "4.2.1.13, RFC 6960). Set [server] pki_base_url to an http:// URL before init to avoid that.")
     if not secret.key_passphrase:
         click.echo(f"  CA keys are encrypted with a generated passphrase in {paths.passphrase_file} (mode 0600);"
                    f" set {config.ca.passphrase_env} instead to keep it off the disk.")
@@ -117,13 +128,15 @@ def serve(host: str | None, port: int | None, workers: int | None, tls: bool, tl
     Example:
       ca-server serve --host 0.0.0.0 --port 8443 --tls
     """
-    from .server import TLSSettings, run_server
+    from .server import TLSSettings, claim_address, run_server
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together.")
     if tls and tls_cert:
         raise click.UsageError("Use --tls (a certificate from this CA) or --tls-cert/--tls-key, not both.")
     svc = cli_services()
+    # The address first: when another server holds it, say so before issuing or starting anything.
+    listener = claim_address(host or svc.config.server.host, port or svc.config.server.port, svc.config.server.backlog)
     _ = svc.authority.intermediate_key  # fail now, not on the first request, if the passphrase is wrong
     settings = None
     if tls:
@@ -134,7 +147,7 @@ def serve(host: str | None, port: int | None, workers: int | None, tls: bool, tl
         settings = TLSSettings(files.cert, files.key, None, self_issued=True)
     elif tls_cert:
         settings = TLSSettings(Path(tls_cert), Path(tls_key), None, self_issued=False)
-    run_server(svc, host=host, port=port, workers=workers, tls=settings)
+    run_server(svc, listener, host=host, port=port, workers=workers, tls=settings)
 
 
 @main.command()
@@ -153,7 +166,7 @@ def issue(csr_file, profile: str | None, days: int | None, notify: tuple[str, ..
     svc = cli_services()
     request = issuance.IssueRequest(csr=csr_file.read(), profile=profile, validity_days=days, notify=notify)
     record = issuance.issue(svc.config, svc.store, svc.authority, request, utcnow())
-    click.echo(f"Issued serial {record.serial}, valid to {to_text(record.not_after)}", err=True)
+    click.echo(f"Issued serial {record.serial}, valid to {moment_text(record.not_after)}", err=True)
     for note in record.extra.get("notes", ()):
         click.echo(f"Note: {note}", err=True)
     click.echo(record.pem, nl=False)
@@ -189,12 +202,12 @@ def show(serial: str, as_json: bool, as_pem: bool) -> None:
         ("Subject", record.subject),
         ("Issuer", record.issuer),
         ("Names", ", ".join(record.sans) or "-"),
-        ("Valid from", to_text(record.not_before)),
-        ("Valid to", to_text(record.not_after)),
+        ("Valid from", moment_text(record.not_before)),
+        ("Valid to", moment_text(record.not_after)),
         ("Status", record.status(now) + (f" ({record.revocation_reason})" if record.revoked_at else "")),
         ("Profile", record.profile),
         ("Key", record.key_label),
-        ("SHA-256", record.fingerprint_sha256),
+        ("SHA-256", fingerprint_text(record.fingerprint_sha256)),
         ("Notify", ", ".join(record.notify) or "-"),
     ]
     if record.superseded_by:
@@ -229,7 +242,7 @@ def list_(expiring: int | None, status: str | None, q: str | None, limit: int, a
             data.pop("certificate")
             click.echo(json.dumps(data))
         else:
-            click.echo(f"{r.serial}  {to_text(r.not_after)}  {r.status(now):<8} {r.common_name or ''}  "
+            click.echo(f"{r.serial}  {moment_text(r.not_after)}  {r.status(now):<8} {r.common_name or ''}  "
                        f"{' '.join(r.sans)}")
     if not as_json:
         click.echo(f"{len(records)} certificate(s)", err=True)
@@ -252,7 +265,7 @@ def revoke(serial: str, reason: str) -> None:
     canonical = parse_serial(serial)
     record = revocation.revoke(svc.config, svc.store, svc.authority, canonical, reason, utcnow(),
                                actor="cli:local")
-    click.echo(f"Revoked {record.serial} ({record.revocation_reason}) at {to_text(record.revoked_at)}; "
+    click.echo(f"Revoked {record.serial} ({record.revocation_reason}) at {moment_text(record.revoked_at)}; "
                "a new CRL is published.")
 
 

@@ -15,6 +15,7 @@ from .cli_support import cli_services as _services
 from .cli_support import domain_errors, instance_path, operator
 from .clock import utcnow
 from .config import load_config, read_secrets
+from .display import moment_text
 from .errors import BadRequestError
 from .instance import InstancePaths
 from .pki.serials import serial_hex
@@ -122,7 +123,7 @@ def register_root_commands(main: click.Group) -> None:
             config, known_url = load_config(None), folder.state().get("base_url")
         else:
             root_cert, root_key, config = svc.authority.root, svc.authority.root_key, svc.config
-            known_url = config.server.base_url
+            known_url = config.server.pki_url
         cert = rollover.sign_request(csr_file.read_bytes(), root_cert, root_key, now,
                                      days or config.ca.intermediate_validity_days, base_url, fallback_base_url=known_url)
         entry = {"at": now.isoformat(), "by": operator(), "serial": serial_hex(cert.serial_number),
@@ -155,7 +156,7 @@ def register_root_commands(main: click.Group) -> None:
         crl = offline_root.import_root_crl(svc.store, svc.authority.root, crl_file.read_bytes(), utcnow())
         svc.store.append_audit(at=utcnow(), action="root_crl_import", actor=operator(),
                                detail={"number": crl.number, "next_update": crl.next_update.isoformat()})
-        click.echo(f"Root CRL {crl.number} imported; next update due {crl.next_update.isoformat()}.")
+        click.echo(f"Root CRL {crl.number} imported; next update due {moment_text(crl.next_update)}.")
 
     @root.command("move-out")
     @click.argument("root_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -168,7 +169,7 @@ def register_root_commands(main: click.Group) -> None:
           ca-server root move-out /media/usb/ca-root
         """
         svc = _services()
-        offline_root.move_root_out(svc.paths, RootFolder(root_dir), svc.store, svc.config.server.base_url)
+        offline_root.move_root_out(svc.paths, RootFolder(root_dir), svc.store, svc.config.server.pki_url)
         svc.store.append_audit(at=utcnow(), action="root_key_moved_out", actor=operator(), detail={"to": str(root_dir)})
         click.echo(f"The root key is now only in {root_dir} (and no longer in {svc.paths.root}). Keep that folder "
                    "offline; sign the root CRL there before it lapses (`ca-server root sign-crl`).")

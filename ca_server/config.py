@@ -9,6 +9,7 @@ name environment variables, read once by `read_secrets` at start-up.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ MAIL_SECURITY = ("none", "starttls", "tls")
 @dataclass(frozen=True)
 class ServerConfig:
     base_url: str = "http://127.0.0.1:5000"
+    pki_base_url: str = ""  # "" = base_url: where CRL, OCSP and CA-certificate URLs in certificates point
     host: str = "127.0.0.1"
     port: int = 5000
     workers: int = 2
@@ -42,6 +44,11 @@ class ServerConfig:
     sign_in_rate_limit: str = "10 per minute"
     submission_rate_limit: str = "1200 per minute"
     access_log: bool = True
+
+    @property
+    def pki_url(self) -> str:
+        """The URL written into certificates (CRL distribution points, OCSP, caIssuers)."""
+        return self.pki_base_url or self.base_url
 
 
 @dataclass(frozen=True)
@@ -263,15 +270,25 @@ def _profiles(value: typing.Any) -> dict[str, ProfileConfig]:
     return {name: _section(f"profiles.{name}", ProfileConfig, body) for name, body in value.items()}
 
 
+def check_base_url(key: str, value: str) -> None:
+    url = urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise ConfigError(f"{key}: must be an http:// or https:// URL, like http://ca.example.test, not {value!r}")
+    try:
+        url.port  # noqa: B018  (raises on a port that is not a number or out of range)
+    except ValueError:
+        raise ConfigError(f"{key}: the port in {value!r} is not a port number") from None
+    if value.endswith("/"):
+        raise ConfigError(f"{key}: write it without a trailing slash")
+
+
 def validate(config: Config) -> Config:
     """Checks across keys and of values; every message starts with the dotted key."""
     s, ca, p, m, r, rv = (config.server, config.ca, config.policy, config.mail, config.reminders,
                           config.revocation)
-    url = urlsplit(s.base_url)
-    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
-        raise ConfigError(f"server.base_url: must be an http:// or https:// URL, not {s.base_url!r}")
-    if s.base_url.endswith("/"):
-        raise ConfigError("server.base_url: write it without a trailing slash")
+    check_base_url("server.base_url", s.base_url)
+    if s.pki_base_url:
+        check_base_url("server.pki_base_url", s.pki_base_url)
     _positive("server.port", s.port, 65535)
     _positive("server.workers", s.workers, 64)
     _positive("server.threads", s.threads, 256)
@@ -431,3 +448,24 @@ def _rate_limit(key: str, text: str) -> None:
         parse_many(text)
     except ValueError:
         raise ConfigError(f"{key}: {text!r} is not a rate limit, write it like \"10 per minute\"") from None
+
+
+def set_base_url(config_file: Path, base_url: str) -> None:
+    """Write [server] base_url into config.toml, keeping every other line and comment."""
+    lines = config_file.read_text().splitlines(keepends=True)
+    section, server_at = "", None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+            if section == "[server]":
+                server_at = i
+        elif section == "[server]" and re.match(r"base_url\s*=", stripped):
+            lines[i] = f'base_url = "{base_url}"\n'
+            break
+    else:
+        if server_at is None:
+            lines[0:0] = ["[server]\n", f'base_url = "{base_url}"\n', "\n"]
+        else:
+            lines.insert(server_at + 1, f'base_url = "{base_url}"\n')
+    config_file.write_text("".join(lines))

@@ -16,6 +16,17 @@ class CAError(Exception):
         self.message = message
 
 
+class AddressUnavailableError(CAError):
+    """`serve` cannot listen on its host:port: held by another process (another ca-server
+    instance, or anything else), a privileged port, or not an address of this machine."""
+
+    code = "address_unavailable"
+
+    def __init__(self, message: str, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
 class ConfigError(CAError):
     """The configuration is unusable; the message starts with the dotted key."""
 

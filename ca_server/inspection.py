@@ -23,6 +23,7 @@ from cryptography.x509 import verification
 from . import issuance
 from .clock import to_text
 from .config import Config
+from .display import fingerprint_text, moment_text
 from .errors import BadRequestError, CSRParseError
 from .instance import Authority
 from .pki.csr import CSR_PEM_HEADERS, UNREADABLE
@@ -183,14 +184,14 @@ def _leaf_verdict(store: Store, authority: Authority, cert: x509.Certificate, fi
     if record is not None and record.fingerprint_sha256 == fields["fingerprint_sha256"]:
         verdict = "issued_here"
         status = record.status(now)
-        reasons.append(f"This is certificate {record.serial} issued here on {to_text(record.issued_at)}; its "
+        reasons.append(f"This is certificate {record.serial} issued here on {moment_text(record.issued_at)}; its "
                        f"serial and SHA-256 fingerprint match the stored one. Status: {status}.")
         if record.superseded_by:
             reasons.append(f"It was renewed by {record.superseded_by}.")
     elif record is not None:
         verdict = "counterfeit"
         reasons.append(f"NOT the certificate issued under serial {record.serial}: that one has fingerprint "
-                       f"{record.fingerprint_sha256}, this one {fields['fingerprint_sha256']}. It was altered, "
+                       f"{fingerprint_text(record.fingerprint_sha256)}, this one {fingerprint_text(fields['fingerprint_sha256'])}. It was altered, "
                        "regenerated elsewhere, or forged.")
         reasons.append("Its signature does not come from this CA's intermediate." if not signed_by_us else
                        "Yet its signature is this CA's intermediate's: it was made with the CA key outside "
@@ -229,7 +230,8 @@ def _ca_verdict(store: Store, authority: Authority, cert: x509.Certificate, fiel
     if cert.public_bytes(Encoding.DER) != genuine:
         return "counterfeit", None, [
             f"NOT this CA's {role} certificate, whose serial it carries: that one has fingerprint "
-            f"{hashlib.sha256(genuine).hexdigest()}, this one {fields['fingerprint_sha256']}. It was altered, "
+            f"{fingerprint_text(hashlib.sha256(genuine).hexdigest())}, this one "
+            f"{fingerprint_text(fields['fingerprint_sha256'])}. It was altered, "
             "regenerated elsewhere, or forged."]
     revoked = any(r["serial"] == fields["serial"] for r in store.ca_revocations())
     status = "revoked" if revoked else "expired" if now >= cert.not_valid_after_utc else "valid"
@@ -267,9 +269,9 @@ def _chain_check(cert: x509.Certificate, authority: Authority, now: dt.datetime)
     if _signing_intermediate(cert, authority) is None:
         return False, "It does not chain to this CA's root: it is not signed by the intermediate."
     if now < cert.not_valid_before_utc:
-        return False, f"It chains to this CA's root, but is not valid before {to_text(cert.not_valid_before_utc)}."
+        return False, f"It chains to this CA's root, but is not valid before {moment_text(cert.not_valid_before_utc)}."
     if now >= cert.not_valid_after_utc:
-        return False, f"It chains to this CA's root, but expired on {to_text(cert.not_valid_after_utc)}."
+        return False, f"It chains to this CA's root, but expired on {moment_text(cert.not_valid_after_utc)}."
     return True, "It chains to this CA's root through the intermediate, and is within its validity period."
 
 

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from . import intermediates
 from .clock import to_text
-from .config import EXAMPLE_CONFIG, Config, Secrets, load_config
+from .config import EXAMPLE_CONFIG, Config, Secrets, check_base_url, load_config, set_base_url
 from .errors import InstanceError
 from .intermediates import Intermediate
 from .pki.extensions import Endpoints, LeafTemplate, build_intermediate, build_root
@@ -120,16 +120,21 @@ def key_passphrase(paths: InstancePaths, secret: Secrets, config: Config) -> byt
 
 
 def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime, *, offline_root: Path | None = None,
-                  root_passphrase: str | None = None) -> Config:
+                  root_passphrase: str | None = None, base_url: str | None = None) -> Config:
     """Create config (if absent), the root and intermediate CA, and the store. Refuses to touch
     an existing CA: its keys are what every client trusts. With `offline_root`, the root key is
-    written only to that folder (encrypted with `root_passphrase`, else the CA passphrase)."""
+    written only to that folder (encrypted with `root_passphrase`, else the CA passphrase). With
+    `base_url`, config.toml's [server] base_url is set to it first."""
     if paths.has_ca():
         raise InstanceError(
             f"A CA already exists in {paths.root}; refusing to overwrite it. To start over, move "
             "that folder away (its keys are what your clients trust)."
         )
+    if base_url is not None:
+        check_base_url("--base-url", base_url)
     ensure_config_file(paths)
+    if base_url is not None:
+        set_base_url(paths.config, base_url)
     config = load_config(paths.config)
     passphrase = secret.key_passphrase
     if offline_root is not None and not (root_passphrase or passphrase):
@@ -161,13 +166,13 @@ def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime, *, of
         root_cert=root_cert,
         root_key=root_key,
         permitted_domains=ca.permitted_domains,
-        endpoints=Endpoints(config.server.base_url),
+        endpoints=Endpoints(config.server.pki_url),
     )
     if offline_root is None:
         write_private_file(paths.root_key, encrypt_private_key(root_key, passphrase.encode()))
     else:  # never written into the instance
         RootFolder(offline_root).create(encrypt_private_key(root_key, (root_passphrase or passphrase).encode()),
-                                        root_cert.public_bytes(Encoding.PEM), base_url=config.server.base_url)
+                                        root_cert.public_bytes(Encoding.PEM), base_url=config.server.pki_url)
     if token_key is None:  # a token's key stays in the token
         write_private_file(paths.intermediate_key, encrypt_private_key(int_key, passphrase.encode()))
     paths.root_cert.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +227,7 @@ class Authority:
         if stamp != self._stamp:
             with self._lock:
                 if stamp != self._stamp:
-                    self._intermediates = intermediates.scan(ca_dir, self.config.server.base_url)
+                    self._intermediates = intermediates.scan(ca_dir, self.config.server.pki_url)
                     self._stamp = stamp
         return self._intermediates
 
@@ -376,7 +381,7 @@ class Authority:
             entry = _describe(gen.cert, "intermediate" if gen is current else "previous intermediate", gen.pem)
             entries.append({**entry, "file": f"intermediate-{gen.number}", "generation": gen.number,
                             "issuing": gen is current,
-                            "urls": {"certificate": f"{self.config.server.base_url}/ca/intermediate-{gen.number}.pem",
+                            "urls": {"certificate": f"{self.config.server.pki_url}/ca/intermediate-{gen.number}.pem",
                                      "crl": gen.endpoints.intermediate_crl}})
         return entries
 

@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from . import intermediates
 from .clock import to_text
 from .config import Config
+from .display import moment_text
 from .errors import BadRequestError, ConflictError, NotFoundError
 from .instance import BACKDATE, Authority, write_private_file
 from .intermediates import Intermediate
@@ -81,7 +82,7 @@ def prepare(authority: Authority, config: Config, key_uri: str | None) -> Pendin
         x509.CertificateSigningRequestBuilder()
         .subject_name(subject_for(config, number))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(crl_distribution_point(Endpoints(config.server.base_url).root_crl), critical=False)
+        .add_extension(crl_distribution_point(Endpoints(config.server.pki_url).root_crl), critical=False)
     )
     if config.ca.permitted_domains:
         builder = builder.add_extension(name_constraints(config.ca.permitted_domains), critical=True)
@@ -161,8 +162,8 @@ def install(authority: Authority, store: Store, config: Config, cert_pem: bytes,
     if basic is None or not basic.ca:
         raise BadRequestError("This certificate is not a CA certificate (BasicConstraints CA:TRUE is missing).")
     if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
-        raise BadRequestError(f"This certificate is not valid now (from {to_text(cert.not_valid_before_utc)} "
-                              f"to {to_text(cert.not_valid_after_utc)}).")
+        raise BadRequestError(f"This certificate is not valid now (from {moment_text(cert.not_valid_before_utc)} "
+                              f"to {moment_text(cert.not_valid_after_utc)}).")
     subject = cert.subject.rfc4514_string()
     if any(gen.issuer_text == subject for gen in authority.intermediates):
         raise BadRequestError(f"An intermediate named {subject} exists already: the new one needs its own name.")
@@ -187,7 +188,7 @@ def rollover_online(authority: Authority, store: Store, config: Config, now: dt.
     root_key = authority.root_key
     pending = prepare(authority, config, key_uri)
     cert = sign_request(pending.csr_path.read_bytes(), authority.root, root_key, now,
-                        config.ca.intermediate_validity_days, config.server.base_url, config.ca.permitted_domains)
+                        config.ca.intermediate_validity_days, config.server.pki_url, config.ca.permitted_domains)
     return install(authority, store, config, cert.public_bytes(Encoding.PEM), now, actor=actor)
 
 

@@ -7,18 +7,23 @@ Granian's ~0.03 ms (a bare WSGI app, same machine, same load), a quarter of the 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from granian import Granian
+from granian._granian import SocketHolder
 from granian.constants import Interfaces, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
+from .errors import AddressUnavailableError
 from .services import Services
 from .stalled_connections import ConnectionReaper, RequestGate
 from .store.checkpoints import Checkpointer
@@ -35,10 +40,12 @@ class TLSSettings:
     self_issued: bool  # serve --tls: the scheduler renews it (server_tls.py)
 
 
-def run_server(services: Services, *, host: str | None, port: int | None, workers: int | None,
-               tls: TLSSettings | None = None) -> None:
+def run_server(services: Services, listener: socket.socket, *, host: str | None, port: int | None,
+               workers: int | None, tls: TLSSettings | None = None) -> None:
+    """Serve on `listener` (from claim_address, taken before anything else is done)."""
     cfg = services.config.server
     listen_host = host or cfg.host
+    listen_port = port or cfg.port
     _metrics_folder(services)
 
     def before_workers() -> None:
@@ -71,15 +78,18 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         if cfg.access_log:
             app.wsgi_app = AccessLog(app.wsgi_app)
         app.wsgi_app = gate = RequestGate(app.wsgi_app, threads=cfg.threads, max_bytes=cfg.max_request_bytes)
-        ConnectionReaper(port or cfg.port, cfg.header_timeout_seconds, cfg.body_timeout_seconds, gate).start()
+        if tls is not None:
+            app.config.update(SESSION_COOKIE_SECURE=True, PREFERRED_URL_SCHEME="https")
+        ConnectionReaper(listen_port, cfg.header_timeout_seconds, cfg.body_timeout_seconds, gate).start()
         return app
 
     open_files = raise_open_file_limit()
     needed = (workers or cfg.workers) * cfg.max_connections + 256
-    server = Granian(
+    server = _OwnSocketGranian(
+        listener,
         "ca_server:create_app",
         address=listen_host,
-        port=port or cfg.port,
+        port=listen_port,
         interface=Interfaces.WSGI,
         workers=workers or cfg.workers,
         # The threads bound the work: RequestGate lets `threads` requests run at once per worker;
@@ -115,8 +125,70 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         log.warning("the open-file limit (%d) is below what [server] max_connections needs (%d): past it, "
                     "new connections are refused; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
                     "max_connections", open_files, needed)
+    for line in address_warnings(services.config.server.base_url, listen_host, listen_port, tls is not None):
+        log.warning("%s", line)
     server.on_startup(before_workers)
     server.serve(target_loader=load_app)
+
+
+def claim_address(host: str, port: int, backlog: int) -> socket.socket:
+    """The listening socket, bound here without SO_REUSEPORT and shared by every worker.
+
+    Granian on Linux lets each worker bind the port with SO_REUSEPORT, which lets a second server
+    (another ca-server instance, with another CA) join a port the first one holds, and the kernel
+    then hands it half the connections. Bound once here without it, a second `serve` on the same
+    address fails at bind, and this one's workers accept from the one socket they inherit."""
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=backlog)
+    except socket.gaierror:
+        raise AddressUnavailableError(f"Cannot listen on {address}: {host!r} is not an address of this machine "
+                                "(choose one with --host or [server] host).", address) from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressUnavailableError(f"{address} is already in use by another process (another ca-server, or "
+                                    "anything else); choose another port with --port or [server] port.",
+                                    address) from None
+        if exc.errno == errno.EACCES:
+            raise AddressUnavailableError(f"Cannot listen on {address}: ports below 1024 need root or "
+                                    "CAP_NET_BIND_SERVICE; choose another port with --port or [server] port.",
+                                    address) from None
+        raise AddressUnavailableError(f"Cannot listen on {address}: {exc.strerror}; choose another address with "
+                                "--host/--port or [server] host/port.", address) from None
+    sock.set_inheritable(True)  # the workers are forked with it
+    return sock
+
+
+class _OwnSocketGranian(Granian):
+    """Granian serving from a socket bound by claim_address (its workers inherit the descriptor,
+    as Granian does itself on platforms without SO_REUSEPORT)."""
+
+    def __init__(self, listener: socket.socket, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._listener = listener
+
+    def _init_shared_socket(self) -> None:
+        self._ssp = None
+        self._sfd = self._listener.fileno()
+        self._shd = SocketHolder(self._sfd, False, self.backlog)
+        self._sso = self._listener
+
+
+def address_warnings(base_url: str, host: str, port: int, tls: bool) -> list[str]:
+    """One line when the server listens on a scheme, host or port that base_url does not name:
+    clients follow the URLs written into certificates and handed out, not the address typed."""
+    url = urlsplit(base_url)
+    scheme = "https" if tls else "http"
+    url_port = url.port or (443 if url.scheme == "https" else 80)
+    loopback = {"127.0.0.1", "localhost", "::1"}
+    host_differs = host not in ("0.0.0.0", "::", "") and (url.hostname or "") != host and not (
+        host in loopback and url.hostname in loopback)
+    if url.scheme == scheme and url_port == port and not host_differs:
+        return []
+    listening = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+    return [f"listening on {listening} but [server] base_url is {base_url}: certificates, CRL/OCSP and e-mail links "
+            f"name base_url (right behind a proxy that forwards it here; otherwise set base_url before init)"]
 
 
 def _metrics_folder(services: Services) -> None:

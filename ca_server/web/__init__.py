@@ -4,8 +4,10 @@ errors.py; nothing below web/ imports Flask."""
 from __future__ import annotations
 
 from flask import Flask, g
+from markupsafe import Markup
 
 from ..clock import to_text
+from ..display import fingerprint_text, moment_text
 from ..pki.serials import serial_colon
 from . import acme, admin, api, auth, expiry, inspect, pages, public
 from .common import now
@@ -27,6 +29,15 @@ SECURITY_HEADERS = {
 }
 
 
+def _moment_html(moment) -> Markup:
+    """A moment as pages show it, kept on one line; the exact RFC 3339 value in the element."""
+    text = moment_text(moment)
+    if not text:
+        return Markup("")
+    iso = moment if isinstance(moment, str) else to_text(moment)
+    return Markup('<time datetime="{}">{}</time>').format(iso, text)
+
+
 def register(app: Flask) -> None:
     init_rate_limits(app)
     register_error_handlers(app)
@@ -46,8 +57,8 @@ def register(app: Flask) -> None:
         to_text=to_text,
         now=now,
     )
-    app.jinja_env.filters["utc"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S UTC") if d else ""
-    app.jinja_env.filters["colon_hex"] = lambda h: ":".join(h[i:i + 2] for i in range(0, len(h), 2)).upper()
+    app.jinja_env.filters["utc"] = _moment_html
+    app.jinja_env.filters["colon_hex"] = fingerprint_text
 
     @app.context_processor
     def inject_requester():

@@ -1,0 +1,28 @@
+"""How a person reads a value, the same on every page and in every command's output: fingerprints
+as uppercase octets with colons (as browsers and `openssl x509 -fingerprint` show them), moments
+as "2027-03-06 04:02 UTC". JSON and machine output keep their own forms (hex, RFC 3339)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+def fingerprint_text(hex_digest: str) -> str:
+    """"5228b7b0..." -> "52:28:B7:B0:..."."""
+    clean = hex_digest.replace(":", "").upper()
+    return ":".join(clean[i:i + 2] for i in range(0, len(clean), 2))
+
+
+def moment_text(moment: dt.datetime | str | None) -> str:
+    """One human form for a moment: "2027-03-06 04:02:34 UTC" (a datetime, or the RFC 3339 / ISO
+    text the store keeps); "" for none."""
+    if moment is None or moment == "":
+        return ""
+    if isinstance(moment, str):
+        try:
+            moment = dt.datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        except ValueError:
+            return moment
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -1,0 +1,101 @@
+"""Starting and addresses (issue 30): one CA per port, base_url chosen knowingly at init, URLs in
+certificates (pki_base_url) apart from where the server speaks https."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
+
+from .conftest import PASSPHRASE, new_token
+from .factories import make_csr, pem
+from .server import free_port, run_cli, running_server
+
+
+def _serve(instance: Path, port: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}
+    return subprocess.run([sys.executable, "-m", "ca_server", "--instance", str(instance), "serve", "--host",
+                           "127.0.0.1", "--port", str(port)], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_a_second_instance_cannot_join_a_port_another_holds(instance, tmp_path):
+    other = tmp_path / "other"
+    made = run_cli("--instance", str(other), "init", "--no-admin", env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+    assert made.returncode == 0, made.stderr
+    own_root = (instance / "ca" / "root.pem").read_text()
+    assert (other / "ca" / "root.pem").read_text() != own_root  # two CAs, two roots
+    port = free_port()
+    with running_server(instance, port=port) as base:
+        started = time.monotonic()
+        second = _serve(other, port)
+        assert time.monotonic() - started < 30
+        assert second.returncode != 0
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, second.stderr  # one line, no traceback
+        assert f"127.0.0.1:{port}" in lines[0] and "--port" in lines[0]
+        assert "Traceback" not in second.stderr + second.stdout
+        # The first keeps every connection: new connections each time, as clients come.
+        roots = {requests.get(f"{base}/ca/root.pem", timeout=5, headers={"Connection": "close"}).text
+                 for _ in range(20)}
+        assert roots == {own_root}
+
+
+def test_a_port_held_by_anything_else_gets_the_same_message(instance):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = _serve(instance, port)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"127.0.0.1:{port} is already in use" in lines[0], result.stderr
+
+
+def test_init_base_url_is_written_into_the_certificates_and_said(tmp_path):
+    folder = tmp_path / "inst"
+    made = run_cli("--instance", str(folder), "init", "--no-admin", "--base-url", "http://ca.corp.example:8080",
+                   env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+    assert made.returncode == 0, made.stderr
+    assert "http://ca.corp.example:8080" in made.stdout and "every certificate" in made.stdout.lower()
+    assert 'base_url = "http://ca.corp.example:8080"' in (folder / "config.toml").read_text()
+    intermediate = x509.load_pem_x509_certificate((folder / "ca" / "intermediate.pem").read_bytes())
+    cdp = intermediate.extensions.get_extension_for_oid(ExtensionOID.CRL_DISTRIBUTION_POINTS).value
+    assert cdp[0].full_name[0].value == "http://ca.corp.example:8080/crl/root.crl"
+    bad = run_cli("--instance", str(tmp_path / "bad"), "init", "--base-url", "ca.corp.example",
+                  env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+    assert bad.returncode != 0 and "--base-url" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad" / "ca").exists()
+
+
+def test_pki_base_url_is_where_certificates_point(instance, make_app):
+    config = (instance / "config.toml").read_text()
+    (instance / "config.toml").write_text(config.replace(
+        "[server]\n", '[server]\npki_base_url = "http://pki.corp.example"\n', 1))
+    app = make_app()
+    svc = app.extensions["ca_server"]
+    token = new_token(svc, "pki-url")
+    answer = app.test_client().post("/api/v1/certificates", json={"csr": pem(make_csr(["www.example.test"]))},
+                                    headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 201, answer.get_json()
+    cert = x509.load_pem_x509_certificate(answer.get_json()["certificate"].encode())
+    aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    ocsp = [d.access_location.value for d in aia if d.access_method == AuthorityInformationAccessOID.OCSP]
+    assert ocsp == ["http://pki.corp.example/ocsp"]
+    cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert cdp[0].full_name[0].value.startswith("http://pki.corp.example/crl/")
+
+
+def test_serve_warns_when_it_listens_where_base_url_does_not_point(instance, svc):
+    port = free_port()
+    with running_server(instance, port=port):
+        pass
+    log = (instance / "serve.log").read_text()
+    warnings = [line for line in log.splitlines() if "but [server] base_url is" in line]
+    assert len(warnings) == 1 and f"http://127.0.0.1:{port}" in warnings[0]
