@@ -79,7 +79,7 @@ def run_server(services: Services, listener: socket.socket, *, host: str | None,
             app.wsgi_app = AccessLog(app.wsgi_app)
         app.wsgi_app = gate = RequestGate(app.wsgi_app, threads=cfg.threads, max_bytes=cfg.max_request_bytes)
         if tls is not None:
-            app.config.update(SESSION_COOKIE_SECURE=True, PREFERRED_URL_SCHEME="https")
+            app.config.update(PREFERRED_URL_SCHEME="https")
         ConnectionReaper(listen_port, cfg.header_timeout_seconds, cfg.body_timeout_seconds, gate).start()
         return app
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -230,3 +231,44 @@ def test_the_servers_own_certificate_is_renewed_when_a_third_of_its_life_is_left
     assert ensure_certificate(svc.config, svc.store, svc.authority, svc.paths, "127.0.0.1", later)[1]
     second = x509.load_pem_x509_certificates(tls_files(svc.paths).cert.read_bytes())[0]
     assert second.serial_number != first.serial_number
+
+
+def test_certbot_over_https_on_an_http_instance_never_touches_plain_http(instance, dns_server, svc, tmp_path):
+    """serve --tls on an instance whose base_url is http (made by `make run`): the directory and
+    everything it links are at the https address certbot reached; base_url's plain-HTTP port (a
+    listener held here) sees no connection; the server warns at start; pages send HSTS and the
+    session cookie is Secure."""
+    need("certbot")
+    port, http01 = free_port(), free_port()
+    trap = socket.socket()
+    trap.bind(("127.0.0.1", 0))
+    trap.listen(16)
+    trap.setblocking(False)
+    plain = f"http://127.0.0.1:{trap.getsockname()[1]}"
+    config = instance / "config.toml"
+    text = config.read_text().replace('base_url = "http://127.0.0.1:5000"', f'base_url = "{plain}"')
+    text = text.replace("http01_port = 80", f"http01_port = {http01}")
+    config.write_text(text.replace("dns_resolvers = []", f'dns_resolvers = ["127.0.0.1:{dns_server["dns"]}"]'))
+    root = instance / "ca" / "root.pem"
+    with running_server(instance, port=port, args=("--tls",), env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}) as base:
+        assert base == f"https://127.0.0.1:{port}"
+        directory = requests.get(f"{base}/acme/directory", verify=str(root), timeout=10).json()
+        assert directory["newOrder"] == f"{base}/acme/new-order" and directory["meta"]["website"] == base
+        login = requests.get(f"{base}/login", verify=str(root), timeout=10)
+        assert login.headers["Strict-Transport-Security"].startswith("max-age=")
+        cookie = [c for c in login.cookies if c.name == "ca_server_session"]
+        assert cookie and cookie[0].secure
+        work = tmp_path / "certbot"
+        got = subprocess.run(
+            [shutil.which("certbot"), "certonly", "-n", "--server", f"{base}/acme/directory", "--config-dir", str(work),
+             "--work-dir", str(work), "--logs-dir", str(work), "--agree-tos", "-m", "ops@example.test", "--standalone",
+             "--http-01-port", str(http01), "-d", "tls-only.example.test"],
+            env=client_env(REQUESTS_CA_BUNDLE=str(root)), capture_output=True, text=True, timeout=180)
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert (work / "live" / "tls-only.example.test" / "fullchain.pem").exists()
+    with pytest.raises(BlockingIOError):
+        trap.accept()  # nobody came to the plain-HTTP base_url
+    trap.close()
+    log = (instance / "serve.log").read_text()
+    assert f"listening on https://127.0.0.1:{port} but [server] base_url is {plain}" in log
+    assert "POST /acme/finalize" in log or "/finalize" in log

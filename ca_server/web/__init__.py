@@ -3,7 +3,8 @@ errors.py; nothing below web/ imports Flask."""
 
 from __future__ import annotations
 
-from flask import Flask, g
+from flask import Flask, g, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
 from markupsafe import Markup
 
 from ..clock import to_text
@@ -16,6 +17,7 @@ from .hot_paths import HotPaths
 from .ocsp_http import OCSPHttp
 from .ratelimit import init_rate_limits
 
+HSTS = "max-age=31536000"  # a year; no includeSubDomains: other hosts of the domain may serve http
 # CSP without inline scripts or styles; no third-party origins (the pages load nothing remote).
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -27,6 +29,14 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
+
+
+class _SessionOverTLS(SecureCookieSessionInterface):
+    """The session cookie is `Secure` when the request came over https (`serve --tls`), not only
+    when base_url says https: a cookie set over TLS must never travel over plain HTTP."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or (has_request_context() and request.is_secure)
 
 
 def _moment_html(moment) -> Markup:
@@ -64,10 +74,14 @@ def register(app: Flask) -> None:
     def inject_requester():
         return {"requester": g.get("requester"), "config": app.extensions["ca_server"].config}
 
+    app.session_interface = _SessionOverTLS()
+
     @app.after_request
     def security_headers(response):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if request.is_secure:  # over https: browsers must not come back over plain http (RFC 6797)
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         if response.mimetype == "text/html":
             response.headers.setdefault("Cache-Control", "no-store")
         return response

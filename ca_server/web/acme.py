@@ -17,7 +17,7 @@ from ..acme.validation import Validator
 from ..clock import from_text
 from ..errors import CAError
 from ..pki.keys import spki_sha256
-from .common import client_address, now, services
+from .common import client_address, now, own_base_url, services
 
 bp = Blueprint("acme", __name__, url_prefix="/acme")
 
@@ -26,7 +26,7 @@ POLL_SECONDS = "1"
 
 
 def urls() -> AcmeUrls:
-    return AcmeUrls(services().config.server.base_url)
+    return AcmeUrls(own_base_url())
 
 
 def validator() -> Validator:
@@ -106,7 +106,7 @@ def directory():
     cfg, u = services().config, urls()
     body = {"newNonce": u.new_nonce, "newAccount": u.new_account, "newOrder": u.new_order,
             "revokeCert": u.revoke_cert, "keyChange": u.key_change, "renewalInfo": u.renewal_info,
-            "meta": {"externalAccountRequired": cfg.acme.require_eab, "website": cfg.server.base_url,
+            "meta": {"externalAccountRequired": cfg.acme.require_eab, "website": own_base_url(),
                      "profiles": {name: p.description or name for name, p in cfg.profiles.items()}}}
     return respond(body)  # with a nonce, like every ACME answer, so not cacheable
 

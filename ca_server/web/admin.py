@@ -6,7 +6,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 
 from .. import accounts, approvals
 from ..errors import ForbiddenError
-from .common import client_address, now, services
+from .common import client_address, now, own_base_url, services
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE = 100
@@ -71,7 +71,7 @@ def acme_accounts():
         orders = store.acme_orders_of(account["id"])
         rows.append({**account, "orders": len(orders),
                      "certificates": [o["data"]["certificate"] for o in orders if o["data"].get("certificate")]})
-    directory = services().config.server.base_url + "/acme/directory"
+    directory = own_base_url() + "/acme/directory"
     return render_template("admin_acme.html", accounts=rows, eab_keys=store.list_eab_keys(), directory=directory)
 
 

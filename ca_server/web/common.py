@@ -14,6 +14,18 @@ def services() -> Services:
     return current_app.extensions["ca_server"]
 
 
+def own_base_url() -> str:
+    """Where this server is, for the URLs it hands out for itself (the ACME directory and the
+    objects it links, feed links): [server] base_url, except when a client reached it over https
+    and base_url is http (`serve --tls` on an instance made for http): then the https address
+    the client used, so that a client that chose TLS is never sent to plain HTTP. URLs in
+    certificates are another matter: [server] pki_base_url, http by default."""
+    base = services().config.server.base_url
+    if request.scheme == "https" and not base.startswith("https://"):
+        return f"https://{request.host}"
+    return base
+
+
 def now() -> dt.datetime:
     """The request's "now", read once per request from the services' clock."""
     if "now" not in g:

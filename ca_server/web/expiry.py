@@ -7,7 +7,7 @@ from flask import Blueprint, Response, abort, flash, g, redirect, render_templat
 from .. import accounts, calendar_events, metrics
 from ..errors import AuthError
 from .auth import bearer_requester
-from .common import now, services
+from .common import now, own_base_url, services
 from .pages import _filename_base, find_certificate
 
 bp = Blueprint("expiry", __name__)
@@ -40,7 +40,7 @@ def prometheus_metrics():
 
 
 def _feed_url(token: str) -> str:
-    return f"{services().config.server.base_url}/calendar/{token}.ics"
+    return f"{own_base_url()}/calendar/{token}.ics"
 
 
 @bp.get("/calendar")
