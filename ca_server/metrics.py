@@ -4,7 +4,11 @@ failures, and the CA certificates' own expiry.
 
 Series per certificate are bounded: only certificates that expire within the largest reminder
 threshold and are neither revoked nor renewed, at most MAX_EXPIRY_SERIES of them (the soonest),
-and a gauge says how many more there were. A store of millions never makes a million series."""
+and a gauge says how many more there were. A store of millions never makes a million series.
+
+Those series name a certificate (its serial, host name and requester): an inventory of the
+network that the certificate list and the API keep behind sign-in. So they go only to a scrape
+that presents an API token (or a signed-in user); without one /metrics has counts alone."""
 
 from __future__ import annotations
 
@@ -27,25 +31,31 @@ OCSP_ANSWERS = Counter("ca_server_ocsp_answers", "OCSP answers by status", ["sta
 
 
 class StoreCollector:
-    def __init__(self, config: Config, store: Store, authority: Authority, now: dt.datetime) -> None:
+    def __init__(self, config: Config, store: Store, authority: Authority, now: dt.datetime, *,
+                 per_certificate: bool) -> None:
         self.config, self.store, self.authority, self.now = config, store, authority, now
+        self.per_certificate = per_certificate
 
     def collect(self):
         now, store = self.now, self.store
         horizon = max(self.config.reminders.days_before)
         due = store.soonest_expiring(now, horizon, requester=None, limit=MAX_EXPIRY_SERIES * 2,
                                      not_renewed=True)
-        expiry = GaugeMetricFamily(
-            "ca_server_certificate_expiry_timestamp_seconds",
-            f"Expiry (Unix time) of each valid, not renewed certificate that expires within {horizon} days",
-            labels=["serial", "common_name", "profile", "requester"])
-        for record in due[:MAX_EXPIRY_SERIES]:
-            expiry.add_metric([record.serial, record.common_name or "", record.profile, record.requester or ""],
-                              record.not_after.timestamp())
-        yield expiry
-        yield GaugeMetricFamily("ca_server_certificate_expiry_series_left_out",
-                                f"Certificates due within {horizon} days beyond the {MAX_EXPIRY_SERIES} listed",
-                                value=max(0, len(due) - MAX_EXPIRY_SERIES))
+        yield GaugeMetricFamily("ca_server_certificates_due",
+                                f"Valid, not renewed certificates that expire within {horizon} days"
+                                + ("" if len(due) < MAX_EXPIRY_SERIES * 2 else " (at least)"), value=len(due))
+        if self.per_certificate:
+            expiry = GaugeMetricFamily(
+                "ca_server_certificate_expiry_timestamp_seconds",
+                f"Expiry (Unix time) of each valid, not renewed certificate that expires within {horizon} days",
+                labels=["serial", "common_name", "profile", "requester"])
+            for record in due[:MAX_EXPIRY_SERIES]:
+                expiry.add_metric([record.serial, record.common_name or "", record.profile, record.requester or ""],
+                                  record.not_after.timestamp())
+            yield expiry
+            yield GaugeMetricFamily("ca_server_certificate_expiry_series_left_out",
+                                    f"Certificates due within {horizon} days beyond the {MAX_EXPIRY_SERIES} listed",
+                                    value=max(0, len(due) - MAX_EXPIRY_SERIES))
         counts = GaugeMetricFamily("ca_server_certificates", "Certificates in the store by status", labels=["status"])
         for status in ("valid", "revoked", "expired"):
             counts.add_metric([status], store.count_certificates(CertificateFilter(status=status), now))
@@ -71,9 +81,10 @@ class StoreCollector:
         yield ca
 
 
-def exposition(config: Config, store: Store, authority: Authority, now: dt.datetime) -> bytes:
+def exposition(config: Config, store: Store, authority: Authority, now: dt.datetime, *,
+               per_certificate: bool) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(config, store, authority, now))
+    registry.register(StoreCollector(config, store, authority, now, per_certificate=per_certificate))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client.multiprocess import MultiProcessCollector
 

@@ -60,8 +60,8 @@ def test_the_ics_needs_a_signed_in_user_or_a_token(app, api):
     assert app.test_client().get(f"/certificates/{cert['serial']}.ics").status_code in (302, 401)
 
 
-def metrics_of(client) -> dict:
-    response = client.get("/metrics")
+def metrics_of(client, headers: dict | None = None) -> dict:
+    response = client.get("/metrics", headers=headers or {})
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "text/plain"
     return {family.name: family for family in text_string_to_metric_families(response.get_data(as_text=True))}
@@ -72,7 +72,13 @@ def test_metrics_expose_expiry_counts_issuances_refusals_and_the_cas(app, api, s
     later = issue(api, ["later.example.test"], days=200)
     assert api.post("/api/v1/certificates", json={"csr": pem(make_csr(["*.example.test"]))}).status_code == 422
     assert api.post(f"/api/v1/certificates/{later['serial']}/revoke", json={"reason": "superseded"}).status_code == 200
-    families = metrics_of(app.test_client())  # public by default, like /healthz
+    anonymous = metrics_of(app.test_client())  # counts public by default, like /healthz
+    assert "ca_server_certificate_expiry_timestamp_seconds" not in anonymous  # no inventory of hosts
+    body = app.test_client().get("/metrics").get_data(as_text=True)
+    assert soon["serial"] not in body and "soon.example.test" not in body and "admin-token" not in body
+    assert anonymous["ca_server_certificates_due"].samples[0].value == 1
+    assert {s.labels["status"]: s.value for s in anonymous["ca_server_certificates"].samples}["valid"] == 1
+    families = metrics_of(app.test_client(), {"Authorization": f"Bearer {api.token}"})
     expiry = {s.labels["serial"]: s.value for s in families["ca_server_certificate_expiry_timestamp_seconds"].samples}
     not_after = dt.datetime.fromisoformat(soon["not_after"].replace("Z", "+00:00"))
     assert expiry == {soon["serial"]: not_after.timestamp()}  # the 200-day one is not due (and revoked)
@@ -95,6 +101,7 @@ def test_metrics_can_require_a_token(make_app):
     assert client.get("/metrics", headers={"Authorization": "Bearer nope"}).status_code == 401
     token = new_token(app.extensions["ca_server"], "prometheus", admin=False, domains=("example.test",))
     assert "ca_server_certificates" in metrics_of(ApiClient(client, token))
+    assert "ca_server_certificate_expiry_timestamp_seconds" in metrics_of(client, {"Authorization": f"Bearer {token}"})
 
 
 def test_someone_always_hears(app, svc, web):

@@ -28,13 +28,15 @@ def certificate_ics(serial: str):
 @bp.get("/metrics")
 def prometheus_metrics():
     svc = services()
-    if not svc.config.metrics.public and g.get("requester") is None:
-        header = request.headers.get("Authorization", "")
-        if not header:
-            raise AuthError("Metrics need an API token here ([metrics] public = false): send "
-                            "'Authorization: Bearer TOKEN'.")
-        bearer_requester(svc.store, header, now())
-    body = metrics.exposition(svc.config, svc.store, svc.authority, now())
+    requester = g.get("requester")
+    header = request.headers.get("Authorization", "")
+    if requester is None and header:
+        requester = bearer_requester(svc.store, header, now())  # a wrong token is a 401, not counts alone
+    if not svc.config.metrics.public and requester is None:
+        raise AuthError("Metrics need an API token here ([metrics] public = false): send "
+                        "'Authorization: Bearer TOKEN'.")
+    # Series that name certificates (hosts, serials, requesters) only to a token or a signed-in user.
+    body = metrics.exposition(svc.config, svc.store, svc.authority, now(), per_certificate=requester is not None)
     return Response(body, mimetype="text/plain", headers={"Cache-Control": "no-store"},
                     content_type="text/plain; version=0.0.4; charset=utf-8")
 
