@@ -19,7 +19,8 @@ from .cli_support import cli_services, domain_errors, instance_path, operator
 from .clock import utcnow
 from .config import load_config, read_secrets
 from .display import fingerprint_text, moment_text
-from .errors import CertificateNotFoundError
+from .errors import BadRequestError, CertificateNotFoundError
+from .models import CertificateRecord
 from .instance import INSTANCE_ENV, InstancePaths, init_instance, write_private_file
 from .pki.serials import parse_serial, serial_colon, serial_hex
 from .root_folder import ROOT_PASSPHRASE_ENV, RootFolder
@@ -29,7 +30,21 @@ from .store import CertificateFilter
 INITIAL_ADMIN = "ca-admin"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _WholeHelpGroup(click.Group):
+    """Lists each command with its whole first sentence, wrapped, where click cuts it at the
+    terminal's width with "..."; its subgroups are of the same kind."""
+
+    group_class = type
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, cmd.get_short_help_str(limit=1000)) for name in self.list_commands(ctx)
+                if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=_WholeHelpGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--instance", type=click.Path(file_okay=False), envvar=INSTANCE_ENV, default=None,
               help="Instance folder (default: $CA_SERVER_INSTANCE or ./instance).")
 @click.version_option(package_name="ca-server")
@@ -178,18 +193,16 @@ def issue(csr_file, profile: str | None, days: int | None, notify: tuple[str, ..
 @click.option("--pem", "as_pem", is_flag=True, help="Print only the certificate PEM.")
 @domain_errors
 def show(serial: str, as_json: bool, as_pem: bool) -> None:
-    """Show one certificate by serial (any form: 5f3a.., 5F:3A:..).
+    """Show one certificate by its serial, in any form (5f3a09c1, 5F:3A:09:C1) or by the first
+    digits of it when only one certificate starts with them.
 
     \b
     Example:
-      ca-server show 5F:3A:09:C1:...
+      ca-server show 5F:3A:09:C1
     """
     svc = cli_services()
-    canonical = parse_serial(serial)
-    record = svc.store.get_certificate(canonical, with_renewal=True)
-    if record is None:
-        raise CertificateNotFoundError(canonical)
     now = utcnow()
+    record = _by_serial_or_prefix(svc, parse_serial(serial), now)
     if as_pem:
         click.echo(record.pem, nl=False)
         return
@@ -214,6 +227,22 @@ def show(serial: str, as_json: bool, as_pem: bool) -> None:
         rows.append(("Renewed by", record.superseded_by))
     for label, value in rows:
         click.echo(f"{label + ':':<17}{value}")
+
+
+def _by_serial_or_prefix(svc, canonical: str, now) -> CertificateRecord:
+    record = svc.store.get_certificate(canonical, with_renewal=True)
+    if record is not None:
+        return record
+    found, _ = svc.store.list_certificates(CertificateFilter(q=canonical), now, limit=11)
+    matches = [r for r in found if r.serial.startswith(canonical)]
+    if len(matches) == 1:
+        return svc.store.get_certificate(matches[0].serial, with_renewal=True)
+    if not matches:
+        raise CertificateNotFoundError(canonical)
+    listed = "\n".join(f"  {r.serial}  {r.common_name or ' '.join(r.sans)}" for r in matches[:10])
+    more = " (and more)" if len(matches) > 10 else ""
+    raise BadRequestError(f"{len(matches)} certificates{more} have serials that start with {canonical}; "
+                          f"give more digits:\n{listed}")
 
 
 @main.command(name="list")

@@ -25,7 +25,8 @@ def register_admin_commands(main: click.Group) -> None:
                   help="Domain the user may request names under; repeat for several.")
     @click.option("--allow-ip/--no-allow-ip", default=None,
                   help="May request IP address SANs (default: admins yes, others no).")
-    @click.option("--email", default=None, help="Where to send approval outcomes.")
+    @click.option("--email", default=None, help="The user's address: the form's reminder e-mail defaults to it, "
+                  "and the outcomes of the user's requests held for approval go there.")
     @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
     @domain_errors
     def user_add(name, admin, domains, allow_ip, email, password_stdin) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from ca_server.cli import main
@@ -117,6 +119,33 @@ def test_issue_show_list(fresh, tmp_path):
     assert serial in listed.output
     assert serial not in run("list", "--expiring-within", "10").output
     assert run("show", "abcdef").exit_code != 0
+    by_prefix = run("show", serial[:8].upper())  # the first digits, as people read them off a page
+    assert by_prefix.exit_code == 0 and f"Serial:          {serial}" in by_prefix.output
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex().upper()
+    assert ":".join(fingerprint[i:i + 2] for i in range(0, 64, 2)) in shown.output  # as browsers show it
+    assert re.search(r"Valid to:\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", shown.output)
+
+
+def test_show_says_which_certificates_a_short_prefix_matches(fresh, tmp_path):
+    assert run("init", "--no-admin").exit_code == 0
+    serials = []
+    for i in range(5):  # the first hex digit is 1, 3, 5 or 7 (159 bits, bit 156 set): five share one
+        result = run("issue", "-", input=pem(make_csr([f"h{i}.example.test"])))
+        serials.append(format(x509.load_pem_x509_certificate(result.stdout.encode()).serial_number, "x"))
+    first = max({s[0] for s in serials}, key=lambda d: sum(s[0] == d for s in serials))
+    sharing = [s for s in serials if s.startswith(first)]
+    assert len(sharing) > 1
+    ambiguous = run("show", first)
+    assert ambiguous.exit_code != 0 and "give more digits" in ambiguous.output
+    assert sharing[0] in ambiguous.output or sharing[-1] in ambiguous.output
+
+
+def test_the_command_list_says_each_first_sentence_whole():
+    listing = run("--help").output.split("Commands:")[1]
+    assert "..." not in listing
+    assert "Create the instance: config, root and intermediate CA," in listing
+    email_help = run("user", "add", "--help").output
+    assert "reminder" in email_help and "approval outcomes" not in email_help
 
 
 def test_issue_prints_what_was_changed_from_the_csr(fresh, tmp_path):
