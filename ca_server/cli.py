@@ -20,8 +20,8 @@ from .clock import utcnow
 from .config import load_config, read_secrets
 from .display import fingerprint_text, moment_text
 from .errors import BadRequestError, CertificateNotFoundError
-from .models import CertificateRecord
 from .instance import INSTANCE_ENV, InstancePaths, init_instance, write_private_file
+from .models import CertificateRecord
 from .pki.serials import parse_serial, serial_colon, serial_hex
 from .root_folder import ROOT_PASSPHRASE_ENV, RootFolder
 from .services import open_services
