@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ca_server.pki.serials import serial_colon
 
@@ -67,10 +68,13 @@ def test_a_csr_body_without_its_type_is_taken_as_the_csr(api, content_type, body
     assert response.get_json()["days_left"] == 10
 
 
-def test_a_form_body_that_is_not_a_csr_is_refused_with_the_types_to_use(api):
+def test_a_form_body_that_is_not_a_csr_is_refused_as_not_a_csr(api):
     response = api.post("/api/v1/certificates", data={"csr": "x"})
     assert response.status_code == 400
-    assert "application/pkcs10" in response.get_json()["error"]["message"]
+    error = response.get_json()["error"]
+    assert error["code"] == "csr_invalid" and "not a certificate request" in error["message"]
+    typed = api.post("/api/v1/certificates", data=b"{}", headers={"Content-Type": "image/png"})
+    assert "application/pkcs10" in typed.get_json()["error"]["message"]  # a type that is neither: say which
 
 
 @pytest.mark.parametrize(
@@ -462,3 +466,22 @@ def test_json_nested_too_deep_is_400_not_500(api, web):
     for url in (f"/api/v1/certificates/{serial}/revoke", "/api/v1/inspect", "/api/v1/requests/x/reject"):
         response = api.post(url, data=body, headers={"Content-Type": "application/json"})
         assert 400 <= response.status_code < 500, (url, response.status_code)
+
+
+def test_what_curl_data_binary_sends_gets_words_about_what_it_is(api, svc):
+    """`curl --data-binary @file` names the body a form; whatever the file holds, the answer says
+    what it is instead of asking for another content type."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    cert = api.post("/api/v1/certificates", json={"csr": pem(make_csr(["curl.example.test"]))}).get_json()
+    for body, words in ((cert["certificate"].encode(), "This is a certificate, not a certificate request"),
+                        (b"hello, this is not a CSR", "not a certificate request"),
+                        (b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n", "private key")):
+        answer = api.post("/api/v1/certificates", data=body, headers=form)
+        assert answer.status_code == 400, answer.get_json()
+        error = answer.get_json()["error"]
+        assert error["code"] == "csr_invalid" and words in error["message"], error
+    der_cert = x509.load_pem_x509_certificate(cert["certificate"].encode()).public_bytes(Encoding.DER)
+    answer = api.post("/api/v1/certificates", data=der_cert, headers=form)
+    assert answer.get_json()["error"]["message"].startswith("This is a certificate, not a certificate request")
+    ok = api.post("/api/v1/certificates", data=pem(make_csr(["curl.example.test"])).encode(), headers=form)
+    assert ok.status_code == 201

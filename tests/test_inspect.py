@@ -13,6 +13,7 @@ from cryptography.x509.oid import NameOID
 
 from ca_server import inspection, issuance
 from ca_server.clock import utcnow
+from ca_server.display import fingerprint_text
 
 from .conftest import csrf_token
 from .factories import cached_key, der, make_csr, pem
@@ -74,7 +75,8 @@ def test_counterfeit_same_serial_other_fingerprint(svc):
     record = issue(svc)
     result = run(svc, pem(counterfeit_of(record, svc)))
     assert result["verdict"] == "counterfeit"
-    assert record.fingerprint_sha256 in result["reasons"][0] and "NOT the certificate" in result["reasons"][0]
+    assert fingerprint_text(record.fingerprint_sha256) in result["reasons"][0]  # as a person compares it
+    assert "NOT the certificate" in result["reasons"][0]
     assert not result["chain"]["valid"]
 
 

@@ -37,6 +37,28 @@ class ParsedCSR:
     subject: x509.Name  # csr.subject builds new Python objects on every access: read it once
 
 
+CERTIFICATE_INSTEAD = ("This is a certificate, not a certificate request: send the CSR the device generated "
+                       "(the text that starts with -----BEGIN CERTIFICATE REQUEST-----).")
+KEY_INSTEAD = ("This is a private key, not a certificate request: keep it on the device, never send it anywhere; "
+               "send the CSR the device generated (the text that starts with -----BEGIN CERTIFICATE REQUEST-----).")
+
+
+def _something_else(data: bytes) -> str | None:
+    """Words for the things people send instead of a CSR: a certificate, a private key."""
+    text = data.lstrip()
+    if text.startswith((b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")):
+        return CERTIFICATE_INSTEAD
+    if text.startswith(b"-----BEGIN") and b"PRIVATE KEY-----" in text[:64]:
+        return KEY_INSTEAD
+    if data[:1] == b"\x30":
+        try:
+            x509.load_der_x509_certificate(data)
+            return CERTIFICATE_INSTEAD
+        except UNREADABLE:
+            return None
+    return None
+
+
 def decode_request_bytes(data: bytes | str) -> bytes:
     """PEM, DER or bare base64 -> DER bytes of one CSR; CSRParseError when it is none of these."""
     if isinstance(data, str):
@@ -50,7 +72,7 @@ def decode_request_bytes(data: bytes | str) -> bytes:
         try:
             csr = x509.load_pem_x509_csr(text[text.index(PEM_MARKER):])
         except UNREADABLE:
-            raise CSRParseError(
+            raise CSRParseError(_something_else(text[text.index(PEM_MARKER):]) or
                 "This is not a readable PEM certificate request: it must start with "
                 "-----BEGIN CERTIFICATE REQUEST----- and end with -----END CERTIFICATE REQUEST-----, "
                 "copied whole."
@@ -73,7 +95,7 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
         else:
             csr = x509.load_der_x509_csr(decode_request_bytes(raw))
     except UNREADABLE:
-        raise CSRParseError(
+        raise CSRParseError(_something_else(raw) or
             "This is not a readable certificate request (PKCS#10): generate a new CSR on the device "
             "and upload the file or paste its PEM text."
         ) from None
