@@ -26,3 +26,15 @@ def moment_text(moment: dt.datetime | str | None) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def requester_text(label: str | None) -> str:
+    """Who asked, in words: "user:alice" -> "alice", "token:deploy" -> "API token deploy",
+    "cli:root" -> "the command line (root)", "acme:3f2a" -> "ACME account 3f2a"."""
+    if not label:
+        return "unknown"
+    kind, _, name = label.partition(":")
+    if not name:
+        return label
+    return {"user": name, "token": f"API token {name}", "cli": f"the command line ({name})",
+            "acme": f"ACME account {name}"}.get(kind, label)

@@ -21,7 +21,7 @@ KEY_LABELS = {"rsa": "RSA", "ec-p256": "EC P-256", "ec-p384": "EC P-384", "ed255
 
 # code -> what it means and how to fix the CSR (shown on the form and in the README).
 EXPLANATIONS = {
-    "csr_invalid": "The upload is not a readable PKCS#10 CSR. Upload the .csr/.pem/.der file the device made, or paste its whole PEM text.",
+    "csr_invalid": "What was sent is not a readable PKCS#10 CSR. Upload the .csr/.pem/.der file the device made, or paste its whole PEM text.",
     "csr_signature_invalid": "The CSR's signature does not verify: it was altered or damaged. Generate a new CSR on the device.",
     "csr_signature_weak": "The CSR is signed with SHA-1 or MD5, which cannot be trusted. Generate it again with SHA-256.",
     "wildcard_not_allowed": "Wildcard names (*.example.test) are refused. Request each host name explicitly.",

@@ -176,7 +176,7 @@ def test_rejection_with_reason_is_shown_to_the_requester(approval_app):
     response = admin.post(f"/api/v1/requests/{request_id}/reject", json={"reason": "not one of our servers"})
     assert response.status_code == 200 and response.get_json()["status"] == "rejected"
     page = requester.get(f"/requests/{request_id}").get_data(as_text=True)
-    assert "Rejected by token:adm" in page and "not one of our servers" in page
+    assert "Rejected by API token adm" in page and "not one of our servers" in page
     assert admin.post(f"/api/v1/requests/{request_id}/approve").status_code == 409
     other = ApiClient(approval_app.test_client(), new_token(svc, "other", admin=False, domains=["example.test"]))
     assert other.get(f"/api/v1/requests/{request_id}").status_code == 404

@@ -73,7 +73,7 @@ def test_a_person_gets_downloads_and_checks_a_certificate(site, browser_page, tm
     page.get_by_label("Paste the CSR (PEM text)").fill(pem(csr))
     page.get_by_label("Reminder e-mail").fill("ops@example.test")
     steps.shot("form-filled")
-    page.get_by_role("button", name="Sign certificate").click()
+    page.get_by_role("button", name="Sign a CSR").click()
     page.wait_for_url(f"{site}/certificates/*")
     assert page.get_by_role("heading", level=1).inner_text().startswith("cucm1.example.test")
     assert page.get_by_text("expires in 90 days").first.is_visible()
@@ -91,7 +91,7 @@ def test_a_person_gets_downloads_and_checks_a_certificate(site, browser_page, tm
 
     page.goto(f"{site}/certificates/new")
     page.get_by_label("Paste the CSR (PEM text)").fill(pem(make_csr(["*.example.test"])))
-    page.get_by_role("button", name="Sign certificate").click()
+    page.get_by_role("button", name="Sign a CSR").click()
     alert = page.get_by_role("alert")
     assert "wildcards are not allowed" in alert.inner_text()
     steps.shot("wildcard-refused")

@@ -22,6 +22,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from ca_server import accounts, rollover, scheduler
 from ca_server.cli import main
 from ca_server.config import Secrets
+from ca_server.display import moment_text
 from ca_server.errors import BadRequestError
 from ca_server.services import open_services
 
@@ -278,7 +279,7 @@ def test_the_dashboard_shows_both_intermediates_and_when_the_old_one_can_be_reti
     page = web.get("/").get_data(as_text=True)
     assert "Example Org Issuing CA G2" in page and "Previous intermediate CA" in page
     assert "1 certificate it issued is still valid" in page
-    assert f"retired after {made['not_after']}" in page
+    assert f"retired after <time datetime=\"{made['not_after']}\">{moment_text(made['not_after'])}</time>" in page
     assert "/ca/intermediate-1.pem" in page and "/crl/intermediate.crl" in page
     assert "nears its end" not in page
 

@@ -3,6 +3,7 @@ listing.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterable
@@ -175,17 +176,22 @@ class CertificateQueries:
                 self._append_audit(db, **audit)
 
     def get_certificate(self, serial: str, *, with_renewal: bool = False) -> CertificateRecord | None:
-        extra = ""
-        if with_renewal:
-            extra = (
-                ", (SELECT n.serial FROM certificates n WHERE n.names_key = c.names_key"
-                " AND n.rowid > c.rowid AND n.revoked_at IS NULL ORDER BY n.rowid DESC LIMIT 1)"
-                " AS superseded_by"
-            )
+        extra = _RENEWAL if with_renewal else ""
         rows = list(
             self.db.query(f"SELECT {_prefixed()}{extra} FROM certificates c WHERE c.serial = ?", [serial])
         )
         return row_to_record(rows[0]) if rows else None
+
+    def with_renewals(self, records: list[CertificateRecord]) -> list[CertificateRecord]:
+        """The records, each with superseded_by filled in where a newer certificate renewed it
+        (what lists show as "renewed"); one query for the lot."""
+        if not records:
+            return records
+        marks = ", ".join("?" for _ in records)
+        renewed = {row["serial"]: row["superseded_by"] for row in self.db.query(
+            f"SELECT c.serial AS serial{_RENEWAL} FROM certificates c WHERE c.serial IN ({marks})",
+            [r.serial for r in records]) if row["superseded_by"]}
+        return [dataclasses.replace(r, superseded_by=renewed[r.serial]) if r.serial in renewed else r for r in records]
 
     def key_is_compromised(self, spki_sha256: str) -> bool:
         # On every issuance: the plain connection skips sqlite-utils' per-query savepoint.
@@ -193,6 +199,11 @@ class CertificateQueries:
             "SELECT 1 FROM certificates WHERE spki_sha256 = ? AND revocation_reason = 'keyCompromise' LIMIT 1",
             [spki_sha256],
         ).fetchone() is not None
+
+
+# A certificate is renewed when a newer, unrevoked one carries the same names.
+_RENEWAL = (", (SELECT n.serial FROM certificates n WHERE n.names_key = c.names_key"
+            " AND n.rowid > c.rowid AND n.revoked_at IS NULL ORDER BY n.rowid DESC LIMIT 1) AS superseded_by")
 
 
 def _taken(exc: BaseException, record: CertificateRecord) -> BaseException:

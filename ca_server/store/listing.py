@@ -79,6 +79,13 @@ class CertificateListing:
             "SELECT count(*) FROM certificates WHERE notify = '[]' AND revoked_at IS NULL AND not_after > ?",
             [to_text(now)]).fetchone()[0]
 
+    def without_recipients(self, now: dt.datetime, limit: int) -> list[CertificateRecord]:
+        """The valid certificates that name no reminder address, soonest to expire first."""
+        rows = self.db.query(
+            f"SELECT {_prefixed()} FROM certificates c WHERE c.notify = '[]' AND c.revoked_at IS NULL"
+            " AND c.not_after > ? ORDER BY c.not_after LIMIT ?", [to_text(now), limit])
+        return [row_to_record(row) for row in rows]
+
     def count_certificates(self, flt: CertificateFilter, now: dt.datetime) -> int:
         where, params = _where(flt, now)
         sql = "SELECT count(*) AS n FROM certificates c"

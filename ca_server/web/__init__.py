@@ -8,7 +8,7 @@ from flask.sessions import SecureCookieSessionInterface
 from markupsafe import Markup
 
 from ..clock import to_text
-from ..display import fingerprint_text, moment_text
+from ..display import fingerprint_text, moment_text, requester_text
 from ..pki.serials import serial_colon
 from . import acme, admin, api, auth, expiry, inspect, pages, public
 from .common import now
@@ -69,6 +69,7 @@ def register(app: Flask) -> None:
     )
     app.jinja_env.filters["utc"] = _moment_html
     app.jinja_env.filters["colon_hex"] = fingerprint_text
+    app.jinja_env.filters["who"] = requester_text
 
     @app.context_processor
     def inject_requester():

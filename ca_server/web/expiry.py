@@ -53,8 +53,10 @@ def calendar_page():
 
 @bp.post("/calendar/new")
 def calendar_new():
+    had_one = services().store.calendar_feed_of(g.requester.label) is not None
     accounts.new_calendar_feed(services().store, g.requester.label, now())
-    flash("A new calendar URL is ready; the one before no longer works.")
+    flash("A new calendar URL is ready; the one before no longer works." if had_one else
+          "Your calendar URL is ready: subscribe to it below.")
     return redirect(url_for("expiry.calendar_page"), code=303)
 
 

@@ -12,6 +12,7 @@ from wtforms import IntegerField, SelectField, StringField, SubmitField, TextAre
 from wtforms.validators import NumberRange, Optional
 
 from .. import approvals, issuance, reminders, revocation, rollover
+from ..acme.ari import renewal_window
 from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
 from ..mail import expiry_phrase
 from ..offline_root import root_crl_warning
@@ -28,6 +29,7 @@ PEM = "application/x-pem-file"
 DER = "application/pkix-cert"
 P7B = "application/x-pkcs7-certificates"
 PAGE_SIZE = 50
+UNHEARD_LISTED = 10  # certificates that notify nobody, named on the dashboard (the soonest to expire)
 DASHBOARD_EXPIRING = 50  # the soonest-expiring certificates on the dashboard; the list page has the rest
 
 
@@ -37,7 +39,7 @@ class CSRForm(FlaskForm):
     profile = SelectField("Profile")
     validity_days = IntegerField("Validity in days", validators=[Optional(), NumberRange(min=1)])
     notify = StringField("Reminder e-mail (several separated by commas)")
-    submit = SubmitField("Sign certificate")
+    submit = SubmitField("Sign a CSR")
 
 
 # Other names people and scripts use for the form's fields.
@@ -76,17 +78,19 @@ def dashboard():
     recent, _ = svc.store.list_certificates(CertificateFilter(requester=mine), moment, limit=10)
     expiring = svc.store.soonest_expiring(moment, horizon, requester=mine, limit=DASHBOARD_EXPIRING + 1)
     more_expiring, expiring = len(expiring) > DASHBOARD_EXPIRING, expiring[:DASHBOARD_EXPIRING]
+    recent, expiring = svc.store.with_renewals(recent), svc.store.with_renewals(expiring)  # shown as "renewed"
     failed = svc.store.failed_reminders() if g.requester.is_admin else []
     # Certificates whose reminders would reach no one: no address of their own, none by default.
     unheard = (svc.store.count_without_recipients(moment)
                if g.requester.is_admin and not svc.config.reminders.default_recipients else 0)
+    unheard_listed = svc.store.without_recipients(moment, UNHEARD_LISTED) if unheard else []
     root_crl = (root_crl_warning(svc.store, moment, svc.config.revocation.root_crl_warning_days)
                 if svc.authority.root_offline else None)
     retiring = {r["generation"]: r for r in rollover.retirement(svc.authority, svc.store, moment)}
     ending = rollover.ending_warning(svc.authority, moment, svc.config.ca.intermediate_warning_days)
     return render_template("dashboard.html", authorities=svc.authority.describe(), recent=recent,
                            expiring=expiring, more_expiring=more_expiring, horizon=horizon,
-                           failed=failed, unheard=unheard, root_crl=root_crl, ending=ending, retiring=retiring,
+                           failed=failed, unheard=unheard, unheard_listed=unheard_listed, root_crl=root_crl, ending=ending, retiring=retiring,
                            root_offline=svc.authority.root_offline)
 
 
@@ -121,11 +125,21 @@ def new_certificate():
         return redirect(url_for("pages.certificate", serial=record.serial), code=303)
     except PolicyViolationError as exc:
         status = 422
-        problems = [{**v.as_dict(), "fix": EXPLANATIONS.get(v.code, "")} for v in exc.violations]
+        problems = [{**v.as_dict(), "fix": what_to_do(v.code, v.message)} for v in exc.violations]
     except CAError as exc:
         status = status_for(exc)
-        problems = [{"code": exc.code, "message": exc.message, "fix": EXPLANATIONS.get(exc.code, "")}]
+        problems = [{"code": exc.code, "message": exc.message, "fix": what_to_do(exc.code, exc.message)}]
     return render_template("new.html", form=form, policy=svc.config.policy, problems=problems), status
+
+
+def what_to_do(code: str, message: str) -> str:
+    """The action an explanation adds to a refusal's own words, or "": its first sentence says
+    again what the message already said (the form showed every refusal twice in other words)."""
+    explanation = EXPLANATIONS.get(code, "")
+    _what, _, action = explanation.partition(". ")
+    if not action or code == "csr_invalid" or action.rstrip(".") in message:
+        return ""
+    return action
 
 
 def _submitted_csr(form: CSRForm) -> bytes | str:
@@ -158,6 +172,7 @@ def certificate_list():
     flt = CertificateFilter(status=status, expiring_within_days=expiring_days, q=q,
                             requester=None if g.requester.is_admin else g.requester.label)
     records, next_url = certificate_page(flt, limit=PAGE_SIZE, before=before, endpoint="pages.certificate_list")
+    records = services().store.with_renewals(records)  # "renewed" here as on each certificate's page
     return render_template("list.html", records=records, q=q or "", status=status or "",
                            expiring=expiring_days if expiring_days is not None else "", next_url=next_url)
 
@@ -165,7 +180,10 @@ def certificate_list():
 @bp.get("/certificates/<serial>")
 def certificate(serial: str):
     record = find_certificate(serial)
-    return render_template("detail.html", r=record, reasons=revocation.LEAF_REASONS,
+    acme_window = None
+    if record.requester and record.requester.startswith("acme:"):  # its client renews it; mail only if not
+        acme_window = renewal_window(record.not_before, record.not_after, services().config.acme.renewal_window_percent)
+    return render_template("detail.html", r=record, reasons=revocation.LEAF_REASONS, acme_window=acme_window,
                            reminders=services().store.reminders_for(record.serial))
 
 
