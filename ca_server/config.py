@@ -9,7 +9,6 @@ name environment variables, read once by `read_secrets` at start-up.
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -448,24 +447,3 @@ def _rate_limit(key: str, text: str) -> None:
         parse_many(text)
     except ValueError:
         raise ConfigError(f"{key}: {text!r} is not a rate limit, write it like \"10 per minute\"") from None
-
-
-def set_base_url(config_file: Path, base_url: str) -> None:
-    """Write [server] base_url into config.toml, keeping every other line and comment."""
-    lines = config_file.read_text().splitlines(keepends=True)
-    section, server_at = "", None
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped
-            if section == "[server]":
-                server_at = i
-        elif section == "[server]" and re.match(r"base_url\s*=", stripped):
-            lines[i] = f'base_url = "{base_url}"\n'
-            break
-    else:
-        if server_at is None:
-            lines[0:0] = ["[server]\n", f'base_url = "{base_url}"\n', "\n"]
-        else:
-            lines.insert(server_at + 1, f'base_url = "{base_url}"\n')
-    config_file.write_text("".join(lines))

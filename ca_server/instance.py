@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -20,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from . import intermediates
 from .clock import to_text
-from .config import EXAMPLE_CONFIG, Config, Secrets, check_base_url, load_config, set_base_url
+from .config import EXAMPLE_CONFIG, Config, Secrets, check_base_url, load_config
 from .errors import InstanceError
 from .intermediates import Intermediate
 from .pki.extensions import Endpoints, LeafTemplate, build_intermediate, build_root
@@ -93,6 +94,27 @@ def ensure_config_file(paths: InstancePaths) -> None:
         paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         shutil.copyfile(EXAMPLE_CONFIG, paths.config)
         os.chmod(paths.config, 0o600)
+
+
+def set_base_url(config_file: Path, base_url: str) -> None:
+    """Write [server] base_url into config.toml, keeping every other line and comment."""
+    lines = config_file.read_text().splitlines(keepends=True)
+    section, server_at = "", None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+            if section == "[server]":
+                server_at = i
+        elif section == "[server]" and re.match(r"base_url\s*=", stripped):
+            lines[i] = f'base_url = "{base_url}"\n'
+            break
+    else:
+        if server_at is None:
+            lines[0:0] = ["[server]\n", f'base_url = "{base_url}"\n', "\n"]
+        else:
+            lines.insert(server_at + 1, f'base_url = "{base_url}"\n')
+    config_file.write_text("".join(lines))
 
 
 def ensure_secret_key(paths: InstancePaths) -> bytes:

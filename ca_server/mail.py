@@ -8,8 +8,8 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from .clock import to_text
 from .config import Config, MailConfig
+from .display import moment_text
 from .errors import MailError
 from .models import CertificateRecord
 from .pki.subjects import CONTROL_CHARACTER
@@ -103,7 +103,7 @@ def reminder_message(
 ) -> EmailMessage:
     name = certificate_name(record)
     phrase = expiry_phrase(days_left)
-    expiry = record.not_after.strftime("%Y-%m-%d %H:%M:%S UTC")
+    expiry = moment_text(record.not_after)
     link = f"{base_url}/certificates/{record.serial}"
     subject = f"Certificate {name} {phrase} ({record.not_after:%Y-%m-%d})"
     sans = ", ".join(s.split(":", 1)[1] for s in record.sans) or "none"
@@ -128,7 +128,7 @@ def reminder_message(
         f"  Common name:   {record.common_name or '-'}\n"
         f"  Names (SANs):  {sans}\n"
         f"  Serial:        {record.serial}\n"
-        f"  Expires:       {expiry} ({to_text(record.not_after)})\n"
+        f"  Expires:       {expiry}\n"
         f"  Details:       {link}\n\n"
         "To renew it:\n" + "".join(f"  {i}. {s}\n" for i, s in enumerate(steps, 1))
         + f"\nYou receive this because your address is listed for reminders of this certificate at the "

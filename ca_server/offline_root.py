@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .clock import from_text, to_text
 from .config import Config, Secrets
+from .display import moment_text
 from .errors import BadRequestError, ConflictError, InstanceError
 from .instance import InstancePaths
 from .mail import mail_admins_once
@@ -100,7 +101,7 @@ def root_crl_warning(store: Store, now: dt.datetime, warn_days: int) -> str | No
     if left > dt.timedelta(days=warn_days):
         return None
     when = "has lapsed" if left <= dt.timedelta(0) else f"ends in {max(left.days, 0)} day(s)"
-    return (f"The root CRL (number {row['number']}) {when}, at {row['next_update']}: sign the next one where the "
+    return (f"The root CRL (number {row['number']}) {when}, at {moment_text(row['next_update'])}: sign the next one where the "
             "root key is (`ca-server root sign-crl --root-dir DIR`) and import it (`ca-server root import-crl FILE`).")
 
 

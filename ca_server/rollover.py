@@ -200,7 +200,7 @@ def ending_warning(authority: Authority, now: dt.datetime, warn_days: int) -> st
     if left > dt.timedelta(days=warn_days):
         return None
     when = "has ended" if left <= dt.timedelta(0) else f"ends in {left.days} day(s)"
-    return (f"The issuing intermediate ({gen.issuer_text}) {when}, on {gen.not_after:%Y-%m-%d}: certificates "
+    return (f"The issuing intermediate ({gen.issuer_text}) {when}, on {moment_text(gen.not_after)}: certificates "
             "issued now are cut short to that date. Roll a new one in with `ca-server intermediate rollover` "
             "(see the README's rollover procedure).")
 

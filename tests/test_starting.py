@@ -76,8 +76,8 @@ def test_init_base_url_is_written_into_the_certificates_and_said(tmp_path):
 
 def test_pki_base_url_is_where_certificates_point(instance, make_app):
     config = (instance / "config.toml").read_text()
-    (instance / "config.toml").write_text(config.replace(
-        "[server]\n", '[server]\npki_base_url = "http://pki.corp.example"\n', 1))
+    assert 'pki_base_url = ""' in config  # documented in the config init writes
+    (instance / "config.toml").write_text(config.replace('pki_base_url = ""', 'pki_base_url = "http://pki.corp.example"'))
     app = make_app()
     svc = app.extensions["ca_server"]
     token = new_token(svc, "pki-url")
