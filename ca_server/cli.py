@@ -151,7 +151,7 @@ def serve(host: str | None, port: int | None, workers: int | None, tls: bool, tl
         raise click.UsageError("Use --tls (a certificate from this CA) or --tls-cert/--tls-key, not both.")
     svc = cli_services()
     # The address first: when another server holds it, say so before issuing or starting anything.
-    listener = claim_address(host or svc.config.server.host, port or svc.config.server.port, svc.config.server.backlog)
+    claim = claim_address(host or svc.config.server.host, port or svc.config.server.port)
     _ = svc.authority.intermediate_key  # fail now, not on the first request, if the passphrase is wrong
     settings = None
     if tls:
@@ -162,7 +162,7 @@ def serve(host: str | None, port: int | None, workers: int | None, tls: bool, tl
         settings = TLSSettings(files.cert, files.key, None, self_issued=True)
     elif tls_cert:
         settings = TLSSettings(Path(tls_cert), Path(tls_key), None, self_issued=False)
-    run_server(svc, listener, host=host, port=port, workers=workers, tls=settings)
+    run_server(svc, claim, host=host, port=port, workers=workers, tls=settings)
 
 
 @main.command()

@@ -8,17 +8,18 @@ Granian's ~0.03 ms (a bare WSGI app, same machine, same load), a quarter of the 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import resource
 import shutil
 import socket
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from granian import Granian
-from granian._granian import SocketHolder
 from granian.constants import Interfaces, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
@@ -40,9 +41,9 @@ class TLSSettings:
     self_issued: bool  # serve --tls: the scheduler renews it (server_tls.py)
 
 
-def run_server(services: Services, listener: socket.socket, *, host: str | None, port: int | None,
+def run_server(services: Services, claim: AddressClaim, *, host: str | None, port: int | None,
                workers: int | None, tls: TLSSettings | None = None) -> None:
-    """Serve on `listener` (from claim_address, taken before anything else is done)."""
+    """Serve on the address `claim` holds (claim_address, called before anything else is done)."""
     cfg = services.config.server
     listen_host = host or cfg.host
     listen_port = port or cfg.port
@@ -85,8 +86,7 @@ def run_server(services: Services, listener: socket.socket, *, host: str | None,
 
     open_files = raise_open_file_limit()
     needed = (workers or cfg.workers) * cfg.max_connections + 256
-    server = _OwnSocketGranian(
-        listener,
+    server = Granian(
         "ca_server:create_app",
         address=listen_host,
         port=listen_port,
@@ -131,48 +131,54 @@ def run_server(services: Services, listener: socket.socket, *, host: str | None,
     server.serve(target_loader=load_app)
 
 
-def claim_address(host: str, port: int, backlog: int) -> socket.socket:
-    """The listening socket, bound here without SO_REUSEPORT and shared by every worker.
+@dataclass(frozen=True)
+class AddressClaim:
+    """serve's hold on its host:port until the process ends: a lock that no second ca-server can
+    take, checked before anything starts."""
 
-    Granian on Linux lets each worker bind the port with SO_REUSEPORT, which lets a second server
-    (another ca-server instance, with another CA) join a port the first one holds, and the kernel
-    then hands it half the connections. Bound once here without it, a second `serve` on the same
-    address fails at bind, and this one's workers accept from the one socket they inherit."""
+    address: str
+    lock_fd: int
+
+
+def claim_address(host: str, port: int) -> AddressClaim:
+    """Refuse, in words, an address another process holds; hold it against other ca-servers.
+
+    Granian binds the port in each worker with SO_REUSEPORT (the kernel then spreads connections
+    evenly over the workers). That option also lets a second server of the same user join a port
+    the first holds, and the kernel hands it half the connections: another instance, another CA,
+    a foreign trust anchor half the time. So first a bind without SO_REUSEPORT (it fails while
+    anything listens there), then a lock per address that a second ca-server cannot take even when
+    both start at the same instant."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    lock_path = Path(tempfile.gettempdir()) / f"ca-server-{host.replace(':', '_')}-{port}.lock"
+    fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
-        sock = socket.create_server((host, port), family=family, backlog=backlog)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise AddressUnavailableError(f"{address} is already in use by another ca-server; choose another port "
+                                      "with --port or [server] port.", address) from None
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no holder
+            probe.bind((host, port))
     except socket.gaierror:
+        os.close(fd)
         raise AddressUnavailableError(f"Cannot listen on {address}: {host!r} is not an address of this machine "
-                                "(choose one with --host or [server] host).", address) from None
+                                      "(choose one with --host or [server] host).", address) from None
     except OSError as exc:
+        os.close(fd)
         if exc.errno == errno.EADDRINUSE:
             raise AddressUnavailableError(f"{address} is already in use by another process (another ca-server, or "
-                                    "anything else); choose another port with --port or [server] port.",
-                                    address) from None
+                                          "anything else); choose another port with --port or [server] port.",
+                                          address) from None
         if exc.errno == errno.EACCES:
             raise AddressUnavailableError(f"Cannot listen on {address}: ports below 1024 need root or "
-                                    "CAP_NET_BIND_SERVICE; choose another port with --port or [server] port.",
-                                    address) from None
+                                          "CAP_NET_BIND_SERVICE; choose another port with --port or [server] port.",
+                                          address) from None
         raise AddressUnavailableError(f"Cannot listen on {address}: {exc.strerror}; choose another address with "
-                                "--host/--port or [server] host/port.", address) from None
-    sock.set_inheritable(True)  # the workers are forked with it
-    return sock
-
-
-class _OwnSocketGranian(Granian):
-    """Granian serving from a socket bound by claim_address (its workers inherit the descriptor,
-    as Granian does itself on platforms without SO_REUSEPORT)."""
-
-    def __init__(self, listener: socket.socket, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._listener = listener
-
-    def _init_shared_socket(self) -> None:
-        self._ssp = None
-        self._sfd = self._listener.fileno()
-        self._shd = SocketHolder(self._sfd, False, self.backlog)
-        self._sso = self._listener
+                                      "--host/--port or [server] host/port.", address) from None
+    return AddressClaim(address, fd)
 
 
 def address_warnings(base_url: str, host: str, port: int, tls: bool) -> list[str]:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
@@ -99,3 +100,18 @@ def test_serve_warns_when_it_listens_where_base_url_does_not_point(instance, svc
     log = (instance / "serve.log").read_text()
     warnings = [line for line in log.splitlines() if "but [server] base_url is" in line]
     assert len(warnings) == 1 and f"http://127.0.0.1:{port}" in warnings[0]
+
+
+def test_two_servers_starting_at_once_cannot_both_claim_an_address():
+    """Before either listens, the second claim is refused by the first's lock, not by luck."""
+    from ca_server.errors import AddressUnavailableError
+    from ca_server.server import claim_address
+
+    port = free_port()
+    first = claim_address("127.0.0.1", port)
+    try:
+        with pytest.raises(AddressUnavailableError, match=f"127.0.0.1:{port} is already in use by another ca-server"):
+            claim_address("127.0.0.1", port)
+    finally:
+        os.close(first.lock_fd)
+    os.close(claim_address("127.0.0.1", port).lock_fd)  # free again once the first is gone
