@@ -15,7 +15,7 @@ from .cli_support import cli_services as _services
 from .cli_support import domain_errors, instance_path, operator
 from .clock import utcnow
 from .config import load_config, read_secrets
-from .display import moment_text
+from .display import fingerprint_text, moment_text
 from .errors import BadRequestError
 from .instance import InstancePaths
 from .pki.serials import serial_hex
@@ -139,7 +139,7 @@ def register_root_commands(main: click.Group) -> None:
         target.write_bytes(cert.public_bytes(Encoding.PEM))
         click.echo(f"Signed {cert.subject.rfc4514_string()}\n  serial {serial_hex(cert.serial_number)}, valid "
                    f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}\n"
-                   f"  SHA-256 {hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()}\n"
+                   f"  SHA-256 {fingerprint_text(hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest())}\n"
                    f"Wrote {target}; on the server: ca-server intermediate rollover --certificate {target.name}")
 
     @root.command("import-crl")
@@ -253,7 +253,7 @@ def register_root_commands(main: click.Group) -> None:
                            "     no longer issuing; none of its certificates is valid any more: "
                            f"`ca-server intermediate retire {gen.number}` destroys its key" if r["retirable"] else
                            f"     no longer issuing; {r['valid_certificates']} certificate(s) valid, the last until "
-                           f"{r['retire_after']}: retire it after that")
+                           f"{moment_text(r['retire_after'])}: retire it after that")
 
     @intermediate.command("retire")
     @click.argument("generation", type=click.IntRange(1))

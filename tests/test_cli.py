@@ -61,6 +61,9 @@ def test_init_creates_the_hierarchy_with_private_files(fresh):
     key_text = (fresh / "keys" / "root.key.pem").read_text()
     assert "ENCRYPTED PRIVATE KEY" in key_text
     assert "ca-admin" in result.output
+    root_fp = root.fingerprint(hashes.SHA256()).hex().upper()
+    assert f"SHA-256 {':'.join(root_fp[i:i + 2] for i in range(0, 64, 2))}" in result.output  # as browsers show it
+    assert re.search(r"valid to \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", result.output)
 
 
 def test_init_refuses_to_overwrite_an_existing_ca(fresh):
