@@ -1,114 +1,32 @@
 """Requests that wait for an admin: names outside the requester's domains, when
-`[policy] approval_for_other_names = true`. Approving issues the certificate (after checking the
-policy again); rejecting records the reason. The requester learns the outcome on the request's
-page and by e-mail when an address is known."""
+`[policy] approval_for_other_names = true` (issuance.issue holds them). Approving issues the
+certificate through the same path (the policy checked again, a refusal audited); rejecting records
+the reason. The requester learns the outcome on the request's page and by e-mail when an address
+is known."""
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import logging
-import secrets
-from dataclasses import dataclass
-
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import issuance
-from .clock import from_text, to_text
+from .clock import to_text
 from .config import Config, Secrets
-from .errors import BadRequestError, ConflictError, ForbiddenError, MailError, NotFoundError, PolicyViolationError
+from .errors import BadRequestError, ConflictError, ForbiddenError, MailError, NotFoundError
 from .instance import Authority
 from .mail import Mailer, new_message
-from .models import CertificateRecord
+from .models import PendingRequest
 from .store import Store
 
 log = logging.getLogger("ca_server.approvals")
-
-
-@dataclass(frozen=True)
-class PendingRequest:
-    id: str
-    created_at: dt.datetime
-    requester: str
-    requester_email: str | None
-    csr_pem: str
-    profile: str
-    validity_days: int
-    notify: tuple[str, ...]
-    names: tuple[str, ...]
-    reasons: tuple[dict, ...]
-    status: str  # pending | approved | rejected
-    decided_at: dt.datetime | None = None
-    decided_by: str | None = None
-    decision_reason: str | None = None
-    serial: str | None = None
-
-    def as_json(self) -> dict:
-        return {
-            "request_id": self.id,
-            "status": self.status,
-            "created_at": to_text(self.created_at),
-            "requester": self.requester,
-            "names": list(self.names),
-            "profile": self.profile,
-            "validity_days": self.validity_days,
-            "reasons": list(self.reasons),
-            "decided_at": to_text(self.decided_at) if self.decided_at else None,
-            "decided_by": self.decided_by,
-            "decision_reason": self.decision_reason,
-            "serial": self.serial,
-        }
-
-
-def from_row(row: dict) -> PendingRequest:
-    return PendingRequest(
-        id=row["id"], created_at=from_text(row["created_at"]), requester=row["requester"],
-        requester_email=row["requester_email"], csr_pem=row["csr_pem"], profile=row["profile"],
-        validity_days=row["validity_days"], notify=tuple(json.loads(row["notify"])),
-        names=tuple(json.loads(row["names"])), reasons=tuple(json.loads(row["reasons"])), status=row["status"],
-        decided_at=from_text(row["decided_at"]) if row["decided_at"] else None, decided_by=row["decided_by"],
-        decision_reason=row["decision_reason"], serial=row["serial"],
-    )
-
-
-def submit(config: Config, store: Store, authority: Authority, request: issuance.IssueRequest,
-           now: dt.datetime) -> CertificateRecord | PendingRequest:
-    """Issue like issuance.issue, except that names outside the requester's scope wait for an
-    admin instead of being refused (when the config says so)."""
-    if not config.policy.approval_for_other_names:
-        return issuance.issue(config, store, authority, request, now)
-    prepared, violations = issuance.check_request(config, store, request)
-    if violations:
-        issuance.audit_refusal(store, request, prepared, violations, now)
-        raise PolicyViolationError(violations)
-    out_of_scope = issuance.scope_violations(request.requester, prepared.decision.sans)
-    if not out_of_scope:
-        return issuance.sign_and_store(config, store, authority, prepared, request.requester, request.client, now)
-    row = {
-        "id": secrets.token_hex(8),
-        "created_at": to_text(now),
-        "requester": request.requester.label,
-        "requester_email": request.requester.email,
-        "csr_pem": prepared.csr.csr.public_bytes(Encoding.PEM).decode(),
-        "profile": prepared.profile,
-        "validity_days": prepared.decision.validity_days,
-        "notify": json.dumps(list(prepared.notify)),
-        "names": json.dumps(prepared.decision.sans),
-        "reasons": json.dumps([v.as_dict() for v in out_of_scope]),
-        "status": "pending",
-    }
-    store.insert_request(row, audit={"at": now, "action": "request_pending", "actor": request.requester.label,
-                                     "client": request.client,
-                                     "detail": {"request": row["id"], "names": prepared.decision.sans}})
-    return get_request(store, row["id"])
 
 
 def get_request(store: Store, request_id: str) -> PendingRequest:
     row = store.get_request(request_id) if request_id and len(request_id) <= 64 else None
     if row is None:
         raise NotFoundError(f"There is no certificate request {request_id!r}.")
-    return from_row(row)
+    return PendingRequest.from_row(row)
 
 
 def visible_to(pending: PendingRequest, requester: issuance.Requester) -> bool:
@@ -120,16 +38,14 @@ def approve(config: Config, secret: Secrets, store: Store, authority: Authority,
     pending = _pending(store, request_id, admin)
     issue_request = issuance.IssueRequest(csr=pending.csr_pem, profile=pending.profile,
                                           validity_days=pending.validity_days, notify=pending.notify,
-                                          requester=admin, client=client)
-    # The policy is checked again: it may have changed while the request waited.
-    prepared, violations = issuance.check_request(config, store, issue_request)
-    if violations:
-        raise PolicyViolationError(violations)
-    if not store.decide_request(request_id, "approved", to_text(now), admin.label, None):
-        raise ConflictError(f"Request {request_id} was decided by someone else meanwhile.")
-    record = issuance.sign_and_store(config, store, authority, prepared, _original_requester(pending), client, now,
-                                     audit_action="approve", audit_extra={"request": request_id,
-                                                                          "approved_by": admin.label})
+                                          requester=_original_requester(pending), client=client)
+
+    def decide() -> None:  # after the policy passed again (it may have changed while the request waited)
+        if not store.decide_request(request_id, "approved", to_text(now), admin.label, None):
+            raise ConflictError(f"Request {request_id} was decided by someone else meanwhile.")
+
+    record = issuance.issue(config, store, authority, issue_request, now, approved_by=admin, before_signing=decide,
+                            audit_extra={"request": request_id})
     store.set_request_serial(request_id, record.serial)
     decided = get_request(store, request_id)
     _tell_requester(config, secret, decided, f"approved: certificate {record.serial} is ready")

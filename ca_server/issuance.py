@@ -1,23 +1,28 @@
-"""The issuance pipeline: parse, check, build, sign, self-check, store, return.
-
-A certificate leaves this module only after it is in the store."""
+"""The issuance path: parse, check the policy, check the scope (refuse or hold), sign, store and
+audit, return. Every door calls `issue`; a test checks that nothing else signs or stores a
+certificate. A certificate leaves this module only after it is in the store."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import ipaddress
+import json
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import policy
+from .clock import to_text
 from .config import Config
 from .emails import email_problem, normalize_email
 from .errors import BadRequestError, PolicyViolationError, ScopeError, TooLargeError, Violation
 from .instance import BACKDATE, Authority
-from .models import CertificateRecord
+from .models import CertificateRecord, PendingRequest
 from .pki.csr import ParsedCSR, parse_csr, signature_is_valid
 from .pki.names import in_domains
 from .pki.serials import new_serial, serial_hex
@@ -53,6 +58,13 @@ class IssueRequest:
     notify: tuple[str, ...] = ()
     requester: Requester = CLI_REQUESTER
     client: str | None = None
+    # The CA's own certificate (`serve --tls`): any name the syntax allows, IPs too, whatever
+    # [policy] says of requesters' names, with serverAuth; key rules and the validity cap still apply.
+    own_certificate: bool = False
+
+
+# What becomes of names outside the requester's scope.
+REFUSE, HOLD = "refuse", "hold"
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,8 @@ def check_request(config: Config, store: Store, request: IssueRequest) -> tuple[
     """Everything short of signing. Raises for unreadable input (400/413); returns the policy
     violations (422) so callers can audit them, or report them without issuing (/inspect)."""
     pol = config.policy
+    if request.own_certificate:
+        pol = dataclasses.replace(pol, allowed_domains=(), allow_ip_sans=True, allow_wildcards=False)
     raw = request.csr.encode() if isinstance(request.csr, str) else request.csr
     if len(raw) > pol.max_csr_bytes:
         raise TooLargeError(
@@ -78,7 +92,7 @@ def check_request(config: Config, store: Store, request: IssueRequest) -> tuple[
             "normally 1-2 KB: check that you uploaded the request, not an archive or a bundle."
         )
     profile = request.profile or pol.default_profile
-    if profile not in config.profiles:
+    if profile not in config.profiles and not request.own_certificate:
         raise BadRequestError(
             f"There is no profile named {profile!r}; choose one of {', '.join(config.profiles)}.",
             code="profile_unknown",
@@ -91,7 +105,7 @@ def check_request(config: Config, store: Store, request: IssueRequest) -> tuple[
         )
     notify = normalize_notify(request.notify)
     csr = parse_csr(raw)
-    ekus = config.profiles[profile].extended_key_usage
+    ekus = ("serverAuth",) if request.own_certificate else config.profiles[profile].extended_key_usage
     decision = policy.evaluate(
         csr,
         policy=pol,
@@ -117,19 +131,61 @@ def normalize_notify(addresses: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(normalize_email(a) for a in cleaned))
 
 
-def issue(
-    config: Config, store: Store, authority: Authority, request: IssueRequest, now: dt.datetime
-) -> CertificateRecord:
-    """Check, sign and store one certificate; PolicyViolationError lists every refusal reason."""
+def issue(config: Config, store: Store, authority: Authority, request: IssueRequest, now: dt.datetime, *,
+          out_of_scope: str | None = None, approved_by: Requester | None = None,
+          before_signing: Callable[[], None] | None = None,
+          audit_extra: dict | None = None) -> CertificateRecord | PendingRequest:
+    """THE issuance path: every door (form, API, ACME, approvals, CLI, the server's own TLS
+    certificate) calls this, and nothing else signs or stores a certificate.
+
+    Checks the request against the policy (a refusal is audited, then raised as
+    PolicyViolationError with every reason), then the requester's scope: names outside it are
+    refused (ScopeError, audited) or, with `out_of_scope=HOLD` (default: what
+    `[policy] approval_for_other_names` says), held for an admin and returned as a PendingRequest.
+    `approved_by`: an admin approved the request, so the scope is not asked again (the policy is).
+    `before_signing` runs once every check passed (a door's claim on its own state: an order
+    moved to processing, a request marked approved); what it raises stops the issuance.
+    A certificate is returned only after it is stored, with its audit row."""
     prepared, violations = check_request(config, store, request)
     if violations:
         audit_refusal(store, request, prepared, violations, now)
         raise PolicyViolationError(violations)
-    out_of_scope = scope_violations(request.requester, prepared.decision.sans)
-    if out_of_scope:
-        audit_refusal(store, request, prepared, out_of_scope, now)
-        raise ScopeError(out_of_scope)
-    return sign_and_store(config, store, authority, prepared, request.requester, request.client, now)
+    if approved_by is None:
+        outside = scope_violations(request.requester, prepared.decision.sans)
+        if outside:
+            hold = config.policy.approval_for_other_names if out_of_scope is None else out_of_scope == HOLD
+            if hold:
+                return _hold(store, request, prepared, outside, now)
+            audit_refusal(store, request, prepared, outside, now)
+            raise ScopeError(outside)
+    if before_signing is not None:
+        before_signing()
+    action, extra = "issue", dict(audit_extra or {})
+    if approved_by is not None:
+        action, extra["approved_by"] = "approve", approved_by.label
+    return _sign_and_store(config, store, authority, prepared, request.requester, request.client, now,
+                           audit_action=action, audit_extra=extra or None)
+
+
+def _hold(store: Store, request: IssueRequest, prepared: Prepared, outside: list[Violation],
+          now: dt.datetime) -> PendingRequest:
+    row = {
+        "id": secrets.token_hex(8),
+        "created_at": to_text(now),
+        "requester": request.requester.label,
+        "requester_email": request.requester.email,
+        "csr_pem": prepared.csr.csr.public_bytes(Encoding.PEM).decode(),
+        "profile": prepared.profile,
+        "validity_days": prepared.decision.validity_days,
+        "notify": json.dumps(list(prepared.notify)),
+        "names": json.dumps(prepared.decision.sans),
+        "reasons": json.dumps([v.as_dict() for v in outside]),
+        "status": "pending",
+    }
+    store.insert_request(row, audit={"at": now, "action": "request_pending", "actor": request.requester.label,
+                                     "client": request.client,
+                                     "detail": {"request": row["id"], "names": prepared.decision.sans}})
+    return PendingRequest.from_row(store.get_request(row["id"]))
 
 
 def audit_refusal(store: Store, request: IssueRequest, prepared: Prepared, violations: list[Violation],
@@ -169,7 +225,7 @@ def scope_violations(requester: Requester, sans: list[str]) -> list[Violation]:
     return out
 
 
-def sign_and_store(
+def _sign_and_store(
     config: Config,
     store: Store,
     authority: Authority,

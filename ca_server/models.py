@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from cryptography import x509
 
-from .clock import to_text
+from .clock import from_text, to_text
 from .pki.pem import pem_armor
 
 
@@ -83,3 +84,52 @@ def names_key(sans: tuple[str, ...] | list[str]) -> str:
     """The set of names a certificate is for, order- and case-insensitive: two certificates with
     the same key are renewals of one another."""
     return ",".join(sorted({s.lower() for s in sans}))
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request held for an admin's approval (names outside the requester's scope, when
+    `[policy] approval_for_other_names = true`)."""
+
+    id: str
+    created_at: dt.datetime
+    requester: str
+    requester_email: str | None
+    csr_pem: str
+    profile: str
+    validity_days: int
+    notify: tuple[str, ...]
+    names: tuple[str, ...]
+    reasons: tuple[dict, ...]
+    status: str  # pending | approved | rejected
+    decided_at: dt.datetime | None = None
+    decided_by: str | None = None
+    decision_reason: str | None = None
+    serial: str | None = None
+
+    def as_json(self) -> dict:
+        return {
+            "request_id": self.id,
+            "status": self.status,
+            "created_at": to_text(self.created_at),
+            "requester": self.requester,
+            "names": list(self.names),
+            "profile": self.profile,
+            "validity_days": self.validity_days,
+            "reasons": list(self.reasons),
+            "decided_at": to_text(self.decided_at) if self.decided_at else None,
+            "decided_by": self.decided_by,
+            "decision_reason": self.decision_reason,
+            "serial": self.serial,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict) -> PendingRequest:
+        return cls(
+            id=row["id"], created_at=from_text(row["created_at"]), requester=row["requester"],
+            requester_email=row["requester_email"], csr_pem=row["csr_pem"], profile=row["profile"],
+            validity_days=row["validity_days"], notify=tuple(json.loads(row["notify"])),
+            names=tuple(json.loads(row["names"])), reasons=tuple(json.loads(row["reasons"])), status=row["status"],
+            decided_at=from_text(row["decided_at"]) if row["decided_at"] else None, decided_by=row["decided_by"],
+            decision_reason=row["decision_reason"], serial=row["serial"],
+        )

@@ -26,12 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from . import issuance, policy
+from . import issuance
 from .config import Config
 from .instance import Authority, InstancePaths, write_private_file
 from .issuance import Requester
-from .pki.csr import parse_csr
-from .pki.keys import spki_sha256
 from .pki.names import parse_ip
 from .store import Store
 
@@ -94,18 +92,13 @@ def ensure_certificate(config: Config, store: Store, authority: Authority, paths
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
            .add_extension(x509.SubjectAlternativeName(general), critical=False)
            .sign(key, hashes.SHA256()))
-    parsed = parse_csr(csr.public_bytes(serialization.Encoding.DER))
     # The CA's own certificate: any syntactically valid name, IPs included, whatever the policy
     # says about requesters' names; the key rules and the validity cap still apply.
-    own = dataclasses.replace(config.policy, allowed_domains=(), allow_ip_sans=True, allow_wildcards=False)
-    validity = min(VALIDITY_DAYS, config.policy.max_validity_days)
-    decision = policy.evaluate(parsed, policy=own, ekus=("serverAuth",), validity_days=validity,
-                               signature_ok=True, key_compromised=store.key_is_compromised(spki_sha256(key.public_key())))
-    if decision.violations:
-        raise issuance.PolicyViolationError(decision.violations)
-    prepared = issuance.Prepared(parsed, "server", ("serverAuth",), decision, ())
-    record = issuance.sign_and_store(config, store, authority, prepared, SERVER_REQUESTER, None, now,
-                                     audit_action="issue", audit_extra={"purpose": "serve --tls"})
+    request = issuance.IssueRequest(csr=csr.public_bytes(serialization.Encoding.DER), profile="server",
+                                    validity_days=min(VALIDITY_DAYS, config.policy.max_validity_days),
+                                    requester=SERVER_REQUESTER, own_certificate=True)
+    record = issuance.issue(config, store, authority, request, now, out_of_scope=issuance.REFUSE,
+                            audit_extra={"purpose": "serve --tls"})
     files.cert.parent.mkdir(mode=0o700, exist_ok=True)
     for leftover in (files.key.with_suffix(".new"), files.cert.with_suffix(".new")):
         leftover.unlink(missing_ok=True)  # from a renewal that stopped half-way

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 
 from ca_server import accounts
 from ca_server.cli import main
+from ca_server.store import CertificateFilter
 
 from .checks import well_inside_a_minute
 from .conftest import ApiClient, csrf_token, new_token, sign_in
@@ -404,3 +406,22 @@ def test_public_endpoints_stay_public_with_a_stale_token(app, svc):
     for url in ("/ca/root.pem", "/crl/intermediate.crl", "/trust", "/healthz"):
         assert client.get(url).status_code == 200, url
     assert client.get("/api/v1/certificates").status_code == 401
+
+
+def test_an_approval_the_policy_now_refuses_is_audited_and_left_pending(make_app):
+    """One path for every door: approving re-checks the policy, and a refusal there is audited
+    like any other (it was not before the issuance path was one), the request still pending."""
+    app = make_app(policy={"approval_for_other_names": True})
+    svc = app.extensions["ca_server"]
+    requester = ApiClient(app.test_client(), new_token(svc, "req", admin=False, domains=["example.test"]))
+    held = requester.post("/api/v1/certificates", json={"csr": pem(make_csr(["a.other.test"]))}).get_json()
+    assert held["status"] == "pending"
+    stricter = make_app(policy={"approval_for_other_names": True, "allowed_domains": ["example.test"]})
+    admin = ApiClient(stricter.test_client(), new_token(svc, "boss"))
+    refused = admin.post(f"/api/v1/requests/{held['request_id']}/approve", json={})
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "domain_not_allowed"
+    refusals = [e for e in svc.store.audit_entries() if e["action"] == "refuse"]
+    assert refusals and refusals[-1]["detail"]["codes"] == ["domain_not_allowed"]
+    assert refusals[-1]["actor"] == "token:req"  # whose request it was
+    assert requester.get(f"/api/v1/requests/{held['request_id']}").get_json()["status"] == "pending"
+    assert svc.store.count_certificates(CertificateFilter(), dt.datetime.now(dt.UTC)) == 0

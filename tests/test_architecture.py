@@ -53,3 +53,28 @@ def test_only_the_store_talks_to_a_database_driver():
     drivers = {"sqlite3", "sqlite_utils", "psycopg"}
     users = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if imported_modules(p) & drivers}
     assert users and all(u.startswith("store/") for u in users), users
+
+
+def called_attributes(path: Path) -> set[str]:
+    """Every name called as a function or method in a module (`x.y(...)` and `y(...)` give "y")."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            names.add(func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", ""))
+    return names
+
+
+def test_one_issuance_path_signs_and_stores_every_certificate():
+    """Only issuance.py signs a leaf (a template from leaf_template_for) and stores it; every door
+    (form, API and its fast path, approvals, ACME, CLI, serve --tls) calls issuance.issue."""
+    signers = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+               if {"leaf_template_for", "insert_certificate", "_sign_and_store"} & called_attributes(p)
+               and not p.relative_to(PACKAGE).parts[0] == "store"}
+    assert signers == {"issuance.py", "instance.py"}, signers  # instance.py: Authority.leaf_template (defined there)
+    doors = {"web/pages.py", "web/api.py", "web/hot_paths.py", "approvals.py", "acme/orders.py", "cli.py",
+             "server_tls.py"}
+    for door in doors:
+        assert "issue" in called_attributes(PACKAGE / door), door
+    check_only = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "check_request" in called_attributes(p)}
+    assert check_only <= {"issuance.py", "inspection.py"}, check_only  # /inspect checks without issuing

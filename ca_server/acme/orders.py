@@ -266,27 +266,29 @@ def finalize(config: Config, store: Store, authority: Authority, order: dict, ac
             words.append(f"not in the order: {', '.join(extra)}")
         raise AcmeProblem("badCSR", "The CSR's names must be exactly the order's identifiers (" + "; ".join(words)
                           + ").")
-    if not store.move_acme_object(order["id"], ("ready",), "processing", order["data"], now):
-        raise AcmeProblem("orderNotReady", "The order is being finalized already.")
     request = IssueRequest(csr=der, profile=order["data"]["profile"], validity_days=config.acme.validity_days,
                            notify=tuple(c[7:] for c in account["contacts"]), requester=requester, client=client)
+    claimed = False
+
+    def claim_order() -> None:  # the order is the signer's alone from here (RFC 8555 7.1.6: processing)
+        nonlocal claimed
+        if not store.move_acme_object(order["id"], ("ready",), "processing", order["data"], now):
+            raise AcmeProblem("orderNotReady", "The order is being finalized already.")
+        claimed = True
+
     try:
-        prepared, violations = issuance.check_request(config, store, request)
-        if violations:
-            issuance.audit_refusal(store, request, prepared, violations, now)
-            raise PolicyViolationError(violations)
-        record = issuance.sign_and_store(config, store, authority, prepared, requester, client, now,
-                                         audit_extra={"acme_account": account["id"], "eab": account["eab_name"],
-                                                      "acme_order": order["id"],
-                                                      "replaces": order["data"].get("replaces")})
-    except PolicyViolationError as exc:
-        store.move_acme_object(order["id"], ("processing",), "ready", order["data"], now)
-        raise AcmeProblem("badCSR", " ".join(v.message for v in exc.violations)) from None
-    except CAError as exc:
-        store.move_acme_object(order["id"], ("processing",), "ready", order["data"], now)
-        raise AcmeProblem("badCSR", exc.message) from None
-    except BaseException:
-        store.move_acme_object(order["id"], ("processing",), "ready", order["data"], now)
+        # Its names were checked against the account's scope when the order was made: refused, never held.
+        record = issuance.issue(config, store, authority, request, now, out_of_scope=issuance.REFUSE,
+                                before_signing=claim_order,
+                                audit_extra={"acme_account": account["id"], "eab": account["eab_name"],
+                                             "acme_order": order["id"], "replaces": order["data"].get("replaces")})
+    except BaseException as exc:
+        if claimed:  # back to ready: the client may finalize again with a better CSR
+            store.move_acme_object(order["id"], ("processing",), "ready", order["data"], now)
+        if isinstance(exc, PolicyViolationError):
+            raise AcmeProblem("badCSR", " ".join(v.message for v in exc.violations)) from None
+        if isinstance(exc, CAError) and not isinstance(exc, AcmeProblem):
+            raise AcmeProblem("badCSR", exc.message) from None
         raise
     store.move_acme_object(order["id"], ("processing",), "valid", {**order["data"], "certificate": record.serial}, now)
     return store.acme_object("order", order["id"])

@@ -6,6 +6,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 
 from .. import accounts, approvals
 from ..errors import ForbiddenError
+from ..models import PendingRequest
 from .common import client_address, now, own_base_url, services
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -21,7 +22,7 @@ def admins_only():
 @bp.get("/requests")
 def queue():
     rows = services().store.list_requests(status=request.args.get("status", "pending") or None)
-    return render_template("admin_requests.html", requests=[approvals.from_row(r) for r in rows],
+    return render_template("admin_requests.html", requests=[PendingRequest.from_row(r) for r in rows],
                            status=request.args.get("status", "pending"))
 
 

@@ -8,7 +8,7 @@ from flask import Blueprint, g, jsonify, request, url_for
 
 from .. import approvals, issuance, revocation
 from ..errors import BadRequestError, CertificateNotFoundError, InvalidSerialError, NotFoundError
-from ..models import CertificateRecord
+from ..models import CertificateRecord, PendingRequest
 from ..pki.serials import parse_serial
 from ..store import CertificateFilter
 from .auth import admin_required
@@ -134,8 +134,8 @@ def create_certificate():
     count_submission()
     svc = services()
     req = _issue_request_from_body()
-    record = approvals.submit(svc.config, svc.store, svc.authority, req, now())
-    if isinstance(record, approvals.PendingRequest):
+    record = issuance.issue(svc.config, svc.store, svc.authority, req, now())
+    if isinstance(record, PendingRequest):
         body = {**record.as_json(), "url": url_for("pages.request_page", request_id=record.id, _external=True)}
         response = jsonify(body)
         response.status_code = 202
@@ -197,7 +197,7 @@ def list_requests():
     requester = g.requester
     status = request.args.get("status") or ("pending" if requester.is_admin else None)
     rows = services().store.list_requests(status=status, requester=None if requester.is_admin else requester.label)
-    return jsonify({"requests": [approvals.from_row(r).as_json() for r in rows]})
+    return jsonify({"requests": [PendingRequest.from_row(r).as_json() for r in rows]})
 
 
 @bp.get("/requests/<request_id>")

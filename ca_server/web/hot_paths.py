@@ -18,8 +18,9 @@ from http import HTTPStatus
 
 from flask import Flask, url_for
 
-from .. import approvals, ocsp
+from .. import issuance, ocsp
 from ..errors import CAError
+from ..models import PendingRequest
 from ..stalled_connections import read_at_most, sized_body
 from .api import certificate_created, issue_request_from_json
 from .auth import bearer_requester
@@ -115,9 +116,9 @@ class HotPaths:
         except (ValueError, RecursionError):
             decoded = None
         request = issue_request_from_json(decoded, requester, environ.get("REMOTE_ADDR"))
-        record = approvals.submit(svc.config, svc.store, svc.authority, request, now)
+        record = issuance.issue(svc.config, svc.store, svc.authority, request, now)
         script = environ.get("SCRIPT_NAME", "")
-        if isinstance(record, approvals.PendingRequest):
+        if isinstance(record, PendingRequest):
             with self.app.request_context(environ):  # rare: the external URL needs the request's host
                 url = url_for("pages.request_page", request_id=record.id, _external=True)
             return 202, {**record.as_json(), "url": url}, {"Location": f"{script}/api/v1/requests/{record.id}"}

@@ -15,6 +15,7 @@ from .. import approvals, issuance, reminders, revocation, rollover
 from ..acme.ari import renewal_window
 from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
 from ..mail import expiry_phrase
+from ..models import PendingRequest
 from ..offline_root import root_crl_warning
 from ..policy import EXPLANATIONS
 from ..store import CertificateFilter
@@ -117,8 +118,8 @@ def new_certificate():
             requester=g.requester,
             client=client_address(),
         )
-        record = approvals.submit(svc.config, svc.store, svc.authority, req, now())
-        if isinstance(record, approvals.PendingRequest):
+        record = issuance.issue(svc.config, svc.store, svc.authority, req, now())
+        if isinstance(record, PendingRequest):
             return redirect(url_for("pages.request_page", request_id=record.id), code=303)
         for note in record.extra.get("notes", ()):
             flash(note)
