@@ -16,7 +16,8 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from ca_server import accounts, issuance, rollover
+from ca_server import accounts, issuance
+from ca_server.ca import rollover
 from ca_server.clock import utcnow
 from ca_server.config import Secrets
 from ca_server.services import open_services

@@ -22,11 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from ca_server import accounts, create_app, reminders, revocation
+from ca_server import accounts, create_app, revocation
 from ca_server.clock import utcnow
 from ca_server.config import Secrets
 from ca_server.issuance import issuance_audit
 from ca_server.models import CertificateRecord
+from ca_server.notify import reminders
 from ca_server.pki.keys import describe_public_key, spki_sha256
 from ca_server.pki.serials import new_serial, serial_hex
 from ca_server.services import open_services

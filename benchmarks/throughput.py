@@ -22,9 +22,9 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ca_server import accounts, issuance, revocation
+from ca_server.ca.authority import InstancePaths, init_instance
 from ca_server.clock import utcnow
 from ca_server.config import Secrets
-from ca_server.instance import InstancePaths, init_instance
 from ca_server.services import open_services
 
 from .common import cpu_seconds, free_port, make_csrs, rss_mb, run_wrk, wait_http

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from flask import Flask
 
+from .ca.authority import default_instance_path, ensure_secret_key
 from .config import Config
-from .instance import default_instance_path, ensure_secret_key
 from .services import Services, open_services
 
 __all__ = ["create_app", "Services"]

@@ -11,12 +11,12 @@ import html
 import logging
 
 from . import issuance
+from .ca.authority import Authority
 from .clock import to_text
 from .config import Config, Secrets
 from .errors import BadRequestError, ConflictError, ForbiddenError, MailError, NotFoundError
-from .instance import Authority
-from .mail import Mailer, new_message
 from .models import PendingRequest
+from .notify.mail import Mailer, new_message
 from .store import Store
 
 log = logging.getLogger("ca_server.approvals")

@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import verification
 
 from . import issuance
+from .ca.authority import Authority
 from .clock import to_text
 from .config import Config
 from .display import fingerprint_text, moment_text
 from .errors import BadRequestError, CSRParseError
-from .instance import Authority
 from .pki.csr import CSR_PEM_HEADERS, UNREADABLE
 from .pki.extensions import EKU_NAMES
 from .pki.keys import describe_public_key

@@ -17,11 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from . import policy
+from .ca.authority import BACKDATE, Authority
 from .clock import to_text
 from .config import Config
 from .emails import email_problem, normalize_email
 from .errors import BadRequestError, PolicyViolationError, ScopeError, TooLargeError, Violation
-from .instance import BACKDATE, Authority
 from .models import CertificateRecord, PendingRequest
 from .pki.csr import ParsedCSR, parse_csr, signature_is_valid
 from .pki.names import in_domains

@@ -24,11 +24,11 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from . import once
+from .ca.authority import BACKDATE, Authority
+from .ca.intermediates import Intermediate
 from .clock import from_text
 from .config import Config
 from .errors import InstanceError
-from .instance import BACKDATE, Authority
-from .intermediates import Intermediate
 from .pki.extensions import build_ocsp_responder
 from .pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key, signature_hash
 from .pki.serials import new_serial, serial_hex

@@ -7,6 +7,7 @@ one only reads the newest stored copy."""
 from __future__ import annotations
 
 import datetime as dt
+import typing
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -16,13 +17,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .clock import from_text
 from .config import Config
 from .errors import AlreadyRevokedError, BadRequestError, CertificateNotFoundError, InstanceError, NotFoundError
-from .instance import Authority
 from .models import CertificateRecord
+from .notify.webhooks import record_revocation
 from .pki.extensions import aki_from
 from .pki.keys import signature_hash
 from .pki.pem import pem_armor
 from .pki.serials import serial_hex
 from .store import Store
+
+if typing.TYPE_CHECKING:  # a type only: the CA package uses this module to publish CRLs
+    from .ca.authority import Authority
 
 # RFC 5280 5.3.1 reasons that make sense for a leaf certificate. certificateHold/removeFromCRL
 # (temporary holds) are left out on purpose: a revocation here is final.
@@ -85,8 +89,6 @@ def revoke(
     issuer = authority.by_issuer(record.issuer)
     if authority.can_sign(issuer):  # not an intermediate retired early (`intermediate retire --force`)
         publish_crl(config, store, authority, issuer.slug, now)
-    from .webhooks import record_revocation  # (webhooks -> reminders -> mail: kept out of import time)
-
     record_revocation(config, store, serial, now)  # chat and webhook receivers hear it on the next pass
     return record
 

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from . import offline_root, once, reminders, revocation, rollover, webhooks
+from . import once, revocation
+from .ca import offline_root, rollover
 from .clock import utcnow
 from .errors import MailError
+from .notify import reminders, webhooks
 from .services import Services
 
 log = logging.getLogger("ca_server.scheduler")

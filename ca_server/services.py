@@ -13,10 +13,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from .ca.authority import Authority, InstancePaths
 from .clock import utcnow
 from .config import Config, Secrets, load_config, read_secrets
 from .errors import InstanceError
-from .instance import Authority, InstancePaths
 from .ocsp import OCSPResponder
 from .revocation import CRLCache
 from .store import Store, open_store

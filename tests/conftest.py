@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from ca_server import accounts, create_app
+from ca_server.ca.authority import InstancePaths, init_instance
 from ca_server.cli import main
 from ca_server.config import Secrets, load_config, with_overrides
-from ca_server.instance import InstancePaths, init_instance
 from ca_server.services import open_services
 from ca_server.store import PostgresStore
 

@@ -215,7 +215,7 @@ def test_serve_tls_serves_its_own_certificate_for_base_urls_host(acme_server):
 def test_the_servers_own_certificate_is_renewed_when_a_third_of_its_life_is_left(svc, instance):
     import datetime as dt
 
-    from ca_server.server_tls import ensure_certificate, tls_files
+    from ca_server.server.tls import ensure_certificate, tls_files
 
     now = dt.datetime.now(dt.UTC)
     files, issued = ensure_certificate(svc.config, svc.store, svc.authority, svc.paths, "127.0.0.1", now)

@@ -12,14 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ca_server.config import (
-    EXAMPLE_CONFIG,
-    Config,
-    ConfigError,
-    config_from_dict,
-    load_config,
-    read_secrets,
-)
+from ca_server.config import EXAMPLE_CONFIG, Config, ConfigError, config_from_dict, load_config, read_secrets
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -252,7 +252,7 @@ def test_the_checkpointer_copies_the_wal_into_the_database_file(svc):
 def test_the_access_log_records_a_request_that_raised(tmp_path):
     """A request whose handler raised is logged as a 500 (Granian answers it so), and the error
     goes on to the server; an odd path never turns an answered request into an error."""
-    from ca_server.web.access_log import AccessLog
+    from ca_server.server.access_log import AccessLog
 
     def broken(environ, start_response):
         raise RuntimeError("boom")

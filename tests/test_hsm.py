@@ -16,9 +16,9 @@ from cryptography import x509
 from pkcs11 import Attribute, KeyType
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from ca_server.ca.authority import InstancePaths
 from ca_server.cli import main
 from ca_server.config import Secrets
-from ca_server.instance import InstancePaths
 from ca_server.services import open_services
 
 from .checks import run_openssl

@@ -15,13 +15,13 @@ from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ca_server.ca.authority import InstancePaths
+from ca_server.ca.offline_root import import_root_crl, sign_root_crl
+from ca_server.ca.root_folder import RootFolder
 from ca_server.cli import main
 from ca_server.config import Secrets
 from ca_server.errors import BadRequestError
-from ca_server.instance import InstancePaths
-from ca_server.offline_root import import_root_crl, sign_root_crl
 from ca_server.pki.keys import decrypt_private_key, encrypt_private_key
-from ca_server.root_folder import RootFolder
 from ca_server.services import open_services
 
 from .checks import run_openssl
@@ -151,7 +151,7 @@ def test_an_existing_instance_moves_its_root_key_out_and_revokes_the_intermediat
 
 def test_the_admins_are_mailed_once_when_the_root_crl_nears_its_end(offline):
     from ca_server import accounts
-    from ca_server.offline_root import warn_by_mail
+    from ca_server.ca.offline_root import warn_by_mail
 
     from .smtp import SMTPServer, write_config
 

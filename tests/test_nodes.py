@@ -309,8 +309,8 @@ def test_db_copy_moves_a_store_of_10000_certificates_and_the_server_serves_them(
 def test_a_node_set_up_with_its_own_init_is_refused_by_the_database(instance, tmp_path, svc):
     """Node B must be a copy of node A's folder: an instance with another CA (its own `init`)
     pointed at the same database stops with words, before it signs anything into it."""
+    from ca_server.ca.authority import InstancePaths, init_instance
     from ca_server.errors import InstanceError
-    from ca_server.instance import InstancePaths, init_instance
 
     other = tmp_path / "other"
     other.mkdir()

@@ -11,9 +11,10 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from ca_server import issuance, reminders
+from ca_server import issuance
 from ca_server.cli import main
 from ca_server.config import Secrets, load_config
+from ca_server.notify import reminders
 from ca_server.scheduler import build_scheduler
 from ca_server.services import open_services
 

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
-from ca_server import accounts, rollover, scheduler
+from ca_server import accounts, scheduler
+from ca_server.ca import rollover
 from ca_server.cli import main
 from ca_server.config import Secrets
 from ca_server.display import moment_text

@@ -15,10 +15,11 @@ from contextlib import contextmanager
 
 import pytest
 
-from ca_server import issuance, revocation, webhooks
+from ca_server import issuance, revocation
 from ca_server.config import Secrets, config_from_dict
-from ca_server.config_notify import NotifyConfig, WebhookConfig
+from ca_server.config.notify import NotifyConfig, WebhookConfig
 from ca_server.errors import ConfigError
+from ca_server.notify import webhooks
 
 from .factories import make_csr, pem
 from .server import free_port

@@ -15,16 +15,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import issuance, policy, revocation
+from ..ca.authority import Authority
 from ..clock import from_text, to_text
 from ..config import Config
 from ..errors import CAError, PolicyViolationError
-from ..instance import Authority
 from ..issuance import IssueRequest, Requester
+from ..notify.renewal_window import renewal_window
 from ..pki.csr import parse_csr
 from ..pki.names import parse_ip
 from ..pki.serials import serial_hex
 from ..store import Store
-from .ari import renewal_window
 from .jws import b64decode, b64encode
 from .problems import AcmeProblem, problem_dict
 from .urls import AcmeUrls

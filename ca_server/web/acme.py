@@ -9,13 +9,13 @@ import json
 
 from flask import Blueprint, Response, current_app, g, request
 
-from .. import webhooks
 from ..acme import accounts, jws, orders
 from ..acme.problems import AcmeProblem
 from ..acme.urls import AcmeUrls
 from ..acme.validation import Validator
 from ..clock import from_text
 from ..errors import CAError
+from ..notify import webhooks
 from ..pki.keys import spki_sha256
 from .common import client_address, now, own_base_url, services
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
-from .. import accounts, calendar_events, metrics
+from .. import accounts
 from ..errors import AuthError
+from ..notify import calendar_events, metrics
 from .auth import bearer_requester
 from .common import now, own_base_url, services
 from .pages import _filename_base, find_certificate

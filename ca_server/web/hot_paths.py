@@ -21,7 +21,7 @@ from flask import Flask, url_for
 from .. import issuance, ocsp
 from ..errors import CAError
 from ..models import PendingRequest
-from ..stalled_connections import read_at_most, sized_body
+from ..server.stalled_connections import read_at_most, sized_body
 from .api import certificate_created, issue_request_from_json
 from .auth import bearer_requester
 from .errors import INTERNAL_ERROR, api_error, error_body

@@ -41,7 +41,7 @@ class OCSPHttp:
         self.max_age = services.config.revocation.ocsp_max_age_seconds
         self.lock = threading.Lock()
         self.entries: OrderedDict[bytes | str, _Entry] = OrderedDict()
-        from ..metrics import OCSP_ANSWERS  # after server.py has set PROMETHEUS_MULTIPROC_DIR
+        from ..notify.metrics import OCSP_ANSWERS  # after server.py has set PROMETHEUS_MULTIPROC_DIR
 
         self.counts = OCSP_ANSWERS
 

@@ -11,12 +11,14 @@ from flask_wtf.file import FileField
 from wtforms import IntegerField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.validators import NumberRange, Optional
 
-from .. import approvals, issuance, reminders, revocation, rollover
-from ..acme.ari import renewal_window
+from .. import approvals, issuance, revocation
+from ..ca import rollover
+from ..ca.offline_root import root_crl_warning
 from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
-from ..mail import expiry_phrase
 from ..models import PendingRequest
-from ..offline_root import root_crl_warning
+from ..notify import reminders
+from ..notify.mail import expiry_phrase
+from ..notify.renewal_window import renewal_window
 from ..policy import EXPLANATIONS
 from ..store import CertificateFilter
 from .api import find_certificate

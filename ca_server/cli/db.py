@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .cli_support import cli_services as _services
-from .cli_support import domain_errors
-from .store import PostgresStore
-from .store.copy import CopyError, copy_store
-from .store.postgres import redact
+from ..store import PostgresStore
+from ..store.copy import CopyError, copy_store
+from ..store.postgres import redact
+from .support import cli_services as _services
+from .support import domain_errors
 
 
 def register_db_commands(main: click.Group) -> None:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from icalendar import Alarm, Calendar, Event
 
-from .models import CertificateRecord
+from ..models import CertificateRecord
 
 PRODID = "-//ca-server//certificate expiry//EN"
 

@@ -19,15 +19,15 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .clock import from_text, to_text
-from .config import Config, Secrets
-from .display import moment_text
-from .errors import BadRequestError, ConflictError, InstanceError
-from .instance import InstancePaths
-from .mail import mail_admins_once
-from .revocation import PublishedCRL, revoked_entry, sign_crl
+from ..clock import from_text, to_text
+from ..config import Config, Secrets
+from ..display import moment_text
+from ..errors import BadRequestError, ConflictError, InstanceError
+from ..notify.mail import mail_admins_once
+from ..revocation import PublishedCRL, revoked_entry, sign_crl
+from ..store import Store
+from .authority import InstancePaths
 from .root_folder import RootFolder
-from .store import Store
 
 
 def sign_root_crl(folder: RootFolder, passphrase: bytes, validity_hours: int, now: dt.datetime,

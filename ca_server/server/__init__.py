@@ -24,11 +24,11 @@ from granian.constants import Interfaces, SSLProtocols
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
-from .errors import AddressUnavailableError
-from .services import Services
+from ..errors import AddressUnavailableError
+from ..services import Services
+from ..store.checkpoints import Checkpointer
+from ..store.postgres import redact
 from .stalled_connections import ConnectionReaper, RequestGate
-from .store.checkpoints import Checkpointer
-from .store.postgres import redact
 
 TLS_RENEWAL_CHECK_MINUTES = 12 * 60
 
@@ -53,8 +53,8 @@ def run_server(services: Services, claim: AddressClaim, *, host: str | None, por
         # In the main process, before the workers start. Nothing here keeps running: the main
         # process forks replacement workers, and a fork while one of its threads is inside SQLite
         # would give the new worker SQLite's process-wide mutexes held (its first query would hang).
-        from .clock import utcnow
-        from .revocation import refresh_crls
+        from ..clock import utcnow
+        from ..revocation import refresh_crls
 
         refresh_crls(services.config, services.store, services.authority, utcnow())
         services.store.close()  # the workers open their own connections
@@ -63,9 +63,9 @@ def run_server(services: Services, claim: AddressClaim, *, host: str | None, por
         # Runs in each worker process: every worker opens its own store connections, copies the
         # WAL into the database in a thread, and the first to take the scheduler's lock runs the
         # scheduler (a replacement for that worker takes the lock over when it starts).
-        from . import create_app
-        from .scheduler import start_scheduler
-        from .web.access_log import AccessLog
+        from .. import create_app
+        from ..scheduler import start_scheduler
+        from .access_log import AccessLog
 
         app = create_app(services.config, instance_path=services.paths.root)
         worker_services = app.extensions["ca_server"]
@@ -110,7 +110,7 @@ def run_server(services: Services, claim: AddressClaim, *, host: str | None, por
         ssl_key_password=tls.key_password if tls else None,
         ssl_protocol_min=SSLProtocols.tls12,  # appliances (CUCM, older Java) still speak TLS 1.2
         log_level=LogLevels.info,
-        log_access=False,  # web/access_log.py writes it
+        log_access=False,  # access_log.py writes it
         respawn_failed_workers=True,
         workers_kill_timeout=10,
     )
@@ -222,8 +222,8 @@ def _alive(pid: int) -> bool:
 
 
 def _renew_tls(services: Services, listen_host: str) -> None:
-    from .clock import utcnow
-    from .server_tls import renew_and_reload
+    from ..clock import utcnow
+    from .tls import renew_and_reload
 
     if renew_and_reload(services.config, services.store, services.authority, services.paths, listen_host, utcnow()):
         logging.getLogger(__name__).info("renewed the server's TLS certificate; workers restart with it")

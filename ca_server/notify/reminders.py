@@ -14,12 +14,12 @@ import logging
 import math
 from dataclasses import dataclass
 
-from .acme.ari import renewal_window
-from .config import Config, Secrets
-from .errors import MailError
+from ..config import Config, Secrets
+from ..errors import MailError
+from ..models import CertificateRecord
+from ..store import Store
 from .mail import Mailer, certificate_name, expiry_phrase, reminder_message
-from .models import CertificateRecord
-from .store import Store
+from .renewal_window import renewal_window
 
 log = logging.getLogger("ca_server")
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config_notify import NotifyConfig, notify_from_dict
-from .config_secrets import Secrets, read_secrets  # noqa: F401  (re-exported: config is where callers look)
-from .errors import ConfigError
-from .pki.keys import CA_KEY_TYPES, CSR_KEY_TYPES
-from .pki.names import dns_name_problem
+from ..emails import email_problem
+from ..errors import ConfigError
+from ..pki.keys import CA_KEY_TYPES, CSR_KEY_TYPES
+from ..pki.names import dns_name_problem
+from .notify import NotifyConfig, notify_from_dict
+from .secrets import Secrets, read_secrets  # noqa: F401  (re-exported: config is where callers look)
 
-EXAMPLE_CONFIG = Path(__file__).with_name("config.example.toml")
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.example.toml"
 KNOWN_EKUS = ("serverAuth", "clientAuth")
 MAIL_SECURITY = ("none", "starttls", "tls")
 
@@ -424,15 +425,13 @@ def _env_name(key: str, name: str) -> None:
 
 
 def _email(key: str, address: str) -> None:
-    from .emails import email_problem
-
     problem = email_problem(address)
     if problem:
         raise ConfigError(f"{key}: {address!r} is not an e-mail address: {problem}")
 
 
 def _pkcs11(key: str, uri: str, module: str) -> None:
-    from .pki.pkcs11_key import Pkcs11Uri
+    from ..pki.pkcs11_key import Pkcs11Uri
 
     try:
         Pkcs11Uri.parse(uri, module)

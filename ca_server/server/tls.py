@@ -26,12 +26,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from . import issuance
-from .config import Config
-from .instance import Authority, InstancePaths, write_private_file
-from .issuance import Requester
-from .pki.names import parse_ip
-from .store import Store
+from .. import issuance
+from ..ca.authority import Authority, InstancePaths, write_private_file
+from ..config import Config
+from ..issuance import Requester
+from ..pki.names import parse_ip
+from ..store import Store
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from .config import Config, MailConfig
-from .display import moment_text
-from .errors import MailError
-from .models import CertificateRecord
-from .pki.subjects import CONTROL_CHARACTER
+from ..config import Config, MailConfig
+from ..display import moment_text
+from ..errors import MailError
+from ..models import CertificateRecord
+from ..pki.subjects import CONTROL_CHARACTER
 
 
 class Mailer:

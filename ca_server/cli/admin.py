@@ -7,10 +7,10 @@ import sys
 
 import click
 
-from . import accounts
-from .cli_support import cli_services as _services
-from .cli_support import domain_errors
-from .clock import utcnow
+from .. import accounts
+from ..clock import utcnow
+from .support import cli_services as _services
+from .support import domain_errors
 
 
 def register_admin_commands(main: click.Group) -> None:

@@ -7,7 +7,7 @@ import typing
 from dataclasses import dataclass
 
 if typing.TYPE_CHECKING:
-    from .config import Config
+    from . import Config
 
 
 @dataclass(frozen=True)

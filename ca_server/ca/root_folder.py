@@ -15,8 +15,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from .errors import InstanceError
-from .pki.keys import decrypt_private_key
+from ..errors import InstanceError
+from ..pki.keys import decrypt_private_key
 from .private_files import write_private_file
 
 ROOT_PASSPHRASE_ENV = "CA_SERVER_ROOT_PASSPHRASE"  # the offline root's own passphrase, if it has one

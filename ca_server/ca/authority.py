@@ -19,15 +19,15 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from ..clock import to_text
+from ..config import EXAMPLE_CONFIG, Config, Secrets, check_base_url, load_config
+from ..errors import InstanceError
+from ..pki.extensions import Endpoints, LeafTemplate, build_intermediate, build_root
+from ..pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key
+from ..pki.pkcs11_key import Pkcs11Uri, TokenECKey
+from ..pki.serials import new_serial, serial_hex
 from . import intermediates
-from .clock import to_text
-from .config import EXAMPLE_CONFIG, Config, Secrets, check_base_url, load_config
-from .errors import InstanceError
 from .intermediates import Intermediate
-from .pki.extensions import Endpoints, LeafTemplate, build_intermediate, build_root
-from .pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key
-from .pki.pkcs11_key import Pkcs11Uri, TokenECKey
-from .pki.serials import new_serial, serial_hex
 from .private_files import write_private_file
 from .root_folder import RootFolder
 

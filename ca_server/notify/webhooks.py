@@ -19,13 +19,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..clock import to_text
+from ..config import Config, Secrets
+from ..config.notify import WebhookConfig
+from ..models import CertificateRecord, names_key
+from ..store import Store
 from . import reminders
-from .clock import to_text
-from .config import Config, Secrets
-from .config_notify import WebhookConfig
 from .mail import certificate_name, expiry_phrase
-from .models import CertificateRecord, names_key
-from .store import Store
 
 log = logging.getLogger("ca_server")
 

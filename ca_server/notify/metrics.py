@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import typing
 
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from .config import Config
-from .instance import Authority
-from .store import CertificateFilter, Store
+from ..config import Config
+from ..store import CertificateFilter, Store
+
+if typing.TYPE_CHECKING:  # a type only: notify/ sits below the CA package
+    from ..ca.authority import Authority
 
 MAX_EXPIRY_SERIES = 1000
 # Counted in the process that answers. Under `serve` every worker writes its counts to files in

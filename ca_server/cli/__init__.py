@@ -13,19 +13,20 @@ from pathlib import Path
 
 import click
 
-from . import accounts, issuance, reminders, revocation
-from . import offline_root as offline_root_ops
-from .cli_support import cli_services, domain_errors, instance_path, operator
-from .clock import utcnow
-from .config import load_config, read_secrets
-from .display import fingerprint_text, moment_text
-from .errors import BadRequestError, CertificateNotFoundError
-from .instance import INSTANCE_ENV, InstancePaths, init_instance, write_private_file
-from .models import CertificateRecord
-from .pki.serials import parse_serial, serial_colon, serial_hex
-from .root_folder import ROOT_PASSPHRASE_ENV, RootFolder
-from .services import open_services
-from .store import CertificateFilter
+from .. import accounts, issuance, revocation
+from ..ca import offline_root as offline_root_ops
+from ..ca.authority import INSTANCE_ENV, InstancePaths, init_instance, write_private_file
+from ..ca.root_folder import ROOT_PASSPHRASE_ENV, RootFolder
+from ..clock import utcnow
+from ..config import load_config, read_secrets
+from ..display import fingerprint_text, moment_text
+from ..errors import BadRequestError, CertificateNotFoundError
+from ..models import CertificateRecord
+from ..notify import reminders
+from ..pki.serials import parse_serial, serial_colon, serial_hex
+from ..services import open_services
+from ..store import CertificateFilter
+from .support import cli_services, domain_errors, instance_path, operator
 
 INITIAL_ADMIN = "ca-admin"
 
@@ -143,7 +144,7 @@ def serve(host: str | None, port: int | None, workers: int | None, tls: bool, tl
     Example:
       ca-server serve --host 0.0.0.0 --port 8443 --tls
     """
-    from .server import TLSSettings, claim_address, run_server
+    from ..server import TLSSettings, claim_address, run_server
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together.")
@@ -155,7 +156,7 @@ def serve(host: str | None, port: int | None, workers: int | None, tls: bool, tl
     _ = svc.authority.intermediate_key  # fail now, not on the first request, if the passphrase is wrong
     settings = None
     if tls:
-        from .server_tls import ensure_certificate
+        from ..server.tls import ensure_certificate
 
         files, _new = ensure_certificate(svc.config, svc.store, svc.authority, svc.paths, host or svc.config.server.host,
                                          utcnow())
@@ -333,8 +334,8 @@ def remind(dry_run: bool) -> None:
     Example:
       ca-server remind --dry-run
     """
-    from . import webhooks
-    from .scheduler import ca_warnings
+    from ..notify import webhooks
+    from ..scheduler import ca_warnings
 
     svc = cli_services()
     now = utcnow()
@@ -354,10 +355,10 @@ def remind(dry_run: bool) -> None:
         sys.exit(1)
 
 
-from .cli_acme import register_acme_commands  # noqa: E402  (these commands need `main`)
-from .cli_admin import register_admin_commands  # noqa: E402
-from .cli_db import register_db_commands  # noqa: E402
-from .cli_root import register_root_commands  # noqa: E402
+from .acme import register_acme_commands  # noqa: E402  (these commands need `main`)
+from .admin import register_admin_commands  # noqa: E402
+from .db import register_db_commands  # noqa: E402
+from .root import register_root_commands  # noqa: E402
 
 register_admin_commands(main)
 register_acme_commands(main)

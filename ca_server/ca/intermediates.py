@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .pki.extensions import Endpoints, aki_from
+from ..pki.extensions import Endpoints, aki_from
 
 _FILE = re.compile(r"^intermediate(?:-(\d+))?\.pem$")
 

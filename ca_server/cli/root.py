@@ -10,17 +10,17 @@ from pathlib import Path
 import click
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import offline_root, rollover
-from .cli_support import cli_services as _services
-from .cli_support import domain_errors, instance_path, operator
-from .clock import utcnow
-from .config import load_config, read_secrets
-from .display import fingerprint_text, moment_text
-from .errors import BadRequestError
-from .instance import InstancePaths
-from .pki.serials import serial_hex
-from .revocation import CA_REASONS, parse_reason
-from .root_folder import ROOT_PASSPHRASE_ENV, RootFolder
+from ..ca import offline_root, rollover
+from ..ca.authority import InstancePaths
+from ..ca.root_folder import ROOT_PASSPHRASE_ENV, RootFolder
+from ..clock import utcnow
+from ..config import load_config, read_secrets
+from ..display import fingerprint_text, moment_text
+from ..errors import BadRequestError
+from ..pki.serials import serial_hex
+from ..revocation import CA_REASONS, parse_reason
+from .support import cli_services as _services
+from .support import domain_errors, instance_path, operator
 
 ROOT_DIR_ENV = "CA_SERVER_ROOT_DIR"
 

@@ -6,10 +6,10 @@ import json
 
 import click
 
-from .acme import accounts as acme_accounts
-from .cli_support import cli_services as _services
-from .cli_support import domain_errors
-from .clock import utcnow
+from ..acme import accounts as acme_accounts
+from ..clock import utcnow
+from .support import cli_services as _services
+from .support import domain_errors
 
 
 def register_acme_commands(main: click.Group) -> None:

@@ -23,19 +23,19 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from ..clock import to_text
+from ..config import Config
+from ..display import moment_text
+from ..errors import BadRequestError, ConflictError, NotFoundError
+from ..notify.mail import mail_admins_once
+from ..pki.extensions import Endpoints, build_intermediate, crl_distribution_point, name_constraints
+from ..pki.keys import encrypt_private_key, generate_private_key, signature_hash
+from ..pki.serials import new_serial, serial_hex
+from ..revocation import publish_crl, refresh_crls
+from ..store import Store
 from . import intermediates
-from .clock import to_text
-from .config import Config
-from .display import moment_text
-from .errors import BadRequestError, ConflictError, NotFoundError
-from .instance import BACKDATE, Authority, write_private_file
+from .authority import BACKDATE, Authority, write_private_file
 from .intermediates import Intermediate
-from .mail import mail_admins_once
-from .pki.extensions import Endpoints, build_intermediate, crl_distribution_point, name_constraints
-from .pki.keys import encrypt_private_key, generate_private_key, signature_hash
-from .pki.serials import new_serial, serial_hex
-from .revocation import publish_crl, refresh_crls
-from .store import Store
 
 _ROOT_CRL_PATH = "/crl/root.crl"
 

@@ -1,5 +1,6 @@
-"""ACME Renewal Information (RFC 9773): the window in which a client should renew. Shared by the
-renewalInfo resource and the reminders (an ACME certificate past its window was not renewed)."""
+"""The window in which an ACME client should renew a certificate (RFC 9773, ACME Renewal
+Information). Here, below both its users: the renewalInfo resource (acme/) and the reminders (an
+ACME certificate past its window was not renewed), so reminders need not import acme/."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 WEBHOOK_FORMATS = ("json", "slack", "teams")
 

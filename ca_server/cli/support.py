@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from .errors import CAError
-from .instance import default_instance_path
-from .services import Services, open_services
+from ..ca.authority import default_instance_path
+from ..errors import CAError
+from ..services import Services, open_services
 
 
 def operator() -> str:

@@ -1,0 +1,1 @@
+"""Telling people: e-mail, expiry reminders, webhooks, calendar feeds, metrics."""
