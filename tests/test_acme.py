@@ -141,7 +141,7 @@ def test_the_whole_flow_issues_a_stored_certificate(client, http_port, svc, tmp_
     # The order list of the account names it; ARI gives a window inside the certificate's life.
     listed = client.post(f"{created.headers['Location']}/orders", None).get_json()
     assert listed["orders"] == [order_url]
-    from ca_server.acme.orders import cert_id
+    from ca_server.acme.renewal_info import cert_id
 
     window = client.client.get(f"/acme/renewal-info/{cert_id(leaf)}").get_json()["suggestedWindow"]
     start = dt.datetime.fromisoformat(window["start"].replace("Z", "+00:00"))
@@ -316,7 +316,7 @@ def test_revocation_by_account_and_by_the_certificates_key(client, http_port, sv
     record = svc.store.get_certificate(format(leaf.serial_number, "x"))
     assert record.revoked_at is not None and record.revocation_reason == "superseded"
     problem(client.post("/acme/revoke-cert", payload), "alreadyRevoked")
-    from ca_server.acme.orders import cert_id
+    from ca_server.acme.renewal_info import cert_id
 
     window = client.client.get(f"/acme/renewal-info/{cert_id(leaf)}").get_json()["suggestedWindow"]
     assert dt.datetime.fromisoformat(window["end"].replace("Z", "+00:00")) <= dt.datetime.now(dt.UTC)
@@ -486,7 +486,7 @@ def test_an_ed25519_account_key_and_an_unsupported_algorithm(client):
 
 def test_a_validation_cut_off_by_a_restart_runs_again_when_the_client_polls(client, http_port, svc):
     """A challenge left `processing` by a worker that stopped is validated again on the next poll."""
-    from ca_server.acme import orders as acme_orders
+    from ca_server.acme import challenges as acme_challenges
 
     client.new_account()
     order = client.new_order("127.0.0.1")
@@ -494,7 +494,7 @@ def test_a_validation_cut_off_by_a_restart_runs_again_when_the_client_polls(clie
     challenge_id = challenge["url"].rsplit("/", 1)[1]
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     # What a worker that died right after accepting "ready" leaves: processing, never validated.
-    assert acme_orders.start_challenge(svc.store, svc.store.acme_object("challenge", challenge_id), long_ago)
+    assert acme_challenges.start_challenge(svc.store, svc.store.acme_object("challenge", challenge_id), long_ago)
     authz_url = order.get_json()["authorizations"][0]
     with http01_responder(http_port) as tokens:
         tokens[challenge["token"]] = client.key_authorization(challenge["token"])

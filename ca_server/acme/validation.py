@@ -28,7 +28,7 @@ from cryptography.x509.oid import ObjectIdentifier
 
 from ..config import AcmeConfig
 from ..pki.names import parse_ip
-from .orders import dns01_value, key_authorization
+from .challenges import dns01_value, key_authorization
 from .problems import problem_dict
 
 log = logging.getLogger(__name__)

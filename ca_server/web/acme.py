@@ -4,18 +4,17 @@ error is application/problem+json with an ACME error type."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 from flask import Blueprint, Response, current_app, g, request
 
-from ..acme import accounts, jws, orders
+from ..acme import accounts, challenges, jws, orders
+from ..acme import renewal_info as ari
+from ..acme import revocation as acme_revocation
 from ..acme.problems import AcmeProblem
 from ..acme.urls import AcmeUrls
 from ..acme.validation import Validator
-from ..clock import from_text
 from ..errors import CAError
-from ..notify import webhooks
 from ..pki.keys import spki_sha256
 from .common import client_address, now, own_base_url, services
 
@@ -39,10 +38,7 @@ def init_acme(app) -> None:
     svc = app.extensions["ca_server"]
 
     def done(challenge_id: str, error: dict | None) -> None:
-        now = svc.clock()
-        failed = orders.validation_done(svc.store, challenge_id, error, now)
-        if failed is not None:  # a renewal of names still covered by a valid certificate? say so
-            webhooks.record_renewal_failure(svc.config, svc.store, failed[1], failed[0], now)
+        challenges.record_outcome(svc.config, svc.store, challenge_id, error, svc.clock())
 
     app.extensions["ca_server_acme_validator"] = Validator(svc.config.acme, done)
 
@@ -194,9 +190,9 @@ def authz(authz_id: str):
         payload = signed.json_payload()
         if payload.get("status") != "deactivated":
             raise AcmeProblem("malformed", "An authorization can only be updated to status \"deactivated\".")
-        found = orders.deactivate_authz(svc.store, found, now())
+        found = challenges.deactivate_authz(svc.store, found, now())
     _resume_stale(found, acct)
-    return respond(orders.authz_json(svc.store, found, urls()), headers=_retry_after(found))
+    return respond(challenges.authz_json(svc.store, found, urls()), headers=_retry_after(found))
 
 
 @bp.post("/chall/<challenge_id>")
@@ -206,14 +202,14 @@ def challenge(challenge_id: str):
     found = orders.owned(svc.store, "challenge", challenge_id, acct)
     if not signed.post_as_get:
         signed.json_payload()  # "{}" says: validate now (RFC 8555 7.5.1)
-        if orders.start_challenge(svc.store, found, now()):
+        if challenges.start_challenge(svc.store, found, now()):
             found = svc.store.acme_object("challenge", challenge_id)
             validator().submit(found, acct["thumbprint"])
     else:
         _resume_stale(svc.store.acme_object("authz", found["parent_id"]), acct)
     found = svc.store.acme_object("challenge", challenge_id)
     headers = {"Link": f'<{urls().authz(found["parent_id"])}>;rel="up"', **_retry_after(found)}
-    return respond(orders.challenge_json(found, urls()), headers=headers)
+    return respond(challenges.challenge_json(found, urls()), headers=headers)
 
 
 def _retry_after(obj: dict) -> dict[str, str]:
@@ -221,16 +217,8 @@ def _retry_after(obj: dict) -> dict[str, str]:
 
 
 def _resume_stale(authz_obj: dict | None, acct: dict) -> None:
-    """A challenge left `processing` by a worker that stopped (a restart, a crash) is validated
-    again when its client polls, once it is older than any validation could take."""
-    if authz_obj is None:
-        return
-    cfg = services().config.acme
-    longest = dt.timedelta(seconds=cfg.validation_attempts * (cfg.validation_timeout_seconds * 3 + 2 ** cfg.validation_attempts) + 5)
-    for child in services().store.acme_children(authz_obj["id"]):
-        started = child["data"].get("started")
-        if child["status"] == "processing" and started and from_text(started) + longest < now():
-            validator().submit(child, acct["thumbprint"])
+    for stale in challenges.stale(services().config.acme, services().store, authz_obj, now()):
+        validator().submit(stale, acct["thumbprint"])
 
 
 # -- certificates --------------------------------------------------------------------------------
@@ -257,12 +245,12 @@ def revoke_cert():
     else:
         signed, acct = signed_by_account()
         spki = None
-    orders.revoke(svc.config, svc.store, svc.authority, signed.json_payload(), account=acct, key_spki_sha256=spki,
+    acme_revocation.revoke(svc.config, svc.store, svc.authority, signed.json_payload(), account=acct, key_spki_sha256=spki,
                   client=client_address(), now=now())
     return respond(None, 200)
 
 
 @bp.get("/renewal-info/<path:cert_id>")
 def renewal_info(cert_id: str):
-    body = orders.renewal_info(services().config, services().store, cert_id, now())
+    body = ari.renewal_info(services().config, services().store, cert_id, now())
     return respond(body, headers={"Retry-After": "21600"})  # RFC 9773 4.3: poll again in six hours
