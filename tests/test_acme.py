@@ -487,6 +487,7 @@ def test_an_ed25519_account_key_and_an_unsupported_algorithm(client):
 def test_a_validation_cut_off_by_a_restart_runs_again_when_the_client_polls(client, http_port, svc):
     """A challenge left `processing` by a worker that stopped is validated again on the next poll."""
     from ca_server.acme import challenges as acme_challenges
+    from ca_server.acme import state
 
     client.new_account()
     order = client.new_order("127.0.0.1")
@@ -494,7 +495,7 @@ def test_a_validation_cut_off_by_a_restart_runs_again_when_the_client_polls(clie
     challenge_id = challenge["url"].rsplit("/", 1)[1]
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     # What a worker that died right after accepting "ready" leaves: processing, never validated.
-    assert acme_challenges.start_challenge(svc.store, svc.store.acme_object("challenge", challenge_id), long_ago)
+    assert acme_challenges.start_challenge(svc.store, state.load(svc.store, state.Challenge, challenge_id), long_ago)
     authz_url = order.get_json()["authorizations"][0]
     with http01_responder(http_port) as tokens:
         tokens[challenge["token"]] = client.key_authorization(challenge["token"])

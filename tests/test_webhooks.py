@@ -155,7 +155,7 @@ def test_a_failed_automatic_renewal_is_announced_for_the_certificate_it_leaves(s
 
 def test_an_acme_validation_failure_reports_the_orders_names(make_app):
     """challenges.validation_done says which order it invalidated and for which names."""
-    from ca_server.acme import challenges
+    from ca_server.acme import challenges, state
 
     from .acme_client import ScriptedAcme
 
@@ -165,7 +165,7 @@ def test_an_acme_validation_failure_reports_the_orders_names(make_app):
     order = acme.new_order("127.0.0.1")
     challenge = acme.challenge(order.get_json())
     store = app.extensions["ca_server"].store
-    assert challenges.start_challenge(store, store.acme_object("challenge", challenge["url"].rsplit("/", 1)[1]), T0)
+    assert challenges.start_challenge(store, state.load(store, state.Challenge, challenge["url"].rsplit("/", 1)[1]), T0)
     failed = challenges.validation_done(store, challenge["url"].rsplit("/", 1)[1],
                                     {"type": "urn:ietf:params:acme:error:connection", "detail": "refused"}, T0)
     assert failed == (order.headers["Location"].rsplit("/", 1)[1], ["IP:127.0.0.1"])

@@ -12,16 +12,18 @@ import secrets
 
 from .. import issuance, policy
 from ..ca.authority import Authority
-from ..clock import from_text, to_text
+from ..clock import to_text
 from ..config import Config
 from ..errors import CAError, PolicyViolationError
 from ..issuance import IssueRequest, Requester
 from ..pki.csr import parse_csr
 from ..pki.names import parse_ip
 from ..store import Store
+from . import state
 from .jws import b64decode
 from .problems import AcmeProblem, problem_dict
 from .renewal_info import replaced_certificate
+from .state import Authorization, Order, T
 from .urls import AcmeUrls
 
 MAX_IDENTIFIERS = 100
@@ -70,7 +72,7 @@ def identifier_problems(config: Config, requester: Requester, identifiers: list[
 
 
 def create_order(config: Config, store: Store, account: dict, requester: Requester, payload: dict, *,
-                 now: dt.datetime, client: str | None) -> dict:
+                 now: dt.datetime, client: str | None) -> Order:
     identifiers = _identifiers(payload)
     if "notBefore" in payload or "notAfter" in payload:
         raise AcmeProblem("malformed", "notBefore and notAfter are not supported: the validity is "
@@ -117,48 +119,46 @@ def create_order(config: Config, store: Store, account: dict, requester: Request
                              "expires": to_text(expires), "certificate": None, "error": None,
                              "replaces": replaces}})
     store.insert_acme_objects(rows)
-    return store.acme_object("order", order_id)
+    return state.load(store, Order, order_id)
 
 
-def owned(store: Store, kind: str, object_id: str, account: dict) -> dict:
+def owned(store: Store, cls: type[T], object_id: str, account: dict) -> T:
     """An object of this account; another account's reads as absent (RFC 8555 gives no hint)."""
-    found = store.acme_object(kind, object_id)
-    if found is None or found["account_id"] != account["id"]:
-        raise AcmeProblem("malformed", f"There is no {'authorization' if kind == 'authz' else kind} here for this "
-                          "account.", status=404)
+    found = state.load(store, cls, object_id)
+    if found is None or found.account_id != account["id"]:
+        raise AcmeProblem("malformed", f"There is no {'authorization' if cls.kind == 'authz' else cls.kind} here for "
+                          "this account.", status=404)
     return found
 
 
-def current(store: Store, obj: dict, now: dt.datetime) -> dict:
+def current(store: Store, obj: T, now: dt.datetime) -> T:
     """The object with its expiry applied: a pending or ready order (or authorization) past its
-    expiry is invalid (RFC 8555 7.1.6)."""
-    if obj["status"] in ("pending", "ready", "processing") and obj["expires_at"] and from_text(obj["expires_at"]) <= now:
-        data = {**obj["data"], "error": problem_dict("malformed", "It expired before it was completed.")}
-        new = "expired" if obj["kind"] == "authz" else "invalid"
-        store.move_acme_object(obj["id"], (obj["status"],), new, data, now)
-        return store.acme_object(obj["kind"], obj["id"])
+    expiry is invalid (RFC 8555 7.1.6); an authorization, expired."""
+    if obj.status in ("pending", "ready", "processing") and obj.expired(now):
+        to = "expired" if isinstance(obj, Authorization) else "invalid"
+        state.move(store, obj, to, now, error=problem_dict("malformed", "It expired before it was completed."))
+        return state.load(store, type(obj), obj.id)
     return obj
 
 
-def order_json(order: dict, urls: AcmeUrls) -> dict:
-    data = order["data"]
-    body = {"status": order["status"], "expires": data["expires"], "identifiers": data["identifiers"],
-            "authorizations": [urls.authz(a) for a in data["authorizations"]], "finalize": urls.finalize(order["id"]),
-            "profile": data["profile"]}
-    if data.get("certificate"):
-        body["certificate"] = urls.certificate(data["certificate"])
-    if data.get("error"):
-        body["error"] = data["error"]
-    if data.get("replaces"):
-        body["replaces"] = data["replaces"]
+def order_json(order: Order, urls: AcmeUrls) -> dict:
+    body = {"status": order.status, "expires": order.expires, "identifiers": [i.to_json() for i in order.identifiers],
+            "authorizations": [urls.authz(a) for a in order.authorizations], "finalize": urls.finalize(order.id),
+            "profile": order.profile}
+    if order.certificate:
+        body["certificate"] = urls.certificate(order.certificate)
+    if order.error:
+        body["error"] = order.error
+    if order.replaces:
+        body["replaces"] = order.replaces
     return body
 
 
-def finalize(config: Config, store: Store, authority: Authority, order: dict, account: dict, requester: Requester,
-             payload: dict, *, client: str | None, now: dt.datetime) -> dict:
-    if order["status"] != "ready":
-        raise AcmeProblem("orderNotReady", f"The order is {order['status']}, not ready: "
-                          + ("complete its authorizations first." if order["status"] == "pending" else
+def finalize(config: Config, store: Store, authority: Authority, order: Order, account: dict, requester: Requester,
+             payload: dict, *, client: str | None, now: dt.datetime) -> Order:
+    if order.status != "ready":
+        raise AcmeProblem("orderNotReady", f"The order is {order.status}, not ready: "
+                          + ("complete its authorizations first." if order.status == "pending" else
                              "it cannot be finalized now."))
     csr_text = payload.get("csr")
     if not isinstance(csr_text, str):
@@ -170,7 +170,7 @@ def finalize(config: Config, store: Store, authority: Authority, order: dict, ac
         raise AcmeProblem("badCSR", exc.message) from None
     dns, ips, other = policy.requested_names(parsed)
     asked = {("dns", d) for d in dns} | {("ip", i) for i in ips}
-    ordered = {(i["type"], i["value"]) for i in order["data"]["identifiers"]}
+    ordered = {(i.type, i.value) for i in order.identifiers}
     if asked != ordered or other:
         missing = sorted(v for _, v in ordered - asked)
         extra = sorted(v for _, v in asked - ordered) + list(other)
@@ -181,32 +181,32 @@ def finalize(config: Config, store: Store, authority: Authority, order: dict, ac
             words.append(f"not in the order: {', '.join(extra)}")
         raise AcmeProblem("badCSR", "The CSR's names must be exactly the order's identifiers (" + "; ".join(words)
                           + ").")
-    request = IssueRequest(csr=der, profile=order["data"]["profile"], validity_days=config.acme.validity_days,
+    request = IssueRequest(csr=der, profile=order.profile, validity_days=config.acme.validity_days,
                            notify=tuple(c[7:] for c in account["contacts"]), requester=requester, client=client)
-    claimed = False
+    processing: Order | None = None
 
     def claim_order() -> None:  # the order is the signer's alone from here (RFC 8555 7.1.6: processing)
-        nonlocal claimed
-        if not store.move_acme_object(order["id"], ("ready",), "processing", order["data"], now):
+        nonlocal processing
+        processing = state.move(store, order, "processing", now)
+        if processing is None:
             raise AcmeProblem("orderNotReady", "The order is being finalized already.")
-        claimed = True
 
     try:
         # Its names were checked against the account's scope when the order was made: refused, never held.
         record = issuance.issue(config, store, authority, request, now, out_of_scope=issuance.REFUSE,
                                 before_signing=claim_order,
                                 audit_extra={"acme_account": account["id"], "eab": account["eab_name"],
-                                             "acme_order": order["id"], "replaces": order["data"].get("replaces")})
+                                             "acme_order": order.id, "replaces": order.replaces})
     except BaseException as exc:
-        if claimed:  # back to ready: the client may finalize again with a better CSR
-            store.move_acme_object(order["id"], ("processing",), "ready", order["data"], now)
+        if processing is not None:  # back to ready: the client may finalize again with a better CSR
+            state.move(store, processing, "ready", now)
         if isinstance(exc, PolicyViolationError):
             raise AcmeProblem("badCSR", " ".join(v.message for v in exc.violations)) from None
         if isinstance(exc, CAError) and not isinstance(exc, AcmeProblem):
             raise AcmeProblem("badCSR", exc.message) from None
         raise
-    store.move_acme_object(order["id"], ("processing",), "valid", {**order["data"], "certificate": record.serial}, now)
-    return store.acme_object("order", order["id"])
+    state.move(store, processing, "valid", now, certificate=record.serial)
+    return state.load(store, Order, order.id)
 
 
 def certificate_chain(store: Store, authority: Authority, account: dict, serial: str) -> str:

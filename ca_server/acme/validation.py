@@ -30,6 +30,7 @@ from ..config import AcmeConfig
 from ..pki.names import parse_ip
 from .challenges import dns01_value, key_authorization
 from .problems import problem_dict
+from .state import Challenge
 
 log = logging.getLogger(__name__)
 
@@ -174,18 +175,18 @@ def _check_alpn_certificate(der: bytes | None, identifier: dict, key_auth: str) 
                               "authorization's digest (or is not critical).")
 
 
-def check(challenge: dict, thumbprint: str, config: AcmeConfig) -> None:
-    data = challenge["data"]
-    key_auth = key_authorization(data["token"], thumbprint)
+def check(challenge: Challenge, thumbprint: str, config: AcmeConfig) -> None:
+    key_auth = key_authorization(challenge.token, thumbprint)
     timeout = float(config.validation_timeout_seconds)
-    if data["type"] == "http-01":
-        check_http01(data["identifier"], data["token"], key_auth, config, timeout)
-    elif data["type"] == "dns-01":
-        check_dns01(data["identifier"], key_auth, config, timeout)
-    elif data["type"] == "tls-alpn-01":
-        check_tls_alpn01(data["identifier"], key_auth, config, timeout)
+    identifier = challenge.identifier.to_json()
+    if challenge.type == "http-01":
+        check_http01(identifier, challenge.token, key_auth, config, timeout)
+    elif challenge.type == "dns-01":
+        check_dns01(identifier, key_auth, config, timeout)
+    elif challenge.type == "tls-alpn-01":
+        check_tls_alpn01(identifier, key_auth, config, timeout)
     else:  # pragma: no cover - orders.py makes only these
-        raise ValidationError("malformed", f"Unknown challenge type {data['type']}.")
+        raise ValidationError("malformed", f"Unknown challenge type {challenge.type}.")
 
 
 class Validator:
@@ -199,14 +200,14 @@ class Validator:
         self.running: set[str] = set()
         self.lock = threading.Lock()
 
-    def submit(self, challenge: dict, thumbprint: str) -> None:
+    def submit(self, challenge: Challenge, thumbprint: str) -> None:
         with self.lock:
-            if challenge["id"] in self.running:
+            if challenge.id in self.running:
                 return
-            self.running.add(challenge["id"])
+            self.running.add(challenge.id)
         self.pool.submit(self._run, challenge, thumbprint)
 
-    def _run(self, challenge: dict, thumbprint: str) -> None:
+    def _run(self, challenge: Challenge, thumbprint: str) -> None:
         error: dict | None = None
         try:
             for attempt in range(self.config.validation_attempts):
@@ -215,15 +216,15 @@ class Validator:
                     error = None
                     break
                 except ValidationError as exc:
-                    error = problem_dict(exc.kind, exc.detail, challenge["data"]["identifier"])
+                    error = problem_dict(exc.kind, exc.detail, challenge.identifier.to_json())
                     if attempt + 1 < self.config.validation_attempts:
                         self.sleep(2 ** attempt)
         except Exception as exc:  # a bug must still end the challenge, not leave it processing
-            log.exception("validation of challenge %s failed unexpectedly", challenge["id"])
+            log.exception("validation of challenge %s failed unexpectedly", challenge.id)
             error = problem_dict("serverInternal", f"The validation failed inside the server ({type(exc).__name__}).",
-                                 challenge["data"]["identifier"])
+                                 challenge.identifier.to_json())
         try:
-            self.done(challenge["id"], error)
+            self.done(challenge.id, error)
         finally:
             with self.lock:
-                self.running.discard(challenge["id"])
+                self.running.discard(challenge.id)

@@ -8,10 +8,11 @@ import json
 
 from flask import Blueprint, Response, current_app, g, request
 
-from ..acme import accounts, challenges, jws, orders
+from ..acme import accounts, challenges, jws, orders, state
 from ..acme import renewal_info as ari
 from ..acme import revocation as acme_revocation
 from ..acme.problems import AcmeProblem
+from ..acme.state import Authorization, Challenge, Order
 from ..acme.urls import AcmeUrls
 from ..acme.validation import Validator
 from ..errors import CAError
@@ -161,13 +162,13 @@ def new_order():
     signed, acct = signed_by_account()
     order = orders.create_order(svc.config, svc.store, acct, accounts.requester(svc.store, acct),
                                 signed.json_payload(), now=now(), client=client_address())
-    return respond(orders.order_json(order, urls()), 201, {"Location": urls().order(order["id"]), **_retry_after(order)})
+    return respond(orders.order_json(order, urls()), 201, {"Location": urls().order(order.id), **_retry_after(order)})
 
 
 @bp.post("/order/<order_id>")
 def order(order_id: str):
     _signed, acct = signed_by_account()
-    found = orders.current(services().store, orders.owned(services().store, "order", order_id, acct), now())
+    found = orders.current(services().store, orders.owned(services().store, Order, order_id, acct), now())
     return respond(orders.order_json(found, urls()), headers=_retry_after(found))
 
 
@@ -175,7 +176,7 @@ def order(order_id: str):
 def finalize(order_id: str):
     svc = services()
     signed, acct = signed_by_account()
-    found = orders.current(svc.store, orders.owned(svc.store, "order", order_id, acct), now())
+    found = orders.current(svc.store, orders.owned(svc.store, Order, order_id, acct), now())
     done = orders.finalize(svc.config, svc.store, svc.authority, found, acct, accounts.requester(svc.store, acct),
                            signed.json_payload(), client=client_address(), now=now())
     return respond(orders.order_json(done, urls()), headers={"Location": urls().order(order_id)})
@@ -185,7 +186,7 @@ def finalize(order_id: str):
 def authz(authz_id: str):
     svc = services()
     signed, acct = signed_by_account()
-    found = orders.current(svc.store, orders.owned(svc.store, "authz", authz_id, acct), now())
+    found = orders.current(svc.store, orders.owned(svc.store, Authorization, authz_id, acct), now())
     if not signed.post_as_get:
         payload = signed.json_payload()
         if payload.get("status") != "deactivated":
@@ -199,24 +200,24 @@ def authz(authz_id: str):
 def challenge(challenge_id: str):
     svc = services()
     signed, acct = signed_by_account()
-    found = orders.owned(svc.store, "challenge", challenge_id, acct)
+    found = orders.owned(svc.store, Challenge, challenge_id, acct)
     if not signed.post_as_get:
         signed.json_payload()  # "{}" says: validate now (RFC 8555 7.5.1)
         if challenges.start_challenge(svc.store, found, now()):
-            found = svc.store.acme_object("challenge", challenge_id)
+            found = state.load(svc.store, Challenge, challenge_id)
             validator().submit(found, acct["thumbprint"])
     else:
-        _resume_stale(svc.store.acme_object("authz", found["parent_id"]), acct)
-    found = svc.store.acme_object("challenge", challenge_id)
-    headers = {"Link": f'<{urls().authz(found["parent_id"])}>;rel="up"', **_retry_after(found)}
+        _resume_stale(state.load(svc.store, Authorization, found.authz_id), acct)
+    found = state.load(svc.store, Challenge, challenge_id)
+    headers = {"Link": f'<{urls().authz(found.authz_id)}>;rel="up"', **_retry_after(found)}
     return respond(challenges.challenge_json(found, urls()), headers=headers)
 
 
-def _retry_after(obj: dict) -> dict[str, str]:
-    return {"Retry-After": POLL_SECONDS} if obj["status"] in ("pending", "processing") else {}
+def _retry_after(obj: Order | Authorization | Challenge) -> dict[str, str]:
+    return {"Retry-After": POLL_SECONDS} if obj.status in ("pending", "processing") else {}
 
 
-def _resume_stale(authz_obj: dict | None, acct: dict) -> None:
+def _resume_stale(authz_obj: Authorization | None, acct: dict) -> None:
     for stale in challenges.stale(services().config.acme, services().store, authz_obj, now()):
         validator().submit(stale, acct["thumbprint"])
 

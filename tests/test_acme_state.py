@@ -1,0 +1,77 @@
+"""ACME state as typed objects (issue 25): one transition table (RFC 8555 7.1.6), one `move`
+that checks it and writes only when the object is still as it was read."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from ca_server.acme import state
+from ca_server.acme.state import Authorization, Challenge, Order, TransitionError
+
+from .acme_client import ScriptedAcme
+from .test_acme import BASE
+
+NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def account(app) -> str:
+    acme = ScriptedAcme(app.test_client(), BASE)
+    assert acme.new_account().status_code == 201
+    return acme.kid.rsplit("/", 1)[1]
+
+
+def insert(store, kind: str, status: str, account: str) -> str:
+    identifier = {"type": "dns", "value": "a.example.test"}
+    data = {"order": {"identifiers": [identifier], "authorizations": ["z1"], "profile": "server",
+                      "expires": "2026-12-07T12:00:00Z", "certificate": None, "error": None, "replaces": None},
+            "authz": {"identifier": identifier, "wildcard": False, "challenges": ["c1"], "expires": "2026-12-07T12:00:00Z"},
+            "challenge": {"type": "http-01", "token": "tok", "identifier": identifier, "wildcard": False,
+                          "order_id": "o1"}}[kind]
+    object_id = f"{kind}-{status}"
+    store.insert_acme_objects([{"id": object_id, "kind": kind, "account_id": account, "parent_id": "p",
+                                "status": status, "expires_at": NOW + dt.timedelta(days=1), "created_at": NOW,
+                                "data": data}])
+    return object_id
+
+
+CASES = [(kind, source, target, target in allowed)
+         for kind, table in state.TRANSITIONS.items()
+         for source, allowed in table.items()
+         for target in table]
+
+
+@pytest.mark.parametrize("kind,source,target,allowed", CASES,
+                         ids=[f"{'ok' if a else 'fail'}-{k}-{s}-to-{t}" for k, s, t, a in CASES])
+def test_moves_follow_the_one_table(svc, account, kind, source, target, allowed):
+    cls = state.CLASSES[kind]
+    obj = state.load(svc.store, cls, insert(svc.store, kind, source, account))
+    assert isinstance(obj, cls) and obj.status == source
+    if not allowed:
+        with pytest.raises(TransitionError, match=f"cannot go from {source} to {target}"):
+            state.move(svc.store, obj, target, NOW)
+        assert state.load(svc.store, cls, obj.id).status == source
+        return
+    moved = state.move(svc.store, obj, target, NOW)
+    assert moved is not None and moved.status == target
+    assert state.load(svc.store, cls, obj.id) == moved  # what was written reads back as the same object
+
+
+def test_a_move_from_a_stale_read_changes_nothing(svc, account):
+    order = state.load(svc.store, Order, insert(svc.store, "order", "ready", account))
+    assert state.move(svc.store, order, "processing", NOW) is not None
+    assert state.move(svc.store, order, "invalid", NOW) is None  # another worker moved it first
+    assert state.load(svc.store, Order, order.id).status == "processing"
+
+
+def test_objects_read_with_their_fields(svc, account):
+    challenge = state.load(svc.store, Challenge, insert(svc.store, "challenge", "pending", account))
+    assert (challenge.type, challenge.token, challenge.order_id, challenge.identifier.san) == (
+        "http-01", "tok", "o1", "DNS:a.example.test")
+    moved = state.move(svc.store, challenge, "processing", NOW, started="2026-12-06T12:00:00Z")
+    assert state.load(svc.store, Challenge, challenge.id).started == moved.started == "2026-12-06T12:00:00Z"
+    authz = state.load(svc.store, Authorization, insert(svc.store, "authz", "pending", account))
+    assert authz.challenges == ("c1",) and not authz.expired(NOW) and authz.expired(NOW + dt.timedelta(days=2))
+    assert state.load(svc.store, Order, "absent") is None
