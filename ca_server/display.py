@@ -1,6 +1,6 @@
 """How a person reads a value, the same on every page and in every command's output: fingerprints
 as uppercase octets with colons (as browsers and `openssl x509 -fingerprint` show them), moments
-as "2027-03-06 04:02 UTC". JSON and machine output keep their own forms (hex, RFC 3339)."""
+as "2027-03-06 04:02:34 UTC". JSON and machine output keep their own forms (hex, RFC 3339)."""
 
 from __future__ import annotations
 

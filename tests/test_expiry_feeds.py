@@ -245,3 +245,11 @@ def test_ocsp_answers_are_counted_in_process(app, api, svc):
     for _ in range(3):
         app.test_client().get("/ocsp/" + base64.b64encode(der.public_bytes(Encoding.DER)).decode().replace("/", "%2F"))
     assert good_count() == before + 3
+
+
+def test_metrics_name_certificates_to_a_signed_in_user(web, api):
+    """The README's claim: the per-certificate series go to a token or a signed-in user's browser."""
+    soon = issue(api, ["browser-seen.example.test"], days=5)
+    families = metrics_of(web)
+    serials = {s.labels["serial"] for s in families["ca_server_certificate_expiry_timestamp_seconds"].samples}
+    assert soon["serial"] in serials

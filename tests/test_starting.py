@@ -113,5 +113,5 @@ def test_two_servers_starting_at_once_cannot_both_claim_an_address():
         with pytest.raises(AddressUnavailableError, match=f"127.0.0.1:{port} is already in use by another ca-server"):
             claim_address("127.0.0.1", port)
     finally:
-        os.close(first.lock_fd)
-    os.close(claim_address("127.0.0.1", port).lock_fd)  # free again once the first is gone
+        os.close(first)
+    os.close(claim_address("127.0.0.1", port))  # free again once the first is gone

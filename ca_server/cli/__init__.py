@@ -112,7 +112,8 @@ def init(if_absent: bool, no_admin: bool, offline_root: Path | None, base_url: s
                "certificates already issued pointing at the old one).")
     if config.server.pki_url.startswith("https://"):
         click.echo("  Note: those URLs are https; many relying parties fetch CRLs and OCSP only over http (RFC 5280 "
-                   "4.2.1.13, RFC 6960). Set [server] pki_base_url to an http:// URL before init to avoid that.")
+                   "4.2.1.13, RFC 6960). To avoid that, move this instance away, set [server] pki_base_url to an "
+                   "http:// URL in its config.toml and run init again.")
     if not secret.key_passphrase:
         click.echo(f"  CA keys are encrypted with a generated passphrase in {paths.passphrase_file} (mode 0600);"
                    f" set {config.ca.passphrase_env} instead to keep it off the disk.")
@@ -152,7 +153,7 @@ def serve(host: str | None, port: int | None, workers: int | None, tls: bool, tl
         raise click.UsageError("Use --tls (a certificate from this CA) or --tls-cert/--tls-key, not both.")
     svc = cli_services()
     # The address first: when another server holds it, say so before issuing or starting anything.
-    claim = claim_address(host or svc.config.server.host, port or svc.config.server.port)
+    claim_address(host or svc.config.server.host, port or svc.config.server.port)  # held until the process ends
     _ = svc.authority.intermediate_key  # fail now, not on the first request, if the passphrase is wrong
     settings = None
     if tls:
@@ -163,7 +164,7 @@ def serve(host: str | None, port: int | None, workers: int | None, tls: bool, tl
         settings = TLSSettings(files.cert, files.key, None, self_issued=True)
     elif tls_cert:
         settings = TLSSettings(Path(tls_cert), Path(tls_key), None, self_issued=False)
-    run_server(svc, claim, host=host, port=port, workers=workers, tls=settings)
+    run_server(svc, host=host, port=port, workers=workers, tls=settings)
 
 
 @main.command()

@@ -8,7 +8,7 @@ and a gauge says how many more there were. A store of millions never makes a mil
 
 Those series name a certificate (its serial, host name and requester): an inventory of the
 network that the certificate list and the API keep behind sign-in. So they go only to a scrape
-that presents an API token (or a signed-in user); without one /metrics has counts alone."""
+that presents an API token (or comes from a signed-in user); without one /metrics has counts alone."""
 
 from __future__ import annotations
 

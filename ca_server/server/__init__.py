@@ -38,12 +38,12 @@ class TLSSettings:
     cert: Path
     key: Path
     key_password: str | None
-    self_issued: bool  # serve --tls: the scheduler renews it (server_tls.py)
+    self_issued: bool  # serve --tls: the scheduler renews it (tls.py)
 
 
-def run_server(services: Services, claim: AddressClaim, *, host: str | None, port: int | None,
-               workers: int | None, tls: TLSSettings | None = None) -> None:
-    """Serve on the address `claim` holds (claim_address, called before anything else is done)."""
+def run_server(services: Services, *, host: str | None, port: int | None, workers: int | None,
+               tls: TLSSettings | None = None) -> None:
+    """Serve; the caller has claimed the address first (claim_address), before anything else."""
     cfg = services.config.server
     listen_host = host or cfg.host
     listen_port = port or cfg.port
@@ -79,8 +79,6 @@ def run_server(services: Services, claim: AddressClaim, *, host: str | None, por
         if cfg.access_log:
             app.wsgi_app = AccessLog(app.wsgi_app)
         app.wsgi_app = gate = RequestGate(app.wsgi_app, threads=cfg.threads, max_bytes=cfg.max_request_bytes)
-        if tls is not None:
-            app.config.update(PREFERRED_URL_SCHEME="https")
         ConnectionReaper(listen_port, cfg.header_timeout_seconds, cfg.body_timeout_seconds, gate).start()
         return app
 
@@ -125,22 +123,14 @@ def run_server(services: Services, claim: AddressClaim, *, host: str | None, por
         log.warning("the open-file limit (%d) is below what [server] max_connections needs (%d): past it, "
                     "new connections are refused; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
                     "max_connections", open_files, needed)
-    for line in address_warnings(services.config.server.base_url, listen_host, listen_port, tls is not None):
-        log.warning("%s", line)
+    warning = address_warning(services.config.server.base_url, listen_host, listen_port, tls is not None)
+    if warning:
+        log.warning("%s", warning)
     server.on_startup(before_workers)
     server.serve(target_loader=load_app)
 
 
-@dataclass(frozen=True)
-class AddressClaim:
-    """serve's hold on its host:port until the process ends: a lock that no second ca-server can
-    take, checked before anything starts."""
-
-    address: str
-    lock_fd: int
-
-
-def claim_address(host: str, port: int) -> AddressClaim:
+def claim_address(host: str, port: int) -> int:
     """Refuse, in words, an address another process holds; hold it against other ca-servers.
 
     Granian binds the port in each worker with SO_REUSEPORT (the kernel then spreads connections
@@ -148,7 +138,8 @@ def claim_address(host: str, port: int) -> AddressClaim:
     the first holds, and the kernel hands it half the connections: another instance, another CA,
     a foreign trust anchor half the time. So first a bind without SO_REUSEPORT (it fails while
     anything listens there), then a lock per address that a second ca-server cannot take even when
-    both start at the same instant."""
+    both start at the same instant. Returns the lock's descriptor: held open, the lock lasts as
+    long as this process (and the workers it forks)."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     lock_path = Path(tempfile.gettempdir()) / f"ca-server-{host.replace(':', '_')}-{port}.lock"
     fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -162,27 +153,24 @@ def claim_address(host: str, port: int) -> AddressClaim:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no holder
             probe.bind((host, port))
-    except socket.gaierror:
+    except OSError as exc:  # socket.gaierror included
         os.close(fd)
-        raise AddressUnavailableError(f"Cannot listen on {address}: {host!r} is not an address of this machine "
-                                      "(choose one with --host or [server] host).", address) from None
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno == errno.EADDRINUSE:
-            raise AddressUnavailableError(f"{address} is already in use by another process (another ca-server, or "
-                                          "anything else); choose another port with --port or [server] port.",
-                                          address) from None
-        if exc.errno == errno.EACCES:
-            raise AddressUnavailableError(f"Cannot listen on {address}: ports below 1024 need root or "
-                                          "CAP_NET_BIND_SERVICE; choose another port with --port or [server] port.",
-                                          address) from None
-        raise AddressUnavailableError(f"Cannot listen on {address}: {exc.strerror}; choose another address with "
-                                      "--host/--port or [server] host/port.", address) from None
-    return AddressClaim(address, fd)
+        if isinstance(exc, socket.gaierror):
+            why = f"Cannot listen on {address}: {host!r} is not an address of this machine (choose one with --host or [server] host)."
+        elif exc.errno == errno.EADDRINUSE:
+            why = (f"{address} is already in use by another process (another ca-server, or anything else); choose "
+                   "another port with --port or [server] port.")
+        elif exc.errno == errno.EACCES:
+            why = (f"Cannot listen on {address}: ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another "
+                   "port with --port or [server] port.")
+        else:
+            why = f"Cannot listen on {address}: {exc.strerror}; choose another address with --host/--port or [server] host/port."
+        raise AddressUnavailableError(why, address) from None
+    return fd
 
 
-def address_warnings(base_url: str, host: str, port: int, tls: bool) -> list[str]:
-    """One line when the server listens on a scheme, host or port that base_url does not name:
+def address_warning(base_url: str, host: str, port: int, tls: bool) -> str | None:
+    """A line when the server listens on a scheme, host or port that base_url does not name:
     clients follow the URLs written into certificates and handed out, not the address typed."""
     url = urlsplit(base_url)
     scheme = "https" if tls else "http"
@@ -191,10 +179,10 @@ def address_warnings(base_url: str, host: str, port: int, tls: bool) -> list[str
     host_differs = host not in ("0.0.0.0", "::", "") and (url.hostname or "") != host and not (
         host in loopback and url.hostname in loopback)
     if url.scheme == scheme and url_port == port and not host_differs:
-        return []
+        return None
     listening = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
-    return [f"listening on {listening} but [server] base_url is {base_url}: certificates, CRL/OCSP and e-mail links "
-            f"name base_url (right behind a proxy that forwards it here; otherwise set base_url before init)"]
+    return (f"listening on {listening} but [server] base_url is {base_url}: certificates, CRL/OCSP and e-mail links "
+            f"name base_url (right behind a proxy that forwards it here; otherwise set base_url before init)")
 
 
 def _metrics_folder(services: Services) -> None:

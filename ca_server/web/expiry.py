@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, url_for
 
 from .. import accounts
 from ..errors import AuthError
 from ..notify import calendar_events, metrics
-from .auth import bearer_requester
+from .auth import load_requester
 from .common import now, own_base_url, services
 from .pages import _filename_base, find_certificate
 
@@ -29,10 +29,8 @@ def certificate_ics(serial: str):
 @bp.get("/metrics")
 def prometheus_metrics():
     svc = services()
-    requester = g.get("requester")
-    header = request.headers.get("Authorization", "")
-    if requester is None and header:
-        requester = bearer_requester(svc.store, header, now())  # a wrong token is a 401, not counts alone
+    load_requester()  # a token (a wrong one is a 401, not counts alone) or a signed-in user
+    requester = g.requester
     if not svc.config.metrics.public and requester is None:
         raise AuthError("Metrics need an API token here ([metrics] public = false): send "
                         "'Authorization: Bearer TOKEN'.")
