@@ -3,6 +3,7 @@ that checks it and writes only when the object is still as it was read."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -75,3 +76,17 @@ def test_objects_read_with_their_fields(svc, account):
     authz = state.load(svc.store, Authorization, insert(svc.store, "authz", "pending", account))
     assert authz.challenges == ("c1",) and not authz.expired(NOW) and authz.expired(NOW + dt.timedelta(days=2))
     assert state.load(svc.store, Order, "absent") is None
+
+
+def test_an_account_reads_as_a_typed_object_with_its_orders(svc, app, account):
+    acct = state.account(svc.store, account)
+    assert isinstance(acct, state.Account) and acct.status == "valid" and acct.actor == f"acme:{account}"
+    assert state.account_by_thumbprint(svc.store, acct.thumbprint) == acct
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        acct.status = "deactivated"  # type: ignore[misc]
+    order_id = insert(svc.store, "order", "valid", account)
+    listed = dict((a.id, orders) for a, orders in state.all_accounts(svc.store))
+    assert [o.id for o in listed[account]] == [order_id] and isinstance(listed[account][0], Order)
+    assert svc.store.update_acme_account(account, status="deactivated")
+    assert state.account(svc.store, account).status == "deactivated"
+    assert state.account(svc.store, "nobody") is None

@@ -4,6 +4,7 @@ that any worker accepts a nonce another one issued, and a restart forgets none."
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 import json
@@ -18,6 +19,8 @@ from ..store import Store
 from . import jws
 from .jws import PublicJWK, SignedRequest
 from .problems import AcmeProblem
+from .state import Account, account_by_thumbprint
+from .state import account as load_account
 
 NONCE_LIFETIME = dt.timedelta(hours=1)
 MAX_CONTACTS = 10
@@ -46,26 +49,26 @@ def account_id_from_kid(kid: str, accounts_url: str) -> str:
     return kid[len(prefix):]
 
 
-def account_for(store: Store, signed: SignedRequest, accounts_url: str) -> dict:
+def account_for(store: Store, signed: SignedRequest, accounts_url: str) -> Account:
     """The valid account that signed this kid-request; the signature is verified here."""
-    account = store.acme_account(account_id_from_kid(signed.kid, accounts_url))
+    account = load_account(store, account_id_from_kid(signed.kid, accounts_url))
     if account is None:
         raise AcmeProblem("accountDoesNotExist", "There is no account at this kid; create one with newAccount.")
-    signed.verify(jws.stored_jwk(account["jwk"]))
-    if account["status"] != "valid":
-        raise AcmeProblem("unauthorized", f"This account is {account['status']}; create a new account to go on.")
+    signed.verify(jws.stored_jwk(account.jwk))
+    if account.status != "valid":
+        raise AcmeProblem("unauthorized", f"This account is {account.status}; create a new account to go on.")
     return account
 
 
-def requester(store: Store, account: dict) -> Requester:
+def requester(store: Store, account: Account) -> Requester:
     """The account as the issuance pipeline sees it: bound to its EAB key's domains, if any."""
-    eab = store.eab_key(name=account["eab_name"]) if account["eab_name"] else None
+    eab = store.eab_key(name=account.eab_name) if account.eab_name else None
     if eab is not None and eab["revoked_at"]:
         raise AcmeProblem("unauthorized", f"The external account key {eab['name']!r} this account was bound with "
                           "was revoked; ask the CA's operator for a new one.")
     if eab is None or not eab["domains"]:
-        return Requester(name=account["id"], kind="acme", is_admin=True, allow_ip=eab["allow_ip"] if eab else True)
-    return Requester(name=account["id"], kind="acme", is_admin=False, domains=eab["domains"],
+        return Requester(name=account.id, kind="acme", is_admin=True, allow_ip=eab["allow_ip"] if eab else True)
+    return Requester(name=account.id, kind="acme", is_admin=False, domains=eab["domains"],
                      allow_ip=eab["allow_ip"])
 
 
@@ -91,15 +94,15 @@ def check_contacts(value: object) -> list[str]:
 
 
 def create_account(store: Store, signed: SignedRequest, *, urls, require_eab: bool, client: str | None,
-                   now: dt.datetime) -> tuple[dict, bool]:
+                   now: dt.datetime) -> tuple[Account, bool]:
     """newAccount: (account, created). An existing account for this key is returned as it is."""
     key = jws.parse_jwk(signed.jwk)
     signed.verify(key)
     payload = signed.json_payload()
-    existing = store.acme_account_by_thumbprint(key.thumbprint)
+    existing = account_by_thumbprint(store, key.thumbprint)
     if existing is not None:
-        if existing["status"] != "valid":
-            raise AcmeProblem("unauthorized", f"The account of this key is {existing['status']}.")
+        if existing.status != "valid":
+            raise AcmeProblem("unauthorized", f"The account of this key is {existing.status}.")
         return existing, False
     if payload.get("onlyReturnExisting") is True:
         raise AcmeProblem("accountDoesNotExist", "No account exists for this key.")
@@ -111,14 +114,14 @@ def create_account(store: Store, signed: SignedRequest, *, urls, require_eab: bo
     elif require_eab:
         raise AcmeProblem("externalAccountRequired", "This CA requires External Account Binding: ask its operator "
                           "for a key (ca-server acme eab create) and pass its kid and HMAC key to your client.")
-    account = {"id": secrets.token_urlsafe(12), "thumbprint": key.thumbprint, "jwk": json.dumps(key.json),
-               "status": "valid", "contacts": contacts, "eab_name": eab_name, "created_at": to_text(now),
-               "client": client}
-    audit = {"at": now, "action": "acme_account_create", "actor": f"acme:{account['id']}", "client": client,
+    account = Account(id=secrets.token_urlsafe(12), thumbprint=key.thumbprint, jwk=json.dumps(key.json),
+                      status="valid", contacts=tuple(contacts), eab_name=eab_name, created_at=to_text(now),
+                      client=client)
+    audit = {"at": now, "action": "acme_account_create", "actor": account.actor, "client": client,
              "detail": {"contacts": contacts, "eab": eab_name}}
-    if not store.insert_acme_account(account, audit=audit):  # the same key, a moment earlier
-        return store.acme_account_by_thumbprint(key.thumbprint), False
-    return store.acme_account(account["id"]), True
+    if not store.insert_acme_account(dataclasses.asdict(account), audit=audit):  # the same key, a moment earlier
+        return account_by_thumbprint(store, key.thumbprint), False
+    return load_account(store, account.id), True
 
 
 def check_binding(store: Store, binding: object, key: PublicJWK, url: str) -> str:
@@ -144,23 +147,24 @@ def check_binding(store: Store, binding: object, key: PublicJWK, url: str) -> st
     return eab["name"]
 
 
-def update_account(store: Store, account: dict, signed: SignedRequest, now: dt.datetime) -> dict:
+def update_account(store: Store, account: Account, signed: SignedRequest, now: dt.datetime) -> Account:
     if signed.post_as_get:
         return account
     payload = signed.json_payload()
-    actor = f"acme:{account['id']}"
+    actor = account.actor
     if payload.get("status") == "deactivated":
-        store.update_acme_account(account["id"], status="deactivated",
+        store.update_acme_account(account.id, status="deactivated",
                                   audit={"at": now, "action": "acme_account_deactivate", "actor": actor})
     elif "status" in payload and payload["status"] != "valid":
         raise AcmeProblem("malformed", "An account's status can only be set to \"deactivated\".")
     if "contact" in payload:
-        store.update_acme_account(account["id"], contacts=check_contacts(payload["contact"]),
+        store.update_acme_account(account.id, contacts=check_contacts(payload["contact"]),
                                   audit={"at": now, "action": "acme_account_update", "actor": actor})
-    return store.acme_account(account["id"])
+    return load_account(store, account.id)
 
 
-def change_key(store: Store, account: dict, outer: SignedRequest, accounts_url: str, now: dt.datetime) -> dict:
+def change_key(store: Store, account: Account, outer: SignedRequest, accounts_url: str,
+               now: dt.datetime) -> Account:
     """RFC 8555 7.3.5: the payload is a JWS signed by the new key over {account, oldKey}."""
     inner_body = outer.json_payload()
     inner = jws.parse_inner(inner_body)
@@ -169,24 +173,24 @@ def change_key(store: Store, account: dict, outer: SignedRequest, accounts_url: 
     if inner.url != outer.url:
         raise AcmeProblem("malformed", "The inner JWS's url must equal the outer one's.")
     change = inner.json_payload()
-    if change.get("account") != f"{accounts_url}/{account['id']}":
+    if change.get("account") != f"{accounts_url}/{account.id}":
         raise AcmeProblem("malformed", "The key change names another account than the one that signed it.")
     try:
         old = jws.parse_jwk(change.get("oldKey"))
     except AcmeProblem:
         raise AcmeProblem("malformed", "oldKey is not the account's current key.") from None
-    if old.thumbprint != account["thumbprint"]:
+    if old.thumbprint != account.thumbprint:
         raise AcmeProblem("malformed", "oldKey is not the account's current key.")
-    other = store.acme_account_by_thumbprint(new_key.thumbprint)
+    other = account_by_thumbprint(store, new_key.thumbprint)
     if other is not None:
         raise AcmeProblem("malformed", "The new key belongs to another account already.", status=409,
-                          headers={"Location": f"{accounts_url}/{other['id']}"})
-    if not store.update_acme_account(account["id"], jwk=json.dumps(new_key.json), thumbprint=new_key.thumbprint,
-                                     audit={"at": now, "action": "acme_key_change", "actor": f"acme:{account['id']}",
+                          headers={"Location": f"{accounts_url}/{other.id}"})
+    if not store.update_acme_account(account.id, jwk=json.dumps(new_key.json), thumbprint=new_key.thumbprint,
+                                     audit={"at": now, "action": "acme_key_change", "actor": account.actor,
                                             "detail": {"old": old.thumbprint, "new": new_key.thumbprint}}):
         raise AcmeProblem("malformed", "The key could not be changed (the account is no longer valid, or the "
                           "key was taken meanwhile).", status=409)
-    return store.acme_account(account["id"])
+    return load_account(store, account.id)
 
 
 # -- External Account Binding keys (the CLI's `acme eab create|revoke`) ------------------------------

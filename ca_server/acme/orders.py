@@ -23,7 +23,7 @@ from . import state
 from .jws import b64decode
 from .problems import AcmeProblem, problem_dict
 from .renewal_info import replaced_certificate
-from .state import Authorization, Order, T
+from .state import Account, Authorization, Order, T
 from .urls import AcmeUrls
 
 MAX_IDENTIFIERS = 100
@@ -71,7 +71,7 @@ def identifier_problems(config: Config, requester: Requester, identifiers: list[
     return out
 
 
-def create_order(config: Config, store: Store, account: dict, requester: Requester, payload: dict, *,
+def create_order(config: Config, store: Store, account: Account, requester: Requester, payload: dict, *,
                  now: dt.datetime, client: str | None) -> Order:
     identifiers = _identifiers(payload)
     if "notBefore" in payload or "notAfter" in payload:
@@ -103,17 +103,17 @@ def create_order(config: Config, store: Store, account: dict, requester: Request
         types = ("dns-01",) if wildcard else CHALLENGE_TYPES_DNS if ident["type"] == "dns" else CHALLENGE_TYPES_IP
         challenge_ids = [secrets.token_urlsafe(12) for _ in types]
         identifier = {"type": ident["type"], "value": ident["value"][2:] if wildcard else ident["value"]}
-        rows.append({"id": authz_id, "kind": "authz", "account_id": account["id"], "parent_id": order_id,
+        rows.append({"id": authz_id, "kind": "authz", "account_id": account.id, "parent_id": order_id,
                      "status": "pending", "expires_at": expires, "created_at": now,
                      "data": {"identifier": identifier, "wildcard": wildcard, "challenges": challenge_ids,
                               "expires": to_text(expires)}})
         for challenge_id, kind in zip(challenge_ids, types, strict=True):
-            rows.append({"id": challenge_id, "kind": "challenge", "account_id": account["id"], "parent_id": authz_id,
+            rows.append({"id": challenge_id, "kind": "challenge", "account_id": account.id, "parent_id": authz_id,
                          "status": "pending", "expires_at": expires, "created_at": now,
                          "data": {"type": kind, "token": secrets.token_urlsafe(32), "identifier": identifier,
                                   "wildcard": wildcard, "order_id": order_id}})
         authz_ids.append(authz_id)
-    rows.insert(0, {"id": order_id, "kind": "order", "account_id": account["id"], "parent_id": None,
+    rows.insert(0, {"id": order_id, "kind": "order", "account_id": account.id, "parent_id": None,
                     "status": "pending", "expires_at": expires, "created_at": now,
                     "data": {"identifiers": identifiers, "authorizations": authz_ids, "profile": profile,
                              "expires": to_text(expires), "certificate": None, "error": None,
@@ -122,10 +122,10 @@ def create_order(config: Config, store: Store, account: dict, requester: Request
     return state.load(store, Order, order_id)
 
 
-def owned(store: Store, cls: type[T], object_id: str, account: dict) -> T:
+def owned(store: Store, cls: type[T], object_id: str, account: Account) -> T:
     """An object of this account; another account's reads as absent (RFC 8555 gives no hint)."""
     found = state.load(store, cls, object_id)
-    if found is None or found.account_id != account["id"]:
+    if found is None or found.account_id != account.id:
         raise AcmeProblem("malformed", f"There is no {'authorization' if cls.kind == 'authz' else cls.kind} here for "
                           "this account.", status=404)
     return found
@@ -154,7 +154,7 @@ def order_json(order: Order, urls: AcmeUrls) -> dict:
     return body
 
 
-def finalize(config: Config, store: Store, authority: Authority, order: Order, account: dict, requester: Requester,
+def finalize(config: Config, store: Store, authority: Authority, order: Order, account: Account, requester: Requester,
              payload: dict, *, client: str | None, now: dt.datetime) -> Order:
     if order.status != "ready":
         raise AcmeProblem("orderNotReady", f"The order is {order.status}, not ready: "
@@ -182,7 +182,7 @@ def finalize(config: Config, store: Store, authority: Authority, order: Order, a
         raise AcmeProblem("badCSR", "The CSR's names must be exactly the order's identifiers (" + "; ".join(words)
                           + ").")
     request = IssueRequest(csr=der, profile=order.profile, validity_days=config.acme.validity_days,
-                           notify=tuple(c[7:] for c in account["contacts"]), requester=requester, client=client)
+                           notify=account.mail_to, requester=requester, client=client)
     processing: Order | None = None
 
     def claim_order() -> None:  # the order is the signer's alone from here (RFC 8555 7.1.6: processing)
@@ -195,7 +195,7 @@ def finalize(config: Config, store: Store, authority: Authority, order: Order, a
         # Its names were checked against the account's scope when the order was made: refused, never held.
         record = issuance.issue(config, store, authority, request, now, out_of_scope=issuance.REFUSE,
                                 before_signing=claim_order,
-                                audit_extra={"acme_account": account["id"], "eab": account["eab_name"],
+                                audit_extra={"acme_account": account.id, "eab": account.eab_name,
                                              "acme_order": order.id, "replaces": order.replaces})
     except BaseException as exc:
         if processing is not None:  # back to ready: the client may finalize again with a better CSR
@@ -209,10 +209,10 @@ def finalize(config: Config, store: Store, authority: Authority, order: Order, a
     return state.load(store, Order, order.id)
 
 
-def certificate_chain(store: Store, authority: Authority, account: dict, serial: str) -> str:
-    order = store.acme_order_of_certificate(serial)
+def certificate_chain(store: Store, authority: Authority, account: Account, serial: str) -> str:
+    order = state.order_of_certificate(store, serial)
     record = store.get_certificate(serial)
-    if order is None or record is None or order["account_id"] != account["id"]:
+    if order is None or record is None or order.account_id != account.id:
         raise AcmeProblem("malformed", "There is no certificate here for this account.", status=404)
     return record.pem + authority.chain_for(record.issuer)
 

@@ -12,8 +12,10 @@ from ..config import Config
 from ..notify.renewal_window import renewal_window
 from ..pki.serials import serial_hex
 from ..store import Store
+from . import state
 from .jws import b64decode, b64encode
 from .problems import AcmeProblem
+from .state import Account, Order
 
 
 def cert_id(cert: x509.Certificate) -> str:
@@ -34,10 +36,11 @@ def serial_of_cert_id(value: object) -> str | None:
     return serial_hex(int.from_bytes(serial, "big")) if serial else None
 
 
-def replaced_certificate(store: Store, account: dict, value: object):
+def replaced_certificate(store: Store, account: Account, value: object) -> Order | None:
+    """The order of `account` whose certificate has the RFC 9773 ID `value`, if any."""
     serial = serial_of_cert_id(value)
-    order = store.acme_order_of_certificate(serial) if serial else None
-    return order if order is not None and order["account_id"] == account["id"] else None
+    order = state.order_of_certificate(store, serial) if serial else None
+    return order if order is not None and order.account_id == account.id else None
 
 
 def renewal_info(config: Config, store: Store, value: str, now: dt.datetime) -> dict:

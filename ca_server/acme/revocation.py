@@ -13,14 +13,16 @@ from ..ca.authority import Authority
 from ..config import Config
 from ..pki.serials import serial_hex
 from ..store import Store
+from . import state
 from .jws import b64decode
 from .problems import AcmeProblem
+from .state import Account
 
 RFC5280_REASONS = {0: "unspecified", 1: "keyCompromise", 3: "affiliationChanged", 4: "superseded",
                    5: "cessationOfOperation", 9: "privilegeWithdrawn"}
 
 
-def revoke(config: Config, store: Store, authority: Authority, payload: dict, *, account: dict | None,
+def revoke(config: Config, store: Store, authority: Authority, payload: dict, *, account: Account | None,
            key_spki_sha256: str | None, client: str | None, now: dt.datetime) -> None:
     """RFC 8555 7.6: by the account that ordered the certificate, or signed by its own key."""
     text = payload.get("certificate")
@@ -39,11 +41,11 @@ def revoke(config: Config, store: Store, authority: Authority, payload: dict, *,
         raise AcmeProblem("badRevocationReason", f"Reason {reason_code!r} is not accepted; use one of "
                           f"{', '.join(f'{k} ({v})' for k, v in RFC5280_REASONS.items())}.")
     if account is not None:
-        order = store.acme_order_of_certificate(serial)
-        if order is None or order["account_id"] != account["id"]:
+        order = state.order_of_certificate(store, serial)
+        if order is None or order.account_id != account.id:
             raise AcmeProblem("unauthorized", "This account did not order that certificate; sign the request with "
                               "the certificate's key instead.")
-        actor = f"acme:{account['id']}"
+        actor = account.actor
     else:
         if key_spki_sha256 != record.spki_sha256:
             raise AcmeProblem("unauthorized", "The request is not signed by that certificate's key.")

@@ -1,5 +1,5 @@
-"""ACME's objects as typed state (RFC 8555 7.1): orders, authorizations and challenges as frozen
-dataclasses read from the store, and every change of status through `move`, which checks the
+"""ACME's objects as typed state (RFC 8555 7.1): accounts, orders, authorizations and challenges as
+frozen dataclasses read from the store, and every change of status through `move`, which checks the
 transition against the one table below (RFC 8555 7.1.6's state diagrams) and writes only if the
 object is still in the status it was read in (another worker may have moved it meanwhile)."""
 
@@ -48,6 +48,53 @@ class Identifier:
     @property
     def san(self) -> str:
         return ("IP:" if self.type == "ip" else "DNS:") + self.value
+
+
+@dataclass(frozen=True)
+class Account:
+    """An ACME account (RFC 8555 7.1.2): its key (JWK and RFC 7638 thumbprint) and contacts.
+    Accounts change by the store's guarded updates (only while valid), not through the table."""
+    id: str
+    thumbprint: str
+    jwk: str
+    status: str  # "valid" | "deactivated" | "revoked"
+    contacts: tuple[str, ...]
+    eab_name: str | None
+    created_at: str
+    client: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict) -> Account:
+        return cls(id=row["id"], thumbprint=row["thumbprint"], jwk=row["jwk"], status=row["status"],
+                   contacts=tuple(row["contacts"]), eab_name=row["eab_name"], created_at=row["created_at"],
+                   client=row.get("client"))
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this account."""
+        return f"acme:{self.id}"
+
+    @property
+    def mail_to(self) -> tuple[str, ...]:
+        """The addresses of its mailto: contacts."""
+        return tuple(c.removeprefix("mailto:") for c in self.contacts)
+
+
+def account(store: Store, account_id: str) -> Account | None:
+    row = store.acme_account(account_id)
+    return Account.from_row(row) if row is not None else None
+
+
+def account_by_thumbprint(store: Store, thumbprint: str) -> Account | None:
+    row = store.acme_account_by_thumbprint(thumbprint)
+    return Account.from_row(row) if row is not None else None
+
+
+def all_accounts(store: Store) -> list[tuple[Account, list[Order]]]:
+    """Every account, oldest first, with its orders (newest first): what the admin page and the
+    CLI list."""
+    return [(acct, [from_row(row) for row in store.acme_orders_of(acct.id)])  # type: ignore[misc]
+            for acct in map(Account.from_row, store.list_acme_accounts())]
 
 
 @dataclass(frozen=True)
@@ -158,6 +205,11 @@ def from_row(row: dict) -> Order | Authorization | Challenge:
 
 def load(store: Store, cls: type[T], object_id: str) -> T | None:
     row = store.acme_object(cls.kind, object_id)
+    return from_row(row) if row is not None else None  # type: ignore[return-value]
+
+
+def order_of_certificate(store: Store, serial: str) -> Order | None:
+    row = store.acme_order_of_certificate(serial)
     return from_row(row) if row is not None else None  # type: ignore[return-value]
 
 

@@ -7,6 +7,7 @@ import json
 import click
 
 from ..acme import accounts as acme_accounts
+from ..acme import state as acme_state
 from ..clock import utcnow
 from .support import cli_services as _services
 from .support import domain_errors
@@ -76,7 +77,6 @@ def register_acme_commands(main: click.Group) -> None:
           ca-server acme accounts
         """
         store = _services().store
-        for row in store.list_acme_accounts():
-            orders = store.acme_orders_of(row["id"])
-            click.echo(f"{row['id']:<18} {row['status']:<12} {','.join(row['contacts']) or '-':<32} "
-                       f"{row['eab_name'] or '-':<16} {len(orders)} order(s)")
+        for account, orders in acme_state.all_accounts(store):
+            click.echo(f"{account.id:<18} {account.status:<12} {','.join(account.contacts) or '-':<32} "
+                       f"{account.eab_name or '-':<16} {len(orders)} order(s)")

@@ -92,7 +92,7 @@ def signed_request(*, by_key: bool = False) -> jws.SignedRequest:
     return signed
 
 
-def signed_by_account() -> tuple[jws.SignedRequest, dict]:
+def signed_by_account() -> tuple[jws.SignedRequest, state.Account]:
     signed = signed_request()
     return signed, accounts.account_for(services().store, signed, urls().accounts)
 
@@ -120,21 +120,21 @@ def new_account():
     signed = signed_request(by_key=True)
     account, created = accounts.create_account(svc.store, signed, urls=u, require_eab=svc.config.acme.require_eab,
                                                client=client_address(), now=now())
-    return respond(account_json(account), 201 if created else 200, {"Location": u.account(account["id"])})
+    return respond(account_json(account), 201 if created else 200, {"Location": u.account(account.id)})
 
 
-def account_json(account: dict) -> dict:
-    body = {"status": account["status"], "contact": account["contacts"], "orders": urls().orders(account["id"]),
-            "createdAt": account["created_at"]}
-    if account["eab_name"]:
-        body["externalAccountBinding"] = {"name": account["eab_name"]}
+def account_json(account: state.Account) -> dict:
+    body = {"status": account.status, "contact": list(account.contacts), "orders": urls().orders(account.id),
+            "createdAt": account.created_at}
+    if account.eab_name:
+        body["externalAccountBinding"] = {"name": account.eab_name}
     return body
 
 
 @bp.post("/acct/<account_id>")
 def account(account_id: str):
     signed, acct = signed_by_account()
-    if acct["id"] != account_id:
+    if acct.id != account_id:
         raise AcmeProblem("unauthorized", "An account can only read or change itself.")
     return respond(account_json(accounts.update_account(services().store, acct, signed, now())))
 
@@ -142,9 +142,9 @@ def account(account_id: str):
 @bp.post("/acct/<account_id>/orders")
 def account_orders(account_id: str):
     _signed, acct = signed_by_account()
-    if acct["id"] != account_id:
+    if acct.id != account_id:
         raise AcmeProblem("unauthorized", "An account can only list its own orders.")
-    found = services().store.acme_orders_of(acct["id"])
+    found = services().store.acme_orders_of(acct.id)
     return respond({"orders": [urls().order(o["id"]) for o in found]})
 
 
@@ -205,7 +205,7 @@ def challenge(challenge_id: str):
         signed.json_payload()  # "{}" says: validate now (RFC 8555 7.5.1)
         if challenges.start_challenge(svc.store, found, now()):
             found = state.load(svc.store, Challenge, challenge_id)
-            validator().submit(found, acct["thumbprint"])
+            validator().submit(found, acct.thumbprint)
     else:
         _resume_stale(state.load(svc.store, Authorization, found.authz_id), acct)
     found = state.load(svc.store, Challenge, challenge_id)
@@ -219,7 +219,7 @@ def _retry_after(obj: Order | Authorization | Challenge) -> dict[str, str]:
 
 def _resume_stale(authz_obj: Authorization | None, acct: dict) -> None:
     for stale in challenges.stale(services().config.acme, services().store, authz_obj, now()):
-        validator().submit(stale, acct["thumbprint"])
+        validator().submit(stale, acct.thumbprint)
 
 
 # -- certificates --------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
 from .. import accounts, approvals
+from ..acme import state as acme_state
 from ..errors import ForbiddenError
 from ..models import PendingRequest
 from .common import client_address, now, own_base_url, services
@@ -67,11 +70,9 @@ def set_user_email(name: str):
 @bp.get("/acme")
 def acme_accounts():
     store = services().store
-    rows = []
-    for account in store.list_acme_accounts():
-        orders = store.acme_orders_of(account["id"])
-        rows.append({**account, "orders": len(orders),
-                     "certificates": [o["data"]["certificate"] for o in orders if o["data"].get("certificate")]})
+    rows = [{**dataclasses.asdict(account), "orders": len(orders),
+             "certificates": [o.certificate for o in orders if o.certificate]}
+            for account, orders in acme_state.all_accounts(store)]
     directory = own_base_url() + "/acme/directory"
     return render_template("admin_acme.html", accounts=rows, eab_keys=store.list_eab_keys(), directory=directory)
 
