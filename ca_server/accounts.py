@@ -18,7 +18,7 @@ from .emails import email_problem, normalize_email
 from .errors import BadRequestError, ConflictError, NotFoundError
 from .issuance import Requester
 from .pki.names import dns_name_problem
-from .store import NameTakenError, Store
+from .store import CaStore, NameTakenError
 
 TOKEN_PREFIX = "cas_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -49,7 +49,7 @@ def check_domains(domains: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def add_user(
-    store: Store,
+    store: CaStore,
     name: str,
     password: str,
     *,
@@ -89,14 +89,14 @@ def check_email(email: str | None) -> str | None:
     return normalize_email(email.strip())
 
 
-def set_user_email(store: Store, name: str, email: str | None, now: dt.datetime, actor: str = "cli:local") -> None:
+def set_user_email(store: CaStore, name: str, email: str | None, now: dt.datetime, actor: str = "cli:local") -> None:
     address = check_email(email)
     if not store.set_user_email(name, address, audit={"at": now, "action": "user_email", "actor": actor,
                                                       "detail": {"user": name, "email": address}}):
         raise NotFoundError(f"There is no user named {name!r}.")
 
 
-def authenticate_user(store: Store, name: str, password: str) -> Requester | None:
+def authenticate_user(store: CaStore, name: str, password: str) -> Requester | None:
     row = store.get_user(name) if name else None
     try:
         _hasher.verify(row["password_hash"] if row else _DUMMY_HASH, password)
@@ -125,7 +125,7 @@ def token_hash(token: str) -> str:
 
 
 def create_token(
-    store: Store,
+    store: CaStore,
     name: str,
     *,
     is_admin: bool,
@@ -155,7 +155,7 @@ def create_token(
     return token
 
 
-def revoke_token(store: Store, name: str, now: dt.datetime, actor: str = "cli:local") -> None:
+def revoke_token(store: CaStore, name: str, now: dt.datetime, actor: str = "cli:local") -> None:
     if store.get_token(name) is None:
         raise NotFoundError(f"There is no token named {name!r}.")
     audit = {"at": now, "action": "token_revoke", "actor": actor, "detail": {"token": name}}
@@ -163,7 +163,7 @@ def revoke_token(store: Store, name: str, now: dt.datetime, actor: str = "cli:lo
         raise ConflictError(f"The token {name!r} is already revoked.")
 
 
-def token_requester(store: Store, token: str, now: dt.datetime) -> Requester | None:
+def token_requester(store: CaStore, token: str, now: dt.datetime) -> Requester | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     row = store.token_by_hash(token_hash(token))
@@ -178,12 +178,12 @@ def token_requester(store: Store, token: str, now: dt.datetime) -> Requester | N
     )
 
 
-def new_calendar_feed(store: Store, owner: str, now: dt.datetime) -> str:
+def new_calendar_feed(store: CaStore, owner: str, now: dt.datetime) -> str:
     """A new secret token for `owner`'s calendar URL; the one before stops working."""
     token = secrets.token_urlsafe(24)
     store.set_calendar_feed(owner, token, now, audit={"at": now, "action": "calendar_feed_new", "actor": owner})
     return token
 
 
-def turn_off_calendar_feed(store: Store, owner: str, now: dt.datetime) -> None:
+def turn_off_calendar_feed(store: CaStore, owner: str, now: dt.datetime) -> None:
     store.set_calendar_feed(owner, None, now, audit={"at": now, "action": "calendar_feed_off", "actor": owner})

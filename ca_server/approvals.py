@@ -17,12 +17,12 @@ from .config import Config, Secrets
 from .errors import BadRequestError, ConflictError, ForbiddenError, MailError, NotFoundError
 from .models import PendingRequest
 from .notify.mail import Mailer, new_message
-from .store import Store
+from .store import CaStore
 
 log = logging.getLogger("ca_server.approvals")
 
 
-def get_request(store: Store, request_id: str) -> PendingRequest:
+def get_request(store: CaStore, request_id: str) -> PendingRequest:
     row = store.get_request(request_id) if request_id and len(request_id) <= 64 else None
     if row is None:
         raise NotFoundError(f"There is no certificate request {request_id!r}.")
@@ -33,7 +33,7 @@ def visible_to(pending: PendingRequest, requester: issuance.Requester) -> bool:
     return requester.is_admin or pending.requester == requester.label
 
 
-def approve(config: Config, secret: Secrets, store: Store, authority: Authority, request_id: str,
+def approve(config: Config, secret: Secrets, store: CaStore, authority: Authority, request_id: str,
             admin: issuance.Requester, now: dt.datetime, client: str | None = None) -> PendingRequest:
     pending = _pending(store, request_id, admin)
     issue_request = issuance.IssueRequest(csr=pending.csr_pem, profile=pending.profile,
@@ -52,7 +52,7 @@ def approve(config: Config, secret: Secrets, store: Store, authority: Authority,
     return decided
 
 
-def reject(config: Config, secret: Secrets, store: Store, request_id: str, admin: issuance.Requester, reason: str,
+def reject(config: Config, secret: Secrets, store: CaStore, request_id: str, admin: issuance.Requester, reason: str,
            now: dt.datetime, client: str | None = None) -> PendingRequest:
     reason = (reason or "").strip()
     if not reason:
@@ -67,7 +67,7 @@ def reject(config: Config, secret: Secrets, store: Store, request_id: str, admin
     return decided
 
 
-def _pending(store: Store, request_id: str, admin: issuance.Requester) -> PendingRequest:
+def _pending(store: CaStore, request_id: str, admin: issuance.Requester) -> PendingRequest:
     if not admin.is_admin:
         raise ForbiddenError("Only an admin may approve or reject requests.")
     pending = get_request(store, request_id)

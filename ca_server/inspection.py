@@ -32,7 +32,7 @@ from .pki.keys import describe_public_key
 from .pki.pem import from_utf16
 from .pki.serials import serial_colon, serial_hex  # noqa: F401  (serial_hex used by web/inspect.py)
 from .pki.weak_keys import rsa_key_flaws
-from .store import Store
+from .store import CaStore
 
 MAX_DOCUMENT = 65536
 
@@ -74,7 +74,7 @@ def der_of(document) -> bytes:
     return document.public_bytes(Encoding.DER)
 
 
-def inspect(config: Config, store: Store, authority: Authority, data: bytes | str, now: dt.datetime, *,
+def inspect(config: Config, store: CaStore, authority: Authority, data: bytes | str, now: dt.datetime, *,
             hostname: str | None = None, requester: issuance.Requester | None = None) -> dict:
     document = load_document(data)
     if isinstance(document, x509.Certificate):
@@ -141,7 +141,7 @@ def _sans(document: x509.Certificate | x509.CertificateSigningRequest) -> list[s
         f"IP:{v}" for v in san.get_values_for_type(x509.IPAddress)]
 
 
-def _inspect_certificate(store: Store, authority: Authority, cert: x509.Certificate, now: dt.datetime,
+def _inspect_certificate(store: CaStore, authority: Authority, cert: x509.Certificate, now: dt.datetime,
                          hostname: str | None) -> dict:
     fields = certificate_fields(cert)
     role = _own_ca_role(cert, authority)
@@ -175,7 +175,7 @@ def _key_flaws(cert: x509.Certificate) -> tuple[str, ...]:
     return rsa_key_flaws(numbers.n, numbers.e)
 
 
-def _leaf_verdict(store: Store, authority: Authority, cert: x509.Certificate, fields: dict,
+def _leaf_verdict(store: CaStore, authority: Authority, cert: x509.Certificate, fields: dict,
                   now: dt.datetime) -> tuple[str, str | None, list[str]]:
     record = store.get_certificate(fields["serial"], with_renewal=True)
     signed_by_us = _signing_intermediate(cert, authority) is not None
@@ -223,7 +223,7 @@ def _own_ca_role(cert: x509.Certificate, authority: Authority) -> str | None:
     return None
 
 
-def _ca_verdict(store: Store, authority: Authority, cert: x509.Certificate, fields: dict, role: str,
+def _ca_verdict(store: CaStore, authority: Authority, cert: x509.Certificate, fields: dict, role: str,
                 now: dt.datetime) -> tuple[str, str | None, list[str]]:
     genuine = authority.root.public_bytes(Encoding.DER) if role == "root" else next(
         gen.der for gen in authority.intermediates if gen.cert.serial_number == cert.serial_number)
@@ -316,7 +316,7 @@ def _plain(error: str, cert: x509.Certificate, name: str) -> str:
     return error
 
 
-def _inspect_csr(config: Config, store: Store, csr: x509.CertificateSigningRequest,
+def _inspect_csr(config: Config, store: CaStore, csr: x509.CertificateSigningRequest,
                  requester: issuance.Requester | None) -> dict:
     der = csr.public_bytes(Encoding.DER)
     request = issuance.IssueRequest(csr=der, requester=requester or issuance.CLI_REQUESTER)

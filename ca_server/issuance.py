@@ -26,7 +26,7 @@ from .models import CertificateRecord, PendingRequest
 from .pki.csr import ParsedCSR, parse_csr, signature_is_valid
 from .pki.names import in_domains
 from .pki.serials import new_serial, serial_hex
-from .store import SerialTakenError, Store
+from .store import CaStore, SerialTakenError
 
 MAX_NOTIFY = 20
 
@@ -79,7 +79,7 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
 
 
-def check_request(config: Config, store: Store, request: IssueRequest) -> tuple[Prepared, list[Violation]]:
+def check_request(config: Config, store: CaStore, request: IssueRequest) -> tuple[Prepared, list[Violation]]:
     """Everything short of signing. Raises for unreadable input (400/413); returns the policy
     violations (422) so callers can audit them, or report them without issuing (/inspect)."""
     pol = config.policy
@@ -131,7 +131,7 @@ def normalize_notify(addresses: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(normalize_email(a) for a in cleaned))
 
 
-def issue(config: Config, store: Store, authority: Authority, request: IssueRequest, now: dt.datetime, *,
+def issue(config: Config, store: CaStore, authority: Authority, request: IssueRequest, now: dt.datetime, *,
           out_of_scope: str | None = None, approved_by: Requester | None = None,
           before_signing: Callable[[], None] | None = None,
           audit_extra: dict | None = None) -> CertificateRecord | PendingRequest:
@@ -167,7 +167,7 @@ def issue(config: Config, store: Store, authority: Authority, request: IssueRequ
                            audit_action=action, audit_extra=extra or None)
 
 
-def _hold(store: Store, request: IssueRequest, prepared: Prepared, outside: list[Violation],
+def _hold(store: CaStore, request: IssueRequest, prepared: Prepared, outside: list[Violation],
           now: dt.datetime) -> PendingRequest:
     row = {
         "id": secrets.token_hex(8),
@@ -188,7 +188,7 @@ def _hold(store: Store, request: IssueRequest, prepared: Prepared, outside: list
     return PendingRequest.from_row(store.get_request(row["id"]))
 
 
-def audit_refusal(store: Store, request: IssueRequest, prepared: Prepared, violations: list[Violation],
+def audit_refusal(store: CaStore, request: IssueRequest, prepared: Prepared, violations: list[Violation],
                    now: dt.datetime) -> None:
     store.append_audit(
         at=now,
@@ -227,7 +227,7 @@ def scope_violations(requester: Requester, sans: list[str]) -> list[Violation]:
 
 def _sign_and_store(
     config: Config,
-    store: Store,
+    store: CaStore,
     authority: Authority,
     prepared: Prepared,
     requester: Requester,

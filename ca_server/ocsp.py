@@ -33,7 +33,7 @@ from .pki.extensions import build_ocsp_responder
 from .pki.keys import decrypt_private_key, encrypt_private_key, generate_private_key, signature_hash
 from .pki.serials import new_serial, serial_hex
 from .revocation import REASON_FLAGS
-from .store import Store
+from .store import CaStore
 
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
@@ -70,7 +70,7 @@ class Responder:
 RESPONDER_LEASE_SECONDS = 30
 
 
-def ensure_responder(config: Config, store: Store, authority: Authority, now: dt.datetime,
+def ensure_responder(config: Config, store: CaStore, authority: Authority, now: dt.datetime,
                      gen: Intermediate | None = None) -> Responder:
     """The current responder certificate of `gen` (default: the issuing intermediate); a new one
     is issued when none is fresh, by one process of all (a lease): the others wait for it (a
@@ -98,7 +98,7 @@ def ensure_responder(config: Config, store: Store, authority: Authority, now: dt
     return current if current is not None else _issue_responder(config, store, authority, now, gen)
 
 
-def _issue_responder(config: Config, store: Store, authority: Authority, now: dt.datetime,
+def _issue_responder(config: Config, store: CaStore, authority: Authority, now: dt.datetime,
                      gen: Intermediate) -> Responder:
     key = generate_private_key("ec-p256")
     start = now.replace(microsecond=0) - BACKDATE
@@ -127,7 +127,7 @@ class OCSPResponder:
     """Answers OCSP requests for every intermediate (the request's CertID names which: RFC 6960
     4.1.1), each through its own responder certificate. One per process; thread-safe."""
 
-    def __init__(self, config: Config, store: Store, authority: Authority) -> None:
+    def __init__(self, config: Config, store: CaStore, authority: Authority) -> None:
         self.config = config
         self.store = store
         self.authority = authority

@@ -23,7 +23,7 @@ from .pki.extensions import aki_from
 from .pki.keys import signature_hash
 from .pki.pem import pem_armor
 from .pki.serials import serial_hex
-from .store import Store
+from .store import CaStore
 
 if typing.TYPE_CHECKING:  # a type only: the CA package uses this module to publish CRLs
     from .ca.authority import Authority
@@ -65,7 +65,7 @@ def parse_reason(text: str | None, allowed: tuple[str, ...] = LEAF_REASONS) -> s
 
 def revoke(
     config: Config,
-    store: Store,
+    store: CaStore,
     authority: Authority,
     serial: str,
     reason: str,
@@ -110,7 +110,7 @@ class PublishedCRL:
         return pem_armor(self.der, "X509 CRL").encode("ascii")
 
 
-def publish_crl(config: Config, store: Store, authority: Authority, issuer: str, now: dt.datetime) -> PublishedCRL:
+def publish_crl(config: Config, store: CaStore, authority: Authority, issuer: str, now: dt.datetime) -> PublishedCRL:
     """Build, sign and store the next CRL of `issuer`: "root", or an intermediate's slug
     ("intermediate" for the first, "intermediate-N" for a later one), listing what it issued.
 
@@ -171,7 +171,7 @@ class CRLCache:
     the newest number (a few bytes) and reads the DER (megabytes with many revocations) when that
     number changed. A CRL is built here only when none exists yet or the newest has lapsed."""
 
-    def __init__(self, config: Config, store: Store, authority: Authority) -> None:
+    def __init__(self, config: Config, store: CaStore, authority: Authority) -> None:
         self.config, self.store, self.authority = config, store, authority
         self._held: dict[str, PublishedCRL] = {}
 
@@ -197,7 +197,7 @@ class CRLCache:
         return gen is not None and not self.authority.can_sign(gen)
 
 
-def refresh_crls(config: Config, store: Store, authority: Authority, now: dt.datetime) -> list[PublishedCRL]:
+def refresh_crls(config: Config, store: CaStore, authority: Authority, now: dt.datetime) -> list[PublishedCRL]:
     """Scheduler job: rebuild each CRL that is missing or within crl_refresh_hours of nextUpdate
     (an intermediate's until it has expired: then every certificate it issued has too)."""
     margin = dt.timedelta(hours=config.revocation.crl_refresh_hours)
@@ -217,7 +217,7 @@ def refresh_crls(config: Config, store: Store, authority: Authority, now: dt.dat
     return rebuilt
 
 
-def revoke_intermediate(store: Store, authority: Authority, config: Config, reason: str, now: dt.datetime,
+def revoke_intermediate(store: CaStore, authority: Authority, config: Config, reason: str, now: dt.datetime,
                         actor: str, generation: int | None = None) -> PublishedCRL:
     """Put an intermediate (default: the issuing one) on the root's CRL, after a compromise."""
     reason = parse_reason(reason, CA_REASONS)

@@ -19,7 +19,7 @@ from .config import Config, Secrets, load_config, read_secrets
 from .errors import InstanceError
 from .ocsp import OCSPResponder
 from .revocation import CRLCache
-from .store import Store, open_store
+from .store import CaStore, open_store
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Services:
     paths: InstancePaths
     config: Config
     secrets: Secrets
-    store: Store
+    store: CaStore
     # The clock the web layer asks for "now"; tests replace it to step time forward.
     clock: Callable[[], dt.datetime] = field(default=utcnow)
 
@@ -64,7 +64,7 @@ def open_services(
     return Services(paths=paths, config=config, secrets=secrets, store=store)
 
 
-def _check_ca(paths: InstancePaths, store: Store) -> None:
+def _check_ca(paths: InstancePaths, store: CaStore) -> None:
     ours = hashlib.sha256(x509.load_pem_x509_certificate(paths.root_cert.read_bytes()).public_bytes(
         Encoding.DER)).hexdigest()
     bound = store.bind_ca(ours)

@@ -92,6 +92,21 @@ def test_only_the_store_talks_to_a_database_driver():
     assert users and all(u.startswith("store/") for u in users), users
 
 
+def test_outside_the_store_code_asks_for_the_interface_not_a_backend():
+    """Modules type their store with the Protocols of store/interfaces.py (CaStore); only the
+    store's own package and `ca-server db copy` (which moves data between the two) name a backend."""
+    backends = {"Store", "PostgresStore", "StoreBase", "PostgresBase"}
+    users = set()
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).parts[0] == "store":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[-1] in ("store", "base", "postgres") \
+                    and backends & {alias.name for alias in node.names}:
+                users.add(str(path.relative_to(PACKAGE)))
+    assert users == {"cli/db.py"}, users
+
+
 def called_attributes(path: Path) -> set[str]:
     """Every name called as a function or method in a module (`x.y(...)` and `y(...)` give "y")."""
     names = set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import inspect
 import os
 import threading
 import time
@@ -13,9 +14,10 @@ import time
 import pytest
 
 from ca_server import issuance, revocation
+from ca_server import store as store_package
 from ca_server.errors import BadRequestError
 from ca_server.pki.serials import new_serial, serial_hex
-from ca_server.store import PostgresStore, SerialTakenError, Store, StoreBackend
+from ca_server.store import PostgresStore, SerialTakenError, Store, StoreBackend, interfaces
 from ca_server.store.postgres import redact, translate
 from ca_server.store.schema import migrations
 from ca_server.store.schema_pg import MIGRATIONS
@@ -37,7 +39,7 @@ def bare_store(backend, tmp_path, request):
 
 
 def test_both_backends_provide_the_interface_the_queries_use(bare_store, backend):
-    assert isinstance(bare_store, StoreBackend)
+    assert isinstance(bare_store, StoreBackend) and isinstance(bare_store, interfaces.CaStore)
     assert bare_store.kind == backend and bare_store.ping()
 
 
@@ -46,24 +48,62 @@ def test_one_schema_history_in_both_backends():
     assert sqlite_steps == [name for name, _ in MIGRATIONS], "add each new migration to schema_pg.py too"
 
 
+@pytest.mark.parametrize("backend_class", [Store, PostgresStore], ids=["sqlite", "postgresql"])
+def test_both_backends_keep_every_promise_of_the_interface(backend_class):
+    """Each area Protocol (store/interfaces.py): every method is on both backends with the same
+    parameters, defaults and annotations; StoreBackend's with the same parameters (each backend
+    annotates its own connection type)."""
+    for protocol in (*interfaces.AREAS, StoreBackend):
+        exact = protocol is not StoreBackend
+        for name, declared in vars(protocol).items():
+            if name.startswith("_") or not callable(declared):
+                continue
+            assert hasattr(backend_class, name), f"{backend_class.__name__} lacks {protocol.__name__}.{name}"
+            ours, theirs = inspect.signature(declared), inspect.signature(getattr(backend_class, name))
+
+            def shape(signature, exact=exact):
+                params = [(p.name, p.kind, p.default, p.annotation if exact else None)
+                          for p in signature.parameters.values()]
+                return params, signature.return_annotation if exact else None
+            assert shape(theirs) == shape(ours), f"{protocol.__name__}.{name}"
+
+
+def test_every_query_the_store_offers_is_declared_in_one_area():
+    declared = [name for protocol in interfaces.AREAS for name in vars(protocol)
+                if not name.startswith("_") and callable(vars(protocol)[name])]
+    assert len(declared) == len(set(declared)), "a method declared in two areas"
+    offered = {name for queries in store_package._QUERIES for name, value in vars(queries).items()
+               if callable(value) and not name.startswith("_")}
+    assert offered == set(declared), offered ^ set(declared)
+
+
 def test_migrating_twice_changes_nothing(bare_store):
     bare_store.migrate()
     assert bare_store.take_lease("x", "me", NOW, 10)
 
 
-@pytest.mark.parametrize(("sqlite", "postgres"), [
-    ("SELECT a FROM t WHERE b = ? AND c LIKE ?", "SELECT a FROM t WHERE b = %s AND c ILIKE %s"),
-    ("SELECT rowid FROM certificates INDEXED BY certificates_requester WHERE x = ?",
-     "SELECT rowid FROM certificates WHERE x = %s"),
-    ("SELECT c.x FROM certificates c NOT INDEXED WHERE c.rowid IN (SELECT CAST(value AS BIGINT) FROM json_each(?))",
-     "SELECT c.x FROM certificates c WHERE c.rowid IN (SELECT CAST(value AS BIGINT) FROM json_array_elements_text(%s::json))"),
-    ("SELECT j.value FROM audit_log a, json_each(a.detail, '$.codes') j",
-     "SELECT j.value FROM audit_log a, json_array_elements_text(a.detail::json->'codes') AS j(value)"),
-    ("WHERE json_extract(data, '$.certificate') = ?", "WHERE (data::json->>'certificate') = %s"),
-    ("SELECT '100%' FROM t", "SELECT '100%%' FROM t"),
-], ids=["placeholders-like", "index-hint", "json-array", "json-path-array", "json-extract", "percent"])
-def test_the_postgresql_spelling_of_shared_queries(sqlite, postgres):
-    assert translate(sqlite) == postgres
+def test_the_spellings_that_differ_run_on_each_engine(bare_store, backend):
+    """The dialect object names what SQLite and PostgreSQL spell differently; each spelling runs
+    on its engine and means the same there."""
+    d = bare_store.dialect
+    assert d.name == backend
+    db = bare_store.db
+    assert sorted(r["value"] for r in db.query(f"SELECT value FROM {d.values()}", ['["b", "a"]'])) == ["a", "b"]
+    detail = '{"codes": ["x", "y"], "certificate": "0A1B"}'
+    assert [r["v"] for r in db.query(f"SELECT {d.field('t.detail', 'certificate')} AS v FROM (SELECT ? AS detail) t",
+                                     [detail])] == ["0A1B"]
+    rows = db.query(f"SELECT j.value AS v FROM (SELECT ? AS detail) t, {d.array_at('t.detail', 'codes', 'j')}", [detail])
+    assert sorted(r["v"] for r in rows) == ["x", "y"]
+    assert [r["n"] for r in db.query(f"SELECT count(*) AS n FROM (SELECT 'Web.Example.TEST' AS name) t"
+                                     f" WHERE name {d.like} ?", ["web.example%"])] == [1]
+    hinted = f"SELECT count(*) AS n FROM certificates{d.index('certificates_requester')} WHERE requester = ?"
+    assert [r["n"] for r in db.query(hinted, ["nobody"])] == [0]
+    assert [r["n"] for r in db.query(f"SELECT count(*) AS n FROM certificates c{d.no_index}")] == [0]
+
+
+def test_postgresql_gets_only_its_placeholder_style():
+    assert translate("SELECT a FROM t WHERE b = ? AND c LIKE ?") == "SELECT a FROM t WHERE b = %s AND c LIKE %s"
+    assert translate("SELECT '100%' FROM t") == "SELECT '100%%' FROM t"
 
 
 def test_named_parameters_and_a_password_never_shown():

@@ -15,7 +15,7 @@ from ..clock import to_text
 from ..emails import email_problem, normalize_email
 from ..errors import BadRequestError, NotFoundError
 from ..issuance import Requester
-from ..store import Store
+from ..store import CaStore
 from . import jws
 from .jws import PublicJWK, SignedRequest
 from .problems import AcmeProblem
@@ -26,13 +26,13 @@ NONCE_LIFETIME = dt.timedelta(hours=1)
 MAX_CONTACTS = 10
 
 
-def new_nonce(store: Store, now: dt.datetime) -> str:
+def new_nonce(store: CaStore, now: dt.datetime) -> str:
     nonce = secrets.token_urlsafe(16)
     store.add_nonce(nonce, now + NONCE_LIFETIME)
     return nonce
 
 
-def use_nonce(store: Store, signed: SignedRequest, now: dt.datetime) -> str:
+def use_nonce(store: CaStore, signed: SignedRequest, now: dt.datetime) -> str:
     """Consume the request's nonce; returns the next one (stored in the same transaction) for the
     answer's Replay-Nonce, also when this one was bad (the client retries with it)."""
     following = secrets.token_urlsafe(16)
@@ -49,7 +49,7 @@ def account_id_from_kid(kid: str, accounts_url: str) -> str:
     return kid[len(prefix):]
 
 
-def account_for(store: Store, signed: SignedRequest, accounts_url: str) -> Account:
+def account_for(store: CaStore, signed: SignedRequest, accounts_url: str) -> Account:
     """The valid account that signed this kid-request; the signature is verified here."""
     account = load_account(store, account_id_from_kid(signed.kid, accounts_url))
     if account is None:
@@ -60,7 +60,7 @@ def account_for(store: Store, signed: SignedRequest, accounts_url: str) -> Accou
     return account
 
 
-def requester(store: Store, account: Account) -> Requester:
+def requester(store: CaStore, account: Account) -> Requester:
     """The account as the issuance pipeline sees it: bound to its EAB key's domains, if any."""
     eab = store.eab_key(name=account.eab_name) if account.eab_name else None
     if eab is not None and eab["revoked_at"]:
@@ -93,7 +93,7 @@ def check_contacts(value: object) -> list[str]:
     return out
 
 
-def create_account(store: Store, signed: SignedRequest, *, urls, require_eab: bool, client: str | None,
+def create_account(store: CaStore, signed: SignedRequest, *, urls, require_eab: bool, client: str | None,
                    now: dt.datetime) -> tuple[Account, bool]:
     """newAccount: (account, created). An existing account for this key is returned as it is."""
     key = jws.parse_jwk(signed.jwk)
@@ -124,7 +124,7 @@ def create_account(store: Store, signed: SignedRequest, *, urls, require_eab: bo
     return load_account(store, account.id), True
 
 
-def check_binding(store: Store, binding: object, key: PublicJWK, url: str) -> str:
+def check_binding(store: CaStore, binding: object, key: PublicJWK, url: str) -> str:
     """RFC 8555 7.3.4: a JWS over the account's key, MACed with the EAB key. Its name, if good."""
     if not isinstance(binding, dict):
         raise AcmeProblem("malformed", "externalAccountBinding must be a JWS object.")
@@ -147,7 +147,7 @@ def check_binding(store: Store, binding: object, key: PublicJWK, url: str) -> st
     return eab["name"]
 
 
-def update_account(store: Store, account: Account, signed: SignedRequest, now: dt.datetime) -> Account:
+def update_account(store: CaStore, account: Account, signed: SignedRequest, now: dt.datetime) -> Account:
     if signed.post_as_get:
         return account
     payload = signed.json_payload()
@@ -163,7 +163,7 @@ def update_account(store: Store, account: Account, signed: SignedRequest, now: d
     return load_account(store, account.id)
 
 
-def change_key(store: Store, account: Account, outer: SignedRequest, accounts_url: str,
+def change_key(store: CaStore, account: Account, outer: SignedRequest, accounts_url: str,
                now: dt.datetime) -> Account:
     """RFC 8555 7.3.5: the payload is a JWS signed by the new key over {account, oldKey}."""
     inner_body = outer.json_payload()
@@ -194,7 +194,7 @@ def change_key(store: Store, account: Account, outer: SignedRequest, accounts_ur
 
 
 # -- External Account Binding keys (the CLI's `acme eab create|revoke`) ------------------------------
-def create_eab_key(store: Store, name: str, *, domains: tuple[str, ...], allow_ip: bool, now: dt.datetime,
+def create_eab_key(store: CaStore, name: str, *, domains: tuple[str, ...], allow_ip: bool, now: dt.datetime,
                    actor: str = "cli:local") -> dict:
     """A new key; its HMAC key is shown once (and kept: the server needs it to check bindings)."""
     check_name(name, "EAB key")
@@ -208,7 +208,7 @@ def create_eab_key(store: Store, name: str, *, domains: tuple[str, ...], allow_i
     return {"kid": kid, "hmac_key": hmac_key}
 
 
-def revoke_eab_key(store: Store, name: str, now: dt.datetime, actor: str = "cli:local") -> None:
+def revoke_eab_key(store: CaStore, name: str, now: dt.datetime, actor: str = "cli:local") -> None:
     if not store.revoke_eab_key(name, now, audit={"at": now, "action": "acme_eab_revoke", "actor": actor,
                                                   "detail": {"eab": name}}):
         raise NotFoundError(f"There is no active EAB key named {name!r}.")

@@ -10,7 +10,7 @@ import hashlib
 from ..clock import from_text, to_text
 from ..config import AcmeConfig, Config
 from ..notify import webhooks
-from ..store import Store
+from ..store import CaStore
 from . import state
 from .jws import b64encode
 from .problems import AcmeProblem, problem_dict
@@ -28,7 +28,7 @@ def challenge_json(challenge: Challenge, urls: AcmeUrls) -> dict:
     return body
 
 
-def authz_json(store: Store, authz: Authorization, urls: AcmeUrls) -> dict:
+def authz_json(store: CaStore, authz: Authorization, urls: AcmeUrls) -> dict:
     challenges = [c for c in state.children(store, authz.id) if isinstance(c, Challenge)]
     if authz.status == "valid":  # RFC 8555 7.1.4: the challenge that validated it
         challenges = [c for c in challenges if c.status == "valid"] or challenges
@@ -39,7 +39,7 @@ def authz_json(store: Store, authz: Authorization, urls: AcmeUrls) -> dict:
     return body
 
 
-def start_challenge(store: Store, challenge: Challenge, now: dt.datetime) -> bool:
+def start_challenge(store: CaStore, challenge: Challenge, now: dt.datetime) -> bool:
     """The client says it is ready (RFC 8555 7.5.1): pending -> processing. True when this call
     moved it, so the caller starts the validation (once)."""
     authz = state.load(store, Authorization, challenge.authz_id)
@@ -48,7 +48,7 @@ def start_challenge(store: Store, challenge: Challenge, now: dt.datetime) -> boo
     return state.move(store, challenge, "processing", now, started=to_text(now)) is not None
 
 
-def validation_done(store: Store, challenge_id: str, error: dict | None,
+def validation_done(store: CaStore, challenge_id: str, error: dict | None,
                     now: dt.datetime) -> tuple[str, list[str]] | None:
     """Record a validation's outcome on the challenge, its authorization and its order. When it
     made the order invalid: (the order's id, its names as SANs), for renewal-failure notices."""
@@ -78,7 +78,7 @@ def validation_done(store: Store, challenge_id: str, error: dict | None,
     return None
 
 
-def deactivate_authz(store: Store, authz: Authorization, now: dt.datetime) -> Authorization:
+def deactivate_authz(store: CaStore, authz: Authorization, now: dt.datetime) -> Authorization:
     """RFC 8555 7.5.2: the client gives up an authorization; its order can no longer be finalized."""
     if authz.status not in ("pending", "valid"):
         raise AcmeProblem("malformed", f"An authorization that is {authz.status} cannot be deactivated.")
@@ -97,7 +97,7 @@ def dns01_value(key_auth: str) -> str:
     return b64encode(hashlib.sha256(key_auth.encode()).digest())
 
 
-def record_outcome(config: Config, store: Store, challenge_id: str, error: dict | None, now: dt.datetime) -> None:
+def record_outcome(config: Config, store: CaStore, challenge_id: str, error: dict | None, now: dt.datetime) -> None:
     """The validator's callback: the outcome on the challenge, its authorization and its order; an
     order it made invalid that renewed names still covered by a valid certificate is told to the
     webhooks (a failed automatic renewal)."""
@@ -106,7 +106,7 @@ def record_outcome(config: Config, store: Store, challenge_id: str, error: dict 
         webhooks.record_renewal_failure(config, store, failed[1], failed[0], now)
 
 
-def stale(config: AcmeConfig, store: Store, authz: Authorization | None, now: dt.datetime) -> list[Challenge]:
+def stale(config: AcmeConfig, store: CaStore, authz: Authorization | None, now: dt.datetime) -> list[Challenge]:
     """The authorization's challenges left `processing` by a worker that stopped (a restart, a
     crash), older than any validation could take: to validate again when the client polls."""
     if authz is None:

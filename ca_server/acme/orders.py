@@ -18,7 +18,7 @@ from ..errors import CAError, PolicyViolationError
 from ..issuance import IssueRequest, Requester
 from ..pki.csr import parse_csr
 from ..pki.names import parse_ip
-from ..store import Store
+from ..store import CaStore
 from . import state
 from .jws import b64decode
 from .problems import AcmeProblem, problem_dict
@@ -71,7 +71,7 @@ def identifier_problems(config: Config, requester: Requester, identifiers: list[
     return out
 
 
-def create_order(config: Config, store: Store, account: Account, requester: Requester, payload: dict, *,
+def create_order(config: Config, store: CaStore, account: Account, requester: Requester, payload: dict, *,
                  now: dt.datetime, client: str | None) -> Order:
     identifiers = _identifiers(payload)
     if "notBefore" in payload or "notAfter" in payload:
@@ -122,7 +122,7 @@ def create_order(config: Config, store: Store, account: Account, requester: Requ
     return state.load(store, Order, order_id)
 
 
-def owned(store: Store, cls: type[T], object_id: str, account: Account) -> T:
+def owned(store: CaStore, cls: type[T], object_id: str, account: Account) -> T:
     """An object of this account; another account's reads as absent (RFC 8555 gives no hint)."""
     found = state.load(store, cls, object_id)
     if found is None or found.account_id != account.id:
@@ -131,7 +131,7 @@ def owned(store: Store, cls: type[T], object_id: str, account: Account) -> T:
     return found
 
 
-def current(store: Store, obj: T, now: dt.datetime) -> T:
+def current(store: CaStore, obj: T, now: dt.datetime) -> T:
     """The object with its expiry applied: a pending or ready order (or authorization) past its
     expiry is invalid (RFC 8555 7.1.6); an authorization, expired."""
     if obj.status in ("pending", "ready", "processing") and obj.expired(now):
@@ -154,7 +154,7 @@ def order_json(order: Order, urls: AcmeUrls) -> dict:
     return body
 
 
-def finalize(config: Config, store: Store, authority: Authority, order: Order, account: Account, requester: Requester,
+def finalize(config: Config, store: CaStore, authority: Authority, order: Order, account: Account, requester: Requester,
              payload: dict, *, client: str | None, now: dt.datetime) -> Order:
     if order.status != "ready":
         raise AcmeProblem("orderNotReady", f"The order is {order.status}, not ready: "
@@ -209,7 +209,7 @@ def finalize(config: Config, store: Store, authority: Authority, order: Order, a
     return state.load(store, Order, order.id)
 
 
-def certificate_chain(store: Store, authority: Authority, account: Account, serial: str) -> str:
+def certificate_chain(store: CaStore, authority: Authority, account: Account, serial: str) -> str:
     order = state.order_of_certificate(store, serial)
     record = store.get_certificate(serial)
     if order is None or record is None or order.account_id != account.id:

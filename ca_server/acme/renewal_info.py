@@ -11,7 +11,7 @@ from ..clock import to_text
 from ..config import Config
 from ..notify.renewal_window import renewal_window
 from ..pki.serials import serial_hex
-from ..store import Store
+from ..store import CaStore
 from . import state
 from .jws import b64decode, b64encode
 from .problems import AcmeProblem
@@ -36,14 +36,14 @@ def serial_of_cert_id(value: object) -> str | None:
     return serial_hex(int.from_bytes(serial, "big")) if serial else None
 
 
-def replaced_certificate(store: Store, account: Account, value: object) -> Order | None:
+def replaced_certificate(store: CaStore, account: Account, value: object) -> Order | None:
     """The order of `account` whose certificate has the RFC 9773 ID `value`, if any."""
     serial = serial_of_cert_id(value)
     order = state.order_of_certificate(store, serial) if serial else None
     return order if order is not None and order.account_id == account.id else None
 
 
-def renewal_info(config: Config, store: Store, value: str, now: dt.datetime) -> dict:
+def renewal_info(config: Config, store: CaStore, value: str, now: dt.datetime) -> dict:
     """RFC 9773: when to renew. The window opens when renewal_window_percent of the lifetime is
     left; a revoked certificate should be replaced now."""
     serial = serial_of_cert_id(value)

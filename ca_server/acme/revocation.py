@@ -12,7 +12,7 @@ from .. import revocation
 from ..ca.authority import Authority
 from ..config import Config
 from ..pki.serials import serial_hex
-from ..store import Store
+from ..store import CaStore
 from . import state
 from .jws import b64decode
 from .problems import AcmeProblem
@@ -22,7 +22,7 @@ RFC5280_REASONS = {0: "unspecified", 1: "keyCompromise", 3: "affiliationChanged"
                    5: "cessationOfOperation", 9: "privilegeWithdrawn"}
 
 
-def revoke(config: Config, store: Store, authority: Authority, payload: dict, *, account: Account | None,
+def revoke(config: Config, store: CaStore, authority: Authority, payload: dict, *, account: Account | None,
            key_spki_sha256: str | None, client: str | None, now: dt.datetime) -> None:
     """RFC 8555 7.6: by the account that ordered the certificate, or signed by its own key."""
     text = payload.get("certificate")

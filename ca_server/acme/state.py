@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..clock import from_text
-from ..store import Store
+from ..store import CaStore
 
 # kind -> status -> the statuses it may move to (RFC 8555 7.1.6; "expired" for authorizations
 # past their expiry, "ready" back from "processing" when a finalize fails and may be retried).
@@ -80,17 +80,17 @@ class Account:
         return tuple(c.removeprefix("mailto:") for c in self.contacts)
 
 
-def account(store: Store, account_id: str) -> Account | None:
+def account(store: CaStore, account_id: str) -> Account | None:
     row = store.acme_account(account_id)
     return Account.from_row(row) if row is not None else None
 
 
-def account_by_thumbprint(store: Store, thumbprint: str) -> Account | None:
+def account_by_thumbprint(store: CaStore, thumbprint: str) -> Account | None:
     row = store.acme_account_by_thumbprint(thumbprint)
     return Account.from_row(row) if row is not None else None
 
 
-def all_accounts(store: Store) -> list[tuple[Account, list[Order]]]:
+def all_accounts(store: CaStore) -> list[tuple[Account, list[Order]]]:
     """Every account, oldest first, with its orders (newest first): what the admin page and the
     CLI list."""
     return [(acct, [from_row(row) for row in store.acme_orders_of(acct.id)])  # type: ignore[misc]
@@ -203,21 +203,21 @@ def from_row(row: dict) -> Order | Authorization | Challenge:
     return CLASSES[row["kind"]]._from(row, base)
 
 
-def load(store: Store, cls: type[T], object_id: str) -> T | None:
+def load(store: CaStore, cls: type[T], object_id: str) -> T | None:
     row = store.acme_object(cls.kind, object_id)
     return from_row(row) if row is not None else None  # type: ignore[return-value]
 
 
-def order_of_certificate(store: Store, serial: str) -> Order | None:
+def order_of_certificate(store: CaStore, serial: str) -> Order | None:
     row = store.acme_order_of_certificate(serial)
     return from_row(row) if row is not None else None  # type: ignore[return-value]
 
 
-def children(store: Store, parent_id: str) -> list[Authorization | Challenge]:
+def children(store: CaStore, parent_id: str) -> list[Authorization | Challenge]:
     return [from_row(row) for row in store.acme_children(parent_id)]  # type: ignore[misc]
 
 
-def move(store: Store, obj: T, to: str, now: dt.datetime, **changes) -> T | None:
+def move(store: CaStore, obj: T, to: str, now: dt.datetime, **changes) -> T | None:
     """`obj` moved to status `to` (with `changes` to its fields), if the table allows it and the
     object is still as it was read: the moved object, or None when another worker moved it first."""
     if to not in TRANSITIONS[obj.kind][obj.status]:

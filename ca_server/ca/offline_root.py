@@ -25,7 +25,7 @@ from ..display import moment_text
 from ..errors import BadRequestError, ConflictError, InstanceError
 from ..notify.mail import mail_admins_once
 from ..revocation import PublishedCRL, revoked_entry, sign_crl
-from ..store import Store
+from ..store import CaStore
 from .authority import InstancePaths
 from .root_folder import RootFolder
 
@@ -50,7 +50,7 @@ def sign_root_crl(folder: RootFolder, passphrase: bytes, validity_hours: int, no
     return number, out
 
 
-def import_root_crl(store: Store, root: x509.Certificate, data: bytes, now: dt.datetime) -> PublishedCRL:
+def import_root_crl(store: CaStore, root: x509.Certificate, data: bytes, now: dt.datetime) -> PublishedCRL:
     """Serve a root CRL signed offline: it must be the root's, signed by it, current, and newer
     than the one served."""
     try:
@@ -76,7 +76,7 @@ def import_root_crl(store: Store, root: x509.Certificate, data: bytes, now: dt.d
     return PublishedCRL("root", number, crl.last_update_utc, crl.next_update_utc, der)
 
 
-def move_root_out(paths: InstancePaths, folder: RootFolder, store: Store, base_url: str | None = None) -> None:
+def move_root_out(paths: InstancePaths, folder: RootFolder, store: CaStore, base_url: str | None = None) -> None:
     """An existing instance's root key into `folder` (with the root certificate and the revoked
     CA certificates for its CRL), then removed from the instance."""
     if not paths.root_key.exists():
@@ -92,7 +92,7 @@ def move_root_out(paths: InstancePaths, folder: RootFolder, store: Store, base_u
     paths.root_key.unlink()
 
 
-def root_crl_warning(store: Store, now: dt.datetime, warn_days: int) -> str | None:
+def root_crl_warning(store: CaStore, now: dt.datetime, warn_days: int) -> str | None:
     """A sentence for the dashboard when the served root CRL ends within `warn_days` (or has)."""
     row = store.latest_crl("root", with_der=False)
     if row is None:
@@ -105,7 +105,7 @@ def root_crl_warning(store: Store, now: dt.datetime, warn_days: int) -> str | No
             "root key is (`ca-server root sign-crl --root-dir DIR`) and import it (`ca-server root import-crl FILE`).")
 
 
-def warn_by_mail(config: Config, secrets: Secrets, store: Store, now: dt.datetime) -> list[str]:
+def warn_by_mail(config: Config, secrets: Secrets, store: CaStore, now: dt.datetime) -> list[str]:
     """Mail the admins (users with an address) and [reminders] default_recipients when the served
     root CRL ends within root_crl_warning_days: once per CRL number, whichever process or node
     gets there first. Returns the addresses mailed."""

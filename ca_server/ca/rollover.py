@@ -32,7 +32,7 @@ from ..pki.extensions import Endpoints, build_intermediate, crl_distribution_poi
 from ..pki.keys import encrypt_private_key, generate_private_key, signature_hash
 from ..pki.serials import new_serial, serial_hex
 from ..revocation import publish_crl, refresh_crls
-from ..store import Store
+from ..store import CaStore
 from . import intermediates
 from .authority import BACKDATE, Authority, write_private_file
 from .intermediates import Intermediate
@@ -137,7 +137,7 @@ def _base_url_from(csr: x509.CertificateSigningRequest, fallback: str | None) ->
     return url[: -len(_ROOT_CRL_PATH)]
 
 
-def install(authority: Authority, store: Store, config: Config, cert_pem: bytes, now: dt.datetime, *,
+def install(authority: Authority, store: CaStore, config: Config, cert_pem: bytes, now: dt.datetime, *,
             actor: str) -> Intermediate:
     """Check a signed intermediate against the pending key and the root, then make it the issuing one."""
     try:
@@ -182,7 +182,7 @@ def install(authority: Authority, store: Store, config: Config, cert_pem: bytes,
     return gen
 
 
-def rollover_online(authority: Authority, store: Store, config: Config, now: dt.datetime, *, actor: str,
+def rollover_online(authority: Authority, store: CaStore, config: Config, now: dt.datetime, *, actor: str,
                     key_uri: str | None = None) -> Intermediate:
     """Key, request, the root's signature and the switch, in one step (the root key is here)."""
     root_key = authority.root_key
@@ -205,7 +205,7 @@ def ending_warning(authority: Authority, now: dt.datetime, warn_days: int) -> st
             "(see the README's rollover procedure).")
 
 
-def warn_ending_by_mail(config: Config, smtp_password: str | None, authority: Authority, store: Store,
+def warn_ending_by_mail(config: Config, smtp_password: str | None, authority: Authority, store: CaStore,
                         now: dt.datetime) -> list[str]:
     """ending_warning() by mail to the admins, once per intermediate (across processes and nodes)."""
     sentence = ending_warning(authority, now, config.ca.intermediate_warning_days)
@@ -216,7 +216,7 @@ def warn_ending_by_mail(config: Config, smtp_password: str | None, authority: Au
                             f"{gen.issuer_text}: roll a new intermediate in", sentence, now)
 
 
-def retire(authority: Authority, store: Store, config: Config, number: int, now: dt.datetime, *, actor: str,
+def retire(authority: Authority, store: CaStore, config: Config, number: int, now: dt.datetime, *, actor: str,
            force: bool = False) -> str:
     """Destroy an earlier intermediate's key once nothing it issued is valid: its last CRL is
     signed first and served on; OCSP and chains for its (expired) certificates go on from the store.
@@ -243,7 +243,7 @@ def retire(authority: Authority, store: Store, config: Config, number: int, now:
     return str(removed.relative_to(authority.paths.root))
 
 
-def retirement(authority: Authority, store: Store, now: dt.datetime) -> list[dict]:
+def retirement(authority: Authority, store: CaStore, now: dt.datetime) -> list[dict]:
     """For each intermediate that no longer issues: how many of its certificates are still valid,
     and from when it can be retired (its last certificate's end; now if none is left)."""
     out = []

@@ -22,7 +22,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from ..config import Config
-from ..store import CertificateFilter, Store
+from ..store import CaStore, CertificateFilter
 
 if typing.TYPE_CHECKING:  # a type only: notify/ sits below the CA package
     from ..ca.authority import Authority
@@ -34,7 +34,7 @@ OCSP_ANSWERS = Counter("ca_server_ocsp_answers", "OCSP answers by status", ["sta
 
 
 class StoreCollector:
-    def __init__(self, config: Config, store: Store, authority: Authority, now: dt.datetime, *,
+    def __init__(self, config: Config, store: CaStore, authority: Authority, now: dt.datetime, *,
                  per_certificate: bool) -> None:
         self.config, self.store, self.authority, self.now = config, store, authority, now
         self.per_certificate = per_certificate
@@ -84,7 +84,7 @@ class StoreCollector:
         yield ca
 
 
-def exposition(config: Config, store: Store, authority: Authority, now: dt.datetime, *,
+def exposition(config: Config, store: CaStore, authority: Authority, now: dt.datetime, *,
                per_certificate: bool) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(config, store, authority, now, per_certificate=per_certificate))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..config import Config, Secrets
 from ..errors import MailError
 from ..models import CertificateRecord
-from ..store import Store
+from ..store import CaStore
 from .mail import Mailer, certificate_name, expiry_phrase, reminder_message
 from .renewal_window import renewal_window
 
@@ -74,19 +74,19 @@ class Outcome:
         return text + (f": {self.error}" if self.error else "")
 
 
-def due_reminders(config: Config, store: Store, now: dt.datetime) -> list[tuple[CertificateRecord, int]]:
+def due_reminders(config: Config, store: CaStore, now: dt.datetime) -> list[tuple[CertificateRecord, int]]:
     """(certificate, threshold) for every reminder due now and not yet claimed."""
     return [(record, threshold) for record, threshold, claimed in _crossed(config, store, now)
             if claimed is None or claimed > threshold]
 
 
-def due_thresholds(config: Config, store: Store, now: dt.datetime) -> list[tuple[CertificateRecord, int]]:
+def due_thresholds(config: Config, store: CaStore, now: dt.datetime) -> list[tuple[CertificateRecord, int]]:
     """(certificate, the most urgent threshold crossed now), claimed for mail or not (webhooks
     keep their own ledger)."""
     return [(record, threshold) for record, threshold, _claimed in _crossed(config, store, now)]
 
 
-def _crossed(config: Config, store: Store, now: dt.datetime):
+def _crossed(config: Config, store: CaStore, now: dt.datetime):
     days_before = config.reminders.days_before
     horizon = now + dt.timedelta(days=max(days_before), seconds=1)  # the end is exclusive
     for record, claimed in store.reminder_candidates(now - dt.timedelta(days=1), horizon):
@@ -103,7 +103,7 @@ def recipients_for(config: Config, record: CertificateRecord) -> tuple[str, ...]
     return record.notify or config.reminders.default_recipients
 
 
-def run_pass(config: Config, secrets: Secrets, store: Store, now: dt.datetime, *, dry_run: bool = False) -> list[Outcome]:
+def run_pass(config: Config, secrets: Secrets, store: CaStore, now: dt.datetime, *, dry_run: bool = False) -> list[Outcome]:
     """One reminder pass: new reminders, then retries of failed ones."""
     outcomes: list[Outcome] = []
     with Mailer(config.mail, secrets.smtp_password) as mailer:

@@ -23,7 +23,7 @@ from ..clock import to_text
 from ..config import Config, Secrets
 from ..config.notify import WebhookConfig
 from ..models import CertificateRecord, names_key
-from ..store import Store
+from ..store import CaStore
 from . import reminders
 from .mail import certificate_name, expiry_phrase
 
@@ -63,12 +63,12 @@ def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) ->
         raise WebhookError(f"could not reach the receiver: {getattr(exc, 'reason', exc)}") from None
 
 
-def record_revocation(config: Config, store: Store, serial: str, now: dt.datetime) -> None:
+def record_revocation(config: Config, store: CaStore, serial: str, now: dt.datetime) -> None:
     if config.notify.webhooks:
         store.record_deliveries([(h.name, serial, REVOKED) for h in config.notify.webhooks], now)
 
 
-def record_renewal_failure(config: Config, store: Store, names: list[str], attempt: str, now: dt.datetime) -> None:
+def record_renewal_failure(config: Config, store: CaStore, names: list[str], attempt: str, now: dt.datetime) -> None:
     """An automatic renewal (an ACME order for the names of a certificate still valid) failed:
     the receivers hear it at once, tied to the certificate that will now expire unrenewed."""
     if not config.notify.webhooks:
@@ -78,7 +78,7 @@ def record_renewal_failure(config: Config, store: Store, names: list[str], attem
         store.record_deliveries([(h.name, serial, f"{RENEWAL_FAILED}-{attempt}") for h in config.notify.webhooks], now)
 
 
-def record_due(config: Config, store: Store, now: dt.datetime) -> int:
+def record_due(config: Config, store: CaStore, now: dt.datetime) -> int:
     """Record the threshold events due now (the most urgent one per certificate, as mail does)."""
     hooks = config.notify.webhooks
     if not hooks:
@@ -88,7 +88,7 @@ def record_due(config: Config, store: Store, now: dt.datetime) -> int:
     return store.record_deliveries(rows, now) if rows else 0
 
 
-def run_pass(config: Config, secrets: Secrets, store: Store, now: dt.datetime,
+def run_pass(config: Config, secrets: Secrets, store: CaStore, now: dt.datetime,
              post: Callable[[str, bytes, dict[str, str], float], None] = post_json) -> list[Delivery]:
     """One pass: record what is due, then send every delivery whose time has come."""
     if not config.notify.webhooks:

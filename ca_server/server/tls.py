@@ -31,7 +31,7 @@ from ..ca.authority import Authority, InstancePaths, write_private_file
 from ..config import Config
 from ..issuance import Requester
 from ..pki.names import parse_ip
-from ..store import Store
+from ..store import CaStore
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def needs_renewal(files: TLSFiles, authority: Authority, names: list[str], now: 
     return cert.not_valid_after_utc - now < life * RENEW_WHEN_LEFT
 
 
-def ensure_certificate(config: Config, store: Store, authority: Authority, paths: InstancePaths,
+def ensure_certificate(config: Config, store: CaStore, authority: Authority, paths: InstancePaths,
                        listen_host: str | None, now: dt.datetime) -> tuple[TLSFiles, bool]:
     """(the files, whether a new certificate was issued now)."""
     files = tls_files(paths)
@@ -111,7 +111,7 @@ def ensure_certificate(config: Config, store: Store, authority: Authority, paths
     return files, True
 
 
-def renew_and_reload(config: Config, store: Store, authority: Authority, paths: InstancePaths,
+def renew_and_reload(config: Config, store: CaStore, authority: Authority, paths: InstancePaths,
                      listen_host: str | None, now: dt.datetime) -> bool:
     """The scheduler's job: renew when due, then have Granian respawn its workers with it."""
     _files, renewed = ensure_certificate(config, store, authority, paths, listen_host, now)

@@ -1,6 +1,7 @@
 """The store: the only code that talks to the database. Two backends share every query module:
 SQLite through sqlite-utils (StoreBase, the default) and PostgreSQL through psycopg 3
-(PostgresBase). `StoreBackend` is what the query modules need from either."""
+(PostgresBase). `StoreBackend` is what the query modules need from either; `CaStore`
+(interfaces.py) is what the rest of the code may ask of the store."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .base import StoreBase
 from .certificates import CertificateQueries, SerialTakenError
 from .counters import CounterQueries
 from .identity import IdentityQueries
+from .interfaces import CaStore
 from .leases import LeaseQueries
 from .listing import CertificateFilter, CertificateListing
 from .postgres import PostgresBase
@@ -33,10 +35,10 @@ class PostgresStore(*_QUERIES, PostgresBase):
     """PostgreSQL: one database shared by every node."""
 
 
-def open_store(database: Path, url: str = "", password: str | None = None) -> Store | PostgresStore:
+def open_store(database: Path, url: str = "", password: str | None = None) -> CaStore:
     """The store the config names: `url` (PostgreSQL) or else the SQLite file `database`."""
     return PostgresStore(url, password) if url else Store(database)
 
 
-__all__ = ["CertificateFilter", "NameTakenError", "PostgresStore", "SerialTakenError", "Store",
+__all__ = ["CaStore", "CertificateFilter", "NameTakenError", "PostgresStore", "SerialTakenError", "Store",
            "StoreBackend", "open_store"]

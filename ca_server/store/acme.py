@@ -130,7 +130,7 @@ class AcmeQueries:
 
     def acme_order_of_certificate(self, serial: str) -> dict | None:
         rows = list(self.db.query("SELECT * FROM acme_objects WHERE kind = 'order' AND"
-                                  " json_extract(data, '$.certificate') = ?", [serial]))
+                                  f" {self.dialect.field('data', 'certificate')} = ?", [serial]))
         return _object(rows[0]) if rows else None
 
     def move_acme_object(self, object_id: str, from_status: tuple[str, ...], to_status: str, data: dict,

@@ -52,7 +52,7 @@ class AuditQueries:
             params.append(before_id)
         source = "audit_log"
         if action and actor and not serial:
-            source += f" INDEXED BY {self._rarer_audit_index(action, actor, before_id)}"
+            source += self.dialect.index(self._rarer_audit_index(action, actor, before_id))
         sql = f"SELECT id, at, actor, action, serial, client, detail FROM {source}"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -68,7 +68,7 @@ class AuditQueries:
         million rows for an action it never took: count each (index-only, up to
         AUDIT_COUNT_MAX) and read through the smaller."""
         below, below_args = (" AND id < ?", [before_id]) if before_id is not None else ("", [])
-        counts = {index: self.count_at_most(f"SELECT 1 FROM audit_log INDEXED BY {index} WHERE {column} = ?{below}",
+        counts = {index: self.count_at_most(f"SELECT 1 FROM audit_log{self.dialect.index(index)} WHERE {column} = ?{below}",
                                             [value, *below_args], AUDIT_COUNT_MAX)
                   for index, column, value in (("audit_log_action", "action", action),
                                                ("audit_log_actor", "actor", actor))}
@@ -88,6 +88,6 @@ class AuditQueries:
     def refusal_code_counts(self) -> dict[str, int]:
         """Refusals by policy code, from the refusal rows' detail (for /metrics)."""
         rows = self.db.conn.execute(
-            "SELECT j.value, count(*) FROM audit_log a INDEXED BY audit_log_action, json_each(a.detail, '$.codes') j"
-            " WHERE a.action = 'refuse' GROUP BY j.value")
+            f"SELECT j.value, count(*) FROM audit_log a{self.dialect.index('audit_log_action')},"
+            f" {self.dialect.array_at('a.detail', 'codes', 'j')} WHERE a.action = 'refuse' GROUP BY j.value")
         return {code: n for code, n in rows}

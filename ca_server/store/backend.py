@@ -8,6 +8,8 @@ import datetime as dt
 import os
 from typing import Any, Protocol, runtime_checkable
 
+from .dialect import Dialect
+
 
 class SharedBackend:
     """What both backends do the same way."""
@@ -29,6 +31,7 @@ class SharedBackend:
 @runtime_checkable
 class StoreBackend(Protocol):
     kind: str  # "sqlite" | "postgresql"
+    dialect: Dialect  # the spellings that differ (dialect.py)
 
     @property
     def db(self) -> Any:

@@ -15,6 +15,7 @@ from sqlite_utils import Database
 
 from .backend import SharedBackend
 from .checkpoints import BACKSTOP_PAGES
+from .dialect import SQLITE
 from .schema import migrations
 
 BUSY_TIMEOUT_MS = 30_000
@@ -22,6 +23,7 @@ BUSY_TIMEOUT_MS = 30_000
 
 class StoreBase(SharedBackend):
     kind = "sqlite"
+    dialect = SQLITE
     # Checkpoint (and fsync) every ~40 MB of WAL rather than every 4 MB: a third less time per
     # insert. Server workers leave checkpoints to a background thread (checkpoints.py).
     wal_autocheckpoint = 10_000

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ..clock import to_text
 from ..models import CertificateRecord
 from .certificates import _prefixed, row_to_record
+from .dialect import Dialect
 
 # Above this many matches, a search stops collecting every match and reads newest first.
 SEARCH_SET_CAP = 2000
@@ -58,10 +59,10 @@ class CertificateListing:
         many are due; a requester who owns at most SCAN_ROWS certificates has them read and sorted."""
         index = "certificates_not_after"
         if requester is not None and self.count_at_most(
-                "SELECT 1 FROM certificates INDEXED BY certificates_requester WHERE requester = ?",
+                f"SELECT 1 FROM certificates{self.dialect.index('certificates_requester')} WHERE requester = ?",
                 [requester], SCAN_ROWS) <= SCAN_ROWS:
             index = "certificates_requester"
-        sql = (f"SELECT {_prefixed()} FROM certificates c INDEXED BY {index}"
+        sql = (f"SELECT {_prefixed()} FROM certificates c{self.dialect.index(index)}"
                " WHERE c.not_after > ? AND c.not_after <= ? AND c.revoked_at IS NULL")
         params: list = [to_text(now), to_text(now + dt.timedelta(days=within_days))]
         if requester is not None:
@@ -87,7 +88,7 @@ class CertificateListing:
         return [row_to_record(row) for row in rows]
 
     def count_certificates(self, flt: CertificateFilter, now: dt.datetime) -> int:
-        where, params = _where(flt, now)
+        where, params = _where(self.dialect, flt, now)
         sql = "SELECT count(*) AS n FROM certificates c"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -130,7 +131,7 @@ class CertificateListing:
         if flt.requester is None:
             return max(top - SCAN_ROWS, 1)
         row = self.db.conn.execute(
-            "SELECT rowid FROM certificates INDEXED BY certificates_requester WHERE requester = ? AND rowid < ?"
+            f"SELECT rowid FROM certificates{self.dialect.index('certificates_requester')} WHERE requester = ? AND rowid < ?"
             " ORDER BY rowid DESC LIMIT 1 OFFSET ?", [flt.requester, top, SCAN_ROWS - 1]).fetchone()
         return row[0] if row else 1
 
@@ -150,7 +151,7 @@ class CertificateListing:
             sources.append(("certificates_requester", "requester = ?", [flt.requester]))
         best: tuple[int, str, list] | None = None
         for index, condition, args in sources:
-            query = f"SELECT rowid FROM certificates INDEXED BY {index} WHERE {condition} AND rowid < ?"
+            query = f"SELECT rowid FROM certificates{self.dialect.index(index)} WHERE {condition} AND rowid < ?"
             n = self.count_at_most(query, [*args, below], most)  # before any rowid becomes a Python object
             if n <= most and (best is None or n < best[0]):
                 best = (n, query, [*args, below])
@@ -173,16 +174,18 @@ class CertificateListing:
         """The newest `count` certificates that pass the filter, below `before` and at or above
         `floor` (rowids); with `serials` or `rowids`, only those, else a search (flt.q) is a text
         match. Rows are read in rowid order from the table (`table`) or the requester's index."""
-        where, params = _where(flt, now, serials)
+        dialect = self.dialect
+        where, params = _where(dialect, flt, now, serials)
         source = "certificates c"
         if rowids is not None:
-            source += " NOT INDEXED"  # rowid lookups only
-            where.append("c.rowid IN (SELECT CAST(value AS BIGINT) FROM json_each(?))")
+            source += dialect.no_index  # rowid lookups only
+            where.append(f"c.rowid IN (SELECT CAST(value AS BIGINT) FROM {dialect.values()})")
             params.append(json.dumps(rowids))
         elif serials is None:
             # In rowid order: the requester's index holds their rows in that order, as does the
             # table (SQLite might otherwise read an index on not_after whole and sort it).
-            source += " INDEXED BY certificates_requester" if flt.requester is not None and not table else " NOT INDEXED"
+            source += dialect.index("certificates_requester") if flt.requester is not None and not table \
+                else dialect.no_index
         if before is not None:
             where.append("c.rowid < ?")
             params.append(before)
@@ -262,7 +265,8 @@ def _page(rows: list[CertificateRecord], limit: int) -> tuple[list[CertificateRe
     return rows, (rows[-1].extra["rowid"] if more and rows else None)
 
 
-def _where(flt: CertificateFilter, now: dt.datetime, q_serials: list[str] | None = None) -> tuple[list[str], list]:
+def _where(dialect: Dialect, flt: CertificateFilter, now: dt.datetime,
+           q_serials: list[str] | None = None) -> tuple[list[str], list]:
     where: list[str] = []
     params: list = []
     now_text = to_text(now)
@@ -283,14 +287,14 @@ def _where(flt: CertificateFilter, now: dt.datetime, q_serials: list[str] | None
     if flt.q:
         q = _normal(flt.q)
         if q_serials is not None:
-            where.append("c.serial IN (SELECT value FROM json_each(?))")
+            where.append(f"c.serial IN (SELECT value FROM {dialect.values()})")
             params.append(json.dumps(q_serials))
         else:
             # Many matches: a serial prefix, or a name (in the SANs JSON, "DNS:name", or the CN)
-            # with a label that starts with q, as the search keys. LIKE is case-insensitive for
-            # ASCII, as names are.
+            # with a label that starts with q, as the search keys, ignoring ASCII case as names do.
             pattern = q.replace("\\", "").replace("%", "").replace("_", "")
-            where.append("(c.serial LIKE ? OR c.sans LIKE ? OR c.sans LIKE ? OR c.common_name LIKE ?"
-                         " OR c.common_name LIKE ?)")
+            like = dialect.like
+            where.append(f"(c.serial {like} ? OR c.sans {like} ? OR c.sans {like} ? OR c.common_name {like} ?"
+                         f" OR c.common_name {like} ?)")
             params += [pattern.replace(":", "") + "%", f"%:{pattern}%", f"%.{pattern}%", f"{pattern}%", f"%.{pattern}%"]
     return where, params

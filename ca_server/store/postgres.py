@@ -1,5 +1,6 @@
 """The PostgreSQL backend (psycopg 3): the store's queries, written once in the SQL both engines
-speak, reach PostgreSQL through `PgDatabase`, which adapts the few spellings that differ. What
+speak (the few spellings that differ through `dialect`), reach PostgreSQL through `PgDatabase`,
+which changes only the placeholder style. What
 differs in behaviour (locks, the revocation marker, migrations) is in `PostgresBase`.
 
 One connection per thread and process, in autocommit mode: `write()` opens the transaction, as
@@ -22,6 +23,7 @@ from psycopg.rows import dict_row
 
 from ..errors import BadRequestError, StoreUnavailableError
 from .backend import SharedBackend
+from .dialect import POSTGRESQL
 from .schema_pg import apply_migrations
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -153,25 +155,13 @@ def _retry_safe(sql: str) -> bool:
     return head in ("SELECT", "BEGIN")
 
 
-# SQLite spellings in the shared queries and their PostgreSQL forms. Index hints are SQLite's
-# (its planner needs them on a large store; PostgreSQL's chooses by statistics).
-_REWRITES = [
-    (re.compile(r"\s+(?:INDEXED BY \w+|NOT INDEXED)"), ""),
-    # json_each(?) over a JSON array of values
-    (re.compile(r"json_each\(\?\)"), "json_array_elements_text(?::json)"),
-    # json_each(col, '$.key') over the array at key; rows named `value` in both
-    (re.compile(r"json_each\(([\w.]+), '\$\.(\w+)'\) (\w+)"), r"json_array_elements_text(\1::json->'\2') AS \3(value)"),
-    (re.compile(r"json_extract\(([\w.]+), '\$\.(\w+)'\)"), r"(\1::json->>'\2')"),
-    # SQLite's LIKE ignores ASCII case; names are matched that way
-    (re.compile(r"\bLIKE\b"), "ILIKE"),
-]
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
 @functools.lru_cache(maxsize=1024)
 def translate(sql: str, named: bool = False) -> str:
-    for pattern, replacement in _REWRITES:
-        sql = pattern.sub(replacement, sql)
+    """The placeholders of the shared queries (`?`, or `:name` with a dict of parameters) in
+    psycopg's style; where the engines' SQL differs, the queries spell it through the dialect."""
     sql = sql.replace("%", "%%").replace("?", "%s")
     if named:
         sql = _NAMED.sub(r"%(\1)s", sql)
@@ -180,6 +170,7 @@ def translate(sql: str, named: bool = False) -> str:
 
 class PostgresBase(SharedBackend):
     kind = "postgresql"
+    dialect = POSTGRESQL
     path = None  # no database file; nothing to checkpoint
 
     def __init__(self, url: str, password: str | None = None) -> None:
