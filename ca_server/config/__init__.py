@@ -1,10 +1,8 @@
 """The configuration: instance/config.toml read once into frozen dataclasses.
 
-Every key has a default (the value in config.example.toml). Unknown keys, wrong types and
-contradictions raise ConfigError whose message starts with the dotted key, so start-up stops
-loudly instead of running with a typo'd setting. Secrets are never in the TOML: the `*_env` keys
-name environment variables, read once by `read_secrets` at start-up.
-"""
+Every key has a default (the value in config.example.toml). Unknown keys, wrong types and contradictions
+raise ConfigError whose message starts with the dotted key, so start-up stops loudly instead of running with
+a typo'd setting. Secrets are never in the TOML: the `*_env` keys name environment variables."""
 
 from __future__ import annotations
 
@@ -19,6 +17,7 @@ from ..emails import email_problem
 from ..errors import ConfigError
 from ..pki.keys import CA_KEY_TYPES, CSR_KEY_TYPES
 from ..pki.names import dns_name_problem
+from .devices import EstConfig, check_devices
 from .notify import NotifyConfig, notify_from_dict
 from .secrets import Secrets, read_secrets  # noqa: F401  (re-exported: config is where callers look)
 
@@ -169,6 +168,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    est: EstConfig = field(default_factory=EstConfig)
 
 
 # TOML key -> dataclass field, where a TOML name is not a valid Python name.
@@ -183,6 +183,7 @@ _SECTIONS = {
     "acme": AcmeConfig,
     "metrics": MetricsConfig,
     "database": DatabaseConfig,
+    "est": EstConfig,
 }
 
 
@@ -382,6 +383,7 @@ def validate(config: Config) -> Config:
     _positive("revocation.ocsp_max_age_seconds", rv.ocsp_max_age_seconds, 7 * 86400)
     _positive("revocation.root_crl_warning_days", rv.root_crl_warning_days, 3650)
     _acme(config)
+    check_devices(config.est, config.profiles)
     return config
 
 

@@ -1,0 +1,187 @@
+"""EST (RFC 7030) under /.well-known/est/: the door devices enroll through by themselves. HTTP
+only: the request becomes an IssueRequest for the one issuance path, its answer a PKCS#7.
+
+Answers are what the clients that exist read (strongSwan's `pki --est`, curl with openssl, libest):
+base64 without line breaks, a Content-Length, errors as text/plain with the reason in words."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from asn1crypto import core
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from cryptography.x509.oid import NameOID
+from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from .. import accounts, issuance
+from ..errors import AuthError, BadRequestError, CAError, ForbiddenError, NotFoundError
+from ..models import CertificateRecord, PendingRequest
+from ..store import CertificateFilter
+from .common import client_address, count_submission, now, services
+from .errors import status_for
+from .ratelimit import limits
+
+bp = Blueprint("est", __name__, url_prefix="/.well-known/est")
+
+PKCS7 = "application/pkcs7-mime; smime-type=certs-only"
+REALM = 'Basic realm="ca-server EST", charset="UTF-8"'
+# csrattrs: sign the request with SHA-256 (ECDSA or RSA, whichever the device's key is).
+CSR_ATTRIBUTE_OIDS = ("1.2.840.10045.4.3.2", "1.2.840.113549.1.1.11")
+
+
+class _AttrOrOID(core.Choice):  # RFC 7030 4.5.2; the attribute alternative is not used here
+    _alternatives = [("oid", core.ObjectIdentifier)]
+
+
+class _CsrAttrs(core.SequenceOf):
+    _child_spec = _AttrOrOID
+
+
+@bp.before_request
+def _enabled() -> None:
+    if not services().config.est.enabled:
+        raise NotFoundError("EST is not enabled on this server ([est] enabled = true in config.toml).")
+
+
+def _base64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+def _answer(body: bytes, content_type: str, status: int = 200) -> Response:
+    response = Response(_base64(body), status=status, content_type=content_type)
+    response.headers["Content-Transfer-Encoding"] = "base64"
+    return response
+
+
+@bp.get("/cacerts")
+def cacerts() -> Response:
+    """The issuing intermediate and the root, as a certs-only PKCS#7 (RFC 7030 4.1); no sign-in."""
+    authority = services().authority
+    return _answer(pkcs7.serialize_certificates([authority.intermediate, authority.root], Encoding.DER), PKCS7)
+
+
+@bp.get("/csrattrs")
+def csrattrs() -> Response:
+    return _answer(_CsrAttrs([_AttrOrOID(name="oid", value=oid) for oid in CSR_ATTRIBUTE_OIDS]).dump(),
+                   "application/csrattrs")
+
+
+@bp.post("/simpleenroll")
+def simpleenroll() -> Response:
+    return _enroll("simpleenroll")
+
+
+@bp.post("/simplereenroll")
+def simplereenroll() -> Response:
+    return _enroll("simplereenroll")
+
+
+@bp.post("/serverkeygen")
+def serverkeygen() -> Response:
+    return Response("This CA does not generate keys for devices: a private key never leaves the device that "
+                    "made it. Make a key and a CSR on the device and send the CSR to simpleenroll.\n",
+                    status=501, content_type="text/plain; charset=utf-8")
+
+
+def _enroll(operation: str) -> Response:
+    svc = services()
+    g.requester = _basic_requester()
+    count_submission()
+    der = _csr_der(request.get_data(cache=False))
+    renewed = _current_certificate(der) if operation == "simplereenroll" else None
+    req = issuance.IssueRequest(csr=der, profile=svc.config.est.profile or None, requester=g.requester,
+                                client=client_address())
+    extra = {"door": "est", "operation": operation, **({"renews": renewed.serial} if renewed else {})}
+    record = issuance.issue(svc.config, svc.store, svc.authority, req, now(), out_of_scope=issuance.REFUSE,
+                            audit_extra=extra)
+    assert not isinstance(record, PendingRequest)  # REFUSE never holds
+    return _answer(pkcs7.serialize_certificates([record.certificate], Encoding.DER), PKCS7)
+
+
+def _basic_requester() -> issuance.Requester:
+    """HTTP Basic: an API token as the password (any user name), else a user's name and password.
+    Failed attempts count against [server] sign_in_rate_limit per client, as the sign-in form's do."""
+    auth = request.authorization
+    if auth is None or auth.type != "basic":
+        raise AuthError("EST needs HTTP Basic authentication: any user name with an API token as the "
+                        "password, or a user's name and password.")
+    svc = services()
+    limit, client = svc.config.server.sign_in_rate_limit, request.remote_addr or "unknown"
+    limits().check(limit, "sign-in", client, what="failed sign-ins")
+    password = auth.password or ""
+    requester = accounts.token_requester(svc.store, password, now()) if password else None
+    if requester is None and auth.username:
+        requester = accounts.authenticate_user(svc.store, auth.username, password)
+    if requester is None:
+        limits().hit(limit, "sign-in", client, what="failed sign-ins")
+        svc.store.append_audit(at=now(), action="sign_in_failed", actor=f"est:{(auth.username or '')[:64]}",
+                               client=client)
+        raise AuthError("The user name and password (or API token) were not accepted.")
+    return requester
+
+
+def _csr_der(body: bytes) -> bytes:
+    """The request: base64 of a DER PKCS#10 (RFC 7030 4.2.1), line breaks allowed; PEM is taken too."""
+    if body.lstrip().startswith(b"-----BEGIN"):
+        return body
+    try:
+        der = base64.b64decode(b"".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        der = b""
+    if not der:
+        raise BadRequestError("The body must be a certificate request (PKCS#10, DER) in base64, as RFC 7030 "
+                              "4.2.1 asks, with Content-Type: application/pkcs10.", code="csr_invalid")
+    return der
+
+
+def _current_certificate(csr_bytes: bytes) -> CertificateRecord | None:
+    """simplereenroll (RFC 7030 4.2.2): the request's names (common name and SANs) must be those
+    of a certificate this CA issued that is still valid; that certificate, else a refusal."""
+    try:
+        csr = (x509.load_pem_x509_csr(csr_bytes) if csr_bytes.lstrip().startswith(b"-----")
+               else x509.load_der_x509_csr(csr_bytes))
+    except ValueError:
+        return None  # the issuance path says in words what is wrong with it
+    wanted = _names(csr.subject, csr.extensions)
+    if wanted:
+        records, _ = services().store.list_certificates(CertificateFilter(status="valid", q=min(wanted)), now(),
+                                                        limit=100)
+        for record in records:
+            if _names(record.certificate.subject, record.certificate.extensions) == wanted:
+                return record
+    raise ForbiddenError("simplereenroll renews a certificate this CA issued and that is still valid: no such "
+                         "certificate has this request's subject and names. Use simpleenroll for a new one.")
+
+
+def _names(subject: x509.Name, extensions: x509.Extensions) -> frozenset[str]:
+    """The names a request or certificate is for: its subject's common name and its SANs."""
+    names = {str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+    try:
+        names |= {str(n.value) for n in extensions.get_extension_for_class(x509.SubjectAlternativeName).value}
+    except x509.ExtensionNotFound:
+        pass
+    return frozenset(names)
+
+
+@bp.errorhandler(CAError)
+def _error(exc: CAError) -> Response:
+    """EST errors are text/plain with the reason in words (RFC 7030 4.2.3)."""
+    words = exc.message
+    for violation in getattr(exc, "violations", None) or ():
+        words += f"\n- {violation.message}"
+    response = Response(words + "\n", status=status_for(exc), content_type="text/plain; charset=utf-8")
+    if isinstance(exc, AuthError):
+        response.headers["WWW-Authenticate"] = REALM
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    return Response(f"{exc.name}: {exc.description}\n", status=exc.code or 500,
+                    content_type="text/plain; charset=utf-8")
