@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sqlite3
+import threading
 
 import pytest
 import requests
 from cryptography import x509
+
+from ca_server.server import reentrant_safe_signals
 
 from .checks import assert_openssl_verifies, run_openssl, serials_in_database_file, wait_until
 from .conftest import new_token
@@ -193,3 +198,38 @@ def test_the_server_checkpoints_in_the_background(server, instance):
                for i in range(10)}
     wait_until(lambda: serials <= serials_in_database_file(instance / "ca.sqlite3"), 10)
     assert serials <= serials_in_database_file(instance / "ca.sqlite3")
+
+
+def test_a_signal_arriving_inside_the_previous_signals_handler_does_not_hang_the_server():
+    """Granian's handler called Event.set() again inside the first call (a nested signal) and
+    deadlocked on the event's lock: the README test's `make run` once never exited after SIGTERM.
+    Here the nested signal arrives exactly there, in a thread so a deadlock shows as a timeout."""
+    class FakeServer:
+        interrupt_signal = reload_signal = False
+
+    server = FakeServer()
+    server.main_loop_interrupt = threading.Event()
+    reentrant_safe_signals(server)
+    original_set = server.main_loop_interrupt.set
+
+    def set_with_a_signal_inside() -> None:
+        with server.main_loop_interrupt._cond:  # what Event.set holds when the next signal lands
+            server.signal_handler_reload()
+        original_set()
+
+    server.main_loop_interrupt.set = set_with_a_signal_inside
+    worker = threading.Thread(target=server.signal_handler_interrupt, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the nested signal deadlocked the handler"
+    assert server.interrupt_signal and server.reload_signal and server.main_loop_interrupt.is_set()
+
+
+def test_serve_exits_when_sigterm_comes_twice(instance):
+    """As under make or a supervisor that passes the signal on: the group and the process each get one."""
+    procs: list = []
+    with running_server(instance, procs=procs):
+        proc = procs[0]
+        os.kill(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) is not None

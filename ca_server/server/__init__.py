@@ -127,7 +127,33 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
     if warning:
         log.warning("%s", warning)
     server.on_startup(before_workers)
+    reentrant_safe_signals(server)
     server.serve(target_loader=load_app)
+
+
+def reentrant_safe_signals(server) -> None:
+    """Granian's main process wakes its loop from the signal handler with Event.set(), which takes
+    a lock: a second signal arriving while the first handler holds it (make or systemd passing on
+    a SIGTERM the process also got, two Ctrl-C) ran the handler again inside it and deadlocked,
+    leaving a server that never exits. Here a nested signal only raises its flag: the handler it
+    interrupted is already waking the loop, which reads every flag."""
+    busy = False
+
+    def handler(flag: str):
+        def on_signal(*_args, **_kwargs) -> None:
+            nonlocal busy
+            setattr(server, flag, True)
+            if busy:
+                return
+            busy = True
+            try:
+                server.main_loop_interrupt.set()
+            finally:
+                busy = False
+        return on_signal
+
+    server.signal_handler_interrupt = handler("interrupt_signal")
+    server.signal_handler_reload = handler("reload_signal")
 
 
 def claim_address(host: str, port: int) -> int:
