@@ -23,7 +23,7 @@ from .config import Config
 from .emails import email_problem, normalize_email
 from .errors import BadRequestError, PolicyViolationError, ScopeError, TooLargeError, Violation
 from .models import CertificateRecord, PendingRequest
-from .pki.csr import ParsedCSR, parse_csr, signature_is_valid
+from .pki.csr import ParsedCSR, parse_csr
 from .pki.names import in_domains
 from .pki.serials import new_serial, serial_hex
 from .store import CaStore, SerialTakenError
@@ -61,6 +61,7 @@ class IssueRequest:
     # The CA's own certificate (`serve --tls`): any name the syntax allows, IPs too, whatever
     # [policy] says of requesters' names, with serverAuth; key rules and the validity cap still apply.
     own_certificate: bool = False
+    own_ekus: tuple[str, ...] = ("serverAuth",)  # an own certificate's EKUs (the SCEP RA's: clientAuth)
 
 
 # What becomes of names outside the requester's scope.
@@ -105,13 +106,13 @@ def check_request(config: Config, store: CaStore, request: IssueRequest) -> tupl
         )
     notify = normalize_notify(request.notify)
     csr = parse_csr(raw)
-    ekus = ("serverAuth",) if request.own_certificate else config.profiles[profile].extended_key_usage
+    ekus = request.own_ekus if request.own_certificate else config.profiles[profile].extended_key_usage
     decision = policy.evaluate(
         csr,
         policy=pol,
         ekus=ekus,
         validity_days=validity,
-        signature_ok=signature_is_valid(csr.csr),
+        signature_ok=csr.signature_ok,
         key_compromised=store.key_is_compromised(csr.spki_sha256),
     )
     prepared = Prepared(csr, profile, ekus, decision, notify, list(decision.notes))

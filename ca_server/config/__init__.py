@@ -17,7 +17,7 @@ from ..emails import email_problem
 from ..errors import ConfigError
 from ..pki.keys import CA_KEY_TYPES, CSR_KEY_TYPES
 from ..pki.names import dns_name_problem
-from .devices import EstConfig, check_devices
+from .devices import EstConfig, ScepConfig, check_devices
 from .notify import NotifyConfig, notify_from_dict
 from .secrets import Secrets, read_secrets  # noqa: F401  (re-exported: config is where callers look)
 
@@ -168,6 +168,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    scep: ScepConfig = field(default_factory=ScepConfig)  # the device doors: config/devices.py
     est: EstConfig = field(default_factory=EstConfig)
 
 
@@ -183,7 +184,7 @@ _SECTIONS = {
     "acme": AcmeConfig,
     "metrics": MetricsConfig,
     "database": DatabaseConfig,
-    "est": EstConfig,
+    "scep": ScepConfig, "est": EstConfig,
 }
 
 
@@ -383,7 +384,7 @@ def validate(config: Config) -> Config:
     _positive("revocation.ocsp_max_age_seconds", rv.ocsp_max_age_seconds, 7 * 86400)
     _positive("revocation.root_crl_warning_days", rv.root_crl_warning_days, 3650)
     _acme(config)
-    check_devices(config.est, config.profiles)
+    check_devices(config.scep, config.est, config.profiles)
     return config
 
 
@@ -397,8 +398,7 @@ def _acme(config: Config) -> None:
             raise ConfigError(f"acme.dns_resolvers[{i}]: must be \"host:port\", like \"10.0.0.53:53\", not {resolver!r}")
     _positive("acme.validity_days", a.validity_days, 36500)
     if a.validity_days > config.policy.max_validity_days:
-        raise ConfigError(f"acme.validity_days: must not exceed policy.max_validity_days "
-                          f"({config.policy.max_validity_days})")
+        raise ConfigError(f"acme.validity_days: must not exceed policy.max_validity_days ({config.policy.max_validity_days})")
     if a.default_profile and a.default_profile not in config.profiles:
         raise ConfigError(f"acme.default_profile: no profile named {a.default_profile!r}")
     _positive("acme.order_lifetime_hours", a.order_lifetime_hours, 24 * 30)

@@ -7,7 +7,11 @@ import binascii
 import ipaddress
 from dataclasses import dataclass
 
+from asn1crypto import csr as asn1_csr
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
@@ -35,6 +39,13 @@ class ParsedCSR:
     spki_sha256: str
     public_key: CertificatePublicKeyTypes
     subject: x509.Name  # csr.subject builds new Python objects on every access: read it once
+    # A CSR whose attributes came out of DER's SET order (strongSwan's pki) is read re-encoded in
+    # order; its signature is then checked over the bytes as sent: True/False. None: not re-encoded.
+    signed_as_sent: bool | None = None
+
+    @property
+    def signature_ok(self) -> bool:
+        return signature_is_valid(self.csr) if self.signed_as_sent is None else self.signed_as_sent
 
 
 CERTIFICATE_INSTEAD = ("This is a certificate, not a certificate request: send the CSR the device generated "
@@ -94,11 +105,15 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
             csr = x509.load_pem_x509_csr(raw.lstrip())  # the common case, parsed once
         else:
             csr = x509.load_der_x509_csr(decode_request_bytes(raw))
-    except UNREADABLE:
-        raise CSRParseError(_something_else(raw) or
-            "This is not a readable certificate request (PKCS#10): generate a new CSR on the device "
-            "and upload the file or paste its PEM text."
-        ) from None
+    except UNREADABLE as exc:
+        csr, signed_as_sent = _reordered(raw, exc)
+        if csr is None:
+            raise CSRParseError(_something_else(raw) or
+                "This is not a readable certificate request (PKCS#10): generate a new CSR on the device "
+                "and upload the file or paste its PEM text."
+            ) from None
+    else:
+        signed_as_sent = None
     try:
         subject = csr.subject
         cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -124,7 +139,40 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
         spki_sha256=spki_sha256(public_key),
         public_key=public_key,
         subject=subject,
+        signed_as_sent=signed_as_sent,
     )
+
+
+def _reordered(raw: bytes, exc: Exception) -> tuple[x509.CertificateSigningRequest | None, bool]:
+    """A CSR cryptography refused only for the order of a SET (strongSwan's pki writes the
+    attributes extensionRequest, challengePassword out of DER order): re-encoded in order with
+    asn1crypto, and whether its signature verifies over the request info as it was sent."""
+    if "InvalidSetOrdering" not in str(exc):
+        return None, False
+    try:
+        request = asn1_csr.CertificationRequest.load(decode_request_bytes(raw))
+        info = request["certification_request_info"]
+        as_sent = info.dump()
+        reordered = asn1_csr.CertificationRequest({
+            "certification_request_info": asn1_csr.CertificationRequestInfo.load(info.dump(force=True)),
+            "signature_algorithm": request["signature_algorithm"], "signature": request["signature"]})
+        csr = x509.load_der_x509_csr(reordered.dump())
+        algorithm = request["signature_algorithm"]
+        digest = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
+                  "sha512": hashes.SHA512}[algorithm.hash_algo]()
+        key = csr.public_key()
+        signature = request["signature"].native
+        if isinstance(key, rsa.RSAPublicKey) and algorithm.signature_algo == "rsassa_pkcs1v15":
+            key.verify(signature, as_sent, padding.PKCS1v15(), digest)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm.signature_algo == "ecdsa":
+            key.verify(signature, as_sent, ec.ECDSA(digest))
+        else:
+            return csr, False
+    except InvalidSignature:
+        return csr, False
+    except (ValueError, TypeError, KeyError, CSRParseError):
+        return None, False
+    return csr, True
 
 
 def signature_is_valid(csr: x509.CertificateSigningRequest) -> bool:

@@ -10,6 +10,8 @@ import ipaddress
 import string
 
 import idna
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 _LDH = frozenset(string.ascii_letters + string.digits + "-")
 MAX_NAME_LENGTH = 253
@@ -99,3 +101,14 @@ def looks_like_dns_name(text: str) -> bool:
     """Whether a subject CN is meant as a host name (then it must also be a SAN, RFC 6125):
     it has a dot and no spaces. "cucm1.example.test" does; "Alice Smith" and "cucm1" do not."""
     return "." in text and " " not in text and parse_ip(text) is None
+
+
+def request_names(subject: x509.Name, extensions: x509.Extensions) -> frozenset[str]:
+    """The names a request or certificate is for: its subject's common name and its SANs (what a
+    renewal must keep: EST simplereenroll, SCEP RenewalReq)."""
+    names = {str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+    try:
+        names |= {str(n.value) for n in extensions.get_extension_for_class(x509.SubjectAlternativeName).value}
+    except x509.ExtensionNotFound:
+        pass
+    return frozenset(names)

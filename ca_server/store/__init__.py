@@ -14,6 +14,7 @@ from .backend import StoreBackend
 from .base import StoreBase
 from .certificates import CertificateQueries, SerialTakenError
 from .counters import CounterQueries
+from .devices import DeviceQueries
 from .identity import IdentityQueries
 from .interfaces import CaStore
 from .leases import LeaseQueries
@@ -24,7 +25,8 @@ from .revocation import RevocationQueries
 from .webhooks import WebhookQueries
 
 _QUERIES = (WebhookQueries, AcmeQueries, CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries,
-            AccessQueries, RequestQueries, AuditQueries, LeaseQueries, CounterQueries, IdentityQueries)
+            AccessQueries, RequestQueries, AuditQueries, LeaseQueries, CounterQueries, IdentityQueries,
+            DeviceQueries)
 
 
 class Store(*_QUERIES, StoreBase):

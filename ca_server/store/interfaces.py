@@ -145,10 +145,16 @@ class CoordinationStore(Protocol):
 
 
 @runtime_checkable
+class DeviceStore(Protocol):
+    def insert_scep_challenge(self, row: dict, audit: dict | None = None) -> None: ...
+    def use_scep_challenge(self, digest: str, endpoint: str, now: dt.datetime, used_by: str) -> dict | None: ...
+    def scep_challenges(self, limit: int = 200) -> list[dict]: ...
+
+
 class CaStore(CertificateStore, RevocationStore, AcmeStore, AccessStore, AuditStore, NotificationStore,
-              CoordinationStore, StoreBackend, Protocol):
+              CoordinationStore, DeviceStore, StoreBackend, Protocol):
     """The whole store, as the services hand it to every door."""
 
 
 AREAS: tuple[type, ...] = (CertificateStore, RevocationStore, AcmeStore, AccessStore, AuditStore, NotificationStore,
-                           CoordinationStore)
+                           CoordinationStore, DeviceStore)

@@ -377,3 +377,22 @@ def m016_intermediate_generations(db: Database) -> None:
     the dashboard asks, per intermediate, how many of its certificates are unexpired and until when."""
     db.execute("ALTER TABLE ocsp_responders ADD COLUMN issuer TEXT NOT NULL DEFAULT 'intermediate'")
     db.execute("CREATE INDEX certificates_issuer_not_after ON certificates(issuer, not_after)")
+
+
+@migrations()
+def m017_scep_challenges(db: Database) -> None:
+    """One-time SCEP challenge passwords, by their SHA-256 (store/devices.py)."""
+    db.execute(
+        """
+        CREATE TABLE scep_challenges (
+            hash TEXT PRIMARY KEY,
+            endpoint TEXT NOT NULL,
+            domains TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            used_at TEXT,
+            used_by TEXT
+        )
+        """
+    )

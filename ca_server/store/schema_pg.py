@@ -120,6 +120,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE ocsp_responders ADD COLUMN issuer TEXT NOT NULL DEFAULT 'intermediate'",
         "CREATE INDEX certificates_issuer_not_after ON certificates(issuer, not_after)",
     ]),
+    ("m017_scep_challenges", [
+        f"CREATE TABLE scep_challenges (hash TEXT PRIMARY KEY, endpoint TEXT NOT NULL, domains TEXT NOT NULL,"
+        f" created_at {C} NOT NULL, expires_at {C} NOT NULL, created_by TEXT NOT NULL, used_at {C}, used_by TEXT)",
+    ]),
 ]
 
 

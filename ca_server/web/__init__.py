@@ -10,7 +10,7 @@ from markupsafe import Markup
 from ..clock import to_text
 from ..display import fingerprint_text, moment_text, requester_text
 from ..pki.serials import serial_colon
-from . import acme, admin, api, auth, est, expiry, inspect, pages, public
+from . import acme, admin, api, auth, est, expiry, inspect, pages, public, scep
 from .common import now
 from .errors import register_error_handlers
 from .hot_paths import HotPaths
@@ -59,6 +59,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(inspect.bp)
     app.register_blueprint(acme.bp)
     app.register_blueprint(est.bp)
+    app.register_blueprint(scep.bp)
     app.register_blueprint(expiry.bp)
     acme.init_acme(app)
 

@@ -12,13 +12,13 @@ import binascii
 from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-from cryptography.x509.oid import NameOID
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from .. import accounts, issuance
 from ..errors import AuthError, BadRequestError, CAError, ForbiddenError, NotFoundError
 from ..models import CertificateRecord, PendingRequest
+from ..pki.names import request_names
 from ..store import CertificateFilter
 from .common import client_address, count_submission, now, services
 from .errors import status_for
@@ -145,25 +145,15 @@ def _current_certificate(csr_bytes: bytes) -> CertificateRecord | None:
                else x509.load_der_x509_csr(csr_bytes))
     except ValueError:
         return None  # the issuance path says in words what is wrong with it
-    wanted = _names(csr.subject, csr.extensions)
+    wanted = request_names(csr.subject, csr.extensions)
     if wanted:
         records, _ = services().store.list_certificates(CertificateFilter(status="valid", q=min(wanted)), now(),
                                                         limit=100)
         for record in records:
-            if _names(record.certificate.subject, record.certificate.extensions) == wanted:
+            if request_names(record.certificate.subject, record.certificate.extensions) == wanted:
                 return record
     raise ForbiddenError("simplereenroll renews a certificate this CA issued and that is still valid: no such "
                          "certificate has this request's subject and names. Use simpleenroll for a new one.")
-
-
-def _names(subject: x509.Name, extensions: x509.Extensions) -> frozenset[str]:
-    """The names a request or certificate is for: its subject's common name and its SANs."""
-    names = {str(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
-    try:
-        names |= {str(n.value) for n in extensions.get_extension_for_class(x509.SubjectAlternativeName).value}
-    except x509.ExtensionNotFound:
-        pass
-    return frozenset(names)
 
 
 @bp.errorhandler(CAError)

@@ -1,0 +1,73 @@
+"""Commands for the device doors: SCEP one-time challenge passwords."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import click
+
+from ..clock import to_text, utcnow
+from ..display import moment_text
+from ..scep import enroll
+from .support import cli_services as _services
+from .support import domain_errors
+
+_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def _hours(text: str | None, default: int) -> float:
+    if text is None:
+        return default
+    match = re.fullmatch(r"\s*(\d+)\s*([mhd])\s*", text)
+    if not match or int(match[1]) == 0:
+        raise click.BadParameter(f"{text!r}: a duration like 30m, 12h or 7d")
+    return int(match[1]) * _UNITS[match[2]] / 3600
+
+
+def register_device_commands(main: click.Group) -> None:
+    @main.group()
+    def scep() -> None:
+        """SCEP: one-time challenge passwords."""
+
+    @scep.group()
+    def challenge() -> None:
+        """One-time challenge passwords (as NDES's): printed once, stored hashed, consumed on use."""
+
+    @challenge.command("create")
+    @click.option("--endpoint", default=enroll.ENDPOINT, show_default=True, help="The SCEP endpoint it is for.")
+    @click.option("--domain", "domains", multiple=True,
+                  help="Domain the device may request names under; repeat for several. None: any name the "
+                       "policy allows.")
+    @click.option("--expires-in", "expires_in", default=None,
+                  help="How long it stays usable, like 30m, 12h or 7d (default: [scep] challenge_hours).")
+    @domain_errors
+    def challenge_create(endpoint, domains, expires_in) -> None:
+        """Create a one-time challenge password; it is printed alone on the last line.
+
+        \b
+        Example:
+          ca-server scep challenge create --domain phones.corp.example --expires-in 2h
+        """
+        svc = _services()
+        if endpoint != enroll.ENDPOINT:
+            raise click.BadParameter(f"there is no SCEP endpoint {endpoint!r}; the one endpoint is "
+                                     f"{enroll.ENDPOINT!r} (/scep)", param_hint="--endpoint")
+        hours = _hours(expires_in, svc.config.scep.challenge_hours)
+        now = utcnow()
+        secret = enroll.create_challenge(svc.store, now, hours=hours, domains=tuple(d.lower() for d in domains),
+                                         endpoint=endpoint)
+        click.echo(f"One-time SCEP challenge for /scep, usable once until "
+                   f"{moment_text(now + dt.timedelta(hours=hours))}"
+                   f"{' for names under ' + ', '.join(domains) if domains else ''}; it is shown only this once:")
+        click.echo(secret)
+
+    @challenge.command("list")
+    @domain_errors
+    def challenge_list() -> None:
+        """One-time challenges, newest first: unused, used or expired (never the passwords)."""
+        now = utcnow()
+        for row in _services().store.scep_challenges():
+            state = ("used " + row["used_at"]) if row["used_at"] else (
+                "expired" if row["expires_at"] <= to_text(now) else "unused")
+            click.echo(f"{row['created_at']}  {state:<28} {','.join(row['domains']) or '-'}")

@@ -1,0 +1,1 @@
+"""SCEP (RFC 8894): messages (CMS in and out), the RA, enrollment."""

@@ -1,0 +1,109 @@
+"""SCEP (RFC 8894) through the app: what a device or a scanner sees for each operation and each
+broken message; one-time challenges in the store on both backends. The real clients (micromdm's
+scepclient, strongSwan's pki) over `serve` are in test_scep_clients.py."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import random
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from cryptography.x509.oid import NameOID
+
+from ca_server.scep import enroll
+
+from .server import run_cli
+
+
+@pytest.fixture
+def scep(make_app):
+    return make_app(scep={"enabled": True}).test_client()
+
+
+def test_scep_is_off_until_the_config_turns_it_on(app):
+    response = app.test_client().get("/scep?operation=GetCACaps")
+    assert response.status_code == 404 and "[scep] enabled = true" in response.get_data(as_text=True)
+
+
+def test_getcacaps_announces_what_clients_look_for(scep):
+    caps = scep.get("/scep?operation=GetCACaps").get_data(as_text=True).split()
+    assert {"AES", "DES3", "POSTPKIOperation", "Renewal", "SHA-256", "SHA-384", "SCEPStandard"} <= set(caps)
+
+
+def test_getcacert_gives_an_rsa_ra_issued_by_the_intermediate_then_the_chain(scep, svc):
+    response = scep.get("/scep?operation=GetCACert")
+    assert response.headers["Content-Type"] == "application/x-x509-ca-ra-cert"  # compared whole by scepclient
+    certs = pkcs7.load_der_pkcs7_certificates(response.get_data())
+    (ra,) = [c for c in certs if c not in (svc.authority.intermediate, svc.authority.root)]
+    assert isinstance(ra.public_key(), rsa.RSAPublicKey)
+    ra.verify_directly_issued_by(svc.authority.intermediate)
+    assert svc.store.get_certificate(format(ra.serial_number, "x")) is not None  # stored like any certificate
+    again = pkcs7.load_der_pkcs7_certificates(scep.get("/scep?operation=GetCACert").get_data())
+    assert set(again) == set(certs)  # made once, then read
+
+
+def _signed_data_without_scep_attributes() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return (pkcs7.PKCS7SignatureBuilder().set_data(b"not a pkcsPKIEnvelope").add_signer(cert, key, hashes.SHA256())
+            .sign(Encoding.DER, []))
+
+
+def test_broken_messages_get_a_400_in_words_never_a_500(scep):
+    signed = _signed_data_without_scep_attributes()
+    response = scep.post("/scep?operation=PKIOperation", data=signed,
+                         headers={"Content-Type": "application/x-pki-message"})
+    assert response.status_code == 400 and "SCEP attribute" in response.get_data(as_text=True)
+    rng = random.Random(26)
+    for i in range(80):
+        body = bytearray(signed[: rng.randrange(1, len(signed))] if i % 2 else signed)
+        if i % 2 == 0:
+            for _ in range(3):
+                body[rng.randrange(len(body))] ^= 1 << rng.randrange(8)
+        if i % 4 == 0:  # the same by GET, as Cisco IOS sends it
+            response = scep.get("/scep?operation=PKIOperation&message="
+                                + base64.urlsafe_b64encode(bytes(body)).decode())
+        else:
+            response = scep.post("/scep?operation=PKIOperation", data=bytes(body))
+        assert response.status_code == 400, (i, response.status_code, response.get_data(as_text=True))
+        assert response.headers["Content-Type"].startswith("text/plain")
+    assert scep.get("/scep?operation=Nonsense").status_code == 400
+    assert scep.get("/scep?operation=PKIOperation").status_code == 400
+
+
+def test_a_one_time_challenge_is_good_once_for_its_endpoint_and_until_it_expires(svc):
+    now = dt.datetime.now(dt.UTC)
+    secret = enroll.create_challenge(svc.store, now, hours=1, domains=("phones.example.test",))
+    digest = enroll.challenge_digest(secret)
+    assert svc.store.use_scep_challenge(digest, "other", now, used_by="t0") is None
+    used = svc.store.use_scep_challenge(digest, enroll.ENDPOINT, now, used_by="t1")
+    assert used is not None and used["domains"] == ("phones.example.test",) and used["used_by"] == "t1"
+    assert svc.store.use_scep_challenge(digest, enroll.ENDPOINT, now, used_by="t2") is None
+    late = enroll.create_challenge(svc.store, now, hours=1)
+    assert svc.store.use_scep_challenge(enroll.challenge_digest(late), enroll.ENDPOINT,
+                                        now + dt.timedelta(hours=2), used_by="t3") is None
+    rows = svc.store.scep_challenges()
+    assert len(rows) == 2 and all(secret not in str(row) and late not in str(row) for row in rows)
+
+
+def test_the_cli_prints_a_challenge_alone_on_the_last_line_and_stores_only_its_hash(instance, svc):
+    made = run_cli("--instance", str(instance), "scep", "challenge", "create", "--domain", "lab.example.test",
+                   "--expires-in", "2h")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip().splitlines()[-1]
+    assert len(secret) >= 20 and " " not in secret
+    (row,) = svc.store.scep_challenges()
+    assert row["hash"] == enroll.challenge_digest(secret) and row["domains"] == ("lab.example.test",)
+    listed = run_cli("--instance", str(instance), "scep", "challenge", "list")
+    assert "unused" in listed.stdout and secret not in listed.stdout
+    bad = run_cli("--instance", str(instance), "scep", "challenge", "create", "--expires-in", "soon")
+    assert bad.returncode != 0 and "30m, 12h or 7d" in bad.stderr
