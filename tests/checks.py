@@ -122,3 +122,11 @@ def serials_in_database_file(path) -> set[str]:
         except sqlite3.DatabaseError:
             time.sleep(0.05)
     raise AssertionError("the database file could not be read")
+
+
+def need(tool: str) -> str:
+    """The path of a client program a test drives, or a skip that says why it is missing."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (make test installs it from Debian: the Makefile's TEST_DEBS)")
+    return path

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,16 +16,9 @@ from cryptography import x509
 from ca_server import accounts
 from ca_server.clock import utcnow
 
-from .checks import assert_openssl_verifies, run_openssl
+from .checks import assert_openssl_verifies, need, run_openssl
 from .server import running_server
 from .test_acme_clients import client_env
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed (make test installs curl and Debian's strongswan-pki)")
-    return path
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,18 +19,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca_server.clock import utcnow
 from ca_server.scep import enroll
 
-from .checks import assert_openssl_verifies
+from .checks import assert_openssl_verifies, need
 from .server import running_server
 from .test_acme_clients import client_env
 
 STATIC = "static-challenge-for-tests"
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed (make test installs Debian's scep and strongswan-pki)")
-    return path
 
 
 @pytest.fixture
