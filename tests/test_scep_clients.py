@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -107,3 +108,16 @@ def test_strongswan_pki_enrolls_with_aes_and_3des_and_renews(scep_server, svc, i
                             "--maxpolltime", "10", "--outform", "pem"))
     old = x509.load_pem_x509_certificate((tmp_path / "aes.pem").read_bytes())
     assert issued_by_scep(svc, instance, renewed, "RenewalReq")["renews"] == format(old.serial_number, "x")
+
+
+def test_a_client_speaking_http_1_0_without_a_host_header_is_answered(scep_server):
+    """Some SCEP clients (OpenXPKI's notes) send HTTP/1.0 with no Host header."""
+    address = scep_server.split("//", 1)[1].split("/", 1)[0]
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"GET /scep?operation=GetCACaps HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b"POSTPKIOperation" in answer
