@@ -65,7 +65,12 @@ def register_device_commands(main: click.Group) -> None:
     @challenge.command("list")
     @domain_errors
     def challenge_list() -> None:
-        """One-time challenges, newest first: unused, used or expired (never the passwords)."""
+        """One-time challenges, newest first: unused, used or expired (never the passwords).
+
+        \b
+        Example:
+          ca-server scep challenge list
+        """
         now = utcnow()
         for row in _services().store.scep_challenges():
             state = ("used " + row["used_at"]) if row["used_at"] else (
