@@ -108,3 +108,24 @@ def test_strongswan_pki_fetches_the_ca_enrolls_and_reenrolls(est_server, svc, tm
 
 def _unbase64(data: bytes) -> bytes:
     return base64.b64decode(b"".join(data.split()))
+
+
+def test_a_request_with_attributes_out_of_der_order_is_still_checked_on_reenroll(est_server, tmp_path):
+    """strongSwan's CSRs (a challenge password beside the SANs) are read re-encoded; the re-enroll
+    check once read them with the strict parser, failed, and let such a request through unchecked."""
+    pki = need("pki")
+    curl = need("curl")
+    base, token, root = est_server
+    key = tmp_path / "key.pem"
+    key.write_bytes(run(pki, "--gen", "--type", "rsa", "--size", "2048", "--outform", "pem").stdout)
+    request = run(pki, "--req", "--in", str(key), "--dn", "CN=never-issued.example.test", "--san",
+                  "never-issued.example.test", "--password", "unused", "--outform", "der").stdout
+    with pytest.raises(ValueError):
+        x509.load_der_x509_csr(request)  # out of DER order, as the comment above says
+    (tmp_path / "req.b64").write_text(base64.b64encode(request).decode())
+    answer = subprocess.run([curl, "-sS", "--cacert", str(root), "-u", f"any:{token}", "-H",
+                             "Content-Type: application/pkcs10", "--data-binary", f"@{tmp_path / 'req.b64'}",
+                             "-w", "\n%{http_code}", f"{base}/.well-known/est/simplereenroll"],
+                            capture_output=True, text=True, timeout=60, env=client_env())
+    assert answer.stdout.rstrip().endswith("403"), answer.stdout
+    assert "Use simpleenroll for a new one" in answer.stdout

@@ -71,8 +71,12 @@ def register_device_commands(main: click.Group) -> None:
         Example:
           ca-server scep challenge list
         """
-        now = utcnow()
+        now = to_text(utcnow())
         for row in _services().store.scep_challenges():
-            state = ("used " + row["used_at"]) if row["used_at"] else (
-                "expired" if row["expires_at"] <= to_text(now) else "unused")
-            click.echo(f"{row['created_at']}  {state:<28} {','.join(row['domains']) or '-'}")
+            if row["used_at"]:
+                state = f"used {moment_text(row['used_at'])}"
+            elif row["expires_at"] <= now:
+                state = f"expired {moment_text(row['expires_at'])}"
+            else:
+                state = f"unused, until {moment_text(row['expires_at'])}"
+            click.echo(f"created {moment_text(row['created_at'])}  {state:<38} {','.join(row['domains']) or '-'}")

@@ -41,7 +41,6 @@ BAD_ALG, BAD_MESSAGE_CHECK, BAD_REQUEST, BAD_TIME, BAD_CERT_ID = "0", "1", "2", 
 DIGESTS = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 # asn1crypto's names of the content ciphers we open and answer with; "des" is single DES.
 CIPHERS = {"des": 8, "tripledes_3key": 24, "aes128_cbc": 16, "aes192_cbc": 24, "aes256_cbc": 32}
-WEAK = {"des", "tripledes_3key", "sha1"}
 
 
 class ScepError(Exception):
@@ -91,8 +90,7 @@ def read_message(der: bytes) -> PkiMessage:
         attrs = {a["type"].dotted: a["values"][0] for a in signer_info["signed_attrs"]}
         digest = signer_info["digest_algorithm"]["algorithm"].native
         signer_asn1 = _find_signer(signed, signer_info["sid"])
-        content = signed["encap_content_info"]["content"]
-        inner = content.native if content is not None and content.native is not None else None
+        inner = signed["encap_content_info"]["content"].native  # None when absent
         message_type = _text(attrs, MESSAGE_TYPE)
         transaction_id = _text(attrs, TRANSACTION_ID)
         sender_nonce = core.OctetString.load(attrs[SENDER_NONCE].dump()).native if SENDER_NONCE in attrs else b""

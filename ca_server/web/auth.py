@@ -98,6 +98,22 @@ def enforce_access() -> object | None:
     return None
 
 
+# Only failed sign-ins count, per client address, wherever a password is tried (the sign-in form,
+# EST's HTTP Basic): guessing is slowed, people are not.
+def check_sign_in_limit() -> None:
+    limits().check(services().config.server.sign_in_rate_limit, "sign-in", request.remote_addr or "unknown",
+                   what="failed sign-ins")
+
+
+def count_failed_sign_in() -> None:
+    limits().hit(services().config.server.sign_in_rate_limit, "sign-in", request.remote_addr or "unknown",
+                 what="failed sign-ins")
+
+
+def audit_failed_sign_in(actor: str) -> None:
+    services().store.append_audit(at=now(), action="sign_in_failed", actor=actor, client=request.remote_addr)
+
+
 def admin_required(view):
     @wraps(view)
     def wrapper(*args, **kwargs):
@@ -122,10 +138,7 @@ def login():
     form = LoginForm()
     status = 200
     if request.method == "POST":
-        # Only failed sign-ins count, per client address: guessing is slowed, people are not.
-        limit = services().config.server.sign_in_rate_limit
-        client = request.remote_addr or "unknown"
-        limits().check(limit, "sign-in", client, what="failed sign-ins")
+        check_sign_in_limit()
         if form.validate():
             requester = accounts.authenticate_user(services().store, form.username.data, form.password.data)
             if requester is not None:
@@ -135,9 +148,8 @@ def login():
                 services().store.append_audit(at=now(), action="sign_in", actor=requester.label,
                                               client=request.remote_addr)
                 return redirect(_safe_next(request.args.get("next")), code=303)
-            services().store.append_audit(at=now(), action="sign_in_failed", actor=f"user:{form.username.data[:64]}",
-                                          client=request.remote_addr)
-        limits().hit(limit, "sign-in", client, what="failed sign-ins")
+            audit_failed_sign_in(f"user:{form.username.data[:64]}")
+        count_failed_sign_in()
         form.password.errors = list(form.password.errors) + ["Wrong username or password."]
         status = 401
     return render_template("login.html", form=form), status

@@ -7,22 +7,21 @@ base64 without line breaks, a Content-Length, errors as text/plain with the reas
 from __future__ import annotations
 
 import base64
-import binascii
 
 from asn1crypto import core
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from .. import accounts, issuance
-from ..errors import AuthError, BadRequestError, CAError, ForbiddenError, NotFoundError
+from ..errors import AuthError, BadRequestError, CAError, CSRParseError, ForbiddenError, NotFoundError
 from ..models import CertificateRecord, PendingRequest
+from ..pki.csr import decode_request_bytes, parse_csr
 from ..pki.names import request_names
 from ..store import CertificateFilter
+from .auth import audit_failed_sign_in, check_sign_in_limit, count_failed_sign_in
 from .common import client_address, count_submission, now, services
 from .errors import status_for
-from .ratelimit import limits
 
 bp = Blueprint("est", __name__, url_prefix="/.well-known/est")
 
@@ -46,12 +45,8 @@ def _enabled() -> None:
         raise NotFoundError("EST is not enabled on this server ([est] enabled = true in config.toml).")
 
 
-def _base64(data: bytes) -> bytes:
-    return base64.b64encode(data)
-
-
-def _answer(body: bytes, content_type: str, status: int = 200) -> Response:
-    response = Response(_base64(body), status=status, content_type=content_type)
+def _answer(body: bytes, content_type: str) -> Response:
+    response = Response(base64.b64encode(body), content_type=content_type)
     response.headers["Content-Transfer-Encoding"] = "base64"
     return response
 
@@ -103,48 +98,41 @@ def _enroll(operation: str) -> Response:
 
 def _basic_requester() -> issuance.Requester:
     """HTTP Basic: an API token as the password (any user name), else a user's name and password.
-    Failed attempts count against [server] sign_in_rate_limit per client, as the sign-in form's do."""
+    Failed attempts count and are audited as the sign-in form's are."""
     auth = request.authorization
     if auth is None or auth.type != "basic":
         raise AuthError("EST needs HTTP Basic authentication: any user name with an API token as the "
                         "password, or a user's name and password.")
-    svc = services()
-    limit, client = svc.config.server.sign_in_rate_limit, request.remote_addr or "unknown"
-    limits().check(limit, "sign-in", client, what="failed sign-ins")
+    store = services().store
+    check_sign_in_limit()
     password = auth.password or ""
-    requester = accounts.token_requester(svc.store, password, now()) if password else None
+    requester = accounts.token_requester(store, password, now()) if password else None
     if requester is None and auth.username:
-        requester = accounts.authenticate_user(svc.store, auth.username, password)
+        requester = accounts.authenticate_user(store, auth.username, password)
     if requester is None:
-        limits().hit(limit, "sign-in", client, what="failed sign-ins")
-        svc.store.append_audit(at=now(), action="sign_in_failed", actor=f"est:{(auth.username or '')[:64]}",
-                               client=client)
+        audit_failed_sign_in(f"est:{(auth.username or '')[:64]}")
+        count_failed_sign_in()
         raise AuthError("The user name and password (or API token) were not accepted.")
     return requester
 
 
 def _csr_der(body: bytes) -> bytes:
     """The request: base64 of a DER PKCS#10 (RFC 7030 4.2.1), line breaks allowed; PEM is taken too."""
-    if body.lstrip().startswith(b"-----BEGIN"):
-        return body
     try:
-        der = base64.b64decode(b"".join(body.split()), validate=True)
-    except (binascii.Error, ValueError):
-        der = b""
-    if not der:
+        return decode_request_bytes(body)
+    except CSRParseError:
         raise BadRequestError("The body must be a certificate request (PKCS#10, DER) in base64, as RFC 7030 "
-                              "4.2.1 asks, with Content-Type: application/pkcs10.", code="csr_invalid")
-    return der
+                              "4.2.1 asks, with Content-Type: application/pkcs10.", code="csr_invalid") from None
 
 
-def _current_certificate(csr_bytes: bytes) -> CertificateRecord | None:
+def _current_certificate(der: bytes) -> CertificateRecord | None:
     """simplereenroll (RFC 7030 4.2.2): the request's names (common name and SANs) must be those
-    of a certificate this CA issued that is still valid; that certificate, else a refusal."""
+    of a certificate this CA issued that is still valid; that certificate, else a refusal. Read
+    with the issuance path's own parser, so a request it takes is never let through unchecked."""
     try:
-        csr = (x509.load_pem_x509_csr(csr_bytes) if csr_bytes.lstrip().startswith(b"-----")
-               else x509.load_der_x509_csr(csr_bytes))
-    except ValueError:
-        return None  # the issuance path says in words what is wrong with it
+        csr = parse_csr(der).csr
+    except CSRParseError:
+        return None  # the issuance path refuses it in words
     wanted = request_names(csr.subject, csr.extensions)
     if wanted:
         records, _ = services().store.list_certificates(CertificateFilter(status="valid", q=min(wanted)), now(),
