@@ -38,7 +38,8 @@ def approve(config: Config, secret: Secrets, store: CaStore, authority: Authorit
     pending = _pending(store, request_id, admin)
     issue_request = issuance.IssueRequest(csr=pending.csr_pem, profile=pending.profile,
                                           validity_days=pending.validity_days, notify=pending.notify,
-                                          requester=_original_requester(pending), client=client)
+                                          requester=_original_requester(pending), client=client,
+                                          **_door(pending))
 
     def decide() -> None:  # after the policy passed again (it may have changed while the request waited)
         if not store.decide_request(request_id, "approved", to_text(now), admin.label, None):
@@ -74,6 +75,15 @@ def _pending(store: CaStore, request_id: str, admin: issuance.Requester) -> Pend
     if pending.status != "pending":
         raise ConflictError(f"Request {request_id} was already {pending.status}.")
     return pending
+
+
+def _door(pending: PendingRequest) -> dict:
+    """Held requests come from the web form, the API or a SCEP endpoint; the requester says which
+    kind (a user may have used the form or the API: "web" stands for both)."""
+    kind, _, name = pending.requester.partition(":")
+    if kind == "scep":  # "phones" or "phones (one-time challenge)"
+        return {"door": "scep", "endpoint": name.split(" (")[0]}
+    return {"door": "api" if kind == "token" else "web"}
 
 
 def _original_requester(pending: PendingRequest) -> issuance.Requester:

@@ -62,6 +62,10 @@ class IssueRequest:
     # [policy] says of requesters' names, with serverAuth; key rules and the validity cap still apply.
     own_certificate: bool = False
     own_ekus: tuple[str, ...] = ("serverAuth",)  # an own certificate's EKUs (the SCEP RA's: clientAuth)
+    # The door it came through (web, api, acme, scep, est, cli, ca: the CA's own) and, for the device
+    # doors, the endpoint or label: in the audit row, /metrics and the certificate's page.
+    door: str = "cli"
+    endpoint: str | None = None
 
 
 # What becomes of names outside the requester's scope.
@@ -161,11 +165,12 @@ def issue(config: Config, store: CaStore, authority: Authority, request: IssueRe
             raise ScopeError(outside)
     if before_signing is not None:
         before_signing()
-    action, extra = "issue", dict(audit_extra or {})
+    action, extra = "issue", {"door": request.door, **({"endpoint": request.endpoint} if request.endpoint else {}),
+                              **(audit_extra or {})}
     if approved_by is not None:
         action, extra["approved_by"] = "approve", approved_by.label
     return _sign_and_store(config, store, authority, prepared, request.requester, request.client, now,
-                           audit_action=action, audit_extra=extra or None)
+                           audit_action=action, audit_extra=extra)
 
 
 def _hold(store: CaStore, request: IssueRequest, prepared: Prepared, outside: list[Violation],
@@ -175,7 +180,7 @@ def _hold(store: CaStore, request: IssueRequest, prepared: Prepared, outside: li
         "created_at": to_text(now),
         "requester": request.requester.label,
         "requester_email": request.requester.email,
-        "csr_pem": prepared.csr.csr.public_bytes(Encoding.PEM).decode(),
+        "csr_pem": prepared.csr.pem_as_sent,
         "profile": prepared.profile,
         "validity_days": prepared.decision.validity_days,
         "notify": json.dumps(list(prepared.notify)),

@@ -169,3 +169,61 @@ def test_serverkeygen_is_refused_by_design(est, est_app):
     response = est.post("/.well-known/est/serverkeygen", data=b64_csr(make_csr()), headers=basic("x", token))
     assert response.status_code == 501
     assert "never leaves the device" in response.get_data(as_text=True)
+
+
+def test_a_label_has_its_own_path_domains_and_reminder_addresses(make_app):
+    app = make_app(est={"enabled": True, "labels": {"printers": {"domains": ["printers.example.test"],
+                                                                 "notify": ["print-team@example.test"]}}})
+    svc, est = app.extensions["ca_server"], app.test_client()
+    admin = new_token(svc, "admin")
+    (cert,) = certs_of(est.post("/.well-known/est/printers/simpleenroll",
+                                data=b64_csr(make_csr(["p1.printers.example.test"])), headers=basic("x", admin)))
+    record = svc.store.get_certificate(format(cert.serial_number, "x"))
+    assert record.notify == ("print-team@example.test",)
+    (row,) = svc.store.audit_entries(action="issue", serial=record.serial)
+    detail = row["detail"] if isinstance(row["detail"], dict) else json.loads(row["detail"])
+    assert (detail["door"], detail["endpoint"]) == ("est", "printers")
+    # outside the label's domains: refused, even for an admin, and nothing stored
+    before = svc.store.count_certificates(CertificateFilter(), dt.datetime.now(dt.UTC))
+    outside = est.post("/.well-known/est/printers/simpleenroll", data=b64_csr(make_csr(["www.example.test"])),
+                       headers=basic("x", admin))
+    assert outside.status_code == 403 and "www.example.test" in outside.get_data(as_text=True)
+    assert svc.store.count_certificates(CertificateFilter(), dt.datetime.now(dt.UTC)) == before
+    # a token for other domains may request none of the label's names
+    other = new_token(svc, "web", admin=False, domains=("web.example.test",))
+    refused = est.post("/.well-known/est/printers/simpleenroll", data=b64_csr(make_csr(["p2.printers.example.test"])),
+                       headers=basic("x", other))
+    assert refused.status_code == 403 and "printers.example.test" in refused.get_data(as_text=True)
+    # a token for a wider domain is narrowed to the label's
+    wide = new_token(svc, "wide", admin=False, domains=("example.test",))
+    assert len(certs_of(est.post("/.well-known/est/printers/simpleenroll",
+                                 data=b64_csr(make_csr(["p3.printers.example.test"])), headers=basic("x", wide)))) == 1
+    assert len(certs_of(est.get("/.well-known/est/printers/cacerts"))) == 2
+    unknown = est.get("/.well-known/est/nowhere/cacerts")
+    assert unknown.status_code == 404 and "/.well-known/est/printers/" in unknown.get_data(as_text=True)
+    assert est.post(ENROLL, data=b64_csr(make_csr(["www.example.test"])), headers=basic("x", admin)).status_code == 200
+
+
+def test_metrics_count_issuances_by_door_and_the_page_says_how_a_certificate_came(est, est_app):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .conftest import sign_in
+
+    svc = est_app.extensions["ca_server"]
+    token = new_token(svc, "ops")
+    (cert,) = certs_of(est.post(ENROLL, data=b64_csr(make_csr(["door.example.test"])), headers=basic("x", token)))
+    made = est.post("/api/v1/certificates", json={"csr": pem(make_csr(["api.example.test"]))},
+                    headers={"Authorization": f"Bearer {token}"})
+    assert made.status_code == 201, made.get_data(as_text=True)
+    body = est.get("/metrics").get_data(as_text=True)
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    doors = {s.labels["door"]: s.value for s in families["ca_server_issuances_by_door"].samples
+             if s.name.endswith("_total")}
+    assert doors == {"est": 1, "api": 1}
+    accounts.add_user(svc.store, "alice", "alice-password", is_admin=True, domains=(), allow_ip=True, email=None,
+                      now=dt.datetime.now(dt.UTC))
+    assert sign_in(est, "alice", "alice-password").status_code == 303
+    page = est.get(f"/certificates/{format(cert.serial_number, 'x')}").get_data(as_text=True)
+    assert "Enrolled through" in page and "EST, label default, simpleenroll" in page
+    page = est.get(f"/certificates/{made.get_json()['serial']}").get_data(as_text=True)
+    assert "the JSON API" in page

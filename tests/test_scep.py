@@ -85,11 +85,11 @@ def test_a_one_time_challenge_is_good_once_for_its_endpoint_and_until_it_expires
     secret = enroll.create_challenge(svc.store, now, hours=1, domains=("phones.example.test",))
     digest = enroll.challenge_digest(secret)
     assert svc.store.use_scep_challenge(digest, "other", now, used_by="t0") is None
-    used = svc.store.use_scep_challenge(digest, enroll.ENDPOINT, now, used_by="t1")
+    used = svc.store.use_scep_challenge(digest, "default", now, used_by="t1")
     assert used is not None and used["domains"] == ("phones.example.test",) and used["used_by"] == "t1"
-    assert svc.store.use_scep_challenge(digest, enroll.ENDPOINT, now, used_by="t2") is None
+    assert svc.store.use_scep_challenge(digest, "default", now, used_by="t2") is None
     late = enroll.create_challenge(svc.store, now, hours=1)
-    assert svc.store.use_scep_challenge(enroll.challenge_digest(late), enroll.ENDPOINT,
+    assert svc.store.use_scep_challenge(enroll.challenge_digest(late), "default",
                                         now + dt.timedelta(hours=2), used_by="t3") is None
     rows = svc.store.scep_challenges()
     assert len(rows) == 2 and all(secret not in str(row) and late not in str(row) for row in rows)
@@ -107,3 +107,35 @@ def test_the_cli_prints_a_challenge_alone_on_the_last_line_and_stores_only_its_h
     assert "unused" in listed.stdout and secret not in listed.stdout
     bad = run_cli("--instance", str(instance), "scep", "challenge", "create", "--expires-in", "soon")
     assert bad.returncode != 0 and "30m, 12h or 7d" in bad.stderr
+
+
+def test_a_held_transaction_is_found_by_endpoint_and_id_and_a_later_hold_replaces_it(svc):
+    now = dt.datetime.now(dt.UTC)
+    row = {"endpoint": "phones", "transaction_id": "t-1", "request_id": "r1", "signer_key": "k1",
+           "created_at": now.isoformat()}
+    svc.store.insert_scep_transaction(row)
+    assert svc.store.scep_transaction("phones", "t-1")["request_id"] == "r1"
+    svc.store.insert_scep_transaction({**row, "request_id": "r2"})  # the same key's next request, held too
+    assert svc.store.scep_transaction("phones", "t-1")["request_id"] == "r2"
+    assert svc.store.scep_transaction("default", "t-1") is None
+    assert svc.store.scep_transaction("phones", "t-2") is None
+
+
+def test_named_endpoints_and_labels_are_checked_when_the_config_is_read():
+    from ca_server.config import ConfigError, config_from_dict
+
+    config = config_from_dict({"scep": {"enabled": True, "endpoints": {"phones": {"domains": ["phones.example.test"],
+                                                                                  "hold_out_of_scope": True}}},
+                               "est": {"labels": {"printers": {"notify": ["ops@example.test"]}}}})
+    assert config.scep.endpoint("phones").domains == ("phones.example.test",)
+    assert config.scep.endpoint("default").profile == "client" and config.scep.endpoint("nope") is None
+    assert config.est.label("printers").notify == ("ops@example.test",)
+    for bad, words in (({"scep": {"endpoints": {"Bad Name": {}}}}, "scep.endpoints.Bad Name"),
+                       ({"scep": {"endpoints": {"pkiclient.exe": {}}}}, "scep.endpoints.pkiclient.exe"),
+                       ({"scep": {"endpoints": {"p": {"domains": ["*.x.test"]}}}}, "scep.endpoints.p.domains[0]"),
+                       ({"scep": {"endpoints": {"p": {"colour": 1}}}}, "scep.endpoints.p.colour: unknown key"),
+                       ({"est": {"labels": {"p": {"hold_out_of_scope": True}}}}, "est.labels.p"),
+                       ({"est": {"labels": {"p": {"notify": ["not mail"]}}}}, "est.labels.p.notify[0]")):
+        with pytest.raises(ConfigError) as refused:
+            config_from_dict(bad)
+        assert str(refused.value).startswith(words), str(refused.value)

@@ -182,7 +182,7 @@ def finalize(config: Config, store: CaStore, authority: Authority, order: Order,
         raise AcmeProblem("badCSR", "The CSR's names must be exactly the order's identifiers (" + "; ".join(words)
                           + ").")
     request = IssueRequest(csr=der, profile=order.profile, validity_days=config.acme.validity_days,
-                           notify=account.mail_to, requester=requester, client=client)
+                           notify=account.mail_to, requester=requester, client=client, door="acme")
     processing: Order | None = None
 
     def claim_order() -> None:  # the order is the signer's alone from here (RFC 8555 7.1.6: processing)

@@ -8,6 +8,7 @@ import re
 import click
 
 from ..clock import to_text, utcnow
+from ..config.devices import DEFAULT
 from ..display import moment_text
 from ..scep import enroll
 from .support import cli_services as _services
@@ -35,7 +36,8 @@ def register_device_commands(main: click.Group) -> None:
         """One-time challenge passwords (as NDES's): printed once, stored hashed, consumed on use."""
 
     @challenge.command("create")
-    @click.option("--endpoint", default=enroll.ENDPOINT, show_default=True, help="The SCEP endpoint it is for.")
+    @click.option("--endpoint", default=DEFAULT, show_default=True,
+                  help="The SCEP endpoint it is for: default (/scep) or a [scep.endpoints.NAME] (/scep/NAME).")
     @click.option("--domain", "domains", multiple=True,
                   help="Domain the device may request names under; repeat for several. None: any name the "
                        "policy allows.")
@@ -50,14 +52,16 @@ def register_device_commands(main: click.Group) -> None:
           ca-server scep challenge create --domain phones.corp.example --expires-in 2h
         """
         svc = _services()
-        if endpoint != enroll.ENDPOINT:
-            raise click.BadParameter(f"there is no SCEP endpoint {endpoint!r}; the one endpoint is "
-                                     f"{enroll.ENDPOINT!r} (/scep)", param_hint="--endpoint")
+        if svc.config.scep.endpoint(endpoint) is None:
+            names = ", ".join(e.name for e in svc.config.scep.all_endpoints)
+            raise click.BadParameter(f"there is no SCEP endpoint {endpoint!r}; the endpoints are {names} "
+                                     "([scep.endpoints.NAME] in config.toml adds one)", param_hint="--endpoint")
         hours = _hours(expires_in, svc.config.scep.challenge_hours)
         now = utcnow()
         secret = enroll.create_challenge(svc.store, now, hours=hours, domains=tuple(d.lower() for d in domains),
                                          endpoint=endpoint)
-        click.echo(f"One-time SCEP challenge for /scep, usable once until "
+        path = "/scep" if endpoint == DEFAULT else f"/scep/{endpoint}"
+        click.echo(f"One-time SCEP challenge for {path}, usable once until "
                    f"{moment_text(now + dt.timedelta(hours=hours))}"
                    f"{' for names under ' + ', '.join(domains) if domains else ''}; it is shown only this once:")
         click.echo(secret)
@@ -79,4 +83,5 @@ def register_device_commands(main: click.Group) -> None:
                 state = f"expired {moment_text(row['expires_at'])}"
             else:
                 state = f"unused, until {moment_text(row['expires_at'])}"
-            click.echo(f"created {moment_text(row['created_at'])}  {state:<38} {','.join(row['domains']) or '-'}")
+            click.echo(f"created {moment_text(row['created_at'])}  {row['endpoint']:<12} {state:<38} "
+                       f"{','.join(row['domains']) or '-'}")

@@ -17,9 +17,10 @@ from ..emails import email_problem
 from ..errors import ConfigError
 from ..pki.keys import CA_KEY_TYPES, CSR_KEY_TYPES
 from ..pki.names import dns_name_problem
-from .devices import EstConfig, ScepConfig, check_devices
+from .devices import EstConfig, ScepConfig, check_devices, est_from_dict, scep_from_dict
 from .notify import NotifyConfig, notify_from_dict
 from .secrets import Secrets, read_secrets  # noqa: F401  (re-exported: config is where callers look)
+from .tables import section
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.example.toml"
 KNOWN_EKUS = ("serverAuth", "clientAuth")
@@ -172,8 +173,6 @@ class Config:
     est: EstConfig = field(default_factory=EstConfig)
 
 
-# TOML key -> dataclass field, where a TOML name is not a valid Python name.
-_ALIASES = {"mail": {"from": "from_address"}}
 _SECTIONS = {
     "server": ServerConfig,
     "ca": CAConfig,
@@ -184,8 +183,9 @@ _SECTIONS = {
     "acme": AcmeConfig,
     "metrics": MetricsConfig,
     "database": DatabaseConfig,
-    "scep": ScepConfig, "est": EstConfig,
 }
+# Sections with tables inside, read by their own functions.
+_PARSED = {"notify": notify_from_dict, "scep": scep_from_dict, "est": est_from_dict}
 
 
 def load_config(path: Path | None) -> Config:
@@ -205,12 +205,12 @@ def config_from_dict(data: dict[str, typing.Any]) -> Config:
     for name, value in data.items():
         if name == "profiles":
             sections["profiles"] = _profiles(value)
-        elif name == "notify":
-            sections["notify"] = notify_from_dict(value)
+        elif name in _PARSED:
+            sections[name] = _PARSED[name](value)
         elif name in _SECTIONS:
-            sections[name] = _section(name, _SECTIONS[name], value)
+            sections[name] = section(name, _SECTIONS[name], value)
         else:
-            raise ConfigError(f"{name}: unknown section (known: {', '.join([*_SECTIONS, 'profiles', 'notify'])})")
+            raise ConfigError(f"{name}: unknown section (known: {', '.join([*_SECTIONS, 'profiles', *_PARSED])})")
     return validate(Config(**sections))
 
 
@@ -218,58 +218,20 @@ def with_overrides(config: Config, **sections: dict[str, typing.Any]) -> Config:
     """A copy of `config` with some keys replaced, validated like a file: used by tests and tools."""
     replaced = {}
     for name, values in sections.items():
+        if name in _PARSED:  # replaced whole, from its defaults
+            replaced[name] = _PARSED[name](values)
+            continue
         current = getattr(config, name)
         fields = {f.name: getattr(current, f.name) for f in dataclasses.fields(current)}
-        fields.update(_section(name, type(current), values, python_names=True))
+        fields.update(section(name, type(current), values, python_names=True))
         replaced[name] = type(current)(**fields)
     return validate(dataclasses.replace(config, **replaced))
-
-
-def _section(name: str, cls: type, values: typing.Any, python_names: bool = False) -> typing.Any:
-    """Check and convert one [section]; with `python_names`, keys are the dataclass field names
-    (with_overrides) and the result is a dict of them instead of the dataclass."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{name}: must be a table, like [{name}]")
-    aliases = {} if python_names else _ALIASES.get(name, {})
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        attr = aliases.get(key, key)
-        if attr not in known or (key in aliases.values() and key not in aliases):
-            shown = sorted(k for k in known if k not in aliases.values()) + sorted(aliases)
-            raise ConfigError(f"{name}.{key}: unknown key (known keys: {', '.join(shown)})")
-        kwargs[attr] = _coerce(f"{name}.{key}", hints[attr], value)
-    return kwargs if python_names else cls(**kwargs)
-
-
-def _coerce(key: str, hint: typing.Any, value: typing.Any) -> typing.Any:
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, not {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be a whole number, not {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: must be a string, not {value!r}")
-        return value
-    if origin is tuple:
-        item = typing.get_args(hint)[0]
-        if not isinstance(value, (list, tuple)):
-            example = "[1, 2]" if item is int else '["a", "b"]'
-            raise ConfigError(f"{key}: must be a list, like {example}")
-        return tuple(_coerce(f"{key}[{i}]", item, v) for i, v in enumerate(value))
-    raise ConfigError(f"{key}: unsupported type")  # pragma: no cover
 
 
 def _profiles(value: typing.Any) -> dict[str, ProfileConfig]:
     if not isinstance(value, dict) or not value:
         raise ConfigError("profiles: must be a table of profiles, like [profiles.server]")
-    return {name: _section(f"profiles.{name}", ProfileConfig, body) for name, body in value.items()}
+    return {name: section(f"profiles.{name}", ProfileConfig, body) for name, body in value.items()}
 
 
 def check_base_url(key: str, value: str) -> None:

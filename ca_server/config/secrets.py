@@ -19,7 +19,10 @@ class Secrets:
     db_password: str | None = None
     pkcs11_pin: str | None = None
     webhook_secrets: tuple[tuple[str, str], ...] = ()  # (webhook name, secret)
-    scep_challenge: str | None = None  # the static SCEP challenge password ([scep] challenge_env)
+    scep_challenges: tuple[tuple[str, str], ...] = ()  # (SCEP endpoint, its static challenge password)
+
+    def scep_challenge(self, endpoint: str) -> str | None:
+        return dict(self.scep_challenges).get(endpoint)
 
     def __repr__(self) -> str:  # never print a secret by accident
         return "Secrets(<hidden>)"
@@ -35,5 +38,6 @@ def read_secrets(config: Config, environ: typing.Mapping[str, str] | None = None
         pkcs11_pin=env.get(config.ca.pkcs11_pin_env) or None,
         webhook_secrets=tuple((h.name, env[h.secret_env]) for h in config.notify.webhooks
                               if h.secret_env and env.get(h.secret_env)),
-        scep_challenge=env.get(config.scep.challenge_env) or None,
+        scep_challenges=tuple((e.name, env[e.challenge_env]) for e in config.scep.all_endpoints
+                              if e.challenge_env and env.get(e.challenge_env)),
     )

@@ -65,6 +65,11 @@ class StoreCollector:
         yield counts
         actions = store.audit_action_counts(("issue", "refuse", "revoke"))
         yield CounterMetricFamily("ca_server_issuances", "Certificates issued", value=actions["issue"])
+        doors = CounterMetricFamily("ca_server_issuances_by_door", "Certificates issued, approved ones included, by "
+                                    "the door they came through (web, api, acme, scep, est, cli, ca)", labels=["door"])
+        for door, n in sorted(store.issuance_door_counts().items()):
+            doors.add_metric([door], n)
+        yield doors
         yield CounterMetricFamily("ca_server_revocations", "Certificates revoked", value=actions["revoke"])
         refusals = CounterMetricFamily("ca_server_refusals", "Requests refused, by policy code", labels=["code"])
         for code, n in sorted(store.refusal_code_counts().items()):

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import CSRParseError
 from .keys import KeyInfo, describe_public_key, spki_sha256
-from .pem import from_utf16
+from .pem import from_utf16, pem_armor
 
 PEM_MARKER = b"-----BEGIN"
 # A CSR's PEM header, and the one Windows' certreq writes.
@@ -42,10 +42,18 @@ class ParsedCSR:
     # A CSR whose attributes came out of DER's SET order (strongSwan's pki) is read re-encoded in
     # order; its signature is then checked over the bytes as sent: True/False. None: not re-encoded.
     signed_as_sent: bool | None = None
+    der_as_sent: bytes | None = None  # the bytes as sent, when re-encoded
 
     @property
     def signature_ok(self) -> bool:
         return signature_is_valid(self.csr) if self.signed_as_sent is None else self.signed_as_sent
+
+    @property
+    def pem_as_sent(self) -> str:
+        """PEM of the request as the requester signed it (a re-encoded one would not verify)."""
+        if self.der_as_sent is None:
+            return self.csr.public_bytes(Encoding.PEM).decode()
+        return pem_armor(self.der_as_sent, "CERTIFICATE REQUEST")
 
 
 CERTIFICATE_INSTEAD = ("This is a certificate, not a certificate request: send the CSR the device generated "
@@ -80,10 +88,13 @@ def decode_request_bytes(data: bytes | str) -> bytes:
     if not text:
         raise CSRParseError("The CSR is empty: paste the text that starts with -----BEGIN CERTIFICATE REQUEST-----.")
     if PEM_MARKER in text:
+        block = text[text.index(PEM_MARKER):]
         try:
-            csr = x509.load_pem_x509_csr(text[text.index(PEM_MARKER):])
-        except UNREADABLE:
-            raise CSRParseError(_something_else(text[text.index(PEM_MARKER):]) or
+            csr = x509.load_pem_x509_csr(block)
+        except UNREADABLE as exc:
+            if "InvalidSetOrdering" in str(exc):  # parse_csr reads it re-encoded (_reordered)
+                return base64.b64decode(b"".join(block.split(b"-----")[2].split()))
+            raise CSRParseError(_something_else(block) or
                 "This is not a readable PEM certificate request: it must start with "
                 "-----BEGIN CERTIFICATE REQUEST----- and end with -----END CERTIFICATE REQUEST-----, "
                 "copied whole."
@@ -107,13 +118,14 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
             csr = x509.load_der_x509_csr(decode_request_bytes(raw))
     except UNREADABLE as exc:
         csr, signed_as_sent = _reordered(raw, exc)
+        der_as_sent = decode_request_bytes(raw) if csr is not None else None
         if csr is None:
             raise CSRParseError(_something_else(raw) or
                 "This is not a readable certificate request (PKCS#10): generate a new CSR on the device "
                 "and upload the file or paste its PEM text."
             ) from None
     else:
-        signed_as_sent = None
+        signed_as_sent = der_as_sent = None
     try:
         subject = csr.subject
         cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -140,6 +152,7 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
         public_key=public_key,
         subject=subject,
         signed_as_sent=signed_as_sent,
+        der_as_sent=der_as_sent,
     )
 
 

@@ -19,14 +19,14 @@ from .. import issuance
 from ..ca.authority import Authority, InstancePaths
 from ..clock import to_text
 from ..config import Config, Secrets
+from ..config.devices import DEFAULT, DeviceEndpoint
 from ..errors import CAError, CSRParseError, PolicyViolationError, ScopeError
-from ..pki.csr import parse_csr
+from ..models import CertificateRecord, PendingRequest
+from ..pki.csr import decode_request_bytes, parse_csr
 from ..pki.names import request_names
 from ..store import CaStore
 from . import messages as m
-from .ra import current_ra
-
-ENDPOINT = "default"
+from .ra import RA, current_ra
 
 
 def challenge_digest(challenge: str) -> str:
@@ -34,7 +34,7 @@ def challenge_digest(challenge: str) -> str:
 
 
 def create_challenge(store: CaStore, now: dt.datetime, *, hours: float, domains: tuple[str, ...] = (),
-                     endpoint: str = ENDPOINT, actor: str = "cli:local") -> str:
+                     endpoint: str = DEFAULT, actor: str = "cli:local") -> str:
     """A one-time challenge password, returned once; only its SHA-256 is stored."""
     challenge = token_source.token_urlsafe(18)
     expires = now + dt.timedelta(hours=hours)
@@ -47,73 +47,112 @@ def create_challenge(store: CaStore, now: dt.datetime, *, hours: float, domains:
 
 
 def pki_operation(config: Config, store: CaStore, authority: Authority, paths: InstancePaths, secrets: Secrets,
-                  der: bytes, client: str | None, now: dt.datetime) -> bytes:
-    """The CertRep for a pkiMessage. A message too broken to answer to its sender raises
-    messages.ScepError (the web layer answers 400 with the words)."""
+                  der: bytes, client: str | None, now: dt.datetime, endpoint: DeviceEndpoint) -> bytes:
+    """The CertRep for a pkiMessage sent to `endpoint`. A message too broken to answer to its
+    sender raises messages.ScepError (the web layer answers 400 with the words)."""
     ra = current_ra(config, store, authority, paths, now)
     try:
         message = m.read_message(der)
     except m.ScepError as exc:
-        _audit_refusal(store, now, client, None, exc.message)
+        _audit_refusal(store, now, client, endpoint, None, exc.message)
         raise
     try:
-        if message.message_type not in (m.PKCS_REQ, m.RENEWAL_REQ):
-            raise m.ScepError(m.BAD_REQUEST if message.message_type != m.CERT_POLL else m.BAD_CERT_ID,
-                              f"{message.name} is not answered here: no request waits for approval (requests "
-                              "outside the policy are refused, not held).")
+        if message.message_type not in (m.PKCS_REQ, m.RENEWAL_REQ, m.CERT_POLL):
+            raise m.ScepError(m.BAD_REQUEST, f"{message.name} is not answered here (PKCSReq, RenewalReq and CertPoll "
+                              "are).")
         opened = m.open_envelope(message.envelope, ra.key)
-        certificate = _enroll(config, store, authority, secrets, message, opened, client, now)
+        held = store.scep_transaction(endpoint.name, message.transaction_id)
+        answer = _held_answer(store, ra, message, opened, held) if held is not None else None
+        if answer is not None:
+            return answer
+        if message.message_type == m.CERT_POLL:
+            raise m.ScepError(m.BAD_CERT_ID, f"No request with transactionID {message.transaction_id!r} waits at "
+                              f"endpoint {endpoint.name!r}.")
+        issued = _enroll(config, store, authority, secrets, endpoint, message, opened, client, now)
     except m.ScepError as exc:
-        _audit_refusal(store, now, client, message, exc.message)
+        _audit_refusal(store, now, client, endpoint, message, exc.message)
         return m.cert_rep(message, ra.cert, ra.key, status=m.FAILURE, fail_info=exc.fail_info)
     except (PolicyViolationError, ScopeError):
         # issuance.issue audited the refusal with every reason
         return m.cert_rep(message, ra.cert, ra.key, status=m.FAILURE, fail_info=m.BAD_REQUEST)
     except CAError as exc:
-        _audit_refusal(store, now, client, message, exc.message)
+        _audit_refusal(store, now, client, endpoint, message, exc.message)
         return m.cert_rep(message, ra.cert, ra.key, status=m.FAILURE, fail_info=m.BAD_REQUEST)
-    return m.cert_rep(message, ra.cert, ra.key, status=m.SUCCESS, cipher=opened.cipher, certificate=certificate)
+    if isinstance(issued, PendingRequest):
+        store.insert_scep_transaction({"endpoint": endpoint.name, "transaction_id": message.transaction_id,
+                                       "request_id": issued.id, "signer_key": _key_id(message.signer),
+                                       "created_at": to_text(now)})
+        return m.cert_rep(message, ra.cert, ra.key, status=m.PENDING)
+    return m.cert_rep(message, ra.cert, ra.key, status=m.SUCCESS, cipher=opened.cipher, certificate=issued.certificate)
 
 
-def _enroll(config: Config, store: CaStore, authority: Authority, secrets: Secrets, message: m.PkiMessage,
-            opened: m.Opened, client: str | None, now: dt.datetime) -> x509.Certificate:
+def _held_answer(store: CaStore, ra: RA, message: m.PkiMessage, opened: m.Opened, held: dict) -> bytes | None:
+    """To a CertPoll, or the held request sent again (RFC 8894 3.3.3; scepclient polls so):
+    PENDING while an admin has not decided, the certificate once approved, FAILURE once rejected.
+    None for a new request that reuses the transactionID (clients derive it from the key, and
+    certmonger renews with the same key): it is enrolled afresh."""
+    if not hmac.compare_digest(held["signer_key"], _key_id(message.signer)):
+        raise m.ScepError(m.BAD_MESSAGE_CHECK, "This transaction was begun with another key: poll with the key and "
+                          "certificate that sent the request.")
+    row = store.get_request(held["request_id"])
+    pending = PendingRequest.from_row(row) if row else None
+    if message.message_type != m.CERT_POLL and (pending is None or pending.status != "pending") and (
+            pending is None or decode_request_bytes(pending.csr_pem) != opened.content):
+        return None
+    cipher = opened.cipher
+    if pending is None or pending.status == "rejected":
+        reason = pending.decision_reason if pending else "the request is gone"
+        raise m.ScepError(m.BAD_REQUEST, f"Request {held['request_id']} was rejected: {reason}")
+    record = store.get_certificate(pending.serial) if pending.serial else None
+    if record is None:
+        return m.cert_rep(message, ra.cert, ra.key, status=m.PENDING)
+    return m.cert_rep(message, ra.cert, ra.key, status=m.SUCCESS, cipher=cipher, certificate=record.certificate)
+
+
+def _enroll(config: Config, store: CaStore, authority: Authority, secrets: Secrets, endpoint: DeviceEndpoint,
+            message: m.PkiMessage, opened: m.Opened, client: str | None,
+            now: dt.datetime) -> CertificateRecord | PendingRequest:
     try:
         csr = parse_csr(opened.content).csr  # leniently: strongSwan's attributes come out of SET order
     except CSRParseError:
         raise m.ScepError(m.BAD_REQUEST, "The envelope does not hold a readable certificate request (PKCS#10).") \
             from None
-    extra = {"door": "scep", "endpoint": ENDPOINT, "operation": message.name, "cipher": opened.cipher,
+    extra = {"operation": message.name, "cipher": opened.cipher,
              "digest": message.digest, "transaction": message.transaction_id}
+    out_of_scope = issuance.HOLD if endpoint.hold_out_of_scope else issuance.REFUSE
     if message.message_type == m.RENEWAL_REQ:
         renewed = _renewed_certificate(store, authority, message.signer, csr, now)
-        requester = issuance.Requester(name=ENDPOINT, kind="scep", is_admin=True)
+        requester = issuance.Requester(name=endpoint.name, kind="scep", is_admin=True)
         extra["renews"] = renewed
     else:
         if _spki(message.signer.public_key()) != _spki(csr.public_key()):
             raise m.ScepError(m.BAD_MESSAGE_CHECK, "The request is signed with another key than the one it asks a "
                               "certificate for.")
-        requester = _challenge_requester(store, secrets, csr, message, now)
-    request = issuance.IssueRequest(csr=opened.content, profile=config.scep.profile or None, requester=requester,
-                                    client=client)
-    record = issuance.issue(config, store, authority, request, now, out_of_scope=issuance.REFUSE,
-                            audit_extra=extra)
-    return record.certificate
+        requester = _challenge_requester(store, secrets, endpoint, csr, message, now)
+        if requester.domains != endpoint.domains:  # a one-time challenge's own domains: the admin said which
+            out_of_scope = issuance.REFUSE
+    request = issuance.IssueRequest(csr=opened.content, profile=endpoint.profile or None, notify=endpoint.notify,
+                                    requester=requester, client=client, door="scep", endpoint=endpoint.name)
+    return issuance.issue(config, store, authority, request, now, out_of_scope=out_of_scope, audit_extra=extra)
 
 
-def _challenge_requester(store: CaStore, secrets: Secrets, csr: x509.CertificateSigningRequest,
-                         message: m.PkiMessage, now: dt.datetime) -> issuance.Requester:
+def _challenge_requester(store: CaStore, secrets: Secrets, endpoint: DeviceEndpoint,
+                         csr: x509.CertificateSigningRequest, message: m.PkiMessage,
+                         now: dt.datetime) -> issuance.Requester:
     try:
         value = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
         challenge = value.decode() if isinstance(value, bytes) else str(value)
     except (x509.AttributeNotFound, UnicodeDecodeError):
         raise m.ScepError(m.BAD_REQUEST, "The request carries no challenge password (a PKCSReq needs one).") from None
-    if secrets.scep_challenge and hmac.compare_digest(challenge.encode(), secrets.scep_challenge.encode()):
-        return issuance.Requester(name=ENDPOINT, kind="scep", is_admin=True)
-    row = store.use_scep_challenge(challenge_digest(challenge), ENDPOINT, now, used_by=message.transaction_id)
+    static = secrets.scep_challenge(endpoint.name)
+    if static and hmac.compare_digest(challenge.encode(), static.encode()):
+        return issuance.Requester(name=endpoint.name, kind="scep", is_admin=not endpoint.domains,
+                                  domains=endpoint.domains, allow_ip=not endpoint.domains)
+    row = store.use_scep_challenge(challenge_digest(challenge), endpoint.name, now, used_by=message.transaction_id)
     if row is None:
         raise m.ScepError(m.BAD_REQUEST, "The challenge password is wrong, was used already or has expired.")
-    domains = tuple(row["domains"])
-    return issuance.Requester(name=f"{ENDPOINT} (one-time challenge)", kind="scep", is_admin=not domains,
+    domains = tuple(row["domains"]) or endpoint.domains
+    return issuance.Requester(name=f"{endpoint.name} (one-time challenge)", kind="scep", is_admin=not domains,
                               domains=domains, allow_ip=not domains)
 
 
@@ -139,9 +178,13 @@ def _spki(key) -> bytes:
     return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
-def _audit_refusal(store: CaStore, now: dt.datetime, client: str | None, message: m.PkiMessage | None,
-                   reason: str) -> None:
-    detail = {"door": "scep", "endpoint": ENDPOINT, "reason": reason}
+def _key_id(cert: x509.Certificate) -> str:
+    return hashlib.sha256(_spki(cert.public_key())).hexdigest()
+
+
+def _audit_refusal(store: CaStore, now: dt.datetime, client: str | None, endpoint: DeviceEndpoint,
+                   message: m.PkiMessage | None, reason: str) -> None:
+    detail = {"door": "scep", "endpoint": endpoint.name, "reason": reason}
     if message is not None:
         detail.update(operation=message.name, transaction=message.transaction_id, digest=message.digest)
-    store.append_audit(at=now, action="refuse", actor=f"scep:{ENDPOINT}", client=client, detail=detail)
+    store.append_audit(at=now, action="refuse", actor=f"scep:{endpoint.name}", client=client, detail=detail)

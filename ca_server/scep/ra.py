@@ -94,7 +94,7 @@ def _make(config: Config, store: CaStore, authority: Authority, folder: Path, no
            .sign(key, hashes.SHA256()))
     request = issuance.IssueRequest(csr=csr.public_bytes(Encoding.DER), profile="client",
                                     validity_days=min(VALIDITY_DAYS, config.policy.max_validity_days),
-                                    requester=RA_REQUESTER, own_certificate=True, own_ekus=("clientAuth",))
+                                    requester=RA_REQUESTER, own_certificate=True, own_ekus=("clientAuth",), door="ca")
     record = issuance.issue(config, store, authority, request, now, out_of_scope=issuance.REFUSE,
                             audit_extra={"purpose": "SCEP RA"})
     for name_ in ("ra-key.pem.new", "ra.pem.new"):

@@ -96,7 +96,7 @@ def ensure_certificate(config: Config, store: CaStore, authority: Authority, pat
     # says about requesters' names; the key rules and the validity cap still apply.
     request = issuance.IssueRequest(csr=csr.public_bytes(serialization.Encoding.DER), profile="server",
                                     validity_days=min(VALIDITY_DAYS, config.policy.max_validity_days),
-                                    requester=SERVER_REQUESTER, own_certificate=True)
+                                    requester=SERVER_REQUESTER, own_certificate=True, door="ca")
     record = issuance.issue(config, store, authority, request, now, out_of_scope=issuance.REFUSE,
                             audit_extra={"purpose": "serve --tls"})
     files.cert.parent.mkdir(mode=0o700, exist_ok=True)

@@ -85,6 +85,15 @@ class AuditQueries:
         return {action: self.db.conn.execute("SELECT count(*) FROM audit_log WHERE action = ?",
                                              [action]).fetchone()[0] for action in actions}
 
+    def issuance_door_counts(self) -> dict[str, int]:
+        """Certificates issued (approved ones included) by the door they came through (for
+        /metrics); rows from before doors were recorded count as "unknown"."""
+        door = self.dialect.field("detail", "door")
+        rows = self.db.conn.execute(
+            f"SELECT COALESCE({door}, 'unknown'), count(*) FROM audit_log{self.dialect.index('audit_log_action')}"
+            " WHERE action IN ('issue', 'approve') GROUP BY 1")
+        return {name: n for name, n in rows}
+
     def refusal_code_counts(self) -> dict[str, int]:
         """Refusals by policy code, from the refusal rows' detail (for /metrics)."""
         rows = self.db.conn.execute(

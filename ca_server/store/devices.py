@@ -34,6 +34,19 @@ class DeviceQueries:
         return [_challenge(row) for row in self.db.query(
             "SELECT * FROM scep_challenges ORDER BY created_at DESC LIMIT ?", [limit])]
 
+    def insert_scep_transaction(self, row: dict) -> None:
+        """A request held for approval under its endpoint and transactionID; a later request held
+        under the same transactionID (clients derive it from the key) takes its place."""
+        with self.write() as db:
+            db.execute("INSERT INTO scep_transactions (endpoint, transaction_id, request_id, signer_key, created_at)"
+                       " VALUES (:endpoint, :transaction_id, :request_id, :signer_key, :created_at)"
+                       " ON CONFLICT (endpoint, transaction_id) DO UPDATE SET request_id = excluded.request_id,"
+                       " signer_key = excluded.signer_key, created_at = excluded.created_at", row)
+
+    def scep_transaction(self, endpoint: str, transaction_id: str) -> dict | None:
+        return next(iter(self.db.query("SELECT * FROM scep_transactions WHERE endpoint = ? AND transaction_id = ?",
+                                       [endpoint, transaction_id])), None)
+
 
 def _challenge(row: dict) -> dict:
     return {**row, "domains": tuple(json.loads(row["domains"]))}

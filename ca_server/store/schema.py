@@ -396,3 +396,21 @@ def m017_scep_challenges(db: Database) -> None:
         )
         """
     )
+
+
+@migrations()
+def m018_scep_transactions(db: Database) -> None:
+    """SCEP requests held for approval, by endpoint and transactionID, so that a CertPoll (or the
+    same PKCSReq sent again) finds its request (store/devices.py)."""
+    db.execute(
+        """
+        CREATE TABLE scep_transactions (
+            endpoint TEXT NOT NULL,
+            transaction_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            signer_key TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (endpoint, transaction_id)
+        )
+        """
+    )

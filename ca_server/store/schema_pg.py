@@ -124,6 +124,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         f"CREATE TABLE scep_challenges (hash TEXT PRIMARY KEY, endpoint TEXT NOT NULL, domains TEXT NOT NULL,"
         f" created_at {C} NOT NULL, expires_at {C} NOT NULL, created_by TEXT NOT NULL, used_at {C}, used_by TEXT)",
     ]),
+    ("m018_scep_transactions", [
+        f"CREATE TABLE scep_transactions (endpoint TEXT NOT NULL, transaction_id TEXT NOT NULL, request_id TEXT NOT"
+        f" NULL, signer_key TEXT NOT NULL, created_at {C} NOT NULL, PRIMARY KEY (endpoint, transaction_id))",
+    ]),
 ]
 
 

@@ -75,6 +75,7 @@ def issue_request_from_json(body: object, requester: issuance.Requester, client:
         notify=_notify(body.get("notify")),
         requester=requester,
         client=client,
+        door="api",
     )
 
 
@@ -92,6 +93,7 @@ def _issue_request_from_body() -> issuance.IssueRequest:
             notify=tuple(a for v in request.args.getlist("notify") for a in v.split(",")),
             requester=g.requester,
             client=client_address(),
+            door="api",
         )
     raise BadRequestError(
         "Send the request as JSON (Content-Type: application/json) or the CSR itself "

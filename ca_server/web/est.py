@@ -1,4 +1,5 @@
-"""EST (RFC 7030) under /.well-known/est/: the door devices enroll through by themselves. HTTP
+"""EST (RFC 7030) under /.well-known/est/ and /.well-known/est/<label>/ (one per [est.labels.NAME],
+with its own profile, domains and reminder addresses): the door devices enroll through by themselves. HTTP
 only: the request becomes an IssueRequest for the one issuance path, its answer a PKCS#7.
 
 Answers are what the clients that exist read (strongSwan's `pki --est`, curl with openssl, libest):
@@ -7,6 +8,7 @@ base64 without line breaks, a Content-Length, errors as text/plain with the reas
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 from asn1crypto import core
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
@@ -14,10 +16,11 @@ from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from .. import accounts, issuance
+from ..config.devices import DEFAULT, DeviceEndpoint
 from ..errors import AuthError, BadRequestError, CAError, CSRParseError, ForbiddenError, NotFoundError
 from ..models import CertificateRecord, PendingRequest
 from ..pki.csr import decode_request_bytes, parse_csr
-from ..pki.names import request_names
+from ..pki.names import in_domains, request_names
 from ..store import CertificateFilter
 from .auth import audit_failed_sign_in, check_sign_in_limit, count_failed_sign_in
 from .common import client_address, count_submission, now, services
@@ -52,48 +55,79 @@ def _answer(body: bytes, content_type: str) -> Response:
 
 
 @bp.get("/cacerts")
-def cacerts() -> Response:
+@bp.get("/<label>/cacerts")
+def cacerts(label: str | None = None) -> Response:
+    _label(label)
     """The issuing intermediate and the root, as a certs-only PKCS#7 (RFC 7030 4.1); no sign-in."""
     authority = services().authority
     return _answer(pkcs7.serialize_certificates([authority.intermediate, authority.root], Encoding.DER), PKCS7)
 
 
 @bp.get("/csrattrs")
-def csrattrs() -> Response:
+@bp.get("/<label>/csrattrs")
+def csrattrs(label: str | None = None) -> Response:
+    _label(label)
     return _answer(_CsrAttrs([_AttrOrOID(name="oid", value=oid) for oid in CSR_ATTRIBUTE_OIDS]).dump(),
                    "application/csrattrs")
 
 
 @bp.post("/simpleenroll")
-def simpleenroll() -> Response:
-    return _enroll("simpleenroll")
+@bp.post("/<label>/simpleenroll")
+def simpleenroll(label: str | None = None) -> Response:
+    return _enroll("simpleenroll", _label(label))
 
 
 @bp.post("/simplereenroll")
-def simplereenroll() -> Response:
-    return _enroll("simplereenroll")
+@bp.post("/<label>/simplereenroll")
+def simplereenroll(label: str | None = None) -> Response:
+    return _enroll("simplereenroll", _label(label))
 
 
 @bp.post("/serverkeygen")
-def serverkeygen() -> Response:
+@bp.post("/<label>/serverkeygen")
+def serverkeygen(label: str | None = None) -> Response:
+    _label(label)
     return Response("This CA does not generate keys for devices: a private key never leaves the device that "
                     "made it. Make a key and a CSR on the device and send the CSR to simpleenroll.\n",
                     status=501, content_type="text/plain; charset=utf-8")
 
 
-def _enroll(operation: str) -> Response:
+def _label(name: str | None) -> DeviceEndpoint:
+    label = services().config.est.label(name or DEFAULT) if name != DEFAULT else None
+    if label is None:
+        known = ", ".join(f"/.well-known/est/{e.name}/" for e in services().config.est.labels) or "none"
+        raise NotFoundError(f"There is no EST label {name!r} here; the labels are: {known}.")
+    return label
+
+
+def _enroll(operation: str, label: DeviceEndpoint) -> Response:
     svc = services()
-    g.requester = _basic_requester()
+    g.requester = _within(_basic_requester(), label)
     count_submission()
     der = _csr_der(request.get_data(cache=False))
     renewed = _current_certificate(der) if operation == "simplereenroll" else None
-    req = issuance.IssueRequest(csr=der, profile=svc.config.est.profile or None, requester=g.requester,
-                                client=client_address())
-    extra = {"door": "est", "operation": operation, **({"renews": renewed.serial} if renewed else {})}
+    req = issuance.IssueRequest(csr=der, profile=label.profile or None, notify=label.notify, requester=g.requester,
+                                client=client_address(), door="est", endpoint=label.name)
+    extra = {"operation": operation,
+             **({"renews": renewed.serial} if renewed else {})}
     record = issuance.issue(svc.config, svc.store, svc.authority, req, now(), out_of_scope=issuance.REFUSE,
                             audit_extra=extra)
     assert not isinstance(record, PendingRequest)  # REFUSE never holds
     return _answer(pkcs7.serialize_certificates([record.certificate], Encoding.DER), PKCS7)
+
+
+def _within(requester: issuance.Requester, label: DeviceEndpoint) -> issuance.Requester:
+    """The requester's scope narrowed to the label's domains: names under both."""
+    if not label.domains:
+        return requester
+    if requester.is_admin and not requester.domains:
+        return replace(requester, domains=label.domains, allow_ip=False)
+    both = tuple(dict.fromkeys([d for d in requester.domains if in_domains(d, label.domains)]
+                               + [d for d in label.domains if in_domains(d, requester.domains)]))
+    if not both:
+        raise ForbiddenError(f"EST label {label.name!r} issues names under {', '.join(label.domains)}; "
+                             f"{requester.label} may request none of them.")
+    return replace(requester, domains=both, allow_ip=False)
 
 
 def _basic_requester() -> issuance.Requester:

@@ -119,6 +119,7 @@ def new_certificate():
             notify=tuple(a for a in (form.notify.data or "").replace(";", ",").split(",") if a.strip()),
             requester=g.requester,
             client=client_address(),
+            door="web",
         )
         record = issuance.issue(svc.config, svc.store, svc.authority, req, now())
         if isinstance(record, PendingRequest):
@@ -187,7 +188,28 @@ def certificate(serial: str):
     if record.requester and record.requester.startswith("acme:"):  # its client renews it; mail only if not
         acme_window = renewal_window(record.not_before, record.not_after, services().config.acme.renewal_window_percent)
     return render_template("detail.html", r=record, reasons=revocation.LEAF_REASONS, acme_window=acme_window,
-                           reminders=services().store.reminders_for(record.serial))
+                           reminders=services().store.reminders_for(record.serial), enrolled=_enrolled(record.serial))
+
+
+DOORS = {"web": "the web form", "api": "the JSON API", "acme": "ACME", "scep": "SCEP", "est": "EST",
+         "cli": "the command line", "ca": "the CA, for its own use"}
+
+
+def _enrolled(serial: str) -> str | None:
+    """How the certificate came: its door, endpoint, the device protocol's details, who approved."""
+    rows = [r for r in services().store.audit_entries(serial=serial, limit=20) if r["action"] in ("issue", "approve")]
+    detail = rows[-1]["detail"] if rows else {}
+    if not detail.get("door"):
+        return None  # issued before doors were recorded
+    words = [DOORS.get(detail["door"], detail["door"])]
+    if detail.get("endpoint"):
+        words.append(f"{'label' if detail['door'] == 'est' else 'endpoint'} {detail['endpoint']}")
+    words += [detail[k] for k in ("operation", "cipher", "digest") if detail.get(k)]
+    if detail.get("renews"):
+        words.append(f"renewing {detail['renews']}")
+    if detail.get("approved_by"):
+        words.append(f"approved by {detail['approved_by']}")
+    return ", ".join(words)
 
 
 @bp.get("/requests/<request_id>")

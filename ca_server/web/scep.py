@@ -1,5 +1,5 @@
-"""SCEP (RFC 8894) at /scep: GetCACaps, GetCACert, PKIOperation by GET (Cisco IOS) and POST. HTTP
-only; the protocol is in ca_server/scep/."""
+"""SCEP (RFC 8894) at /scep and /scep/<name> (one per [scep.endpoints.NAME]): GetCACaps, GetCACert,
+PKIOperation by GET (Cisco IOS) and POST. HTTP only; the protocol is in ca_server/scep/."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 from flask import Blueprint, Response, request
 
+from ..config.devices import DEFAULT, DeviceEndpoint
 from ..errors import NotFoundError
 from ..scep import enroll
 from ..scep import messages as m
@@ -31,7 +32,13 @@ def _enabled() -> None:
 
 @bp.route("", methods=["GET", "POST"], strict_slashes=False)
 @bp.route("/pkiclient.exe", methods=["GET", "POST"])
-def scep() -> Response:
+@bp.route("/<name>", methods=["GET", "POST"], strict_slashes=False)
+@bp.route("/<name>/pkiclient.exe", methods=["GET", "POST"])
+def scep(name: str | None = None) -> Response:
+    endpoint = services().config.scep.endpoint(name or DEFAULT) if name != DEFAULT else None
+    if endpoint is None:
+        known = ", ".join(f"/scep/{e.name}" for e in services().config.scep.endpoints) or "none"
+        return _text(404, f"There is no SCEP endpoint {name!r} here; the default one is /scep, the named ones: {known}.")
     operation = request.args.get("operation", "")
     if operation == "GetCACaps":
         return Response(CAPS, content_type="text/plain")
@@ -41,11 +48,11 @@ def scep() -> Response:
         chain = [ra.cert, svc.authority.intermediate, svc.authority.root]
         return Response(m.degenerate_pkcs7(chain), content_type="application/x-x509-ca-ra-cert")
     if operation == "PKIOperation":
-        return _pki_operation()
+        return _pki_operation(endpoint)
     return _text(400, f"Unknown SCEP operation {operation!r}: use GetCACaps, GetCACert or PKIOperation.")
 
 
-def _pki_operation() -> Response:
+def _pki_operation(endpoint: DeviceEndpoint) -> Response:
     if request.method == "POST":
         der = request.get_data(cache=False)
         if der[:1] != b"\x30":
@@ -58,7 +65,7 @@ def _pki_operation() -> Response:
     svc = services()
     try:
         answer = enroll.pki_operation(svc.config, svc.store, svc.authority, svc.paths, svc.secrets, der,
-                                      client_address(), now())
+                                      client_address(), now(), endpoint)
     except m.ScepError as exc:
         log.warning("SCEP request from %s refused: %s", client_address(), exc.message)
         return _text(400, exc.message)
