@@ -112,12 +112,14 @@ end
 
 
 def run_wrk(url: str, bodies_file: Path, *, concurrency: int, seconds: float, headers: dict[str, str],
-            binary_bodies: bool = False, fresh_connections: bool = False) -> dict:
+            binary_bodies: bool = False, fresh_connections: bool = False, get_paths: bool = False) -> dict:
     """POST the bodies (one per line) round-robin; returns the WRK_JSON summary. With
     `fresh_connections` each request goes on a new connection (`Connection: close`: the server
-    closes, wrk connects again), as curl, scripts and most ACME clients do."""
+    closes, wrk connects again), as curl, scripts and most ACME clients do. With `get_paths` each
+    line is a path (and query) to GET instead (SCEP's PKIOperation as Cisco IOS sends it)."""
     script = bodies_file.with_suffix(".lua")
-    script.write_text(WRK_SCRIPT)
+    script.write_text(WRK_SCRIPT.replace('wrk.format("POST", nil, nil, bodies', 'wrk.format("GET", bodies')
+                      if get_paths else WRK_SCRIPT)
     args = ["wrk", "-t", str(min(concurrency, 2)), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
             "-s", str(script), "-H", "Connection: close" if fresh_connections else "Connection: keep-alive"]
     args += [a for k, v in headers.items() for a in ("-H", f"{k}: {v}")]

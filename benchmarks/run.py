@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import acme, ocsp, postgres, rollover, scale, throughput
+from . import acme, ocsp, postgres, rollover, scale, scep, throughput
 from .common import HERE, make_csrs
 
 
@@ -53,6 +53,9 @@ def main() -> int:
         log(f"ACME: {orders} orders (new account, order, http-01, finalize, download) at concurrency 4, "
             "ca-server vs Pebble")
         results["acme"] = acme.measure(orders, log)
+        log("SCEP: PKCSReq by GET, AES and SHA-256, a new connection each, ca-server vs micromdm's scepserver, "
+            "alternating")
+        results["scep"] = scep.measure(seconds, log)
         log("PostgreSQL: HTTP issuance and OCSP on SQLite, on PostgreSQL (a server started here) and on two "
             "nodes sharing it, alternating")
         results["postgresql"] = postgres.measure(seconds, log)
@@ -101,6 +104,12 @@ def print_table(r: dict) -> None:
             f"ms CPU, p99 {best['ca_server']['p99_ms']:.0f} ms), Pebble {best['pebble']['orders_per_s']:.1f} orders/s "
             f"({best['pebble']['cpu_ms_per_order']:.1f} ms CPU), ratio {a['ratio']:.2f}; "
             f"{a.get('ca_server_certificates_stored')} certificates stored")
+    for i, row in enumerate((r.get("scep") or {}).get("rounds", ()), 1):
+        ours, peer = row["ca_server"], row["scepserver"]
+        verdict = (f"enrollments/s ratio {row['eps_ratio']:.2f}, CPU ratio {row['cpu_ratio']:.2f}" if row["valid"]
+                   else "invalid (errors, or a sample answer that was not SUCCESS)")
+        log(f"SCEP round {i}: ca-server {ours['eps']:.0f}/s ({ours['cpu_ms']:.2f} ms CPU, {ours['errors']} errors), "
+            f"scepserver {peer['eps']:.0f}/s ({peer['cpu_ms']:.2f} ms CPU, {peer['errors']} errors): {verdict}")
     log(f"total {r['elapsed_s']} s; written to benchmarks/latest.json")
 
 

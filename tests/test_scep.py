@@ -139,3 +139,29 @@ def test_named_endpoints_and_labels_are_checked_when_the_config_is_read():
         with pytest.raises(ConfigError) as refused:
             config_from_dict(bad)
         assert str(refused.value).startswith(words), str(refused.value)
+
+
+def test_the_benchmarks_scep_client_gets_success_and_a_refusal_is_seen_as_one(make_app, monkeypatch):
+    """`make bench` drives both SCEP servers with benchmarks/scep.py's messages and counts a phase
+    only when sample answers say SUCCESS: the messages must be ones a server takes, and a FAILURE
+    (still HTTP 200) must not pass for a success."""
+    from urllib.parse import quote
+
+    from benchmarks import scep as bench
+
+    monkeypatch.setenv("CA_SERVER_SCEP_CHALLENGE", bench.CHALLENGE)
+    client = make_app(scep={"enabled": True}).test_client()
+    (ra,) = [c for c in pkcs7.load_der_pkcs7_certificates(client.get("/scep?operation=GetCACert").get_data())
+             if isinstance(c.public_key(), rsa.RSAPublicKey)
+             and not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def enroll_once(cn: str) -> bytes:
+        message = base64.b64encode(bench.pkcs_req(ra, key, cn)).decode()
+        answer = client.get(f"/scep?operation=PKIOperation&message={quote(message)}")
+        assert answer.status_code == 200
+        return answer.get_data()
+
+    assert bench.succeeded(enroll_once("bench1.example.test"))
+    monkeypatch.setattr(bench, "CHALLENGE", "not the challenge")
+    assert not bench.succeeded(enroll_once("bench2.example.test"))

@@ -10,6 +10,7 @@ one strongSwan's pki reads."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -152,44 +153,40 @@ def cert_rep(request: PkiMessage, ra_cert: x509.Certificate, ra_key: rsa.RSAPriv
              cipher: str = "aes256_cbc", certificate: x509.Certificate | None = None,
              fail_info: str | None = None) -> bytes:
     """The CertRep (RFC 8894 3.3.2) to `request`: SUCCESS carries `certificate` in a degenerate
-    PKCS#7, enveloped to the requester's certificate with `cipher`; FAILURE carries `fail_info`."""
+    PKCS#7, enveloped to the requester's certificate with `cipher`; FAILURE carries `fail_info`.
+    Written as DER directly: asn1crypto re-encoding the whole structure took most of the CPU of
+    an enrollment."""
     content = b""
     if status == SUCCESS and certificate is not None:
-        degenerate = cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData({
-            "version": "v1", "digest_algorithms": [], "encap_content_info": {"content_type": "data"},
-            "certificates": [asn1_x509.Certificate.load(certificate.public_bytes(Encoding.DER))],
-            "signer_infos": []})}).dump()
-        content = _envelope(degenerate, request.signer_asn1, request.signer, cipher)
+        content = _envelope(degenerate_pkcs7([certificate]), request.signer_asn1, request.signer, cipher)
     attributes = [
-        _attribute("content_type", cms.ContentType("data")),
-        _attribute("message_digest", core.OctetString(_hash(request.digest, content))),
-        _attribute(MESSAGE_TYPE, core.PrintableString(CERT_REP)),
-        _attribute(PKI_STATUS, core.PrintableString(status)),
-        _attribute(TRANSACTION_ID, core.PrintableString(request.transaction_id)),
-        _attribute(SENDER_NONCE, core.OctetString(os.urandom(16))),
-        _attribute(RECIPIENT_NONCE, core.OctetString(request.sender_nonce)),
+        _der(SEQ, _CONTENT_TYPE_ATTR, _der(SET, _OID_DATA)),
+        _der(SEQ, _MESSAGE_DIGEST_ATTR, _der(SET, _der(OCTET, _hash(request.digest, content)))),
+        _scep_attribute(MESSAGE_TYPE, _der(PRINTABLE, CERT_REP.encode())),
+        _scep_attribute(PKI_STATUS, _der(PRINTABLE, status.encode())),
+        _scep_attribute(TRANSACTION_ID, _der(PRINTABLE, request.transaction_id.encode())),
+        _scep_attribute(SENDER_NONCE, _der(OCTET, os.urandom(16))),
+        _scep_attribute(RECIPIENT_NONCE, _der(OCTET, request.sender_nonce)),
     ]
     if status == FAILURE:
-        attributes.append(_attribute(FAIL_INFO, core.PrintableString(fail_info or BAD_REQUEST)))
-    signed_attrs = cms.CMSAttributes(attributes)
-    signature = ra_key.sign(signed_attrs.dump(), PKCS1v15(), DIGESTS[request.digest]())
-    ra_asn1 = asn1_x509.Certificate.load(ra_cert.public_bytes(Encoding.DER))
-    signer_info = cms.SignerInfo({
-        "version": "v1", "sid": _issuer_and_serial(ra_asn1), "digest_algorithm": {"algorithm": request.digest},
-        "signed_attrs": signed_attrs, "signature_algorithm": {"algorithm": "rsassa_pkcs1v15"},
-        "signature": signature})
-    encap = {"content_type": "data", "content": content} if content else {"content_type": "data"}
-    signed = cms.SignedData({"version": "v1", "digest_algorithms": [{"algorithm": request.digest}],
-                             "encap_content_info": encap, "certificates": [ra_asn1], "signer_infos": [signer_info]})
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+        attributes.append(_scep_attribute(FAIL_INFO, _der(PRINTABLE, (fail_info or BAD_REQUEST).encode())))
+    signed_attrs = b"".join(sorted(attributes))  # DER: a SET OF in the order of its encodings
+    signature = ra_key.sign(_der(SET, signed_attrs), PKCS1v15(), DIGESTS[request.digest]())
+    ra_der, ra_sid = _signer_parts(ra_cert)
+    digest_algorithm = _digest_algorithm(request.digest)
+    signer_info = _der(SEQ, _V1, ra_sid, digest_algorithm, _der(CTX0, signed_attrs), _RSA_ENCRYPTION,
+                       _der(OCTET, signature))
+    encap = _der(SEQ, _OID_DATA, _der(CTX0, _der(OCTET, content))) if content else _der(SEQ, _OID_DATA)
+    signed = _der(SEQ, _V1, _der(SET, digest_algorithm), encap, _der(CTX0, ra_der), _der(SET, signer_info))
+    return _der(SEQ, _OID_SIGNED_DATA, _der(CTX0, signed))
 
 
 def degenerate_pkcs7(certificates: list[x509.Certificate]) -> bytes:
-    """A certs-only SignedData in the order given (GetCACert: the RA certificate first)."""
-    return cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData({
-        "version": "v1", "digest_algorithms": [], "encap_content_info": {"content_type": "data"},
-        "certificates": [asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in certificates],
-        "signer_infos": []})}).dump()
+    """A certs-only SignedData; its certificates are a SET, so in DER order whatever the order given
+    (clients find the RA certificate by its key usage, not its place)."""
+    certs = b"".join(sorted(c.public_bytes(Encoding.DER) for c in certificates))
+    signed = _der(SEQ, _V1, _der(SET), _der(SEQ, _OID_DATA), _der(CTX0, certs), _der(SET))
+    return _der(SEQ, _OID_SIGNED_DATA, _der(CTX0, signed))
 
 
 def verify(public_key, signature: bytes, data: bytes, digest: hashes.HashAlgorithm) -> bool:
@@ -214,16 +211,51 @@ def _envelope(content: bytes, recipient_asn1: asn1_x509.Certificate, recipient: 
     padder = padding.PKCS7(len(iv) * 8).padder()
     encryptor = Cipher(_algorithm(cipher, key), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padder.update(content) + padder.finalize()) + encryptor.finalize()
-    enveloped = cms.EnvelopedData({
-        "version": "v0",
-        "recipient_infos": [cms.RecipientInfo(name="ktri", value=cms.KeyTransRecipientInfo({
-            "version": "v0", "rid": _issuer_and_serial(recipient_asn1, cms.RecipientIdentifier),
-            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
-            "encrypted_key": public_key.encrypt(key, PKCS1v15())}))],
-        "encrypted_content_info": {"content_type": "data",
-                                   "content_encryption_algorithm": {"algorithm": cipher, "parameters": iv},
-                                   "encrypted_content": ciphertext}})
-    return cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+    tbs = recipient_asn1["tbs_certificate"]
+    rid = _der(SEQ, tbs["issuer"].dump(), tbs["serial_number"].dump())
+    recipient_info = _der(SEQ, _V0, rid, _RSA_ENCRYPTION, _der(OCTET, public_key.encrypt(key, PKCS1v15())))
+    algorithm = cms.EncryptionAlgorithm({"algorithm": cipher, "parameters": iv}).dump()
+    encrypted = _der(SEQ, _OID_DATA, algorithm, _der(0x80, ciphertext))  # [0] IMPLICIT OCTET STRING
+    enveloped = _der(SEQ, _V0, _der(SET, recipient_info), encrypted)
+    return _der(SEQ, _OID_ENVELOPED_DATA, _der(CTX0, enveloped))
+
+
+# DER written by hand where it is built on every answer (cert_rep, _envelope): tags, and the
+# constant encodings, made once by asn1crypto.
+SEQ, SET, OCTET, PRINTABLE, CTX0 = 0x30, 0x31, 0x04, 0x13, 0xA0
+_V0, _V1 = b"\x02\x01\x00", b"\x02\x01\x01"
+_OID_DATA = cms.ContentType("data").dump()
+_OID_SIGNED_DATA = cms.ContentType("signed_data").dump()
+_OID_ENVELOPED_DATA = cms.ContentType("enveloped_data").dump()
+_CONTENT_TYPE_ATTR = cms.CMSAttributeType("content_type").dump()
+_MESSAGE_DIGEST_ATTR = cms.CMSAttributeType("message_digest").dump()
+_RSA_ENCRYPTION = cms.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"}).dump()  # what strongSwan reads
+
+
+def _der(tag: int, *parts: bytes) -> bytes:
+    body = b"".join(parts)
+    size = len(body)
+    if size < 0x80:
+        return bytes((tag, size)) + body
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(length))) + length + body
+
+
+def _scep_attribute(oid: str, value: bytes) -> bytes:
+    return _der(SEQ, core.ObjectIdentifier(oid).dump(), _der(SET, value))
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_algorithm(digest: str) -> bytes:
+    return cms.DigestAlgorithm({"algorithm": digest}).dump()
+
+
+@functools.lru_cache(maxsize=4)
+def _signer_parts(cert: x509.Certificate) -> tuple[bytes, bytes]:
+    """The RA certificate's DER and its issuer-and-serial-number, once per RA certificate."""
+    der = cert.public_bytes(Encoding.DER)
+    tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
+    return der, _der(SEQ, tbs["issuer"].dump(), tbs["serial_number"].dump())
 
 
 class _EncryptedContentInfo(core.Sequence):
@@ -244,12 +276,6 @@ def _algorithm(cipher: str, key: bytes):
     return TripleDES(key) if cipher in ("des", "tripledes_3key") else algorithms.AES(key)
 
 
-def _issuer_and_serial(cert: asn1_x509.Certificate, choice=cms.SignerIdentifier):
-    tbs = cert["tbs_certificate"]
-    return choice(name="issuer_and_serial_number",
-                  value=cms.IssuerAndSerialNumber({"issuer": tbs["issuer"], "serial_number": tbs["serial_number"]}))
-
-
 def _find_signer(signed: cms.SignedData, sid: cms.SignerIdentifier) -> asn1_x509.Certificate:
     if sid.name != "issuer_and_serial_number":
         raise ScepError(BAD_MESSAGE_CHECK, "The signer is not named by issuer and serial number.")
@@ -266,12 +292,6 @@ def _text(attrs: dict, oid: str) -> str:
     if oid not in attrs:
         raise ScepError(BAD_MESSAGE_CHECK, "The message lacks a SCEP attribute (messageType or transactionID).")
     return str(core.PrintableString.load(attrs[oid].dump()).native)
-
-
-def _attribute(kind: str, value: core.Asn1Value) -> cms.CMSAttribute:
-    if kind in ("content_type", "message_digest"):
-        return cms.CMSAttribute({"type": kind, "values": [value]})
-    return cms.CMSAttribute({"type": kind, "values": [core.Any.load(value.dump())]})
 
 
 def _hash(digest: str, data: bytes) -> bytes:
