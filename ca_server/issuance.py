@@ -201,7 +201,8 @@ def audit_refusal(store: CaStore, request: IssueRequest, prepared: Prepared, vio
         action="refuse",
         actor=request.requester.label,
         client=request.client,
-        detail={"codes": [v.code for v in violations], "names": prepared.decision.sans},
+        detail={"codes": [v.code for v in violations], "names": prepared.decision.sans, "door": request.door,
+                **({"endpoint": request.endpoint} if request.endpoint else {})},
     )
 
 

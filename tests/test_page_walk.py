@@ -79,7 +79,7 @@ def test_every_admin_page_reads_as_finished(history, instance, tmp_path):
                  "renewal": f"/certificates/{renewal}", "acme-certificate": f"/certificates/{acme_serial}",
                  "new": "/certificates/new", "inspect": "/inspect", "trust": "/trust", "calendar": "/calendar",
                  "approvals": "/admin/requests", "tokens": "/admin/tokens", "acme": "/admin/acme",
-                 "audit": "/admin/audit"}
+                 "audit": "/admin/audit", "devices": "/admin/devices"}
         texts, rows = {}, {}
         for n, (name, path) in enumerate(pages.items(), 1):
             answer = page.goto(site + path)

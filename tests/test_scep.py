@@ -165,3 +165,43 @@ def test_the_benchmarks_scep_client_gets_success_and_a_refusal_is_seen_as_one(ma
     assert bench.succeeded(enroll_once("bench1.example.test"))
     monkeypatch.setattr(bench, "CHALLENGE", "not the challenge")
     assert not bench.succeeded(enroll_once("bench2.example.test"))
+
+
+def test_the_admin_page_shows_endpoints_challenges_enrollments_refusals_and_weak_clients(make_app, monkeypatch):
+    from urllib.parse import quote
+
+    from benchmarks import scep as bench
+    from ca_server import accounts
+
+    from .conftest import sign_in
+
+    monkeypatch.setenv("CA_SERVER_SCEP_CHALLENGE", bench.CHALLENGE)
+    app = make_app(scep={"enabled": True, "endpoints": {"phones": {"domains": ["phones.example.test"],
+                                                                   "hold_out_of_scope": True}}})
+    svc, client = app.extensions["ca_server"], app.test_client()
+    (ra,) = [c for c in pkcs7.load_der_pkcs7_certificates(client.get("/scep?operation=GetCACert").get_data())
+             if isinstance(c.public_key(), rsa.RSAPublicKey)
+             and not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    for cn in ("good.example.test",):
+        message = quote(base64.b64encode(bench.pkcs_req(ra, key, cn)).decode())
+        assert bench.succeeded(client.get(f"/scep?operation=PKIOperation&message={message}").get_data())
+    monkeypatch.setattr(bench, "CHALLENGE", "wrong")
+    message = quote(base64.b64encode(bench.pkcs_req(ra, key, "bad.example.test")).decode())
+    assert not bench.succeeded(client.get(f"/scep?operation=PKIOperation&message={message}").get_data())
+    now = dt.datetime.now(dt.UTC)
+    enroll.create_challenge(svc.store, now, hours=1, domains=("lab.example.test",), endpoint="phones")
+    svc.store.append_audit(at=now, action="issue", actor="scep:default", client="10.9.8.7", detail={
+        "door": "scep", "endpoint": "default", "operation": "PKCSReq", "cipher": "des", "digest": "sha1",
+        "names": ["DNS:old-phone.example.test"]})
+    accounts.add_user(svc.store, "alice", "alice-password", is_admin=True, domains=(), allow_ip=True, email=None,
+                      now=now)
+    assert sign_in(client, "alice", "alice-password").status_code == 303
+    page = client.get("/admin/devices")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "/scep/phones" in text and "held for approval" in text and "phones.example.test" in text
+    assert "lab.example.test" in text and "unused" in text
+    assert "DNS:good.example.test" in text and "issued" in text
+    assert "The challenge password is wrong" in text  # the refusal's reason in words
+    assert "10.9.8.7" in text and "DES, SHA-1" in text  # the weak client, flagged

@@ -74,6 +74,18 @@ class AuditQueries:
                                                ("audit_log_actor", "actor", actor))}
         return min(counts, key=counts.get)
 
+    def device_audit(self, limit: int = 100, window: int = 20_000) -> list[dict]:
+        """The newest enrollments and refusals at the device doors (SCEP, EST), newest first, from
+        the last `window` audit rows (a bounded read however long the log is; the admin page)."""
+        door = self.dialect.field("detail", "door")
+        rows = list(self.db.query(
+            "SELECT id, at, actor, action, serial, client, detail FROM audit_log WHERE id > (SELECT"
+            f" COALESCE(max(id), 0) FROM audit_log) - ? AND action IN ('issue', 'approve', 'refuse')"
+            f" AND {door} IN ('scep', 'est') ORDER BY id DESC LIMIT ?", [window, limit]))
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows
+
     def all_audit_entries(self):
         """Oldest first, streamed (for export)."""
         for row in self.db.query("SELECT id, at, actor, action, serial, client, detail FROM audit_log ORDER BY id"):

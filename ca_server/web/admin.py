@@ -8,6 +8,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 
 from .. import accounts, approvals
 from ..acme import state as acme_state
+from ..clock import from_text
 from ..errors import ForbiddenError
 from ..models import PendingRequest
 from .common import client_address, now, own_base_url, services
@@ -87,6 +88,24 @@ def deactivate_acme_account(account_id: str):
     else:
         flash(f"ACME account {account_id} was not active.")
     return redirect(url_for("admin.acme_accounts"), code=303)
+
+
+@bp.get("/devices")
+def devices():
+    """The device doors: endpoints and labels, one-time challenges, recent enrollments and refusals
+    with the reason, DES and SHA-1 clients flagged so they can be upgraded."""
+    svc = services()
+    current = now()
+    challenges = [{**row, "state": "used" if row["used_at"] else
+                   ("expired" if from_text(row["expires_at"]) <= current else "unused")}
+                  for row in svc.store.scep_challenges(limit=100)]
+    events = svc.store.device_audit()
+    weak = sorted({(e["client"] or "?", e["detail"].get("cipher") if e["detail"].get("cipher") == "des" else "",
+                    e["detail"].get("digest") if e["detail"].get("digest") == "sha1" else "")
+                   for e in events if e["detail"].get("cipher") == "des" or e["detail"].get("digest") == "sha1"})
+    return render_template("admin_devices.html", scep=svc.config.scep, est=svc.config.est,
+                           static=dict(svc.secrets.scep_challenges), challenges=challenges, events=events, weak=weak,
+                           base=own_base_url())
 
 
 @bp.get("/audit")
