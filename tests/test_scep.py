@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import NameOID
 
 from ca_server.scep import enroll
+from ca_server.store import CertificateFilter
 
 from .server import run_cli
 
@@ -205,3 +206,46 @@ def test_the_admin_page_shows_endpoints_challenges_enrollments_refusals_and_weak
     assert "DNS:good.example.test" in text and "issued" in text
     assert "The challenge password is wrong" in text  # the refusal's reason in words
     assert "10.9.8.7" in text and "DES, SHA-1" in text  # the weak client, flagged
+
+
+def test_a_challenge_webhook_allows_what_it_answers_200_to_and_is_signed(make_app, monkeypatch):
+    """As step-ca's SCEPCHALLENGE webhook: a challenge neither static nor one-time is POSTed, signed,
+    with the request's names; 200 allows it, anything else refuses it with the answer in words."""
+    import hashlib
+    import hmac
+    import json
+    from urllib.parse import quote
+
+    from benchmarks import scep as bench
+
+    from .test_webhooks import receiver
+
+    monkeypatch.setenv("PHONES_HOOK_SECRET", "hook-secret")
+    with receiver([200, 403]) as (url, got):
+        app = make_app(scep={"enabled": True, "endpoints": {"phones": {
+            "challenge_webhook": url + "/scep-check", "challenge_webhook_secret_env": "PHONES_HOOK_SECRET"}}})
+        svc, client = app.extensions["ca_server"], app.test_client()
+        (ra,) = [c for c in pkcs7.load_der_pkcs7_certificates(client.get("/scep/phones?operation=GetCACert").get_data())
+                 if isinstance(c.public_key(), rsa.RSAPublicKey)
+                 and not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        monkeypatch.setattr(bench, "CHALLENGE", "from-the-mdm")
+        answers = []
+        for cn in ("allowed.example.test", "denied.example.test"):
+            message = quote(base64.b64encode(bench.pkcs_req(ra, key, cn)).decode())
+            answers.append(client.get(f"/scep/phones?operation=PKIOperation&message={message}").get_data())
+        # the default endpoint has no webhook: the same challenge is simply wrong there
+        message = quote(base64.b64encode(bench.pkcs_req(ra, key, "elsewhere.example.test")).decode())
+        answers.append(client.get(f"/scep?operation=PKIOperation&message={message}").get_data())
+    assert [bench.succeeded(a) for a in answers] == [True, False, False]
+    assert len(got) == 2 and got[0]["path"] == "/scep-check"
+    body = json.loads(got[0]["body"])
+    assert body["challenge"] == "from-the-mdm" and body["names"] == ["allowed.example.test"]
+    assert body["endpoint"] == "phones"
+    expected = "sha256=" + hmac.new(b"hook-secret", got[0]["body"], hashlib.sha256).hexdigest()
+    assert got[0]["headers"]["x-ca-server-signature"] == expected
+    refusals = json.dumps([e["detail"] for e in svc.store.audit_entries(action="refuse")])
+    assert "webhook did not allow it: the receiver answered 403" in refusals
+    record = svc.store.list_certificates(CertificateFilter(q="allowed.example.test"), dt.datetime.now(dt.UTC),
+                                         limit=1)[0][0]
+    assert record.requester == "scep:phones (webhook)"

@@ -26,6 +26,7 @@ import dataclasses
 import re
 import typing
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..pki.names import dns_name_problem
@@ -46,6 +47,10 @@ class DeviceEndpoint:
     notify: tuple[str, ...] = ()
     hold_out_of_scope: bool = False  # SCEP: PENDING (CertPoll picks it up) instead of a refusal
     challenge_env: str = ""  # SCEP: the static challenge password's variable; "" = one-time ones only
+    # SCEP: a challenge neither static nor one-time is POSTed here with the request's names; 200 allows
+    # (step-ca's SCEPCHALLENGE webhook). Signed with the secret in challenge_webhook_secret_env.
+    challenge_webhook: str = ""
+    challenge_webhook_secret_env: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class ScepConfig:
     domains: tuple[str, ...] = ()
     notify: tuple[str, ...] = ()
     hold_out_of_scope: bool = False
+    challenge_webhook: str = ""
+    challenge_webhook_secret_env: str = ""
     endpoints: tuple[DeviceEndpoint, ...] = ()  # the named ones, [scep.endpoints.NAME]
 
     def endpoint(self, name: str) -> DeviceEndpoint | None:
@@ -65,7 +72,7 @@ class ScepConfig:
     @property
     def all_endpoints(self) -> tuple[DeviceEndpoint, ...]:
         default = DeviceEndpoint(DEFAULT, self.profile, self.domains, self.notify, self.hold_out_of_scope,
-                                 self.challenge_env)
+                                 self.challenge_env, self.challenge_webhook, self.challenge_webhook_secret_env)
         return (default, *self.endpoints)
 
 
@@ -94,7 +101,8 @@ def est_from_dict(value: typing.Any) -> EstConfig:
     top, named = _split("est", "labels", value)
     labels = _named("est.labels", named)
     for label in labels:
-        if label.hold_out_of_scope or label.challenge_env:
+        if label.hold_out_of_scope or label.challenge_env or label.challenge_webhook or \
+                label.challenge_webhook_secret_env:
             raise ConfigError(f"est.labels.{label.name}: takes profile, domains and notify only")
     return dataclasses.replace(section("est", EstConfig, top), labels=labels)
 
@@ -139,6 +147,12 @@ def check_devices(scep: ScepConfig, est: EstConfig, profiles: dict) -> None:
             _email(f"{key}.notify[{i}]", address)
         if door.challenge_env:
             _env_name(f"{key}.challenge_env", door.challenge_env)
+        if door.challenge_webhook_secret_env:
+            _env_name(f"{key}.challenge_webhook_secret_env", door.challenge_webhook_secret_env)
+        url = urlsplit(door.challenge_webhook)
+        if door.challenge_webhook and (url.scheme not in ("http", "https") or not url.hostname):
+            raise ConfigError(f"{key}.challenge_webhook: must be an http:// or https:// URL, not "
+                              f"{door.challenge_webhook!r}")
     if not scep.challenge_env:
         raise ConfigError("scep.challenge_env: name an environment variable, like \"CA_SERVER_SCEP_CHALLENGE\"")
     if not 1 <= scep.challenge_hours <= 24 * 365:

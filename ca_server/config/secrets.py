@@ -20,6 +20,7 @@ class Secrets:
     pkcs11_pin: str | None = None
     webhook_secrets: tuple[tuple[str, str], ...] = ()  # (webhook name, secret)
     scep_challenges: tuple[tuple[str, str], ...] = ()  # (SCEP endpoint, its static challenge password)
+    scep_webhook_secrets: tuple[tuple[str, str], ...] = ()  # (SCEP endpoint, its challenge webhook's secret)
 
     def scep_challenge(self, endpoint: str) -> str | None:
         return dict(self.scep_challenges).get(endpoint)
@@ -40,4 +41,6 @@ def read_secrets(config: Config, environ: typing.Mapping[str, str] | None = None
                               if h.secret_env and env.get(h.secret_env)),
         scep_challenges=tuple((e.name, env[e.challenge_env]) for e in config.scep.all_endpoints
                               if e.challenge_env and env.get(e.challenge_env)),
+        scep_webhook_secrets=tuple((e.name, env[e.challenge_webhook_secret_env]) for e in config.scep.all_endpoints
+                                   if e.challenge_webhook_secret_env and env.get(e.challenge_webhook_secret_env)),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import secrets as token_source
 
 from cryptography import x509
@@ -22,6 +23,7 @@ from ..config import Config, Secrets
 from ..config.devices import DEFAULT, DeviceEndpoint
 from ..errors import CAError, CSRParseError, PolicyViolationError, ScopeError
 from ..models import CertificateRecord, PendingRequest
+from ..notify.webhooks import WebhookError, post_json
 from ..pki.csr import decode_request_bytes, parse_csr
 from ..pki.names import request_names
 from ..store import CaStore
@@ -149,11 +151,34 @@ def _challenge_requester(store: CaStore, secrets: Secrets, endpoint: DeviceEndpo
         return issuance.Requester(name=endpoint.name, kind="scep", is_admin=not endpoint.domains,
                                   domains=endpoint.domains, allow_ip=not endpoint.domains)
     row = store.use_scep_challenge(challenge_digest(challenge), endpoint.name, now, used_by=message.transaction_id)
+    if row is None and endpoint.challenge_webhook:
+        _ask_webhook(endpoint, secrets, challenge, csr, message)
+        return issuance.Requester(name=f"{endpoint.name} (webhook)", kind="scep", is_admin=not endpoint.domains,
+                                  domains=endpoint.domains, allow_ip=not endpoint.domains)
     if row is None:
         raise m.ScepError(m.BAD_REQUEST, "The challenge password is wrong, was used already or has expired.")
     domains = tuple(row["domains"]) or endpoint.domains
     return issuance.Requester(name=f"{endpoint.name} (one-time challenge)", kind="scep", is_admin=not domains,
                               domains=domains, allow_ip=not domains)
+
+
+def _ask_webhook(endpoint: DeviceEndpoint, secrets: Secrets, challenge: str, csr: x509.CertificateSigningRequest,
+                 message: m.PkiMessage) -> None:
+    """The endpoint's challenge webhook decides (step-ca's SCEPCHALLENGE): a 2xx allows the
+    request; anything else, or no answer within 5 s, refuses it with what happened."""
+    names = request_names(csr.subject, csr.extensions)
+    body = json.dumps({"endpoint": endpoint.name, "challenge": challenge, "transaction_id": message.transaction_id,
+                       "subject": csr.subject.rfc4514_string(), "names": sorted(names)},
+                      separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "ca-server", "X-CA-Server-Event": "scep-challenge"}
+    secret = dict(secrets.scep_webhook_secrets).get(endpoint.name)
+    if secret:
+        headers["X-CA-Server-Signature"] = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    try:
+        post_json(endpoint.challenge_webhook, body, headers, timeout=5)
+    except WebhookError as exc:
+        raise m.ScepError(m.BAD_REQUEST, f"The challenge password is not a static or one-time one, and the challenge "
+                          f"webhook did not allow it: {exc}.") from None
 
 
 def _renewed_certificate(store: CaStore, authority: Authority, signer: x509.Certificate,
