@@ -20,6 +20,7 @@ from .ca import offline_root, rollover
 from .clock import utcnow
 from .errors import MailError
 from .notify import reminders, webhooks
+from .recovery import backup
 from .services import Services
 
 log = logging.getLogger("ca_server.scheduler")
@@ -47,7 +48,7 @@ def build_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundSch
 # Jobs whose work is the store's (not this node's): on several nodes sharing a database, each tick
 # runs on one of them. The lease lasts a little less than the interval, so the node that holds it
 # takes it again on its next tick, and another node takes over within an interval of its death.
-SHARED_JOBS = {"reminders", "crl-refresh", "webhooks"}
+SHARED_JOBS = {"reminders", "crl-refresh", "webhooks", "backup"}
 
 
 def _once_across_processes(job_id: str, func, minutes: int):
@@ -68,7 +69,14 @@ def jobs(services: Services) -> list:
     ]
     if services.config.notify.webhooks:
         periodic.append(("webhooks", webhook_job, WEBHOOK_MINUTES))
+    if services.config.backup.interval_hours:
+        periodic.append(("backup", backup_job, services.config.backup.interval_hours * 60))
     return periodic
+
+
+def backup_job(services: Services) -> None:
+    path = backup.run(services.config, services.paths, services.store, utcnow())
+    log.info("backup written: %s", path)
 
 
 WEBHOOK_MINUTES = 1  # revocations and retries go out within a minute

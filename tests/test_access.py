@@ -229,7 +229,7 @@ def test_audit_log_records_and_exports_everything(clients, svc, app, instance):
     issue_row = next(e for e in entries if e["action"] == "issue" and e["serial"] == serial)
     assert issue_row["actor"] == "token:admin" and issue_row["client"] == "127.0.0.1" and issue_row["at"]
     issued = svc.store.get_certificate(serial)
-    assert issue_row["detail"] == {"profile": issued.profile, "names": list(issued.sans)} and issued.sans
+    assert issue_row["detail"] == {"profile": issued.profile, "names": list(issued.sans), "door": "api"} and issued.sans
     refusals = [e for e in entries if e["action"] == "refuse"]
     assert {c for e in refusals for c in e["detail"]["codes"]} >= {"wildcard_not_allowed", "name_out_of_scope"}
 

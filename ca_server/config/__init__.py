@@ -143,6 +143,14 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
+class BackupConfig:
+    dir: str = ""  # "" = instance/backups; best another disk or host
+    interval_hours: int = 0  # 0 = no scheduled backups (`ca-server backup` still works)
+    keep: int = 7
+    recipient: str = ""  # an age public key (age1...): backups are encrypted to it; "" = not encrypted
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     public: bool = True
 
@@ -171,6 +179,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     scep: ScepConfig = field(default_factory=ScepConfig)  # the device doors: config/devices.py
     est: EstConfig = field(default_factory=EstConfig)
+    backup: BackupConfig = field(default_factory=BackupConfig)
 
 
 _SECTIONS = {
@@ -183,6 +192,7 @@ _SECTIONS = {
     "acme": AcmeConfig,
     "metrics": MetricsConfig,
     "database": DatabaseConfig,
+    "backup": BackupConfig,
 }
 # Sections with tables inside, read by their own functions.
 _PARSED = {"notify": notify_from_dict, "scep": scep_from_dict, "est": est_from_dict}
@@ -347,6 +357,11 @@ def validate(config: Config) -> Config:
     _positive("revocation.root_crl_warning_days", rv.root_crl_warning_days, 3650)
     _acme(config)
     check_devices(config.scep, config.est, config.profiles)
+    b = config.backup
+    if not 0 <= b.interval_hours <= 24 * 365 or not 1 <= b.keep <= 10_000:
+        raise ConfigError("backup.interval_hours (0 = off, up to 8760) or backup.keep (1 to 10000) is out of range")
+    if b.recipient and not b.recipient.startswith("age1"):
+        raise ConfigError(f"backup.recipient: an age public key (age1..., from age-keygen), not {b.recipient!r}")
     return config
 
 

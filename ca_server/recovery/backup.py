@@ -1,0 +1,206 @@
+"""Backups (issue 27): one file holding a consistent snapshot of the store, the CA certificates and
+encrypted key files, config.toml (no secrets live in it) and a manifest (SHA-256 of every file, row
+counts per table, the audit position it covers); encrypted to an age recipient when [backup]
+recipient names one, so the backup host holds no secret (Debian's `age -d -i KEY` opens it too).
+
+The store snapshot is always SQLite: SQLite's online backup of a running instance, or on
+PostgreSQL every table read in one repeatable-read transaction. A restore makes a new instance
+folder that serves the same CA; put it back on PostgreSQL with `ca-server db copy`. CRL numbers
+stay above every one published before (they start at the time in milliseconds, store/revocation.py),
+and serials are random, so a restored CA reuses neither."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyrage
+
+from ..ca.authority import InstancePaths
+from ..config import Config
+from ..errors import CAError
+from ..store import CaStore
+from ..store.snapshot import snapshot_problem, upgrade, write_snapshot
+
+FORMAT = "ca-server-backup/1"
+AGE_HEADER = b"age-encryption.org/v1"
+STORE_NAME = "store/ca.sqlite3"
+# Not in a backup: the store files (the snapshot stands for them), what a server makes at run time,
+# the password shown once at init, and backups themselves.
+SKIP_NAMES = {"initial-admin-password", "metrics", "backups", "serve.log", "scheduler.lock"}
+SKIP_SUFFIXES = (".sqlite3", ".sqlite3-wal", ".sqlite3-shm", ".lock", ".write-queue", ".migrate-lock", ".log")
+
+
+class BackupError(CAError):
+    code = "backup_invalid"
+    status = 422
+
+
+@dataclass(frozen=True)
+class Checked:
+    manifest: dict
+    members: dict[str, bytes]  # name -> content, every file of the backup (manifest.json aside)
+
+
+def backup_dir(config: Config, paths: InstancePaths) -> Path:
+    return Path(config.backup.dir).expanduser() if config.backup.dir else paths.root / "backups"
+
+
+def run(config: Config, paths: InstancePaths, store: CaStore, now: dt.datetime, *, to_dir: Path | None = None,
+        actor: str = "scheduler") -> Path:
+    """Take a backup (into `to_dir`, else [backup] dir), audit it, keep the newest [backup] keep."""
+    folder = to_dir or backup_dir(config, paths)
+    path = take(paths, store, now, folder, config.backup.recipient)
+    store.append_audit(at=now, action="backup", actor=actor, client=None, detail={
+        "file": str(path), "bytes": path.stat().st_size, "encrypted": bool(config.backup.recipient)})
+    if to_dir is None:
+        prune(folder, config.backup.keep)
+    return path
+
+
+def take(paths: InstancePaths, store: CaStore, now: dt.datetime, to_dir: Path, recipient: str = "") -> Path:
+    """Write one backup file into `to_dir` and return its path (mode 0600, written whole or not at all)."""
+    to_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
+    target = to_dir / f"ca-backup-{stamp}.tar{'.age' if recipient else ''}"
+    with tempfile.TemporaryDirectory(dir=to_dir, prefix=".backup-") as tmp:
+        snapshot = Path(tmp) / "ca.sqlite3"
+        counts = write_snapshot(store, snapshot)
+        rows, position = counts["rows"], counts["audit_position"]
+        files = {STORE_NAME: snapshot.read_bytes()}
+        files.update(_instance_files(paths.root))
+        manifest = {"format": FORMAT, "created_at": now.isoformat().replace("+00:00", "Z"),
+                    "root_sha256": hashlib.sha256(files["ca/root.pem"]).hexdigest() if "ca/root.pem" in files else None,
+                    "source": store.kind, "audit_position": position, "rows": rows,
+                    "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}}
+        plain = Path(tmp) / "backup.tar"
+        with tarfile.open(plain, "w") as tar:
+            for name, data in [("manifest.json", json.dumps(manifest, indent=1).encode()), *sorted(files.items())]:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), 0o600, int(now.timestamp())
+                tar.addfile(info, io.BytesIO(data))
+        partial = Path(tmp) / "out"
+        if recipient:
+            pyrage.encrypt_file(str(plain), str(partial), [_recipient(recipient)])
+        else:
+            plain.rename(partial)
+        os.chmod(partial, 0o600)
+        os.replace(partial, target)
+    return target
+
+
+def check(path: Path, identity_file: Path | None = None) -> Checked:
+    """Open and check a backup without restoring it: decrypt (when age-encrypted), read the tar,
+    compare every file with the manifest, check the store snapshot's integrity and row counts.
+    Anything wrong raises BackupError saying what."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BackupError(f"Cannot read {path}: {exc.strerror}.") from None
+    if data.startswith(AGE_HEADER):
+        if identity_file is None:
+            raise BackupError(f"{path.name} is encrypted with age: give the identity (private key) file with "
+                              "--identity.")
+        try:
+            identities = [pyrage.x25519.Identity.from_str(line.strip()) for line in
+                          identity_file.read_text().splitlines() if line.strip().startswith("AGE-SECRET-KEY-")]
+        except (OSError, pyrage.IdentityError, ValueError) as exc:
+            raise BackupError(f"{identity_file} is not an age identity file: {exc}.") from None
+        if not identities:
+            raise BackupError(f"{identity_file} holds no age identity (a line AGE-SECRET-KEY-1...).")
+        try:
+            data = pyrage.decrypt(data, identities)
+        except pyrage.DecryptError as exc:
+            raise BackupError(f"{path.name} does not decrypt with {identity_file.name}: the wrong key, or the "
+                              f"file is damaged or cut short ({exc}).") from None
+    members = _read_tar(path, data)
+    try:
+        manifest = json.loads(members.pop("manifest.json"))
+    except (KeyError, ValueError):
+        raise BackupError(f"{path.name} has no readable manifest.json: it is not a ca-server backup or is "
+                          "damaged.") from None
+    if manifest.get("format") != FORMAT:
+        raise BackupError(f"{path.name} is a backup of format {manifest.get('format')!r}; this version reads {FORMAT}.")
+    for name, digest in manifest["files"].items():
+        if name not in members:
+            raise BackupError(f"{path.name} lacks {name}, which its manifest lists: the file is damaged.")
+        if hashlib.sha256(members[name]).hexdigest() != digest:
+            raise BackupError(f"{name} in {path.name} does not match its SHA-256 in the manifest: the file is damaged.")
+    extra = set(members) - set(manifest["files"])
+    if extra:
+        raise BackupError(f"{path.name} holds files its manifest does not list ({', '.join(sorted(extra))}).")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "check.sqlite3").write_bytes(members[STORE_NAME])
+        problem = snapshot_problem(Path(tmp) / "check.sqlite3", manifest["rows"])
+    if problem:
+        raise BackupError(f"The store in {path.name} cannot be used: {problem}.")
+    return Checked(manifest, members)
+
+
+def restore(checked: Checked, target: Path) -> None:
+    """Write a checked backup out as a new instance folder `target` (absent or empty)."""
+    if target.exists() and any(target.iterdir()):
+        raise BackupError(f"{target} exists and is not empty: restore into a new folder, so nothing is overwritten.")
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name, data in checked.members.items():
+        out = target / ("ca.sqlite3" if name == STORE_NAME else name)
+        if target.resolve() not in out.resolve().parents:
+            raise BackupError(f"The backup names a file outside the instance folder ({name}).")
+        out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    upgrade(target / "ca.sqlite3")
+
+
+def prune(to_dir: Path, keep: int) -> list[Path]:
+    """Remove all but the newest `keep` backups in `to_dir`; returns what was removed."""
+    backups = sorted(to_dir.glob("ca-backup-*.tar*"))
+    removed = backups[:-keep] if keep > 0 else []
+    for old in removed:
+        old.unlink(missing_ok=True)
+    return removed
+
+
+def newest(to_dir: Path) -> Path | None:
+    backups = sorted(to_dir.glob("ca-backup-*.tar*"))
+    return backups[-1] if backups else None
+
+
+def _recipient(text: str):
+    try:
+        return pyrage.x25519.Recipient.from_str(text.strip())
+    except (pyrage.RecipientError, ValueError):
+        raise BackupError(f"{text!r} is not an age public key (age1...): make one with age-keygen.") from None
+
+
+def _instance_files(root: Path) -> dict[str, bytes]:
+    files = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if not path.is_file() or relative.parts[0] in SKIP_NAMES or path.name in SKIP_NAMES \
+                or path.name.endswith(SKIP_SUFFIXES) or path.name.startswith("."):
+            continue
+        files[relative.as_posix()] = path.read_bytes()
+    return files
+
+
+def _read_tar(path: Path, data: bytes) -> dict[str, bytes]:
+    members = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    raise BackupError(f"{path.name} holds {member.name!r}, which is not a plain file.")
+                handle = tar.extractfile(member)
+                members[member.name] = handle.read() if handle else b""
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise BackupError(f"{path.name} is not a whole backup (a tar file): damaged or cut short ({exc}).") from None
+    return members
