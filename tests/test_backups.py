@@ -161,3 +161,22 @@ def test_backup_settings_are_checked(bad):
     with pytest.raises(ConfigError) as refused:
         config_from_dict({"backup": {key: value.strip('"') if value.startswith('"') else int(value)}})
     assert str(refused.value).startswith("backup.")
+
+
+def test_the_dashboard_says_when_scheduled_backups_are_late(make_app, instance, tmp_path):
+    import datetime as dt
+
+    from ca_server import accounts
+
+    from .conftest import sign_in
+
+    app = make_app(backup={"dir": str(tmp_path / "b"), "interval_hours": 6})
+    svc, client = app.extensions["ca_server"], app.test_client()
+    accounts.add_user(svc.store, "alice", "alice-password", is_admin=True, domains=(), allow_ip=True, email=None,
+                      now=utcnow())
+    assert sign_in(client, "alice", "alice-password").status_code == 303
+    assert "none has been written yet" in client.get("/").get_data(as_text=True)
+    backups.run(svc.config, svc.paths, svc.store, utcnow() - dt.timedelta(hours=13))
+    assert "Backups are late" in client.get("/").get_data(as_text=True)  # 13 h > two intervals of 6 h
+    backups.run(svc.config, svc.paths, svc.store, utcnow())
+    assert "Backups are late" not in client.get("/").get_data(as_text=True)

@@ -24,7 +24,9 @@ from pathlib import Path
 import pyrage
 
 from ..ca.authority import InstancePaths
+from ..clock import from_text
 from ..config import Config
+from ..display import moment_text
 from ..errors import CAError
 from ..store import CaStore
 from ..store.snapshot import snapshot_problem, upgrade, write_snapshot
@@ -63,6 +65,21 @@ def run(config: Config, paths: InstancePaths, store: CaStore, now: dt.datetime, 
     if to_dir is None:
         prune(folder, config.backup.keep)
     return path
+
+
+def stale_warning(config: Config, store: CaStore, now: dt.datetime) -> str | None:
+    """A sentence for the dashboard when scheduled backups are on and none was written within two
+    intervals (the scheduler is not running, the disk is full, the folder is gone...)."""
+    hours = config.backup.interval_hours
+    if not hours:
+        return None
+    last = store.audit_entries(action="backup", limit=1)
+    when = from_text(last[0]["at"]) if last else None
+    if when is not None and now - when <= dt.timedelta(hours=2 * hours):
+        return None
+    since = f"the last one was written {moment_text(when)}" if when else "none has been written yet"
+    return (f"Backups are due every {hours} hours, but {since}: check the server's log for 'backup', and that "
+            f"{config.backup.dir or 'instance/backups'} is writable.")
 
 
 def take(paths: InstancePaths, store: CaStore, now: dt.datetime, to_dir: Path, recipient: str = "") -> Path:

@@ -20,6 +20,7 @@ from ..notify import reminders
 from ..notify.mail import expiry_phrase
 from ..notify.renewal_window import renewal_window
 from ..policy import EXPLANATIONS
+from ..recovery import backup
 from ..store import CertificateFilter
 from .api import find_certificate
 from .auth import admin_required
@@ -91,10 +92,11 @@ def dashboard():
                 if svc.authority.root_offline else None)
     retiring = {r["generation"]: r for r in rollover.retirement(svc.authority, svc.store, moment)}
     ending = rollover.ending_warning(svc.authority, moment, svc.config.ca.intermediate_warning_days)
+    stale_backup = backup.stale_warning(svc.config, svc.store, moment) if g.requester.is_admin else None
     return render_template("dashboard.html", authorities=svc.authority.describe(), recent=recent,
                            expiring=expiring, more_expiring=more_expiring, horizon=horizon,
                            failed=failed, unheard=unheard, unheard_listed=unheard_listed, root_crl=root_crl, ending=ending, retiring=retiring,
-                           root_offline=svc.authority.root_offline)
+                           root_offline=svc.authority.root_offline, stale_backup=stale_backup)
 
 
 @bp.route("/certificates/new", methods=["GET", "POST"])
