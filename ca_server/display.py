@@ -37,4 +37,13 @@ def requester_text(label: str | None) -> str:
     if not name:
         return label
     return {"user": name, "token": f"API token {name}", "cli": f"the command line ({name})",
-            "acme": f"ACME account {name}"}.get(kind, label)
+            "acme": f"ACME account {name}", "scep": f"SCEP endpoint {name}"}.get(kind, label)
+
+
+# The names SCEP clients' algorithms are recorded under (asn1crypto's), as people write them.
+ALGORITHMS = {"des": "DES", "tripledes_3key": "3DES", "aes128_cbc": "AES-128", "aes192_cbc": "AES-192",
+              "aes256_cbc": "AES-256", "sha1": "SHA-1", "sha256": "SHA-256", "sha384": "SHA-384", "sha512": "SHA-512"}
+
+
+def algorithm_text(name: str | None) -> str:
+    return ALGORITHMS.get(name or "", name or "")

@@ -165,8 +165,7 @@ def issue(config: Config, store: CaStore, authority: Authority, request: IssueRe
             raise ScopeError(outside)
     if before_signing is not None:
         before_signing()
-    action, extra = "issue", {"door": request.door, **({"endpoint": request.endpoint} if request.endpoint else {}),
-                              **(audit_extra or {})}
+    action, extra = "issue", {**_origin(request), **(audit_extra or {})}
     if approved_by is not None:
         action, extra["approved_by"] = "approve", approved_by.label
     return _sign_and_store(config, store, authority, prepared, request.requester, request.client, now,
@@ -201,9 +200,13 @@ def audit_refusal(store: CaStore, request: IssueRequest, prepared: Prepared, vio
         action="refuse",
         actor=request.requester.label,
         client=request.client,
-        detail={"codes": [v.code for v in violations], "names": prepared.decision.sans, "door": request.door,
-                **({"endpoint": request.endpoint} if request.endpoint else {})},
+        detail={"codes": [v.code for v in violations], "names": prepared.decision.sans, **_origin(request)},
     )
+
+
+def _origin(request: IssueRequest) -> dict:
+    """The door (and endpoint) a request came through, for its audit rows."""
+    return {"door": request.door, **({"endpoint": request.endpoint} if request.endpoint else {})}
 
 
 def scope_violations(requester: Requester, sans: list[str]) -> list[Violation]:

@@ -98,22 +98,27 @@ def ensure_config_file(paths: InstancePaths) -> None:
 
 def set_base_url(config_file: Path, base_url: str) -> None:
     """Write [server] base_url into config.toml, keeping every other line and comment."""
+    set_config_value(config_file, "server", "base_url", base_url)
+
+
+def set_config_value(config_file: Path, table: str, key: str, value: str) -> None:
+    """Write `key = "value"` into [table] of config.toml, keeping every other line and comment."""
     lines = config_file.read_text().splitlines(keepends=True)
-    section, server_at = "", None
+    header, section, table_at = f"[{table}]", "", None
     for i, line in enumerate(lines):
         stripped = line.strip()
         if stripped.startswith("["):
             section = stripped
-            if section == "[server]":
-                server_at = i
-        elif section == "[server]" and re.match(r"base_url\s*=", stripped):
-            lines[i] = f'base_url = "{base_url}"\n'
+            if section == header:
+                table_at = i
+        elif section == header and re.match(rf"{re.escape(key)}\s*=", stripped):
+            lines[i] = f'{key} = "{value}"\n'
             break
     else:
-        if server_at is None:
-            lines[0:0] = ["[server]\n", f'base_url = "{base_url}"\n', "\n"]
+        if table_at is None:
+            lines[0:0] = [f"{header}\n", f'{key} = "{value}"\n', "\n"]
         else:
-            lines.insert(server_at + 1, f'base_url = "{base_url}"\n')
+            lines.insert(table_at + 1, f'{key} = "{value}"\n')
     config_file.write_text("".join(lines))
 
 

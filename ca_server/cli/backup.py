@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
 from ..clock import utcnow
+from ..display import moment_text
 from ..recovery import backup as backups
 from .support import cli_services as _services
 from .support import domain_errors, operator
@@ -55,7 +55,7 @@ def register_backup_commands(main: click.Group) -> None:
         """
         checked = backups.check(file, identity)
         m = checked.manifest
-        click.echo(f"ok: backup of {m['created_at']}, {m['rows']['certificates']} certificates, "
+        click.echo(f"ok: backup of {moment_text(m['created_at'])}, {m['rows']['certificates']} certificates, "
                    f"{len(m['files'])} files, audit log up to entry {m['audit_position']}")
 
     @main.command("restore")
@@ -79,14 +79,9 @@ def register_backup_commands(main: click.Group) -> None:
             raise backups.BackupError("--replay-log: this version keeps no issuance log yet, so there is nothing to "
                                       "replay; the restore stops at the backup.")
         checked = backups.check(file, identity)
-        backups.restore(checked, target)
-        config = target / "config.toml"
-        text = config.read_text() if config.exists() else ""
-        cleared = re.sub(r'(?m)^(\[database\][^\[]*?^url\s*=\s*)"postgres[^"\n]*"', r'\1""', text)
-        if cleared != text:
-            config.write_text(cleared)
+        if backups.restore(checked, target):
             click.echo("[database] url cleared in the restored config.toml: the restored store is SQLite "
                        "(ca-server db copy moves it to PostgreSQL).", err=True)
         m = checked.manifest
-        click.echo(f"Restored the backup of {m['created_at']} into {target}: {m['rows']['certificates']} "
+        click.echo(f"Restored the backup of {moment_text(m['created_at'])} into {target}: {m['rows']['certificates']} "
                    f"certificates. Serve it with: ca-server --instance {target} serve")

@@ -7,7 +7,7 @@ import re
 
 import click
 
-from ..clock import to_text, utcnow
+from ..clock import utcnow
 from ..config.devices import DEFAULT
 from ..display import moment_text
 from ..scep import enroll
@@ -75,13 +75,10 @@ def register_device_commands(main: click.Group) -> None:
         Example:
           ca-server scep challenge list
         """
-        now = to_text(utcnow())
+        now = utcnow()
         for row in _services().store.scep_challenges():
-            if row["used_at"]:
-                state = f"used {moment_text(row['used_at'])}"
-            elif row["expires_at"] <= now:
-                state = f"expired {moment_text(row['expires_at'])}"
-            else:
-                state = f"unused, until {moment_text(row['expires_at'])}"
+            state = enroll.challenge_state(row, now)
+            state += {"used": f" {moment_text(row['used_at'])}", "expired": f" {moment_text(row['expires_at'])}",
+                      "unused": f", until {moment_text(row['expires_at'])}"}[state]
             click.echo(f"created {moment_text(row['created_at'])}  {row['endpoint']:<12} {state:<38} "
                        f"{','.join(row['domains']) or '-'}")

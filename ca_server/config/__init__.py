@@ -358,8 +358,9 @@ def validate(config: Config) -> Config:
     _acme(config)
     check_devices(config.scep, config.est, config.profiles)
     b = config.backup
-    if not 0 <= b.interval_hours <= 24 * 365 or not 1 <= b.keep <= 10_000:
-        raise ConfigError("backup.interval_hours (0 = off, up to 8760) or backup.keep (1 to 10000) is out of range")
+    if not 0 <= b.interval_hours <= 24 * 365:
+        raise ConfigError(f"backup.interval_hours: 0 (no scheduled backups) up to 8760, not {b.interval_hours}")
+    _positive("backup.keep", b.keep, 10_000)
     if b.recipient and not b.recipient.startswith("age1"):
         raise ConfigError(f"backup.recipient: an age public key (age1..., from age-keygen), not {b.recipient!r}")
     return config

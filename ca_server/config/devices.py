@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..pki.names import dns_name_problem
 from .tables import section
 
 DEFAULT = "default"  # the endpoint at /scep and /.well-known/est/
@@ -71,9 +70,7 @@ class ScepConfig:
 
     @property
     def all_endpoints(self) -> tuple[DeviceEndpoint, ...]:
-        default = DeviceEndpoint(DEFAULT, self.profile, self.domains, self.notify, self.hold_out_of_scope,
-                                 self.challenge_env, self.challenge_webhook, self.challenge_webhook_secret_env)
-        return (default, *self.endpoints)
+        return (_default_endpoint(self), *self.endpoints)
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,13 @@ class EstConfig:
 
     @property
     def all_labels(self) -> tuple[DeviceEndpoint, ...]:
-        return (DeviceEndpoint(DEFAULT, self.profile, self.domains, self.notify), *self.labels)
+        return (_default_endpoint(self), *self.labels)
+
+
+def _default_endpoint(section_config: ScepConfig | EstConfig) -> DeviceEndpoint:
+    """The endpoint at /scep or /.well-known/est/: the section's own keys of an endpoint."""
+    return DeviceEndpoint(**{f.name: getattr(section_config, f.name) for f in dataclasses.fields(DeviceEndpoint)
+                             if hasattr(section_config, f.name)})
 
 
 def scep_from_dict(value: typing.Any) -> ScepConfig:
@@ -130,7 +133,7 @@ def _named(key: str, tables: dict) -> tuple[DeviceEndpoint, ...]:
 
 
 def check_devices(scep: ScepConfig, est: EstConfig, profiles: dict) -> None:
-    from . import _email, _env_name
+    from . import _domains, _email, _env_name
 
     doors = [(f"scep{'.endpoints.' + e.name if e.name != DEFAULT else ''}", e, scep.enabled)
              for e in scep.all_endpoints]
@@ -139,10 +142,7 @@ def check_devices(scep: ScepConfig, est: EstConfig, profiles: dict) -> None:
         if on and door.profile and door.profile not in profiles:
             raise ConfigError(f"{key}.profile: no profile named {door.profile!r}; the profiles are "
                               f"{', '.join(profiles)}")
-        for i, domain in enumerate(door.domains):
-            problem = dns_name_problem(domain)
-            if problem or domain.startswith("*."):
-                raise ConfigError(f"{key}.domains[{i}]: {domain!r} is not a domain name: {problem or 'no wildcards'}")
+        _domains(f"{key}.domains", door.domains)
         for i, address in enumerate(door.notify):
             _email(f"{key}.notify[{i}]", address)
         if door.challenge_env:

@@ -21,7 +21,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from ..clock import from_text
 from ..config import Config
 from ..store import CaStore, CertificateFilter
 
@@ -71,10 +70,10 @@ class StoreCollector:
         for door, n in sorted(store.issuance_door_counts().items()):
             doors.add_metric([door], n)
         yield doors
-        last = store.audit_entries(action="backup", limit=1)
+        last = store.last_action_at("backup")
         yield GaugeMetricFamily("ca_server_backup_last_success_timestamp_seconds",
                                 "When the newest backup was written (Unix time; 0: none yet)",
-                                value=from_text(last[0]["at"]).timestamp() if last else 0)
+                                value=last.timestamp() if last else 0)
         yield CounterMetricFamily("ca_server_revocations", "Certificates revoked", value=actions["revoke"])
         refusals = CounterMetricFamily("ca_server_refusals", "Requests refused, by policy code", labels=["code"])
         for code, n in sorted(store.refusal_code_counts().items()):

@@ -141,8 +141,14 @@ def render(hook: WebhookConfig, record: CertificateRecord, event: str, config: C
                 "threshold_days": int(event.split("-", 1)[1]) if event.startswith("expiry-") else None,
                 "revoked_at": to_text(record.revoked_at) if record.revoked_at else None,
                 "reason": record.revocation_reason, "url": link}
+    return json_request(body, kind, secret if hook.format == "json" else None)
+
+
+def json_request(body: dict, event: str, secret: str | None) -> tuple[bytes, dict[str, str]]:
+    """The bytes and headers of a JSON POST: signed `X-CA-Server-Signature: sha256=HEX` (HMAC of the
+    body) when there is a secret. Every webhook the server calls is sent so."""
     data = json.dumps(body, separators=(",", ":")).encode()
-    headers = {"Content-Type": "application/json", "User-Agent": "ca-server", "X-CA-Server-Event": kind}
-    if hook.format == "json" and secret:
+    headers = {"Content-Type": "application/json", "User-Agent": "ca-server", "X-CA-Server-Event": event}
+    if secret:
         headers["X-CA-Server-Signature"] = "sha256=" + hmac.new(secret.encode(), data, hashlib.sha256).hexdigest()
     return data, headers

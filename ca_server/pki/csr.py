@@ -117,8 +117,7 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
         else:
             csr = x509.load_der_x509_csr(decode_request_bytes(raw))
     except UNREADABLE as exc:
-        csr, signed_as_sent = _reordered(raw, exc)
-        der_as_sent = decode_request_bytes(raw) if csr is not None else None
+        csr, signed_as_sent, der_as_sent = _reordered(raw, exc)
         if csr is None:
             raise CSRParseError(_something_else(raw) or
                 "This is not a readable certificate request (PKCS#10): generate a new CSR on the device "
@@ -156,14 +155,16 @@ def parse_csr(data: bytes | str) -> ParsedCSR:
     )
 
 
-def _reordered(raw: bytes, exc: Exception) -> tuple[x509.CertificateSigningRequest | None, bool]:
+def _reordered(raw: bytes, exc: Exception) -> tuple[x509.CertificateSigningRequest | None, bool, bytes | None]:
     """A CSR cryptography refused only for the order of a SET (strongSwan's pki writes the
     attributes extensionRequest, challengePassword out of DER order): re-encoded in order with
-    asn1crypto, and whether its signature verifies over the request info as it was sent."""
+    asn1crypto, whether its signature verifies over the request info as it was sent, and the DER
+    as it was sent."""
     if "InvalidSetOrdering" not in str(exc):
-        return None, False
+        return None, False, None
     try:
-        request = asn1_csr.CertificationRequest.load(decode_request_bytes(raw))
+        der = decode_request_bytes(raw)
+        request = asn1_csr.CertificationRequest.load(der)
         info = request["certification_request_info"]
         as_sent = info.dump()
         reordered = asn1_csr.CertificationRequest({
@@ -180,12 +181,12 @@ def _reordered(raw: bytes, exc: Exception) -> tuple[x509.CertificateSigningReque
         elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm.signature_algo == "ecdsa":
             key.verify(signature, as_sent, ec.ECDSA(digest))
         else:
-            return csr, False
+            return csr, False, der
     except InvalidSignature:
-        return csr, False
+        return csr, False, der
     except (ValueError, TypeError, KeyError, CSRParseError):
-        return None, False
-    return csr, True
+        return None, False, None
+    return csr, True, der
 
 
 def signature_is_valid(csr: x509.CertificateSigningRequest) -> bool:

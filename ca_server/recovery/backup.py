@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pyrage
 
-from ..ca.authority import InstancePaths
-from ..clock import from_text
+from ..ca.authority import InstancePaths, set_config_value
+from ..clock import to_text
 from ..config import Config
 from ..display import moment_text
 from ..errors import CAError
@@ -67,19 +67,18 @@ def run(config: Config, paths: InstancePaths, store: CaStore, now: dt.datetime, 
     return path
 
 
-def stale_warning(config: Config, store: CaStore, now: dt.datetime) -> str | None:
+def stale_warning(config: Config, paths: InstancePaths, store: CaStore, now: dt.datetime) -> str | None:
     """A sentence for the dashboard when scheduled backups are on and none was written within two
     intervals (the scheduler is not running, the disk is full, the folder is gone...)."""
     hours = config.backup.interval_hours
     if not hours:
         return None
-    last = store.audit_entries(action="backup", limit=1)
-    when = from_text(last[0]["at"]) if last else None
+    when = store.last_action_at("backup")
     if when is not None and now - when <= dt.timedelta(hours=2 * hours):
         return None
     since = f"the last one was written {moment_text(when)}" if when else "none has been written yet"
     return (f"Backups are due every {hours} hours, but {since}: check the server's log for 'backup', and that "
-            f"{config.backup.dir or 'instance/backups'} is writable.")
+            f"{backup_dir(config, paths)} is writable.")
 
 
 def take(paths: InstancePaths, store: CaStore, now: dt.datetime, to_dir: Path, recipient: str = "") -> Path:
@@ -93,7 +92,7 @@ def take(paths: InstancePaths, store: CaStore, now: dt.datetime, to_dir: Path, r
         rows, position = counts["rows"], counts["audit_position"]
         files = {STORE_NAME: snapshot.read_bytes()}
         files.update(_instance_files(paths.root))
-        manifest = {"format": FORMAT, "created_at": now.isoformat().replace("+00:00", "Z"),
+        manifest = {"format": FORMAT, "created_at": to_text(now),
                     "root_sha256": hashlib.sha256(files["ca/root.pem"]).hexdigest() if "ca/root.pem" in files else None,
                     "source": store.kind, "audit_position": position, "rows": rows,
                     "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}}
@@ -161,8 +160,9 @@ def check(path: Path, identity_file: Path | None = None) -> Checked:
     return Checked(manifest, members)
 
 
-def restore(checked: Checked, target: Path) -> None:
-    """Write a checked backup out as a new instance folder `target` (absent or empty)."""
+def restore(checked: Checked, target: Path) -> bool:
+    """Write a checked backup out as a new instance folder `target` (absent or empty). The store
+    is SQLite: a backup of a PostgreSQL instance has its [database] url cleared (True returned)."""
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} exists and is not empty: restore into a new folder, so nothing is overwritten.")
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -175,6 +175,10 @@ def restore(checked: Checked, target: Path) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
     upgrade(target / "ca.sqlite3")
+    if checked.manifest.get("source") == "sqlite" or not (target / "config.toml").exists():
+        return False
+    set_config_value(target / "config.toml", "database", "url", "")
+    return True
 
 
 def prune(to_dir: Path, keep: int) -> list[Path]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import json
 import secrets as token_source
 
 from cryptography import x509
@@ -23,7 +22,7 @@ from ..config import Config, Secrets
 from ..config.devices import DEFAULT, DeviceEndpoint
 from ..errors import CAError, CSRParseError, PolicyViolationError, ScopeError
 from ..models import CertificateRecord, PendingRequest
-from ..notify.webhooks import WebhookError, post_json
+from ..notify.webhooks import WebhookError, json_request, post_json
 from ..pki.csr import decode_request_bytes, parse_csr
 from ..pki.names import request_names
 from ..store import CaStore
@@ -46,6 +45,13 @@ def create_challenge(store: CaStore, now: dt.datetime, *, hours: float, domains:
         audit={"at": now, "action": "scep_challenge_create", "actor": actor,
                "detail": {"endpoint": endpoint, "domains": list(domains), "expires_at": to_text(expires)}})
     return challenge
+
+
+def challenge_state(row: dict, now: dt.datetime) -> str:
+    """A one-time challenge as the admin page and `scep challenge list` show it."""
+    if row["used_at"]:
+        return "used"
+    return "expired" if row["expires_at"] <= to_text(now) else "unused"
 
 
 def pki_operation(config: Config, store: CaStore, authority: Authority, paths: InstancePaths, secrets: Secrets,
@@ -98,17 +104,17 @@ def _held_answer(store: CaStore, ra: RA, message: m.PkiMessage, opened: m.Opened
                           "certificate that sent the request.")
     row = store.get_request(held["request_id"])
     pending = PendingRequest.from_row(row) if row else None
-    if message.message_type != m.CERT_POLL and (pending is None or pending.status != "pending") and (
-            pending is None or decode_request_bytes(pending.csr_pem) != opened.content):
+    waiting = pending is not None and pending.status == "pending"
+    sent_again = pending is not None and decode_request_bytes(pending.csr_pem) == opened.content
+    if message.message_type != m.CERT_POLL and not (waiting or sent_again):
         return None
-    cipher = opened.cipher
     if pending is None or pending.status == "rejected":
         reason = pending.decision_reason if pending else "the request is gone"
         raise m.ScepError(m.BAD_REQUEST, f"Request {held['request_id']} was rejected: {reason}")
     record = store.get_certificate(pending.serial) if pending.serial else None
     if record is None:
         return m.cert_rep(message, ra.cert, ra.key, status=m.PENDING)
-    return m.cert_rep(message, ra.cert, ra.key, status=m.SUCCESS, cipher=cipher, certificate=record.certificate)
+    return m.cert_rep(message, ra.cert, ra.key, status=m.SUCCESS, cipher=opened.cipher, certificate=record.certificate)
 
 
 def _enroll(config: Config, store: CaStore, authority: Authority, secrets: Secrets, endpoint: DeviceEndpoint,
@@ -148,32 +154,29 @@ def _challenge_requester(store: CaStore, secrets: Secrets, endpoint: DeviceEndpo
         raise m.ScepError(m.BAD_REQUEST, "The request carries no challenge password (a PKCSReq needs one).") from None
     static = secrets.scep_challenge(endpoint.name)
     if static and hmac.compare_digest(challenge.encode(), static.encode()):
-        return issuance.Requester(name=endpoint.name, kind="scep", is_admin=not endpoint.domains,
-                                  domains=endpoint.domains, allow_ip=not endpoint.domains)
+        return _scoped(endpoint.name, endpoint.domains)
     row = store.use_scep_challenge(challenge_digest(challenge), endpoint.name, now, used_by=message.transaction_id)
     if row is None and endpoint.challenge_webhook:
         _ask_webhook(endpoint, secrets, challenge, csr, message)
-        return issuance.Requester(name=f"{endpoint.name} (webhook)", kind="scep", is_admin=not endpoint.domains,
-                                  domains=endpoint.domains, allow_ip=not endpoint.domains)
+        return _scoped(f"{endpoint.name} (webhook)", endpoint.domains)
     if row is None:
         raise m.ScepError(m.BAD_REQUEST, "The challenge password is wrong, was used already or has expired.")
-    domains = tuple(row["domains"]) or endpoint.domains
-    return issuance.Requester(name=f"{endpoint.name} (one-time challenge)", kind="scep", is_admin=not domains,
-                              domains=domains, allow_ip=not domains)
+    return _scoped(f"{endpoint.name} (one-time challenge)", tuple(row["domains"]) or endpoint.domains)
+
+
+def _scoped(name: str, domains: tuple[str, ...]) -> issuance.Requester:
+    """A device let in by a challenge: names under `domains`, or any the policy allows when none."""
+    return issuance.Requester(name=name, kind="scep", is_admin=not domains, domains=domains, allow_ip=not domains)
 
 
 def _ask_webhook(endpoint: DeviceEndpoint, secrets: Secrets, challenge: str, csr: x509.CertificateSigningRequest,
                  message: m.PkiMessage) -> None:
     """The endpoint's challenge webhook decides (step-ca's SCEPCHALLENGE): a 2xx allows the
     request; anything else, or no answer within 5 s, refuses it with what happened."""
-    names = request_names(csr.subject, csr.extensions)
-    body = json.dumps({"endpoint": endpoint.name, "challenge": challenge, "transaction_id": message.transaction_id,
-                       "subject": csr.subject.rfc4514_string(), "names": sorted(names)},
-                      separators=(",", ":")).encode()
-    headers = {"Content-Type": "application/json", "User-Agent": "ca-server", "X-CA-Server-Event": "scep-challenge"}
-    secret = dict(secrets.scep_webhook_secrets).get(endpoint.name)
-    if secret:
-        headers["X-CA-Server-Signature"] = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    body, headers = json_request(
+        {"endpoint": endpoint.name, "challenge": challenge, "transaction_id": message.transaction_id,
+         "subject": csr.subject.rfc4514_string(), "names": sorted(request_names(csr.subject, csr.extensions))},
+        "scep-challenge", dict(secrets.scep_webhook_secrets).get(endpoint.name))
     try:
         post_json(endpoint.challenge_webhook, body, headers, timeout=5)
     except WebhookError as exc:

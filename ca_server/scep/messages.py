@@ -211,9 +211,7 @@ def _envelope(content: bytes, recipient_asn1: asn1_x509.Certificate, recipient: 
     padder = padding.PKCS7(len(iv) * 8).padder()
     encryptor = Cipher(_algorithm(cipher, key), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padder.update(content) + padder.finalize()) + encryptor.finalize()
-    tbs = recipient_asn1["tbs_certificate"]
-    rid = _der(SEQ, tbs["issuer"].dump(), tbs["serial_number"].dump())
-    recipient_info = _der(SEQ, _V0, rid, _RSA_ENCRYPTION, _der(OCTET, public_key.encrypt(key, PKCS1v15())))
+    recipient_info = _der(SEQ, _V0, _issuer_and_serial(recipient_asn1), _RSA_ENCRYPTION, _der(OCTET, public_key.encrypt(key, PKCS1v15())))
     algorithm = cms.EncryptionAlgorithm({"algorithm": cipher, "parameters": iv}).dump()
     encrypted = _der(SEQ, _OID_DATA, algorithm, _der(0x80, ciphertext))  # [0] IMPLICIT OCTET STRING
     enveloped = _der(SEQ, _V0, _der(SET, recipient_info), encrypted)
@@ -254,8 +252,13 @@ def _digest_algorithm(digest: str) -> bytes:
 def _signer_parts(cert: x509.Certificate) -> tuple[bytes, bytes]:
     """The RA certificate's DER and its issuer-and-serial-number, once per RA certificate."""
     der = cert.public_bytes(Encoding.DER)
-    tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
-    return der, _der(SEQ, tbs["issuer"].dump(), tbs["serial_number"].dump())
+    return der, _issuer_and_serial(asn1_x509.Certificate.load(der))
+
+
+def _issuer_and_serial(cert: asn1_x509.Certificate) -> bytes:
+    """IssuerAndSerialNumber (RFC 5652 10.2.4): how CMS names a signer's or recipient's certificate."""
+    tbs = cert["tbs_certificate"]
+    return _der(SEQ, tbs["issuer"].dump(), tbs["serial_number"].dump())
 
 
 class _EncryptedContentInfo(core.Sequence):

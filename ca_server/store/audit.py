@@ -7,7 +7,7 @@ import json
 
 from sqlite_utils import Database
 
-from ..clock import to_text
+from ..clock import from_text, to_text
 
 AUDIT_COUNT_MAX = 20_000  # index entries counted per filter value when choosing one
 
@@ -73,6 +73,11 @@ class AuditQueries:
                   for index, column, value in (("audit_log_action", "action", action),
                                                ("audit_log_actor", "actor", actor))}
         return min(counts, key=counts.get)
+
+    def last_action_at(self, action: str) -> dt.datetime | None:
+        """When `action` was last audited (the newest backup, for /metrics and the dashboard)."""
+        rows = self.audit_entries(action=action, limit=1)
+        return from_text(rows[0]["at"]) if rows else None
 
     def device_audit(self, limit: int = 100, window: int = 20_000) -> list[dict]:
         """The newest enrollments and refusals at the device doors (SCEP, EST), newest first, from

@@ -8,7 +8,7 @@ from flask.sessions import SecureCookieSessionInterface
 from markupsafe import Markup
 
 from ..clock import to_text
-from ..display import fingerprint_text, moment_text, requester_text
+from ..display import algorithm_text, fingerprint_text, moment_text, requester_text
 from ..pki.serials import serial_colon
 from . import acme, admin, api, auth, est, expiry, inspect, pages, public, scep
 from .common import now
@@ -72,6 +72,7 @@ def register(app: Flask) -> None:
     app.jinja_env.filters["utc"] = _moment_html
     app.jinja_env.filters["colon_hex"] = fingerprint_text
     app.jinja_env.filters["who"] = requester_text
+    app.jinja_env.filters["algorithm"] = algorithm_text
 
     @app.context_processor
     def inject_requester():

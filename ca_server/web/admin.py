@@ -8,9 +8,9 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 
 from .. import accounts, approvals
 from ..acme import state as acme_state
-from ..clock import from_text
 from ..errors import ForbiddenError
 from ..models import PendingRequest
+from ..scep import enroll
 from .common import client_address, now, own_base_url, services
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -96,16 +96,18 @@ def devices():
     with the reason, DES and SHA-1 clients flagged so they can be upgraded."""
     svc = services()
     current = now()
-    challenges = [{**row, "state": "used" if row["used_at"] else
-                   ("expired" if from_text(row["expires_at"]) <= current else "unused")}
-                  for row in svc.store.scep_challenges(limit=100)]
+    challenges = [{**row, "state": enroll.challenge_state(row, current)} for row in svc.store.scep_challenges(limit=100)]
     events = svc.store.device_audit()
-    weak = sorted({(e["client"] or "?", e["detail"].get("cipher") if e["detail"].get("cipher") == "des" else "",
-                    e["detail"].get("digest") if e["detail"].get("digest") == "sha1" else "")
-                   for e in events if e["detail"].get("cipher") == "des" or e["detail"].get("digest") == "sha1"})
+    weak = sorted({(e["client"] or "?", _weak(e["detail"])) for e in events if _weak(e["detail"])})
     return render_template("admin_devices.html", scep=svc.config.scep, est=svc.config.est,
                            static=dict(svc.secrets.scep_challenges), challenges=challenges, events=events, weak=weak,
                            base=own_base_url())
+
+
+def _weak(detail: dict) -> str:
+    """"DES", "SHA-1" or both: what a device should be upgraded from ("" when neither)."""
+    return ", ".join(word for word, used in (("DES", detail.get("cipher") == "des"),
+                                             ("SHA-1", detail.get("digest") == "sha1")) if used)
 
 
 @bp.get("/audit")

@@ -57,8 +57,8 @@ def _answer(body: bytes, content_type: str) -> Response:
 @bp.get("/cacerts")
 @bp.get("/<label>/cacerts")
 def cacerts(label: str | None = None) -> Response:
-    _label(label)
     """The issuing intermediate and the root, as a certs-only PKCS#7 (RFC 7030 4.1); no sign-in."""
+    _label(label)
     authority = services().authority
     return _answer(pkcs7.serialize_certificates([authority.intermediate, authority.root], Encoding.DER), PKCS7)
 

@@ -14,6 +14,7 @@ from wtforms.validators import NumberRange, Optional
 from .. import approvals, issuance, revocation
 from ..ca import rollover
 from ..ca.offline_root import root_crl_warning
+from ..display import algorithm_text, requester_text
 from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
 from ..models import PendingRequest
 from ..notify import reminders
@@ -92,7 +93,7 @@ def dashboard():
                 if svc.authority.root_offline else None)
     retiring = {r["generation"]: r for r in rollover.retirement(svc.authority, svc.store, moment)}
     ending = rollover.ending_warning(svc.authority, moment, svc.config.ca.intermediate_warning_days)
-    stale_backup = backup.stale_warning(svc.config, svc.store, moment) if g.requester.is_admin else None
+    stale_backup = backup.stale_warning(svc.config, svc.paths, svc.store, moment) if g.requester.is_admin else None
     return render_template("dashboard.html", authorities=svc.authority.describe(), recent=recent,
                            expiring=expiring, more_expiring=more_expiring, horizon=horizon,
                            failed=failed, unheard=unheard, unheard_listed=unheard_listed, root_crl=root_crl, ending=ending, retiring=retiring,
@@ -206,11 +207,12 @@ def _enrolled(serial: str) -> str | None:
     words = [DOORS.get(detail["door"], detail["door"])]
     if detail.get("endpoint"):
         words.append(f"{'label' if detail['door'] == 'est' else 'endpoint'} {detail['endpoint']}")
-    words += [detail[k] for k in ("operation", "cipher", "digest") if detail.get(k)]
+    words += [detail["operation"]] if detail.get("operation") else []
+    words += [algorithm_text(detail[k]) for k in ("cipher", "digest") if detail.get(k)]
     if detail.get("renews"):
         words.append(f"renewing {detail['renews']}")
     if detail.get("approved_by"):
-        words.append(f"approved by {detail['approved_by']}")
+        words.append(f"approved by {requester_text(detail['approved_by'])}")
     return ", ".join(words)
 
 
