@@ -51,6 +51,13 @@ class StoreUnavailableError(CAError):
                          f"{self.retry_after} seconds.")
 
 
+class LogWriteError(CAError):
+    """The issuance log could not be written (its disk is full or gone, or it holds entries the
+    store does not): nothing is issued or revoked until it can be, so nothing escapes the log."""
+
+    code = "log_unavailable"
+
+
 class BadRequestError(CAError):
     """Input that cannot be understood (not a policy decision)."""
 

@@ -48,7 +48,7 @@ def build_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundSch
 # Jobs whose work is the store's (not this node's): on several nodes sharing a database, each tick
 # runs on one of them. The lease lasts a little less than the interval, so the node that holds it
 # takes it again on its next tick, and another node takes over within an interval of its death.
-SHARED_JOBS = {"reminders", "crl-refresh", "webhooks", "backup"}
+SHARED_JOBS = {"reminders", "crl-refresh", "webhooks", "backup", "log-checkpoint"}
 
 
 def _once_across_processes(job_id: str, func, minutes: int):
@@ -71,7 +71,15 @@ def jobs(services: Services) -> list:
         periodic.append(("webhooks", webhook_job, WEBHOOK_MINUTES))
     if services.config.backup.interval_hours:
         periodic.append(("backup", backup_job, services.config.backup.interval_hours * 60))
+    if services.log is not None:
+        periodic.append(("log-checkpoint", checkpoint_job, 1))
     return periodic
+
+
+def checkpoint_job(services: Services) -> None:
+    """A signed checkpoint every minute when entries were appended (GET /log/checkpoint signs
+    one on request too, so a reader always gets one that covers every entry)."""
+    services.log.checkpoint(services.store, utcnow())
 
 
 def backup_job(services: Services) -> None:

@@ -3,6 +3,7 @@ assembled once per process from an instance folder."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 from collections.abc import Callable
@@ -13,11 +14,12 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from .ca.authority import Authority, InstancePaths
+from .ca.authority import Authority, InstancePaths, key_passphrase
 from .clock import utcnow
 from .config import Config, Secrets, load_config, read_secrets
 from .errors import InstanceError
 from .ocsp import OCSPResponder
+from .recovery.issuance_log import IssuanceLog, open_log
 from .revocation import CRLCache
 from .store import CaStore, open_store
 
@@ -34,6 +36,11 @@ class Services:
     @cached_property
     def authority(self) -> Authority:
         return Authority(self.paths, self.config, self.secrets)
+
+    @property
+    def log(self) -> IssuanceLog | None:
+        """The issuance log, when [log] enabled (attached to the store by open_services)."""
+        return self.store.issuance_log
 
     @cached_property
     def crls(self) -> CRLCache:
@@ -61,6 +68,12 @@ def open_services(
         store.migrate()
         if paths.root_cert.exists():
             _check_ca(paths, store)
+            if config.log.enabled:
+                log = open_log(config, paths, lambda: key_passphrase(paths, secrets, config))
+                with contextlib.suppress(InstanceError):  # no passphrase at hand: made when one is
+                    log.ensure_key()
+                store.attach_log(log)
+                store.backfill_log()
     return Services(paths=paths, config=config, secrets=secrets, store=store)
 
 

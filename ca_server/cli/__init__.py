@@ -361,10 +361,12 @@ from .admin import register_admin_commands  # noqa: E402
 from .backup import register_backup_commands  # noqa: E402
 from .db import register_db_commands  # noqa: E402
 from .devices import register_device_commands  # noqa: E402
+from .log import register_log_commands  # noqa: E402
 from .root import register_root_commands  # noqa: E402
 
 register_admin_commands(main)
 register_backup_commands(main)
+register_log_commands(main)
 register_acme_commands(main)
 register_db_commands(main)
 register_device_commands(main)

@@ -9,6 +9,9 @@ import click
 from ..clock import utcnow
 from ..display import moment_text
 from ..recovery import backup as backups
+from ..recovery import log_check
+from ..revocation import publish_crl
+from ..services import open_services
 from .support import cli_services as _services
 from .support import domain_errors, operator
 
@@ -64,7 +67,7 @@ def register_backup_commands(main: click.Group) -> None:
                   help="The new instance folder to make (absent or empty).")
     @IDENTITY
     @click.option("--replay-log", "replay_log", type=click.Path(exists=True, path_type=Path),
-                  help="An issuance log to replay after the backup's position.")
+                  help="The issuance log ([log] path of the lost instance) to replay after the backup's position.")
     @domain_errors
     def restore(file: Path, target: Path, identity: Path | None, replay_log: Path | None) -> None:
         """Make a new instance folder from a backup: the same root, intermediates, keys,
@@ -75,13 +78,23 @@ def register_backup_commands(main: click.Group) -> None:
         Example:
           ca-server restore ca-backup-20261206T120000000Z.tar.age --instance /srv/ca/instance --identity backup.key
         """
-        if replay_log is not None:
-            raise backups.BackupError("--replay-log: this version keeps no issuance log yet, so there is nothing to "
-                                      "replay; the restore stops at the backup.")
         checked = backups.check(file, identity)
         if backups.restore(checked, target):
             click.echo("[database] url cleared in the restored config.toml: the restored store is SQLite "
                        "(ca-server db copy moves it to PostgreSQL).", err=True)
         m = checked.manifest
         click.echo(f"Restored the backup of {moment_text(m['created_at'])} into {target}: {m['rows']['certificates']} "
-                   f"certificates. Serve it with: ca-server --instance {target} serve")
+                   "certificates.")
+        if replay_log is not None:
+            svc = open_services(target)
+            svc.store.attach_log(None)  # the replay writes the entries itself
+            done = log_check.replay_into(svc.paths, svc.config, svc.store, replay_log, utcnow())
+            click.echo(f"Replayed {done.entries} log entries from {replay_log}: {done.issued} certificates and "
+                       f"{done.revoked} revocations made after the backup.")
+            if done.revoked:  # the backup's CRLs predate these revocations
+                now = utcnow()
+                for gen in svc.authority.intermediates:
+                    if gen.not_after > now and svc.authority.can_sign(gen):
+                        crl = publish_crl(svc.config, svc.store, svc.authority, gen.slug, now)
+                        click.echo(f"Published CRL number {crl.number} of {gen.slug} with them.")
+        click.echo(f"Serve it with: ca-server --instance {target} serve")

@@ -151,6 +151,12 @@ class BackupConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    enabled: bool = True  # the append-only issuance log (recovery/issuance_log.py)
+    path: str = ""  # "" = instance/issuance-log/entries.jsonl; best another disk than the store's
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     public: bool = True
 
@@ -180,6 +186,7 @@ class Config:
     scep: ScepConfig = field(default_factory=ScepConfig)  # the device doors: config/devices.py
     est: EstConfig = field(default_factory=EstConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 _SECTIONS = {
@@ -193,6 +200,7 @@ _SECTIONS = {
     "metrics": MetricsConfig,
     "database": DatabaseConfig,
     "backup": BackupConfig,
+    "log": LogConfig,
 }
 # Sections with tables inside, read by their own functions.
 _PARSED = {"notify": notify_from_dict, "scep": scep_from_dict, "est": est_from_dict}

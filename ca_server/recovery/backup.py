@@ -36,7 +36,7 @@ AGE_HEADER = b"age-encryption.org/v1"
 STORE_NAME = "store/ca.sqlite3"
 # Not in a backup: the store files (the snapshot stands for them), what a server makes at run time,
 # the password shown once at init, and backups themselves.
-SKIP_NAMES = {"initial-admin-password", "metrics", "backups", "serve.log", "scheduler.lock"}
+SKIP_NAMES = {"initial-admin-password", "metrics", "backups", "serve.log", "scheduler.lock", "issuance-log"}
 SKIP_SUFFIXES = (".sqlite3", ".sqlite3-wal", ".sqlite3-shm", ".lock", ".write-queue", ".migrate-lock", ".log")
 
 
@@ -95,6 +95,7 @@ def take(paths: InstancePaths, store: CaStore, now: dt.datetime, to_dir: Path, r
         manifest = {"format": FORMAT, "created_at": to_text(now),
                     "root_sha256": hashlib.sha256(files["ca/root.pem"]).hexdigest() if "ca/root.pem" in files else None,
                     "source": store.kind, "audit_position": position, "rows": rows,
+                    "log_position": rows.get("log_entries", 0),
                     "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}}
         plain = Path(tmp) / "backup.tar"
         with tarfile.open(plain, "w") as tar:

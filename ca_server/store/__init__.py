@@ -17,6 +17,7 @@ from .counters import CounterQueries
 from .devices import DeviceQueries
 from .identity import IdentityQueries
 from .interfaces import CaStore
+from .issuance_log import IssuanceLogQueries
 from .leases import LeaseQueries
 from .listing import CertificateFilter, CertificateListing
 from .postgres import PostgresBase
@@ -26,7 +27,7 @@ from .webhooks import WebhookQueries
 
 _QUERIES = (WebhookQueries, AcmeQueries, CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries,
             AccessQueries, RequestQueries, AuditQueries, LeaseQueries, CounterQueries, IdentityQueries,
-            DeviceQueries)
+            DeviceQueries, IssuanceLogQueries)
 
 
 class Store(*_QUERIES, StoreBase):

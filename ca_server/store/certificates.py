@@ -142,9 +142,11 @@ class CertificateQueries:
         """One transaction for the batch; on a taken serial (a 1-in-2^156 event) each again alone,
         so only the certificate whose serial is taken fails."""
         try:
-            with self.writers_queue(), self.write_many() as db:
+            # The issuance log reads its head inside the transaction: no pipelining then.
+            with self.writers_queue(), (self.write() if self.log_attached else self.write_many()) as db:
                 for item in batch:
                     self._insert_one(db, item)
+                self._log_events(db, [("issue", item.record) for item in batch])
             return
         except INTEGRITY_ERRORS as exc:
             if len(batch) > 1:
@@ -152,6 +154,7 @@ class CertificateQueries:
                     try:
                         with self.write() as db:
                             self._insert_one(db, item)
+                            self._log_events(db, [("issue", item.record)])
                     except BaseException as one:  # noqa: BLE001 - handed to the waiting thread
                         item.error = _taken(one, item.record)
                 return
@@ -166,14 +169,18 @@ class CertificateQueries:
         if item.audit is not None:
             self._append_audit(db, **item.audit)
 
-    def import_certificates(self, records: list[CertificateRecord], audits: Iterable[dict] = ()) -> None:
-        """Store many certificates in one transaction (imports, benchmark fixtures), with the
-        audit rows given (none for an import)."""
+    def import_certificates(self, records: list[CertificateRecord], audits: Iterable[dict] = (), *,
+                            logged: bool = False) -> None:
+        """Store many certificates in one transaction (imports, benchmark fixtures, a replayed
+        log), with the audit rows given (none for an import); in the issuance log unless `logged`
+        (a replay: they are in it already)."""
         with self.write() as db:
             db.conn.executemany(_INSERT, [_row(r) for r in records])
             db.conn.executemany(_INSERT_SEARCH, [row for r in records for row in _search_rows(r)])
             for audit in audits:
                 self._append_audit(db, **audit)
+            if not logged:
+                self._log_events(db, [("import", r) for r in records])
 
     def get_certificate(self, serial: str, *, with_renewal: bool = False) -> CertificateRecord | None:
         extra = _RENEWAL if with_renewal else ""

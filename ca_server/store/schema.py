@@ -414,3 +414,15 @@ def m018_scep_transactions(db: Database) -> None:
         )
         """
     )
+
+
+@migrations()
+def m019_issuance_log(db: Database) -> None:
+    """The issuance log (issue 27, store/issuance_log.py): entries in their order, the hash of
+    every complete subtree of the Merkle tree, and the signed checkpoints."""
+    db.execute("CREATE TABLE log_entries (idx INTEGER PRIMARY KEY, kind TEXT NOT NULL, serial TEXT NOT NULL,"
+               " entry TEXT NOT NULL)")
+    db.execute("CREATE INDEX log_entries_serial ON log_entries(serial)")
+    db.execute("CREATE TABLE log_hashes (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,"
+               " PRIMARY KEY (level, idx)) WITHOUT ROWID")
+    db.execute("CREATE TABLE log_checkpoints (size INTEGER PRIMARY KEY, created_at TEXT NOT NULL, note TEXT NOT NULL)")

@@ -128,6 +128,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         f"CREATE TABLE scep_transactions (endpoint TEXT NOT NULL, transaction_id TEXT NOT NULL, request_id TEXT NOT"
         f" NULL, signer_key TEXT NOT NULL, created_at {C} NOT NULL, PRIMARY KEY (endpoint, transaction_id))",
     ]),
+    ("m019_issuance_log", [
+        f"CREATE TABLE log_entries (idx BIGINT PRIMARY KEY, kind TEXT NOT NULL, serial {C} NOT NULL, entry TEXT NOT NULL)",
+        "CREATE INDEX log_entries_serial ON log_entries(serial)",
+        "CREATE TABLE log_hashes (level INTEGER NOT NULL, idx BIGINT NOT NULL, hash BYTEA NOT NULL,"
+        " PRIMARY KEY (level, idx))",
+        f"CREATE TABLE log_checkpoints (size BIGINT PRIMARY KEY, created_at {C} NOT NULL, note TEXT NOT NULL)",
+    ]),
 ]
 
 

@@ -151,7 +151,14 @@ def create_certificate():
 
 @bp.get("/certificates/<serial>")
 def get_certificate(serial: str):
-    return jsonify(certificate_json(find_certificate(serial)))
+    record = find_certificate(serial)
+    body = certificate_json(record)
+    positions = services().store.log_positions(record.serial)
+    if positions:  # where the issuance log holds it (/log/proof/<serial> proves it)
+        body["log_index"] = positions.get("issue", positions.get("import"))
+        if "revoke" in positions:
+            body["log_revocation_index"] = positions["revoke"]
+    return jsonify(body)
 
 
 @bp.get("/certificates")

@@ -75,7 +75,7 @@ def load_requester() -> None:
 def enforce_access() -> object | None:
     """before_request: identify the requester, require one outside the public endpoints,
     and check CSRF on cookie-authenticated writes (and on the sign-in form itself)."""
-    if request.endpoint in ("static", "public.healthz") or request.blueprint in ("acme", "est", "scep"):
+    if request.endpoint in ("static", "public.healthz") or request.blueprint in ("acme", "est", "scep", "transparency"):
         return None  # ACME requests carry their own signatures (web/acme.py), EST its Basic, SCEP its CMS
     if request.endpoint in ("expiry.prometheus_metrics", "expiry.calendar_feed"):
         return None  # public, or checked in the view ([metrics] public; the calendar URL's secret)

@@ -15,6 +15,7 @@ from ..errors import (
     ConflictError,
     ForbiddenError,
     InstanceError,
+    LogWriteError,
     NotFoundError,
     PolicyViolationError,
     ScopeError,
@@ -39,6 +40,7 @@ _STATUS: list[tuple[type[CAError], int]] = [
     (BadRequestError, 400),
     (InstanceError, 503),
     (StoreUnavailableError, 503),
+    (LogWriteError, 503),
 ]
 
 _HTTP_WORDS = {
@@ -65,7 +67,7 @@ def error_body(code: str, message: str, **extra) -> dict:
 
 
 def wants_json() -> bool:
-    if request.path.startswith("/api/") or request.path == "/metrics":
+    if request.path.startswith(("/api/", "/log/")) or request.path == "/metrics":
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]

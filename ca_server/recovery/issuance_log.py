@@ -1,0 +1,260 @@
+"""The append-only issuance log (issue 27): every issued (or imported) certificate and every
+revocation becomes one entry, a line of canonical JSON, before the certificate is returned or
+the revocation acknowledged.
+
+- Entries are hash-linked (`prev`: the previous entry's leaf hash) and are the leaves of an RFC
+  9162 Merkle tree (merkle.py); checkpoints of it are signed with a log key of its own
+  (checkpoint.py) and served at /log/checkpoint.
+- The store orders the entries (inside the transaction that stores the certificate, under a lock
+  every node takes) and keeps them with the tree's hashes; each node also appends them, fsynced,
+  to `[log] path` (meant for another disk than the store) before the transaction commits. A node
+  first writes the entries other nodes appended since its last write, so every file is a
+  complete prefix of the log.
+- A file with entries the store lacks (the store came back from a backup without --replay-log)
+  stops issuance with words, instead of forking the log."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from ..ca.authority import InstancePaths
+from ..ca.private_files import write_private_file
+from ..clock import from_text, to_text
+from ..config import Config
+from ..errors import LogWriteError
+from ..models import CertificateRecord
+from ..store import CaStore
+from .checkpoint import Checkpoint, sign, verifier_key
+from .merkle import completed, leaf_hash, range_hash
+
+EMPTY_ROOT = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")  # SHA-256("")
+
+
+def canonical(entry: dict) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_payload(kind: str, record: CertificateRecord) -> dict:
+    """What an issue (or import) entry holds: the certificate and every column of its row, so a
+    replay rebuilds the row as it was."""
+    return {
+        "kind": kind, "serial": record.serial, "der": base64.b64encode(record.der).decode(),
+        "issued_at": to_text(record.issued_at), "not_before": to_text(record.not_before),
+        "not_after": to_text(record.not_after), "subject": record.subject, "issuer": record.issuer,
+        "common_name": record.common_name, "sans": list(record.sans), "profile": record.profile,
+        "key_label": record.key_label, "fingerprint_sha256": record.fingerprint_sha256,
+        "fingerprint_sha1": record.fingerprint_sha1, "spki_sha256": record.spki_sha256,
+        "notify": list(record.notify), "requester": record.requester,
+        "revoked_at": to_text(record.revoked_at) if record.revoked_at else None,
+        "revocation_reason": record.revocation_reason,
+    }
+
+
+def payload_record(entry: dict) -> CertificateRecord:
+    """The certificate row an issue entry carries (for a replay)."""
+    return CertificateRecord(
+        serial=entry["serial"], issued_at=from_text(entry["issued_at"]), not_before=from_text(entry["not_before"]),
+        not_after=from_text(entry["not_after"]), subject=entry["subject"], issuer=entry["issuer"],
+        common_name=entry["common_name"], sans=tuple(entry["sans"]), profile=entry["profile"],
+        key_label=entry["key_label"], fingerprint_sha256=entry["fingerprint_sha256"],
+        fingerprint_sha1=entry["fingerprint_sha1"], spki_sha256=entry["spki_sha256"],
+        der=base64.b64decode(entry["der"]), notify=tuple(entry["notify"]), requester=entry["requester"],
+        revoked_at=from_text(entry["revoked_at"]) if entry.get("revoked_at") else None,
+        revocation_reason=entry.get("revocation_reason"),
+    )
+
+
+def event_payload(event: tuple) -> dict:
+    kind = event[0]
+    if kind == "revoke":
+        _, serial, at, reason = event
+        return {"kind": "revoke", "serial": serial, "revoked_at": to_text(at), "reason": reason}
+    return record_payload(kind, event[1])
+
+
+class LogFile:
+    """The log's lines on disk: appended with O_APPEND and fsynced; a last line cut short by a
+    crash (its transaction never committed) is dropped before the next append."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._known: tuple[int, int, int] | None = None  # (inode, bytes, next index) last seen
+
+    def next_index(self) -> int:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return 0
+        if self._known and self._known[:2] == (st.st_ino, st.st_size):
+            return self._known[2]
+        with open(self.path, "rb+") as fh:
+            end = fh.seek(0, os.SEEK_END)
+            tail, pos = b"", end
+            while pos > 0 and tail.count(b"\n") < 2:
+                step = min(65536, pos)
+                pos -= step
+                fh.seek(pos)
+                tail = fh.read(step) + tail
+            if tail and not tail.endswith(b"\n"):  # cut short: drop the partial line
+                cut = tail.rfind(b"\n")
+                fh.truncate(pos + cut + 1 if cut >= 0 else 0)
+                os.fsync(fh.fileno())
+                return self.next_index()
+            lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+            last = lines[-1] if tail else b""
+        following = json.loads(last)["index"] + 1 if last else 0
+        self._known = (st.st_ino, st.st_size, following)
+        return following
+
+    def append(self, lines: list[bytes]) -> None:
+        created = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            data = b"".join(line + b"\n" for line in lines)
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:  # the new name itself must survive a power loss
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def lines(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as fh:
+            for line in fh:
+                yield line.rstrip(b"\n")
+
+
+def log_path(config: Config, paths: InstancePaths) -> Path:
+    return Path(config.log.path).expanduser() if config.log.path else paths.root / "issuance-log" / "entries.jsonl"
+
+
+def checkpoints_path(entries: Path) -> Path:
+    return entries.with_name(entries.stem + ".checkpoints.jsonl")
+
+
+def key_path(paths: InstancePaths) -> Path:
+    return paths.keys / "log-key.pem"
+
+
+def public_key_path(paths: InstancePaths) -> Path:
+    """The verifier key (name+id+key): public, what `log verify` and clients check checkpoints with."""
+    return paths.keys / "log-key.pub"
+
+
+def origin_for(config: Config, paths: InstancePaths) -> str:
+    """The log's name in its checkpoints: fixed by the key once made (keys/log-key.pub), else
+    the server's host and "/issuance-log", as C2SP origins are written."""
+    pub = public_key_path(paths)
+    if pub.exists():
+        return pub.read_text().strip().split("+", 1)[0]
+    return f"{urlsplit(config.server.base_url).netloc or 'ca-server'}/issuance-log"
+
+
+def open_log(config: Config, paths: InstancePaths, passphrase) -> IssuanceLog:
+    return IssuanceLog(log_path(config, paths), paths, origin_for(config, paths), passphrase)
+
+
+class IssuanceLog:
+    """Attached to the store by open_services; `append` runs inside the store's transaction."""
+
+    def __init__(self, path: Path, paths: InstancePaths, origin: str, passphrase) -> None:
+        self.file = LogFile(path)
+        self.paths = paths
+        self.origin = origin
+        self._passphrase = passphrase  # () -> bytes: the CA passphrase, asked only to sign
+        self._key: Ed25519PrivateKey | None = None
+
+    def append(self, store: CaStore, db, events: list[tuple]) -> None:
+        size = store.log_size(db)
+        made: dict[tuple[int, int], bytes] = {}
+
+        def get(level: int, index: int) -> bytes:
+            return made.get((level, index)) or store.log_hash(level, index, db)
+
+        prev = get(0, size - 1) if size else b""
+        first, rows, lines = size, [], []
+        for event in events:
+            payload = event_payload(event)
+            line = canonical({"index": size, "prev": prev.hex(), **payload})
+            prev = leaf_hash(line)
+            made.update(((lv, ix), h) for lv, ix, h in completed(size, prev, get))
+            rows.append((size, payload["kind"], payload["serial"], line.decode()))
+            lines.append(line)
+            size += 1
+        store.log_insert(db, rows, [(lv, ix, h) for (lv, ix), h in made.items()])
+        try:
+            have = self.file.next_index()
+            if have > first:
+                raise LogWriteError(
+                    f"The issuance log {self.file.path} holds {have} entries and the store {first}: the store was "
+                    "restored without replaying this log. Restore again with --replay-log, or move the file aside "
+                    "(the store's copy of the log is then written anew); nothing is issued until then.")
+            missing = [text.encode() for _, text in store.log_entries(have, first, db)] if have < first else []
+            self.file.append(missing + lines)
+        except OSError as exc:
+            raise LogWriteError(f"The issuance log {self.file.path} cannot be written ({exc.strerror}); nothing is "
+                                "issued or revoked until it can be.") from None
+
+    # -- the log key and checkpoints ----------------------------------------------------------------
+    def ensure_key(self) -> None:
+        """Make the log key if the instance has none yet (at init, or the first start of an
+        instance older than the log), so that backups and copies of the folder carry it."""
+        path = key_path(self.paths)
+        if path.exists():
+            return
+        key = Ed25519PrivateKey.generate()
+        try:
+            write_private_file(path, _pem(key, self._passphrase()))
+        except FileExistsError:
+            return  # another process made it first
+        public_key_path(self.paths).write_text(verifier_key(self.origin, key.public_key()) + "\n")
+
+    def key(self) -> Ed25519PrivateKey:
+        if self._key is None:
+            self.ensure_key()
+            self._key = load_pem_private_key(key_path(self.paths).read_bytes(), self._passphrase())
+        return self._key
+
+    def verifier(self) -> str:
+        path = public_key_path(self.paths)
+        if not path.exists():
+            self.key()
+        return path.read_text().strip()
+
+    def checkpoint(self, store: CaStore, now: dt.datetime) -> str:
+        """The newest signed checkpoint, made now when entries were appended since the last one."""
+        size = store.log_size()
+        latest = store.latest_log_checkpoint()
+        if latest is not None and latest["size"] >= size:
+            return latest["note"]
+        root = range_hash(0, size, store.log_hash) if size else EMPTY_ROOT
+        note = sign(Checkpoint(self.origin, size, root), self.key())
+        store.insert_log_checkpoint(size, note, now)
+        with open(checkpoints_path(self.file.path), "a") as fh:
+            fh.write(json.dumps({"size": size, "at": to_text(now), "note": note}) + "\n")
+        return note
+
+
+def _pem(key: Ed25519PrivateKey, passphrase: bytes) -> bytes:
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(passphrase))

@@ -1,0 +1,280 @@
+"""The append-only issuance log (issue 27): entries written before a certificate is returned,
+checkpoints and proofs that Go's own sumdb verifier (golang.org/x/mod/sumdb/note and tlog)
+accepts, `ca-server log verify` finding a changed, removed or reordered entry, issuance stopped
+with words when the log cannot be written, and the restore drill on SQLite and PostgreSQL: 1,000
+certificates, a backup while issuing, more issued and revoked, the store destroyed, restored and
+the log replayed, and every certificate and revocation back."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import shutil
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca_server.recovery import merkle
+from ca_server.recovery.checkpoint import open_note
+from ca_server.store import open_store
+
+from .checks import need
+from .conftest import new_token
+from .factories import make_csr, pem
+from .server import running_server
+from .test_backups import cli
+from .test_nodes import crl_of, issue, ocsp_status
+
+TLOGCHECK = Path(__file__).parent / "tlogcheck" / "main.go"
+
+
+def issue_in(api, name: str):
+    return api.post("/api/v1/certificates", json={"csr": pem(make_csr([name]))})
+
+
+def issued(api, name: str) -> dict:
+    r = issue_in(api, name)
+    assert r.status_code == 201, r.json
+    return r.json
+
+
+def set_log_path(instance: Path, path: Path) -> None:
+    config = instance / "config.toml"
+    config.write_text(config.read_text() + f'\n[log]\npath = "{path}"\n')
+
+
+def _mth(leaves: list[bytes]) -> bytes:
+    """RFC 9162's definition, recursively, as the reference."""
+    if len(leaves) == 1:
+        return leaves[0]
+    k = merkle._split(len(leaves))
+    return merkle.node_hash(_mth(leaves[:k]), _mth(leaves[k:]))
+
+
+@pytest.mark.sqlite_only
+def test_proofs_follow_the_rfc_definition():
+    leaves = [merkle.leaf_hash(str(i).encode()) for i in range(37)]
+    stored: dict[tuple[int, int], bytes] = {}
+    running = merkle.RunningRoot()
+    for i, leaf in enumerate(leaves):
+        stored.update(((lv, ix), h) for lv, ix, h in merkle.completed(i, leaf, lambda lv, ix: stored[(lv, ix)]))
+        running.append(leaf)
+        assert running.root() == _mth(leaves[: i + 1])
+    def get(level, index):
+        return stored[(level, index)]
+    for size in range(1, 38):
+        root = _mth(leaves[:size])
+        for index in range(size):
+            proof = merkle.inclusion_proof(index, size, get)
+            assert merkle.verify_inclusion(index, size, leaves[index], proof, root)
+            assert not merkle.verify_inclusion(index, size, merkle.leaf_hash(b"other"), proof, root)
+        for first in range(1, size + 1):
+            proof = merkle.consistency_proof(first, size, get)
+            assert merkle.verify_consistency(first, size, _mth(leaves[:first]), root, proof)
+            if first < size:
+                assert not merkle.verify_consistency(first, size, merkle.leaf_hash(b"x"), root, proof)
+
+
+@pytest.fixture(scope="module")
+def tlogcheck(tmp_path_factory) -> Path:
+    """The Go verifier, built from Debian's golang-golang-x-mod-dev sources (no network)."""
+    need("go")
+    source = Path("/usr/share/gocode/src/golang.org/x/mod/sumdb/tlog")
+    if not source.exists():
+        pytest.fail("golang-golang-x-mod-dev is not installed (make system-deps installs it)")
+    out = tmp_path_factory.mktemp("go") / "tlogcheck"
+    env = {"GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOCACHE": str(out.parent / "cache"),
+           "HOME": str(out.parent), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["go", "build", "-o", str(out), str(TLOGCHECK)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def go_check(binary: Path, body: dict) -> str:
+    done = subprocess.run([str(binary)], input=json.dumps(body), capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()
+
+
+@pytest.mark.sqlite_only
+def test_gos_sumdb_verifier_accepts_our_checkpoints_and_proofs(api, app, tlogcheck):
+    client = app.test_client()
+    serials = [issued(api, f"go{i}.example.test")["serial"] for i in range(5)]
+    older = client.get("/log/checkpoint").data.decode()
+    assert open_note(older, client.get("/log/key").data.decode()).size == 5
+    serials += [issued(api, f"go{i}.example.test")["serial"] for i in range(5, 11)]
+    assert api.post(f"/api/v1/certificates/{serials[3]}/revoke", json={"reason": "superseded"}).status_code == 200
+    key = client.get("/log/key").data.decode().strip()
+    consistency = client.get("/log/consistency?first=5&second=12").json["proof"]
+    for serial in serials:
+        proof = client.get(f"/log/proof/{serial}").json
+        assert proof["tree_size"] == 12, proof  # the checkpoint covers every entry, the revocation too
+        assert api.get(f"/api/v1/certificates/{serial}").json["log_index"] == proof["index"]
+        body = {"key": key, "checkpoint": proof["checkpoint"], "older": older, "index": proof["index"],
+                "entry": base64.b64encode(proof["entry"].encode()).decode(), "proof": proof["proof"],
+                "consistency": consistency}
+        assert go_check(tlogcheck, body) == "ok"
+        assert go_check(tlogcheck, {**body, "index": (proof["index"] + 1) % 12}).startswith("inclusion:")
+        tampered = proof["entry"].replace(serial, serial[:-1] + ("0" if serial[-1] != "0" else "1"))
+        assert go_check(tlogcheck, {**body, "entry": base64.b64encode(tampered.encode()).decode()}) != "ok"
+    revoke = client.get(f"/log/proof/{serials[3]}?kind=revoke").json
+    assert json.loads(revoke["entry"])["kind"] == "revoke" and revoke["index"] == 11
+    assert api.get(f"/api/v1/certificates/{serials[3]}").json["log_revocation_index"] == 11
+    forged = proof["checkpoint"].replace("\n12\n", "\n13\n")
+    assert go_check(tlogcheck, {**body, "checkpoint": forged}).startswith("checkpoint signature")
+    assert client.get("/log/consistency?first=9&second=99").status_code == 400
+    assert client.get("/log/proof/00ff").status_code == 404
+
+
+@pytest.mark.sqlite_only
+def test_log_verify_says_where_an_entry_was_changed_removed_or_reordered(api, instance, app):
+    for i in range(8):
+        issue_in(api, f"v{i}.example.test")
+    app.test_client().get("/log/checkpoint")
+    log = instance / "issuance-log" / "entries.jsonl"
+    done = cli(instance, "log", "verify")
+    assert done.stdout.startswith("ok: 8 entries, 1 checkpoints") and "agrees with the store" in done.stdout
+    good = log.read_bytes()
+    lines = good.splitlines(keepends=True)
+
+    def verdict(content: bytes) -> str:
+        log.write_bytes(content)
+        failed = cli(instance, "log", "verify", check=False)
+        assert failed.returncode == 1, failed.stdout
+        return failed.stderr
+
+    changed = json.loads(lines[3])
+    changed["requester"] = "user:mallory"
+    said = verdict(b"".join([*lines[:3], json.dumps(changed).encode() + b"\n", *lines[4:]]))
+    assert "Entry 4 (line 5) does not link to entry 3" in said and "checkpoint of 8 entries" in said
+    said = verdict(b"".join([*lines[:5], *lines[6:]]))
+    assert "Line 6 holds entry 6 where entry 5 belongs" in said and "cut from its end" in said
+    said = verdict(b"".join([*lines[:2], lines[3], lines[2], *lines[4:]]))
+    assert "Line 3 holds entry 3 where entry 2 belongs" in said
+    last = json.loads(lines[-1])
+    last["notify"] = ["someone@example.test"]
+    said = verdict(b"".join([*lines[:-1], json.dumps(last).encode() + b"\n"]))
+    assert "signed another root" in said  # the last entry has no successor: the checkpoint catches it
+    log.write_bytes(good)
+    assert cli(instance, "log", "verify").returncode == 0
+
+
+@pytest.mark.sqlite_only
+def test_issuance_stops_in_words_when_the_log_cannot_be_written(make_app, instance, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log's folder should be")
+    set_log_path(instance, blocker / "entries.jsonl")
+    app = make_app()
+    from .conftest import ApiClient
+
+    svc = app.extensions["ca_server"]
+    api = ApiClient(app.test_client(), new_token(svc))
+    r = issue_in(api, "nolog.example.test")
+    assert r.status_code == 503, r.json
+    assert "issuance log" in r.json["error"]["message"] and "cannot be written" in r.json["error"]["message"]
+    assert svc.store.log_size() == 0
+    assert api.get("/api/v1/certificates").json["certificates"] == []  # nothing half-written
+
+
+@pytest.mark.sqlite_only
+def test_a_log_ahead_of_its_store_stops_issuance_until_replayed(api, instance, svc):
+    issue_in(api, "ahead1.example.test")
+    log = instance / "issuance-log" / "entries.jsonl"
+    first = log.read_bytes()
+    issue_in(api, "ahead2.example.test")
+    second = log.read_bytes()
+    with svc.store.write() as db:  # the store as it was before the second certificate (an old copy)
+        db.execute("DELETE FROM log_entries WHERE idx = 1")
+        db.execute("DELETE FROM log_hashes WHERE NOT (level = 0 AND idx = 0)")
+    r = issue_in(api, "ahead3.example.test")
+    assert r.status_code == 503 and "--replay-log" in r.json["error"]["message"], r.json
+    assert log.read_bytes() == second and len(first) < len(second)
+
+
+@pytest.mark.sqlite_only
+def test_a_store_older_than_its_log_gets_every_certificate_into_it(api, instance, svc, make_app):
+    serials = [issued(api, f"old{i}.example.test")["serial"] for i in range(3)]
+    api.post(f"/api/v1/certificates/{serials[0]}/revoke", json={"reason": "superseded"})
+    with svc.store.write() as db:  # as a store from before the log was
+        for table in ("log_entries", "log_hashes", "log_checkpoints"):
+            db.execute(f"DELETE FROM {table}")  # noqa: S608
+    shutil.rmtree(instance / "issuance-log")
+    app = make_app()
+    client = app.test_client()
+    assert open_note(client.get("/log/checkpoint").data.decode(), client.get("/log/key").data.decode()).size == 3
+    assert cli(instance, "log", "verify").returncode == 0
+
+
+def test_restore_drill_brings_back_every_certificate_and_revocation(instance, svc, tmp_path, backend):
+    """The drill of the issue: 1,000 certificates, a backup while issuing, more issued and revoked
+    after it, the store (and the whole instance folder) lost, restore plus replay."""
+    other_disk = tmp_path / "log-disk" / "entries.jsonl"
+    set_log_path(instance, other_disk)
+    token = new_token(svc)
+    returned: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def take(base: str, name: str) -> None:
+        r = issue(base, token, name)
+        assert r.status_code == 201, r.text
+        with lock:
+            returned[r.json()["serial"]] = r.json()["certificate"]
+
+    with running_server(instance) as base, ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: take(base, f"d{i}.example.test"), range(1000)))
+        busy = pool.map(lambda i: take(base, f"during{i}.example.test"), range(60))
+        made = cli(instance, "backup", "--to", str(tmp_path / "backups"))
+        list(busy)
+        list(pool.map(lambda i: take(base, f"after{i}.example.test"), range(60)))
+        revoked = random.Random(27).sample(sorted(returned), 12)
+        for serial in revoked:
+            r = requests.post(f"{base}/api/v1/certificates/{serial}/revoke", json={"reason": "keyCompromise"},
+                              headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            assert r.status_code == 200, r.text
+        last_crl = crl_of(base).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert len(returned) == 1120
+    backup = Path(made.stdout.strip().splitlines()[-1])
+    shutil.rmtree(instance)  # the store's disk is gone; the log's and the backups' are not
+
+    restored = tmp_path / "restored"
+    done = cli(None, "restore", str(backup), "--instance", str(restored), "--replay-log", str(other_disk))
+    assert "Replayed" in done.stdout and "12 revocations" in done.stdout, done.stdout
+    assert cli(restored, "log", "verify").stdout.startswith("ok: 1132 entries")
+    restored_token = new_restored_token(restored)
+    with running_server(restored) as base:
+        root = x509.load_pem_x509_certificate((restored / "ca" / "root.pem").read_bytes())
+        served = requests.get(f"{base}/ca/intermediate.pem", timeout=10).content
+        intermediate = x509.load_pem_x509_certificate(served)
+        assert root.subject == intermediate.issuer
+        for serial, certificate in random.Random(1).sample(sorted(returned.items()), 100):
+            r = requests.get(f"{base}/api/v1/certificates/{serial}", timeout=10,
+                             headers={"Authorization": f"Bearer {restored_token}"})
+            assert r.status_code == 200 and r.json()["certificate"] == certificate, serial
+            assert r.json()["log_index"] >= 0
+        crl = crl_of(base)
+        on_crl = {entry.serial_number for entry in crl}
+        for serial in revoked:
+            cert = x509.load_pem_x509_certificate(returned[serial].encode())
+            assert ocsp_status(base, cert, intermediate).name == "REVOKED"
+            assert cert.serial_number in on_crl
+        assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number > last_crl
+        fresh = issue(base, restored_token, "fresh.example.test")
+        assert fresh.status_code == 201 and fresh.json()["serial"] not in returned
+    store = open_store(restored / "ca.sqlite3")
+    stored = {serial: record.der for serial in returned if (record := store.get_certificate(serial))}
+    assert len(stored) == len(returned)
+    for serial, certificate in returned.items():
+        assert stored[serial] == x509.load_pem_x509_certificate(certificate.encode()).public_bytes(
+            Encoding.DER), serial
+
+
+def new_restored_token(instance: Path) -> str:
+    out = cli(instance, "token", "create", "drill", "--admin").stdout
+    return out.strip().splitlines()[-1].split()[-1]
