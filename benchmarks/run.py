@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import acme, ocsp, postgres, rollover, scale, scep, throughput
+from . import acme, ocsp, postgres, recovery, rollover, scale, scep, throughput
 from .common import HERE, make_csrs
 
 
@@ -66,6 +66,9 @@ def main() -> int:
     log(f"Scale: {scale_n:,} certificates")
     fixture = scale.build_fixture(HERE / ".cache", scale_n, log)
     results["scale"] = scale.measure(fixture, log)
+    log("Issue 27: the issuance log's cost (in-process and HTTP, on vs off, alternating); log verify, backup and "
+        f"restore at {scale_n:,} certificates")
+    results["recovery"] = recovery.measure(scale_n, log, seconds)
     results["elapsed_s"] = round(time.monotonic() - started)
     (HERE / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)

@@ -144,9 +144,9 @@ def test_log_verify_says_where_an_entry_was_changed_removed_or_reordered(api, in
     good = log.read_bytes()
     lines = good.splitlines(keepends=True)
 
-    def verdict(content: bytes) -> str:
+    def verdict(content: bytes, *args: str) -> str:
         log.write_bytes(content)
-        failed = cli(instance, "log", "verify", check=False)
+        failed = cli(instance, "log", "verify", *args, check=False)
         assert failed.returncode == 1, failed.stdout
         return failed.stderr
 
@@ -155,7 +155,13 @@ def test_log_verify_says_where_an_entry_was_changed_removed_or_reordered(api, in
     said = verdict(b"".join([*lines[:3], json.dumps(changed).encode() + b"\n", *lines[4:]]))
     assert "Entry 4 (line 5) does not link to entry 3" in said and "checkpoint of 8 entries" in said
     said = verdict(b"".join([*lines[:5], *lines[6:]]))
-    assert "Line 6 holds entry 6 where entry 5 belongs" in said and "cut from its end" in said
+    assert "Line 6 holds entry 6 where entry 5 belongs" in said
+    key = (instance / "keys" / "log-key.pub").read_text().strip()
+    said = verdict(b"".join(lines[:-1]), str(log), "--key", key, "--no-store")  # the file alone, cut short
+    assert "signed, but the file holds only 7: entries were cut from its end" in said
+    # With the store at hand, a file that lacks its newest entries is one that other nodes wrote past:
+    log.write_bytes(b"".join(lines[:-1]))
+    assert "the newest 1 came from the store" in cli(instance, "log", "verify").stdout
     said = verdict(b"".join([*lines[:2], lines[3], lines[2], *lines[4:]]))
     assert "Line 3 holds entry 3 where entry 2 belongs" in said
     last = json.loads(lines[-1])
@@ -278,3 +284,33 @@ def test_restore_drill_brings_back_every_certificate_and_revocation(instance, sv
 def new_restored_token(instance: Path) -> str:
     out = cli(instance, "token", "create", "drill", "--admin").stdout
     return out.strip().splitlines()[-1].split()[-1]
+
+
+@pytest.mark.postgresql_only
+def test_two_nodes_append_one_log_in_the_stores_order(instance, svc, tmp_path):
+    """Each node writes its own file; the store orders the entries; a node first writes what the
+    other appended since its last write, so every file is a complete prefix of one log."""
+    from .test_nodes import burst, second_node
+
+    token = new_token(svc)
+    node_b = second_node(instance, tmp_path)
+    files = [instance / "issuance-log" / "entries.jsonl", node_b / "issuance-log" / "entries.jsonl"]
+    with running_server(instance) as a, running_server(node_b) as b:
+        results = burst([a, b], token, 200, "nodes")
+        assert [r[1] for r in results] == [201] * 200 and {r[0] for r in results} == {a, b}
+        size = svc.store.log_size()
+        assert size == 200
+        store_lines = [text.encode() for _, text in svc.store.log_entries(0)]
+        for path in files:  # each a prefix of the store's log, in its order
+            lines = path.read_bytes().splitlines()
+            assert 0 < len(lines) <= size and lines == store_lines[:len(lines)], path
+        for folder in (instance, node_b):
+            assert cli(folder, "log", "verify").stdout.startswith("ok: 200 entries")
+        for base in (a, b):
+            assert issue(base, token, f"last-{base.rsplit(':', 1)[1]}.example.test").status_code == 201
+        store_lines = [text.encode() for _, text in svc.store.log_entries(0)]
+        assert files[1].read_bytes().splitlines() == store_lines  # b wrote last: it has everything
+        assert files[0].read_bytes().splitlines() == store_lines[:201]
+        checkpoint = requests.get(f"{a}/log/checkpoint", timeout=10).text
+        assert requests.get(f"{b}/log/checkpoint", timeout=10).text.split("\n")[:3] == checkpoint.split("\n")[:3]
+        assert open_note(checkpoint, requests.get(f"{b}/log/key", timeout=10).text).size == 202

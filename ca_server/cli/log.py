@@ -59,6 +59,9 @@ def register_log_commands(main: click.Group) -> None:
                 click.echo(f"PROBLEM: {problem}", err=True)
             raise click.ClickException(f"The log at {path} does not verify ({len(report.problems)} problems above).")
         against = "and agrees with the store" if svc is not None else "(not compared with a store)"
+        if report.from_store:
+            against += (f"; the newest {report.from_store} came from the store (other nodes appended them; this "
+                        "node's file gets them on its next append)")
         click.echo(f"ok: {report.entries} entries, {report.checkpoints} checkpoints verified {against} "
                    f"in {seconds:.1f} s")
 

@@ -120,7 +120,8 @@ class LogFile:
         self._known = (st.st_ino, st.st_size, following)
         return following
 
-    def append(self, lines: list[bytes]) -> None:
+    def append(self, lines: list[bytes], following: int) -> None:
+        """Append `lines`, after which the file holds entries up to `following` (excluded)."""
         created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -129,7 +130,9 @@ class LogFile:
             written = 0
             while written < len(data):
                 written += os.write(fd, data[written:])
-            os.fsync(fd)
+            os.fdatasync(fd)  # the data and the size that reads it back
+            st = os.fstat(fd)
+            self._known = (st.st_ino, st.st_size, following)
         finally:
             os.close(fd)
         if created:  # the new name itself must survive a power loss
@@ -184,25 +187,36 @@ class IssuanceLog:
         self.origin = origin
         self._passphrase = passphrase  # () -> bytes: the CA passphrase, asked only to sign
         self._key: Ed25519PrivateKey | None = None
+        # The hashes the next append needs (the right edge of the tree) as this process last left
+        # them: used while the store's log still ends with the same leaf.
+        self._edge: tuple[int, dict[tuple[int, int], bytes]] = (-1, {})
 
     def append(self, store: CaStore, db, events: list[tuple]) -> None:
         size = store.log_size(db)
         made: dict[tuple[int, int], bytes] = {}
+        edge_size, edge = self._edge
+        # The last leaf's hash covers every entry before it (each links to the one before), so a
+        # match means the cached edge is this log's, whatever rolled back or other processes did.
+        if size and edge_size == size and edge.get((0, size - 1)) == store.log_hash(0, size - 1, db):
+            made.update(edge)
 
         def get(level: int, index: int) -> bytes:
             return made.get((level, index)) or store.log_hash(level, index, db)
 
         prev = get(0, size - 1) if size else b""
-        first, rows, lines = size, [], []
+        first, rows, lines, fresh = size, [], [], set()
         for event in events:
             payload = event_payload(event)
             line = canonical({"index": size, "prev": prev.hex(), **payload})
             prev = leaf_hash(line)
-            made.update(((lv, ix), h) for lv, ix, h in completed(size, prev, get))
+            for lv, ix, h in completed(size, prev, get):
+                made[(lv, ix)] = h
+                fresh.add((lv, ix))
             rows.append((size, payload["kind"], payload["serial"], line.decode()))
             lines.append(line)
             size += 1
-        store.log_insert(db, rows, [(lv, ix, h) for (lv, ix), h in made.items()])
+        store.log_insert(db, rows, [(lv, ix, made[(lv, ix)]) for lv, ix in fresh])
+        self._edge = (size, {key: made[key] for key in _edge(size) if key in made})
         try:
             have = self.file.next_index()
             if have > first:
@@ -211,7 +225,7 @@ class IssuanceLog:
                     "restored without replaying this log. Restore again with --replay-log, or move the file aside "
                     "(the store's copy of the log is then written anew); nothing is issued until then.")
             missing = [text.encode() for _, text in store.log_entries(have, first, db)] if have < first else []
-            self.file.append(missing + lines)
+            self.file.append(missing + lines, size)
         except OSError as exc:
             raise LogWriteError(f"The issuance log {self.file.path} cannot be written ({exc.strerror}); nothing is "
                                 "issued or revoked until it can be.") from None
@@ -254,6 +268,17 @@ class IssuanceLog:
         with open(checkpoints_path(self.file.path), "a") as fh:
             fh.write(json.dumps({"size": size, "at": to_text(now), "note": note}) + "\n")
         return note
+
+
+def _edge(size: int) -> list[tuple[int, int]]:
+    """The (level, index) of the complete subtrees along the right edge of a tree of `size`
+    leaves, and its last leaf: the left siblings and `prev` of the next entries."""
+    keys, lo = [(0, size - 1)], 0
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            keys.append((level, lo >> level))
+            lo += 1 << level
+    return keys
 
 
 def _pem(key: Ed25519PrivateKey, passphrase: bytes) -> bytes:

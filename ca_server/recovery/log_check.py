@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Report:
     roots: dict[int, bytes] = field(default_factory=dict)
     issued: dict[str, tuple[int, str]] = field(default_factory=dict)  # serial -> (index, SHA-256 of the DER)
     revoked: dict[str, int] = field(default_factory=dict)  # serial -> index
+    from_store: int = 0  # newest entries read from the store (other nodes appended them since)
 
     def problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -66,10 +68,11 @@ def file_checkpoints(entries: Path) -> list[str]:
     return notes
 
 
-def read_log(path: Path, sizes: set[int] = frozenset()) -> Report:
-    """The chain of the file at `path`: indexes, links, fingerprints, and the roots at `sizes`."""
+def read_log(path: Path, sizes: set[int] = frozenset(), lines: Iterable[bytes] | None = None) -> Report:
+    """The chain of the file at `path` (or of `lines`): indexes, links, fingerprints, and the
+    roots at `sizes`."""
     report, running, prev = Report(), RunningRoot(), b""
-    for number, line in enumerate(LogFile(path).lines(), 1):
+    for number, line in enumerate(LogFile(path).lines() if lines is None else lines, 1):
         try:
             entry = json.loads(line)
             index, kind, serial = entry["index"], entry["kind"], entry["serial"]
@@ -117,7 +120,19 @@ def verify(path: Path, verifier: str, notes: list[str], store: CaStore | None = 
             checkpoints.append(exc)
     sizes = {c.size for c in checkpoints if not isinstance(c, Exception)}
     store_size = store.log_size() if store is not None else 0
-    report = read_log(path, sizes | ({store_size} if store_size else set()))
+    from_store = [0]
+
+    def lines() -> Iterator[bytes]:
+        count = 0
+        for line in LogFile(path).lines():
+            count += 1
+            yield line
+        if store_size > count:  # on several nodes: appended by others since this node last wrote
+            from_store[0] = store_size - count
+            yield from (text.encode() for _, text in store.log_entries(count))
+
+    report = read_log(path, sizes | ({store_size} if store_size else set()), lines())
+    report.from_store = from_store[0]
     for checkpoint in checkpoints:
         if isinstance(checkpoint, Exception):
             report.problem(f"A checkpoint does not verify: {checkpoint.message}")
@@ -134,12 +149,11 @@ def verify(path: Path, verifier: str, notes: list[str], store: CaStore | None = 
 
 
 def _compare_with_store(report: Report, store: CaStore, store_size: int) -> None:
-    if store_size > report.entries:
-        report.problem(f"The store's log has {store_size} entries and the file {report.entries}: the file misses the "
-                       "newest (another node's file, or a file cut short).")
-    else:
-        if store_size and range_hash(0, store_size, store.log_hash) != report.roots.get(store_size):
-            report.problem(f"The store's log and the file differ within their first {store_size} entries.")
+    if report.entries > store_size:
+        report.problem(f"The file holds {report.entries} entries and the store's log {store_size}: the store was "
+                       "restored without replaying the log (ca-server restore --replay-log).")
+    elif store_size and range_hash(0, store_size, store.log_hash) != report.roots.get(store_size):
+        report.problem(f"The store's log and the file differ within their first {store_size} entries.")
     seen = set()
     for serial, fingerprint, revoked_at in store.certificate_states():
         seen.add(serial)
