@@ -68,8 +68,10 @@ def hsm_instance(token, tmp_path, monkeypatch) -> Path:
 def test_init_keeps_the_intermediate_key_in_the_token(hsm_instance):
     paths = InstancePaths(hsm_instance)
     assert not paths.intermediate_key.exists()
-    files_with_keys = [p for p in hsm_instance.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
-    assert files_with_keys == [paths.root_key]  # the root's (encrypted); nothing of the intermediate
+    files_with_keys = {p for p in hsm_instance.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()}
+    # The root's (encrypted) and the issuance log's checkpoint key (Ed25519, encrypted, signs no
+    # certificate); nothing of the intermediate.
+    assert files_with_keys == {paths.root_key, paths.keys / "log-key.pem"}
     svc = open_services(hsm_instance, secrets=Secrets(key_passphrase=PASSPHRASE, pkcs11_pin=PIN))
     key = svc.authority.intermediate_key
     assert key.public_key() == svc.authority.intermediate.public_key()

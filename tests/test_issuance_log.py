@@ -21,6 +21,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ca_server.ca.authority import set_config_value
 from ca_server.recovery import merkle
 from ca_server.recovery.checkpoint import open_note
 from ca_server.store import open_store
@@ -46,8 +47,7 @@ def issued(api, name: str) -> dict:
 
 
 def set_log_path(instance: Path, path: Path) -> None:
-    config = instance / "config.toml"
-    config.write_text(config.read_text() + f'\n[log]\npath = "{path}"\n')
+    set_config_value(instance / "config.toml", "log", "path", str(path))
 
 
 def _mth(leaves: list[bytes]) -> bytes:

@@ -41,8 +41,8 @@ def test_init_with_an_offline_root_never_writes_the_root_key_into_the_instance(o
         decrypt_private_key(key_file.read_bytes(), PASSPHRASE.encode())  # not the server's passphrase
     root = x509.load_pem_x509_certificate(paths.root_cert.read_bytes())
     assert root.public_key().public_numbers() == root_key.public_key().public_numbers()
-    keys_in_instance = [p for p in instance.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
-    assert keys_in_instance == [paths.intermediate_key]
+    keys_in_instance = {p for p in instance.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()}
+    assert keys_in_instance == {paths.intermediate_key, paths.keys / "log-key.pem"}  # the log's signs no certificate
     svc = open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE))
     assert svc.authority.root_offline and svc.store.latest_crl("root", with_der=False) is not None
 
