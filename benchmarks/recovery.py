@@ -98,7 +98,7 @@ def http_overhead(tmp: Path, seconds: float, log, rounds: int = 4) -> dict:
                 side = sides[label]
                 phase[label] = http_phase(side["server"], side["url"], side["bodies"], side["headers"], 4, seconds,
                                           fresh_connections=True)
-            if any(p["errors"] or p["socket_errors"].get("timeout") for p in phase.values()):
+            if any(p["errors"] or p["socket_errors"] for p in phase.values()):
                 invalid += 1
                 continue
             for label, p in phase.items():

@@ -16,9 +16,12 @@ the revocation acknowledged.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -42,6 +45,9 @@ from .checkpoint import Checkpoint, sign, verifier_key
 from .merkle import completed, leaf_hash, range_hash
 
 EMPTY_ROOT = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")  # SHA-256("")
+
+
+_INDEX = re.compile(rb'"index":(\d+)')
 
 
 def canonical(entry: dict) -> bytes:
@@ -78,6 +84,28 @@ def payload_record(entry: dict) -> CertificateRecord:
     )
 
 
+def stored_form(line: bytes, payload: dict) -> str:
+    """What the store keeps of an entry: the line without the certificate's DER (its row has it),
+    so the log does not double the store."""
+    if "der" not in payload:
+        return line.decode()
+    entry = json.loads(line)
+    del entry["der"]
+    return canonical(entry).decode()
+
+
+def entry_lines(store: CaStore, start: int, stop: int | None = None) -> Iterator[bytes]:
+    """The entries as the file holds them, rebuilt from the store (the DER put back; canonical
+    JSON gives the same bytes, and the leaf hashes check that it did)."""
+    for _, text, der in store.log_entries(start, stop):
+        if der is None:
+            yield text.encode()
+        else:
+            entry = json.loads(text)
+            entry["der"] = base64.b64encode(der).decode()
+            yield canonical(entry)
+
+
 def event_payload(event: tuple) -> dict:
     kind = event[0]
     if kind == "revoke":
@@ -105,7 +133,7 @@ class LogFile:
             end = fh.seek(0, os.SEEK_END)
             tail, pos = b"", end
             while pos > 0 and tail.count(b"\n") < 2:
-                step = min(65536, pos)
+                step = min(8192, pos)
                 pos -= step
                 fh.seek(pos)
                 tail = fh.read(step) + tail
@@ -114,16 +142,48 @@ class LogFile:
                 fh.truncate(pos + cut + 1 if cut >= 0 else 0)
                 os.fsync(fh.fileno())
                 return self.next_index()
-            lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
-            last = lines[-1] if tail else b""
-        following = json.loads(last)["index"] + 1 if last else 0
+        last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1] if tail else b""
+        # "index" as a key: inside a JSON string a quote is escaped, so this finds only the key.
+        found = _INDEX.search(last)
+        following = int(found.group(1)) + 1 if found else 0
         self._known = (st.st_ino, st.st_size, following)
         return following
 
-    def append(self, lines: list[bytes], following: int) -> None:
-        """Append `lines`, after which the file holds entries up to `following` (excluded)."""
-        created = not self.path.exists()
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One writer at a time among this machine's processes (a lock file beside the log)."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def peek_next_index(self) -> int:
+        """next_index without the lock: never changes a line of the file (one being written is
+        skipped). Creates the file when it is missing, so an unusable path (a folder that cannot
+        be made, a read-only disk) raises OSError here, before anything is committed."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+            _sync_folder(self.path.parent)  # the new name itself must survive a power loss
+            return 0
+        if self._known and self._known[:2] == (st.st_ino, st.st_size):
+            return self._known[2]
+        with open(self.path, "rb") as fh:
+            fh.seek(max(0, st.st_size - 65536))
+            tail = fh.read()
+        complete = tail[:tail.rfind(b"\n") + 1].rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        found = _INDEX.search(complete)
+        return int(found.group(1)) + 1 if found else 0
+
+    def append(self, lines: list[bytes], following: int | None) -> None:
+        """Append `lines` (under `locked`), after which the file holds entries up to `following`
+        (excluded; None: read from the last line)."""
+        created = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             data = b"".join(line + b"\n" for line in lines)
@@ -132,20 +192,27 @@ class LogFile:
                 written += os.write(fd, data[written:])
             os.fdatasync(fd)  # the data and the size that reads it back
             st = os.fstat(fd)
-            self._known = (st.st_ino, st.st_size, following)
+            if following is None and lines:
+                found = _INDEX.search(lines[-1])
+                following = int(found.group(1)) + 1 if found else None
+            self._known = (st.st_ino, st.st_size, following) if following is not None else None
         finally:
             os.close(fd)
-        if created:  # the new name itself must survive a power loss
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        if created:
+            _sync_folder(self.path.parent)
 
     def lines(self) -> Iterator[bytes]:
         with open(self.path, "rb") as fh:
             for line in fh:
                 yield line.rstrip(b"\n")
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def log_path(config: Config, paths: InstancePaths) -> Path:
@@ -212,20 +279,33 @@ class IssuanceLog:
             for lv, ix, h in completed(size, prev, get):
                 made[(lv, ix)] = h
                 fresh.add((lv, ix))
-            rows.append((size, payload["kind"], payload["serial"], line.decode()))
+            rows.append((size, payload["kind"], payload["serial"], stored_form(line, payload)))
             lines.append(line)
             size += 1
         store.log_insert(db, rows, [(lv, ix, made[(lv, ix)]) for lv, ix in fresh])
         self._edge = (size, {key: made[key] for key in _edge(size) if key in made})
         try:
-            have = self.file.next_index()
-            if have > first:
-                raise LogWriteError(
-                    f"The issuance log {self.file.path} holds {have} entries and the store {first}: the store was "
-                    "restored without replaying this log. Restore again with --replay-log, or move the file aside "
-                    "(the store's copy of the log is then written anew); nothing is issued until then.")
-            missing = [text.encode() for _, text in store.log_entries(have, first, db)] if have < first else []
-            self.file.append(missing + lines, size)
+            ahead = self.file.peek_next_index() > first
+        except OSError as exc:
+            raise LogWriteError(f"The issuance log {self.file.path} cannot be written ({exc.strerror}); nothing is "
+                                "issued or revoked until it can be.") from None
+        if ahead:
+            raise LogWriteError(
+                f"The issuance log {self.file.path} holds more entries than the store's ({first}): the store was "
+                "restored without replaying this log. Restore again with --replay-log, or move the file aside "
+                "(the store's copy of the log is then written anew); nothing is issued until then.")
+        return size
+
+    def sync(self, store: CaStore, through: int) -> None:
+        """After the store committed entries up to `through`: write to the file, in the store's
+        order, every committed entry it lacks (other processes' and nodes' too), and fsync. A
+        process that finds its entries written already (by another that synced them) is done."""
+        try:
+            with self.file.locked():
+                have = self.file.next_index()
+                if have >= through:
+                    return
+                self.file.append(list(entry_lines(store, have)), None)
         except OSError as exc:
             raise LogWriteError(f"The issuance log {self.file.path} cannot be written ({exc.strerror}); nothing is "
                                 "issued or revoked until it can be.") from None

@@ -28,7 +28,15 @@ from ..config import Config
 from ..errors import CAError
 from ..store import CaStore
 from .checkpoint import CheckpointError, open_note
-from .issuance_log import LogFile, checkpoints_path, log_path, payload_record, public_key_path
+from .issuance_log import (
+    LogFile,
+    checkpoints_path,
+    entry_lines,
+    log_path,
+    payload_record,
+    public_key_path,
+    stored_form,
+)
 from .merkle import RunningRoot, completed, leaf_hash, range_hash
 
 MAX_PROBLEMS = 20
@@ -129,7 +137,7 @@ def verify(path: Path, verifier: str, notes: list[str], store: CaStore | None = 
             yield line
         if store_size > count:  # on several nodes: appended by others since this node last wrote
             from_store[0] = store_size - count
-            yield from (text.encode() for _, text in store.log_entries(count))
+            yield from entry_lines(store, count)
 
     report = read_log(path, sizes | ({store_size} if store_size else set()), lines())
     report.from_store = from_store[0]
@@ -205,7 +213,7 @@ def replay(store: CaStore, path: Path, now: dt.datetime) -> Replayed:
         entry = json.loads(line)
         made.update(((lv, ix), h) for lv, ix, h in completed(
             index, leaf_hash(line), lambda lv, ix: made.get((lv, ix)) or store.log_hash(lv, ix)))
-        rows.append((index, entry["kind"], entry["serial"], line.decode()))
+        rows.append((index, entry["kind"], entry["serial"], stored_form(line, entry)))
         if entry["kind"] in ("issue", "import"):
             records.append(payload_record(entry))
         elif entry["kind"] == "revoke":

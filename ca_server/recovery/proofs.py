@@ -10,7 +10,7 @@ import datetime as dt
 from ..errors import BadRequestError, NotFoundError
 from ..store import CaStore
 from .checkpoint import parse_body
-from .issuance_log import IssuanceLog
+from .issuance_log import IssuanceLog, entry_lines
 from .merkle import consistency_proof, inclusion_proof, leaf_hash
 
 
@@ -19,8 +19,8 @@ def _b64(data: bytes) -> str:
 
 
 def entry_at(store: CaStore, index: int) -> dict:
-    for found, text in store.log_entries(index, index + 1):
-        return {"index": found, "entry": text, "leaf_hash": _b64(leaf_hash(text.encode()))}
+    for line in entry_lines(store, index, index + 1):
+        return {"index": index, "entry": line.decode(), "leaf_hash": _b64(leaf_hash(line))}
     raise NotFoundError(f"The log has no entry {index}; it holds {store.log_size()}.")
 
 

@@ -146,7 +146,8 @@ class CertificateQueries:
             with self.writers_queue(), (self.write() if self.log_attached else self.write_many()) as db:
                 for item in batch:
                     self._insert_one(db, item)
-                self._log_events(db, [("issue", item.record) for item in batch])
+                through = self._log_events(db, [("issue", item.record) for item in batch])
+            self._log_sync(through)
             return
         except INTEGRITY_ERRORS as exc:
             if len(batch) > 1:
@@ -154,7 +155,8 @@ class CertificateQueries:
                     try:
                         with self.write() as db:
                             self._insert_one(db, item)
-                            self._log_events(db, [("issue", item.record)])
+                            through = self._log_events(db, [("issue", item.record)])
+                        self._log_sync(through)
                     except BaseException as one:  # noqa: BLE001 - handed to the waiting thread
                         item.error = _taken(one, item.record)
                 return
@@ -179,8 +181,8 @@ class CertificateQueries:
             db.conn.executemany(_INSERT_SEARCH, [row for r in records for row in _search_rows(r)])
             for audit in audits:
                 self._append_audit(db, **audit)
-            if not logged:
-                self._log_events(db, [("import", r) for r in records])
+            through = None if logged else self._log_events(db, [("import", r) for r in records])
+        self._log_sync(through)
 
     def get_certificate(self, serial: str, *, with_renewal: bool = False) -> CertificateRecord | None:
         extra = _RENEWAL if with_renewal else ""

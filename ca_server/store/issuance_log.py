@@ -2,7 +2,8 @@
 nodes too: an advisory lock, or SQLite's one writer), the hash of every complete subtree of its
 Merkle tree (level, index), and its signed checkpoints. The format and the file on another disk
 belong to recovery/issuance_log.py, which the server attaches (`attach_log`); the store calls it
-inside the transaction that stores a certificate or a revocation, so both commit or neither."""
+inside the transaction that stores a certificate or a revocation, so both commit or neither, and
+after the commit to have the file written before anything is returned."""
 
 from __future__ import annotations
 
@@ -29,11 +30,19 @@ class IssuanceLogQueries:
     def log_attached(self) -> bool:
         return self.__dict__.get("_issuance_log") is not None
 
-    def _log_events(self, db, events: list[tuple]) -> None:
+    def _log_events(self, db, events: list[tuple]) -> int | None:
+        """Inside the transaction: the entries, in the store's order; the log's size after them."""
         writer = self.__dict__.get("_issuance_log")
-        if writer is not None and events:
-            self.serialize(db, LOCK)
-            writer.append(self, db, events)
+        if writer is None or not events:
+            return None
+        self.serialize(db, LOCK)
+        return writer.append(self, db, events)
+
+    def _log_sync(self, through: int | None) -> None:
+        """After the commit, before anything is returned: the log file holds the entries up to
+        `through`, fsynced (this process's or another's write of them)."""
+        if through is not None:
+            self.issuance_log.sync(self, through)
 
     def backfill_log(self) -> int:
         """Once, on a store that had certificates before it had a log: each becomes an "import"
@@ -69,14 +78,18 @@ class IssuanceLogQueries:
         db.conn.executemany("INSERT INTO log_entries (idx, kind, serial, entry) VALUES (?, ?, ?, ?)", entries)
         db.conn.executemany("INSERT INTO log_hashes (level, idx, hash) VALUES (?, ?, ?)", list(hashes))
 
-    def log_entries(self, start: int, stop: int | None = None, db=None) -> Iterator[tuple[int, str]]:
-        """(index, entry text) from `start` on (to `stop`, excluded), in order, read in batches."""
+    def log_entries(self, start: int, stop: int | None = None, db=None) -> Iterator[tuple[int, str, bytes | None]]:
+        """(index, stored entry, the certificate's DER for an issue or import entry) from `start`
+        on (to `stop`, excluded), in order, read in batches. The stored entry of a certificate
+        lacks its DER, which the certificate's row holds (recovery/issuance_log.py puts it back)."""
         conn = db or self.db
         while stop is None or start < stop:
             upper = start + 5000 if stop is None else min(start + 5000, stop)
-            rows = conn.execute("SELECT idx, entry FROM log_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-                                [start, upper]).fetchall()
-            yield from ((r[0], r[1]) for r in rows)
+            rows = conn.execute(
+                "SELECT l.idx, l.entry, c.der FROM log_entries l LEFT JOIN certificates c ON c.serial = l.serial"
+                " AND l.kind IN ('issue', 'import') WHERE l.idx >= ? AND l.idx < ? ORDER BY l.idx",
+                [start, upper]).fetchall()
+            yield from ((r[0], r[1], bytes(r[2]) if r[2] is not None else None) for r in rows)
             if stop is None and not rows:
                 return
             start = upper

@@ -19,8 +19,8 @@ class RevocationQueries:
             ).rowcount
             if changed and audit:
                 self._append_audit(db, **audit)
-            if changed:
-                self._log_events(db, [("revoke", serial, at, reason)])
+            through = self._log_events(db, [("revoke", serial, at, reason)]) if changed else None
+        self._log_sync(through)
         if changed:
             self._mark_revocation()
         return changed == 1
