@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -84,14 +85,10 @@ def payload_record(entry: dict) -> CertificateRecord:
     )
 
 
-def stored_form(line: bytes, payload: dict) -> str:
-    """What the store keeps of an entry: the line without the certificate's DER (its row has it),
-    so the log does not double the store."""
-    if "der" not in payload:
-        return line.decode()
-    entry = json.loads(line)
-    del entry["der"]
-    return canonical(entry).decode()
+def stored_form(entry: dict) -> str:
+    """What the store keeps of an entry: the entry without the certificate's DER (its row has
+    it), so the log does not double the store."""
+    return canonical({k: v for k, v in entry.items() if k != "der"}).decode()
 
 
 def entry_lines(store: CaStore, start: int, stop: int | None = None) -> Iterator[bytes]:
@@ -121,6 +118,7 @@ class LogFile:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._known: tuple[int, int, int] | None = None  # (inode, bytes, next index) last seen
+        self._lock_fd: tuple[int, int] | None = None  # (pid, fd) of the lock file
 
     def next_index(self) -> int:
         try:
@@ -152,13 +150,16 @@ class LogFile:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One writer at a time among this machine's processes (a lock file beside the log)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        if self._lock_fd is None or self._lock_fd[0] != os.getpid():  # a forked worker opens its own
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._lock_fd = (os.getpid(), os.open(self.path.with_name(self.path.name + ".lock"),
+                                                  os.O_RDWR | os.O_CREAT, 0o600))
+        fd = self._lock_fd[1]
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def peek_next_index(self) -> int:
         """next_index without the lock: never changes a line of the file (one being written is
@@ -257,6 +258,9 @@ class IssuanceLog:
         # The hashes the next append needs (the right edge of the tree) as this process last left
         # them: used while the store's log still ends with the same leaf.
         self._edge: tuple[int, dict[tuple[int, int], bytes]] = (-1, {})
+        # The lines of entries appended but not yet in the file, by the log size after them.
+        self._written: dict[int, tuple[int, list[bytes]]] = {}
+        self._lock = threading.Lock()
 
     def append(self, store: CaStore, db, events: list[tuple]) -> None:
         size = store.log_size(db)
@@ -274,12 +278,14 @@ class IssuanceLog:
         first, rows, lines, fresh = size, [], [], set()
         for event in events:
             payload = event_payload(event)
-            line = canonical({"index": size, "prev": prev.hex(), **payload})
+            entry = {"index": size, "prev": prev.hex(), **payload}
+            line = canonical(entry)
             prev = leaf_hash(line)
             for lv, ix, h in completed(size, prev, get):
                 made[(lv, ix)] = h
                 fresh.add((lv, ix))
-            rows.append((size, payload["kind"], payload["serial"], stored_form(line, payload)))
+            rows.append((size, payload["kind"], payload["serial"], stored_form(entry) if "der" in entry
+                         else line.decode()))
             lines.append(line)
             size += 1
         store.log_insert(db, rows, [(lv, ix, made[(lv, ix)]) for lv, ix in fresh])
@@ -294,18 +300,27 @@ class IssuanceLog:
                 f"The issuance log {self.file.path} holds more entries than the store's ({first}): the store was "
                 "restored without replaying this log. Restore again with --replay-log, or move the file aside "
                 "(the store's copy of the log is then written anew); nothing is issued until then.")
+        with self._lock:
+            self._written[size] = (first, lines)
         return size
 
     def sync(self, store: CaStore, through: int) -> None:
         """After the store committed entries up to `through`: write to the file, in the store's
         order, every committed entry it lacks (other processes' and nodes' too), and fsync. A
         process that finds its entries written already (by another that synced them) is done."""
+        with self._lock:
+            first, lines = self._written.pop(through, (None, []))
+            for stale in [k for k in self._written if k < through]:  # rolled back
+                del self._written[stale]
         try:
             with self.file.locked():
                 have = self.file.next_index()
                 if have >= through:
                     return
-                self.file.append(list(entry_lines(store, have)), None)
+                if have == first:  # the usual case: the file ends where ours begin
+                    self.file.append(lines, through)
+                else:
+                    self.file.append(list(entry_lines(store, have)), None)
         except OSError as exc:
             raise LogWriteError(f"The issuance log {self.file.path} cannot be written ({exc.strerror}); nothing is "
                                 "issued or revoked until it can be.") from None

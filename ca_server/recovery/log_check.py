@@ -213,7 +213,7 @@ def replay(store: CaStore, path: Path, now: dt.datetime) -> Replayed:
         entry = json.loads(line)
         made.update(((lv, ix), h) for lv, ix, h in completed(
             index, leaf_hash(line), lambda lv, ix: made.get((lv, ix)) or store.log_hash(lv, ix)))
-        rows.append((index, entry["kind"], entry["serial"], stored_form(line, entry)))
+        rows.append((index, entry["kind"], entry["serial"], stored_form(entry) if "der" in entry else line.decode()))
         if entry["kind"] in ("issue", "import"):
             records.append(payload_record(entry))
         elif entry["kind"] == "revoke":
