@@ -150,9 +150,8 @@ def at_scale(fixture: Path, tmp: Path, log) -> dict:
     out["backup_bytes"] = made.stat().st_size
     log(f"  backup: {out['backup_s']} s, {made.stat().st_size / 1e9:.2f} GB")
     start = time.monotonic()
-    checked = backups.check(made)
-    backups.restore(checked, tmp / "restored")
-    del checked
+    with backups.check(made) as checked:
+        backups.restore(checked, tmp / "restored")
     out["restore_s"] = round(time.monotonic() - start, 1)
     log(f"  verify and restore: {out['restore_s']} s")
     made.unlink()

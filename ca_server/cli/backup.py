@@ -56,8 +56,8 @@ def register_backup_commands(main: click.Group) -> None:
         Example:
           ca-server backup verify ca-backup-20261206T120000000Z.tar.age --identity backup.key
         """
-        checked = backups.check(file, identity)
-        m = checked.manifest
+        with backups.check(file, identity) as checked:
+            m = checked.manifest
         click.echo(f"ok: backup of {moment_text(m['created_at'])}, {m['rows']['certificates']} certificates, "
                    f"{len(m['files'])} files, audit log up to entry {m['audit_position']}")
 
@@ -78,11 +78,12 @@ def register_backup_commands(main: click.Group) -> None:
         Example:
           ca-server restore ca-backup-20261206T120000000Z.tar.age --instance /srv/ca/instance --identity backup.key
         """
-        checked = backups.check(file, identity)
-        if backups.restore(checked, target):
+        with backups.check(file, identity) as checked:
+            cleared = backups.restore(checked, target)
+            m = checked.manifest
+        if cleared:
             click.echo("[database] url cleared in the restored config.toml: the restored store is SQLite "
                        "(ca-server db copy moves it to PostgreSQL).", err=True)
-        m = checked.manifest
         click.echo(f"Restored the backup of {moment_text(m['created_at'])} into {target}: {m['rows']['certificates']} "
                    "certificates.")
         if replay_log is not None:

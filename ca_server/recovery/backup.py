@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -45,10 +46,22 @@ class BackupError(CAError):
     status = 422
 
 
-@dataclass(frozen=True)
+@dataclass
 class Checked:
+    """A backup that passed every check, unpacked into a temporary folder (files are streamed, so
+    a store of millions of certificates never sits in memory); `close()` removes it."""
     manifest: dict
-    members: dict[str, bytes]  # name -> content, every file of the backup (manifest.json aside)
+    members: dict[str, Path]  # name -> the unpacked file, every file of the backup (manifest.json aside)
+    folder: tempfile.TemporaryDirectory
+
+    def close(self) -> None:
+        self.folder.cleanup()
+
+    def __enter__(self) -> Checked:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def backup_dir(config: Config, paths: InstancePaths) -> Path:
@@ -90,19 +103,21 @@ def take(paths: InstancePaths, store: CaStore, now: dt.datetime, to_dir: Path, r
         snapshot = Path(tmp) / "ca.sqlite3"
         counts = write_snapshot(store, snapshot)
         rows, position = counts["rows"], counts["audit_position"]
-        files = {STORE_NAME: snapshot.read_bytes()}
-        files.update(_instance_files(paths.root))
+        files = {STORE_NAME: snapshot, **_instance_files(paths.root)}
+        digests = {name: _sha256(path) for name, path in sorted(files.items())}
+        root_pem = files.get("ca/root.pem")
         manifest = {"format": FORMAT, "created_at": to_text(now),
-                    "root_sha256": hashlib.sha256(files["ca/root.pem"]).hexdigest() if "ca/root.pem" in files else None,
+                    "root_sha256": hashlib.sha256(root_pem.read_bytes()).hexdigest() if root_pem else None,
                     "source": store.kind, "audit_position": position, "rows": rows,
-                    "log_position": rows.get("log_entries", 0),
-                    "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}}
+                    "log_position": rows.get("log_entries", 0), "files": digests}
         plain = Path(tmp) / "backup.tar"
         with tarfile.open(plain, "w") as tar:
-            for name, data in [("manifest.json", json.dumps(manifest, indent=1).encode()), *sorted(files.items())]:
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(data), 0o600, int(now.timestamp())
-                tar.addfile(info, io.BytesIO(data))
+            data = json.dumps(manifest, indent=1).encode()
+            tar.addfile(_info("manifest.json", len(data), now), io.BytesIO(data))
+            for name, path in sorted(files.items()):
+                with open(path, "rb") as fh:
+                    tar.addfile(_info(name, path.stat().st_size, now), fh)
+        snapshot.unlink()
         partial = Path(tmp) / "out"
         if recipient:
             pyrage.encrypt_file(str(plain), str(partial), [_recipient(recipient)])
@@ -113,33 +128,66 @@ def take(paths: InstancePaths, store: CaStore, now: dt.datetime, to_dir: Path, r
     return target
 
 
+def _info(name: str, size: int, now: dt.datetime) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o600, int(now.timestamp())
+    return info
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def check(path: Path, identity_file: Path | None = None) -> Checked:
-    """Open and check a backup without restoring it: decrypt (when age-encrypted), read the tar,
-    compare every file with the manifest, check the store snapshot's integrity and row counts.
-    Anything wrong raises BackupError saying what."""
+    """Open and check a backup without restoring it: decrypt (when age-encrypted), unpack the tar
+    into a temporary folder, compare every file with the manifest, check the store snapshot's
+    integrity and row counts. Anything wrong raises BackupError saying what. Close the result."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            encrypted = fh.read(len(AGE_HEADER)) == AGE_HEADER
     except OSError as exc:
         raise BackupError(f"Cannot read {path}: {exc.strerror}.") from None
-    if data.startswith(AGE_HEADER):
-        if identity_file is None:
-            raise BackupError(f"{path.name} is encrypted with age: give the identity (private key) file with "
-                              "--identity.")
-        try:
-            identities = [pyrage.x25519.Identity.from_str(line.strip()) for line in
-                          identity_file.read_text().splitlines() if line.strip().startswith("AGE-SECRET-KEY-")]
-        except (OSError, pyrage.IdentityError, ValueError) as exc:
-            raise BackupError(f"{identity_file} is not an age identity file: {exc}.") from None
-        if not identities:
-            raise BackupError(f"{identity_file} holds no age identity (a line AGE-SECRET-KEY-1...).")
-        try:
-            data = pyrage.decrypt(data, identities)
-        except pyrage.DecryptError as exc:
-            raise BackupError(f"{path.name} does not decrypt with {identity_file.name}: the wrong key, or the "
-                              f"file is damaged or cut short ({exc}).") from None
-    members = _read_tar(path, data)
+    folder = tempfile.TemporaryDirectory(prefix="ca-restore-", dir=path.parent if os.access(path.parent, os.W_OK)
+                                         else None)
     try:
-        manifest = json.loads(members.pop("manifest.json"))
+        plain = path
+        if encrypted:
+            plain = Path(folder.name) / "backup.tar"
+            _decrypt(path, identity_file, plain)
+        members = _unpack(path, plain, Path(folder.name) / "files")
+        if plain != path:
+            plain.unlink()
+        manifest = _manifest(path, members)
+        problem = snapshot_problem(members[STORE_NAME], manifest["rows"])
+        if problem:
+            raise BackupError(f"The store in {path.name} cannot be used: {problem}.")
+        return Checked(manifest, members, folder)
+    except BaseException:
+        folder.cleanup()
+        raise
+
+
+def _decrypt(path: Path, identity_file: Path | None, out: Path) -> None:
+    if identity_file is None:
+        raise BackupError(f"{path.name} is encrypted with age: give the identity (private key) file with --identity.")
+    try:
+        identities = [pyrage.x25519.Identity.from_str(line.strip()) for line in
+                      identity_file.read_text().splitlines() if line.strip().startswith("AGE-SECRET-KEY-")]
+    except (OSError, pyrage.IdentityError, ValueError) as exc:
+        raise BackupError(f"{identity_file} is not an age identity file: {exc}.") from None
+    if not identities:
+        raise BackupError(f"{identity_file} holds no age identity (a line AGE-SECRET-KEY-1...).")
+    try:
+        pyrage.decrypt_file(str(path), str(out), identities)
+    except (pyrage.DecryptError, OSError) as exc:  # decrypting a file reports damage as OSError
+        raise BackupError(f"{path.name} does not decrypt with {identity_file.name}: the wrong key, or the "
+                          f"file is damaged or cut short ({exc}).") from None
+
+
+def _manifest(path: Path, members: dict[str, Path]) -> dict:
+    try:
+        manifest = json.loads(members.pop("manifest.json").read_bytes())
     except (KeyError, ValueError):
         raise BackupError(f"{path.name} has no readable manifest.json: it is not a ca-server backup or is "
                           "damaged.") from None
@@ -148,17 +196,12 @@ def check(path: Path, identity_file: Path | None = None) -> Checked:
     for name, digest in manifest["files"].items():
         if name not in members:
             raise BackupError(f"{path.name} lacks {name}, which its manifest lists: the file is damaged.")
-        if hashlib.sha256(members[name]).hexdigest() != digest:
+        if _sha256(members[name]) != digest:
             raise BackupError(f"{name} in {path.name} does not match its SHA-256 in the manifest: the file is damaged.")
     extra = set(members) - set(manifest["files"])
     if extra:
         raise BackupError(f"{path.name} holds files its manifest does not list ({', '.join(sorted(extra))}).")
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "check.sqlite3").write_bytes(members[STORE_NAME])
-        problem = snapshot_problem(Path(tmp) / "check.sqlite3", manifest["rows"])
-    if problem:
-        raise BackupError(f"The store in {path.name} cannot be used: {problem}.")
-    return Checked(manifest, members)
+    return manifest
 
 
 def restore(checked: Checked, target: Path) -> bool:
@@ -167,14 +210,14 @@ def restore(checked: Checked, target: Path) -> bool:
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} exists and is not empty: restore into a new folder, so nothing is overwritten.")
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name, data in checked.members.items():
+    for name, source in checked.members.items():
         out = target / ("ca.sqlite3" if name == STORE_NAME else name)
         if target.resolve() not in out.resolve().parents:
             raise BackupError(f"The backup names a file outside the instance folder ({name}).")
         out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with os.fdopen(fd, "wb") as fh, open(source, "rb") as src:
+            shutil.copyfileobj(src, fh, 1 << 20)
     upgrade(target / "ca.sqlite3")
     if checked.manifest.get("source") == "sqlite" or not (target / "config.toml").exists():
         return False
@@ -203,26 +246,35 @@ def _recipient(text: str):
         raise BackupError(f"{text!r} is not an age public key (age1...): make one with age-keygen.") from None
 
 
-def _instance_files(root: Path) -> dict[str, bytes]:
+def _instance_files(root: Path) -> dict[str, Path]:
     files = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if not path.is_file() or relative.parts[0] in SKIP_NAMES or path.name in SKIP_NAMES \
                 or path.name.endswith(SKIP_SUFFIXES) or path.name.startswith("."):
             continue
-        files[relative.as_posix()] = path.read_bytes()
+        files[relative.as_posix()] = path
     return files
 
 
-def _read_tar(path: Path, data: bytes) -> dict[str, bytes]:
+def _unpack(path: Path, tar_file: Path, into: Path) -> dict[str, Path]:
+    """Every member of the tar as a file under `into` (names checked, content streamed)."""
     members = {}
+    into.mkdir(mode=0o700)
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for member in tar:
+        with tarfile.open(tar_file, mode="r:") as tar:
+            for n, member in enumerate(tar):
                 if not member.isfile():
                     raise BackupError(f"{path.name} holds {member.name!r}, which is not a plain file.")
+                out = into / str(n)
                 handle = tar.extractfile(member)
-                members[member.name] = handle.read() if handle else b""
+                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    if handle is not None:
+                        shutil.copyfileobj(handle, fh, 1 << 20)
+                if out.stat().st_size != member.size:
+                    raise EOFError("a member is cut short")
+                members[member.name] = out
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise BackupError(f"{path.name} is not a whole backup (a tar file): damaged or cut short ({exc}).") from None
     return members
