@@ -55,6 +55,7 @@ class Report:
     issued: dict[str, tuple[int, str]] = field(default_factory=dict)  # serial -> (index, SHA-256 of the DER)
     revoked: dict[str, int] = field(default_factory=dict)  # serial -> index
     from_store: int = 0  # newest entries read from the store (other nodes appended them since)
+    last_index: int = -1  # the index the last entry says it has
 
     def problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -89,6 +90,7 @@ def read_log(path: Path, sizes: set[int] = frozenset(), lines: Iterable[bytes] |
                            "damaged there.")
             break
         expected = running.size
+        report.last_index = index if isinstance(index, int) else report.last_index
         if index != expected:
             report.problem(f"Line {number} holds entry {index} where entry {expected} belongs: entries were removed, "
                            "added or reordered there.")
@@ -135,7 +137,7 @@ def verify(path: Path, verifier: str, notes: list[str], store: CaStore | None = 
         for line in LogFile(path).lines():
             count += 1
             yield line
-        if store_size > count:  # on several nodes: appended by others since this node last wrote
+        if store_size > count and store.kind == "postgresql":  # other nodes appended since this one wrote
             from_store[0] = store_size - count
             yield from entry_lines(store, count)
 
@@ -157,7 +159,11 @@ def verify(path: Path, verifier: str, notes: list[str], store: CaStore | None = 
 
 
 def _compare_with_store(report: Report, store: CaStore, store_size: int) -> None:
-    if report.entries > store_size:
+    if report.last_index + 1 < store_size:  # one node (SQLite): its file holds every committed entry
+        report.problem(f"The file ends at entry {report.last_index} but the store's log holds {store_size} entries: "
+                       f"entries {report.last_index + 1} and on were removed from the file's end (or are being "
+                       "written right now: run again).")
+    elif report.entries > store_size:
         report.problem(f"The file holds {report.entries} entries and the store's log {store_size}: the store was "
                        "restored without replaying the log (ca-server restore --replay-log).")
     elif store_size and range_hash(0, store_size, store.log_hash) != report.roots.get(store_size):
