@@ -49,7 +49,7 @@ class IssuanceLogQueries:
         entry (revoked ones with their revocation), in the order they were stored."""
         if self.log_size() or self.db.execute("SELECT 1 FROM certificates LIMIT 1").fetchone() is None:
             return 0
-        count, after = 0, -1
+        count, after, through = 0, -1, None
         with self.write() as db:
             self.serialize(db, LOCK)
             if self.log_size(db):
@@ -58,9 +58,11 @@ class IssuanceLogQueries:
                 rows = list(db.query(f"SELECT {_COLUMNS} FROM certificates WHERE rowid > ? ORDER BY rowid LIMIT 5000",
                                      [after]))
                 if not rows:
-                    return count
-                self.issuance_log.append(self, db, [("import", row_to_record(r)) for r in rows])
+                    break
+                through = self.issuance_log.append(self, db, [("import", row_to_record(r)) for r in rows])
                 count, after = count + len(rows), rows[-1]["rowid"]
+        self._log_sync(through)
+        return count
 
     def log_size(self, db=None) -> int:
         row = (db or self.db).execute("SELECT max(idx) FROM log_entries").fetchone()
