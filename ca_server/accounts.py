@@ -133,8 +133,11 @@ def create_token(
     allow_ip: bool | None,
     now: dt.datetime,
     actor: str = "cli:local",
+    expires_at: dt.datetime | None = None,
+    audit_detail: dict | None = None,
 ) -> str:
-    """A new token, returned once; only its SHA-256 is stored."""
+    """A new token, returned once; only its SHA-256 is stored. With `expires_at` it stops working
+    then by itself."""
     check_name(name, "Token")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = {
@@ -145,9 +148,10 @@ def create_token(
         "allow_ip": int(is_admin if allow_ip is None else allow_ip),
         "created_at": to_text(now),
         "created_by": actor,
+        "expires_at": to_text(expires_at) if expires_at else None,
     }
     audit = {"at": now, "action": "token_create", "actor": actor,
-             "detail": {"token": name, "admin": is_admin, "domains": list(row["domains"])}}
+             "detail": {"token": name, "admin": is_admin, "domains": list(row["domains"]), **(audit_detail or {})}}
     try:
         store.insert_token(row, audit=audit)
     except NameTakenError:
@@ -167,7 +171,7 @@ def token_requester(store: CaStore, token: str, now: dt.datetime) -> Requester |
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
     row = store.token_by_hash(token_hash(token))
-    if row is None or row["revoked_at"]:
+    if row is None or row["revoked_at"] or (row.get("expires_at") and row["expires_at"] <= to_text(now)):
         return None
     last = row["last_used_at"]
     # Recording every use would make every API call a write; once a minute tells the same story.

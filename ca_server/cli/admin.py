@@ -8,7 +8,7 @@ import sys
 import click
 
 from .. import accounts
-from ..clock import utcnow
+from ..clock import to_text, utcnow
 from .support import cli_services as _services
 from .support import domain_errors
 
@@ -122,6 +122,8 @@ def register_admin_commands(main: click.Group) -> None:
         """
         for row in _services().store.list_tokens():
             state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+            if not row["revoked_at"] and row.get("expires_at"):
+                state = f"{'expired' if row['expires_at'] <= to_text(utcnow()) else 'expires'} {row['expires_at']}"
             click.echo(f"{row['name']:<24} {'admin' if row['is_admin'] else 'scoped':<6} "
                        f"{','.join(row['domains']) or '-':<30} last used {row['last_used_at'] or 'never'}  {state}")
 

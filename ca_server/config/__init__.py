@@ -17,6 +17,7 @@ from ..emails import email_problem
 from ..errors import ConfigError
 from ..pki.keys import CA_KEY_TYPES, CSR_KEY_TYPES
 from ..pki.names import dns_name_problem
+from .auth import AuthConfig, auth_from_dict
 from .devices import EstConfig, ScepConfig, check_devices, est_from_dict, scep_from_dict
 from .notify import NotifyConfig, notify_from_dict
 from .secrets import Secrets, read_secrets  # noqa: F401  (re-exported: config is where callers look)
@@ -187,6 +188,7 @@ class Config:
     est: EstConfig = field(default_factory=EstConfig)
     backup: BackupConfig = field(default_factory=BackupConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)  # directory sign-in, CI tokens: config/auth.py
 
 
 _SECTIONS = {
@@ -203,7 +205,7 @@ _SECTIONS = {
     "log": LogConfig,
 }
 # Sections with tables inside, read by their own functions.
-_PARSED = {"notify": notify_from_dict, "scep": scep_from_dict, "est": est_from_dict}
+_PARSED = {"notify": notify_from_dict, "scep": scep_from_dict, "est": est_from_dict, "auth": auth_from_dict}
 
 
 def load_config(path: Path | None) -> Config:
@@ -365,6 +367,8 @@ def validate(config: Config) -> Config:
     _positive("revocation.root_crl_warning_days", rv.root_crl_warning_days, 3650)
     _acme(config)
     check_devices(config.scep, config.est, config.profiles)
+    for i, issuer in enumerate(config.auth.jwt_issuers):
+        _domains(f"auth.jwt_issuers[{i}].domains", issuer.domains)
     b = config.backup
     if not 0 <= b.interval_hours <= 24 * 365:
         raise ConfigError(f"backup.interval_hours: 0 (no scheduled backups) up to 8760, not {b.interval_hours}")

@@ -71,9 +71,10 @@ class AccessQueries:
         try:
             with self.write() as db:
                 db.execute(
-                    "INSERT INTO tokens (name, token_sha256, is_admin, domains, allow_ip, created_at, created_by)"
-                    " VALUES (:name, :token_sha256, :is_admin, :domains, :allow_ip, :created_at, :created_by)",
-                    {**row, "domains": json.dumps(list(row["domains"]))},
+                    "INSERT INTO tokens (name, token_sha256, is_admin, domains, allow_ip, created_at, created_by,"
+                    " expires_at) VALUES (:name, :token_sha256, :is_admin, :domains, :allow_ip, :created_at,"
+                    " :created_by, :expires_at)",
+                    {"expires_at": None, **row, "domains": json.dumps(list(row["domains"]))},
                 )
                 if audit:
                     self._append_audit(db, **audit)

@@ -426,3 +426,9 @@ def m019_issuance_log(db: Database) -> None:
     db.execute("CREATE TABLE log_hashes (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,"
                " PRIMARY KEY (level, idx)) WITHOUT ROWID")
     db.execute("CREATE TABLE log_checkpoints (size INTEGER PRIMARY KEY, created_at TEXT NOT NULL, note TEXT NOT NULL)")
+
+
+@migrations()
+def m020_token_expiry(db: Database) -> None:
+    """API tokens that end by themselves: those exchanged for a CI job's OIDC token (issue 28)."""
+    db.execute("ALTER TABLE tokens ADD COLUMN expires_at TEXT")

@@ -135,6 +135,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         " PRIMARY KEY (level, idx))",
         f"CREATE TABLE log_checkpoints (size BIGINT PRIMARY KEY, created_at {C} NOT NULL, note TEXT NOT NULL)",
     ]),
+    ("m020_token_expiry", [
+        f"ALTER TABLE tokens ADD COLUMN expires_at {C}",
+    ]),
 ]
 
 

@@ -32,6 +32,7 @@ PUBLIC_ENDPOINTS = {
     "public.ocsp_post",
     "public.ocsp_get",
     "auth.login",
+    "directory.token_exchange",  # the JWT in the body is the credential
     "inspect.trust",
     "static",
 }

@@ -1,0 +1,71 @@
+"""[auth]: who may sign in or get an API token from outside (issue 28). So far
+[[auth.jwt_issuers]]: the CI systems (GitLab CI, GitHub Actions, any OIDC issuer with a JWKS) whose
+job tokens POST /api/v1/token/exchange turns into short-lived API tokens for the mapped domains."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from .tables import coerce
+
+
+@dataclass(frozen=True)
+class JwtIssuer:
+    issuer: str  # the `iss` claim, exactly (https://gitlab.example.test)
+    jwks_url: str  # where its signing keys are (https://gitlab.example.test/oauth/discovery/keys)
+    audience: str  # the `aud` the job asks for (GitLab: id_tokens: ... aud:)
+    domains: tuple[str, ...]  # what the API token may request names under
+    claims: tuple[tuple[str, str], ...] = ()  # claim = the value it must have (project_path = "net/routers")
+    token_minutes: int = 60  # the API token's life, at most the JWT's own
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    jwt_issuers: tuple[JwtIssuer, ...] = ()
+
+    def jwt_issuer(self, issuer: str) -> JwtIssuer | None:
+        return next((i for i in self.jwt_issuers if i.issuer == issuer), None)
+
+
+_STRINGS = ("issuer", "jwks_url", "audience")
+
+
+def auth_from_dict(value: typing.Any) -> AuthConfig:
+    if not isinstance(value, dict):
+        raise ConfigError("auth: must be a table, like [auth]")
+    unknown = set(value) - {"jwt_issuers"}
+    if unknown:
+        raise ConfigError(f"auth.{sorted(unknown)[0]}: unknown key (known: jwt_issuers)")
+    tables = value.get("jwt_issuers", [])
+    if not isinstance(tables, list):
+        raise ConfigError("auth.jwt_issuers: write each issuer as an [[auth.jwt_issuers]] table")
+    return AuthConfig(jwt_issuers=tuple(_issuer(f"auth.jwt_issuers[{i}]", t) for i, t in enumerate(tables)))
+
+
+def _issuer(key: str, table: typing.Any) -> JwtIssuer:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{key}: must be a table")
+    known = {"issuer", "jwks_url", "audience", "domains", "claims", "token_minutes"}
+    for name in table:
+        if name not in known:
+            raise ConfigError(f"{key}.{name}: unknown key (known keys: {', '.join(sorted(known))})")
+    for name in (*_STRINGS, "domains"):
+        if name not in table:
+            raise ConfigError(f"{key}.{name}: required")
+    values = {name: coerce(f"{key}.{name}", str, table[name]) for name in _STRINGS}
+    for name in ("issuer", "jwks_url"):
+        if urlsplit(values[name]).scheme not in ("https", "http") or not urlsplit(values[name]).netloc:
+            raise ConfigError(f"{key}.{name}: an https:// URL, not {values[name]!r}")
+    domains = coerce(f"{key}.domains", tuple[str, ...], table["domains"])
+    if not domains:
+        raise ConfigError(f"{key}.domains: at least one domain the exchanged tokens may request names under")
+    claims = table.get("claims", {})
+    if not isinstance(claims, dict) or not all(isinstance(v, str) for v in claims.values()):
+        raise ConfigError(f'{key}.claims: a table of claim = "required value", like {{ project_path = "net/routers" }}')
+    minutes = coerce(f"{key}.token_minutes", int, table.get("token_minutes", 60))
+    if not 1 <= minutes <= 24 * 60:
+        raise ConfigError(f"{key}.token_minutes: from 1 to 1440, not {minutes}")
+    return JwtIssuer(**values, domains=domains, claims=tuple(sorted(claims.items())), token_minutes=minutes)
