@@ -30,7 +30,7 @@ NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 # API and pages over it); CA_SERVER_TEST_BACKENDS=sqlite,postgresql runs every test on both.
 BOTH_BACKENDS = {"test_store_backends", "test_api", "test_revocation", "test_reminders", "test_access", "test_acme",
                  "test_issued_certificates", "test_webhooks", "test_expiry_feeds", "test_pages", "test_rollover", "test_scep", "test_scep_clients", "test_backups",
-                 "test_est", "test_issuance_log"}
+                 "test_est", "test_issuance_log", "test_sessions"}
 
 
 def pytest_generate_tests(metafunc):

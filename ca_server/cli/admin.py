@@ -9,8 +9,9 @@ import click
 
 from .. import accounts
 from ..clock import to_text, utcnow
+from ..directory import sessions
 from .support import cli_services as _services
-from .support import domain_errors
+from .support import domain_errors, operator
 
 
 def register_admin_commands(main: click.Group) -> None:
@@ -59,6 +60,19 @@ def register_admin_commands(main: click.Group) -> None:
         """
         accounts.set_user_email(_services().store, name, address, utcnow())
         click.echo(f"{name}: e-mail {'set to ' + address if address else 'cleared'}")
+
+    @user.command("sign-out")
+    @click.argument("name")
+    @domain_errors
+    def user_sign_out(name) -> None:
+        """End every sign-in session of a user, on every node (a lost laptop, a leaver).
+
+        \b
+        Example:
+          ca-server user sign-out alice
+        """
+        ended = sessions.end_all(_services().store, name, utcnow(), actor=operator(), client=None)
+        click.echo(f"{name}: {ended} session{'s' if ended != 1 else ''} ended")
 
     @user.command("list")
     @domain_errors

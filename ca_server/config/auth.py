@@ -1,5 +1,5 @@
-"""[auth]: who may sign in or get an API token from outside (issue 28). So far
-[[auth.jwt_issuers]]: the CI systems (GitLab CI, GitHub Actions, any OIDC issuer with a JWKS) whose
+"""[auth]: sign-in sessions and who may get an API token from outside (issue 28): how long a
+sign-in session lasts (held by the server, store/sessions.py), and [[auth.jwt_issuers]]: the CI systems (GitLab CI, GitHub Actions, any OIDC issuer with a JWKS) whose
 job tokens POST /api/v1/token/exchange turns into short-lived API tokens for the mapped domains."""
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ class JwtIssuer:
 
 @dataclass(frozen=True)
 class AuthConfig:
+    session_idle_minutes: int = 480  # a sign-in session unused this long ends
+    session_hours: int = 24  # and every session ends this long after sign-in, used or not
     jwt_issuers: tuple[JwtIssuer, ...] = ()
 
     def jwt_issuer(self, issuer: str) -> JwtIssuer | None:
@@ -36,13 +38,21 @@ _STRINGS = ("issuer", "jwks_url", "audience")
 def auth_from_dict(value: typing.Any) -> AuthConfig:
     if not isinstance(value, dict):
         raise ConfigError("auth: must be a table, like [auth]")
-    unknown = set(value) - {"jwt_issuers"}
+    unknown = set(value) - {"jwt_issuers", "session_idle_minutes", "session_hours"}
     if unknown:
-        raise ConfigError(f"auth.{sorted(unknown)[0]}: unknown key (known: jwt_issuers)")
+        raise ConfigError(f"auth.{sorted(unknown)[0]}: unknown key (known: jwt_issuers, session_hours, "
+                          "session_idle_minutes)")
     tables = value.get("jwt_issuers", [])
     if not isinstance(tables, list):
         raise ConfigError("auth.jwt_issuers: write each issuer as an [[auth.jwt_issuers]] table")
-    return AuthConfig(jwt_issuers=tuple(_issuer(f"auth.jwt_issuers[{i}]", t) for i, t in enumerate(tables)))
+    idle = coerce("auth.session_idle_minutes", int, value.get("session_idle_minutes", 480))
+    hours = coerce("auth.session_hours", int, value.get("session_hours", 24))
+    if not 1 <= idle <= 60 * 24 * 30:
+        raise ConfigError(f"auth.session_idle_minutes: from 1 to 43200, not {idle}")
+    if not 1 <= hours <= 24 * 90:
+        raise ConfigError(f"auth.session_hours: from 1 to 2160, not {hours}")
+    return AuthConfig(session_idle_minutes=idle, session_hours=hours,
+                      jwt_issuers=tuple(_issuer(f"auth.jwt_issuers[{i}]", t) for i, t in enumerate(tables)))
 
 
 def _issuer(key: str, table: typing.Any) -> JwtIssuer:

@@ -23,11 +23,12 @@ from .listing import CertificateFilter, CertificateListing
 from .postgres import PostgresBase
 from .reminders import ReminderQueries
 from .revocation import RevocationQueries
+from .sessions import SessionQueries
 from .webhooks import WebhookQueries
 
 _QUERIES = (WebhookQueries, AcmeQueries, CertificateQueries, CertificateListing, ReminderQueries, RevocationQueries,
             AccessQueries, RequestQueries, AuditQueries, LeaseQueries, CounterQueries, IdentityQueries,
-            DeviceQueries, IssuanceLogQueries)
+            DeviceQueries, IssuanceLogQueries, SessionQueries)
 
 
 class Store(*_QUERIES, StoreBase):

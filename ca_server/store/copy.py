@@ -16,7 +16,7 @@ from ..errors import CAError
 TABLES = ["certificates", "certificate_search", "audit_log", "reminders", "crls", "ocsp_responders",
           "ca_revocations", "users", "tokens", "requests", "acme_accounts", "acme_eab_keys", "acme_objects",
           "calendar_feeds", "webhook_deliveries", "ca_identity", "scep_challenges", "scep_transactions",
-          "log_entries", "log_hashes", "log_checkpoints"]
+          "log_entries", "log_hashes", "log_checkpoints", "sessions"]
 # SQLite's implicit rowid, an identity column of that name in PostgreSQL (schema_pg.py).
 ROWID_TABLES = {"certificates", "certificate_search", "acme_objects"}
 IDENTITY = {"certificates": "rowid", "certificate_search": "rowid", "acme_objects": "rowid", "audit_log": "id",

@@ -176,10 +176,19 @@ class LogStore(Protocol):
     def log_checkpoints(self) -> list[dict]: ...
 
 
+class SessionStore(Protocol):
+    def insert_session(self, row: dict, audit: dict | None = None) -> None: ...
+    def session_by_hash(self, id_sha256: str) -> dict | None: ...
+    def touch_session(self, id_sha256: str, now: dt.datetime) -> None: ...
+    def end_sessions(self, now: dt.datetime, by: str, *, id_sha256: str | None = None, user_name: str | None = None,
+                     audit: dict | None = None) -> int: ...
+    def open_sessions(self, now: dt.datetime, user_name: str | None = None, limit: int = 200) -> list[dict]: ...
+
+
 class CaStore(CertificateStore, RevocationStore, AcmeStore, AccessStore, AuditStore, NotificationStore,
-              CoordinationStore, DeviceStore, LogStore, StoreBackend, Protocol):
+              CoordinationStore, DeviceStore, LogStore, SessionStore, StoreBackend, Protocol):
     """The whole store, as the services hand it to every door."""
 
 
 AREAS: tuple[type, ...] = (CertificateStore, RevocationStore, AcmeStore, AccessStore, AuditStore, NotificationStore,
-                           CoordinationStore, DeviceStore, LogStore)
+                           CoordinationStore, DeviceStore, LogStore, SessionStore)

@@ -432,3 +432,12 @@ def m019_issuance_log(db: Database) -> None:
 def m020_token_expiry(db: Database) -> None:
     """API tokens that end by themselves: those exchanged for a CI job's OIDC token (issue 28)."""
     db.execute("ALTER TABLE tokens ADD COLUMN expires_at TEXT")
+
+
+@migrations()
+def m021_sessions(db: Database) -> None:
+    """Sign-in sessions held by the server (issue 28, store/sessions.py)."""
+    db.execute("CREATE TABLE sessions (id_sha256 TEXT PRIMARY KEY, user_name TEXT NOT NULL, created_at TEXT NOT NULL,"
+               " last_seen_at TEXT NOT NULL, expires_at TEXT NOT NULL, ended_at TEXT, ended_by TEXT, client TEXT,"
+               " method TEXT NOT NULL)")
+    db.execute("CREATE INDEX sessions_user ON sessions(user_name, created_at)")

@@ -138,6 +138,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("m020_token_expiry", [
         f"ALTER TABLE tokens ADD COLUMN expires_at {C}",
     ]),
+    ("m021_sessions", [
+        f"CREATE TABLE sessions (id_sha256 TEXT PRIMARY KEY, user_name {C} NOT NULL, created_at {C} NOT NULL,"
+        f" last_seen_at {C} NOT NULL, expires_at {C} NOT NULL, ended_at {C}, ended_by TEXT, client TEXT,"
+        " method TEXT NOT NULL)",
+        "CREATE INDEX sessions_user ON sessions(user_name, created_at)",
+    ]),
 ]
 
 

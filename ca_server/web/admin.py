@@ -8,6 +8,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 
 from .. import accounts, approvals
 from ..acme import state as acme_state
+from ..directory import sessions
 from ..errors import ForbiddenError
 from ..models import PendingRequest
 from ..scep import enroll
@@ -50,8 +51,19 @@ def reject(request_id: str):
 
 @bp.get("/tokens")
 def tokens():
-    return render_template("admin_tokens.html", tokens=services().store.list_tokens(),
-                           users=services().store.list_users())
+    store = services().store
+    open_count: dict[str, int] = {}
+    for row in sessions.open_sessions(store, now()):
+        open_count[row["user_name"]] = open_count.get(row["user_name"], 0) + 1
+    return render_template("admin_tokens.html", tokens=store.list_tokens(), users=store.list_users(),
+                           open_sessions=open_count)
+
+
+@bp.post("/users/<name>/sessions/end")
+def end_user_sessions(name: str):
+    ended = sessions.end_all(services().store, name, now(), actor=g.requester.label, client=client_address())
+    flash(f"{ended} session{'s' if ended != 1 else ''} of {name} ended: signed out everywhere.")
+    return redirect(url_for("admin.tokens"), code=303)
 
 
 @bp.post("/tokens/<name>/revoke")

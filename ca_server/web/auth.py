@@ -17,6 +17,7 @@ from wtforms import PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length
 
 from .. import accounts
+from ..directory import sessions
 from ..errors import AuthError, ForbiddenError
 from ..issuance import Requester
 from .common import now, services
@@ -64,10 +65,12 @@ def load_requester() -> None:
         g.via_token = True
         return
     g.via_token = False
-    name = session.get("user")
-    if name:
-        row = services().store.get_user(name)
-        if row is None:
+    session_id = session.get("sid")
+    if session_id:
+        svc = services()
+        name = sessions.current_user(svc.config, svc.store, session_id, now())
+        row = svc.store.get_user(name) if name else None
+        if row is None:  # ended, idle, past its end, or the user is gone: signed out
             session.clear()
         else:
             g.requester = accounts.user_requester(row)
@@ -144,10 +147,9 @@ def login():
             requester = accounts.authenticate_user(services().store, form.username.data, form.password.data)
             if requester is not None:
                 session.clear()
-                session["user"] = requester.name
-                session.permanent = False
-                services().store.append_audit(at=now(), action="sign_in", actor=requester.label,
-                                              client=request.remote_addr)
+                svc = services()
+                session["sid"] = sessions.begin(svc.config, svc.store, requester.name, now(),
+                                                client=request.remote_addr)
                 return redirect(_safe_next(request.args.get("next")), code=303)
             audit_failed_sign_in(f"user:{form.username.data[:64]}")
         count_failed_sign_in()
@@ -158,14 +160,30 @@ def login():
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
+    """POST ends this session on the server: the cookie, sent again, is signed out."""
     if request.method == "POST":
-        if g.requester is not None:
-            services().store.append_audit(at=now(), action="sign_out", actor=g.requester.label,
-                                          client=request.remote_addr)
+        session_id = session.get("sid")
+        if session_id:
+            actor = g.requester.label if g.requester is not None else "user:unknown"
+            sessions.end(services().store, session_id, now(), actor=actor, client=request.remote_addr)
         session.clear()
         flash("You are signed out.")
         return redirect(url_for("auth.login"), code=303)
-    return render_template("logout.html")
+    mine = g.requester is not None and g.requester.kind == "user"
+    return render_template("logout.html", open_sessions=sessions.open_sessions(
+        services().store, now(), g.requester.name) if mine else [])
+
+
+@bp.post("/logout/everywhere")
+def logout_everywhere():
+    """Ends every session of the signed-in user, in every browser and on every node."""
+    if g.requester is None or g.requester.kind != "user":
+        raise AuthError("Sign in to sign out everywhere.")
+    ended = sessions.end_all(services().store, g.requester.name, now(), actor=g.requester.label,
+                             client=request.remote_addr)
+    session.clear()
+    flash(f"You are signed out everywhere ({ended} session{'s' if ended != 1 else ''} ended).")
+    return redirect(url_for("auth.login"), code=303)
 
 
 def register_auth(app: Flask) -> None:
