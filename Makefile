@@ -8,7 +8,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # certbot and lego (real ACME clients), pebble (its pebble-challtestsrv answers DNS for them),
 # nginx (an OCSP cache in front of the server), strongswan-pki with its openssl and curl plugins (in
 # libstrongswan-standard- and -extra-plugins), curl (EST) and scep (micromdm's scepclient).
-TEST_DEBS := openssl chromium certbot lego pebble nginx postgresql softhsm2 strongswan-pki libstrongswan-standard-plugins libstrongswan-extra-plugins curl scep certmonger dbus age golang-go golang-golang-x-mod-dev
+TEST_DEBS := openssl chromium certbot lego pebble nginx postgresql softhsm2 strongswan-pki libstrongswan-standard-plugins libstrongswan-extra-plugins curl scep certmonger dbus age golang-go golang-golang-x-mod-dev slapd
 
 .PHONY: run test bench lint system-deps clean
 

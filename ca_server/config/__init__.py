@@ -369,6 +369,8 @@ def validate(config: Config) -> Config:
     check_devices(config.scep, config.est, config.profiles)
     for i, issuer in enumerate(config.auth.jwt_issuers):
         _domains(f"auth.jwt_issuers[{i}].domains", issuer.domains)
+    for i, mapping in enumerate(config.auth.groups):
+        _domains(f"auth.groups[{i}].domains", mapping.domains)
     b = config.backup
     if not 0 <= b.interval_hours <= 24 * 365:
         raise ConfigError(f"backup.interval_hours: 0 (no scheduled backups) up to 8760, not {b.interval_hours}")

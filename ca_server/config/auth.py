@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .tables import coerce
+from .tables import coerce, section
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,38 @@ class JwtIssuer:
 
 
 @dataclass(frozen=True)
+class LdapConfig:
+    """[auth.ldap]: people sign in with their directory user name and password."""
+    url: str  # ldaps://dc1.corp.example:636, or ldap://... (with start_tls = true to encrypt)
+    user_base: str  # where people are: ou=people,dc=corp,dc=example
+    bind_dn: str = ""  # the service account that searches ("" = search anonymously)
+    bind_password_env: str = ""  # the environment variable with its password
+    user_filter: str = "(uid={username})"  # Active Directory: (sAMAccountName={username})
+    group_base: str = ""  # where groups are searched by member (groupOfNames, groupOfUniqueNames, posixGroup)
+    ca_file: str = ""  # the CA certificate(s) that sign the directory's TLS certificate
+    start_tls: bool = False
+    timeout_seconds: int = 5
+
+
+ROLES = ("admin", "approver", "requester")
+
+
+@dataclass(frozen=True)
+class GroupRole:
+    """[[auth.groups]]: members of `group` (its cn, or a value of the OIDC groups claim) get `role`
+    and may request names under `domains`."""
+    group: str
+    role: str = "requester"
+    domains: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     session_idle_minutes: int = 480  # a sign-in session unused this long ends
     session_hours: int = 24  # and every session ends this long after sign-in, used or not
     jwt_issuers: tuple[JwtIssuer, ...] = ()
+    ldap: LdapConfig | None = None
+    groups: tuple[GroupRole, ...] = ()
 
     def jwt_issuer(self, issuer: str) -> JwtIssuer | None:
         return next((i for i in self.jwt_issuers if i.issuer == issuer), None)
@@ -38,9 +66,9 @@ _STRINGS = ("issuer", "jwks_url", "audience")
 def auth_from_dict(value: typing.Any) -> AuthConfig:
     if not isinstance(value, dict):
         raise ConfigError("auth: must be a table, like [auth]")
-    unknown = set(value) - {"jwt_issuers", "session_idle_minutes", "session_hours"}
+    unknown = set(value) - {"jwt_issuers", "session_idle_minutes", "session_hours", "ldap", "groups"}
     if unknown:
-        raise ConfigError(f"auth.{sorted(unknown)[0]}: unknown key (known: jwt_issuers, session_hours, "
+        raise ConfigError(f"auth.{sorted(unknown)[0]}: unknown key (known: groups, jwt_issuers, ldap, session_hours, "
                           "session_idle_minutes)")
     tables = value.get("jwt_issuers", [])
     if not isinstance(tables, list):
@@ -51,8 +79,40 @@ def auth_from_dict(value: typing.Any) -> AuthConfig:
         raise ConfigError(f"auth.session_idle_minutes: from 1 to 43200, not {idle}")
     if not 1 <= hours <= 24 * 90:
         raise ConfigError(f"auth.session_hours: from 1 to 2160, not {hours}")
+    groups = value.get("groups", [])
+    if not isinstance(groups, list):
+        raise ConfigError("auth.groups: write each mapping as an [[auth.groups]] table")
     return AuthConfig(session_idle_minutes=idle, session_hours=hours,
-                      jwt_issuers=tuple(_issuer(f"auth.jwt_issuers[{i}]", t) for i, t in enumerate(tables)))
+                      jwt_issuers=tuple(_issuer(f"auth.jwt_issuers[{i}]", t) for i, t in enumerate(tables)),
+                      ldap=_ldap(value["ldap"]) if "ldap" in value else None,
+                      groups=tuple(_group(f"auth.groups[{i}]", g) for i, g in enumerate(groups)))
+
+
+def _ldap(table: typing.Any) -> LdapConfig:
+    for name in ("url", "user_base"):
+        if isinstance(table, dict) and name not in table:
+            raise ConfigError(f"auth.ldap.{name}: required")
+    ldap = section("auth.ldap", LdapConfig, table)
+    if urlsplit(ldap.url).scheme not in ("ldap", "ldaps") or not urlsplit(ldap.url).netloc:
+        raise ConfigError(f"auth.ldap.url: ldaps://host[:port] or ldap://host[:port], not {ldap.url!r}")
+    if "{username}" not in ldap.user_filter or not ldap.user_filter.startswith("("):
+        raise ConfigError("auth.ldap.user_filter: an LDAP filter with {username}, like (uid={username})")
+    if ldap.bind_dn and not ldap.bind_password_env:
+        raise ConfigError("auth.ldap.bind_password_env: required with bind_dn (the variable with its password)")
+    if not 1 <= ldap.timeout_seconds <= 60:
+        raise ConfigError(f"auth.ldap.timeout_seconds: from 1 to 60, not {ldap.timeout_seconds}")
+    return ldap
+
+
+def _group(key: str, table: typing.Any) -> GroupRole:
+    if isinstance(table, dict) and "group" not in table:
+        raise ConfigError(f"{key}.group: required")
+    mapping = section(key, GroupRole, table)
+    if not mapping.group:
+        raise ConfigError(f"{key}.group: the group's name as the directory shows it (LDAP: its cn)")
+    if mapping.role not in ROLES:
+        raise ConfigError(f"{key}.role: one of {', '.join(ROLES)}, not {mapping.role!r}")
+    return mapping
 
 
 def _issuer(key: str, table: typing.Any) -> JwtIssuer:

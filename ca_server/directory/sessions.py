@@ -22,7 +22,7 @@ def _hash(session_id: str) -> str:
 
 
 def begin(config: Config, store: CaStore, user: str, now: dt.datetime, *, client: str | None,
-          method: str = "password") -> str:
+          method: str = "password", groups: tuple[str, ...] = ()) -> str:
     """A new session for `user`; returns the id for the cookie (the store keeps only its hash)."""
     session_id = secrets.token_urlsafe(32)
     store.insert_session({
@@ -30,7 +30,7 @@ def begin(config: Config, store: CaStore, user: str, now: dt.datetime, *, client
         "expires_at": to_text(now + dt.timedelta(hours=config.auth.session_hours)), "client": client,
         "method": method,
     }, audit={"at": now, "action": "sign_in", "actor": f"user:{user}", "client": client,
-              "detail": {"method": method}})
+              "detail": {"method": method, **({"groups": list(groups)} if groups else {})}})
     return session_id
 
 

@@ -63,6 +63,20 @@ class AccessQueries:
         row = self.db.conn.execute("SELECT owner FROM calendar_feeds WHERE token = ?", [token]).fetchone()
         return row[0] if row else None
 
+    def upsert_directory_user(self, row: dict) -> bool:
+        """Create or refresh a user who signs in through the directory (password_hash "!ldap" or
+        "!oidc": no local password); a local account of the same name is left alone (False)."""
+        with self.write() as db:
+            db.execute(
+                "INSERT INTO users (name, password_hash, is_admin, domains, allow_ip, email, created_at)"
+                " VALUES (:name, :password_hash, :is_admin, :domains, :allow_ip, :email, :created_at)"
+                " ON CONFLICT (name) DO UPDATE SET is_admin = excluded.is_admin, domains = excluded.domains,"
+                " allow_ip = excluded.allow_ip, email = COALESCE(excluded.email, users.email),"
+                " password_hash = excluded.password_hash WHERE users.password_hash LIKE '!%'",
+                {**row, "domains": json.dumps(list(row["domains"]))})
+            current = db.execute("SELECT password_hash FROM users WHERE name = ?", [row["name"]]).fetchone()
+        return current is not None and current[0] == row["password_hash"]
+
     def list_users(self) -> list[dict]:
         return [_decode(r) for r in self.db.query("SELECT * FROM users ORDER BY name")]
 

@@ -17,7 +17,8 @@ from wtforms import PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length
 
 from .. import accounts
-from ..directory import sessions
+from ..directory import sessions, signin
+from ..directory.ldap import DirectoryUnavailable
 from ..errors import AuthError, ForbiddenError
 from ..issuance import Requester
 from .common import now, services
@@ -139,22 +140,32 @@ def _safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
+    """Local accounts and, with [auth.ldap], directory users, on the same form."""
     form = LoginForm()
     status = 200
     if request.method == "POST":
         check_sign_in_limit()
+        message = "Wrong username or password."
         if form.validate():
-            requester = accounts.authenticate_user(services().store, form.username.data, form.password.data)
+            svc = services()
+            name, password = form.username.data, form.password.data
+            requester, method, groups = accounts.authenticate_user(svc.store, name, password), "password", ()
+            if requester is None and svc.config.auth.ldap is not None:
+                try:
+                    outcome = signin.sign_in(svc.config, svc.secrets, svc.store, name, password, now())
+                    requester, method, groups = outcome.requester, "ldap", outcome.groups
+                    message = outcome.refusal or message
+                except DirectoryUnavailable as exc:
+                    message, status = exc.message, 503
             if requester is not None:
                 session.clear()
-                svc = services()
                 session["sid"] = sessions.begin(svc.config, svc.store, requester.name, now(),
-                                                client=request.remote_addr)
+                                                client=request.remote_addr, method=method, groups=groups)
                 return redirect(_safe_next(request.args.get("next")), code=303)
-            audit_failed_sign_in(f"user:{form.username.data[:64]}")
+            audit_failed_sign_in(f"user:{name[:64]}")
         count_failed_sign_in()
-        form.password.errors = list(form.password.errors) + ["Wrong username or password."]
-        status = 401
+        form.password.errors = list(form.password.errors) + [message]
+        status = status if status == 503 else 401
     return render_template("login.html", form=form), status
 
 

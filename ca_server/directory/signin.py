@@ -1,0 +1,51 @@
+"""Directory users on the sign-in form (issue 28): a name that is not a local account is tried
+against [auth.ldap]; the groups the directory lists are mapped by [[auth.groups]] to a role and
+the domains the person may request, at every sign-in (a removed membership counts at the next
+one). The user record is created at the first sign-in, linked to the directory (no local
+password), and refreshed at each. Local accounts stay: the break-glass admin signs in whatever the
+directory does."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from .. import accounts
+from ..clock import to_text
+from ..config import Config, Secrets
+from ..issuance import Requester
+from ..store import CaStore
+from . import ldap
+
+
+@dataclass(frozen=True)
+class Outcome:
+    requester: Requester | None
+    refusal: str | None = None  # words for the sign-in page when the password was right but no group maps
+    groups: tuple[str, ...] = ()
+
+
+def sign_in(config: Config, secrets: Secrets, store: CaStore, username: str, password: str,
+            now: dt.datetime) -> Outcome:
+    """Raises ldap.DirectoryUnavailable when the directory cannot be asked."""
+    if config.auth.ldap is None:
+        return Outcome(None)
+    existing = store.get_user(username)
+    if existing is not None and not existing["password_hash"].startswith("!"):
+        return Outcome(None)  # a local account: its own password only
+    person = ldap.authenticate(config.auth.ldap, secrets.ldap_bind_password, username, password)
+    if person is None:
+        return Outcome(None)
+    mapped = [m for m in config.auth.groups if m.group in person.groups]
+    if not mapped:
+        seen = ", ".join(person.groups) or "no groups"
+        return Outcome(None, f"You are in {seen}; none of them gives access to this CA. Ask an admin to map your "
+                             "group in [[auth.groups]].", person.groups)
+    is_admin = any(m.role == "admin" for m in mapped)
+    domains = tuple(sorted({d for m in mapped for d in m.domains}))
+    kept = store.upsert_directory_user({
+        "name": username, "password_hash": "!ldap", "is_admin": int(is_admin), "domains": domains,
+        "allow_ip": int(is_admin), "email": person.email, "created_at": to_text(now)})
+    if not kept:
+        return Outcome(None)
+    return Outcome(accounts.user_requester(store.get_user(username)), groups=person.groups)

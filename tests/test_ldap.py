@@ -1,0 +1,143 @@
+"""LDAP sign-in (issue 28) against a real OpenLDAP server (Debian's slapd, started by the tests):
+directory users sign in on the same form as local ones; [[auth.groups]] maps their groups
+(groupOfNames members, posixGroup memberUid) to a role and domains at every sign-in; a wrong
+password, a user in no mapped group and a directory that is down are each told in words, and the
+local break-glass admin signs in all the same."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from ca_server import accounts
+
+from .conftest import csrf_token, sign_in
+from .factories import make_csr, pem
+from .ldap_server import GROUPS, PEOPLE, LdapServer, slapd_path
+
+
+@pytest.fixture(scope="module")
+def directory():
+    if slapd_path() is None:
+        pytest.skip("slapd is not installed (make test installs Debian's slapd: the Makefile's TEST_DEBS)")
+    server = LdapServer()
+    carol = server.person("carol", "carol-directory-pw", mail="carol@example.test")
+    dave = server.person("dave", "dave-directory-pw")
+    server.person("erin", "erin-directory-pw")  # in no mapped group
+    keeper = server.person("keeper", "keeper-pw")  # a groupOfNames needs a member
+    server.group("net-admins", [carol, keeper])
+    server.group("pki-admins", [dave])
+    server.posix_group("lab-users", ["carol"])
+    yield server
+    server.stop()
+
+
+def ldap_config(url: str) -> str:
+    return f"""
+[auth.ldap]
+url = "{url}"
+bind_dn = "cn=admin,dc=example,dc=test"
+bind_password_env = "TEST_LDAP_BIND_PASSWORD"
+user_base = "{PEOPLE}"
+user_filter = "(uid={{username}})"
+group_base = "{GROUPS}"
+timeout_seconds = 2
+
+[[auth.groups]]
+group = "net-admins"
+role = "requester"
+domains = ["corp.example.test"]
+
+[[auth.groups]]
+group = "lab-users"
+role = "requester"
+domains = ["lab.example.test"]
+
+[[auth.groups]]
+group = "pki-admins"
+role = "admin"
+"""
+
+
+@pytest.fixture
+def ldap_app(make_app, instance, directory, monkeypatch):
+    monkeypatch.setenv("TEST_LDAP_BIND_PASSWORD", "directory-admin-secret")
+    config = instance / "config.toml"
+    config.write_text(config.read_text() + ldap_config(directory.url))
+    return make_app()
+
+
+def api_issue(client, name: str):
+    """A certificate request through the JSON API with the browser's session (and its CSRF token)."""
+    token = csrf_token(client.get("/certificates/new").get_data(as_text=True))
+    return client.post("/api/v1/certificates", json={"csr": pem(make_csr([name]))}, headers={"X-CSRFToken": token})
+
+
+def test_a_directory_user_signs_in_with_the_scope_of_their_groups(ldap_app):
+    client = ldap_app.test_client()
+    r = sign_in(client, "carol", "carol-directory-pw")
+    assert r.status_code == 303, r.get_data(as_text=True)
+    assert api_issue(client, "web.corp.example.test").status_code == 201
+    assert api_issue(client, "scope.lab.example.test").status_code == 201  # posixGroup memberUid counts too
+    outside = api_issue(client, "web.other.example.test")
+    assert outside.status_code == 403 and "corp.example.test" in outside.json["error"]["message"]
+    svc = ldap_app.extensions["ca_server"]
+    user = svc.store.get_user("carol")
+    assert user["password_hash"] == "!ldap" and user["email"] == "carol@example.test" and not user["is_admin"]
+    row = next(e for e in svc.store.audit_entries(action="sign_in") if e["actor"] == "user:carol")
+    assert row["detail"]["method"] == "ldap" and set(row["detail"]["groups"]) == {"net-admins", "lab-users"}
+    admin = ldap_app.test_client()
+    assert sign_in(admin, "dave", "dave-directory-pw").status_code == 303
+    assert admin.get("/admin/tokens").status_code == 200  # pki-admins -> admin
+
+
+def test_wrong_passwords_and_unmapped_people_are_refused_in_words(ldap_app):
+    client = ldap_app.test_client()
+    r = sign_in(client, "carol", "not-her-password")
+    assert r.status_code == 401 and "Wrong username or password." in r.get_data(as_text=True)
+    r = sign_in(client, "nobody", "whatever")
+    assert r.status_code == 401 and "Wrong username or password." in r.get_data(as_text=True)
+    r = sign_in(client, "erin", "erin-directory-pw")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 401 and "none of them gives access" in page
+    r = sign_in(client, "carol", "")
+    assert r.status_code in (400, 401)  # an empty password is never an (anonymous) bind
+    assert ldap_app.extensions["ca_server"].store.get_user("erin") is None
+
+
+def test_a_removed_membership_counts_at_the_next_sign_in(ldap_app, directory):
+    client = ldap_app.test_client()
+    assert sign_in(client, "carol", "carol-directory-pw").status_code == 303
+    assert api_issue(client, "before.corp.example.test").status_code == 201
+    directory.remove_member("net-admins", f"uid=carol,{PEOPLE}")
+    try:
+        again = ldap_app.test_client()
+        assert sign_in(again, "carol", "carol-directory-pw").status_code == 303
+        assert api_issue(again, "after.corp.example.test").status_code == 403
+        assert api_issue(again, "after.lab.example.test").status_code == 201
+    finally:
+        with directory.admin() as conn:
+            conn.modify(f"cn=net-admins,{GROUPS}", {"member": [(2, [f"uid=carol,{PEOPLE}"])]})  # MODIFY_ADD
+
+
+def test_a_directory_that_is_down_is_said_and_the_local_admin_still_signs_in(make_app, instance, monkeypatch, svc):
+    monkeypatch.setenv("TEST_LDAP_BIND_PASSWORD", "x")
+    config = instance / "config.toml"
+    config.write_text(config.read_text() + ldap_config("ldap://127.0.0.1:9"))  # nothing listens there
+    accounts.add_user(svc.store, "root-admin", "break-glass-password", is_admin=True, domains=(), allow_ip=True,
+                      email=None, now=dt.datetime.now(dt.UTC))
+    app = make_app()
+    r = sign_in(app.test_client(), "carol", "carol-directory-pw")
+    assert r.status_code == 503 and "cannot be reached right now" in r.get_data(as_text=True)
+    assert sign_in(app.test_client(), "root-admin", "break-glass-password").status_code == 303
+
+
+def test_a_local_account_is_not_taken_over_by_a_directory_namesake(ldap_app):
+    svc = ldap_app.extensions["ca_server"]
+    accounts.add_user(svc.store, "carol", "local-carol-password", is_admin=False, domains=("example.test",),
+                      allow_ip=False, email=None, now=dt.datetime.now(dt.UTC))
+    assert sign_in(ldap_app.test_client(), "carol", "carol-directory-pw").status_code == 401
+    assert sign_in(ldap_app.test_client(), "carol", "local-carol-password").status_code == 303
+    assert svc.store.get_user("carol")["domains"] == ("example.test",) or \
+        list(svc.store.get_user("carol")["domains"]) == ["example.test"]
