@@ -36,6 +36,18 @@ class LdapConfig:
     timeout_seconds: int = 5
 
 
+@dataclass(frozen=True)
+class OidcConfig:
+    """[auth.oidc]: "Sign in with <name>" on the sign-in page (Keycloak, Entra ID, Okta, GitLab...)."""
+    issuer: str  # https://sso.example.test/realms/corp (its /.well-known/openid-configuration is read)
+    client_id: str
+    client_secret_env: str = ""  # the environment variable with the client secret ("" = a public client, PKCE)
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    groups_claim: str = "groups"  # the ID token claim with the person's groups
+    username_claim: str = "preferred_username"  # the user name ca-server shows (else email, else sub)
+    name: str = "single sign-on"  # shown on the button: "Sign in with <name>"
+
+
 ROLES = ("admin", "approver", "requester")
 
 
@@ -54,6 +66,7 @@ class AuthConfig:
     session_hours: int = 24  # and every session ends this long after sign-in, used or not
     jwt_issuers: tuple[JwtIssuer, ...] = ()
     ldap: LdapConfig | None = None
+    oidc: OidcConfig | None = None
     groups: tuple[GroupRole, ...] = ()
 
     def jwt_issuer(self, issuer: str) -> JwtIssuer | None:
@@ -66,10 +79,10 @@ _STRINGS = ("issuer", "jwks_url", "audience")
 def auth_from_dict(value: typing.Any) -> AuthConfig:
     if not isinstance(value, dict):
         raise ConfigError("auth: must be a table, like [auth]")
-    unknown = set(value) - {"jwt_issuers", "session_idle_minutes", "session_hours", "ldap", "groups"}
+    unknown = set(value) - {"jwt_issuers", "session_idle_minutes", "session_hours", "ldap", "oidc", "groups"}
     if unknown:
-        raise ConfigError(f"auth.{sorted(unknown)[0]}: unknown key (known: groups, jwt_issuers, ldap, session_hours, "
-                          "session_idle_minutes)")
+        raise ConfigError(f"auth.{sorted(unknown)[0]}: unknown key (known: groups, jwt_issuers, ldap, oidc, "
+                          "session_hours, session_idle_minutes)")
     tables = value.get("jwt_issuers", [])
     if not isinstance(tables, list):
         raise ConfigError("auth.jwt_issuers: write each issuer as an [[auth.jwt_issuers]] table")
@@ -85,6 +98,7 @@ def auth_from_dict(value: typing.Any) -> AuthConfig:
     return AuthConfig(session_idle_minutes=idle, session_hours=hours,
                       jwt_issuers=tuple(_issuer(f"auth.jwt_issuers[{i}]", t) for i, t in enumerate(tables)),
                       ldap=_ldap(value["ldap"]) if "ldap" in value else None,
+                      oidc=_oidc(value["oidc"]) if "oidc" in value else None,
                       groups=tuple(_group(f"auth.groups[{i}]", g) for i, g in enumerate(groups)))
 
 
@@ -102,6 +116,18 @@ def _ldap(table: typing.Any) -> LdapConfig:
     if not 1 <= ldap.timeout_seconds <= 60:
         raise ConfigError(f"auth.ldap.timeout_seconds: from 1 to 60, not {ldap.timeout_seconds}")
     return ldap
+
+
+def _oidc(table: typing.Any) -> OidcConfig:
+    for name in ("issuer", "client_id"):
+        if isinstance(table, dict) and name not in table:
+            raise ConfigError(f"auth.oidc.{name}: required")
+    oidc = section("auth.oidc", OidcConfig, table)
+    if urlsplit(oidc.issuer).scheme not in ("https", "http") or not urlsplit(oidc.issuer).netloc:
+        raise ConfigError(f"auth.oidc.issuer: the provider's https:// URL, not {oidc.issuer!r}")
+    if "openid" not in oidc.scopes:
+        raise ConfigError('auth.oidc.scopes: must include "openid"')
+    return oidc
 
 
 def _group(key: str, table: typing.Any) -> GroupRole:

@@ -22,6 +22,7 @@ class Secrets:
     scep_challenges: tuple[tuple[str, str], ...] = ()  # (SCEP endpoint, its static challenge password)
     scep_webhook_secrets: tuple[tuple[str, str], ...] = ()  # (SCEP endpoint, its challenge webhook's secret)
     ldap_bind_password: str | None = None  # [auth.ldap] bind_password_env
+    oidc_client_secret: str | None = None  # [auth.oidc] client_secret_env
 
     def scep_challenge(self, endpoint: str) -> str | None:
         return dict(self.scep_challenges).get(endpoint)
@@ -45,4 +46,6 @@ def read_secrets(config: Config, environ: typing.Mapping[str, str] | None = None
         scep_webhook_secrets=tuple((e.name, env[e.challenge_webhook_secret_env]) for e in config.scep.all_endpoints
                                    if e.challenge_webhook_secret_env and env.get(e.challenge_webhook_secret_env)),
         ldap_bind_password=(env.get(config.auth.ldap.bind_password_env) or None) if config.auth.ldap else None,
+        oidc_client_secret=(env.get(config.auth.oidc.client_secret_env) or None)
+        if config.auth.oidc and config.auth.oidc.client_secret_env else None,
     )

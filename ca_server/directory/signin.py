@@ -36,16 +36,24 @@ def sign_in(config: Config, secrets: Secrets, store: CaStore, username: str, pas
     person = ldap.authenticate(config.auth.ldap, secrets.ldap_bind_password, username, password)
     if person is None:
         return Outcome(None)
-    mapped = [m for m in config.auth.groups if m.group in person.groups]
+    return admit(config, store, username, person.email, person.groups, "ldap", now)
+
+
+def admit(config: Config, store: CaStore, username: str, email: str | None, groups: tuple[str, ...], method: str,
+          now: dt.datetime) -> Outcome:
+    """A person the directory vouched for (LDAP bind, OIDC ID token): their role and domains from
+    [[auth.groups]], their user record made or refreshed; refused when no group maps or a local
+    account has the name."""
+    mapped = [m for m in config.auth.groups if m.group in groups]
     if not mapped:
-        seen = ", ".join(person.groups) or "no groups"
+        seen = ", ".join(groups) or "no groups"
         return Outcome(None, f"You are in {seen}; none of them gives access to this CA. Ask an admin to map your "
-                             "group in [[auth.groups]].", person.groups)
+                             "group in [[auth.groups]].", groups)
     is_admin = any(m.role == "admin" for m in mapped)
     domains = tuple(sorted({d for m in mapped for d in m.domains}))
     kept = store.upsert_directory_user({
-        "name": username, "password_hash": "!ldap", "is_admin": int(is_admin), "domains": domains,
-        "allow_ip": int(is_admin), "email": person.email, "created_at": to_text(now)})
+        "name": username, "password_hash": f"!{method}", "is_admin": int(is_admin), "domains": domains,
+        "allow_ip": int(is_admin), "email": email, "created_at": to_text(now)})
     if not kept:
-        return Outcome(None)
-    return Outcome(accounts.user_requester(store.get_user(username)), groups=person.groups)
+        return Outcome(None, f"{username} is a local account here; sign in with its password.")
+    return Outcome(accounts.user_requester(store.get_user(username)), groups=groups)

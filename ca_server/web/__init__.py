@@ -10,7 +10,7 @@ from markupsafe import Markup
 from ..clock import to_text
 from ..display import algorithm_text, fingerprint_text, moment_text, requester_text
 from ..pki.serials import serial_colon
-from . import acme, admin, api, auth, directory, est, expiry, inspect, pages, public, scep, transparency
+from . import acme, admin, api, auth, directory, est, expiry, inspect, oidc, pages, public, scep, transparency
 from .common import now
 from .errors import register_error_handlers
 from .hot_paths import HotPaths
@@ -63,6 +63,8 @@ def register(app: Flask) -> None:
     app.register_blueprint(expiry.bp)
     app.register_blueprint(transparency.bp)
     app.register_blueprint(directory.bp)
+    app.register_blueprint(oidc.bp)
+    oidc.init_oidc(app)
     acme.init_acme(app)
 
     app.jinja_env.globals.update(

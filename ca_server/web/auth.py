@@ -34,6 +34,8 @@ PUBLIC_ENDPOINTS = {
     "public.ocsp_post",
     "public.ocsp_get",
     "auth.login",
+    "oidc.start",
+    "oidc.callback",
     "directory.token_exchange",  # the JWT in the body is the credential
     "inspect.trust",
     "static",
