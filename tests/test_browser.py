@@ -136,3 +136,42 @@ def test_pages_fit_a_phone_screen(site, browser_page, tmp_path):
         .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name)""")
     assert unlabelled == []
 
+
+
+def test_a_person_signs_in_through_the_company_provider_in_chromium(instance, svc, browser_page, tmp_path):
+    """Issue 28: "Sign in with Corp SSO" on our page, the provider's own form (oidc-provider-mock,
+    a real OpenID provider run here), back on the CA signed in with the role the groups give."""
+    oidc_provider_mock = pytest.importorskip("oidc_provider_mock", reason="the test extra oidc-provider-mock is missing")
+    import requests
+
+    from ca_server.ca.authority import set_base_url
+
+    from .server import free_port
+    from .test_oidc import oidc_config
+
+    page = browser_page
+    steps = Steps(page, tmp_path)
+    with oidc_provider_mock.run_server_in_thread() as provider:
+        issuer = f"http://127.0.0.1:{provider.server_port}"
+        claims = {"preferred_username": "carol", "email": "carol@example.test", "groups": ["net-admins"]}
+        assert requests.put(f"{issuer}/users/carol", json=claims, timeout=10).status_code == 204
+        port = free_port()
+        set_base_url(instance / "config.toml", f"http://127.0.0.1:{port}")
+        config = instance / "config.toml"
+        config.write_text(config.read_text() + oidc_config(issuer))
+        with running_server(instance, workers=1, port=port, env={"TEST_OIDC_SECRET": "s"}) as site:
+            page.goto(f"{site}/certificates")
+            assert "/login" in page.url
+            page.get_by_role("link", name="Sign in with Corp SSO").click()
+            page.wait_for_url(f"{issuer}/oauth2/authorize*")
+            steps.shot("provider-form")
+            page.get_by_placeholder("sub").fill("carol")
+            page.get_by_role("button", name="Authorize").click()
+            page.wait_for_url(f"{site}/certificates")
+            steps.shot("signed-in")
+            assert "carol" in page.content()
+            page.goto(f"{site}/logout")
+            page.get_by_role("button", name="Sign out", exact=True).click()
+            page.wait_for_url(f"{site}/login")
+            page.goto(f"{site}/certificates")
+            assert "/login" in page.url  # signed out on the server
