@@ -163,6 +163,21 @@ def csrf_token(html: str) -> str:
     return match.group(1)
 
 
+def app_with_config(make_app, instance: Path, text: str):
+    """An app of `instance` with `text` added to its config.toml (tables the example leaves out)."""
+    config = instance / "config.toml"
+    config.write_text(config.read_text() + text)
+    return make_app()
+
+
+def session_issue(client, name: str):
+    """A certificate request through the JSON API with a browser's session (and its CSRF token)."""
+    from .factories import make_csr, pem
+
+    token = csrf_token(client.get("/certificates/new").get_data(as_text=True))
+    return client.post("/api/v1/certificates", json={"csr": pem(make_csr([name]))}, headers={"X-CSRFToken": token})
+
+
 def sign_in(client, name: str, password: str):
     page = client.get("/login")
     return client.post("/login", data={"username": name, "password": password,

@@ -12,8 +12,7 @@ import pytest
 
 from ca_server import accounts
 
-from .conftest import csrf_token, sign_in
-from .factories import make_csr, pem
+from .conftest import app_with_config, session_issue, sign_in
 from .ldap_server import GROUPS, PEOPLE, LdapServer, slapd_path
 
 
@@ -63,24 +62,17 @@ role = "admin"
 @pytest.fixture
 def ldap_app(make_app, instance, directory, monkeypatch):
     monkeypatch.setenv("TEST_LDAP_BIND_PASSWORD", "directory-admin-secret")
-    config = instance / "config.toml"
-    config.write_text(config.read_text() + ldap_config(directory.url))
-    return make_app()
+    return app_with_config(make_app, instance, ldap_config(directory.url))
 
-
-def api_issue(client, name: str):
-    """A certificate request through the JSON API with the browser's session (and its CSRF token)."""
-    token = csrf_token(client.get("/certificates/new").get_data(as_text=True))
-    return client.post("/api/v1/certificates", json={"csr": pem(make_csr([name]))}, headers={"X-CSRFToken": token})
 
 
 def test_a_directory_user_signs_in_with_the_scope_of_their_groups(ldap_app):
     client = ldap_app.test_client()
     r = sign_in(client, "carol", "carol-directory-pw")
     assert r.status_code == 303, r.get_data(as_text=True)
-    assert api_issue(client, "web.corp.example.test").status_code == 201
-    assert api_issue(client, "scope.lab.example.test").status_code == 201  # posixGroup memberUid counts too
-    outside = api_issue(client, "web.other.example.test")
+    assert session_issue(client, "web.corp.example.test").status_code == 201
+    assert session_issue(client, "scope.lab.example.test").status_code == 201  # posixGroup memberUid counts too
+    outside = session_issue(client, "web.other.example.test")
     assert outside.status_code == 403 and "corp.example.test" in outside.json["error"]["message"]
     svc = ldap_app.extensions["ca_server"]
     user = svc.store.get_user("carol")
@@ -109,13 +101,13 @@ def test_wrong_passwords_and_unmapped_people_are_refused_in_words(ldap_app):
 def test_a_removed_membership_counts_at_the_next_sign_in(ldap_app, directory):
     client = ldap_app.test_client()
     assert sign_in(client, "carol", "carol-directory-pw").status_code == 303
-    assert api_issue(client, "before.corp.example.test").status_code == 201
+    assert session_issue(client, "before.corp.example.test").status_code == 201
     directory.remove_member("net-admins", f"uid=carol,{PEOPLE}")
     try:
         again = ldap_app.test_client()
         assert sign_in(again, "carol", "carol-directory-pw").status_code == 303
-        assert api_issue(again, "after.corp.example.test").status_code == 403
-        assert api_issue(again, "after.lab.example.test").status_code == 201
+        assert session_issue(again, "after.corp.example.test").status_code == 403
+        assert session_issue(again, "after.lab.example.test").status_code == 201
     finally:
         with directory.admin() as conn:
             conn.modify(f"cn=net-admins,{GROUPS}", {"member": [(2, [f"uid=carol,{PEOPLE}"])]})  # MODIFY_ADD

@@ -12,8 +12,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 
-from .conftest import csrf_token
-from .factories import make_csr, pem
+from .conftest import app_with_config, session_issue
 
 oidc_provider_mock = pytest.importorskip("oidc_provider_mock", reason="the test extra oidc-provider-mock is missing")
 
@@ -54,9 +53,7 @@ role = "admin"
 @pytest.fixture
 def sso_app(make_app, instance, provider, monkeypatch):
     monkeypatch.setenv("TEST_OIDC_SECRET", "any-secret")
-    config = instance / "config.toml"
-    config.write_text(config.read_text() + oidc_config(provider))
-    return make_app()
+    return app_with_config(make_app, instance, oidc_config(provider))
 
 
 def through_provider(client, who: str) -> tuple[object, str]:
@@ -76,10 +73,6 @@ def through_provider(client, who: str) -> tuple[object, str]:
     return client.get(url), url
 
 
-def api_issue(client, name: str):
-    token = csrf_token(client.get("/certificates/new").get_data(as_text=True))
-    return client.post("/api/v1/certificates", json={"csr": pem(make_csr([name]))}, headers={"X-CSRFToken": token})
-
 
 def test_the_sign_in_page_offers_the_provider(sso_app):
     page = sso_app.test_client().get("/login").get_data(as_text=True)
@@ -90,8 +83,8 @@ def test_a_person_signs_in_through_the_provider_with_their_groups_role(sso_app):
     client = sso_app.test_client()
     answer, _ = through_provider(client, "carol")
     assert answer.status_code == 303 and answer.headers["Location"].endswith("/certificates")
-    assert api_issue(client, "app.corp.example.test").status_code == 201
-    assert api_issue(client, "app.other.example.test").status_code == 403
+    assert session_issue(client, "app.corp.example.test").status_code == 201
+    assert session_issue(client, "app.other.example.test").status_code == 403
     svc = sso_app.extensions["ca_server"]
     user = svc.store.get_user("carol")
     assert user["password_hash"] == "!oidc" and user["email"] == "carol@example.test"

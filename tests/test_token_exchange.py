@@ -16,6 +16,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from .conftest import app_with_config
 from .factories import make_csr, pem
 
 AUDIENCE = "https://ca.example.test"
@@ -50,8 +51,7 @@ def issuer():
 
 @pytest.fixture
 def ci_app(make_app, instance, issuer):
-    config = instance / "config.toml"
-    config.write_text(config.read_text() + f"""
+    return app_with_config(make_app, instance, f"""
 [[auth.jwt_issuers]]
 issuer = "{issuer['url']}"
 jwks_url = "{issuer['url']}/oauth/discovery/keys"
@@ -60,7 +60,6 @@ domains = ["ci.example.test"]
 claims = {{ project_path = "net/routers", ref_protected = "true" }}
 token_minutes = 30
 """)
-    return make_app()
 
 
 def mint(issuer, *, key=None, kid="ci-key-1", algorithm="RS256", **claims) -> str:

@@ -102,13 +102,22 @@ def auth_from_dict(value: typing.Any) -> AuthConfig:
                       groups=tuple(_group(f"auth.groups[{i}]", g) for i, g in enumerate(groups)))
 
 
-def _ldap(table: typing.Any) -> LdapConfig:
-    for name in ("url", "user_base"):
+def _with_required(key: str, cls: type, table: typing.Any, required: tuple[str, ...]) -> typing.Any:
+    """section() of a table whose `required` keys have no default (named in the error if missing)."""
+    for name in required:
         if isinstance(table, dict) and name not in table:
-            raise ConfigError(f"auth.ldap.{name}: required")
-    ldap = section("auth.ldap", LdapConfig, table)
-    if urlsplit(ldap.url).scheme not in ("ldap", "ldaps") or not urlsplit(ldap.url).netloc:
-        raise ConfigError(f"auth.ldap.url: ldaps://host[:port] or ldap://host[:port], not {ldap.url!r}")
+            raise ConfigError(f"{key}.{name}: required")
+    return section(key, cls, table)
+
+
+def _url(key: str, value: str, schemes: tuple[str, ...], shown: str) -> None:
+    if urlsplit(value).scheme not in schemes or not urlsplit(value).netloc:
+        raise ConfigError(f"{key}: {shown}, not {value!r}")
+
+
+def _ldap(table: typing.Any) -> LdapConfig:
+    ldap = _with_required("auth.ldap", LdapConfig, table, ("url", "user_base"))
+    _url("auth.ldap.url", ldap.url, ("ldap", "ldaps"), "ldaps://host[:port] or ldap://host[:port]")
     if "{username}" not in ldap.user_filter or not ldap.user_filter.startswith("("):
         raise ConfigError("auth.ldap.user_filter: an LDAP filter with {username}, like (uid={username})")
     if ldap.bind_dn and not ldap.bind_password_env:
@@ -119,21 +128,15 @@ def _ldap(table: typing.Any) -> LdapConfig:
 
 
 def _oidc(table: typing.Any) -> OidcConfig:
-    for name in ("issuer", "client_id"):
-        if isinstance(table, dict) and name not in table:
-            raise ConfigError(f"auth.oidc.{name}: required")
-    oidc = section("auth.oidc", OidcConfig, table)
-    if urlsplit(oidc.issuer).scheme not in ("https", "http") or not urlsplit(oidc.issuer).netloc:
-        raise ConfigError(f"auth.oidc.issuer: the provider's https:// URL, not {oidc.issuer!r}")
+    oidc = _with_required("auth.oidc", OidcConfig, table, ("issuer", "client_id"))
+    _url("auth.oidc.issuer", oidc.issuer, ("https", "http"), "the provider's https:// URL")
     if "openid" not in oidc.scopes:
         raise ConfigError('auth.oidc.scopes: must include "openid"')
     return oidc
 
 
 def _group(key: str, table: typing.Any) -> GroupRole:
-    if isinstance(table, dict) and "group" not in table:
-        raise ConfigError(f"{key}.group: required")
-    mapping = section(key, GroupRole, table)
+    mapping = _with_required(key, GroupRole, table, ("group",))
     if not mapping.group:
         raise ConfigError(f"{key}.group: the group's name as the directory shows it (LDAP: its cn)")
     if mapping.role not in ROLES:
@@ -153,8 +156,7 @@ def _issuer(key: str, table: typing.Any) -> JwtIssuer:
             raise ConfigError(f"{key}.{name}: required")
     values = {name: coerce(f"{key}.{name}", str, table[name]) for name in _STRINGS}
     for name in ("issuer", "jwks_url"):
-        if urlsplit(values[name]).scheme not in ("https", "http") or not urlsplit(values[name]).netloc:
-            raise ConfigError(f"{key}.{name}: an https:// URL, not {values[name]!r}")
+        _url(f"{key}.{name}", values[name], ("https", "http"), "an https:// URL")
     domains = coerce(f"{key}.domains", tuple[str, ...], table["domains"])
     if not domains:
         raise ConfigError(f"{key}.domains: at least one domain the exchanged tokens may request names under")
