@@ -1,7 +1,9 @@
 """OCSP responses per second: ca-server's /ocsp against `cfssl ocspserve` (pre-signed responses
 from `cfssl ocspsign`) in the same run, POST and GET, concurrency 4 and 16, the same request for a
 good certificate, wrk as the client; phases alternate so each ratio compares measurements seconds
-apart. ca-server answers from the store (a revocation is what the next answer says); cfssl serves
+apart. Before each phase one answer of each server is parsed and checked (SUCCESSFUL, the serial
+asked about, GOOD); a phase where a sample is wrong or wrk counted an error on either side is
+reported invalid, with the reason, and gets no ratio (issue 29). ca-server answers from the store (a revocation is what the next answer says); cfssl serves
 a file signed in advance.
 
     python -m benchmarks.ocsp   (also part of `make bench`)"""
@@ -15,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -64,6 +68,33 @@ def phase(server: Server, url: str, script: Path, body: Path, concurrency: int, 
             "cpu_us": round(cpu * 1e6 / max(result["requests"], 1), 1)}
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect is an answer we report, not one we follow
+
+
+def sample(url: str, method: str, body: bytes, serial: int) -> str | None:
+    """What is wrong with one answer of a server to the phase's request (None: a correct one)."""
+    request = urllib.request.Request(url, data=body if method == "POST" else None, method=method,
+                                     headers={"Content-Type": "application/ocsp-request"} if method == "POST" else {})
+    try:
+        with urllib.request.build_opener(_NoRedirects).open(request, timeout=10) as answer:
+            der = answer.read()
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except OSError as exc:
+        return f"no answer ({exc})"
+    try:
+        response = ocsp.load_der_ocsp_response(der)
+    except ValueError:
+        return "not an OCSP response"
+    if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return f"OCSP {response.response_status.name}"
+    if response.serial_number != serial or response.certificate_status != ocsp.OCSPCertStatus.GOOD:
+        return f"serial {response.serial_number:x} {response.certificate_status.name}, not {serial:x} GOOD"
+    return None
+
+
 def measure(log, seconds: int = 5) -> dict:
     if ensure_cfssl() is None:
         log("  cfssl: not installed and could not be installed; no OCSP peer figures")
@@ -104,13 +135,24 @@ def measure(log, seconds: int = 5) -> dict:
                 for concurrency in (4, 16):
                     path = "/ocsp" if method == "POST" else get_path
                     cpath = "/" if method == "POST" else "/" + get_path[len("/ocsp/"):]
-                    a = phase(ours, f"http://127.0.0.1:{ours_port}{path}", scripts[method], body, concurrency, seconds)
-                    b = phase(peer, f"http://127.0.0.1:{cfssl_port}{cpath}", scripts[method], body, concurrency, seconds)
-                    row = {"method": method, "concurrency": concurrency, "ca_server": a, "cfssl": b,
-                           "ratio": round(a["rps"] / b["rps"], 2) if b["rps"] else None}
+                    urls = {"ca-server": f"http://127.0.0.1:{ours_port}{path}",
+                            "cfssl": f"http://127.0.0.1:{cfssl_port}{cpath}"}
+                    wrong = [f"{name}: {problem}" for name, url in urls.items()
+                             if (problem := sample(url, method, request, record.certificate.serial_number))]
+                    a = phase(ours, urls["ca-server"], scripts[method], body, concurrency, seconds)
+                    b = phase(peer, urls["cfssl"], scripts[method], body, concurrency, seconds)
+                    wrong += [f"{name}: {p['errors']} errors in the phase" for name, p in (("ca-server", a), ("cfssl", b))
+                              if p["errors"]]
+                    valid = not wrong
+                    row = {"method": method, "concurrency": concurrency, "ca_server": a, "cfssl": b, "valid": valid,
+                           "invalid_because": wrong or None,
+                           "ratio": round(a["rps"] / b["rps"], 2) if valid and b["rps"] else None,
+                           "cpu_ratio": round(a["cpu_us"] / b["cpu_us"], 2) if valid and b["cpu_us"] else None}
                     rows.append(row)
+                    verdict = f"ratio {row['ratio']}, CPU {row['cpu_ratio']}x" if valid else \
+                        f"INVALID ({'; '.join(wrong)}): no ratio"
                     log(f"  {method} c={concurrency}: ca-server {a['rps']}/s p99 {a['p99_ms']} ms {a['cpu_us']} us CPU; "
-                        f"cfssl {b['rps']}/s p99 {b['p99_ms']} ms {b['cpu_us']} us CPU; ratio {row['ratio']}")
+                        f"cfssl {b['rps']}/s p99 {b['p99_ms']} ms {b['cpu_us']} us CPU; {verdict}")
             return {"rows": rows}
         finally:
             ours.stop()

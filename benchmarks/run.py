@@ -97,9 +97,11 @@ def print_table(r: dict) -> None:
         log(f"OCSP GET c={row['concurrency']}: SQLite {row['sqlite_rps']:.0f}/s, PostgreSQL {row['postgresql_rps']:.0f}/s")
     log(f"RSS: {m['after_1k']:.0f} MB after 1k, {m['after_100k']:.0f} MB after {m['issued']:,} ({m['growth']:+.0%})")
     for row in (r.get("ocsp_vs_cfssl") or {}).get("rows", []):
+        verdict = (f"ratio {row['ratio']}, CPU {row['cpu_ratio']}x" if row.get("valid")
+                   else f"INVALID: {'; '.join(row.get('invalid_because') or [])}")
         log(f"OCSP {row['method']} c={row['concurrency']}: ca-server {row['ca_server']['rps']}/s "
             f"({row['ca_server']['cpu_us']} us CPU), cfssl ocspserve {row['cfssl']['rps']}/s "
-            f"({row['cfssl']['cpu_us']} us CPU), ratio {row['ratio']}")
+            f"({row['cfssl']['cpu_us']} us CPU), {verdict}")
     a = r.get("acme") or {}
     if a:
         best = {k: max(a[k], key=lambda x: x["orders_per_s"]) for k in ("ca_server", "pebble")}
