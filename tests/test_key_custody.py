@@ -118,9 +118,13 @@ def test_the_dashboard_warns_before_the_root_crl_lapses_and_a_lapsed_one_is_stil
     assert "The root CRL needs signing" not in page and "offline (not on this server)" in page
     next_update = dt.datetime.fromisoformat(svc.store.latest_crl("root", with_der=False)["next_update"])
     svc.clock = lambda: next_update - dt.timedelta(days=10)
+    client = app.test_client()  # months later: the first session has ended (session_hours), sign in again
+    assert sign_in(client, "alice", "alice-password").status_code == 303
     page = client.get("/").get_data(as_text=True)
     assert "The root CRL needs signing" in page and "ends in 10 day(s)" in page and "root sign-crl" in page
     svc.clock = lambda: next_update + dt.timedelta(days=1)
+    client = app.test_client()
+    assert sign_in(client, "alice", "alice-password").status_code == 303
     assert "has lapsed" in client.get("/").get_data(as_text=True)
     served = client.get("/crl/root.crl")
     assert served.status_code == 200 and x509.load_der_x509_crl(served.data).next_update_utc == next_update

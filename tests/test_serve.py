@@ -7,6 +7,7 @@ import re
 import signal
 import sqlite3
 import threading
+import time
 
 import pytest
 import requests
@@ -222,7 +223,33 @@ def test_a_signal_arriving_inside_the_previous_signals_handler_does_not_hang_the
     worker.start()
     worker.join(timeout=10)
     assert not worker.is_alive(), "the nested signal deadlocked the handler"
+    deadline = time.monotonic() + 10
+    while not server.main_loop_interrupt.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert server.interrupt_signal and server.reload_signal and server.main_loop_interrupt.is_set()
+
+
+def test_a_signal_arriving_while_the_serve_loop_holds_the_events_lock_does_not_hang_the_server():
+    """The other place the main thread holds the event's lock: inside Event.wait() of the serve
+    loop (a `make run` left running after SIGTERM showed it: the handler's Event.set() under the
+    loop's own Condition). The handler must return at once and the loop still wake."""
+    class FakeServer:
+        interrupt_signal = reload_signal = False
+
+    server = FakeServer()
+    server.main_loop_interrupt = threading.Event()
+    reentrant_safe_signals(server)
+
+    def loop_with_a_signal_inside_wait() -> None:
+        with server.main_loop_interrupt._cond:  # what Event.wait() holds around its waiting
+            server.signal_handler_interrupt()  # the signal lands here, in the same thread
+        server.main_loop_interrupt.wait(timeout=10)
+
+    loop = threading.Thread(target=loop_with_a_signal_inside_wait, daemon=True)
+    loop.start()
+    loop.join(timeout=15)
+    assert not loop.is_alive(), "the signal deadlocked the serve loop"
+    assert server.interrupt_signal and server.main_loop_interrupt.is_set()
 
 
 def test_serve_exits_when_sigterm_comes_twice(instance):

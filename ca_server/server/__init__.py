@@ -15,6 +15,7 @@ import resource
 import shutil
 import socket
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -133,23 +134,17 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
 
 def reentrant_safe_signals(server) -> None:
     """Granian's main process wakes its loop from the signal handler with Event.set(), which takes
-    a lock: a second signal arriving while the first handler holds it (make or systemd passing on
-    a SIGTERM the process also got, two Ctrl-C) ran the handler again inside it and deadlocked,
-    leaving a server that never exits. Here a nested signal only raises its flag: the handler it
-    interrupted is already waking the loop, which reads every flag."""
-    busy = False
+    the event's lock. A signal handler runs in the main thread between two bytecodes, and the main
+    thread takes that same lock itself: inside the handler of a first signal (a second SIGTERM from
+    make or systemd, two Ctrl-C) and inside its own Event.wait() in the serve loop. Either time
+    Event.set() waited for a lock its own thread held: a server that never exits (the README
+    test's `make run` twice). Here the handler only raises its flag and hands the wake-up to a
+    short-lived thread, which takes the lock once the main thread has let go of it."""
 
     def handler(flag: str):
         def on_signal(*_args, **_kwargs) -> None:
-            nonlocal busy
             setattr(server, flag, True)
-            if busy:
-                return
-            busy = True
-            try:
-                server.main_loop_interrupt.set()
-            finally:
-                busy = False
+            threading.Thread(target=server.main_loop_interrupt.set, name="signal-wakeup", daemon=True).start()
         return on_signal
 
     server.signal_handler_interrupt = handler("interrupt_signal")
