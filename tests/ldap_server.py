@@ -39,19 +39,28 @@ def slapd_path() -> str | None:
     return shutil.which("slapd", path="/usr/sbin:/usr/bin:/sbin")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class LdapServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: (certificate chain, key) PEM files: then also ldaps:// on `tls_port` and StartTLS."""
         self.root = Path(tempfile.mkdtemp(prefix="ca-server-ldap-"))
         (self.root / "db").mkdir()
-        (self.root / "slapd.conf").write_text(CONFIG.format(root=self.root, suffix=SUFFIX, admin=ADMIN_DN,
-                                                            password=ADMIN_PASSWORD))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        config = CONFIG.format(root=self.root, suffix=SUFFIX, admin=ADMIN_DN, password=ADMIN_PASSWORD)
+        if tls:
+            config = f"TLSCertificateFile {tls[0]}\nTLSCertificateKeyFile {tls[1]}\n" + config
+        (self.root / "slapd.conf").write_text(config)
+        self.port = _free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        self.tls_port = _free_port() if tls else None
+        urls = self.url + "/" + (f" ldaps://127.0.0.1:{self.tls_port}/" if tls else "")
         self.log = open(self.root / "slapd.log", "wb")
-        self.proc = subprocess.Popen([slapd_path(), "-f", str(self.root / "slapd.conf"), "-h", self.url + "/",
-                                      "-d", "0"], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([slapd_path(), "-f", str(self.root / "slapd.conf"), "-h", urls, "-d", "0"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while True:
             try:

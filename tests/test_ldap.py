@@ -133,3 +133,60 @@ def test_a_local_account_is_not_taken_over_by_a_directory_namesake(ldap_app):
     assert sign_in(ldap_app.test_client(), "carol", "local-carol-password").status_code == 303
     assert svc.store.get_user("carol")["domains"] == ("example.test",) or \
         list(svc.store.get_user("carol")["domains"]) == ["example.test"]
+
+
+def test_ldaps_and_starttls_check_the_directorys_certificate(make_app, instance, svc, monkeypatch, tmp_path):
+    """The directory's TLS certificate is issued by this very CA (root.pem as [auth.ldap] ca_file):
+    ldaps:// and StartTLS sign in; a ca_file of another CA is refused in words."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from ca_server import issuance
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                       x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+                          critical=False)
+           .sign(key, hashes.SHA256()))
+    record = issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(
+        csr=csr.public_bytes(serialization.Encoding.PEM), own_certificate=True), dt.datetime.now(dt.UTC))
+    chain, key_file = tmp_path / "slapd-chain.pem", tmp_path / "slapd-key.pem"
+    chain.write_text(record.pem + (instance / "ca" / "intermediate.pem").read_text())
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Another CA")])
+    other = (x509.CertificateBuilder().subject_name(other_name).issuer_name(other_name)
+             .public_key(other_key.public_key()).serial_number(1)
+             .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+             .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .sign(other_key, hashes.SHA256()))
+    (tmp_path / "other-ca.pem").write_bytes(other.public_bytes(serialization.Encoding.PEM))
+    server = LdapServer(tls=(chain, key_file))
+    try:
+        carol = server.person("carol", "carol-directory-pw")
+        server.group("net-admins", [carol])
+        monkeypatch.setenv("TEST_LDAP_BIND_PASSWORD", "directory-admin-secret")
+        original = (instance / "config.toml").read_text()
+
+        def app_for(url: str, ca_file: str, start_tls: bool):
+            (instance / "config.toml").write_text(original)
+            extra = f'ca_file = "{ca_file}"\nstart_tls = {"true" if start_tls else "false"}\n'
+            return app_with_config(make_app, instance, ldap_config(url).replace("timeout_seconds = 2\n",
+                                                                                 "timeout_seconds = 2\n" + extra))
+
+        root = str(instance / "ca" / "root.pem")
+        for url, start_tls in ((f"ldaps://127.0.0.1:{server.tls_port}", False), (server.url, True)):
+            app = app_for(url, root, start_tls)
+            assert sign_in(app.test_client(), "carol", "carol-directory-pw").status_code == 303, url
+        app = app_for(f"ldaps://127.0.0.1:{server.tls_port}", str(tmp_path / "other-ca.pem"), False)
+        refused = sign_in(app.test_client(), "carol", "carol-directory-pw")
+        page = refused.get_data(as_text=True)
+        assert refused.status_code == 503 and "certificate" in page and "ca_file" in page, page[-600:]
+    finally:
+        server.stop()

@@ -88,6 +88,11 @@ def authenticate(ldap: LdapConfig, bind_password: str | None, username: str, pas
     except DirectoryUnavailable:
         raise
     except (ldap_errors.LDAPException, OSError) as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+            raise DirectoryUnavailable(
+                f"The directory at {ldap.url} presented a TLS certificate that [auth.ldap] ca_file "
+                f"({ldap.ca_file or 'the system store'}) does not trust, or that is not for its host name; nobody "
+                "can sign in through it until an admin fixes that. Local accounts can still sign in.") from None
         raise DirectoryUnavailable(f"The directory at {ldap.url} cannot be reached right now ({type(exc).__name__}); "
                                    "local accounts can still sign in.") from None
 
