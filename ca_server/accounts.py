@@ -117,6 +117,7 @@ def user_requester(row: dict) -> Requester:
         domains=row["domains"],
         allow_ip=row["allow_ip"],
         email=row.get("email"),
+        can_approve=bool(row.get("can_approve")),
     )
 
 

@@ -30,7 +30,7 @@ def get_request(store: CaStore, request_id: str) -> PendingRequest:
 
 
 def visible_to(pending: PendingRequest, requester: issuance.Requester) -> bool:
-    return requester.is_admin or pending.requester == requester.label
+    return requester.approves or pending.requester == requester.label
 
 
 def approve(config: Config, secret: Secrets, store: CaStore, authority: Authority, request_id: str,
@@ -69,8 +69,8 @@ def reject(config: Config, secret: Secrets, store: CaStore, request_id: str, adm
 
 
 def _pending(store: CaStore, request_id: str, admin: issuance.Requester) -> PendingRequest:
-    if not admin.is_admin:
-        raise ForbiddenError("Only an admin may approve or reject requests.")
+    if not admin.approves:
+        raise ForbiddenError("Only an admin or an approver may approve or reject requests.")
     pending = get_request(store, request_id)
     if pending.status != "pending":
         raise ConflictError(f"Request {request_id} was already {pending.status}.")

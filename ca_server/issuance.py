@@ -41,6 +41,11 @@ class Requester:
     domains: tuple[str, ...] = ()
     allow_ip: bool = True
     email: str | None = None
+    can_approve: bool = False  # an approver ([[auth.groups]] role = "approver"): decides held requests
+
+    @property
+    def approves(self) -> bool:
+        return self.is_admin or self.can_approve
 
     @property
     def label(self) -> str:

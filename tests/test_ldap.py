@@ -12,7 +12,7 @@ import pytest
 
 from ca_server import accounts
 
-from .conftest import app_with_config, session_issue, sign_in
+from .conftest import app_with_config, csrf_token, session_issue, sign_in
 from .ldap_server import GROUPS, PEOPLE, LdapServer, slapd_path
 
 
@@ -24,9 +24,11 @@ def directory():
     carol = server.person("carol", "carol-directory-pw", mail="carol@example.test")
     dave = server.person("dave", "dave-directory-pw")
     server.person("erin", "erin-directory-pw")  # in no mapped group
+    frank = server.person("frank", "frank-directory-pw")
     keeper = server.person("keeper", "keeper-pw")  # a groupOfNames needs a member
     server.group("net-admins", [carol, keeper])
     server.group("pki-admins", [dave])
+    server.group("pki-approvers", [frank])
     server.posix_group("lab-users", ["carol"])
     yield server
     server.stop()
@@ -56,6 +58,10 @@ domains = ["lab.example.test"]
 [[auth.groups]]
 group = "pki-admins"
 role = "admin"
+
+[[auth.groups]]
+group = "pki-approvers"
+role = "approver"
 """
 
 
@@ -190,3 +196,24 @@ def test_ldaps_and_starttls_check_the_directorys_certificate(make_app, instance,
         assert refused.status_code == 503 and "certificate" in page and "ca_file" in page, page[-600:]
     finally:
         server.stop()
+
+
+def test_an_approver_decides_held_requests_and_nothing_else(make_app, instance, directory, monkeypatch):
+    monkeypatch.setenv("TEST_LDAP_BIND_PASSWORD", "directory-admin-secret")
+    config = instance / "config.toml"
+    config.write_text(config.read_text().replace("approval_for_other_names = false", "approval_for_other_names = true"))
+    app = app_with_config(make_app, instance, ldap_config(directory.url))
+    carol = app.test_client()
+    assert sign_in(carol, "carol", "carol-directory-pw").status_code == 303
+    held = session_issue(carol, "outside.other.example.test")
+    assert held.status_code == 202, held.json
+    request_id = held.json["request_id"]
+    frank = app.test_client()
+    assert sign_in(frank, "frank", "frank-directory-pw").status_code == 303
+    queue = frank.get("/admin/requests")
+    assert queue.status_code == 200 and request_id in queue.get_data(as_text=True)
+    assert frank.get("/admin/tokens").status_code == 403  # an approver is no admin
+    approved = frank.post(f"/admin/requests/{request_id}/approve",
+                          data={"csrf_token": csrf_token(queue.get_data(as_text=True))})
+    assert approved.status_code == 303 and "/certificates/" in approved.headers["Location"]
+    assert session_issue(frank, "own.other.example.test").status_code == 202  # no domains of its own: held too

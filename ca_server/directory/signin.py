@@ -50,10 +50,11 @@ def admit(config: Config, store: CaStore, username: str, email: str | None, grou
         return Outcome(None, f"You are in {seen}; none of them gives access to this CA. Ask an admin to map your "
                              "group in [[auth.groups]].", groups)
     is_admin = any(m.role == "admin" for m in mapped)
+    approver = any(m.role == "approver" for m in mapped)
     domains = tuple(sorted({d for m in mapped for d in m.domains}))
     kept = store.upsert_directory_user({
         "name": username, "password_hash": f"!{method}", "is_admin": int(is_admin), "domains": domains,
-        "allow_ip": int(is_admin), "email": email, "created_at": to_text(now)})
+        "allow_ip": int(is_admin), "email": email, "created_at": to_text(now), "can_approve": int(approver)})
     if not kept:
         return Outcome(None, f"{username} is a local account here; sign in with its password.")
     return Outcome(accounts.user_requester(store.get_user(username)), groups=groups)

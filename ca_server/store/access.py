@@ -68,12 +68,13 @@ class AccessQueries:
         "!oidc": no local password); a local account of the same name is left alone (False)."""
         with self.write() as db:
             db.execute(
-                "INSERT INTO users (name, password_hash, is_admin, domains, allow_ip, email, created_at)"
-                " VALUES (:name, :password_hash, :is_admin, :domains, :allow_ip, :email, :created_at)"
+                "INSERT INTO users (name, password_hash, is_admin, domains, allow_ip, email, created_at, can_approve)"
+                " VALUES (:name, :password_hash, :is_admin, :domains, :allow_ip, :email, :created_at, :can_approve)"
                 " ON CONFLICT (name) DO UPDATE SET is_admin = excluded.is_admin, domains = excluded.domains,"
+                " can_approve = excluded.can_approve,"
                 " allow_ip = excluded.allow_ip, email = COALESCE(excluded.email, users.email),"
                 " password_hash = excluded.password_hash WHERE users.password_hash LIKE '!%'",
-                {**row, "domains": json.dumps(list(row["domains"]))})
+                {"can_approve": 0, **row, "domains": json.dumps(list(row["domains"]))})
             current = db.execute("SELECT password_hash FROM users WHERE name = ?", [row["name"]]).fetchone()
         return current is not None and current[0] == row["password_hash"]
 

@@ -441,3 +441,9 @@ def m021_sessions(db: Database) -> None:
                " last_seen_at TEXT NOT NULL, expires_at TEXT NOT NULL, ended_at TEXT, ended_by TEXT, client TEXT,"
                " method TEXT NOT NULL)")
     db.execute("CREATE INDEX sessions_user ON sessions(user_name, created_at)")
+
+
+@migrations()
+def m022_approvers(db: Database) -> None:
+    """Users who decide held requests without being admins ([[auth.groups]] role = "approver")."""
+    db.execute("ALTER TABLE users ADD COLUMN can_approve INTEGER NOT NULL DEFAULT 0")

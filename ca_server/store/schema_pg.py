@@ -144,6 +144,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         " method TEXT NOT NULL)",
         "CREATE INDEX sessions_user ON sessions(user_name, created_at)",
     ]),
+    ("m022_approvers", [
+        "ALTER TABLE users ADD COLUMN can_approve INTEGER NOT NULL DEFAULT 0",
+    ]),
 ]
 
 

@@ -18,10 +18,16 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE = 100
 
 
+APPROVER_PAGES = {"admin.queue", "admin.approve", "admin.reject"}
+
+
 @bp.before_request
 def admins_only():
-    if g.get("requester") is None or not g.requester.is_admin:
-        raise ForbiddenError("Only an admin may open the admin pages.")
+    """Admin pages are for admins; the approval queue for approvers too."""
+    requester = g.get("requester")
+    if requester is not None and (requester.is_admin or (requester.approves and request.endpoint in APPROVER_PAGES)):
+        return
+    raise ForbiddenError("Only an admin may open the admin pages.")
 
 
 @bp.get("/requests")

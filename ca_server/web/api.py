@@ -11,7 +11,7 @@ from ..errors import BadRequestError, CertificateNotFoundError, InvalidSerialErr
 from ..models import CertificateRecord, PendingRequest
 from ..pki.serials import parse_serial
 from ..store import CertificateFilter
-from .auth import admin_required
+from .auth import admin_required, approver_required
 from .common import certificate_page, client_address, count_submission, json_body, now, services
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -204,8 +204,8 @@ def revoke_certificate(serial: str):
 @bp.get("/requests")
 def list_requests():
     requester = g.requester
-    status = request.args.get("status") or ("pending" if requester.is_admin else None)
-    rows = services().store.list_requests(status=status, requester=None if requester.is_admin else requester.label)
+    status = request.args.get("status") or ("pending" if requester.approves else None)
+    rows = services().store.list_requests(status=status, requester=None if requester.approves else requester.label)
     return jsonify({"requests": [PendingRequest.from_row(r).as_json() for r in rows]})
 
 
@@ -221,7 +221,7 @@ def get_request(request_id: str):
 
 
 @bp.post("/requests/<request_id>/approve")
-@admin_required
+@approver_required
 def approve_request(request_id: str):
     svc = services()
     decided = approvals.approve(svc.config, svc.secrets, svc.store, svc.authority, request_id, g.requester, now(),
@@ -230,7 +230,7 @@ def approve_request(request_id: str):
 
 
 @bp.post("/requests/<request_id>/reject")
-@admin_required
+@approver_required
 def reject_request(request_id: str):
     body = json_body() or {}
     reason = body.get("reason") if isinstance(body, dict) else None

@@ -131,6 +131,16 @@ def admin_required(view):
     return wrapper
 
 
+def approver_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if g.requester is None or not g.requester.approves:
+            raise ForbiddenError("Only an admin or an approver may do this.")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
 def _safe_next(target: str | None) -> str:
     if not target:
         return url_for("pages.dashboard")
