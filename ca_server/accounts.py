@@ -96,6 +96,14 @@ def set_user_email(store: CaStore, name: str, email: str | None, now: dt.datetim
         raise NotFoundError(f"There is no user named {name!r}.")
 
 
+def disable_user(store: CaStore, name: str, now: dt.datetime, actor: str = "cli:local") -> None:
+    """The user can sign in no more, by password or through the directory (end their sessions too:
+    directory/sessions.py end_all)."""
+    if not store.disable_user(name, now, audit={"at": now, "action": "user_disable", "actor": actor,
+                                                "detail": {"user": name}}):
+        raise NotFoundError(f"There is no active user named {name!r}.")
+
+
 def authenticate_user(store: CaStore, name: str, password: str) -> Requester | None:
     row = store.get_user(name) if name else None
     try:

@@ -217,3 +217,13 @@ def test_an_approver_decides_held_requests_and_nothing_else(make_app, instance, 
                           data={"csrf_token": csrf_token(queue.get_data(as_text=True))})
     assert approved.status_code == 303 and "/certificates/" in approved.headers["Location"]
     assert session_issue(frank, "own.other.example.test").status_code == 202  # no domains of its own: held too
+
+
+def test_a_disabled_directory_user_cannot_sign_in_again(ldap_app):
+    from ca_server import accounts as user_accounts
+
+    assert sign_in(ldap_app.test_client(), "carol", "carol-directory-pw").status_code == 303
+    svc = ldap_app.extensions["ca_server"]
+    user_accounts.disable_user(svc.store, "carol", dt.datetime.now(dt.UTC))
+    refused = sign_in(ldap_app.test_client(), "carol", "carol-directory-pw")
+    assert refused.status_code == 401 and "disabled by an admin" in refused.get_data(as_text=True)

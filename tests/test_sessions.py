@@ -118,3 +118,14 @@ def test_two_nodes_share_sessions(make_app, svc):
     assert is_signed_in(other)  # the session begun on node a is known to node b
     assert post(other, "/logout").status_code == 303
     assert not is_signed_in(client)  # ended on node b: signed out on node a too
+
+
+def test_disabling_a_user_ends_their_sessions_and_their_sign_ins(app, svc, instance):
+    add(svc, "bob")
+    client = signed_in(app, "bob")
+    done = CliRunner().invoke(main, ["--instance", str(instance), "user", "disable", "bob"])
+    assert done.exit_code == 0 and "bob: disabled; 1 session ended" in done.output, done.output
+    assert not is_signed_in(client)
+    assert sign_in(app.test_client(), "bob", "bob-password").status_code == 401
+    again = CliRunner().invoke(main, ["--instance", str(instance), "user", "disable", "bob"])
+    assert again.exit_code == 1 and "no active user named 'bob'" in again.output

@@ -74,6 +74,22 @@ def register_admin_commands(main: click.Group) -> None:
         ended = sessions.end_all(_services().store, name, utcnow(), actor=operator(), client=None)
         click.echo(f"{name}: {ended} session{'s' if ended != 1 else ''} ended")
 
+    @user.command("disable")
+    @click.argument("name")
+    @domain_errors
+    def user_disable(name) -> None:
+        """Disable a user (a leaver): no more sign-ins, by password or through the directory, and
+        every session ends now.
+
+        \b
+        Example:
+          ca-server user disable alice
+        """
+        store, now = _services().store, utcnow()
+        accounts.disable_user(store, name, now, actor=operator())
+        ended = sessions.end_all(store, name, now, actor=operator(), client=None)
+        click.echo(f"{name}: disabled; {ended} session{'s' if ended != 1 else ''} ended")
+
     @user.command("list")
     @domain_errors
     def user_list() -> None:

@@ -56,5 +56,6 @@ def admit(config: Config, store: CaStore, username: str, email: str | None, grou
         "name": username, "password_hash": f"!{method}", "is_admin": int(is_admin), "domains": domains,
         "allow_ip": int(is_admin), "email": email, "created_at": to_text(now), "can_approve": int(approver)})
     if not kept:
-        return Outcome(None, f"{username} is a local account here; sign in with its password.")
+        return Outcome(None, f"{username} is a local account here, or was disabled by an admin; a directory sign-in "
+                             "cannot use it.")
     return Outcome(accounts.user_requester(store.get_user(username)), groups=groups)

@@ -75,8 +75,17 @@ class AccessQueries:
                 " allow_ip = excluded.allow_ip, email = COALESCE(excluded.email, users.email),"
                 " password_hash = excluded.password_hash WHERE users.password_hash LIKE '!%'",
                 {"can_approve": 0, **row, "domains": json.dumps(list(row["domains"]))})
-            current = db.execute("SELECT password_hash FROM users WHERE name = ?", [row["name"]]).fetchone()
-        return current is not None and current[0] == row["password_hash"]
+            current = db.execute("SELECT password_hash, disabled_at FROM users WHERE name = ?", [row["name"]]).fetchone()
+        return current is not None and current[0] == row["password_hash"] and current[1] is None
+
+    def disable_user(self, name: str, at: dt.datetime, audit: dict | None = None) -> bool:
+        """The user signs in no more (directory users neither); False when there is none to disable."""
+        with self.write() as db:
+            changed = db.execute("UPDATE users SET disabled_at = ? WHERE name = ? AND disabled_at IS NULL",
+                                 [to_text(at), name]).rowcount == 1
+            if changed and audit:
+                self._append_audit(db, **audit)
+        return changed
 
     def list_users(self) -> list[dict]:
         return [_decode(r) for r in self.db.query("SELECT * FROM users ORDER BY name")]
