@@ -121,24 +121,20 @@ def audit_failed_sign_in(actor: str) -> None:
     services().store.append_audit(at=now(), action="sign_in_failed", actor=actor, client=request.remote_addr)
 
 
-def admin_required(view):
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        if g.requester is None or not g.requester.is_admin:
-            raise ForbiddenError("Only an admin may do this.")
-        return view(*args, **kwargs)
+def _requires(allowed, message: str):
+    """A view decorator: the requester must pass `allowed`, else 403 with `message`."""
+    def decorator(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            if g.requester is None or not allowed(g.requester):
+                raise ForbiddenError(message)
+            return view(*args, **kwargs)
+        return wrapper
+    return decorator
 
-    return wrapper
 
-
-def approver_required(view):
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        if g.requester is None or not g.requester.approves:
-            raise ForbiddenError("Only an admin or an approver may do this.")
-        return view(*args, **kwargs)
-
-    return wrapper
+admin_required = _requires(lambda r: r.is_admin, "Only an admin may do this.")
+approver_required = _requires(lambda r: r.approves, "Only an admin or an approver may do this.")
 
 
 def _safe_next(target: str | None) -> str:
