@@ -95,6 +95,29 @@ def sample(url: str, method: str, body: bytes, serial: int) -> str | None:
     return None
 
 
+FLOOR_APP = """
+ANSWER = open(__file__.replace("floor_app.py", "answer.der"), "rb").read()
+
+
+def app(environ, start_response):
+    environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/ocsp-response"), ("Content-Length", str(len(ANSWER)))])
+    return [ANSWER]
+"""
+
+
+def start_floor(folder: Path, answer: bytes, port: int) -> Server:
+    """The floor (issue 29): a bare Granian WSGI app, as many workers as ca-server's, answering a
+    constant (ca-server's own answer to the phase's request) to every POST."""
+    (folder / "answer.der").write_bytes(answer)
+    (folder / "floor_app.py").write_text(FLOOR_APP)
+    granian = str(Path(sys.executable).with_name("granian"))
+    server = Server([granian, "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+                     "--working-dir", str(folder), "floor_app:app"], folder / "floor.log")
+    _wait_cfssl(port)
+    return server
+
+
 def measure(log, seconds: int = 5) -> dict:
     if ensure_cfssl() is None:
         log("  cfssl: not installed and could not be installed; no OCSP peer figures")
@@ -126,8 +149,12 @@ def measure(log, seconds: int = 5) -> dict:
         scripts = {"POST": folder / "post.lua", "GET": folder / "get.lua"}
         scripts["POST"].write_text(POST_SCRIPT)
         scripts["GET"].write_text(GET_SCRIPT)
-        ours_port, cfssl_port = free_port(), free_port()
+        ours_port, cfssl_port, floor_port = free_port(), free_port(), free_port()
         ours = start_ca_server(root, ours_port)
+        answer = urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - our own server
+            f"http://127.0.0.1:{ours_port}/ocsp", data=request, headers={"Content-Type": "application/ocsp-request"}),
+            timeout=10).read()
+        floor = start_floor(folder, answer, floor_port)
         peer = Server(["cfssl", "ocspserve", "-address", "127.0.0.1", "-port", str(cfssl_port), "-responses",
                        str(folder / "responses")], folder / "cfssl.log")
         try:
@@ -166,12 +193,20 @@ def measure(log, seconds: int = 5) -> dict:
                     rows.append(row)
                     verdict = f"ratio {row['ratio']}, CPU {row['cpu_ratio']}x" if valid else \
                         f"INVALID ({'; '.join(wrong)}): no ratio"
+                    if method == "POST":  # the floor: what Granian alone costs per answer, in the same run
+                        f = phase(floor, f"http://127.0.0.1:{floor_port}/", scripts[method], body, concurrency, seconds)
+                        floor_ok = sample(f"http://127.0.0.1:{floor_port}/", "POST", request, serial) is None \
+                            and not f["errors"] and not a["errors"]
+                        row["floor"] = f
+                        row["cpu_vs_floor"] = round(a["cpu_us"] / f["cpu_us"], 2) if floor_ok and f["cpu_us"] else None
+                        verdict += f"; bare Granian {f['rps']}/s {f['cpu_us']} us CPU, ca-server at {row['cpu_vs_floor']}x"
                     log(f"  {method} c={concurrency}: ca-server {a['rps']}/s p99 {a['p99_ms']} ms {a['cpu_us']} us CPU; "
                         f"cfssl {b['rps']}/s p99 {b['p99_ms']} ms {b['cpu_us']} us CPU; {verdict}")
             return {"rows": rows}
         finally:
             ours.stop()
             peer.stop()
+            floor.stop()
 
 
 def _wait_cfssl(port: int) -> None:
