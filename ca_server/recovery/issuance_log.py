@@ -55,34 +55,33 @@ def canonical(entry: dict) -> bytes:
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# The certificate row an issue (or import) entry carries, field by field: enough for a replay to
+# rebuild the row as it was. Times as RFC 3339 text, tuples as lists, the DER as base64.
+_RECORD_FIELDS = ("serial", "issued_at", "not_before", "not_after", "subject", "issuer", "common_name", "sans",
+                  "profile", "key_label", "fingerprint_sha256", "fingerprint_sha1", "spki_sha256", "notify",
+                  "requester", "revoked_at", "revocation_reason")
+_TIMES = {"issued_at", "not_before", "not_after", "revoked_at"}
+_TUPLES = {"sans", "notify"}
+
+
 def record_payload(kind: str, record: CertificateRecord) -> dict:
-    """What an issue (or import) entry holds: the certificate and every column of its row, so a
-    replay rebuilds the row as it was."""
-    return {
-        "kind": kind, "serial": record.serial, "der": base64.b64encode(record.der).decode(),
-        "issued_at": to_text(record.issued_at), "not_before": to_text(record.not_before),
-        "not_after": to_text(record.not_after), "subject": record.subject, "issuer": record.issuer,
-        "common_name": record.common_name, "sans": list(record.sans), "profile": record.profile,
-        "key_label": record.key_label, "fingerprint_sha256": record.fingerprint_sha256,
-        "fingerprint_sha1": record.fingerprint_sha1, "spki_sha256": record.spki_sha256,
-        "notify": list(record.notify), "requester": record.requester,
-        "revoked_at": to_text(record.revoked_at) if record.revoked_at else None,
-        "revocation_reason": record.revocation_reason,
-    }
+    """What an issue (or import) entry holds: the certificate and every column of its row."""
+    payload: dict = {"kind": kind, "der": base64.b64encode(record.der).decode()}
+    for name in _RECORD_FIELDS:
+        value = getattr(record, name)
+        payload[name] = (to_text(value) if value else None) if name in _TIMES else \
+            list(value) if name in _TUPLES else value
+    return payload
 
 
 def payload_record(entry: dict) -> CertificateRecord:
     """The certificate row an issue entry carries (for a replay)."""
-    return CertificateRecord(
-        serial=entry["serial"], issued_at=from_text(entry["issued_at"]), not_before=from_text(entry["not_before"]),
-        not_after=from_text(entry["not_after"]), subject=entry["subject"], issuer=entry["issuer"],
-        common_name=entry["common_name"], sans=tuple(entry["sans"]), profile=entry["profile"],
-        key_label=entry["key_label"], fingerprint_sha256=entry["fingerprint_sha256"],
-        fingerprint_sha1=entry["fingerprint_sha1"], spki_sha256=entry["spki_sha256"],
-        der=base64.b64decode(entry["der"]), notify=tuple(entry["notify"]), requester=entry["requester"],
-        revoked_at=from_text(entry["revoked_at"]) if entry.get("revoked_at") else None,
-        revocation_reason=entry.get("revocation_reason"),
-    )
+    values = {name: entry.get(name) for name in _RECORD_FIELDS}
+    for name in _TIMES:
+        values[name] = from_text(values[name]) if values[name] else None
+    for name in _TUPLES:
+        values[name] = tuple(values[name])
+    return CertificateRecord(der=base64.b64decode(entry["der"]), **values)
 
 
 def stored_form(entry: dict) -> str:
@@ -121,30 +120,31 @@ class LogFile:
         self._lock_fd: tuple[int, int] | None = None  # (pid, fd) of the lock file
 
     def next_index(self) -> int:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return 0
+        """The index after the file's last entry (under `locked`: a last line cut short by a
+        crash, whose transaction never committed, is dropped first)."""
+        return self._next_index(repair=True) if self.path.exists() else 0
+
+    def _next_index(self, *, repair: bool) -> int:
+        st = os.stat(self.path)
         if self._known and self._known[:2] == (st.st_ino, st.st_size):
             return self._known[2]
-        with open(self.path, "rb+") as fh:
-            end = fh.seek(0, os.SEEK_END)
-            tail, pos = b"", end
+        with open(self.path, "rb+" if repair else "rb") as fh:
+            tail, pos = b"", st.st_size
             while pos > 0 and tail.count(b"\n") < 2:
                 step = min(8192, pos)
                 pos -= step
                 fh.seek(pos)
                 tail = fh.read(step) + tail
-            if tail and not tail.endswith(b"\n"):  # cut short: drop the partial line
-                cut = tail.rfind(b"\n")
-                fh.truncate(pos + cut + 1 if cut >= 0 else 0)
+            cut = tail.rfind(b"\n") + 1  # where the last complete line ends, in `tail`
+            if repair and cut < len(tail):
+                fh.truncate(pos + cut)
                 os.fsync(fh.fileno())
-                return self.next_index()
-        last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1] if tail else b""
+                return self._next_index(repair=True)
         # "index" as a key: inside a JSON string a quote is escaped, so this finds only the key.
-        found = _INDEX.search(last)
+        found = _INDEX.search(tail[:cut].rstrip(b"\n").rsplit(b"\n", 1)[-1])
         following = int(found.group(1)) + 1 if found else 0
-        self._known = (st.st_ino, st.st_size, following)
+        if cut == len(tail):  # a whole file: what the next look may reuse
+            self._known = (st.st_ino, st.st_size, following)
         return following
 
     @contextlib.contextmanager
@@ -162,24 +162,14 @@ class LogFile:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def peek_next_index(self) -> int:
-        """next_index without the lock: never changes a line of the file (one being written is
-        skipped). Creates the file when it is missing, so an unusable path (a folder that cannot
-        be made, a read-only disk) raises OSError here, before anything is committed."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+        """next_index without the lock: never changes the file (a line being written is skipped).
+        Creates the file when it is missing, so an unusable path (a folder that cannot be made, a
+        read-only disk) raises OSError here, before anything is committed."""
+        if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
             _sync_folder(self.path.parent)  # the new name itself must survive a power loss
-            return 0
-        if self._known and self._known[:2] == (st.st_ino, st.st_size):
-            return self._known[2]
-        with open(self.path, "rb") as fh:
-            fh.seek(max(0, st.st_size - 65536))
-            tail = fh.read()
-        complete = tail[:tail.rfind(b"\n") + 1].rstrip(b"\n").rsplit(b"\n", 1)[-1]
-        found = _INDEX.search(complete)
-        return int(found.group(1)) + 1 if found else 0
+        return self._next_index(repair=False)
 
     def append(self, lines: list[bytes], following: int | None) -> None:
         """Append `lines` (under `locked`), after which the file holds entries up to `following`

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,11 +77,21 @@ def file_checkpoints(entries: Path) -> list[str]:
     return notes
 
 
-def read_log(path: Path, sizes: set[int] = frozenset(), lines: Iterable[bytes] | None = None) -> Report:
-    """The chain of the file at `path` (or of `lines`): indexes, links, fingerprints, and the
-    roots at `sizes`."""
+def read_log(path: Path, sizes: set[int] = frozenset(),
+             more: Callable[[int], Iterator[bytes]] | None = None) -> Report:
+    """The chain of the file at `path`, then of `more(lines read)` (the newest entries, from the
+    store, that other nodes appended): indexes, links, fingerprints, and the roots at `sizes`."""
     report, running, prev = Report(), RunningRoot(), b""
-    for number, line in enumerate(LogFile(path).lines() if lines is None else lines, 1):
+
+    def lines() -> Iterator[bytes]:
+        yield from LogFile(path).lines()
+        if more is not None:
+            count = running.size
+            for line in more(count):
+                report.from_store += 1
+                yield line
+
+    for number, line in enumerate(lines(), 1):
         try:
             entry = json.loads(line)
             index, kind, serial = entry["index"], entry["kind"], entry["serial"]
@@ -130,19 +140,10 @@ def verify(path: Path, verifier: str, notes: list[str], store: CaStore | None = 
             checkpoints.append(exc)
     sizes = {c.size for c in checkpoints if not isinstance(c, Exception)}
     store_size = store.log_size() if store is not None else 0
-    from_store = [0]
-
-    def lines() -> Iterator[bytes]:
-        count = 0
-        for line in LogFile(path).lines():
-            count += 1
-            yield line
-        if store_size > count and store.kind == "postgresql":  # other nodes appended since this one wrote
-            from_store[0] = store_size - count
-            yield from entry_lines(store, count)
-
-    report = read_log(path, sizes | ({store_size} if store_size else set()), lines())
-    report.from_store = from_store[0]
+    # On PostgreSQL other nodes append too: what they added since this node last wrote is read
+    # from the store. On one node (SQLite) the file must hold all (_compare_with_store says so).
+    more = (lambda count: entry_lines(store, count)) if store is not None and store.kind == "postgresql" else None
+    report = read_log(path, sizes | ({store_size} if store_size else set()), more)
     for checkpoint in checkpoints:
         if isinstance(checkpoint, Exception):
             report.problem(f"A checkpoint does not verify: {checkpoint.message}")

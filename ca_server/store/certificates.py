@@ -143,7 +143,7 @@ class CertificateQueries:
         so only the certificate whose serial is taken fails."""
         try:
             # The issuance log reads its head inside the transaction: no pipelining then.
-            with self.writers_queue(), (self.write() if self.log_attached else self.write_many()) as db:
+            with self.writers_queue(), (self.write() if self.issuance_log is not None else self.write_many()) as db:
                 for item in batch:
                     self._insert_one(db, item)
                 through = self._log_events(db, [("issue", item.record) for item in batch])

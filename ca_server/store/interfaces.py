@@ -160,7 +160,6 @@ class DeviceStore(Protocol):
 
 
 class LogStore(Protocol):
-    log_attached: bool
     issuance_log: Any
 
     def attach_log(self, writer: Any) -> None: ...

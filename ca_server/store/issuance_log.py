@@ -26,13 +26,9 @@ class IssuanceLogQueries:
     def issuance_log(self) -> Any:
         return self.__dict__.get("_issuance_log")
 
-    @property
-    def log_attached(self) -> bool:
-        return self.__dict__.get("_issuance_log") is not None
-
     def _log_events(self, db, events: list[tuple]) -> int | None:
         """Inside the transaction: the entries, in the store's order; the log's size after them."""
-        writer = self.__dict__.get("_issuance_log")
+        writer = self.issuance_log
         if writer is None or not events:
             return None
         self.serialize(db, LOCK)

@@ -137,7 +137,7 @@ admin_required = _requires(lambda r: r.is_admin, "Only an admin may do this.")
 approver_required = _requires(lambda r: r.approves, "Only an admin or an approver may do this.")
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     if not target:
         return url_for("pages.dashboard")
     parts = urlsplit(target)
@@ -169,7 +169,7 @@ def login():
                 session.clear()
                 session["sid"] = sessions.begin(svc.config, svc.store, requester.name, now(),
                                                 client=request.remote_addr, method=method, groups=groups)
-                return redirect(_safe_next(request.args.get("next")), code=303)
+                return redirect(safe_next(request.args.get("next")), code=303)
             audit_failed_sign_in(f"user:{name[:64]}")
         count_failed_sign_in()
         form.password.errors = list(form.password.errors) + [message]

@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, current_app, redirect, render_template, requ
 from joserfc.errors import JoseError
 
 from ..directory import sessions, signin
-from .auth import LoginForm, _safe_next, audit_failed_sign_in, count_failed_sign_in
+from .auth import LoginForm, audit_failed_sign_in, count_failed_sign_in, safe_next
 from .common import now, own_base_url, services
 
 bp = Blueprint("oidc", __name__)
@@ -58,7 +58,7 @@ def start():
     oauth = current_app.extensions.get("ca_server_oidc")
     if oauth is None:
         return redirect(url_for("auth.login"))
-    session["oidc_next"] = _safe_next(request.args.get("next"))
+    session["oidc_next"] = safe_next(request.args.get("next"))
     try:
         return getattr(oauth, CLIENT).authorize_redirect(own_base_url() + url_for("oidc.callback"))
     except (AuthlibBaseError, OSError, ValueError) as exc:
@@ -98,4 +98,4 @@ def callback():
     session.clear()
     session["sid"] = sessions.begin(svc.config, svc.store, username, now(), client=request.remote_addr,
                                     method="oidc", groups=groups)
-    return redirect(_safe_next(target), code=303)
+    return redirect(target or safe_next(None), code=303)  # made safe when the sign-in began
