@@ -17,7 +17,8 @@ from ..store import CaStore
 TOUCH_EVERY = dt.timedelta(minutes=1)  # last use is written at most once a minute
 
 
-def _hash(session_id: str) -> str:
+def key_of(session_id: str) -> str:
+    """What the store keeps of a session id (and what lists of sessions know it by)."""
     return hashlib.sha256(session_id.encode("utf-8", "replace")).hexdigest()
 
 
@@ -26,7 +27,7 @@ def begin(config: Config, store: CaStore, user: str, now: dt.datetime, *, client
     """A new session for `user`; returns the id for the cookie (the store keeps only its hash)."""
     session_id = secrets.token_urlsafe(32)
     store.insert_session({
-        "id_sha256": _hash(session_id), "user_name": user, "created_at": to_text(now), "last_seen_at": to_text(now),
+        "id_sha256": key_of(session_id), "user_name": user, "created_at": to_text(now), "last_seen_at": to_text(now),
         "expires_at": to_text(now + dt.timedelta(hours=config.auth.session_hours)), "client": client,
         "method": method,
     }, audit={"at": now, "action": "sign_in", "actor": f"user:{user}", "client": client,
@@ -38,7 +39,7 @@ def current_user(config: Config, store: CaStore, session_id: str | None, now: dt
     """The user of an open session, or None (unknown, ended, idle too long, past its end)."""
     if not session_id or len(session_id) > 100:
         return None
-    key = _hash(session_id)
+    key = key_of(session_id)
     row = store.session_by_hash(key)
     if row is None or row["ended_at"]:
         return None
@@ -54,7 +55,7 @@ def current_user(config: Config, store: CaStore, session_id: str | None, now: dt
 
 
 def end(store: CaStore, session_id: str, now: dt.datetime, *, actor: str, client: str | None) -> int:
-    return store.end_sessions(now, actor, id_sha256=_hash(session_id), audit={
+    return store.end_sessions(now, actor, id_sha256=key_of(session_id), audit={
         "at": now, "action": "sign_out", "actor": actor, "client": client})
 
 

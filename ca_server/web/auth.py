@@ -190,7 +190,8 @@ def logout():
         return redirect(url_for("auth.login"), code=303)
     mine = g.requester is not None and g.requester.kind == "user"
     return render_template("logout.html", open_sessions=sessions.open_sessions(
-        services().store, now(), g.requester.name) if mine else [])
+        services().store, now(), g.requester.name) if mine else [],
+        this_session=sessions.key_of(session["sid"]) if session.get("sid") else None)
 
 
 @bp.post("/logout/everywhere")
