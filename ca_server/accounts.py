@@ -104,6 +104,12 @@ def disable_user(store: CaStore, name: str, now: dt.datetime, actor: str = "cli:
         raise NotFoundError(f"There is no active user named {name!r}.")
 
 
+def enable_user(store: CaStore, name: str, now: dt.datetime, actor: str = "cli:local") -> None:
+    """A disabled user may sign in again (with the password or directory membership they have)."""
+    if not store.enable_user(name, audit={"at": now, "action": "user_enable", "actor": actor, "detail": {"user": name}}):
+        raise NotFoundError(f"There is no disabled user named {name!r}.")
+
+
 def authenticate_user(store: CaStore, name: str, password: str) -> Requester | None:
     row = store.get_user(name) if name else None
     try:

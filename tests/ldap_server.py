@@ -1,5 +1,6 @@
 """A throwaway OpenLDAP server for tests: Debian's slapd with a slapd.conf in a temporary folder,
-on a free port, with a test directory of people and groups (groupOfNames and posixGroup)."""
+on a free port, with a test directory of people and groups (groupOfNames and posixGroup). With
+`memberof=True` the memberof overlay keeps each person's memberOf, as Active Directory does."""
 
 from __future__ import annotations
 
@@ -46,11 +47,14 @@ def _free_port() -> int:
 
 
 class LdapServer:
-    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None, memberof: bool = False) -> None:
         """`tls`: (certificate chain, key) PEM files: then also ldaps:// on `tls_port` and StartTLS."""
         self.root = Path(tempfile.mkdtemp(prefix="ca-server-ldap-"))
         (self.root / "db").mkdir()
         config = CONFIG.format(root=self.root, suffix=SUFFIX, admin=ADMIN_DN, password=ADMIN_PASSWORD)
+        if memberof:  # after the database: the overlay belongs to it
+            config = config.replace("moduleload back_mdb", "moduleload back_mdb\nmoduleload memberof")
+            config = config.replace("access to attrs", "overlay memberof\naccess to attrs", 1)
         if tls:
             config = f"TLSCertificateFile {tls[0]}\nTLSCertificateKeyFile {tls[1]}\n" + config
         (self.root / "slapd.conf").write_text(config)

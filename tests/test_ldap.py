@@ -131,6 +131,38 @@ def test_a_directory_that_is_down_is_said_and_the_local_admin_still_signs_in(mak
     assert sign_in(app.test_client(), "root-admin", "break-glass-password").status_code == 303
 
 
+def test_active_directory_style_groups_come_from_memberof_alone(make_app, instance, monkeypatch):
+    """No group_base: as with Active Directory, a person's groups are the cn of each DN in their
+    memberOf (slapd's memberof overlay keeps it, as AD does), nested OU paths included."""
+    server = LdapServer(memberof=True)
+    try:
+        server.add(f"ou=pki,{GROUPS}", ["organizationalUnit"], {"ou": "pki"})
+        grace = server.person("grace", "grace-directory-pw")
+        heidi = server.person("heidi", "heidi-directory-pw")
+        keeper = server.person("keeper", "keeper-pw")  # a groupOfNames needs a member
+        server.group("net-admins", [grace, keeper])
+        server.add(f"cn=pki-admins,ou=pki,{GROUPS}", ["groupOfNames"], {"cn": "pki-admins", "member": [heidi]})
+        with server.admin() as conn:  # what the sign-in will read: the overlay filled memberOf
+            conn.search(f"uid=grace,{PEOPLE}", "(objectClass=*)", attributes=["memberOf"])
+            assert [str(v) for v in conn.entries[0].memberOf.values] == [f"cn=net-admins,{GROUPS}"]
+        monkeypatch.setenv("TEST_LDAP_BIND_PASSWORD", "directory-admin-secret")
+        config = ldap_config(server.url).replace(f'group_base = "{GROUPS}"\n', "")
+        assert "group_base" not in config
+        app = app_with_config(make_app, instance, config)
+        client = app.test_client()
+        assert sign_in(client, "grace", "grace-directory-pw").status_code == 303
+        assert session_issue(client, "ad.corp.example.test").status_code == 201
+        assert session_issue(client, "ad.lab.example.test").status_code == 403  # not in lab-users
+        admin = app.test_client()
+        assert sign_in(admin, "heidi", "heidi-directory-pw").status_code == 303
+        assert admin.get("/admin/tokens").status_code == 200  # cn=pki-admins,ou=pki,... -> admin
+        server.remove_member("net-admins", grace)  # the overlay drops memberOf too
+        r = sign_in(app.test_client(), "grace", "grace-directory-pw")
+        assert r.status_code == 401 and "none of them gives access" in r.get_data(as_text=True)
+    finally:
+        server.stop()
+
+
 def test_a_local_account_is_not_taken_over_by_a_directory_namesake(ldap_app):
     svc = ldap_app.extensions["ca_server"]
     accounts.add_user(svc.store, "carol", "local-carol-password", is_admin=False, domains=("example.test",),

@@ -130,3 +130,56 @@ def test_disabling_a_user_ends_their_sessions_and_their_sign_ins(app, svc, insta
     assert sign_in(app.test_client(), "bob", "bob-password").status_code == 401
     again = CliRunner().invoke(main, ["--instance", str(instance), "user", "disable", "bob"])
     assert again.exit_code == 1 and "no active user named 'bob'" in again.output
+    enabled = CliRunner().invoke(main, ["--instance", str(instance), "user", "enable", "bob"])
+    assert enabled.exit_code == 0 and "bob: enabled" in enabled.output, enabled.output
+    assert is_signed_in(signed_in(app, "bob"))  # the same password works again
+    listed = CliRunner().invoke(main, ["--instance", str(instance), "user", "list"])
+    assert "bob" in listed.output and "disabled" not in listed.output
+
+
+def test_an_admin_lists_every_session_and_ends_one_of_them(app, svc):
+    add(svc, "bob")
+    add(svc, "boss", admin=True)
+    laptop, phone, boss = signed_in(app, "bob"), signed_in(app, "bob"), signed_in(app, "boss")
+    page = boss.get("/admin/sessions?user=bob").get_data(as_text=True)
+    assert "Open sign-in sessions of bob" in page and page.count("End this session of bob") == 2
+    assert "End this session of boss" not in page
+    everyone = boss.get("/admin/sessions").get_data(as_text=True)
+    assert everyone.count("End this session of bob") == 2 and "End this session of boss" in everyone
+    # the phone's session is the newest: listed first
+    first_key = page.split("/admin/sessions/")[1].split("/end")[0]
+    r = boss.post(f"/admin/sessions/{first_key}/end", data={"csrf_token": csrf_token(page), "user": "bob"})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/admin/sessions?user=bob")
+    assert not is_signed_in(phone) and is_signed_in(laptop)  # only that one browser is signed out
+    after = boss.get("/admin/sessions?user=bob").get_data(as_text=True)
+    assert after.count("End this session of bob") == 1
+    again = boss.post(f"/admin/sessions/{first_key}/end", data={"csrf_token": csrf_token(after)}, follow_redirects=True)
+    assert "That session had already ended" in again.get_data(as_text=True)
+    ended = [e for e in svc.store.audit_entries(action="session_ended")]
+    assert len(ended) == 1 and ended[0]["actor"] == "user:boss"
+    token = csrf_token(laptop.get("/logout").get_data(as_text=True))
+    assert laptop.get("/admin/sessions").status_code == 403  # not for requesters
+    assert laptop.post(f"/admin/sessions/{first_key}/end", data={"csrf_token": token}).status_code == 403
+
+
+def test_an_admin_disables_and_enables_a_user_on_the_users_page(app, svc):
+    add(svc, "bob")
+    add(svc, "boss", admin=True)
+    bob, boss = signed_in(app, "bob"), signed_in(app, "boss")
+    page = boss.get("/admin/tokens").get_data(as_text=True)
+    assert "Disable bob" in page and "Disable boss" in page
+    r = boss.post("/admin/users/bob/disable", data={"csrf_token": csrf_token(page)}, follow_redirects=True)
+    assert "bob disabled: no more sign-ins; 1 session ended" in r.get_data(as_text=True)
+    assert not is_signed_in(bob) and is_signed_in(boss)
+    assert sign_in(app.test_client(), "bob", "bob-password").status_code == 401
+    page = boss.get("/admin/tokens").get_data(as_text=True)
+    assert "Enable bob" in page and "Disable bob" not in page
+    r = boss.post("/admin/users/boss/disable", data={"csrf_token": csrf_token(page)})
+    assert r.status_code == 403 and "cannot disable your own account" in r.get_data(as_text=True)
+    r = boss.post("/admin/users/bob/enable", data={"csrf_token": csrf_token(page)}, follow_redirects=True)
+    assert "bob enabled" in r.get_data(as_text=True)
+    assert is_signed_in(signed_in(app, "bob"))
+    r = boss.post("/admin/users/nobody/disable", data={"csrf_token": csrf_token(page)})
+    assert r.status_code == 404 and "no active user named &#39;nobody&#39;" in r.get_data(as_text=True)
+    assert [e["action"] for e in svc.store.audit_entries(actor="user:boss")][:3] == [
+        "user_enable", "sessions_ended", "user_disable"]

@@ -85,10 +85,21 @@ def register_admin_commands(main: click.Group) -> None:
         Example:
           ca-server user disable alice
         """
-        store, now = _services().store, utcnow()
-        accounts.disable_user(store, name, now, actor=operator())
-        ended = sessions.end_all(store, name, now, actor=operator(), client=None)
+        ended = sessions.disable_user(_services().store, name, utcnow(), actor=operator(), client=None)
         click.echo(f"{name}: disabled; {ended} session{'s' if ended != 1 else ''} ended")
+
+    @user.command("enable")
+    @click.argument("name")
+    @domain_errors
+    def user_enable(name) -> None:
+        """Let a disabled user sign in again.
+
+        \b
+        Example:
+          ca-server user enable alice
+        """
+        accounts.enable_user(_services().store, name, utcnow(), actor=operator())
+        click.echo(f"{name}: enabled; they can sign in again")
 
     @user.command("list")
     @domain_errors
@@ -100,8 +111,9 @@ def register_admin_commands(main: click.Group) -> None:
           ca-server user list
         """
         for row in _services().store.list_users():
-            click.echo(f"{row['name']:<24} {'admin' if row['is_admin'] else 'user ':<6} "
-                       f"{','.join(row['domains']) or '-':<32} {row.get('email') or '-'}")
+            role = "admin" if row["is_admin"] else "approver" if row.get("can_approve") else "user"
+            click.echo(f"{row['name']:<24} {role:<8} {','.join(row['domains']) or '-':<32} {row.get('email') or '-'}"
+                       + (f"  disabled {row['disabled_at']}" if row.get("disabled_at") else ""))
 
     @main.group()
     def token() -> None:

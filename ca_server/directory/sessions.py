@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import secrets
 
+from .. import accounts
 from ..clock import from_text, to_text
 from ..config import Config
 from ..store import CaStore
@@ -63,6 +64,18 @@ def end_all(store: CaStore, user: str, now: dt.datetime, *, actor: str, client: 
     """Every open session of `user` (sign out everywhere; an admin; a disabled user)."""
     return store.end_sessions(now, actor, user_name=user, audit={
         "at": now, "action": "sessions_ended", "actor": actor, "client": client, "detail": {"user": user}})
+
+
+def disable_user(store: CaStore, user: str, now: dt.datetime, *, actor: str, client: str | None) -> int:
+    """A leaver: no more sign-ins, and every open session ends now; how many ended."""
+    accounts.disable_user(store, user, now, actor=actor)
+    return end_all(store, user, now, actor=actor, client=client)
+
+
+def end_one(store: CaStore, key: str, now: dt.datetime, *, actor: str, client: str | None) -> int:
+    """One session, by the key lists know it by (an admin's "end this one")."""
+    return store.end_sessions(now, actor, id_sha256=key, audit={
+        "at": now, "action": "session_ended", "actor": actor, "client": client})
 
 
 def open_sessions(store: CaStore, now: dt.datetime, user: str | None = None) -> list[dict]:

@@ -87,6 +87,15 @@ class AccessQueries:
                 self._append_audit(db, **audit)
         return changed
 
+    def enable_user(self, name: str, audit: dict | None = None) -> bool:
+        """A disabled user may sign in again; False when there is no disabled user of that name."""
+        with self.write() as db:
+            changed = db.execute("UPDATE users SET disabled_at = NULL WHERE name = ? AND disabled_at IS NOT NULL",
+                                 [name]).rowcount == 1
+            if changed and audit:
+                self._append_audit(db, **audit)
+        return changed
+
     def list_users(self) -> list[dict]:
         return [_decode(r) for r in self.db.query("SELECT * FROM users ORDER BY name")]
 

@@ -72,6 +72,37 @@ def end_user_sessions(name: str):
     return redirect(url_for("admin.tokens"), code=303)
 
 
+@bp.get("/sessions")
+def open_sessions():
+    """Every open sign-in session (or one user's: ?user=NAME), each with its own end button."""
+    user = request.args.get("user") or None
+    return render_template("admin_sessions.html", user=user,
+                           sessions=sessions.open_sessions(services().store, now(), user))
+
+
+@bp.post("/sessions/<key>/end")
+def end_session(key: str):
+    ended = sessions.end_one(services().store, key, now(), actor=g.requester.label, client=client_address())
+    flash("Session ended: that browser is signed out." if ended else "That session had already ended.")
+    return redirect(url_for("admin.open_sessions", user=request.form.get("user") or None), code=303)
+
+
+@bp.post("/users/<name>/disable")
+def disable_user(name: str):
+    if name == g.requester.name and g.requester.kind == "user":
+        raise ForbiddenError("You cannot disable your own account: ask another admin (or use ca-server user disable).")
+    ended = sessions.disable_user(services().store, name, now(), actor=g.requester.label, client=client_address())
+    flash(f"{name} disabled: no more sign-ins; {ended} session{'s' if ended != 1 else ''} ended.")
+    return redirect(url_for("admin.tokens"), code=303)
+
+
+@bp.post("/users/<name>/enable")
+def enable_user(name: str):
+    accounts.enable_user(services().store, name, now(), actor=g.requester.label)
+    flash(f"{name} enabled: they can sign in again.")
+    return redirect(url_for("admin.tokens"), code=303)
+
+
 @bp.post("/tokens/<name>/revoke")
 def revoke_token(name: str):
     accounts.revoke_token(services().store, name, now(), actor=g.requester.label)
