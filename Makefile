@@ -10,6 +10,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # libstrongswan-standard- and -extra-plugins), curl (EST) and scep (micromdm's scepclient).
 TEST_DEBS := openssl chromium certbot lego pebble nginx postgresql softhsm2 strongswan-pki libstrongswan-standard-plugins libstrongswan-extra-plugins curl scep certmonger dbus age golang-go golang-golang-x-mod-dev slapd
 
+# ...and those the benchmark adds: wrk (the load), cfssl (a peer for signing and OCSP).
+BENCH_DEBS := wrk golang-cfssl
+
 .PHONY: run test bench lint system-deps clean
 
 $(BIN)/python:
@@ -39,7 +42,8 @@ test: $(VENV)/.installed-test system-deps
 	$(BIN)/python -m pytest
 
 ## bench: the benchmark (not part of test); writes benchmarks/latest.json
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-test system-deps
+	@sh scripts/ensure-debian-packages.sh $(BENCH_DEBS)
 	$(BIN)/python -m benchmarks.run
 
 lint: $(VENV)/.installed-test

@@ -259,8 +259,11 @@ def test_the_access_log_records_a_request_that_raised(tmp_path):
 
     log = tmp_path / "access.log"
     environ = {"REMOTE_ADDR": "10.0.0.9", "REQUEST_METHOD": "GET", "PATH_INFO": "/x y", "SERVER_PROTOCOL": "HTTP/1.1"}
-    with open(log, "ab") as stream, pytest.raises(RuntimeError, match="boom"):
-        AccessLog(broken, stream)(environ, lambda *args: None)
+    with open(log, "ab") as stream:
+        access = AccessLog(broken, stream)
+        with pytest.raises(RuntimeError, match="boom"):
+            access(environ, lambda *args: None)
+        access.close()
     assert re.fullmatch(r'10\.0\.0\.9 - "GET /x%20y HTTP/1\.1" 500 \d+\.\d{3}ms', log.read_text().splitlines()[-1])
 
     def fine(environ, start_response):
@@ -270,8 +273,40 @@ def test_the_access_log_records_a_request_that_raised(tmp_path):
     # A path no WSGI server should give (not latin-1) is still logged, and the answer still goes out;
     # so is a decoded "%" (quoted again, so the line reads unambiguously).
     with open(log, "ab") as stream:
-        assert AccessLog(fine, stream)({**environ, "PATH_INFO": "/\u20ac"}, lambda *args: None) == [b"ok"]
-        assert AccessLog(fine, stream)({**environ, "PATH_INFO": "/50%"}, lambda *args: None) == [b"ok"]
+        access = AccessLog(fine, stream)
+        assert access({**environ, "PATH_INFO": "/\u20ac"}, lambda *args: None) == [b"ok"]
+        assert access({**environ, "PATH_INFO": "/50%"}, lambda *args: None) == [b"ok"]
+        access.close()
     lines = log.read_text().splitlines()
     assert re.fullmatch(r'10\.0\.0\.9 - "GET /%5Cu20ac HTTP/1\.1" 200 \d+\.\d{3}ms', lines[-2])
     assert re.fullmatch(r'10\.0\.0\.9 - "GET /50%25 HTTP/1\.1" 200 \d+\.\d{3}ms', lines[-1])
+
+
+def test_access_log_lines_go_out_in_batches_in_order_and_none_is_lost(tmp_path):
+    """Lines wait for the writer thread (at most FLUSH_SECONDS, or FLUSH_LINES of them), keep the
+    order of the requests, and what waits is written when the log is closed."""
+    from ca_server.server import access_log
+
+    def fine(environ, start_response):
+        start_response("204 No Content", [])
+        return []
+
+    log = tmp_path / "access.log"
+    with open(log, "ab") as stream:
+        access = access_log.AccessLog(fine, stream, flush_seconds=3600)  # only a full batch wakes the writer
+        for n in range(access_log.FLUSH_LINES - 1):
+            access({"REQUEST_METHOD": "GET", "PATH_INFO": f"/n/{n}"}, lambda *args: None)
+        time.sleep(0.3)
+        assert log.read_text() == ""  # a batch not yet full waits
+        access({"REQUEST_METHOD": "GET", "PATH_INFO": "/full"}, lambda *args: None)
+        wait_until(lambda: "/full" in log.read_text(), 10)
+        for n in range(5):
+            access({"REQUEST_METHOD": "POST", "PATH_INFO": f"/after/{n}"}, lambda *args: None)
+        access.close()
+    paths = [line.split(" ")[3] for line in log.read_text().splitlines()]
+    assert paths == [f"/n/{n}" for n in range(access_log.FLUSH_LINES - 1)] + ["/full"] + [f"/after/{n}" for n in range(5)]
+    with open(log, "ab") as stream:
+        timed = access_log.AccessLog(fine, stream, flush_seconds=0.05)
+        timed({"REQUEST_METHOD": "GET", "PATH_INFO": "/timed"}, lambda *args: None)
+        wait_until(lambda: "/timed" in log.read_text(), 10)  # a lone line goes out within flush_seconds
+        timed.close()

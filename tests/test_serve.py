@@ -53,6 +53,17 @@ def test_the_server_logs_one_line_per_request(server, instance):
     assert token not in log  # the bearer token is a header, never logged
 
 
+def test_the_last_lines_are_written_when_the_server_stops(instance, svc):
+    """Lines wait up to a fraction of a second for the access log's writer; a server stopped at
+    once (SIGTERM) still writes them: the workers flush as they exit."""
+    with running_server(instance, workers=1) as base:
+        for n in range(3):
+            assert requests.get(f"{base}/last/line/{n}", timeout=5).status_code == 404
+    log = (instance / "serve.log").read_text()
+    for n in range(3):
+        assert re.search(rf'^127\.0\.0\.1 - "GET /last/line/{n} HTTP/1\.1" 404 ', log, re.M), log[-2000:]
+
+
 def test_form_flow_of_the_acceptance_check(server, svc, tmp_path):
     """Sign in, paste the CUCM CSR, land on the detail page, download DER and PEM, verify both
     against /ca/chain.pem with openssl."""

@@ -1,20 +1,33 @@
-"""The server's access log: one line per request, written before the response goes out.
+"""The server's access log: one line per request, made before the response goes out and written
+by a thread of its own within FLUSH_SECONDS.
 
 Granian's own access log wrote the line after handing the response over, when (most likely; not
 shown by a profile) the connection's next request was already running in another thread of the
 same interpreter. Against that build (6 alternating rounds, same machine): 1.50-1.72 against 1.60-1.91 ms of server CPU per issued
 certificate at concurrency 1, 1.56-1.85 against 1.77-2.05 at 4; one line costs ~19 us here. Granian
 also logged the decoded path, so a "%0A" in a URL started a line of the requester's choosing.
-The line reads as Granian's did: address, method, path, protocol, status, milliseconds."""
+The line reads as Granian's did: address, method, path, protocol, status, milliseconds.
+
+One os.write per request (this module's first form) released the GIL in the request's thread:
+with four requests in a worker, another thread took it and the request waited to get it back,
+~15% of the server's CPU per OCSP answer (issue 29). The lines now go out in batches, as nginx's
+`access_log ... buffer= flush=` does: every FLUSH_SECONDS, or sooner when FLUSH_LINES wait, and
+when the worker exits. A worker killed outright (SIGKILL, a crash) loses at most that batch."""
 
 from __future__ import annotations
 
+import atexit
+import collections
 import os
 import re
 import sys
 import threading
 import time
+from multiprocessing import util as mp_util
 from urllib.parse import quote
+
+FLUSH_SECONDS = 0.2
+FLUSH_LINES = 512
 
 # What needs no quoting to stay one line (PEP 3333 paths are latin-1 text): most paths, OCSP's
 # base64 included, skip quote().
@@ -22,15 +35,50 @@ _PLAIN = re.compile(r"[A-Za-z0-9/._~:@!$&'()*+,;=-]*")  # no "%": a decoded one 
 
 
 class AccessLog:
-    """Writes each line with one os.write to standard output, where Granian's access logger wrote
-    (the message alone). Python's logging cost ~15 us a line here (a LogRecord, a Formatter, the
+    """Writes the lines with os.write to standard output, where Granian's access logger wrote (the
+    message alone). Python's logging cost ~15 us a line here (a LogRecord, a Formatter, the
     handler's lock and flush): 40% of OCSP's throughput at c=4 (10-12k answers/s with it, 18-21k
-    without a log); this costs ~3 us."""
+    without a log); this costs ~3 us, and a line waits in a deque for the writer thread."""
 
-    def __init__(self, app, stream=None) -> None:
+    def __init__(self, app, stream=None, flush_seconds: float = FLUSH_SECONDS) -> None:
         self.app = app
         self.fd = (stream or sys.stdout).fileno()
-        self.lock = threading.Lock()  # long lines (> PIPE_BUF) must not interleave
+        self.pending: collections.deque[bytes] = collections.deque()  # append and popleft: thread-safe
+        self.writing = threading.Lock()  # one writer at a time, lines in order
+        self.wake = threading.Event()
+        self.flush_seconds = flush_seconds
+        self.closed = False
+        threading.Thread(target=self._writer, name="access-log", daemon=True).start()
+        # Granian's workers are multiprocessing children, which end with os._exit: atexit runs
+        # in a plain process only, multiprocessing's finalizers in a worker.
+        atexit.register(self.flush)
+        mp_util.Finalize(self, self.flush, exitpriority=100)
+
+    def flush(self) -> None:
+        """Writes every waiting line now."""
+        with self.writing:
+            lines = []
+            while self.pending:
+                lines.append(self.pending.popleft())
+            data = b"".join(lines)
+            while data:
+                try:
+                    data = data[os.write(self.fd, data):]
+                except OSError:
+                    return  # a closed or full standard output must not fail the server
+
+    def close(self) -> None:
+        """Writes what waits and stops the writer (before the stream it writes to is closed)."""
+        self.closed = True
+        self.wake.set()
+        self.flush()
+
+    def _writer(self) -> None:
+        while not self.closed:
+            self.wake.wait(self.flush_seconds)
+            self.wake.clear()
+            if not self.closed:
+                self.flush()
 
     def __call__(self, environ: dict, start_response):
         start = time.perf_counter()
@@ -57,9 +105,6 @@ class AccessLog:
             path = quote(path.encode("latin-1", "backslashreplace"), safe="/:@!$&'()*+,;=~")
         line = (f'{environ.get("REMOTE_ADDR", "-")} - "{environ.get("REQUEST_METHOD", "-")} {path} '
                 f'{environ.get("SERVER_PROTOCOL", "-")}" {status} {(time.perf_counter() - start) * 1000:.3f}ms\n')
-        data = line.encode("latin-1", "backslashreplace")
-        with self.lock:
-            try:
-                os.write(self.fd, data)
-            except OSError:
-                pass  # a closed or full standard output must not fail the answered request
+        self.pending.append(line.encode("latin-1", "backslashreplace"))
+        if len(self.pending) >= FLUSH_LINES:
+            self.wake.set()

@@ -6,10 +6,10 @@ gets 304, so nginx or a CDN in front can answer most OCSP traffic. POST answers 
 by HTTP caches (RFC 5019 5).
 
 In each worker, the answers to recent requests are kept by their exact bytes. One is used again
-while the store's revocation marker (a file replaced after every revocation, one stat) is the one
-read before it was made, and for at most an hour: a request that repeats (every TLS client asks
-the same few) skips parsing, the database and signing, and a revocation on any worker is what the
-very next answer says."""
+while the store's revocation marker (bytes rewritten after every revocation, read through shared
+memory with no system call) is the one read before it was made, and for at most an hour: a
+request that repeats (every TLS client asks the same few) skips parsing, the database and signing,
+and a revocation on any worker is what the very next answer says."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ REUSE_FOR = dt.timedelta(hours=1)
 
 @dataclass(frozen=True)
 class _Entry:
-    marker: tuple[int, int]
+    marker: object  # the store's revocation marker when the answer was made
     answer: OCSPAnswer
     etag: str
 
@@ -43,7 +43,14 @@ class OCSPHttp:
         self.entries: OrderedDict[bytes | str, _Entry] = OrderedDict()
         from ..notify.metrics import OCSP_ANSWERS  # after server.py has set PROMETHEUS_MULTIPROC_DIR
 
-        self.counts = OCSP_ANSWERS
+        self.metric = OCSP_ANSWERS
+        self.counters: dict[str, object] = {}  # status -> its labelled counter, looked up once
+
+    def _count(self, status: str) -> None:
+        counter = self.counters.get(status)
+        if counter is None:
+            counter = self.counters[status] = self.metric.labels(status)
+        counter.inc()
 
     def answer(self, key: bytes | str, data, now: dt.datetime, *, get: bool, if_none_match: str = "",
                if_modified_since: str = "") -> tuple[str, list[tuple[str, str]], bytes]:
@@ -53,7 +60,7 @@ class OCSPHttp:
         try:
             marker = store.revocation_marker()
         except StoreUnavailableError as exc:
-            self.counts.labels(TRY_LATER.status).inc()
+            self._count(TRY_LATER.status)
             return ("503 Service Unavailable", [("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-store"),
                                                 ("Retry-After", str(exc.retry_after))], TRY_LATER.der)
         entry = self.entries.get(key)
@@ -66,7 +73,7 @@ class OCSPHttp:
                     if len(self.entries) > ENTRIES:
                         self.entries.popitem(last=False)
         answer = entry.answer
-        self.counts.labels(answer.status).inc()
+        self._count(answer.status)
         if not get or not answer.cacheable:
             return "200 OK", [("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-cache")], answer.der
         max_age = max(0, min(self.max_age, int((answer.next_update - now).total_seconds())))
