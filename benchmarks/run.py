@@ -101,7 +101,9 @@ def print_table(r: dict) -> None:
                    else f"INVALID: {'; '.join(row.get('invalid_because') or [])}")
         log(f"OCSP {row['method']} c={row['concurrency']}: ca-server {row['ca_server']['rps']}/s "
             f"({row['ca_server']['cpu_us']} us CPU), cfssl ocspserve {row['cfssl']['rps']}/s "
-            f"({row['cfssl']['cpu_us']} us CPU), {verdict}")
+            f"({row['cfssl']['cpu_us']} us CPU), {verdict}"
+            + (f"; bare Granian {row['floor']['cpu_us']} us CPU, ca-server at {row['cpu_vs_floor']}x of it (target 1.5x)"
+               if "floor" in row else ""))
     a = r.get("acme") or {}
     if a:
         best = {k: max(a[k], key=lambda x: x["orders_per_s"]) for k in ("ca_server", "pebble")}

@@ -43,7 +43,7 @@ class AccessLog:
     def __init__(self, app, stream=None, flush_seconds: float = FLUSH_SECONDS) -> None:
         self.app = app
         self.fd = (stream or sys.stdout).fileno()
-        self.pending: collections.deque[bytes] = collections.deque()  # append and popleft: thread-safe
+        self.pending: collections.deque[tuple] = collections.deque()  # append and popleft: thread-safe
         self.writing = threading.Lock()  # one writer at a time, lines in order
         self.wake = threading.Event()
         self.flush_seconds = flush_seconds
@@ -59,7 +59,10 @@ class AccessLog:
         with self.writing:
             lines = []
             while self.pending:
-                lines.append(self.pending.popleft())
+                try:
+                    lines.append(line(*self.pending.popleft()))
+                except Exception:  # noqa: BLE001 - the writer must outlive any odd request
+                    lines.append(b"- - (a request whose line could not be made)\n")
             data = b"".join(lines)
             while data:
                 try:
@@ -91,20 +94,23 @@ class AccessLog:
         try:
             body = self.app(environ, recording)
         except BaseException:
-            self._line(environ, "500", start)
+            statuses.append("500")
             raise
-        self._line(environ, statuses[-1].split(" ", 1)[0] if statuses else "500", start)
+        finally:
+            # What the line needs, as it is: the writer thread makes the line, off the request's path.
+            self.pending.append((environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD", "-"),
+                                 environ.get("PATH_INFO", ""), environ.get("SERVER_PROTOCOL", "-"),
+                                 statuses[-1] if statuses else "500", time.perf_counter() - start))
+            if len(self.pending) >= FLUSH_LINES:
+                self.wake.set()
         return body
 
-    def _line(self, environ: dict, status: str, start: float) -> None:
-        # PATH_INFO is the decoded path (bytes as latin-1, PEP 3333): quoted again, a "%0A" in a
-        # URL cannot start a forged line. A server that decoded otherwise must not turn a good
-        # answer into an error here, hence the replacement.
-        path = environ.get("PATH_INFO", "")
-        if not _PLAIN.fullmatch(path):
-            path = quote(path.encode("latin-1", "backslashreplace"), safe="/:@!$&'()*+,;=~")
-        line = (f'{environ.get("REMOTE_ADDR", "-")} - "{environ.get("REQUEST_METHOD", "-")} {path} '
-                f'{environ.get("SERVER_PROTOCOL", "-")}" {status} {(time.perf_counter() - start) * 1000:.3f}ms\n')
-        self.pending.append(line.encode("latin-1", "backslashreplace"))
-        if len(self.pending) >= FLUSH_LINES:
-            self.wake.set()
+
+def line(address: str, method: str, path: str, protocol: str, status: str, seconds: float) -> bytes:
+    # PATH_INFO is the decoded path (bytes as latin-1, PEP 3333): quoted again, a "%0A" in a URL
+    # cannot start a forged line. A server that decoded otherwise must not turn a good answer into
+    # an error here, hence the replacement.
+    if not _PLAIN.fullmatch(path):
+        path = quote(path.encode("latin-1", "backslashreplace"), safe="/:@!$&'()*+,;=~")
+    return (f'{address} - "{method} {path} {protocol}" {status.split(" ", 1)[0]} {seconds * 1000:.3f}ms\n'
+            ).encode("latin-1", "backslashreplace")

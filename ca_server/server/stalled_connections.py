@@ -100,7 +100,13 @@ class RequestGate:
 def read_at_most(stream, limit: int) -> bytes:
     """A request body up to `limit` bytes; shorter when the client stopped or went away (or the
     reaper shut its socket): what comes after decides what a short body means (400, 413)."""
-    chunks, size = [], 0
+    try:
+        first = stream.read(limit)
+    except Exception:  # noqa: BLE001 - the connection ended mid-body
+        return b""
+    if len(first) >= limit or not first:  # nearly always: the whole body in one read
+        return first
+    chunks, size = [first], len(first)
     try:
         while size < limit:
             chunk = stream.read(limit - size)

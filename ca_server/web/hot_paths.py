@@ -82,7 +82,7 @@ class HotPaths:
         status, headers, body = self.ocsp.answer(key, data, self.services.clock(), get=get,
                                                  if_none_match=environ.get("HTTP_IF_NONE_MATCH", ""),
                                                  if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE", ""))
-        start_response(status, [*headers, ("Content-Length", str(len(body))), *self.headers])
+        start_response(status, headers)  # whole: Content-Length and the security headers included
         return [body]
 
     def _issue(self, environ: dict, start_response):

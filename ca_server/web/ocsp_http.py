@@ -33,11 +33,14 @@ class _Entry:
     marker: object  # the store's revocation marker when the answer was made
     answer: OCSPAnswer
     etag: str
+    reuse_until: dt.datetime
+    post_headers: list[tuple[str, str]]  # the whole header list of a POST answer, made once
 
 
 class OCSPHttp:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, extra_headers: dict[str, str] | None = None) -> None:
         self.services = services
+        self.extra = list((extra_headers or {}).items())  # the security headers every answer carries
         self.max_age = services.config.revocation.ocsp_max_age_seconds
         self.lock = threading.Lock()
         self.entries: OrderedDict[bytes | str, _Entry] = OrderedDict()
@@ -54,19 +57,24 @@ class OCSPHttp:
 
     def answer(self, key: bytes | str, data, now: dt.datetime, *, get: bool, if_none_match: str = "",
                if_modified_since: str = "") -> tuple[str, list[tuple[str, str]], bytes]:
-        """(status line, headers, body). `key` is the request as received (GET path or POST body);
-        `data` gives the DER request when the answer has to be made."""
+        """(status line, headers, body), the headers whole (Content-Length and the extra headers
+        included; not to be changed: a POST answer's list serves every request for it). `key` is
+        the request as received (GET path or POST body); `data` gives the DER request when the
+        answer has to be made."""
         store = self.services.store
         try:
             marker = store.revocation_marker()
         except StoreUnavailableError as exc:
             self._count(TRY_LATER.status)
-            return ("503 Service Unavailable", [("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-store"),
-                                                ("Retry-After", str(exc.retry_after))], TRY_LATER.der)
+            return ("503 Service Unavailable", self._whole([("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-store"),
+                                                            ("Retry-After", str(exc.retry_after))], TRY_LATER.der),
+                    TRY_LATER.der)
         entry = self.entries.get(key)
-        if entry is None or entry.marker != marker or now - entry.answer.this_update >= REUSE_FOR:
+        if entry is None or entry.marker != marker or now >= entry.reuse_until:
             answer = self.services.ocsp.answer(data(), now)
-            entry = _Entry(marker, answer, '"' + hashlib.sha256(answer.der).hexdigest()[:32] + '"')
+            entry = _Entry(marker, answer, '"' + hashlib.sha256(answer.der).hexdigest()[:32] + '"',
+                           answer.this_update + REUSE_FOR if answer.this_update else now,  # None: not kept
+                           self._whole([("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-cache")], answer.der))
             if answer.cacheable:
                 with self.lock:
                     self.entries[key] = entry
@@ -75,7 +83,7 @@ class OCSPHttp:
         answer = entry.answer
         self._count(answer.status)
         if not get or not answer.cacheable:
-            return "200 OK", [("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-cache")], answer.der
+            return "200 OK", entry.post_headers, answer.der
         max_age = max(0, min(self.max_age, int((answer.next_update - now).total_seconds())))
         headers = [("Content-Type", OCSP_RESPONSE),
                    ("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
@@ -83,8 +91,11 @@ class OCSPHttp:
                    ("Expires", format_datetime(now.replace(microsecond=0) + dt.timedelta(seconds=max_age), usegmt=True)),
                    ("ETag", entry.etag)]
         if _not_modified(entry.etag, answer.this_update, if_none_match, if_modified_since):
-            return "304 Not Modified", headers[1:], b""
-        return "200 OK", headers, answer.der
+            return "304 Not Modified", self._whole(headers[1:], b""), b""
+        return "200 OK", self._whole(headers, answer.der), answer.der
+
+    def _whole(self, headers: list[tuple[str, str]], body: bytes) -> list[tuple[str, str]]:
+        return [*headers, ("Content-Length", str(len(body))), *self.extra]
 
 
 def _not_modified(etag: str, this_update: dt.datetime, if_none_match: str, if_modified_since: str) -> bool:
