@@ -76,12 +76,17 @@ def main() -> int:
 
 
 def print_table(r: dict) -> None:
-    log("\n| concurrency | ca-server cert/s | cfssl cert/s | ratio | ca-server CPU ms/cert | cfssl CPU ms/cert | p50 ms | p99 ms |")
-    log("|---|---|---|---|---|---|---|---|")
+    log("\n| concurrency | ca-server cert/s | cfssl cert/s | ratio | ca-server CPU ms/cert | cfssl CPU ms/cert | CPU ratio |"
+        " p50 ms | p99 ms |")
+    log("|---|---|---|---|---|---|---|---|---|")
     for row in r["http"]:
         fresh = " (new connection each)" if row.get("fresh_connections") else ""
-        log(f"| {row['concurrency']}{fresh} | {row['ca_server_cps']:.0f} | {row['cfssl_cps'] or 0:.0f} | {row['ratio'] or 0:.2f} | "
-            f"{row['ca_server_cpu_ms']:.2f} | {row['cfssl_cpu_ms'] or 0:.2f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
+        ratio = (f"{row['ratio']:.2f} | " if row.get("ratio") is not None else "- | ")
+        cpu_ratio = (f"{row['cpu_ratio']:.2f}x" if row.get("cpu_ratio") is not None
+                     else f"INVALID: {'; '.join(row['invalid_because'])}" if row.get("invalid_because") else "-")
+        log(f"| {row['concurrency']}{fresh} | {row['ca_server_cps']:.0f} | {row['cfssl_cps'] or 0:.0f} | {ratio}"
+            f"{row['ca_server_cpu_ms']:.2f} | {row['cfssl_cpu_ms'] or 0:.2f} | {cpu_ratio} | {row['p50_ms']:.1f} | "
+            f"{row['p99_ms']:.1f} |"
             + (f" max {row['max_ms']:.0f} ms, {row['ca_server_errors'] + row['socket_errors']} errors" if fresh else ""))
     ip, s, c, m = r["inprocess"], r["scale"], r["crl"], r["rss_mb"]
     log(f"\nin-process: ca-server {ip['ca_server_cps']:.0f}/s, raw pipeline {ip['raw_cps']:.0f}/s, ratio {ip['ratio']:.2f}")
@@ -109,8 +114,10 @@ def print_table(r: dict) -> None:
         best = {k: max(a[k], key=lambda x: x["orders_per_s"]) for k in ("ca_server", "pebble")}
         log(f"ACME c=4: ca-server {best['ca_server']['orders_per_s']:.1f} orders/s ({best['ca_server']['cpu_ms_per_order']:.1f} "
             f"ms CPU, p99 {best['ca_server']['p99_ms']:.0f} ms), Pebble {best['pebble']['orders_per_s']:.1f} orders/s "
-            f"({best['pebble']['cpu_ms_per_order']:.1f} ms CPU), ratio {a['ratio']:.2f}; "
-            f"{a.get('ca_server_certificates_stored')} certificates stored")
+            f"({best['pebble']['cpu_ms_per_order']:.1f} ms CPU), "
+            + (f"ratio {a['ratio']:.2f}, CPU per order {a['cpu_ratio']}x Pebble's; " if a.get("valid", True)
+               else f"INVALID: {'; '.join(a['invalid_because'])}; ")
+            + f"{a.get('ca_server_certificates_stored')} certificates stored")
     for i, row in enumerate((r.get("scep") or {}).get("rounds", ()), 1):
         ours, peer = row["ca_server"], row["scepserver"]
         verdict = (f"enrollments/s ratio {row['eps_ratio']:.2f}, CPU ratio {row['cpu_ratio']:.2f}" if row["valid"]

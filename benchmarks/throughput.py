@@ -13,6 +13,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -168,6 +170,33 @@ def http_phase(server: Server, url: str, bodies: Path, headers: dict, concurrenc
             "socket_errors": result["socket_errors"], "rss_mb": server.rss()}
 
 
+def sample_issue(url: str, csr: str, headers: dict, issuer: x509.Certificate, cfssl: bool) -> str | None:
+    """What is wrong with one answer of a server to one of the phase's CSRs (None: a certificate
+    for the CSR's names, signed by the intermediate), as the OCSP bench checks its peers (issue 29)."""
+    body = json.dumps({"certificate_request": csr} if cfssl else {"csr": csr}).encode()
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - local servers
+            reply = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"no answer ({exc})"
+    pem = (reply.get("result") or {}).get("certificate") if cfssl else reply.get("certificate")
+    if not pem:
+        return f"no certificate in the answer: {str(reply)[:120]}"
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        cert.verify_directly_issued_by(issuer)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+    except Exception as exc:  # noqa: BLE001 - any flaw makes the phase invalid
+        return f"not a certificate the intermediate signed ({exc})"
+    wanted = x509.load_pem_x509_csr(csr.encode()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    return None if sorted(names) == sorted(wanted) else f"names {names}, not {wanted}"
+
+
 def verify_issued_since(root: Path, rowid: int) -> tuple[int, int]:
     """Every certificate stored after `rowid`: (count, count whose signature verifies)."""
     svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
@@ -222,13 +251,28 @@ def http(root: Path, csrs: list[str], seconds: float, log) -> list[dict]:
                    "ca_server_errors": ours["errors"], "verified": verified, "stored": stored,
                    "cfssl_cps": None, "ratio": None, "cfssl_cpu_ms": None}
             if cfssl is not None:
-                peer = http_phase(cfssl, f"http://127.0.0.1:{cport}/api/v1/cfssl/sign", cfssl_bodies, headers,
-                                  c, seconds)
+                cfssl_url = f"http://127.0.0.1:{cport}/api/v1/cfssl/sign"
+                peer = http_phase(cfssl, cfssl_url, cfssl_bodies, headers, c, seconds)
                 log(f"  cfssl     c={c}: {peer['cps']:.0f}/s, p50 {peer['p50_ms']:.1f} ms, "
                     f"{peer['cpu_ms']:.2f} ms CPU/cert")
+                # Only correct answers count: a sample of each, the status errors of both, every
+                # certificate ca-server stored verified (issue 29).
+                wrong = [f"{name}: {problem}" for name, url, hdrs, is_cfssl in (
+                    ("ca-server", f"http://127.0.0.1:{port}/api/v1/certificates",
+                     {**headers, "Authorization": f"Bearer {token}"}, False), ("cfssl", cfssl_url, headers, True))
+                    if (problem := sample_issue(url, csrs[c], hdrs, svc.authority.intermediate, is_cfssl))]
+                wrong += [f"{name}: {n} error answers" for name, n in (("ca-server", ours["errors"]),
+                                                                        ("cfssl", peer["errors"])) if n]
+                if verified != stored:
+                    wrong.append(f"ca-server: {stored - verified} stored certificates do not verify")
+                valid = not wrong
                 row.update({"cfssl_cps": round(peer["cps"], 1), "cfssl_cpu_ms": round(peer["cpu_ms"], 3),
-                            "cfssl_p50_ms": round(peer["p50_ms"], 2),
-                            "ratio": round(row["ca_server_cps"] / peer["cps"], 3) if peer["cps"] else None})
+                            "cfssl_p50_ms": round(peer["p50_ms"], 2), "cfssl_errors": peer["errors"], "valid": valid,
+                            "invalid_because": wrong or None,
+                            "ratio": round(row["ca_server_cps"] / peer["cps"], 3) if valid and peer["cps"] else None,
+                            "cpu_ratio": round(ours["cpu_ms"] / peer["cpu_ms"], 2) if valid and peer["cpu_ms"] else None})
+                log(f"  c={c}: CPU per certificate {row['cpu_ratio']}x cfssl's (target 2.5x)" if valid
+                    else f"  c={c}: INVALID ({'; '.join(wrong)}): no ratio")
             rows.append(row)
         # A new connection per request (issue 15: the kept-alive runs above hid a server that new
         # connections could not reach).

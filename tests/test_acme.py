@@ -85,6 +85,22 @@ def test_the_directory_lists_every_resource_under_base_url(client):
     assert response.headers["Replay-Nonce"] and response.headers["Cache-Control"] == "no-store"
 
 
+def test_the_signed_doors_set_no_cookie_and_their_errors_stay_words(client, app):
+    """ACME, EST and SCEP open no cookie session (issue 29: none of their requests uses one), and a
+    wrong URL or body under them is still a 4xx in words, never a 500."""
+    web = client.client
+    for response in (web.get("/acme/directory"), web.head("/acme/new-nonce"),
+                     web.post("/acme/new-order", data=b"not json", content_type="application/jose+json"),
+                     web.get("/acme/no-such-thing"), web.post("/acme/no-such-thing", data=b"x"),
+                     web.get("/scep?operation=Nonsense"), web.get("/.well-known/est/cacerts"),
+                     web.post("/.well-known/est/simpleenroll", data=b"x", content_type="application/pkcs10")):
+        assert response.status_code < 500, (response.request.path, response.get_data(as_text=True)[:300])
+        assert "Set-Cookie" not in response.headers, response.request.path
+    assert web.post("/acme/new-order", data=b"not json", content_type="application/jose+json").mimetype == PROBLEM
+    signed_in = app.test_client()  # the rest of the site keeps its session
+    assert "Set-Cookie" in signed_in.get("/login").headers
+
+
 def test_new_nonce_head_and_get(client):
     head = client.client.head("/acme/new-nonce")
     get = client.client.get("/acme/new-nonce")
