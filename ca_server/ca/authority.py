@@ -241,6 +241,7 @@ class Authority:
         self._passphrase: bytes | None = None
         self.root = x509.load_pem_x509_certificate(paths.root_cert.read_bytes())
         self._stamp: int | None = None
+        self._ca_dir = str(paths.root_cert.parent)  # stat'ed on every look at the generations: built once
         self._intermediates: tuple[Intermediate, ...] = ()
         self._keys: dict[int, CertificateIssuerPrivateKeyTypes] = {}
         self._templates: dict[int, LeafTemplate] = {}
@@ -249,12 +250,11 @@ class Authority:
     @property
     def intermediates(self) -> tuple[Intermediate, ...]:
         """Every generation, oldest first; the last one issues."""
-        ca_dir = self.paths.root_cert.parent
-        stamp = os.stat(ca_dir).st_mtime_ns
+        stamp = os.stat(self._ca_dir).st_mtime_ns
         if stamp != self._stamp:
             with self._lock:
                 if stamp != self._stamp:
-                    self._intermediates = intermediates.scan(ca_dir, self.config.server.pki_url)
+                    self._intermediates = intermediates.scan(Path(self._ca_dir), self.config.server.pki_url)
                     self._stamp = stamp
         return self._intermediates
 
