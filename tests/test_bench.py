@@ -41,3 +41,56 @@ def test_the_scale_benchmark_measures_a_store_like_a_real_one(tmp_path):
     again, progress = _scale(2000, tmp_path)
     assert "using the cached fixture" in progress and "fixture built" not in progress
     assert again["certificates"] == 2000
+
+
+def test_a_peers_wrong_answers_are_never_counted_as_certificates(svc, tmp_path):
+    """The bench's check of a sample answer (issue 29: a comparison that counts a peer's failures
+    as work is wrong): an error status, a success without a certificate, a certificate for other
+    names or from another CA are each named; a right one passes, in cfssl's form and in ours."""
+    import http.server
+    import threading
+
+    from benchmarks.throughput import sample_issue
+    from ca_server import issuance
+    from ca_server.clock import utcnow
+
+    from .factories import make_csr, pem
+
+    csr = pem(make_csr(["bench-sample.example.test", "www.bench-sample.example.test"]))
+    good = issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(csr=csr), utcnow()).pem
+    other = issuance.issue(svc.config, svc.store, svc.authority,
+                           issuance.IssueRequest(csr=pem(make_csr(["other.example.test"]))), utcnow()).pem
+    replies: list[tuple[int, dict]] = []
+
+    class Canned(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            status, body = replies.pop(0)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Canned)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    issuer = svc.authority.intermediate
+    try:
+        replies.append((400, {"success": False, "errors": [{"message": "bad"}]}))
+        assert sample_issue(url, csr, {}, issuer, cfssl=True) == "HTTP 400"
+        replies.append((200, {"success": False, "result": {}}))
+        assert "no certificate in the answer" in sample_issue(url, csr, {}, issuer, cfssl=True)
+        replies.append((200, {"success": True, "result": {"certificate": other}}))
+        assert "names ['other.example.test']" in sample_issue(url, csr, {}, issuer, cfssl=True)
+        replies.append((201, {"certificate": svc.authority.root_pem}))  # the root: not the intermediate's
+        assert "not a certificate the intermediate signed" in sample_issue(url, csr, {}, issuer, cfssl=False)
+        replies.append((200, {"success": True, "result": {"certificate": good}}))
+        assert sample_issue(url, csr, {}, issuer, cfssl=True) is None
+        replies.append((201, {"certificate": good}))
+        assert sample_issue(url, csr, {}, issuer, cfssl=False) is None
+    finally:
+        server.shutdown()
