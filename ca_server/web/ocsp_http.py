@@ -35,6 +35,7 @@ class _Entry:
     etag: str
     reuse_until: dt.datetime
     post_headers: list[tuple[str, str]]  # the whole header list of a POST answer, made once
+    last_modified: str  # its thisUpdate as GET answers carry it
 
 
 class OCSPHttp:
@@ -74,7 +75,8 @@ class OCSPHttp:
             answer = self.services.ocsp.answer(data(), now)
             entry = _Entry(marker, answer, '"' + hashlib.sha256(answer.der).hexdigest()[:32] + '"',
                            answer.this_update + REUSE_FOR if answer.this_update else now,  # None: not kept
-                           self._whole([("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-cache")], answer.der))
+                           self._whole([("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-cache")], answer.der),
+                           format_datetime(answer.this_update, usegmt=True) if answer.this_update else "")
             if answer.cacheable:
                 with self.lock:
                     self.entries[key] = entry
@@ -87,7 +89,7 @@ class OCSPHttp:
         max_age = max(0, min(self.max_age, int((answer.next_update - now).total_seconds())))
         headers = [("Content-Type", OCSP_RESPONSE),
                    ("Cache-Control", f"max-age={max_age}, public, no-transform, must-revalidate"),
-                   ("Last-Modified", format_datetime(answer.this_update, usegmt=True)),
+                   ("Last-Modified", entry.last_modified),
                    ("Expires", format_datetime(now.replace(microsecond=0) + dt.timedelta(seconds=max_age), usegmt=True)),
                    ("ETag", entry.etag)]
         if _not_modified(entry.etag, answer.this_update, if_none_match, if_modified_since):
