@@ -131,7 +131,7 @@ class StoreBase(SharedBackend):
     # revocation: OCSP answers cached in any worker compare them to the bytes read when the answer
     # was made. The workers read them through a shared memory map, with no system call: a stat
     # (the marker's inode, as it was) released the GIL on every OCSP request, and with four
-    # requests in a worker each release let another thread in (issue 29: ~10 us of CPU each).
+    # requests in a worker each release let another thread in (issue 29).
     def revocation_marker(self) -> bytes:
         view = self.__dict__.get("_marker_view")
         if view is None:
