@@ -163,63 +163,75 @@ def ensure(*tools: str) -> bool:
     return all(shutil.which(t) for t in tools)
 
 
-def measure(count: int, log, concurrency: int = 4, rounds: int = 2) -> dict:
-    if not ensure("pebble", "pebble-challtestsrv"):
-        log("  pebble: not installed and could not be installed (apt-get pebble); no ACME figures")
-        return {}
-    with tempfile.TemporaryDirectory(prefix="ca-bench-acme-") as tmp:
-        folder = Path(tmp)
-        dns_port, management, http01 = free_port(), free_port(), free_port()
-        dns = Server(["pebble-challtestsrv", "-http01", "", "-https01", "", "-tlsalpn01", "", "-dns01",
-                      f"127.0.0.1:{dns_port}", "-management", f"127.0.0.1:{management}", "-defaultIPv4", "127.0.0.1",
-                      "-defaultIPv6", ""], folder / "dns.log")
-        responder = contextlib.ExitStack()
-        tokens = responder.enter_context(http01_responder(http01))
-        port, pebble_port = free_port(), free_port()
+@contextlib.contextmanager
+def servers(folder: Path, pebble: bool = True):
+    """ca-server (`serve --tls`) and, with `pebble`, Pebble, on the same DNS (pebble-challtestsrv)
+    and the same http-01 responder. Yields ((ca-server, its directory URL, the root to trust),
+    (Pebble, its directory URL, its CA) or None, the responder's tokens)."""
+    dns_port, management, http01 = free_port(), free_port(), free_port()
+    started: list[Server] = []
+    with contextlib.ExitStack() as stack:
+        started.append(Server(["pebble-challtestsrv", "-http01", "", "-https01", "", "-tlsalpn01", "", "-dns01",
+                               f"127.0.0.1:{dns_port}", "-management", f"127.0.0.1:{management}", "-defaultIPv4",
+                               "127.0.0.1", "-defaultIPv6", ""], folder / "dns.log"))
+        stack.callback(lambda: [server.stop() for server in started])
+        tokens = stack.enter_context(http01_responder(http01))
+        port = free_port()
         root = make_instance(folder / "instance")
         config = (root / "config.toml").read_text()
         (root / "config.toml").write_text(config.replace("[server]\n", f'[server]\nbase_url = "https://localhost:{port}"\n', 1)
                                           + f'\n[acme]\nhttp01_port = {http01}\ndns_resolvers = ["127.0.0.1:{dns_port}"]\n')
         ours = Server([sys.executable, "-m", "ca_server", "--instance", str(root), "serve", "--host", "127.0.0.1",
                        "--port", str(port), "--tls"], root / "serve.log", {"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
-        ca, cert, key = localhost_tls(folder)
-        (folder / "pebble.json").write_text(json.dumps({"pebble": {
-            "listenAddress": f"127.0.0.1:{pebble_port}", "managementListenAddress": f"127.0.0.1:{free_port()}",
-            "certificate": str(cert), "privateKey": str(key), "httpPort": http01, "tlsPort": free_port(),
-            "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
-        pebble = Server(["pebble", "-config", str(folder / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns_port}"],
-                        folder / "pebble.log", {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
-        try:
-            ours_dir, pebble_dir = f"https://localhost:{port}/acme/directory", f"https://localhost:{pebble_port}/dir"
-            _wait(ours_dir, str(root / "ca" / "root.pem"))
-            _wait(pebble_dir, str(ca))
-            out: dict = {"ca_server": [], "pebble": []}
-            for r in range(rounds):  # alternating, so both see the same machine
-                out["ca_server"].append(run_orders(ours_dir, str(root / "ca" / "root.pem"), f"o{r}-", count,
-                                                   concurrency, tokens, ours))
-                out["pebble"].append(run_orders(pebble_dir, str(ca), f"p{r}-", count, concurrency, tokens, pebble))
-                log(f"  round {r + 1}: ca-server {out['ca_server'][-1]}, pebble {out['pebble'][-1]}")
-            # Only correct work counts (issue 29): every order's certificate is checked (its name, its
-            # key); a round where either server failed an order makes the comparison invalid.
-            failed = [f"{k} round {i + 1}: {r['errors']} failed orders ({r.get('first_error')})"
-                      for k, rounds_ in out.items() for i, r in enumerate(rounds_) if r["errors"]]
-            out["valid"], out["invalid_because"] = not failed, failed or None
-            best = {k: max(v, key=lambda x: x["orders_per_s"]) for k, v in out.items() if k in ("ca_server", "pebble")}
-            out["ratio"] = round(best["ca_server"]["orders_per_s"] / best["pebble"]["orders_per_s"], 3) if not failed \
-                else None
-            cpu = {k: statistics.median(r["cpu_ms_per_order"] for r in out[k]) for k in ("ca_server", "pebble")}
-            out["cpu_ratio"] = round(cpu["ca_server"] / cpu["pebble"], 2) if not failed else None
-            log(f"  CPU per order: ca-server {cpu['ca_server']:.1f} ms, Pebble {cpu['pebble']:.1f} ms (medians): "
-                + (f"{out['cpu_ratio']}x (target 1.0x)" if not failed else f"INVALID: {'; '.join(failed)}"))
-            with sqlite3.connect(root / "ca.sqlite3") as db:
-                out["ca_server_certificates_stored"] = db.execute("SELECT count(*) FROM certificates").fetchone()[0]
-                out["ca_server_orders_audited"] = db.execute(
-                    "SELECT count(*) FROM audit_log WHERE action = 'issue' AND detail LIKE '%acme_order%'").fetchone()[0]
-            return out
-        finally:
-            for server in (ours, pebble, dns):
-                server.stop()
-            responder.close()
+        started.append(ours)
+        peer = None
+        if pebble:
+            pebble_port = free_port()
+            ca, cert, key = localhost_tls(folder)
+            (folder / "pebble.json").write_text(json.dumps({"pebble": {
+                "listenAddress": f"127.0.0.1:{pebble_port}", "managementListenAddress": f"127.0.0.1:{free_port()}",
+                "certificate": str(cert), "privateKey": str(key), "httpPort": http01, "tlsPort": free_port(),
+                "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
+            started.append(Server(["pebble", "-config", str(folder / "pebble.json"), "-dnsserver",
+                                    f"127.0.0.1:{dns_port}"], folder / "pebble.log",
+                                   {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}))
+            peer = (started[-1], f"https://localhost:{pebble_port}/dir", str(ca))
+            _wait(peer[1], peer[2])
+        ours_dir = f"https://localhost:{port}/acme/directory"
+        _wait(ours_dir, str(root / "ca" / "root.pem"))
+        yield (ours, ours_dir, str(root / "ca" / "root.pem")), peer, tokens, root
+
+
+def measure(count: int, log, concurrency: int = 4, rounds: int = 2) -> dict:
+    if not ensure("pebble", "pebble-challtestsrv"):
+        log("  pebble: not installed and could not be installed (apt-get pebble); no ACME figures")
+        return {}
+    with tempfile.TemporaryDirectory(prefix="ca-bench-acme-") as tmp, servers(Path(tmp)) as (ca_server, peer, tokens,
+                                                                                            root):
+        ours, ours_dir, ours_root = ca_server
+        pebble, pebble_dir, pebble_ca = peer
+        out: dict = {"ca_server": [], "pebble": []}
+        for r in range(rounds):  # alternating, so both see the same machine
+            out["ca_server"].append(run_orders(ours_dir, ours_root, f"o{r}-", count, concurrency, tokens, ours))
+            out["pebble"].append(run_orders(pebble_dir, pebble_ca, f"p{r}-", count, concurrency, tokens, pebble))
+            log(f"  round {r + 1}: ca-server {out['ca_server'][-1]}, pebble {out['pebble'][-1]}")
+        # Only correct work counts (issue 29): every order's certificate is checked (its name, its
+        # key); a round where either server failed an order makes the comparison invalid.
+        failed = [f"{k} round {i + 1}: {r['errors']} failed orders ({r.get('first_error')})"
+                  for k, rounds_ in out.items() for i, r in enumerate(rounds_) if r["errors"]]
+        out["valid"], out["invalid_because"] = not failed, failed or None
+        best = {k: max(v, key=lambda x: x["orders_per_s"]) for k, v in out.items() if k in ("ca_server", "pebble")}
+        out["ratio"] = round(best["ca_server"]["orders_per_s"] / best["pebble"]["orders_per_s"], 3) if not failed \
+            else None
+        cpu = {k: statistics.median(r["cpu_ms_per_order"] for r in out[k]) for k in ("ca_server", "pebble")}
+        out["cpu_ratio"] = round(cpu["ca_server"] / cpu["pebble"], 2) if not failed else None
+        log(f"  CPU per order: ca-server {cpu['ca_server']:.1f} ms, Pebble {cpu['pebble']:.1f} ms (medians): "
+            + (f"{out['cpu_ratio']}x (target 1.0x)" if not failed else f"INVALID: {'; '.join(failed)}"))
+        with sqlite3.connect(root / "ca.sqlite3") as db:
+            out["ca_server_certificates_stored"] = db.execute("SELECT count(*) FROM certificates").fetchone()[0]
+            out["ca_server_orders_audited"] = db.execute(
+                "SELECT count(*) FROM audit_log WHERE action = 'issue' AND detail LIKE '%acme_order%'").fetchone()[0]
+        return out
 
 
 def _wait(url: str, verify: str, timeout: float = 30) -> None:

@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import typing
 
-from prometheus_client import Counter
+from prometheus_client import Counter, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -31,6 +31,21 @@ MAX_EXPIRY_SERIES = 1000
 # Counted in the process that answers. Under `serve` every worker writes its counts to files in
 # PROMETHEUS_MULTIPROC_DIR (server.py sets it) and a scrape adds them up, whichever worker it reaches.
 OCSP_ANSWERS = Counter("ca_server_ocsp_answers", "OCSP answers by status", ["status"], registry=None)
+
+
+# prometheus_client's multi-process values ask os.getpid() at every increment (a system call) to
+# notice a fork: 7.6% of the Python a worker runs per OCSP answer (issue 29, py-spy --gil). The
+# pid is kept here instead, and set again in a forked child.
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+def _process_id() -> int:
+    return _PID[0]
+
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # chosen before any counter has a value (labels() makes them)
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_id)
 
 
 class StoreCollector:
