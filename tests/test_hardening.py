@@ -310,3 +310,52 @@ def test_access_log_lines_go_out_in_batches_in_order_and_none_is_lost(tmp_path):
         timed({"REQUEST_METHOD": "GET", "PATH_INFO": "/timed"}, lambda *args: None)
         wait_until(lambda: "/timed" in log.read_text(), 10)  # a lone line goes out within flush_seconds
         timed.close()
+
+
+def test_a_stalled_standard_output_never_holds_a_request_and_the_log_stays_bounded(monkeypatch):
+    """Standard output that takes nothing (a full pipe nobody reads, a stalled journald): requests
+    go on, at most MAX_WAITING lines wait, the rest are counted, and the count is written when the
+    output moves again."""
+    import fcntl
+
+    from ca_server.server import access_log
+
+    def fine(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    monkeypatch.setattr(access_log, "MAX_WAITING", 50)
+    read_end, write_end = os.pipe()
+    flags = fcntl.fcntl(write_end, fcntl.F_GETFL)
+    fcntl.fcntl(write_end, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(write_end, b"x" * 4096)  # fill the pipe: the next write blocks
+    except BlockingIOError:
+        pass
+    fcntl.fcntl(write_end, fcntl.F_SETFL, flags)
+    stream = os.fdopen(write_end, "wb")
+    access = access_log.AccessLog(fine, stream, flush_seconds=0.05)
+    served = []
+
+    def requests_():
+        for n in range(600):
+            served.append(access({"REQUEST_METHOD": "GET", "PATH_INFO": f"/r/{n}"}, lambda *args: None))
+
+    client = threading.Thread(target=requests_)
+    client.start()
+    client.join(60)
+    assert not client.is_alive() and len(served) == 600  # every request answered while the output was stuck
+    assert len(access.pending) <= 50 and access.dropped > 0
+    chunks = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: os.read(read_end, 65536), b"")))
+    reader.start()
+    access.close()
+    stream.close()
+    reader.join(30)
+    os.close(read_end)
+    text = b"".join(chunks).replace(b"x", b"").decode()
+    found = re.search(r"access log: (\d+) lines dropped while standard output took none", text)
+    assert found, text[-500:]
+    logged = len(re.findall(r'"GET /r/\d+ ', text))
+    assert logged + int(found.group(1)) == 600  # each request is either a line or counted

@@ -29,6 +29,10 @@ from urllib.parse import quote
 
 FLUSH_SECONDS = 0.2
 FLUSH_LINES = 512
+# Lines held while standard output takes none (a stalled pipe or journald): past this many, new
+# lines are counted, not kept, and the count is written when the output moves again. Requests
+# never wait for the log, and its memory stays bounded (~100 bytes a line).
+MAX_WAITING = 100_000
 
 # What needs no quoting to stay one line (PEP 3333 paths are latin-1 text): most paths, OCSP's
 # base64 included, skip quote().
@@ -50,6 +54,7 @@ class AccessLog:
         self.wake = threading.Event()
         self.flush_seconds = flush_seconds
         self.closed = False
+        self.dropped = 0
         threading.Thread(target=self._writer, name="access-log", daemon=True).start()
         # Granian's workers are multiprocessing children, which end with os._exit: atexit runs
         # in a plain process only, multiprocessing's finalizers in a worker.
@@ -65,6 +70,9 @@ class AccessLog:
                     lines.append(line(*self.pending.popleft()))
                 except Exception:  # noqa: BLE001 - the writer must outlive any odd request
                     lines.append(b"- - (a request whose line could not be made)\n")
+            dropped, self.dropped = self.dropped, 0  # an increment meanwhile may be lost: a count, not a record
+            if dropped:
+                lines.append(f"- - access log: {dropped} lines dropped while standard output took none\n".encode())
             data = b"".join(lines)
             while data:
                 try:
@@ -100,9 +108,12 @@ class AccessLog:
             raise
         finally:
             # What the line needs, as it is: the writer thread makes the line, off the request's path.
-            self.pending.append((environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD", "-"),
-                                 environ.get("PATH_INFO", ""), environ.get("SERVER_PROTOCOL", "-"),
-                                 statuses[-1] if statuses else "500", time.perf_counter() - start))
+            if len(self.pending) >= MAX_WAITING:
+                self.dropped += 1
+            else:
+                self.pending.append((environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD", "-"),
+                                     environ.get("PATH_INFO", ""), environ.get("SERVER_PROTOCOL", "-"),
+                                     statuses[-1] if statuses else "500", time.perf_counter() - start))
             if len(self.pending) >= FLUSH_LINES:
                 self.wake.set()
         return body
