@@ -167,7 +167,7 @@ def ensure(*tools: str) -> bool:
 def servers(folder: Path, pebble: bool = True):
     """ca-server (`serve --tls`) and, with `pebble`, Pebble, on the same DNS (pebble-challtestsrv)
     and the same http-01 responder. Yields ((ca-server, its directory URL, the root to trust),
-    (Pebble, its directory URL, its CA) or None, the responder's tokens)."""
+    (Pebble, its directory URL, its CA) or None, the responder's tokens, ca-server's instance)."""
     dns_port, management, http01 = free_port(), free_port(), free_port()
     started: list[Server] = []
     with contextlib.ExitStack() as stack:

@@ -99,14 +99,15 @@ def set_user_email(store: CaStore, name: str, email: str | None, now: dt.datetim
 def disable_user(store: CaStore, name: str, now: dt.datetime, actor: str = "cli:local") -> None:
     """The user can sign in no more, by password or through the directory (end their sessions too:
     directory/sessions.py end_all)."""
-    if not store.disable_user(name, now, audit={"at": now, "action": "user_disable", "actor": actor,
-                                                "detail": {"user": name}}):
+    if not store.set_user_disabled(name, now, audit={"at": now, "action": "user_disable", "actor": actor,
+                                                     "detail": {"user": name}}):
         raise NotFoundError(f"There is no active user named {name!r}.")
 
 
 def enable_user(store: CaStore, name: str, now: dt.datetime, actor: str = "cli:local") -> None:
     """A disabled user may sign in again (with the password or directory membership they have)."""
-    if not store.enable_user(name, audit={"at": now, "action": "user_enable", "actor": actor, "detail": {"user": name}}):
+    if not store.set_user_disabled(name, None, audit={"at": now, "action": "user_enable", "actor": actor,
+                                                      "detail": {"user": name}}):
         raise NotFoundError(f"There is no disabled user named {name!r}.")
 
 

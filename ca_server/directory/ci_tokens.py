@@ -17,6 +17,7 @@ import threading
 import jwt
 
 from ..accounts import create_token
+from ..clock import to_text
 from ..config import Config
 from ..config.auth import JwtIssuer
 from ..errors import AuthError
@@ -43,7 +44,7 @@ def _jwks(issuer: JwtIssuer) -> jwt.PyJWKClient:
         return client
 
 
-def verify(config: Config, token: str, now: dt.datetime) -> tuple[JwtIssuer, dict]:
+def verify(config: Config, token: str) -> tuple[JwtIssuer, dict]:
     """The configured issuer and the claims of a JWT that passes every check."""
     if not isinstance(token, str) or not token or len(token) > MAX_JWT_BYTES:
         raise ExchangeRefused(f'Send {{"token": "<the CI job\'s ID token, a JWT>"}} (at most {MAX_JWT_BYTES} bytes).')
@@ -98,7 +99,7 @@ def exchange(config: Config, store: CaStore, token: str, now: dt.datetime,
     """A new API token for a JWT that passes `verify`, and when it expires: after the issuer's
     token_minutes, and never after the JWT itself."""
     try:
-        issuer, claims = verify(config, token, now)
+        issuer, claims = verify(config, token)
     except ExchangeRefused as exc:
         store.append_audit(at=now, action="token_exchange_refused", actor="jwt", client=client,
                            detail={"reason": exc.message[:300]})
@@ -110,5 +111,5 @@ def exchange(config: Config, store: CaStore, token: str, now: dt.datetime,
     api_token = create_token(store, name, is_admin=False, domains=issuer.domains, allow_ip=False, now=now,
                              actor=f"jwt:{issuer.issuer}", expires_at=expires,
                              audit_detail={"exchanged": True, "issuer": issuer.issuer, "claims": kept,
-                                           "expires_at": expires.isoformat()})
+                                           "expires_at": to_text(expires)})
     return api_token, expires

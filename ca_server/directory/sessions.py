@@ -56,8 +56,8 @@ def current_user(config: Config, store: CaStore, session_id: str | None, now: dt
 
 
 def end(store: CaStore, session_id: str, now: dt.datetime, *, actor: str, client: str | None) -> int:
-    return store.end_sessions(now, actor, id_sha256=key_of(session_id), audit={
-        "at": now, "action": "sign_out", "actor": actor, "client": client})
+    """This browser's session (its own sign-out)."""
+    return end_one(store, key_of(session_id), now, actor=actor, client=client, action="sign_out")
 
 
 def end_all(store: CaStore, user: str, now: dt.datetime, *, actor: str, client: str | None) -> int:
@@ -72,10 +72,11 @@ def disable_user(store: CaStore, user: str, now: dt.datetime, *, actor: str, cli
     return end_all(store, user, now, actor=actor, client=client)
 
 
-def end_one(store: CaStore, key: str, now: dt.datetime, *, actor: str, client: str | None) -> int:
+def end_one(store: CaStore, key: str, now: dt.datetime, *, actor: str, client: str | None,
+            action: str = "session_ended") -> int:
     """One session, by the key lists know it by (an admin's "end this one")."""
     return store.end_sessions(now, actor, id_sha256=key, audit={
-        "at": now, "action": "session_ended", "actor": actor, "client": client})
+        "at": now, "action": action, "actor": actor, "client": client})
 
 
 def open_sessions(store: CaStore, now: dt.datetime, user: str | None = None) -> list[dict]:

@@ -51,8 +51,8 @@ SCAN_INTERVAL = 1.0
 # OCSP answers skip the work permits (their bodies are still read first): nearly all come from the
 # responder's cache in microseconds, one that does not costs a lookup and a signature, and handing
 # permits from thread to thread cost more CPU than the answers themselves (issue 29, 16 clients on
-# one worker: 65-66 us of CPU per answer with permits, 35-59 without, 3 rounds). Granian's threads
-# bound them all the same.
+# one worker: 65-66 us of CPU per answer through the gate, 35-59 with no gate at all, 3 rounds).
+# Granian's threads bound them all the same.
 UNGATED = "/ocsp"
 
 

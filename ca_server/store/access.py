@@ -78,20 +78,13 @@ class AccessQueries:
             current = db.execute("SELECT password_hash, disabled_at FROM users WHERE name = ?", [row["name"]]).fetchone()
         return current is not None and current[0] == row["password_hash"] and current[1] is None
 
-    def disable_user(self, name: str, at: dt.datetime, audit: dict | None = None) -> bool:
-        """The user signs in no more (directory users neither); False when there is none to disable."""
+    def set_user_disabled(self, name: str, at: dt.datetime | None, audit: dict | None = None) -> bool:
+        """Disable the user from `at` (no sign-in, local or directory), or with None enable them
+        again; False when there is no user of that name in the other state."""
+        state = "disabled_at IS NULL" if at else "disabled_at IS NOT NULL"
         with self.write() as db:
-            changed = db.execute("UPDATE users SET disabled_at = ? WHERE name = ? AND disabled_at IS NULL",
-                                 [to_text(at), name]).rowcount == 1
-            if changed and audit:
-                self._append_audit(db, **audit)
-        return changed
-
-    def enable_user(self, name: str, audit: dict | None = None) -> bool:
-        """A disabled user may sign in again; False when there is no disabled user of that name."""
-        with self.write() as db:
-            changed = db.execute("UPDATE users SET disabled_at = NULL WHERE name = ? AND disabled_at IS NOT NULL",
-                                 [name]).rowcount == 1
+            changed = db.execute(f"UPDATE users SET disabled_at = ? WHERE name = ? AND {state}",
+                                 [to_text(at) if at else None, name]).rowcount == 1
             if changed and audit:
                 self._append_audit(db, **audit)
         return changed
