@@ -17,4 +17,9 @@ def to_text(moment: dt.datetime) -> str:
 
 
 def from_text(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    """The moment to_text wrote. Only that form ("2026-11-26T18:10:51Z"), as strptime would
+    check, at a sixth of strptime's CPU: an ACME poll reads about seven (issue 29)."""
+    if len(text) == 20 and text[19] == "Z" and text[10] == "T" and text[4] == text[7] == "-" \
+            and text[13] == text[16] == ":" and text[:19].replace("-", "").replace(":", "").replace("T", "").isdigit():
+        return dt.datetime.fromisoformat(text[:19]).replace(tzinfo=dt.UTC)
+    raise ValueError(f"{text!r} is not a UTC time like 2026-11-26T18:10:51Z")

@@ -17,6 +17,8 @@ from contextlib import ExitStack, contextmanager
 import pytest
 import requests
 
+from ca_server.server.stalled_connections import RequestGate
+
 from .conftest import new_token
 from .factories import make_csr, pem
 from .server import running_server
@@ -199,3 +201,34 @@ def test_serve_raises_its_open_file_limit_to_the_hard_limit():
 def test_the_server_log_says_what_it_holds(server, instance):
     log = (instance / "serve.log").read_text()
     assert re.search(r"open-file limit \d+; 2 worker\(s\) x 4096 connections, header timeout 2 s", log), log[-2000:]
+
+
+class _Pieces:
+    """A WSGI answer in pieces, as Flask gives one, that records its close()."""
+
+    def __init__(self, pieces, fail: bool = False) -> None:
+        self.pieces, self.fail, self.closed = pieces, fail, False
+
+    def __iter__(self):
+        yield from self.pieces
+        if self.fail:
+            raise OSError("the answer broke off")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_gate_hands_the_server_each_answer_whole_and_closes_it():
+    """Granian sends a list in one call and iterates anything else piece by piece (issue 29): the
+    gate joins the answer and closes it (Flask ends its request context there), also when
+    making the answer fails halfway."""
+    answer = _Pieces([b"ab", b"", b"cd"])
+    gate = RequestGate(lambda environ, start_response: answer, threads=1, max_bytes=100)
+    assert gate({"PATH_INFO": "/healthz"}, None) == [b"abcd"]
+    assert answer.closed
+    broken = _Pieces([b"ab"], fail=True)
+    gate = RequestGate(lambda environ, start_response: broken, threads=1, max_bytes=100)
+    with pytest.raises(OSError):
+        gate({"PATH_INFO": "/healthz"}, None)
+    assert broken.closed
+    assert gate.work._free == 1  # the work permit came back

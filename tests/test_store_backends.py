@@ -265,3 +265,15 @@ def test_a_connection_lost_inside_a_pipelined_write_is_store_unavailable_then_re
                 db.execute("INSERT INTO leases (name, holder, expires_at) VALUES ('x', 'y', 'z')")
     assert store.take_lease("after", "me", NOW, 10), "the next write uses a new connection"
     assert store.lease_holder("x", NOW) is None, "nothing of the lost transaction was stored"
+
+
+@pytest.mark.parametrize("text", ["2026-11-26 18:10:51Z", "2026-11-26T18:10:51", "2026-13-26T18:10:51Z",
+                                  "2026-11-26T18:10:51+00:00", "2026-1-26T18:10:51Z", "２026-11-26T18:10:51Z", ""])
+def test_stored_times_read_back_only_in_the_form_they_are_written(text):
+    """from_text (which reads every stored moment) takes what to_text writes and nothing else."""
+    from ca_server.clock import from_text, to_text
+
+    moment = dt.datetime(2026, 11, 26, 18, 10, 51, tzinfo=dt.UTC)
+    assert from_text(to_text(moment)) == moment and from_text(to_text(moment)).tzinfo is dt.UTC
+    with pytest.raises(ValueError):
+        from_text(text)

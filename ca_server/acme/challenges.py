@@ -28,8 +28,11 @@ def challenge_json(challenge: Challenge, urls: AcmeUrls) -> dict:
     return body
 
 
-def authz_json(store: CaStore, authz: Authorization, urls: AcmeUrls) -> dict:
-    challenges = [c for c in state.children(store, authz.id) if isinstance(c, Challenge)]
+def challenges_of(store: CaStore, authz: Authorization) -> list[Challenge]:
+    return [c for c in state.children(store, authz.id) if isinstance(c, Challenge)]
+
+
+def authz_json(authz: Authorization, challenges: list[Challenge], urls: AcmeUrls) -> dict:
     if authz.status == "valid":  # RFC 8555 7.1.4: the challenge that validated it
         challenges = [c for c in challenges if c.status == "valid"] or challenges
     body = {"identifier": authz.identifier.to_json(), "status": authz.status, "expires": authz.expires,
@@ -106,13 +109,13 @@ def record_outcome(config: Config, store: CaStore, challenge_id: str, error: dic
         webhooks.record_renewal_failure(config, store, failed[1], failed[0], now)
 
 
-def stale(config: AcmeConfig, store: CaStore, authz: Authorization | None, now: dt.datetime) -> list[Challenge]:
-    """The authorization's challenges left `processing` by a worker that stopped (a restart, a
-    crash), older than any validation could take: to validate again when the client polls."""
+def stale(config: AcmeConfig, authz: Authorization | None, challenges: list[Challenge],
+          now: dt.datetime) -> list[Challenge]:
+    """The authorization's challenges (`challenges`) left `processing` by a worker that stopped (a
+    restart, a crash), older than any validation could take: to validate again when the client polls."""
     if authz is None:
         return []
     longest = dt.timedelta(seconds=config.validation_attempts * (config.validation_timeout_seconds * 3
                                                                  + 2 ** config.validation_attempts) + 5)
-    return [child for child in state.children(store, authz.id)
-            if isinstance(child, Challenge) and child.status == "processing" and child.started
+    return [child for child in challenges if child.status == "processing" and child.started
             and from_text(child.started) + longest < now]

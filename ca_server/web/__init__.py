@@ -49,6 +49,9 @@ class _SessionOverTLS(SecureCookieSessionInterface):
 
 
 SESSIONLESS = ("/acme/", "/scep", "/.well-known/est/")
+SECURITY_ITEMS = tuple((name.lower(), name, value) for name, value in SECURITY_HEADERS.items())
+HSTS_ITEM = (("strict-transport-security", "Strict-Transport-Security", HSTS),)
+NO_STORE_ITEM = (("cache-control", "Cache-Control", "no-store"),)
 
 
 def _moment_html(moment) -> Markup:
@@ -98,12 +101,13 @@ def register(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if request.is_secure:  # over https: browsers must not come back over plain http (RFC 6797)
-            response.headers.setdefault("Strict-Transport-Security", HSTS)
-        if response.mimetype == "text/html":
-            response.headers.setdefault("Cache-Control", "no-store")
+        # Those the view did not set, added at once: setdefault scanned the header list once per
+        # name (~16 us an answer against ~4, issue 29).
+        headers = response.headers
+        present = {name.lower() for name in headers.keys()}
+        wanted = [*SECURITY_ITEMS, *(HSTS_ITEM if request.is_secure else ()),  # over https: never back to http (RFC 6797)
+                  *(NO_STORE_ITEM if response.mimetype == "text/html" else ())]
+        headers.extend([(name, value) for low, name, value in wanted if low not in present])
         return response
 
     # Token submissions of certificates and OCSP skip Flask's request machinery (see hot_paths.py).

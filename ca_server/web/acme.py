@@ -46,16 +46,14 @@ def init_acme(app) -> None:
 
 def respond(body: dict | str | None, status: int = 200, headers: dict | None = None,
             mimetype: str = "application/json") -> Response:
-    text = "" if body is None else body if isinstance(body, str) else json.dumps(body, indent=1)
-    response = Response(text, status=status, mimetype=mimetype)
+    # Compact JSON: with `indent`, json.dumps leaves its C encoder for the Python one (~0.1 ms
+    # an answer, issue 29); clients parse it either way.
+    text = "" if body is None else body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
     headers = dict(headers or {})
     nonce = headers.pop("Replay-Nonce", None) or g.get("acme_next_nonce")
-    response.headers["Replay-Nonce"] = nonce or accounts.new_nonce(services().store, now())
-    response.headers["Cache-Control"] = "no-store"
-    response.headers.add("Link", f'<{urls().directory}>;rel="index"')
-    for name, value in headers.items():
-        response.headers.add(name, value)
-    return response
+    listed = [("Replay-Nonce", nonce or accounts.new_nonce(services().store, now())), ("Cache-Control", "no-store"),
+              ("Link", f'<{urls().directory}>;rel="index"'), *headers.items()]
+    return Response(text, status=status, headers=listed, mimetype=mimetype)
 
 
 def problem_response(exc: AcmeProblem) -> Response:
@@ -192,8 +190,9 @@ def authz(authz_id: str):
         if payload.get("status") != "deactivated":
             raise AcmeProblem("malformed", "An authorization can only be updated to status \"deactivated\".")
         found = challenges.deactivate_authz(svc.store, found, now())
-    _resume_stale(found, acct)
-    return respond(challenges.authz_json(svc.store, found, urls()), headers=_retry_after(found))
+    kids = challenges.challenges_of(svc.store, found)  # read once, for both
+    _resume_stale(found, acct, kids)
+    return respond(challenges.authz_json(found, kids, urls()), headers=_retry_after(found))
 
 
 @bp.post("/chall/<challenge_id>")
@@ -217,8 +216,10 @@ def _retry_after(obj: Order | Authorization | Challenge) -> dict[str, str]:
     return {"Retry-After": POLL_SECONDS} if obj.status in ("pending", "processing") else {}
 
 
-def _resume_stale(authz_obj: Authorization | None, acct: dict) -> None:
-    for stale in challenges.stale(services().config.acme, services().store, authz_obj, now()):
+def _resume_stale(authz_obj: Authorization | None, acct: dict, kids: list[Challenge] | None = None) -> None:
+    if authz_obj is not None and kids is None:
+        kids = challenges.challenges_of(services().store, authz_obj)
+    for stale in challenges.stale(services().config.acme, authz_obj, kids or [], now()):
         validator().submit(stale, acct.thumbprint)
 
 
