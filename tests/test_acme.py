@@ -182,6 +182,48 @@ def test_a_nonce_from_one_worker_is_good_on_another(acme_app):
     assert b.post("/acme/new-account", {"termsOfServiceAgreed": True}, jwk=True, nonce=nonce).status_code == 201
 
 
+def test_nonces_made_elsewhere_too_old_or_altered_are_bad_nonces(client):
+    """A nonce is good when this server made it (its MAC under the instance's key), within the
+    last hour, and unused; anything else is badNonce with a fresh nonce to retry with."""
+    from ca_server.acme.accounts import Nonces
+
+    app = client.app
+    store = app.extensions["ca_server"].store
+    now = dt.datetime.now(dt.UTC)
+    good = client.nonce()
+    altered = good[:-2] + ("AA" if good[-2:] != "AA" else "BB")
+    for nonce in (Nonces(app.secret_key).new(now - dt.timedelta(minutes=61)),  # too old
+                  Nonces(app.secret_key).new(now + dt.timedelta(minutes=30)),  # from the future
+                  Nonces(b"another instance's key").new(now), altered, "x" * 38):
+        refused = client.post("/acme/new-account", {"termsOfServiceAgreed": True}, jwk=True, nonce=nonce)
+        problem(refused, "badNonce")
+        assert Nonces(app.secret_key).made_at(refused.headers["Replay-Nonce"]) is not None
+    recorded = _nonce_rows(store)
+    for _ in range(5):
+        client.nonce()
+    assert _nonce_rows(store) == recorded  # handing nonces out writes nothing
+    assert client.post("/acme/new-account", {"termsOfServiceAgreed": True}, jwk=True, nonce=good).status_code == 201
+    assert _nonce_rows(store) == recorded + 1  # using one records it, on every node
+
+
+def _nonce_rows(store) -> int:
+    return next(store.db.query("SELECT count(*) AS n FROM acme_nonces"))["n"]
+
+
+def test_used_nonces_are_forgotten_only_once_too_old_to_use(client, monkeypatch):
+    from ca_server.store import acme as acme_queries
+
+    store = client.app.extensions["ca_server"].store
+    now = dt.datetime.now(dt.UTC)
+    assert store.use_nonce("old", now - dt.timedelta(seconds=1), now)
+    assert store.use_nonce("recent", now + dt.timedelta(minutes=60), now)
+    assert not store.use_nonce("recent", now + dt.timedelta(minutes=60), now)  # the second use
+    monkeypatch.setattr(acme_queries, "NONCE_SWEEP_EVERY", 1)
+    assert store.use_nonce("another", now + dt.timedelta(minutes=60), now)
+    left = {r["nonce"] for r in store.db.query("SELECT nonce FROM acme_nonces")}
+    assert "old" not in left and {"recent", "another"} <= left
+
+
 def test_signature_kid_and_url_are_checked(client):
     client.new_account()
     problem(client.post("/acme/new-order", {"identifiers": [{"type": "ip", "value": "127.0.0.1"}]}, key=ec_key()),
@@ -352,6 +394,39 @@ def test_unknown_resources_and_methods_are_problems(client):
         assert response.status_code == status and response.mimetype == PROBLEM
         assert response.get_json()["type"] == "urn:ietf:params:acme:error:malformed"
         assert response.headers["Replay-Nonce"]
+    assert client.client.get("/acme/new-account").headers["Allow"] == "POST"
+
+
+def test_every_acme_answer_carries_the_sites_headers_and_a_bug_is_a_problem_in_words(client, monkeypatch):
+    """ACME is answered outside Flask (issue 29), with the same headers as every page: the
+    security headers, HSTS over https, no-store, the index link; a body past the size limit is
+    413 and a bug is serverInternal, logged, with no internals in the answer."""
+    web = client.client
+    over_https = web.get("/acme/directory", base_url="https://localhost")
+    assert over_https.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert over_https.get_json()["newNonce"] == "https://localhost/acme/new-nonce"
+    head = web.head("/acme/directory")
+    assert head.status_code == 200 and head.get_data() == b"" and head.headers["Replay-Nonce"]
+    too_big = web.post("/acme/new-order", data=b"x" * (client.app.config["MAX_CONTENT_LENGTH"] + 1),
+                       content_type="application/jose+json")
+    assert too_big.status_code == 413 and "larger than" in too_big.get_json()["detail"]
+    from ca_server.acme import renewal_info
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+    monkeypatch.setattr(renewal_info, "renewal_info", broken)
+    failed = web.get("/acme/renewal-info/abc.def")
+    assert failed.status_code == 500 and failed.mimetype == PROBLEM
+    assert failed.get_json()["type"] == "urn:ietf:params:acme:error:serverInternal"
+    assert "secret internals" not in failed.get_data(as_text=True)
+    for response in (web.get("/acme/directory"), web.head("/acme/new-nonce"), too_big, failed,
+                     web.get("/acme/nothing-here"), web.options("/acme/new-order")):
+        assert response.status_code < 500 or response is failed
+        assert response.headers["X-Content-Type-Options"] == "nosniff" and "Content-Security-Policy" in response.headers
+        assert response.headers["Cache-Control"] == "no-store" and 'rel="index"' in response.headers["Link"]
+        assert "Strict-Transport-Security" not in response.headers  # plain http here
+        assert "Set-Cookie" not in response.headers
+    assert web.options("/acme/new-order").headers["Allow"] == "OPTIONS, POST"
 
 
 def test_fuzzed_jws_bodies_never_get_a_5xx(client):

@@ -10,7 +10,7 @@ from markupsafe import Markup
 from ..clock import to_text
 from ..display import algorithm_text, fingerprint_text, moment_text, requester_text
 from ..pki.serials import serial_colon
-from . import acme, admin, api, auth, directory, est, expiry, inspect, oidc, pages, public, scep, transparency
+from . import admin, api, auth, directory, est, expiry, inspect, oidc, pages, public, scep, transparency
 from .common import now
 from .errors import register_error_handlers
 from .hot_paths import HotPaths
@@ -39,16 +39,14 @@ class _SessionOverTLS(SecureCookieSessionInterface):
         return bool(app.config["SESSION_COOKIE_SECURE"]) or (has_request_context() and request.is_secure)
 
     def open_session(self, app: Flask, request):
-        """No cookie session for the doors that sign every request themselves (ACME, EST, SCEP):
-        Flask's null session reads as empty. Opening one built a signing serializer for each of
-        an ACME order's dozen requests: 5% of the server's GIL-held samples per order in a py-spy
-        profile (issue 29), though CPU per order moved within noise in an A/B."""
+        """No cookie session for the doors that sign every request themselves (EST, SCEP; ACME
+        does not reach Flask at all, hot_paths.py): Flask's null session reads as empty."""
         if request.path.startswith(SESSIONLESS):
             return None  # Flask then makes its null session
         return super().open_session(app, request)
 
 
-SESSIONLESS = ("/acme/", "/scep", "/.well-known/est/")
+SESSIONLESS = ("/scep", "/.well-known/est/")
 SECURITY_ITEMS = tuple((name.lower(), name, value) for name, value in SECURITY_HEADERS.items())
 HSTS_ITEM = (("strict-transport-security", "Strict-Transport-Security", HSTS),)
 NO_STORE_ITEM = (("cache-control", "Cache-Control", "no-store"),)
@@ -72,7 +70,6 @@ def register(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(inspect.bp)
-    app.register_blueprint(acme.bp)
     app.register_blueprint(est.bp)
     app.register_blueprint(scep.bp)
     app.register_blueprint(expiry.bp)
@@ -80,7 +77,6 @@ def register(app: Flask) -> None:
     app.register_blueprint(directory.bp)
     app.register_blueprint(oidc.bp)
     oidc.init_oidc(app)
-    acme.init_acme(app)
 
     app.jinja_env.globals.update(
         days_left_words=pages.days_left_words,
@@ -112,4 +108,4 @@ def register(app: Flask) -> None:
 
     # Token submissions of certificates and OCSP skip Flask's request machinery (see hot_paths.py).
     app.extensions["ca_server_ocsp_http"] = OCSPHttp(app.extensions["ca_server"], SECURITY_HEADERS)
-    app.wsgi_app = HotPaths(app, SECURITY_HEADERS)
+    app.wsgi_app = HotPaths(app, SECURITY_HEADERS, HSTS)

@@ -1,12 +1,24 @@
-"""ACME resources (RFC 8555 7) under /acme/: each view checks the signed request, calls one
+"""ACME resources (RFC 8555 7) under /acme/: each resource checks the signed request, calls one
 function of ca_server.acme, and answers JSON with a fresh Replay-Nonce and the index link. Every
-error is application/problem+json with an ACME error type."""
+error is application/problem+json with an ACME error type.
+
+Answered without Flask (issue 29): an order is a dozen requests, each signed, none with a cookie,
+a form or a template, and Flask's request context, hooks and response objects were a quarter of
+the Python an ACME request ran. The resources read what they need of the WSGI environ (`Call`)
+and return an `Answer`; `AcmeDoor` routes, turns errors into problems and adds the headers every
+answer of this server carries."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
+import re
+from collections.abc import Callable
+from functools import cached_property
+from typing import NamedTuple
 
-from flask import Blueprint, Response, current_app, g, request
+from werkzeug.sansio.utils import get_host
 
 from ..acme import accounts, challenges, jws, orders, state
 from ..acme import renewal_info as ari
@@ -17,242 +29,337 @@ from ..acme.urls import AcmeUrls
 from ..acme.validation import Validator
 from ..errors import CAError
 from ..pki.keys import spki_sha256
-from .common import client_address, now, own_base_url, services
+from ..services import Services
+from .errors import INTERNAL_ERROR
 
-bp = Blueprint("acme", __name__, url_prefix="/acme")
+log = logging.getLogger("ca_server")
 
+PREFIX = "/acme/"
 JOSE = "application/jose+json"
+JSON = "application/json"
+PROBLEM = "application/problem+json"
 POLL_SECONDS = "1"
 
 
-def urls() -> AcmeUrls:
-    return AcmeUrls(own_base_url())
+class Answer(NamedTuple):
+    status: int
+    body: dict | str | None
+    headers: dict[str, str] = {}
+    mimetype: str = JSON
 
 
-def validator() -> Validator:
-    return current_app.extensions["ca_server_acme_validator"]
+class Call:
+    """One ACME request, as the resources read it."""
+
+    def __init__(self, environ: dict, services: Services, validator: Validator, nonces: accounts.Nonces,
+                 max_bytes: int) -> None:
+        self.environ, self.services, self.validator, self.max_bytes = environ, services, validator, max_bytes
+        self.nonces = nonces
+        self.method = environ.get("REQUEST_METHOD", "GET").upper()
+        self.path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+        self.next_nonce: str | None = None
+        self.store = services.store
+        self.config = services.config
+
+    @cached_property
+    def now(self) -> dt.datetime:
+        """The request's "now", read once from the services' clock."""
+        return self.services.clock()
+
+    @property
+    def client(self) -> str | None:
+        return self.environ.get("REMOTE_ADDR")
+
+    @property
+    def secure(self) -> bool:
+        return self.environ.get("wsgi.url_scheme") == "https"
+
+    @cached_property
+    def urls(self) -> AcmeUrls:
+        """From [server] base_url, except when a client reached this server over https and
+        base_url is http (`serve --tls` on an instance made for http): then the https address
+        the client used, so that a client that chose TLS is never sent to plain HTTP."""
+        base = self.config.server.base_url
+        if self.secure and not base.startswith("https://"):
+            environ = self.environ
+            server = (environ["SERVER_NAME"], int(environ["SERVER_PORT"])) if environ.get("SERVER_NAME") else None
+            base = "https://" + get_host("https", environ.get("HTTP_HOST"), server)
+        return AcmeUrls(base)
+
+    @property
+    def mimetype(self) -> str:
+        return self.environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+
+    @cached_property
+    def body(self) -> bytes:
+        length = self.environ.get("CONTENT_LENGTH") or "0"
+        if not length.isdigit():
+            raise AcmeProblem("malformed", "The Content-Length header is not a number.")
+        if int(length) > self.max_bytes:
+            raise AcmeProblem("malformed", f"The request is larger than the {self.max_bytes} bytes this server "
+                              "accepts.", status=413)
+        return self.environ["wsgi.input"].read(int(length)) if int(length) else b""
+
+    def signed(self, *, by_key: bool = False) -> jws.SignedRequest:
+        """The request's JWS with its form, url and nonce checked (not yet its signature)."""
+        if self.mimetype != JOSE:
+            raise AcmeProblem("malformed", f"ACME requests are {JOSE}, not {self.mimetype or 'untyped'}.", status=415)
+        signed = jws.parse(self.body)
+        expected = self.urls.base_url + self.path
+        if signed.url != expected:
+            raise AcmeProblem("unauthorized", f"The JWS url {signed.url!r} is not this request's URL ({expected}).")
+        self.next_nonce = self.nonces.use(self.store, signed, self.now)
+        if by_key and signed.jwk is None:
+            raise AcmeProblem("malformed", "This request must be signed with a jwk, not a kid.")
+        if not by_key and signed.kid is None:
+            raise AcmeProblem("malformed", "This request must name its account with kid (the account URL).")
+        return signed
+
+    def signed_by_account(self) -> tuple[jws.SignedRequest, state.Account]:
+        signed = self.signed()
+        return signed, accounts.account_for(self.store, signed, self.urls.accounts)
 
 
-def init_acme(app) -> None:
-    """The app's validation pool: threads start on the first validation, in the process that
-    serves (a forked worker builds its own app)."""
-    svc = app.extensions["ca_server"]
-
-    def done(challenge_id: str, error: dict | None) -> None:
-        challenges.record_outcome(svc.config, svc.store, challenge_id, error, svc.clock())
-
-    app.extensions["ca_server_acme_validator"] = Validator(svc.config.acme, done)
+View = Callable[..., Answer]
+ROUTES: list[tuple[re.Pattern[str], dict[str, View]]] = []
 
 
-def respond(body: dict | str | None, status: int = 200, headers: dict | None = None,
-            mimetype: str = "application/json") -> Response:
-    # Compact JSON: with `indent`, json.dumps leaves its C encoder for the Python one (~0.1 ms
-    # an answer, issue 29); clients parse it either way.
-    text = "" if body is None else body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
-    headers = dict(headers or {})
-    nonce = headers.pop("Replay-Nonce", None) or g.get("acme_next_nonce")
-    listed = [("Replay-Nonce", nonce or accounts.new_nonce(services().store, now())), ("Cache-Control", "no-store"),
-              ("Link", f'<{urls().directory}>;rel="index"'), *headers.items()]
-    return Response(text, status=status, headers=listed, mimetype=mimetype)
+def resource(pattern: str, *methods: str) -> Callable[[View], View]:
+    """A resource at /acme/`pattern` (its groups are the view's arguments); GET answers HEAD too."""
+    def register(view: View) -> View:
+        allowed = {m: view for m in methods}
+        if "GET" in allowed:
+            allowed.setdefault("HEAD", view)
+        ROUTES.append((re.compile(PREFIX + pattern), allowed))
+        return view
+    return register
 
 
-def problem_response(exc: AcmeProblem) -> Response:
-    return respond(exc.as_json(), exc.status, exc.headers, mimetype="application/problem+json")
+class AcmeDoor:
+    """The WSGI application for every path under /acme/."""
+
+    def __init__(self, services: Services, *, secret: bytes, max_bytes: int, security_headers: dict[str, str],
+                 hsts: str) -> None:
+        self.services, self.max_bytes = services, max_bytes
+        self.nonces = accounts.Nonces(secret)
+        self.headers = list(security_headers.items())
+        self.hsts = ("Strict-Transport-Security", hsts)
+
+        def done(challenge_id: str, error: dict | None) -> None:
+            challenges.record_outcome(services.config, services.store, challenge_id, error, services.clock())
+
+        # Threads start on the first validation, in the process that serves (a forked worker
+        # builds its own app, hence its own door).
+        self.validator = Validator(services.config.acme, done)
+
+    def __call__(self, environ: dict, start_response):
+        call = Call(environ, self.services, self.validator, self.nonces, self.max_bytes)
+        try:
+            answer = self._dispatch(call)
+        except AcmeProblem as exc:
+            answer = problem(exc)
+        except CAError as exc:
+            answer = problem(AcmeProblem("malformed", exc.message))
+        except Exception:
+            log.exception("unexpected error on %s %s", call.method, call.path)
+            answer = problem(AcmeProblem("serverInternal", INTERNAL_ERROR))
+        return self._send(call, answer, start_response)
+
+    def _dispatch(self, call: Call) -> Answer:
+        if not call.config.acme.enabled:
+            raise AcmeProblem("malformed", "ACME is turned off on this server ([acme] enabled = false).", status=404)
+        for pattern, allowed in ROUTES:
+            found = pattern.fullmatch(call.path)
+            if found is None:
+                continue
+            if call.method == "OPTIONS":
+                return Answer(200, None, {"Allow": ", ".join(sorted({*allowed, "OPTIONS"}))})
+            view = allowed.get(call.method)
+            if view is None:
+                raise AcmeProblem("malformed", "This ACME resource does not accept that method (ACME uses POST, "
+                                  "and GET for the directory and nonces).", status=405,
+                                  headers={"Allow": ", ".join(sorted(allowed))})
+            return view(call, *found.groups())
+        raise AcmeProblem("malformed", "There is no ACME resource at this URL.", status=404)
+
+    def _send(self, call: Call, answer: Answer, start_response):
+        status, body, extra, mimetype = answer
+        # Compact JSON: with `indent`, json.dumps leaves its C encoder for the Python one.
+        text = "" if body is None else body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+        data = text.encode()
+        extra = dict(extra)
+        nonce = extra.pop("Replay-Nonce", None) or call.next_nonce or call.nonces.new(call.now)  # on every answer
+        headers = [("Content-Type", mimetype), ("Content-Length", str(len(data))),
+                   ("Replay-Nonce", nonce), ("Cache-Control", "no-store"),
+                   ("Link", f'<{call.urls.directory}>;rel="index"'), *extra.items(), *self.headers]
+        if call.secure:  # over https: never back to plain http (RFC 6797)
+            headers.append(self.hsts)
+        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+        return [] if call.method == "HEAD" else [data]
 
 
-@bp.errorhandler(CAError)
-def _ca_error(exc: CAError):
-    if isinstance(exc, AcmeProblem):
-        return problem_response(exc)
-    return problem_response(AcmeProblem("malformed", exc.message))
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
+            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
-@bp.before_request
-def _enabled():
-    if not services().config.acme.enabled:
-        raise AcmeProblem("malformed", "ACME is turned off on this server ([acme] enabled = false).", status=404)
-    return None
-
-
-def signed_request(*, by_key: bool = False) -> jws.SignedRequest:
-    """The request's JWS with its form, url and nonce checked (not yet its signature)."""
-    if request.mimetype != JOSE:
-        raise AcmeProblem("malformed", f"ACME requests are {JOSE}, not {request.mimetype or 'untyped'}.", status=415)
-    signed = jws.parse(request.get_data())
-    expected = urls().base_url + request.path
-    if signed.url != expected:
-        raise AcmeProblem("unauthorized", f"The JWS url {signed.url!r} is not this request's URL ({expected}).")
-    g.acme_next_nonce = accounts.use_nonce(services().store, signed, now())
-    if by_key and signed.jwk is None:
-        raise AcmeProblem("malformed", "This request must be signed with a jwk, not a kid.")
-    if not by_key and signed.kid is None:
-        raise AcmeProblem("malformed", "This request must name its account with kid (the account URL).")
-    return signed
-
-
-def signed_by_account() -> tuple[jws.SignedRequest, state.Account]:
-    signed = signed_request()
-    return signed, accounts.account_for(services().store, signed, urls().accounts)
+def problem(exc: AcmeProblem) -> Answer:
+    return Answer(exc.status, exc.as_json(), exc.headers, PROBLEM)
 
 
 # -- directory, nonces ---------------------------------------------------------------------------
-@bp.get("/directory")
-def directory():
-    cfg, u = services().config, urls()
+@resource("directory", "GET")
+def directory(call: Call) -> Answer:
+    cfg, u = call.config, call.urls
     body = {"newNonce": u.new_nonce, "newAccount": u.new_account, "newOrder": u.new_order,
             "revokeCert": u.revoke_cert, "keyChange": u.key_change, "renewalInfo": u.renewal_info,
-            "meta": {"externalAccountRequired": cfg.acme.require_eab, "website": own_base_url(),
+            "meta": {"externalAccountRequired": cfg.acme.require_eab, "website": u.base_url,
                      "profiles": {name: p.description or name for name, p in cfg.profiles.items()}}}
-    return respond(body)  # with a nonce, like every ACME answer, so not cacheable
+    return Answer(200, body)  # with a nonce, like every ACME answer, so not cacheable
 
 
-@bp.route("/new-nonce", methods=["HEAD", "GET"])
-def new_nonce():
-    return respond(None, 200 if request.method == "HEAD" else 204)
+@resource("new-nonce", "HEAD", "GET")
+def new_nonce(call: Call) -> Answer:
+    return Answer(200 if call.method == "HEAD" else 204, None)
 
 
 # -- accounts ------------------------------------------------------------------------------------
-@bp.post("/new-account")
-def new_account():
-    svc, u = services(), urls()
-    signed = signed_request(by_key=True)
-    account, created = accounts.create_account(svc.store, signed, urls=u, require_eab=svc.config.acme.require_eab,
-                                               client=client_address(), now=now())
-    return respond(account_json(account), 201 if created else 200, {"Location": u.account(account.id)})
+@resource("new-account", "POST")
+def new_account(call: Call) -> Answer:
+    signed = call.signed(by_key=True)
+    account, created = accounts.create_account(call.store, signed, urls=call.urls, require_eab=call.config.acme.require_eab,
+                                               client=call.client, now=call.now)
+    return Answer(201 if created else 200, account_json(call, account), {"Location": call.urls.account(account.id)})
 
 
-def account_json(account: state.Account) -> dict:
-    body = {"status": account.status, "contact": list(account.contacts), "orders": urls().orders(account.id),
+def account_json(call: Call, account: state.Account) -> dict:
+    body = {"status": account.status, "contact": list(account.contacts), "orders": call.urls.orders(account.id),
             "createdAt": account.created_at}
     if account.eab_name:
         body["externalAccountBinding"] = {"name": account.eab_name}
     return body
 
 
-@bp.post("/acct/<account_id>")
-def account(account_id: str):
-    signed, acct = signed_by_account()
+@resource("acct/([^/]+)", "POST")
+def account(call: Call, account_id: str) -> Answer:
+    signed, acct = call.signed_by_account()
     if acct.id != account_id:
         raise AcmeProblem("unauthorized", "An account can only read or change itself.")
-    return respond(account_json(accounts.update_account(services().store, acct, signed, now())))
+    return Answer(200, account_json(call, accounts.update_account(call.store, acct, signed, call.now)))
 
 
-@bp.post("/acct/<account_id>/orders")
-def account_orders(account_id: str):
-    _signed, acct = signed_by_account()
+@resource("acct/([^/]+)/orders", "POST")
+def account_orders(call: Call, account_id: str) -> Answer:
+    _signed, acct = call.signed_by_account()
     if acct.id != account_id:
         raise AcmeProblem("unauthorized", "An account can only list its own orders.")
-    found = services().store.acme_orders_of(acct.id)
-    return respond({"orders": [urls().order(o["id"]) for o in found]})
+    return Answer(200, {"orders": [call.urls.order(o["id"]) for o in call.store.acme_orders_of(acct.id)]})
 
 
-@bp.post("/key-change")
-def key_change():
-    signed, acct = signed_by_account()
-    changed = accounts.change_key(services().store, acct, signed, urls().accounts, now())
-    return respond(account_json(changed))
+@resource("key-change", "POST")
+def key_change(call: Call) -> Answer:
+    signed, acct = call.signed_by_account()
+    return Answer(200, account_json(call, accounts.change_key(call.store, acct, signed, call.urls.accounts, call.now)))
 
 
 # -- orders, authorizations, challenges ----------------------------------------------------------
-@bp.post("/new-order")
-def new_order():
-    svc = services()
-    signed, acct = signed_by_account()
-    order = orders.create_order(svc.config, svc.store, acct, accounts.requester(svc.store, acct),
-                                signed.json_payload(), now=now(), client=client_address())
-    return respond(orders.order_json(order, urls()), 201, {"Location": urls().order(order.id), **_retry_after(order)})
+@resource("new-order", "POST")
+def new_order(call: Call) -> Answer:
+    signed, acct = call.signed_by_account()
+    order = orders.create_order(call.config, call.store, acct, accounts.requester(call.store, acct),
+                                signed.json_payload(), now=call.now, client=call.client)
+    return Answer(201, orders.order_json(order, call.urls), {"Location": call.urls.order(order.id), **_retry_after(order)})
 
 
-@bp.post("/order/<order_id>")
-def order(order_id: str):
-    _signed, acct = signed_by_account()
-    found = orders.current(services().store, orders.owned(services().store, Order, order_id, acct), now())
-    return respond(orders.order_json(found, urls()), headers=_retry_after(found))
+@resource("order/([^/]+)", "POST")
+def order(call: Call, order_id: str) -> Answer:
+    _signed, acct = call.signed_by_account()
+    found = orders.current(call.store, orders.owned(call.store, Order, order_id, acct), call.now)
+    return Answer(200, orders.order_json(found, call.urls), _retry_after(found))
 
 
-@bp.post("/order/<order_id>/finalize")
-def finalize(order_id: str):
-    svc = services()
-    signed, acct = signed_by_account()
-    found = orders.current(svc.store, orders.owned(svc.store, Order, order_id, acct), now())
+@resource("order/([^/]+)/finalize", "POST")
+def finalize(call: Call, order_id: str) -> Answer:
+    svc = call.services
+    signed, acct = call.signed_by_account()
+    found = orders.current(svc.store, orders.owned(svc.store, Order, order_id, acct), call.now)
     done = orders.finalize(svc.config, svc.store, svc.authority, found, acct, accounts.requester(svc.store, acct),
-                           signed.json_payload(), client=client_address(), now=now())
-    return respond(orders.order_json(done, urls()), headers={"Location": urls().order(order_id)})
+                           signed.json_payload(), client=call.client, now=call.now)
+    return Answer(200, orders.order_json(done, call.urls), {"Location": call.urls.order(order_id)})
 
 
-@bp.post("/authz/<authz_id>")
-def authz(authz_id: str):
-    svc = services()
-    signed, acct = signed_by_account()
-    found = orders.current(svc.store, orders.owned(svc.store, Authorization, authz_id, acct), now())
+@resource("authz/([^/]+)", "POST")
+def authz(call: Call, authz_id: str) -> Answer:
+    signed, acct = call.signed_by_account()
+    found = orders.current(call.store, orders.owned(call.store, Authorization, authz_id, acct), call.now)
     if not signed.post_as_get:
         payload = signed.json_payload()
         if payload.get("status") != "deactivated":
             raise AcmeProblem("malformed", "An authorization can only be updated to status \"deactivated\".")
-        found = challenges.deactivate_authz(svc.store, found, now())
-    kids = challenges.challenges_of(svc.store, found)  # read once, for both
-    _resume_stale(found, acct, kids)
-    return respond(challenges.authz_json(found, kids, urls()), headers=_retry_after(found))
+        found = challenges.deactivate_authz(call.store, found, call.now)
+    kids = challenges.challenges_of(call.store, found)  # read once, for both
+    _resume_stale(call, found, acct, kids)
+    return Answer(200, challenges.authz_json(found, kids, call.urls), _retry_after(found))
 
 
-@bp.post("/chall/<challenge_id>")
-def challenge(challenge_id: str):
-    svc = services()
-    signed, acct = signed_by_account()
-    found = orders.owned(svc.store, Challenge, challenge_id, acct)
+@resource("chall/([^/]+)", "POST")
+def challenge(call: Call, challenge_id: str) -> Answer:
+    signed, acct = call.signed_by_account()
+    found = orders.owned(call.store, Challenge, challenge_id, acct)
     if not signed.post_as_get:
         signed.json_payload()  # "{}" says: validate now (RFC 8555 7.5.1)
-        if challenges.start_challenge(svc.store, found, now()):
-            found = state.load(svc.store, Challenge, challenge_id)
-            validator().submit(found, acct.thumbprint)
+        if challenges.start_challenge(call.store, found, call.now):
+            found = state.load(call.store, Challenge, challenge_id)
+            call.validator.submit(found, acct.thumbprint)
     else:
-        _resume_stale(state.load(svc.store, Authorization, found.authz_id), acct)
-    found = state.load(svc.store, Challenge, challenge_id)
-    headers = {"Link": f'<{urls().authz(found.authz_id)}>;rel="up"', **_retry_after(found)}
-    return respond(challenges.challenge_json(found, urls()), headers=headers)
+        _resume_stale(call, state.load(call.store, Authorization, found.authz_id), acct)
+    found = state.load(call.store, Challenge, challenge_id)
+    headers = {"Link": f'<{call.urls.authz(found.authz_id)}>;rel="up"', **_retry_after(found)}
+    return Answer(200, challenges.challenge_json(found, call.urls), headers)
 
 
 def _retry_after(obj: Order | Authorization | Challenge) -> dict[str, str]:
     return {"Retry-After": POLL_SECONDS} if obj.status in ("pending", "processing") else {}
 
 
-def _resume_stale(authz_obj: Authorization | None, acct: dict, kids: list[Challenge] | None = None) -> None:
+def _resume_stale(call: Call, authz_obj: Authorization | None, acct: state.Account,
+                  kids: list[Challenge] | None = None) -> None:
     if authz_obj is not None and kids is None:
-        kids = challenges.challenges_of(services().store, authz_obj)
-    for stale in challenges.stale(services().config.acme, authz_obj, kids or [], now()):
-        validator().submit(stale, acct.thumbprint)
+        kids = challenges.challenges_of(call.store, authz_obj)
+    for stale in challenges.stale(call.config.acme, authz_obj, kids or [], call.now):
+        call.validator.submit(stale, acct.thumbprint)
 
 
 # -- certificates --------------------------------------------------------------------------------
-@bp.post("/cert/<serial>")
-def certificate(serial: str):
-    svc = services()
-    _signed, acct = signed_by_account()
+@resource("cert/([^/]+)", "POST")
+def certificate(call: Call, serial: str) -> Answer:
+    svc = call.services
+    _signed, acct = call.signed_by_account()
     chain = orders.certificate_chain(svc.store, svc.authority, acct, serial.lower())
-    return respond(chain, mimetype="application/pem-certificate-chain")
+    return Answer(200, chain, mimetype="application/pem-certificate-chain")
 
 
-@bp.post("/revoke-cert")
-def revoke_cert():
-    svc = services()
-    if request.mimetype != JOSE:
+@resource("revoke-cert", "POST")
+def revoke_cert(call: Call) -> Answer:
+    svc = call.services
+    if call.mimetype != JOSE:
         raise AcmeProblem("malformed", f"ACME requests are {JOSE}.", status=415)
-    peek = jws.parse(request.get_data())
+    peek = jws.parse(call.body)
     if peek.jwk is not None:  # signed by the certificate's own key (RFC 8555 7.6)
-        signed = signed_request(by_key=True)
+        signed = call.signed(by_key=True)
         key = jws.parse_jwk(signed.jwk)
         signed.verify(key)
         spki = spki_sha256(key.key)
         acct = None
     else:
-        signed, acct = signed_by_account()
+        signed, acct = call.signed_by_account()
         spki = None
-    acme_revocation.revoke(svc.config, svc.store, svc.authority, signed.json_payload(), account=acct, key_spki_sha256=spki,
-                  client=client_address(), now=now())
-    return respond(None, 200)
+    acme_revocation.revoke(svc.config, svc.store, svc.authority, signed.json_payload(), account=acct,
+                           key_spki_sha256=spki, client=call.client, now=call.now)
+    return Answer(200, None)
 
 
-@bp.get("/renewal-info/<path:cert_id>")
-def renewal_info(cert_id: str):
-    body = ari.renewal_info(services().config, services().store, cert_id, now())
-    return respond(body, headers={"Retry-After": "21600"})  # RFC 9773 4.3: poll again in six hours
+@resource("renewal-info/(.+)", "GET")
+def renewal_info(call: Call, cert_id: str) -> Answer:
+    body = ari.renewal_info(call.config, call.store, cert_id, call.now)
+    return Answer(200, body, {"Retry-After": "21600"})  # RFC 9773 4.3: poll again in six hours

@@ -82,8 +82,8 @@ def load_requester() -> None:
 def enforce_access() -> object | None:
     """before_request: identify the requester, require one outside the public endpoints,
     and check CSRF on cookie-authenticated writes (and on the sign-in form itself)."""
-    if request.endpoint in ("static", "public.healthz") or request.blueprint in ("acme", "est", "scep", "transparency"):
-        return None  # ACME requests carry their own signatures (web/acme.py), EST its Basic, SCEP its CMS
+    if request.endpoint in ("static", "public.healthz") or request.blueprint in ("est", "scep", "transparency"):
+        return None  # EST requests carry their Basic, SCEP its CMS (ACME never reaches Flask: hot_paths.py)
     if request.endpoint in ("expiry.prometheus_metrics", "expiry.calendar_feed"):
         return None  # public, or checked in the view ([metrics] public; the calendar URL's secret)
     writes = request.method in ("POST", "PUT", "PATCH", "DELETE")

@@ -112,8 +112,6 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         status = exc.code or 500
-        if request.path.startswith("/acme/"):
-            return acme_problem(status, exc.description or "")
         code, words = _HTTP_WORDS.get(status, ("error", exc.description or "Error."))
         if status == 413:
             words = (f"The request is larger than the {app.config['MAX_CONTENT_LENGTH']} bytes this "
@@ -132,30 +130,7 @@ def register_error_handlers(app: Flask) -> None:
     def unexpected(exc: Exception):
         # Logged with its traceback for the operator; the client sees no internals.
         log.exception("unexpected error on %s %s", request.method, request.path)
-        if request.path.startswith("/acme/"):
-            return acme_problem(500, INTERNAL_ERROR)
         if wants_json():
             return jsonify(error_body("internal_error", INTERNAL_ERROR)), 500
         return render_template("error.html", status=500, code="internal_error", message=INTERNAL_ERROR,
                                violations=[]), 500
-
-
-def acme_problem(status: int, words: str) -> Response:
-    """An HTTP-level error under /acme/ (no such resource, wrong method, too large, a bug) as an
-    ACME problem document, which is what ACME clients read."""
-    kind = "serverInternal" if status >= 500 else "malformed"
-    body = {"type": f"urn:ietf:params:acme:error:{kind}", "status": status,
-            "detail": {404: "There is no ACME resource at this URL.",
-                       405: "This ACME resource does not accept that method (ACME uses POST, and GET for the "
-                            "directory and nonces)."}.get(status, words or "The request could not be handled.")}
-    response = jsonify(body)
-    response.mimetype = "application/problem+json"
-    response.status_code = status
-    try:  # every ACME answer carries a nonce; a store that is down must not turn this into a 500
-        from ..acme.accounts import new_nonce
-        from .common import now, services
-
-        response.headers["Replay-Nonce"] = new_nonce(services().store, now())
-    except Exception:  # noqa: BLE001
-        log.exception("no nonce for an ACME error answer")
-    return response

@@ -1,6 +1,6 @@
-"""The two hot endpoints, answered without Flask's request machinery: certificate submissions by
-API clients (POST /api/v1/certificates with a bearer token and a JSON body) and OCSP (GET
-/ocsp/<base64>, POST /ocsp).
+"""The hot endpoints, answered without Flask's request machinery: certificate submissions by
+API clients (POST /api/v1/certificates with a bearer token and a JSON body), OCSP (GET
+/ocsp/<base64>, POST /ocsp), and ACME (everything under /acme/, acme.py).
 
 An automation token may submit thousands of CSRs, and every TLS client of every server asks OCSP.
 Flask's request context, session, hooks and response objects cost ~0.3-0.6 ms of CPU per request
@@ -22,6 +22,8 @@ from .. import issuance, ocsp
 from ..errors import CAError
 from ..models import PendingRequest
 from ..server.stalled_connections import read_at_most, sized_body
+from .acme import PREFIX as ACME_PREFIX
+from .acme import AcmeDoor
 from .api import certificate_created, issue_request_from_json
 from .auth import bearer_requester
 from .errors import INTERNAL_ERROR, api_error, error_body
@@ -34,7 +36,7 @@ OCSP_PATH = "/ocsp"
 
 
 class HotPaths:
-    def __init__(self, app: Flask, security_headers: dict[str, str]) -> None:
+    def __init__(self, app: Flask, security_headers: dict[str, str], hsts: str) -> None:
         self.app = app
         self.flask = app.wsgi_app
         self.services = app.extensions["ca_server"]
@@ -42,11 +44,15 @@ class HotPaths:
         self.max_bytes = app.config["MAX_CONTENT_LENGTH"]
         self.headers = list(security_headers.items())
         self.ocsp = app.extensions["ca_server_ocsp_http"]
+        self.acme = AcmeDoor(self.services, secret=app.secret_key, max_bytes=self.max_bytes,
+                             security_headers=security_headers, hsts=hsts)
 
     def __call__(self, environ: dict, start_response):
         if not environ.get("CONTENT_LENGTH") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             self._buffer_chunked(environ)
         path = environ.get("PATH_INFO", "")
+        if path.startswith(ACME_PREFIX):
+            return self.acme(environ, start_response)
         method = environ.get("REQUEST_METHOD")
         if path == ISSUE_PATH and method == "POST":
             return self._issue(environ, start_response)
