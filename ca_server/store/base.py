@@ -85,10 +85,22 @@ class StoreBase(SharedBackend):
         """A write transaction of inserts that read nothing back (PostgreSQL pipelines it)."""
         return self.write()
 
-    def one_statement(self) -> contextlib.AbstractContextManager[Database]:
-        """For a write that is one statement: a transaction here (the sqlite3 module would
-        otherwise leave its implicit one open); PostgreSQL commits the statement by itself."""
-        return self.write()
+    @contextlib.contextmanager
+    def one_statement(self) -> Iterator[Database]:
+        """For a write that is one statement: run in autocommit, its own transaction, as
+        PostgreSQL runs it (BEGIN IMMEDIATE ... COMMIT around it were two more statements, each a
+        GIL release: every ACME request uses a nonce this way, issue 29). Inside a caller's
+        transaction it is part of that one."""
+        db = self.db
+        conn = db.conn
+        if conn.in_transaction:
+            yield db
+            return
+        conn.isolation_level = None  # the sqlite3 module would otherwise leave its implicit one open
+        try:
+            yield db
+        finally:
+            conn.isolation_level = ""
 
     def serialize(self, db: Database, name: str) -> None:
         """Inside a write transaction: wait for other transactions serialized on `name`. SQLite
