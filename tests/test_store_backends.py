@@ -277,3 +277,18 @@ def test_stored_times_read_back_only_in_the_form_they_are_written(text):
     assert from_text(to_text(moment)) == moment and from_text(to_text(moment)).tzinfo is dt.UTC
     with pytest.raises(ValueError):
         from_text(text)
+
+
+def test_an_order_is_found_by_its_certificate_through_an_index(tmp_path):
+    """The ACME download, revocation and renewal info look an order up by its certificate's
+    serial: SQLite answers from the m023 index, not by reading every ACME object (issue 29)."""
+    store = Store(tmp_path / "ca.sqlite3")
+    store.migrate()
+    asked: list[str] = []
+    store.db.conn.set_trace_callback(asked.append)
+    assert store.acme_order_of_certificate("ab12") is None
+    store.db.conn.set_trace_callback(None)
+    (statement,) = [s for s in asked if "acme_objects" in s]
+    plan = " ".join(row[3] for row in store.db.conn.execute("EXPLAIN QUERY PLAN " + statement))
+    assert "USING INDEX acme_objects_certificate" in plan, plan
+    store.close()

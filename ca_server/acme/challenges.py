@@ -42,13 +42,15 @@ def authz_json(authz: Authorization, challenges: list[Challenge], urls: AcmeUrls
     return body
 
 
-def start_challenge(store: CaStore, challenge: Challenge, now: dt.datetime) -> bool:
-    """The client says it is ready (RFC 8555 7.5.1): pending -> processing. True when this call
-    moved it, so the caller starts the validation (once)."""
+def start_challenge(store: CaStore, challenge: Challenge, now: dt.datetime) -> Challenge | None:
+    """The client says it is ready (RFC 8555 7.5.1): pending -> processing. The moved challenge
+    when this call moved it, so the caller starts the validation (once); else None."""
+    if challenge.status != "pending":
+        return None
     authz = state.load(store, Authorization, challenge.authz_id)
-    if authz is None or authz.status != "pending" or challenge.status != "pending":
-        return False
-    return state.move(store, challenge, "processing", now, started=to_text(now)) is not None
+    if authz is None or authz.status != "pending":
+        return None
+    return state.move(store, challenge, "processing", now, started=to_text(now))
 
 
 def validation_done(store: CaStore, challenge_id: str, error: dict | None,
@@ -61,11 +63,11 @@ def validation_done(store: CaStore, challenge_id: str, error: dict | None,
     authz = state.load(store, Authorization, challenge.authz_id)
     if error is None:
         state.move(store, challenge, "valid", now, validated=to_text(now))
-        if authz is not None and authz.status == "pending":
-            state.move(store, authz, "valid", now)
+        moved = state.move(store, authz, "valid", now) if authz is not None and authz.status == "pending" else None
         order = state.load(store, Order, challenge.order_id)
         if order is not None and order.status == "pending":
-            authorizations = [state.load(store, Authorization, a) for a in order.authorizations]
+            authorizations = [moved if moved is not None and a == moved.id else state.load(store, Authorization, a)
+                              for a in order.authorizations]
             if all(a is not None and a.status == "valid" for a in authorizations):
                 state.move(store, order, "ready", now)
         return None

@@ -205,8 +205,8 @@ def finalize(config: Config, store: CaStore, authority: Authority, order: Order,
         if isinstance(exc, CAError) and not isinstance(exc, AcmeProblem):
             raise AcmeProblem("badCSR", exc.message) from None
         raise
-    state.move(store, processing, "valid", now, certificate=record.serial)
-    return state.load(store, Order, order.id)
+    done = state.move(store, processing, "valid", now, certificate=record.serial)
+    return done if done is not None else state.load(store, Order, order.id)
 
 
 def certificate_chain(store: CaStore, authority: Authority, account: Account, serial: str) -> str:

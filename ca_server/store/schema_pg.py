@@ -147,6 +147,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("m022_approvers", [
         "ALTER TABLE users ADD COLUMN can_approve INTEGER NOT NULL DEFAULT 0",
     ]),
+    ("m023_acme_order_certificate", [
+        "CREATE INDEX acme_objects_certificate ON acme_objects((data::json->>'certificate')) WHERE kind = 'order'",
+    ]),
 ]
 
 

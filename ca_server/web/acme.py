@@ -308,9 +308,9 @@ def challenge(call: Call, challenge_id: str) -> Answer:
     found = orders.owned(call.store, Challenge, challenge_id, acct)
     if not signed.post_as_get:
         signed.json_payload()  # "{}" says: validate now (RFC 8555 7.5.1)
-        if challenges.start_challenge(call.store, found, call.now):
-            found = state.load(call.store, Challenge, challenge_id)
-            call.validator.submit(found, acct.thumbprint)
+        started = challenges.start_challenge(call.store, found, call.now)
+        if started is not None:
+            call.validator.submit(started, acct.thumbprint)
     else:
         _resume_stale(call, state.load(call.store, Authorization, found.authz_id), acct)
     found = state.load(call.store, Challenge, challenge_id)
