@@ -18,7 +18,7 @@ from sqlite_utils.db import dedupe_keys
 from .backend import SharedBackend
 from .checkpoints import BACKSTOP_PAGES
 from .dialect import SQLITE
-from .schema import migrations
+from .schema_more import migrations  # schema.py's, and the later ones
 
 MARKER_BYTES = 8
 

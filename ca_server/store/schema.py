@@ -448,11 +448,3 @@ def m022_approvers(db: Database) -> None:
     """Users who decide held requests without being admins ([[auth.groups]] role = "approver")."""
     db.execute("ALTER TABLE users ADD COLUMN can_approve INTEGER NOT NULL DEFAULT 0")
 
-
-@migrations()
-def m023_acme_order_certificate(db: Database) -> None:
-    """An order found by its certificate (an ACME download, revocation, renewal info) through an
-    index, not a scan of every ACME object: at a thousand orders the scan was most of a download's
-    CPU (issue 29)."""
-    db.execute("CREATE INDEX acme_objects_certificate ON acme_objects(json_extract(data, '$.certificate'))"
-               " WHERE kind = 'order'")
