@@ -4,6 +4,7 @@ change to the store that breaks it, or a fixture that leaves out what a real sto
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -94,3 +95,24 @@ def test_a_peers_wrong_answers_are_never_counted_as_certificates(svc, tmp_path):
         assert sample_issue(url, csr, {}, issuer, cfssl=False) is None
     finally:
         server.shutdown()
+
+
+def test_an_ab_runs_the_other_builds_code_even_from_this_repository(tmp_path, monkeypatch):
+    """benchmarks/ab.py starts the other build's servers so that they import its tree: from this
+    repository's folder `python -m` would import this tree's code whatever PYTHONPATH says, and an
+    A/B would compare this build with itself (as three did on 2026-12-07)."""
+    from benchmarks.ab import other_build
+
+    other = tmp_path / "other"
+    (other / "ca_server").mkdir(parents=True)
+    (other / "ca_server" / "__init__.py").write_text("BUILD = 'other'\n")
+    (other / "ca_server" / "__main__.py").write_text("import ca_server; print(ca_server.BUILD)\n")
+    monkeypatch.chdir(REPO)
+
+    with other_build(other):
+        started = subprocess.run([sys.executable, "-m", "ca_server"], capture_output=True, text=True, timeout=60)
+    assert started.stdout.strip() == "other", started.stderr
+    assert Path.cwd() == REPO and os.environ.get("PYTHONPATH") != str(other)
+    naive = subprocess.run([sys.executable, "-m", "ca_server", "--help"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": str(other)})
+    assert naive.stdout.strip() != "other" and "Usage" in naive.stdout  # what the three A/Bs ran: this tree's
