@@ -13,22 +13,14 @@ itself that way, and showed "no change")."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509 import ocsp as x509_ocsp
-
-from ca_server import accounts, issuance
-from ca_server.clock import utcnow
-from ca_server.config import Secrets
-from ca_server.services import open_services
 
 from . import acme, throughput
 from . import ocsp as ocsp_bench
@@ -89,10 +81,7 @@ def ab_issue(tree: Path, rounds: int, seconds: float = 4) -> dict:
 
     def start():
         root = throughput.make_instance(folder / next(made))
-        svc = open_services(root, secrets=Secrets(key_passphrase=throughput.PASSPHRASE))
-        token = accounts.create_token(svc.store, "bench", is_admin=True, domains=(), allow_ip=None, now=utcnow())
-        bodies = root / "bodies.jsonl"
-        bodies.write_text("".join(json.dumps({"csr": c}) + "\n" for c in csrs))
+        token, bodies = throughput.api_load(root, csrs, "bench")
         port = free_port()
         return throughput.start_ca_server(root, port), f"http://127.0.0.1:{port}/api/v1/certificates", bodies, token
 
@@ -112,6 +101,7 @@ def ab_issue(tree: Path, rounds: int, seconds: float = 4) -> dict:
     finally:
         for server, *_ in builds.values():
             server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     return out
 
 
@@ -124,13 +114,8 @@ def ab_ocsp(tree: Path, rounds: int, seconds: int = 3) -> dict:
     def start():
         name = next(made)
         root = throughput.make_instance(folder / name)
-        svc = open_services(root, secrets=Secrets(key_passphrase=throughput.PASSPHRASE))
-        record = issuance.issue(svc.config, svc.store, svc.authority,
-                                issuance.IssueRequest(csr=make_csrs(1, "ocsp")[0]), utcnow())
-        request = x509_ocsp.OCSPRequestBuilder().add_certificate(
-            record.certificate, svc.authority.intermediate, hashes.SHA1()).build().public_bytes(serialization.Encoding.DER)
         body = folder / f"{name}.der"
-        body.write_bytes(request)
+        body.write_bytes(throughput.ocsp_request_for_new_leaf(root)[1])
         port = free_port()
         return throughput.start_ca_server(root, port), f"http://127.0.0.1:{port}/ocsp", body
 
@@ -156,6 +141,7 @@ def ab_ocsp(tree: Path, rounds: int, seconds: int = 3) -> dict:
     finally:
         for srv, *_ in builds.values():
             srv.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     return out
 
 

@@ -23,16 +23,14 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
-from ca_server import issuance
-from ca_server.clock import utcnow
 from ca_server.config import Secrets
 from ca_server.services import open_services
 
-from .common import free_port, make_csrs
-from .throughput import PASSPHRASE, Server, ensure_cfssl, make_instance, start_ca_server
+from .common import free_port
+from .throughput import PASSPHRASE, Server, ensure_cfssl, make_instance, ocsp_request_for_new_leaf, start_ca_server
 
 POST_SCRIPT = r"""
 wrk.method = "POST"
@@ -137,10 +135,7 @@ def measure(log, seconds: int = 3, rounds: int = 5) -> dict:
         folder = Path(tmp)
         root = make_instance(folder / "instance")
         svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
-        record = issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(csr=make_csrs(1, "ocsp")[0]),
-                                utcnow())
-        request = ocsp.OCSPRequestBuilder().add_certificate(record.certificate, svc.authority.intermediate,
-                                                            hashes.SHA1()).build().public_bytes(serialization.Encoding.DER)
+        record, request = ocsp_request_for_new_leaf(root)
         body = folder / "request.der"
         body.write_bytes(request)
         get_path = "/ocsp/" + quote(base64.b64encode(request).decode(), safe="")

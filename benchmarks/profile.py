@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import re
 import shutil
 import subprocess
@@ -23,17 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509 import ocsp as x509_ocsp
-
-from ca_server import accounts, issuance
-from ca_server.clock import utcnow
-from ca_server.config import Secrets
-from ca_server.services import open_services
-
 from . import acme, ocsp
 from .common import free_port, make_csrs, run_wrk
-from .throughput import PASSPHRASE, make_instance, start_ca_server
+from .throughput import api_load, make_instance, ocsp_request_for_new_leaf, start_ca_server
 
 HERE = Path(__file__).resolve().parent
 
@@ -99,25 +90,18 @@ def profile(path: str, seconds: float, gil: bool) -> Path:
                 load.join()
             return out
         root = make_instance(folder / "instance")
-        svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
         port = free_port()
         server = start_ca_server(root, port)
         try:
             if path == "ocsp":
-                leaf = issuance.issue(svc.config, svc.store, svc.authority,
-                                      issuance.IssueRequest(csr=make_csrs(1, "profile")[0]), utcnow()).certificate
                 body, script = folder / "request.der", folder / "post.lua"
-                body.write_bytes(x509_ocsp.OCSPRequestBuilder().add_certificate(
-                    leaf, svc.authority.intermediate, hashes.SHA1()).build().public_bytes(serialization.Encoding.DER))
+                body.write_bytes(ocsp_request_for_new_leaf(root, "profile")[1])
                 script.write_text(ocsp.POST_SCRIPT)
                 url = f"http://127.0.0.1:{port}/ocsp"
                 ocsp.wrk(url, script, body, 4, 2)
                 load = load_in_background(lambda: ocsp.wrk(url, script, body, 4, int(seconds) + 2))
             else:
-                token = accounts.create_token(svc.store, "profile", is_admin=True, domains=(), allow_ip=None,
-                                              now=utcnow())
-                bodies = folder / "csrs.jsonl"
-                bodies.write_text("".join(json.dumps({"csr": c}) + "\n" for c in make_csrs(2000, "profile")))
+                token, bodies = api_load(root, make_csrs(2000, "profile"), "profile")
                 url = f"http://127.0.0.1:{port}/api/v1/certificates"
                 headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
                 run_wrk(url, bodies, concurrency=4, seconds=2, headers=headers)

@@ -27,6 +27,7 @@ from ca_server import accounts, issuance, revocation
 from ca_server.ca.authority import InstancePaths, init_instance
 from ca_server.clock import utcnow
 from ca_server.config import Secrets
+from ca_server.models import CertificateRecord
 from ca_server.services import open_services
 
 from .common import cpu_seconds, free_port, make_csrs, rss_mb, run_wrk, wait_http
@@ -42,6 +43,26 @@ def make_instance(root: Path) -> Path:
     svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
     revocation.refresh_crls(svc.config, svc.store, svc.authority, utcnow())
     return root
+
+
+def ocsp_request_for_new_leaf(root: Path, prefix: str = "ocsp") -> tuple[CertificateRecord, bytes]:
+    """A certificate issued in the instance at `root`, and an OCSP request (DER) for it."""
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    record = issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(csr=make_csrs(1, prefix)[0]),
+                            utcnow())
+    request = ocsp.OCSPRequestBuilder().add_certificate(record.certificate, svc.authority.intermediate,
+                                                        hashes.SHA1()).build().public_bytes(serialization.Encoding.DER)
+    return record, request
+
+
+def api_load(root: Path, csrs: list[str], name: str) -> tuple[str, Path]:
+    """An admin API token of the instance at `root`, and a file of JSON bodies, one CSR each (what
+    wrk posts to /api/v1/certificates)."""
+    svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
+    token = accounts.create_token(svc.store, name, is_admin=True, domains=(), allow_ip=None, now=utcnow())
+    bodies = root / f"{name}-bodies.jsonl"
+    bodies.write_text("".join(json.dumps({"csr": c}) + "\n" for c in csrs))
+    return token, bodies
 
 
 def raw_pipeline(csrs: list[str], issuer: x509.Certificate, key) -> float:

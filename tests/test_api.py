@@ -412,6 +412,18 @@ def test_the_json_fast_path_answers_like_the_flask_view(api, svc):
         assert fast.headers[name] == slow.headers[name]
 
 
+def test_over_https_the_json_fast_path_carries_hsts_like_the_flask_view(api):
+    """Found in review (issue 29): the fast path added the security headers but not HSTS, which
+    Flask adds to every answer over https; both now come from one list (HotPaths.site_headers)."""
+    https = {"base_url": "https://localhost"}
+    fast = api.post("/api/v1/certificates", json={"csr": pem(make_csr(["tls-fast.example.test"]))}, **https)
+    slow = api.post("/api/v1/certificates", data=pem(make_csr(["tls-slow.example.test"])),
+                    headers={"Content-Type": "application/pkcs10"}, **https)
+    _same_shape(fast, slow)
+    assert fast.status_code == 201
+    assert fast.headers["Strict-Transport-Security"] == slow.headers["Strict-Transport-Security"]
+
+
 @pytest.mark.parametrize("token", ["cas_unknown", ""])
 def test_the_json_fast_path_refuses_a_bad_token_like_the_flask_view(app, token):
     client = app.test_client()

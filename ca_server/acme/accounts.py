@@ -4,8 +4,6 @@ accepts a nonce another one made, once, and a restart forgets none."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime as dt
 import hashlib
@@ -53,8 +51,8 @@ class Nonces:
     def made_at(self, nonce: str) -> dt.datetime | None:
         """When this server made `nonce`, or None when it did not make it."""
         try:
-            data = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
-        except (binascii.Error, ValueError):
+            data = jws.b64decode(nonce, "nonce")
+        except AcmeProblem:
             return None
         raw, tag = data[:_STAMP + _RANDOM], data[_STAMP + _RANDOM:]
         if len(data) != _STAMP + _RANDOM + _TAG or not hmac.compare_digest(tag, self._tag(raw)):

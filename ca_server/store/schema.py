@@ -447,4 +447,3 @@ def m021_sessions(db: Database) -> None:
 def m022_approvers(db: Database) -> None:
     """Users who decide held requests without being admins ([[auth.groups]] role = "approver")."""
     db.execute("ALTER TABLE users ADD COLUMN can_approve INTEGER NOT NULL DEFAULT 0")
-

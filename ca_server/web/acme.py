@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Callable
 from functools import cached_property
+from http import HTTPStatus
 from typing import NamedTuple
 
 from werkzeug.sansio.utils import get_host
@@ -30,6 +31,7 @@ from ..acme.validation import Validator
 from ..errors import CAError
 from ..pki.keys import spki_sha256
 from ..services import Services
+from .common import base_url_for
 from .errors import INTERNAL_ERROR
 
 log = logging.getLogger("ca_server")
@@ -70,21 +72,14 @@ class Call:
     def client(self) -> str | None:
         return self.environ.get("REMOTE_ADDR")
 
-    @property
-    def secure(self) -> bool:
-        return self.environ.get("wsgi.url_scheme") == "https"
-
     @cached_property
     def urls(self) -> AcmeUrls:
-        """From [server] base_url, except when a client reached this server over https and
-        base_url is http (`serve --tls` on an instance made for http): then the https address
-        the client used, so that a client that chose TLS is never sent to plain HTTP."""
-        base = self.config.server.base_url
-        if self.secure and not base.startswith("https://"):
-            environ = self.environ
-            server = (environ["SERVER_NAME"], int(environ["SERVER_PORT"])) if environ.get("SERVER_NAME") else None
-            base = "https://" + get_host("https", environ.get("HTTP_HOST"), server)
-        return AcmeUrls(base)
+        """Where this server is, by the rule every page follows (common.base_url_for)."""
+        environ = self.environ
+        scheme = environ.get("wsgi.url_scheme", "http")
+        server = (environ["SERVER_NAME"], int(environ["SERVER_PORT"])) if environ.get("SERVER_NAME") else None
+        return AcmeUrls(base_url_for(self.config.server.base_url, scheme,
+                                     lambda: get_host(scheme, environ.get("HTTP_HOST"), server)))
 
     @property
     def mimetype(self) -> str:
@@ -138,12 +133,10 @@ def resource(pattern: str, *methods: str) -> Callable[[View], View]:
 class AcmeDoor:
     """The WSGI application for every path under /acme/."""
 
-    def __init__(self, services: Services, *, secret: bytes, max_bytes: int, security_headers: dict[str, str],
-                 hsts: str) -> None:
-        self.services, self.max_bytes = services, max_bytes
+    def __init__(self, services: Services, *, secret: bytes, max_bytes: int,
+                 site_headers: Callable[[dict], list[tuple[str, str]]]) -> None:
+        self.services, self.max_bytes, self.site_headers = services, max_bytes, site_headers
         self.nonces = accounts.Nonces(secret)
-        self.headers = list(security_headers.items())
-        self.hsts = ("Strict-Transport-Security", hsts)
 
         def done(challenge_id: str, error: dict | None) -> None:
             challenges.record_outcome(services.config, services.store, challenge_id, error, services.clock())
@@ -191,16 +184,10 @@ class AcmeDoor:
         nonce = extra.pop("Replay-Nonce", None) or call.next_nonce or call.nonces.new(call.now)  # on every answer
         headers = [("Content-Type", mimetype), ("Content-Length", str(len(data))),
                    ("Replay-Nonce", nonce), ("Cache-Control", "no-store"),
-                   ("Link", f'<{call.urls.directory}>;rel="index"'), *extra.items(), *self.headers]
-        if call.secure:  # over https: never back to plain http (RFC 6797)
-            headers.append(self.hsts)
-        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+                   ("Link", f'<{call.urls.directory}>;rel="index"'), *extra.items(),
+                   *self.site_headers(call.environ)]
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [] if call.method == "HEAD" else [data]
-
-
-_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
-            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def problem(exc: AcmeProblem) -> Answer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from flask import current_app, g, request, url_for
 
@@ -15,15 +16,19 @@ def services() -> Services:
 
 
 def own_base_url() -> str:
-    """Where this server is, for the URLs it hands out for itself (the ACME directory and the
-    objects it links, feed links): [server] base_url, except when a client reached it over https
-    and base_url is http (`serve --tls` on an instance made for http): then the https address
-    the client used, so that a client that chose TLS is never sent to plain HTTP. URLs in
-    certificates are another matter: [server] pki_base_url, http by default."""
-    base = services().config.server.base_url
-    if request.scheme == "https" and not base.startswith("https://"):
-        return f"https://{request.host}"
-    return base
+    """Where this server is, for the URLs it hands out for itself (feed links, the sign-in
+    callback, the ACME directory on the admin page)."""
+    return base_url_for(services().config.server.base_url, request.scheme, lambda: request.host)
+
+
+def base_url_for(configured: str, scheme: str, host: Callable[[], str]) -> str:
+    """[server] base_url, except when a client reached this server over https and base_url is
+    http (`serve --tls` on an instance made for http): then the https address the client used
+    (`host`), so that a client that chose TLS is never sent to plain HTTP. URLs in certificates
+    are another matter: [server] pki_base_url, http by default."""
+    if scheme == "https" and not configured.startswith("https://"):
+        return f"https://{host()}"
+    return configured
 
 
 def now() -> dt.datetime:

@@ -43,9 +43,15 @@ class HotPaths:
         self.limits = app.extensions["ca_server_limits"]
         self.max_bytes = app.config["MAX_CONTENT_LENGTH"]
         self.headers = list(security_headers.items())
+        self.headers_over_tls = [*self.headers, ("Strict-Transport-Security", hsts)]
         self.ocsp = app.extensions["ca_server_ocsp_http"]
         self.acme = AcmeDoor(self.services, secret=app.secret_key, max_bytes=self.max_bytes,
-                             security_headers=security_headers, hsts=hsts)
+                             site_headers=self.site_headers)
+
+    def site_headers(self, environ: dict) -> list[tuple[str, str]]:
+        """What every answer of the site carries, as Flask's after_request adds it (web/__init__.py):
+        the security headers, and HSTS over https (RFC 6797)."""
+        return self.headers_over_tls if environ.get("wsgi.url_scheme") == "https" else self.headers
 
     def __call__(self, environ: dict, start_response):
         if not environ.get("CONTENT_LENGTH") and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -108,7 +114,7 @@ class HotPaths:
             status, payload, extra = 500, error_body("internal_error", INTERNAL_ERROR), {}
         data = (json.dumps(payload, separators=(",", ":"), sort_keys=self.app.json.sort_keys) + "\n").encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
-                   *extra.items(), *self.headers]
+                   *extra.items(), *self.site_headers(environ)]
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [data]
 
