@@ -73,6 +73,14 @@ def running_server(instance: Path, *, workers: int = 2, env: dict | None = None,
         log.close()
 
 
+def server_errors(instance: Path, most: int = 6000) -> str:
+    """The server log from its first traceback or error line (at most `most` characters), for an
+    assertion's message: what a failed request did on the server's side."""
+    text = (instance / "serve.log").read_text(errors="replace")
+    starts = [i for i in (text.find("Traceback"), text.find("[ERROR]")) if i >= 0]
+    return text[max(0, min(starts) - 300):][:most] if starts else "(no traceback or error in serve.log)"
+
+
 def issue_verified(base: str, token: str, name: str, root_pem: Path, folder: Path) -> tuple[dict, Path, Path]:
     """Issue `name` over the API, save the leaf and its chain in `folder`, and check with openssl
     that they verify against `root_pem`: (certificate JSON, leaf.pem, chain.pem)."""

@@ -28,7 +28,7 @@ from ca_server.recovery.issuance_log import entry_lines
 from ca_server.store import open_store
 
 from .checks import need
-from .conftest import new_token
+from .conftest import ApiClient, new_token
 from .factories import make_csr, pem
 from .server import running_server
 from .test_backups import cli
@@ -314,3 +314,33 @@ def test_two_nodes_append_one_log_in_the_stores_order(instance, svc, tmp_path):
         checkpoint = requests.get(f"{a}/log/checkpoint", timeout=10).text
         assert requests.get(f"{b}/log/checkpoint", timeout=10).text.split("\n")[:3] == checkpoint.split("\n")[:3]
         assert open_note(checkpoint, requests.get(f"{b}/log/key", timeout=10).text).size == 202
+
+
+def test_one_process_revoking_and_issuing_at_once_writes_each_entry_once(app, svc, instance):
+    """Threads of one process sync the log at the same time (an issuance's group commit and
+    revocations run side by side): flock on the process's one lock descriptor does not exclude its
+    own threads, so both read the same file end and appended the same entries, and `log verify`
+    then refused the file (issue 27's log; found by issue 29's availability test)."""
+    token = new_token(svc)
+    serials = [issued_with(app, token, f"early{i}.example.test")["serial"] for i in range(24)]
+
+    def revoke(serial: str) -> int:
+        r = ApiClient(app.test_client(), token).post(f"/api/v1/certificates/{serial}/revoke",
+                                                    json={"reason": "superseded"})
+        return r.status_code
+
+    def take(i: int) -> int:
+        return issue_in(ApiClient(app.test_client(), token), f"late{i}.example.test").status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        revoked = pool.map(revoke, serials)
+        taken = pool.map(take, range(24))
+        assert list(revoked) == [200] * 24 and list(taken) == [201] * 24
+    lines = (instance / "issuance-log" / "entries.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["index"] for line in lines] == list(range(72))
+    assert lines == list(entry_lines(svc.store, 0))
+    assert cli(instance, "log", "verify").stdout.startswith("ok: 72 entries")
+
+
+def issued_with(app, token: str, name: str) -> dict:
+    return issued(ApiClient(app.test_client(), token), name)

@@ -10,6 +10,7 @@ import inspect
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -292,3 +293,23 @@ def test_an_order_is_found_by_its_certificate_through_an_index(tmp_path):
     plan = " ".join(row[3] for row in store.db.conn.execute("EXPLAIN QUERY PLAN " + statement))
     assert "USING INDEX acme_objects_certificate" in plan, plan
     store.close()
+
+
+def test_a_per_process_object_is_made_once_when_threads_ask_at_once(bare_store):
+    """A worker's first requests arrive together: each asking thread must get the one object (two
+    group commits in one worker were two leaders, whose log writes overlapped)."""
+    made = []
+    start = threading.Barrier(8)
+
+    def make():
+        time.sleep(0.05)  # wide enough for every other thread to ask meanwhile
+        made.append(object())
+        return made[-1]
+
+    def ask(_):
+        start.wait()
+        return bare_store.per_process("_test_object", make)
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(ask, range(8)))
+    assert len(made) == 1 and all(g is made[0] for g in got)

@@ -118,6 +118,7 @@ class LogFile:
         self.path = Path(path)
         self._known: tuple[int, int, int] | None = None  # (inode, bytes, next index) last seen
         self._lock_fd: tuple[int, int] | None = None  # (pid, fd) of the lock file
+        self._threads = threading.Lock()
 
     def next_index(self) -> int:
         """The index after the file's last entry (under `locked`: a last line cut short by a
@@ -149,17 +150,20 @@ class LogFile:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """One writer at a time among this machine's processes (a lock file beside the log)."""
-        if self._lock_fd is None or self._lock_fd[0] != os.getpid():  # a forked worker opens its own
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._lock_fd = (os.getpid(), os.open(self.path.with_name(self.path.name + ".lock"),
-                                                  os.O_RDWR | os.O_CREAT, 0o600))
-        fd = self._lock_fd[1]
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        """One writer at a time among this machine's processes (a lock file beside the log) and
+        among this process's threads: flock on the process's one descriptor does not exclude its
+        own threads, and two of them (a revocation beside an issuance) appended the same entries."""
+        with self._threads:
+            if self._lock_fd is None or self._lock_fd[0] != os.getpid():  # a forked worker opens its own
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self._lock_fd = (os.getpid(), os.open(self.path.with_name(self.path.name + ".lock"),
+                                                      os.O_RDWR | os.O_CREAT, 0o600))
+            fd = self._lock_fd[1]
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def peek_next_index(self) -> int:
         """next_index without the lock: never changes the file (a line being written is skipped).

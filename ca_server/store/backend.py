@@ -6,9 +6,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import threading
 from typing import Any, Protocol, runtime_checkable
 
 from .dialect import Dialect
+
+_making = threading.RLock()  # one per-process object made at a time (a fork starts with a new lock)
+os.register_at_fork(after_in_child=lambda: globals().__setitem__("_making", threading.RLock()))
 
 
 class SharedBackend:
@@ -19,7 +23,10 @@ class SharedBackend:
         parent's file descriptors, locks, queues or connections."""
         held = self.__dict__.get(name)
         if held is None or held[0] != os.getpid():
-            held = self.__dict__[name] = (os.getpid(), make())
+            with _making:  # the first requests of a worker arrive together: one makes it, the others use it
+                held = self.__dict__.get(name)
+                if held is None or held[0] != os.getpid():
+                    held = self.__dict__[name] = (os.getpid(), make())
         return held[1]
 
     def count_at_most(self, query: str, args: list, most: int) -> int:
