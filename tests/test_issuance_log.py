@@ -320,17 +320,19 @@ def test_one_process_revoking_and_issuing_at_once_writes_each_entry_once(app, sv
     """Threads of one process sync the log at the same time (an issuance's group commit and
     revocations run side by side): flock on the process's one lock descriptor does not exclude its
     own threads, so both read the same file end and appended the same entries, and `log verify`
-    then refused the file (issue 27's log; found by issue 29's availability test)."""
+    then refused the file (issue 27's log; found while looking into a 500 in the availability test)."""
     token = new_token(svc)
-    serials = [issued_with(app, token, f"early{i}.example.test")["serial"] for i in range(24)]
+
+    def client() -> ApiClient:  # one each: a test client is not shared between threads
+        return ApiClient(app.test_client(), token)
+
+    serials = [issued(client(), f"early{i}.example.test")["serial"] for i in range(24)]
 
     def revoke(serial: str) -> int:
-        r = ApiClient(app.test_client(), token).post(f"/api/v1/certificates/{serial}/revoke",
-                                                    json={"reason": "superseded"})
-        return r.status_code
+        return client().post(f"/api/v1/certificates/{serial}/revoke", json={"reason": "superseded"}).status_code
 
     def take(i: int) -> int:
-        return issue_in(ApiClient(app.test_client(), token), f"late{i}.example.test").status_code
+        return issue_in(client(), f"late{i}.example.test").status_code
 
     with ThreadPoolExecutor(8) as pool:
         revoked = pool.map(revoke, serials)
@@ -340,7 +342,3 @@ def test_one_process_revoking_and_issuing_at_once_writes_each_entry_once(app, sv
     assert [json.loads(line)["index"] for line in lines] == list(range(72))
     assert lines == list(entry_lines(svc.store, 0))
     assert cli(instance, "log", "verify").stdout.startswith("ok: 72 entries")
-
-
-def issued_with(app, token: str, name: str) -> dict:
-    return issued(ApiClient(app.test_client(), token), name)

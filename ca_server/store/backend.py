@@ -11,8 +11,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from .dialect import Dialect
 
-_making = threading.RLock()  # one per-process object made at a time (a fork starts with a new lock)
-os.register_at_fork(after_in_child=lambda: globals().__setitem__("_making", threading.RLock()))
+_making = threading.RLock()  # one per-process object made at a time (reentrant: a make() may ask for another)
+
+
+def _new_making_lock() -> None:
+    """A forked child starts with a lock no thread holds (the parent's may have been held)."""
+    global _making  # noqa: PLW0603
+    _making = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_making_lock)
 
 
 class SharedBackend:

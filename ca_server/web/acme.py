@@ -95,11 +95,16 @@ class Call:
                               "accepts.", status=413)
         return self.environ["wsgi.input"].read(int(length)) if int(length) else b""
 
-    def signed(self, *, by_key: bool = False) -> jws.SignedRequest:
-        """The request's JWS with its form, url and nonce checked (not yet its signature)."""
+    @cached_property
+    def sent(self) -> jws.SignedRequest:
+        """The request's JWS as sent (nothing checked yet but its form)."""
         if self.mimetype != JOSE:
             raise AcmeProblem("malformed", f"ACME requests are {JOSE}, not {self.mimetype or 'untyped'}.", status=415)
-        signed = jws.parse(self.body)
+        return jws.parse(self.body)
+
+    def signed(self, *, by_key: bool = False) -> jws.SignedRequest:
+        """The request's JWS with its form, url and nonce checked (not yet its signature)."""
+        signed = self.sent
         expected = self.urls.base_url + self.path
         if signed.url != expected:
             raise AcmeProblem("unauthorized", f"The JWS url {signed.url!r} is not this request's URL ({expected}).")
@@ -329,10 +334,7 @@ def certificate(call: Call, serial: str) -> Answer:
 @resource("revoke-cert", "POST")
 def revoke_cert(call: Call) -> Answer:
     svc = call.services
-    if call.mimetype != JOSE:
-        raise AcmeProblem("malformed", f"ACME requests are {JOSE}.", status=415)
-    peek = jws.parse(call.body)
-    if peek.jwk is not None:  # signed by the certificate's own key (RFC 8555 7.6)
+    if call.sent.jwk is not None:  # signed by the certificate's own key (RFC 8555 7.6)
         signed = call.signed(by_key=True)
         key = jws.parse_jwk(signed.jwk)
         signed.verify(key)
