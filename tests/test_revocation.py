@@ -367,6 +367,25 @@ def test_ocsp_fast_path_answers_like_the_flask_views(api, app, svc):
         assert a.status_code == b.status_code == 200 and a.data == b.data
 
 
+
+def test_over_https_the_ocsp_fast_path_carries_hsts_like_the_flask_views(api, app, svc):
+    """Found in review (issue 29): the OCSP fast path added the security headers but not HSTS,
+    which Flask adds to every answer over https; all the fast paths now take the site's headers
+    from one list (HotPaths.site_headers)."""
+    from werkzeug.test import Client
+
+    flask_only = Client(app.wsgi_app.flask)
+    fast = app.test_client()
+    req = _ocsp_request(issue(api)["certificate"], svc.authority.intermediate)
+    get_url = "/ocsp/" + base64.b64encode(req).decode()
+    for method, url, kwargs in (("post", "/ocsp", {"data": req}), ("get", get_url, {})):
+        a = getattr(fast, method)(url, base_url="https://localhost", **kwargs)
+        b = getattr(flask_only, method)(url, base_url="https://localhost", **kwargs)
+        assert a.status_code == b.status_code == 200
+        assert a.headers["Strict-Transport-Security"] == b.headers["Strict-Transport-Security"]
+        assert a.headers["X-Content-Type-Options"] == b.headers["X-Content-Type-Options"] == "nosniff"
+        assert "Strict-Transport-Security" not in getattr(fast, method)(url, **kwargs).headers  # plain http
+
 def test_crl_pem_form_is_what_cryptography_writes(app):
     client = app.test_client()
     for name in ("intermediate.crl", "root.crl"):

@@ -107,5 +107,5 @@ def register(app: Flask) -> None:
         return response
 
     # Token submissions of certificates and OCSP skip Flask's request machinery (see hot_paths.py).
-    app.extensions["ca_server_ocsp_http"] = OCSPHttp(app.extensions["ca_server"], SECURITY_HEADERS)
+    app.extensions["ca_server_ocsp_http"] = OCSPHttp(app.extensions["ca_server"])
     app.wsgi_app = HotPaths(app, SECURITY_HEADERS, HSTS)

@@ -94,7 +94,7 @@ class HotPaths:
         status, headers, body = self.ocsp.answer(key, data, self.services.clock(), get=get,
                                                  if_none_match=environ.get("HTTP_IF_NONE_MATCH", ""),
                                                  if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE", ""))
-        start_response(status, headers)  # whole: Content-Length and the security headers included
+        start_response(status, [*headers, *self.site_headers(environ)])  # Content-Length included
         return [body]
 
     def _issue(self, environ: dict, start_response):

@@ -39,9 +39,8 @@ class _Entry:
 
 
 class OCSPHttp:
-    def __init__(self, services: Services, extra_headers: dict[str, str] | None = None) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
-        self.extra = list((extra_headers or {}).items())  # the security headers every answer carries
         self.max_age = services.config.revocation.ocsp_max_age_seconds
         self.lock = threading.Lock()
         self.entries: OrderedDict[bytes | str, _Entry] = OrderedDict()
@@ -58,8 +57,9 @@ class OCSPHttp:
 
     def answer(self, key: bytes | str, data, now: dt.datetime, *, get: bool, if_none_match: str = "",
                if_modified_since: str = "") -> tuple[str, list[tuple[str, str]], bytes]:
-        """(status line, headers, body), the headers whole (Content-Length and the extra headers
-        included; not to be changed: a POST answer's list serves every request for it). `key` is
+        """(status line, headers, body), Content-Length included and the site's own headers not
+        (the caller adds them; the list is not to be changed: a POST answer's serves every request
+        for it). `key` is
         the request as received (GET path or POST body); `data` gives the DER request when the
         answer has to be made."""
         store = self.services.store
@@ -67,7 +67,7 @@ class OCSPHttp:
             marker = store.revocation_marker()
         except StoreUnavailableError as exc:
             self._count(TRY_LATER.status)
-            return ("503 Service Unavailable", self._whole([("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-store"),
+            return ("503 Service Unavailable", _with_length([("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-store"),
                                                             ("Retry-After", str(exc.retry_after))], TRY_LATER.der),
                     TRY_LATER.der)
         entry = self.entries.get(key)
@@ -75,7 +75,7 @@ class OCSPHttp:
             answer = self.services.ocsp.answer(data(), now)
             entry = _Entry(marker, answer, '"' + hashlib.sha256(answer.der).hexdigest()[:32] + '"',
                            answer.this_update + REUSE_FOR if answer.this_update else now,  # None: not kept
-                           self._whole([("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-cache")], answer.der),
+                           _with_length([("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-cache")], answer.der),
                            format_datetime(answer.this_update, usegmt=True) if answer.this_update else "")
             if answer.cacheable:
                 with self.lock:
@@ -93,11 +93,12 @@ class OCSPHttp:
                    ("Expires", format_datetime(now.replace(microsecond=0) + dt.timedelta(seconds=max_age), usegmt=True)),
                    ("ETag", entry.etag)]
         if _not_modified(entry.etag, answer.this_update, if_none_match, if_modified_since):
-            return "304 Not Modified", self._whole(headers[1:], b""), b""
-        return "200 OK", self._whole(headers, answer.der), answer.der
+            return "304 Not Modified", _with_length(headers[1:], b""), b""
+        return "200 OK", _with_length(headers, answer.der), answer.der
 
-    def _whole(self, headers: list[tuple[str, str]], body: bytes) -> list[tuple[str, str]]:
-        return [*headers, ("Content-Length", str(len(body))), *self.extra]
+
+def _with_length(headers: list[tuple[str, str]], body: bytes) -> list[tuple[str, str]]:
+    return [*headers, ("Content-Length", str(len(body)))]
 
 
 def _not_modified(etag: str, this_update: dt.datetime, if_none_match: str, if_modified_since: str) -> bool:
