@@ -88,6 +88,12 @@ def print_table(r: dict) -> None:
             f"{row['ca_server_cpu_ms']:.2f} | {row['cfssl_cpu_ms'] or 0:.2f} | {cpu_ratio} | {row['p50_ms']:.1f} | "
             f"{row['p99_ms']:.1f} |"
             + (f" max {row['max_ms']:.0f} ms, {row['ca_server_errors'] + row['socket_errors']} errors" if fresh else ""))
+    for row in r["http"]:
+        if "cfssl_db_cpu_ms" in row:
+            verdict = (f"ca-server at {row['cpu_ratio_vs_cfssl_db']}x its CPU" if row["cpu_ratio_vs_cfssl_db"]
+                       else f"INVALID: {'; '.join(row['cfssl_db_invalid_because'] or [])}")
+            log(f"c={row['concurrency']}: cfssl storing to its SQLite certificate DB {row['cfssl_db_cps']:.0f} cert/s, "
+                f"{row['cfssl_db_cpu_ms']:.2f} ms CPU/cert, p99 {row['cfssl_db_p99_ms']:.0f} ms; {verdict}")
     ip, s, c, m = r["inprocess"], r["scale"], r["crl"], r["rss_mb"]
     log(f"\nin-process: ca-server {ip['ca_server_cps']:.0f}/s, raw pipeline {ip['raw_cps']:.0f}/s, ratio {ip['ratio']:.2f}")
     log(f"scale ({s['certificates']:,}): lookup p99 {s['lookup_p99_ms']:.2f} ms, search page {s['search_ms']:.0f} ms "

@@ -4,6 +4,7 @@ over HTTP (same CSRs, same client: wrk), OCSP responses, and server memory."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -150,7 +151,27 @@ def ensure_cfssl() -> str | None:
     return shutil.which("cfssl")
 
 
-def start_cfssl(root: Path, port: int) -> Server:
+# The tables cfssl 1.2's SQL certificate store writes (certdb/sqlite/migrations in cfssl's source,
+# which Debian's package does not ship): with `-db-config` every certificate `sign` makes is a row.
+CFSSL_CERTDB = """
+CREATE TABLE certificates (serial_number BLOB NOT NULL, authority_key_identifier BLOB NOT NULL, ca_label BLOB,
+  status BLOB NOT NULL, reason INT, created_at TIMESTAMP, expiry TIMESTAMP, revoked_at TIMESTAMP, pem BLOB NOT NULL,
+  PRIMARY KEY (serial_number, authority_key_identifier));
+CREATE TABLE ocsp_responses (serial_number BLOB NOT NULL, authority_key_identifier BLOB NOT NULL, body BLOB NOT NULL,
+  expiry TIMESTAMP, PRIMARY KEY (serial_number, authority_key_identifier));
+"""
+
+
+def cfssl_stored(root: Path) -> int:
+    """How many certificates the storing cfssl (start_cfssl(certdb=True)) has written."""
+    with contextlib.closing(sqlite3.connect(root / "cfssl-certs.sqlite3")) as conn:
+        return conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
+
+
+def start_cfssl(root: Path, port: int, *, certdb: bool = False) -> Server:
+    """cfssl serve with the intermediate; with `certdb`, storing each certificate in a SQLite
+    file (its SQL certificate store), as ca-server stores every certificate (issue 29's peer that
+    stores: plain `cfssl serve` keeps nothing)."""
     svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
     key_file = root / "cfssl-intermediate-key.pem"
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -161,9 +182,17 @@ def start_cfssl(root: Path, port: int) -> Server:
     config = root / "cfssl-config.json"
     config.write_text(json.dumps({"signing": {"default": {"expiry": "2160h",
                                                           "usages": ["digital signature", "server auth"]}}}))
+    store = []
+    if certdb:
+        database = root / "cfssl-certs.sqlite3"
+        database.unlink(missing_ok=True)
+        with contextlib.closing(sqlite3.connect(database)) as conn:
+            conn.executescript(CFSSL_CERTDB)
+        (root / "cfssl-db.json").write_text(json.dumps({"driver": "sqlite3", "data_source": str(database)}))
+        store = ["-db-config", str(root / "cfssl-db.json")]
     server = Server(["cfssl", "serve", "-address", "127.0.0.1", "-port", str(port), "-ca",
-                     str(root / "ca" / "intermediate.pem"), "-ca-key", str(key_file), "-config", str(config)],
-                    root / "cfssl.log")
+                     str(root / "ca" / "intermediate.pem"), "-ca-key", str(key_file), "-config", str(config), *store],
+                    root / ("cfssl-db.log" if certdb else "cfssl.log"))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -252,12 +281,13 @@ def http(root: Path, csrs: list[str], seconds: float, log) -> list[dict]:
     server = start_ca_server(root, port)
     # Both servers up at once and their phases alternating, so each ratio compares measurements a
     # few seconds apart (this machine's speed drifts by up to 2x within minutes).
-    cfssl = cport = None
+    cfssl = cport = cfssl_db = dport = None
     if ensure_cfssl() is None:
         log("  cfssl: not installed and could not be installed (apt-get golang-cfssl); no peer numbers")
     else:
-        cport = free_port()
+        cport, dport = free_port(), free_port()
         cfssl = start_cfssl(root, cport)
+        cfssl_db = start_cfssl(root, dport, certdb=True)
     try:
         for c in (1, 4, 16):
             before = max_rowid(root)
@@ -294,6 +324,8 @@ def http(root: Path, csrs: list[str], seconds: float, log) -> list[dict]:
                             "cpu_ratio": round(ours["cpu_ms"] / peer["cpu_ms"], 2) if valid and peer["cpu_ms"] else None})
                 log(f"  c={c}: CPU per certificate {row['cpu_ratio']}x cfssl's (target 2.5x)" if valid
                     else f"  c={c}: INVALID ({'; '.join(wrong)}): no ratio")
+                row.update(storing_peer(cfssl_db, f"http://127.0.0.1:{dport}/api/v1/cfssl/sign", cfssl_bodies,
+                                        csrs[c], svc.authority.intermediate, c, seconds, ours, log, root))
             rows.append(row)
         # A new connection per request (issue 15: the kept-alive runs above hid a server that new
         # connections could not reach).
@@ -315,8 +347,37 @@ def http(root: Path, csrs: list[str], seconds: float, log) -> list[dict]:
         server.stop()
         if cfssl is not None:
             cfssl.stop()
+            cfssl_db.stop()
             (root / "cfssl-intermediate-key.pem").unlink(missing_ok=True)
     return rows
+
+
+def storing_faults(phase: dict, stored: int, sample_problem: str | None) -> list[str]:
+    """Why a storing peer's phase does not count (empty: it counts): a wrong sample answer, error
+    answers, or fewer rows in its store than certificates it answered."""
+    wrong = [f"cfssl with a store: {sample_problem}"] if sample_problem else []
+    if phase["errors"]:
+        wrong.append(f"cfssl with a store: {phase['errors']} error answers")
+    if stored < phase["ok"]:
+        wrong.append(f"cfssl with a store: {phase['ok']} certificates answered, {stored} stored")
+    return wrong
+
+
+def storing_peer(peer: Server, url: str, bodies: Path, csr: str, issuer: x509.Certificate, c: int, seconds: float,
+                 ours: dict, log, root: Path) -> dict:
+    """cfssl with its certificate store, right after ca-server's and plain cfssl's phases: its
+    CPU per certificate, counted only if a sample answer is right, no answer was an error and
+    every answer is a stored row."""
+    before = cfssl_stored(root)
+    phase = http_phase(peer, url, bodies, {"Content-Type": "application/json"}, c, seconds)
+    stored = cfssl_stored(root) - before  # its warm-up second included
+    wrong = storing_faults(phase, stored, sample_issue(url, csr, {"Content-Type": "application/json"}, issuer, True))
+    ratio = round(ours["cpu_ms"] / phase["cpu_ms"], 2) if not wrong and phase["cpu_ms"] else None
+    log(f"  cfssl+db  c={c}: {phase['cps']:.0f}/s, p99 {phase['p99_ms']:.1f} ms, {phase['cpu_ms']:.2f} ms CPU/cert, "
+        + (f"ca-server's CPU per certificate {ratio}x" if ratio else f"INVALID ({'; '.join(wrong)})"))
+    return {"cfssl_db_cps": round(phase["cps"], 1), "cfssl_db_cpu_ms": round(phase["cpu_ms"], 3),
+            "cfssl_db_p99_ms": round(phase["p99_ms"], 2), "cpu_ratio_vs_cfssl_db": ratio,
+            "cfssl_db_invalid_because": wrong or None}
 
 
 def ocsp_rps(root: Path, log) -> dict:

@@ -97,6 +97,19 @@ def test_a_peers_wrong_answers_are_never_counted_as_certificates(svc, tmp_path):
         server.shutdown()
 
 
+def test_a_storing_peer_counts_only_when_every_certificate_it_answered_is_stored():
+    """The peer that stores (cfssl with its certificate DB, issue 29) is compared only when its
+    sample answer is right, it answered no error and its store holds a row for every certificate
+    it answered: a peer that answers without storing would look cheaper than one that stores."""
+    from benchmarks.throughput import storing_faults
+
+    assert storing_faults({"ok": 500, "errors": 0}, 512, None) == []  # its warm-up second adds rows
+    faults = storing_faults({"ok": 500, "errors": 0}, 0, None)
+    assert faults == ["cfssl with a store: 500 certificates answered, 0 stored"]
+    faults = storing_faults({"ok": 500, "errors": 3}, 500, "HTTP 400")
+    assert faults == ["cfssl with a store: HTTP 400", "cfssl with a store: 3 error answers"]
+
+
 def test_an_ab_runs_the_other_builds_code_even_from_this_repository(tmp_path, monkeypatch):
     """benchmarks/ab.py starts the other build's servers so that they import its tree: from this
     repository's folder `python -m` would import this tree's code whatever PYTHONPATH says, and an
