@@ -23,14 +23,10 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
-from ca_server.config import Secrets
-from ca_server.services import open_services
-
 from .common import free_port
-from .throughput import PASSPHRASE, Server, ensure_cfssl, make_instance, ocsp_request_for_new_leaf, start_ca_server
+from .throughput import Server, ensure_cfssl, make_instance, ocsp_request_for_new_leaf, start_ca_server, write_cfssl_key
 
 POST_SCRIPT = r"""
 wrk.method = "POST"
@@ -134,16 +130,12 @@ def measure(log, seconds: int = 3, rounds: int = 5) -> dict:
     with tempfile.TemporaryDirectory(prefix="ca-bench-ocsp-") as tmp:
         folder = Path(tmp)
         root = make_instance(folder / "instance")
-        svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
         record, request = ocsp_request_for_new_leaf(root)
         body = folder / "request.der"
         body.write_bytes(request)
         get_path = "/ocsp/" + quote(base64.b64encode(request).decode(), safe="")
         # cfssl: the same certificate, "good", signed in advance by the intermediate itself.
-        key_file = folder / "intermediate-key.pem"
-        key_file.write_bytes(svc.authority.intermediate_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
-        key_file.chmod(0o600)
+        key_file = write_cfssl_key(root, folder / "intermediate-key.pem")
         (folder / "leaf.pem").write_text(record.pem)
         signed = subprocess.run(["cfssl", "ocspsign", "-ca", str(root / "ca" / "intermediate.pem"), "-responder",
                                  str(root / "ca" / "intermediate.pem"), "-responder-key", str(key_file), "-cert",

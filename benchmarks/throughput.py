@@ -151,8 +151,9 @@ def ensure_cfssl() -> str | None:
     return shutil.which("cfssl")
 
 
-# The tables cfssl 1.2's SQL certificate store writes (certdb/sqlite/migrations in cfssl's source,
-# which Debian's package does not ship): with `-db-config` every certificate `sign` makes is a row.
+# The tables of cfssl's SQL certificate store (certdb/sqlite/migrations in cfssl's source, which
+# Debian's package does not ship; created_at is a later version's, which 1.2 leaves empty): with
+# `-db-config` every certificate `sign` makes is a row.
 CFSSL_CERTDB = """
 CREATE TABLE certificates (serial_number BLOB NOT NULL, authority_key_identifier BLOB NOT NULL, ca_label BLOB,
   status BLOB NOT NULL, reason INT, created_at TIMESTAMP, expiry TIMESTAMP, revoked_at TIMESTAMP, pem BLOB NOT NULL,
@@ -168,17 +169,23 @@ def cfssl_stored(root: Path) -> int:
         return conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
 
 
-def start_cfssl(root: Path, port: int, *, certdb: bool = False) -> Server:
-    """cfssl serve with the intermediate; with `certdb`, storing each certificate in a SQLite
-    file (its SQL certificate store), as ca-server stores every certificate (issue 29's peer that
-    stores: plain `cfssl serve` keeps nothing)."""
+def write_cfssl_key(root: Path, key_file: Path) -> Path:
+    """The instance's intermediate key, unencrypted as cfssl reads it, in a file made 0600 before
+    anything is written to it."""
     svc = open_services(root, secrets=Secrets(key_passphrase=PASSPHRASE))
-    key_file = root / "cfssl-intermediate-key.pem"
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(svc.authority.intermediate_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
             serialization.NoEncryption()))
+    return key_file
+
+
+def start_cfssl(root: Path, port: int, *, certdb: bool = False) -> Server:
+    """cfssl serve with the intermediate; with `certdb`, storing each certificate in a SQLite
+    file (its SQL certificate store), as ca-server stores every certificate (issue 29's peer that
+    stores: plain `cfssl serve` keeps nothing)."""
+    key_file = write_cfssl_key(root, root / "cfssl-intermediate-key.pem")
     config = root / "cfssl-config.json"
     config.write_text(json.dumps({"signing": {"default": {"expiry": "2160h",
                                                           "usages": ["digital signature", "server auth"]}}}))

@@ -367,7 +367,6 @@ def test_ocsp_fast_path_answers_like_the_flask_views(api, app, svc):
         assert a.status_code == b.status_code == 200 and a.data == b.data
 
 
-
 def test_over_https_the_ocsp_fast_path_carries_hsts_like_the_flask_views(api, app, svc):
     """Found in review (issue 29): the OCSP fast path added the security headers but not HSTS,
     which Flask adds to every answer over https; all the fast paths now take the site's headers
@@ -385,6 +384,7 @@ def test_over_https_the_ocsp_fast_path_carries_hsts_like_the_flask_views(api, ap
         assert a.headers["Strict-Transport-Security"] == b.headers["Strict-Transport-Security"]
         assert a.headers["X-Content-Type-Options"] == b.headers["X-Content-Type-Options"] == "nosniff"
         assert "Strict-Transport-Security" not in getattr(fast, method)(url, **kwargs).headers  # plain http
+
 
 def test_crl_pem_form_is_what_cryptography_writes(app):
     client = app.test_client()

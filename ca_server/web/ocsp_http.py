@@ -59,17 +59,16 @@ class OCSPHttp:
                if_modified_since: str = "") -> tuple[str, list[tuple[str, str]], bytes]:
         """(status line, headers, body), Content-Length included and the site's own headers not
         (the caller adds them; the list is not to be changed: a POST answer's serves every request
-        for it). `key` is
-        the request as received (GET path or POST body); `data` gives the DER request when the
-        answer has to be made."""
+        for it). `key` is the request as received (GET path or POST body); `data` gives the DER
+        request when the answer has to be made."""
         store = self.services.store
         try:
             marker = store.revocation_marker()
         except StoreUnavailableError as exc:
             self._count(TRY_LATER.status)
-            return ("503 Service Unavailable", _with_length([("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-store"),
-                                                            ("Retry-After", str(exc.retry_after))], TRY_LATER.der),
-                    TRY_LATER.der)
+            headers = [("Content-Type", OCSP_RESPONSE), ("Cache-Control", "no-store"),
+                       ("Retry-After", str(exc.retry_after))]
+            return "503 Service Unavailable", _with_length(headers, TRY_LATER.der), TRY_LATER.der
         entry = self.entries.get(key)
         if entry is None or entry.marker != marker or now >= entry.reuse_until:
             answer = self.services.ocsp.answer(data(), now)
