@@ -272,3 +272,56 @@ def test_certbot_over_https_on_an_http_instance_never_touches_plain_http(instanc
     log = (instance / "serve.log").read_text()
     assert f"listening on https://127.0.0.1:{port} but [server] base_url is {plain}" in log
     assert "POST /acme/finalize" in log or "/finalize" in log
+
+
+def _dns_queries(dns_server, host: str) -> list[int]:
+    """The query types pebble-challtestsrv was asked for `host` (1 = A, 28 = AAAA)."""
+    history = requests.post(f"http://127.0.0.1:{dns_server['management']}/dns-request-history",
+                            json={"host": host}, timeout=5).json()
+    return [entry["Question"]["Qtype"] for entry in history or []]
+
+
+def test_http01_asks_for_aaaa_only_when_no_ipv4_address_answers(dns_server, tmp_path):
+    """The validator tries a name's IPv4 addresses first and looks up AAAA only when none of them
+    answered (issue 29: a second query per validation for nothing). A name whose A record points
+    where nothing listens is still validated over its IPv6 address."""
+    import dataclasses
+    import http.server
+    import threading
+
+    from ca_server.acme.validation import ValidationError, check_http01
+    from ca_server.config import AcmeConfig
+
+    from .acme_client import http01_responder
+
+    class V6Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    port = free_port()
+    config = dataclasses.replace(AcmeConfig(), http01_port=port, dns_resolvers=(f"127.0.0.1:{dns_server['dns']}",))
+    manage = f"http://127.0.0.1:{dns_server['management']}"
+    for host, v4 in (("both.example.test", "127.0.0.1"), ("v6-works.example.test", "127.0.0.2")):
+        requests.post(f"{manage}/add-a", json={"host": host, "addresses": [v4]}, timeout=5).raise_for_status()
+        requests.post(f"{manage}/add-aaaa", json={"host": host, "addresses": ["::1"]}, timeout=5).raise_for_status()
+
+    with http01_responder(port) as tokens:  # listens on 127.0.0.1 only
+        tokens["tok"] = "tok.thumb"
+        check_http01({"type": "dns", "value": "both.example.test"}, "tok", "tok.thumb", config, 5)
+        assert _dns_queries(dns_server, "both.example.test") == [1]
+        with pytest.raises(ValidationError) as refused:  # 127.0.0.2 refuses; nothing on ::1 yet
+            check_http01({"type": "dns", "value": "v6-works.example.test"}, "tok", "tok.thumb", config, 5)
+        assert refused.value.kind == "connection"
+        assert "127.0.0.2" in refused.value.detail and "::1" in refused.value.detail
+        assert _dns_queries(dns_server, "v6-works.example.test") == [1, 28]
+
+    handler = type("Answer", (http.server.BaseHTTPRequestHandler,), {
+        "do_GET": lambda self: (self.send_response(200), self.send_header("Content-Length", "9"), self.end_headers(),
+                                self.wfile.write(b"tok.thumb")),
+        "log_message": lambda self, *args: None})
+    v6 = V6Server(("::1", port), handler)
+    threading.Thread(target=v6.serve_forever, daemon=True).start()
+    try:
+        check_http01({"type": "dns", "value": "v6-works.example.test"}, "tok", "tok.thumb", config, 5)
+    finally:
+        v6.shutdown()
+        v6.server_close()

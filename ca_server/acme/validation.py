@@ -17,7 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import dns.exception
@@ -62,28 +62,36 @@ def _resolver(config: AcmeConfig, timeout: float) -> dns.resolver.Resolver:
     return resolver
 
 
-def addresses(identifier: dict, config: AcmeConfig, timeout: float) -> list[str]:
-    """Where to connect for this identifier: the IP itself, or the name's A and AAAA records."""
+def addresses(identifier: dict, config: AcmeConfig, timeout: float) -> Iterator[str]:
+    """Where to connect for this identifier, in order: the IP itself, or the name's A records,
+    then its AAAA records. The AAAA query is sent only when the caller asks past every IPv4
+    address (none answered): the validators stop at the first address that answers, so a name
+    with a working IPv4 address costs one query, not two (issue 29: the lookups were 12% of an
+    ACME order's Python)."""
     if identifier["type"] == "ip":
-        return [identifier["value"]]
+        yield identifier["value"]
+        return
     if not config.dns_resolvers:  # the system's resolver, /etc/hosts included (dnspython skips it)
         try:
             infos = socket.getaddrinfo(identifier["value"], None, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise ValidationError("dns", f"{identifier['value']} does not resolve: {exc}") from None
-        return list(dict.fromkeys(info[4][0] for info in infos))
+        yield from dict.fromkeys(info[4][0] for info in infos)
+        return
     resolver = _resolver(config, timeout)
-    found: list[str] = []
+    found = False
     for rdtype in ("A", "AAAA"):
         try:
-            found += [r.to_text() for r in resolver.resolve(identifier["value"], rdtype)]
+            answer = resolver.resolve(identifier["value"], rdtype)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
             continue
         except dns.exception.DNSException as exc:
             raise ValidationError("dns", f"Looking up {identifier['value']} failed: {exc}") from None
+        for record in answer:
+            found = True
+            yield record.to_text()
     if not found:
         raise ValidationError("dns", f"{identifier['value']} has no A or AAAA record.")
-    return found
 
 
 def check_http01(identifier: dict, token: str, key_auth: str, config: AcmeConfig, timeout: float) -> None:
