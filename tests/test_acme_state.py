@@ -90,3 +90,42 @@ def test_an_account_reads_as_a_typed_object_with_its_orders(svc, app, account):
     assert svc.store.update_acme_account(account, status="deactivated")
     assert state.account(svc.store, account).status == "deactivated"
     assert state.account(svc.store, "nobody") is None
+
+
+def test_a_validation_outcome_is_recorded_whole_or_not_at_all(svc, account, monkeypatch):
+    """The challenge, its authorization and its order move in one transaction: a worker that stops
+    before the order is ready leaves the challenge processing (validated again on the next poll),
+    never an authorization valid behind an order still pending, which a client that finalizes
+    as soon as its authorizations read valid (certbot) is refused with orderNotReady."""
+    from ca_server.acme import challenges
+
+    identifier = {"type": "dns", "value": "a.example.test"}
+    expires = {"expires_at": NOW + dt.timedelta(days=1), "created_at": NOW, "account_id": account}
+    svc.store.insert_acme_objects([
+        {"id": "o1", "kind": "order", "parent_id": None, "status": "pending", **expires,
+         "data": {"identifiers": [identifier], "authorizations": ["z1"], "profile": "server",
+                  "expires": "2026-12-07T12:00:00Z", "certificate": None, "error": None, "replaces": None}},
+        {"id": "z1", "kind": "authz", "parent_id": "o1", "status": "pending", **expires,
+         "data": {"identifier": identifier, "wildcard": False, "challenges": ["c1"], "expires": "2026-12-07T12:00:00Z"}},
+        {"id": "c1", "kind": "challenge", "parent_id": "z1", "status": "processing", **expires,
+         "data": {"type": "http-01", "token": "tok", "identifier": identifier, "wildcard": False, "order_id": "o1",
+                  "started": "2026-12-06T12:00:00Z"}}])
+    real_move = state.move
+
+    def stops_before_the_order(store, obj, to, now, **changes):
+        if isinstance(obj, Order):
+            raise RuntimeError("the worker stopped here")
+        return real_move(store, obj, to, now, **changes)
+
+    monkeypatch.setattr(state, "move", stops_before_the_order)
+    with pytest.raises(RuntimeError):
+        challenges.validation_done(svc.store, "c1", None, NOW)
+    statuses = {cls: state.load(svc.store, cls, i).status for cls, i in ((Challenge, "c1"), (Authorization, "z1"),
+                                                                         (Order, "o1"))}
+    assert statuses == {Challenge: "processing", Authorization: "pending", Order: "pending"}
+
+    monkeypatch.setattr(state, "move", real_move)
+    assert challenges.validation_done(svc.store, "c1", None, NOW) is None
+    assert state.load(svc.store, Challenge, "c1").status == "valid"
+    assert state.load(svc.store, Authorization, "z1").status == "valid"
+    assert state.load(svc.store, Order, "o1").status == "ready"

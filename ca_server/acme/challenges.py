@@ -55,8 +55,18 @@ def start_challenge(store: CaStore, challenge: Challenge, now: dt.datetime) -> C
 
 def validation_done(store: CaStore, challenge_id: str, error: dict | None,
                     now: dt.datetime) -> tuple[str, list[str]] | None:
-    """Record a validation's outcome on the challenge, its authorization and its order. When it
-    made the order invalid: (the order's id, its names as SANs), for renewal-failure notices."""
+    """Record a validation's outcome on the challenge, its authorization and its order, in one
+    transaction: a client never reads the authorization valid while its order is still pending
+    (certbot finalizes as soon as its authorizations read valid, and got orderNotReady), and a
+    worker that stops halfway leaves the challenge processing, to be validated again (stale()),
+    not an order pending for ever behind valid authorizations. When it made the order invalid:
+    (the order's id, its names as SANs), for renewal-failure notices."""
+    with store.write():
+        return _record_validation(store, challenge_id, error, now)
+
+
+def _record_validation(store: CaStore, challenge_id: str, error: dict | None,
+                       now: dt.datetime) -> tuple[str, list[str]] | None:
     challenge = state.load(store, Challenge, challenge_id)
     if challenge is None or challenge.status != "processing":
         return None
@@ -87,10 +97,12 @@ def deactivate_authz(store: CaStore, authz: Authorization, now: dt.datetime) -> 
     """RFC 8555 7.5.2: the client gives up an authorization; its order can no longer be finalized."""
     if authz.status not in ("pending", "valid"):
         raise AcmeProblem("malformed", f"An authorization that is {authz.status} cannot be deactivated.")
-    state.move(store, authz, "deactivated", now)
-    order = state.load(store, Order, authz.order_id)
-    if order is not None and order.status in ("pending", "ready"):
-        state.move(store, order, "invalid", now, error=problem_dict("unauthorized", "An authorization was deactivated."))
+    with store.write():  # the order is never read ready behind a deactivated authorization
+        state.move(store, authz, "deactivated", now)
+        order = state.load(store, Order, authz.order_id)
+        if order is not None and order.status in ("pending", "ready"):
+            state.move(store, order, "invalid", now,
+                       error=problem_dict("unauthorized", "An authorization was deactivated."))
     return state.load(store, Authorization, authz.id)
 
 
