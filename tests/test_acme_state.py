@@ -129,3 +129,40 @@ def test_a_validation_outcome_is_recorded_whole_or_not_at_all(svc, account, monk
     assert state.load(svc.store, Challenge, "c1").status == "valid"
     assert state.load(svc.store, Authorization, "z1").status == "valid"
     assert state.load(svc.store, Order, "o1").status == "ready"
+
+
+def test_another_connection_never_reads_the_authorization_valid_before_the_order_is_ready(svc, account, monkeypatch):
+    """What a poll (another worker thread, its own connection) reads while the validator records
+    a success: the authorization still pending until the order is ready with it."""
+    import threading
+
+    from ca_server.acme import challenges
+
+    identifier = {"type": "dns", "value": "b.example.test"}
+    common = {"expires_at": NOW + dt.timedelta(days=1), "created_at": NOW, "account_id": account}
+    svc.store.insert_acme_objects([
+        {"id": "o2", "kind": "order", "parent_id": None, "status": "pending", **common,
+         "data": {"identifiers": [identifier], "authorizations": ["z2"], "profile": "server",
+                  "expires": "2026-12-07T12:00:00Z", "certificate": None, "error": None, "replaces": None}},
+        {"id": "z2", "kind": "authz", "parent_id": "o2", "status": "pending", **common,
+         "data": {"identifier": identifier, "wildcard": False, "challenges": ["c2"], "expires": "2026-12-07T12:00:00Z"}},
+        {"id": "c2", "kind": "challenge", "parent_id": "z2", "status": "processing", **common,
+         "data": {"type": "http-01", "token": "tok", "identifier": identifier, "wildcard": False, "order_id": "o2",
+                  "started": "2026-12-06T12:00:00Z"}}])
+    real_move, seen = state.move, []
+
+    def poll_after_each_move(store, obj, to, now, **changes):
+        moved = real_move(store, obj, to, now, **changes)
+        reader = threading.Thread(target=lambda: seen.append(
+            (type(obj).__name__, to, state.load(store, Authorization, "z2").status, state.load(store, Order, "o2").status)))
+        reader.start()
+        reader.join()
+        return moved
+
+    monkeypatch.setattr(state, "move", poll_after_each_move)
+    challenges.validation_done(svc.store, "c2", None, NOW)
+    assert [(kind, to) for kind, to, _, _ in seen] == [("Challenge", "valid"), ("Authorization", "valid"),
+                                                      ("Order", "ready")]
+    assert {(authz, order) for _, _, authz, order in seen} == {("pending", "pending")}  # nothing shown half-way
+    assert (state.load(svc.store, Authorization, "z2").status, state.load(svc.store, Order, "o2").status) == (
+        "valid", "ready")
