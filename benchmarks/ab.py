@@ -8,7 +8,12 @@ client and the servers share this machine's cores and its speed drifts within mi
 The other build's servers start with PYTHONPATH at its tree *and* from its tree: `python -m` puts
 the working directory first on sys.path, so a server started from this repository runs this
 repository's code whatever PYTHONPATH says (three A/Bs on 2026-12-07 compared this tree with
-itself that way, and showed "no change")."""
+itself that way, and showed "no change").
+
+The ACME A/B makes each build's instance with that build's own code (a subprocess in its tree),
+so a build with a newer schema is compared with one that never saw it. The issuance and OCSP
+A/Bs still make both instances here, with this tree's code: between builds whose schemas differ,
+run those from the older tree."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import contextlib
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -58,11 +64,20 @@ def _report(runs: dict[str, list[float]], unit: str, label: str) -> dict:
     return {"medians": medians, "rounds": runs, "ratio": medians["this"] / medians["other"]}
 
 
+def make_instance_by_this_build(root: Path) -> Path:
+    """throughput.make_instance, run by the code of the working directory's tree (inside
+    other_build: the other build's), so the instance has that build's schema."""
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    "from benchmarks.throughput import make_instance; make_instance(Path(sys.argv[1]))", str(root)],
+                   check=True, cwd=os.getcwd())
+    return root
+
+
 def ab_acme(tree: Path, rounds: int, orders: int = 150) -> dict:
     with contextlib.ExitStack() as stack:
         def start():
             return stack.enter_context(acme.servers(Path(stack.enter_context(tempfile.TemporaryDirectory())),
-                                                    pebble=False))
+                                                    pebble=False, make=make_instance_by_this_build))
         builds = _builds(tree, start)
         runs: dict[str, list[float]] = {name: [] for name in builds}
         for r in range(rounds):

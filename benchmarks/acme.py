@@ -164,10 +164,11 @@ def ensure(*tools: str) -> bool:
 
 
 @contextlib.contextmanager
-def servers(folder: Path, pebble: bool = True):
+def servers(folder: Path, pebble: bool = True, make=make_instance):
     """ca-server (`serve --tls`) and, with `pebble`, Pebble, on the same DNS (pebble-challtestsrv)
     and the same http-01 responder. Yields ((ca-server, its directory URL, the root to trust),
-    (Pebble, its directory URL, its CA) or None, the responder's tokens, ca-server's instance)."""
+    (Pebble, its directory URL, its CA) or None, the responder's tokens, ca-server's instance).
+    `make(folder)` makes the instance (benchmarks/ab.py: by the code of the build under test)."""
     dns_port, management, http01 = free_port(), free_port(), free_port()
     started: list[Server] = []
     with contextlib.ExitStack() as stack:
@@ -177,7 +178,7 @@ def servers(folder: Path, pebble: bool = True):
         stack.callback(lambda: [server.stop() for server in started])
         tokens = stack.enter_context(http01_responder(http01))
         port = free_port()
-        root = make_instance(folder / "instance")
+        root = make(folder / "instance")
         config = (root / "config.toml").read_text()
         (root / "config.toml").write_text(config.replace("[server]\n", f'[server]\nbase_url = "https://localhost:{port}"\n', 1)
                                           + f'\n[acme]\nhttp01_port = {http01}\ndns_resolvers = ["127.0.0.1:{dns_port}"]\n')

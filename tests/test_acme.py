@@ -211,17 +211,52 @@ def _nonce_rows(store) -> int:
 
 
 def test_used_nonces_are_forgotten_only_once_too_old_to_use(client, monkeypatch):
+    from ca_server.acme.accounts import NONCE_LIFETIME, NONCE_SKEW, Nonces
     from ca_server.store import acme as acme_queries
 
     store = client.app.extensions["ca_server"].store
+    nonces = Nonces(client.app.secret_key)
     now = dt.datetime.now(dt.UTC)
-    assert store.use_nonce("old", now - dt.timedelta(seconds=1), now)
-    assert store.use_nonce("recent", now + dt.timedelta(minutes=60), now)
-    assert not store.use_nonce("recent", now + dt.timedelta(minutes=60), now)  # the second use
+    old = nonces.new(now - NONCE_LIFETIME - NONCE_SKEW - dt.timedelta(seconds=2))
+    recent, another = nonces.new(now - NONCE_LIFETIME), nonces.new(now)
+    bound = Nonces.key_bound(now - NONCE_LIFETIME - NONCE_SKEW)
+    assert Nonces.key(old) < bound <= Nonces.key(recent) < Nonces.key(another)  # keys sort by when they were made
+    assert store.use_nonce(Nonces.key(old), bound)
+    assert store.use_nonce(Nonces.key(recent), bound)
+    assert not store.use_nonce(Nonces.key(recent), bound)  # the second use
     monkeypatch.setattr(acme_queries, "NONCE_SWEEP_EVERY", 1)
-    assert store.use_nonce("another", now + dt.timedelta(minutes=60), now)
-    left = {r["nonce"] for r in store.db.query("SELECT nonce FROM acme_nonces")}
-    assert "old" not in left and {"recent", "another"} <= left
+    assert store.use_nonce(Nonces.key(another), bound)
+    left = {bytes(r["nonce"]) for r in store.db.query("SELECT nonce FROM acme_nonces")}
+    assert Nonces.key(old) not in left and {Nonces.key(recent), Nonces.key(another)} <= left
+
+
+def test_nonces_used_before_the_upgrade_to_keys_stay_used(client, backend):
+    """m024 turns each recorded nonce (text, with its MAC) into its key: a nonce used before the
+    upgrade is refused after it, on both engines."""
+    from ca_server.acme.accounts import NONCE_LIFETIME, NONCE_SKEW, Nonces
+
+    store = client.app.extensions["ca_server"].store
+    nonces = Nonces(client.app.secret_key)
+    now = dt.datetime.now(dt.UTC)
+    used, unused = nonces.new(now), nonces.new(now)
+    with store.write() as db:
+        db.execute("DROP TABLE acme_nonces")
+        db.execute("CREATE TABLE acme_nonces (nonce TEXT PRIMARY KEY, expires_at TEXT NOT NULL)")
+        for text in (used, "not-a-nonce"):
+            db.execute("INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?)", [text, "2099-01-01T00:00:00Z"])
+        if backend == "sqlite":
+            from ca_server.store.schema_more import m024_acme_nonce_keys
+
+            m024_acme_nonce_keys(db)
+        else:
+            from ca_server.store.schema_pg import MIGRATIONS
+
+            for statement in dict(MIGRATIONS)["m024_acme_nonce_keys"]:
+                db.execute(statement)
+    bound = Nonces.key_bound(now - NONCE_LIFETIME - NONCE_SKEW)
+    assert [bytes(r["nonce"]) for r in store.db.query("SELECT nonce FROM acme_nonces")] == [Nonces.key(used)]
+    assert not store.use_nonce(Nonces.key(used), bound)
+    assert store.use_nonce(Nonces.key(unused), bound)
 
 
 def test_signature_kid_and_url_are_checked(client):

@@ -16,17 +16,17 @@ NONCE_SWEEP_EVERY = 64
 
 class AcmeQueries:
     # -- nonces ----------------------------------------------------------------------------------
-    def use_nonce(self, nonce: str, keep_until: dt.datetime, now: dt.datetime) -> bool:
-        """True the first time `nonce` is used, on any node: it is recorded until `keep_until`
-        (past which its own time refuses it). One statement; every 64th use also sweeps a few
-        records past their time."""
+    def use_nonce(self, key: bytes, forget_below: bytes) -> bool:
+        """True the first time the nonce of `key` is used, on any node. Keys sort in the order
+        their nonces were made, and those below `forget_below` are past their lifetime: every
+        64th use also forgets up to 500 of them. One statement each."""
         with self.one_statement() as db:
-            used = db.execute("INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT (nonce) DO NOTHING",
-                              [nonce, to_text(keep_until)]).rowcount == 1
+            used = db.execute("INSERT INTO acme_nonces (nonce) VALUES (?) ON CONFLICT (nonce) DO NOTHING",
+                              [key]).rowcount == 1
         if random.randrange(NONCE_SWEEP_EVERY) == 0:  # noqa: S311 - pacing, not security
             with self.one_statement() as db:
-                db.execute("DELETE FROM acme_nonces WHERE nonce IN (SELECT nonce FROM acme_nonces WHERE expires_at <= ?"
-                           " LIMIT 500)", [to_text(now)])
+                db.execute("DELETE FROM acme_nonces WHERE nonce IN (SELECT nonce FROM acme_nonces WHERE nonce < ?"
+                           " ORDER BY nonce LIMIT 500)", [forget_below])
         return used
 
     # -- accounts --------------------------------------------------------------------------------

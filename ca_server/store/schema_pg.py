@@ -150,6 +150,14 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("m023_acme_order_certificate", [
         "CREATE INDEX acme_objects_certificate ON acme_objects((data::json->>'certificate')) WHERE kind = 'order'",
     ]),
+    ("m024_acme_nonce_keys", [
+        "CREATE TABLE acme_nonce_keys (nonce BYTEA PRIMARY KEY)",
+        # A nonce is 38 characters of unpadded base64url; its first 16 bytes are the key.
+        "INSERT INTO acme_nonce_keys SELECT DISTINCT substring(decode(translate(nonce, '-_', '+/') || '==', 'base64')"
+        " FROM 1 FOR 16) FROM acme_nonces WHERE nonce ~ '^[A-Za-z0-9_-]{38}$'",
+        "DROP TABLE acme_nonces",
+        "ALTER TABLE acme_nonce_keys RENAME TO acme_nonces",
+    ]),
 ]
 
 
