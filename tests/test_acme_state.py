@@ -92,6 +92,23 @@ def test_an_account_reads_as_a_typed_object_with_its_orders(svc, app, account):
     assert state.account(svc.store, "nobody") is None
 
 
+def insert_processing_order(store, account: str, n: int) -> None:
+    """Order o<n> (pending) with one authorization z<n> (pending) whose challenge c<n> is being
+    validated (processing): what the validator finds when it records an outcome."""
+    identifier = {"type": "dns", "value": f"o{n}.example.test"}
+    common = {"expires_at": NOW + dt.timedelta(days=1), "created_at": NOW, "account_id": account}
+    store.insert_acme_objects([
+        {"id": f"o{n}", "kind": "order", "parent_id": None, "status": "pending", **common,
+         "data": {"identifiers": [identifier], "authorizations": [f"z{n}"], "profile": "server",
+                  "expires": "2026-12-07T12:00:00Z", "certificate": None, "error": None, "replaces": None}},
+        {"id": f"z{n}", "kind": "authz", "parent_id": f"o{n}", "status": "pending", **common,
+         "data": {"identifier": identifier, "wildcard": False, "challenges": [f"c{n}"],
+                  "expires": "2026-12-07T12:00:00Z"}},
+        {"id": f"c{n}", "kind": "challenge", "parent_id": f"z{n}", "status": "processing", **common,
+         "data": {"type": "http-01", "token": "tok", "identifier": identifier, "wildcard": False, "order_id": f"o{n}",
+                  "started": "2026-12-06T12:00:00Z"}}])
+
+
 def test_a_validation_outcome_is_recorded_whole_or_not_at_all(svc, account, monkeypatch):
     """The challenge, its authorization and its order move in one transaction: a worker that stops
     before the order is ready leaves the challenge processing (validated again on the next poll),
@@ -99,17 +116,7 @@ def test_a_validation_outcome_is_recorded_whole_or_not_at_all(svc, account, monk
     as soon as its authorizations read valid (certbot) is refused with orderNotReady."""
     from ca_server.acme import challenges
 
-    identifier = {"type": "dns", "value": "a.example.test"}
-    expires = {"expires_at": NOW + dt.timedelta(days=1), "created_at": NOW, "account_id": account}
-    svc.store.insert_acme_objects([
-        {"id": "o1", "kind": "order", "parent_id": None, "status": "pending", **expires,
-         "data": {"identifiers": [identifier], "authorizations": ["z1"], "profile": "server",
-                  "expires": "2026-12-07T12:00:00Z", "certificate": None, "error": None, "replaces": None}},
-        {"id": "z1", "kind": "authz", "parent_id": "o1", "status": "pending", **expires,
-         "data": {"identifier": identifier, "wildcard": False, "challenges": ["c1"], "expires": "2026-12-07T12:00:00Z"}},
-        {"id": "c1", "kind": "challenge", "parent_id": "z1", "status": "processing", **expires,
-         "data": {"type": "http-01", "token": "tok", "identifier": identifier, "wildcard": False, "order_id": "o1",
-                  "started": "2026-12-06T12:00:00Z"}}])
+    insert_processing_order(svc.store, account, 1)
     real_move = state.move
 
     def stops_before_the_order(store, obj, to, now, **changes):
@@ -138,17 +145,7 @@ def test_another_connection_never_reads_the_authorization_valid_before_the_order
 
     from ca_server.acme import challenges
 
-    identifier = {"type": "dns", "value": "b.example.test"}
-    common = {"expires_at": NOW + dt.timedelta(days=1), "created_at": NOW, "account_id": account}
-    svc.store.insert_acme_objects([
-        {"id": "o2", "kind": "order", "parent_id": None, "status": "pending", **common,
-         "data": {"identifiers": [identifier], "authorizations": ["z2"], "profile": "server",
-                  "expires": "2026-12-07T12:00:00Z", "certificate": None, "error": None, "replaces": None}},
-        {"id": "z2", "kind": "authz", "parent_id": "o2", "status": "pending", **common,
-         "data": {"identifier": identifier, "wildcard": False, "challenges": ["c2"], "expires": "2026-12-07T12:00:00Z"}},
-        {"id": "c2", "kind": "challenge", "parent_id": "z2", "status": "processing", **common,
-         "data": {"type": "http-01", "token": "tok", "identifier": identifier, "wildcard": False, "order_id": "o2",
-                  "started": "2026-12-06T12:00:00Z"}}])
+    insert_processing_order(svc.store, account, 2)
     real_move, seen = state.move, []
 
     def poll_after_each_move(store, obj, to, now, **changes):
