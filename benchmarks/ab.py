@@ -69,7 +69,7 @@ def make_instance_by_this_build(root: Path) -> Path:
     other_build: the other build's), so the instance has that build's schema."""
     subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
                     "from benchmarks.throughput import make_instance; make_instance(Path(sys.argv[1]))", str(root)],
-                   check=True, cwd=os.getcwd())
+                   check=True)
     return root
 
 

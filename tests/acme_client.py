@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import socket
 import threading
 from contextlib import contextmanager
 
@@ -81,8 +82,9 @@ class ScriptedAcme:
 
 
 @contextmanager
-def http01_responder(port: int):
-    """Answers GET /.well-known/acme-challenge/<token> with what `tokens[token]` holds."""
+def http01_responder(port: int, host: str = "127.0.0.1"):
+    """Answers GET /.well-known/acme-challenge/<token> with what `tokens[token]` holds, on
+    `host` only (an IPv6 address such as ::1 too)."""
     tokens: dict[str, str] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -96,7 +98,10 @@ def http01_responder(port: int):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server_class = http.server.ThreadingHTTPServer
+    if ":" in host:
+        server_class = type("ThreadingHTTPServerV6", (server_class,), {"address_family": socket.AF_INET6})
+    server = server_class((host, port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

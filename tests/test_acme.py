@@ -220,14 +220,14 @@ def test_used_nonces_are_forgotten_only_once_too_old_to_use(client, monkeypatch)
     old = nonces.new(now - NONCE_LIFETIME - NONCE_SKEW - dt.timedelta(seconds=2))
     recent, another = nonces.new(now - NONCE_LIFETIME), nonces.new(now)
     bound = Nonces.key_bound(now - NONCE_LIFETIME - NONCE_SKEW)
-    assert Nonces.key(old) < bound <= Nonces.key(recent) < Nonces.key(another)  # keys sort by when they were made
-    assert store.use_nonce(Nonces.key(old), bound)
-    assert store.use_nonce(Nonces.key(recent), bound)
-    assert not store.use_nonce(Nonces.key(recent), bound)  # the second use
+    assert nonces.key(old) < bound <= nonces.key(recent) < nonces.key(another)  # keys sort by when they were made
+    assert store.use_nonce(nonces.key(old), bound)
+    assert store.use_nonce(nonces.key(recent), bound)
+    assert not store.use_nonce(nonces.key(recent), bound)  # the second use
     monkeypatch.setattr(acme_queries, "NONCE_SWEEP_EVERY", 1)
-    assert store.use_nonce(Nonces.key(another), bound)
+    assert store.use_nonce(nonces.key(another), bound)
     left = {bytes(r["nonce"]) for r in store.db.query("SELECT nonce FROM acme_nonces")}
-    assert Nonces.key(old) not in left and {Nonces.key(recent), Nonces.key(another)} <= left
+    assert nonces.key(old) not in left and {nonces.key(recent), nonces.key(another)} <= left
 
 
 def test_nonces_used_before_the_upgrade_to_keys_stay_used(client, backend):
@@ -254,9 +254,9 @@ def test_nonces_used_before_the_upgrade_to_keys_stay_used(client, backend):
             for statement in dict(MIGRATIONS)["m024_acme_nonce_keys"]:
                 db.execute(statement)
     bound = Nonces.key_bound(now - NONCE_LIFETIME - NONCE_SKEW)
-    assert [bytes(r["nonce"]) for r in store.db.query("SELECT nonce FROM acme_nonces")] == [Nonces.key(used)]
-    assert not store.use_nonce(Nonces.key(used), bound)
-    assert store.use_nonce(Nonces.key(unused), bound)
+    assert [bytes(r["nonce"]) for r in store.db.query("SELECT nonce FROM acme_nonces")] == [nonces.key(used)]
+    assert not store.use_nonce(nonces.key(used), bound)
+    assert store.use_nonce(nonces.key(unused), bound)
 
 
 def test_signature_kid_and_url_are_checked(client):

@@ -281,21 +281,16 @@ def _dns_queries(dns_server, host: str) -> list[int]:
     return [entry["Question"]["Qtype"] for entry in history or []]
 
 
-def test_http01_asks_for_aaaa_only_when_no_ipv4_address_answers(dns_server, tmp_path):
+def test_http01_asks_for_aaaa_only_when_no_ipv4_address_answers(dns_server):
     """The validator tries a name's IPv4 addresses first and looks up AAAA only when none of them
     answered (issue 29: a second query per validation for nothing). A name whose A record points
     where nothing listens is still validated over its IPv6 address."""
     import dataclasses
-    import http.server
-    import threading
 
     from ca_server.acme.validation import ValidationError, check_http01
     from ca_server.config import AcmeConfig
 
     from .acme_client import http01_responder
-
-    class V6Server(http.server.ThreadingHTTPServer):
-        address_family = socket.AF_INET6
 
     port = free_port()
     config = dataclasses.replace(AcmeConfig(), http01_port=port, dns_resolvers=(f"127.0.0.1:{dns_server['dns']}",))
@@ -314,14 +309,6 @@ def test_http01_asks_for_aaaa_only_when_no_ipv4_address_answers(dns_server, tmp_
         assert "127.0.0.2" in refused.value.detail and "::1" in refused.value.detail
         assert _dns_queries(dns_server, "v6-works.example.test") == [1, 28]
 
-    handler = type("Answer", (http.server.BaseHTTPRequestHandler,), {
-        "do_GET": lambda self: (self.send_response(200), self.send_header("Content-Length", "9"), self.end_headers(),
-                                self.wfile.write(b"tok.thumb")),
-        "log_message": lambda self, *args: None})
-    v6 = V6Server(("::1", port), handler)
-    threading.Thread(target=v6.serve_forever, daemon=True).start()
-    try:
+    with http01_responder(port, host="::1") as v6_tokens:
+        v6_tokens["tok"] = "tok.thumb"
         check_http01({"type": "dns", "value": "v6-works.example.test"}, "tok", "tok.thumb", config, 5)
-    finally:
-        v6.shutdown()
-        v6.server_close()

@@ -48,38 +48,42 @@ class Nonces:
         raw = int(now.timestamp()).to_bytes(_STAMP, "big") + secrets.token_bytes(_RANDOM)
         return jws.b64encode(raw + self._tag(raw))
 
-    def made_at(self, nonce: str) -> dt.datetime | None:
-        """When this server made `nonce`, or None when it did not make it."""
+    def key(self, nonce: str) -> bytes | None:
+        """What the store records of a nonce this server made: when, then chance (16 bytes; keys
+        sort in the order their nonces were made). None when this server did not make it."""
         try:
             data = jws.b64decode(nonce, "nonce")
         except AcmeProblem:
             return None
-        raw, tag = data[:_STAMP + _RANDOM], data[_STAMP + _RANDOM:]
-        if len(data) != _STAMP + _RANDOM + _TAG or not hmac.compare_digest(tag, self._tag(raw)):
+        key, tag = data[:_STAMP + _RANDOM], data[_STAMP + _RANDOM:]
+        if len(data) != _STAMP + _RANDOM + _TAG or not hmac.compare_digest(tag, self._tag(key)):
             return None
-        return dt.datetime.fromtimestamp(int.from_bytes(raw[:_STAMP], "big"), dt.UTC)
+        return key
+
+    def made_at(self, nonce: str) -> dt.datetime | None:
+        """When this server made `nonce`, or None when it did not make it."""
+        key = self.key(nonce)
+        return None if key is None else _made(key)
 
     def use(self, store: CaStore, signed: SignedRequest, now: dt.datetime) -> str:
         """Consume the request's nonce; returns the next one for the answer's Replay-Nonce, also
         when this one was bad (the client retries with it)."""
         following = self.new(now)
-        made = self.made_at(signed.nonce)
-        fresh = made is not None and now - NONCE_LIFETIME < made <= now + NONCE_SKEW
-        if not fresh or not store.use_nonce(self.key(signed.nonce), self.key_bound(now - NONCE_LIFETIME - NONCE_SKEW)):
+        key = self.key(signed.nonce)
+        fresh = key is not None and now - NONCE_LIFETIME < _made(key) <= now + NONCE_SKEW
+        if not fresh or not store.use_nonce(key, self.key_bound(now - NONCE_LIFETIME - NONCE_SKEW)):
             raise AcmeProblem("badNonce", "The nonce is unknown, used already or expired; retry with the nonce in "
                               "this response's Replay-Nonce header.", headers={"Replay-Nonce": following})
         return following
 
     @staticmethod
-    def key(nonce: str) -> bytes:
-        """What the store records of a nonce this server made: when, then chance (16 bytes). Keys
-        sort in the order their nonces were made."""
-        return jws.b64decode(nonce, "nonce")[:_STAMP + _RANDOM]
-
-    @staticmethod
     def key_bound(made: dt.datetime) -> bytes:
         """Every key below this one is of a nonce made before `made`."""
         return int(made.timestamp()).to_bytes(_STAMP, "big")
+
+
+def _made(key: bytes) -> dt.datetime:
+    return dt.datetime.fromtimestamp(int.from_bytes(key[:_STAMP], "big"), dt.UTC)
 
 
 def account_id_from_kid(kid: str, accounts_url: str) -> str:
