@@ -17,7 +17,7 @@ from .config import Config, Secrets
 from .errors import BadRequestError, ConflictError, ForbiddenError, MailError, NotFoundError
 from .models import PendingRequest
 from .notify.mail import Mailer, new_message
-from .store import CaStore
+from .store import CaStore, Settlement
 
 log = logging.getLogger("ca_server.approvals")
 
@@ -45,9 +45,9 @@ def approve(config: Config, secret: Secrets, store: CaStore, authority: Authorit
         if not store.decide_request(request_id, "approved", to_text(now), admin.label, None):
             raise ConflictError(f"Request {request_id} was decided by someone else meanwhile.")
 
+    # The serial goes into the request in the certificate's own transaction.
     record = issuance.issue(config, store, authority, issue_request, now, approved_by=admin, before_signing=decide,
-                            audit_extra={"request": request_id})
-    store.set_request_serial(request_id, record.serial)
+                            settles=Settlement("request", request_id), audit_extra={"request": request_id})
     decided = get_request(store, request_id)
     _tell_requester(config, secret, decided, f"approved: certificate {record.serial} is ready")
     return decided

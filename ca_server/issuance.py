@@ -26,7 +26,7 @@ from .models import CertificateRecord, PendingRequest
 from .pki.csr import ParsedCSR, parse_csr
 from .pki.names import in_domains
 from .pki.serials import new_serial, serial_hex
-from .store import CaStore, SerialTakenError
+from .store import CaStore, SerialTakenError, Settlement
 
 MAX_NOTIFY = 20
 
@@ -143,7 +143,7 @@ def normalize_notify(addresses: tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 def issue(config: Config, store: CaStore, authority: Authority, request: IssueRequest, now: dt.datetime, *,
           out_of_scope: str | None = None, approved_by: Requester | None = None,
-          before_signing: Callable[[], None] | None = None,
+          before_signing: Callable[[], None] | None = None, settles: Settlement | None = None,
           audit_extra: dict | None = None) -> CertificateRecord | PendingRequest:
     """THE issuance path: every door (form, API, ACME, approvals, CLI, the server's own TLS
     certificate) calls this, and nothing else signs or stores a certificate.
@@ -155,6 +155,8 @@ def issue(config: Config, store: CaStore, authority: Authority, request: IssueRe
     `approved_by`: an admin approved the request, so the scope is not asked again (the policy is).
     `before_signing` runs once every check passed (a door's claim on its own state: an order
     moved to processing, a request marked approved); what it raises stops the issuance.
+    `settles`: what the certificate completes (that order made valid, that request given its
+    serial), committed in the certificate's own transaction.
     A certificate is returned only after it is stored, with its audit row."""
     prepared, violations = check_request(config, store, request)
     if violations:
@@ -174,7 +176,7 @@ def issue(config: Config, store: CaStore, authority: Authority, request: IssueRe
     if approved_by is not None:
         action, extra["approved_by"] = "approve", approved_by.label
     return _sign_and_store(config, store, authority, prepared, request.requester, request.client, now,
-                           audit_action=action, audit_extra=extra)
+                           audit_action=action, audit_extra=extra, settles=settles)
 
 
 def _hold(store: CaStore, request: IssueRequest, prepared: Prepared, outside: list[Violation],
@@ -250,6 +252,7 @@ def _sign_and_store(
     now: dt.datetime,
     audit_action: str = "issue",
     audit_extra: dict | None = None,
+    settles: Settlement | None = None,
 ) -> CertificateRecord:
     decision = prepared.decision
     start = now.replace(microsecond=0)
@@ -292,7 +295,8 @@ def _sign_and_store(
             extra={"notes": notes},
         )
         try:
-            store.insert_certificate(record, audit=issuance_audit(record, client, audit_action, audit_extra))
+            store.insert_certificate(record, audit=issuance_audit(record, client, audit_action, audit_extra),
+                                     settles=settles)
         except SerialTakenError:
             continue
         return record

@@ -18,7 +18,7 @@ from ca_server import issuance, revocation
 from ca_server import store as store_package
 from ca_server.errors import BadRequestError
 from ca_server.pki.serials import new_serial, serial_hex
-from ca_server.store import PostgresStore, SerialTakenError, Store, StoreBackend, interfaces
+from ca_server.store import PostgresStore, SerialTakenError, Settlement, Store, StoreBackend, interfaces
 from ca_server.store.postgres import redact, translate
 from ca_server.store.schema import migrations
 from ca_server.store.schema_pg import MIGRATIONS
@@ -225,6 +225,46 @@ def test_a_taken_serial_fails_only_its_own_certificate_in_a_group_commit(svc):
     assert all(outcome[r.serial] == "stored" and svc.store.get_certificate(r.serial) for r in others)
     audited = {row["serial"] for row in svc.store.audit_entries(action="issue", actor="test")}
     assert audited == {r.serial for r in others}
+
+
+@pytest.mark.parametrize("logged", [True, False], ids=["with-issuance-log", "without"])
+def test_what_a_certificate_settles_is_written_with_it_or_not_at_all(svc, logged):
+    """An ACME order in processing becomes valid in the certificate's own transaction: with the
+    certificate, or (a taken serial, the transaction rolled back) not at all; an order that
+    expired meanwhile is left as it is, and the certificate stored all the same. Without the
+    issuance log, PostgreSQL pipelines a certificate's transaction, but not one that settles
+    something: whether the order moved must be known before the commit returns."""
+    if not logged:
+        svc.store.attach_log(None)
+    first = issuance.issue(svc.config, svc.store, svc.authority,
+                           issuance.IssueRequest(csr=pem(make_csr(["settle.example.test"]))), NOW)
+    data = {"identifiers": [{"type": "dns", "value": "settle.example.test"}], "authorizations": [],
+            "profile": "server", "expires": "2026-12-07T12:00:00Z", "certificate": None}
+    assert svc.store.insert_acme_account({"id": "a1", "thumbprint": "t1", "jwk": "{}", "status": "valid", "contacts": [],
+                                          "eab_name": None, "created_at": NOW, "client": None})
+    svc.store.insert_acme_objects([{"id": f"o-{status}", "kind": "order", "account_id": "a1", "parent_id": None,
+                                    "status": status, "expires_at": NOW, "created_at": NOW, "data": data}
+                                   for status in ("processing", "invalid")])
+
+    def order(order_id):
+        row = svc.store.acme_object("order", order_id)
+        return row["status"], row["data"]["certificate"]
+
+    taken = Settlement("acme_order", "o-processing", data, NOW)
+    with pytest.raises(SerialTakenError):
+        svc.store.insert_certificate(first, settles=taken)
+    assert not taken.applied and order("o-processing") == ("processing", None)
+
+    fresh = dataclasses.replace(first, serial=serial_hex(new_serial()))
+    done = Settlement("acme_order", "o-processing", data, NOW)
+    svc.store.insert_certificate(fresh, settles=done)
+    assert done.applied and order("o-processing") == ("valid", fresh.serial)
+
+    late = dataclasses.replace(first, serial=serial_hex(new_serial()))
+    expired = Settlement("acme_order", "o-invalid", data, NOW)
+    svc.store.insert_certificate(late, settles=expired)
+    assert not expired.applied and order("o-invalid") == ("invalid", None)
+    assert svc.store.get_certificate(late.serial) is not None
 
 
 def test_a_shared_job_runs_only_where_its_lease_is_held(svc, monkeypatch):

@@ -7,6 +7,7 @@ workers, or a validation finishing while a client polls, never move one object t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 
@@ -18,7 +19,7 @@ from ..errors import CAError, PolicyViolationError
 from ..issuance import IssueRequest, Requester
 from ..pki.csr import parse_csr
 from ..pki.names import parse_ip
-from ..store import CaStore
+from ..store import CaStore, Settlement
 from . import state
 from .jws import b64decode
 from .problems import AcmeProblem, problem_dict
@@ -191,10 +192,13 @@ def finalize(config: Config, store: CaStore, authority: Authority, order: Order,
         if processing is None:
             raise AcmeProblem("orderNotReady", "The order is being finalized already.")
 
+    # The order becomes valid in the certificate's own transaction: no stop between the two
+    # leaves a stored certificate behind an order in processing.
+    settles = Settlement("acme_order", order.id, order.data(), now)
     try:
         # Its names were checked against the account's scope when the order was made: refused, never held.
         record = issuance.issue(config, store, authority, request, now, out_of_scope=issuance.REFUSE,
-                                before_signing=claim_order,
+                                before_signing=claim_order, settles=settles,
                                 audit_extra={"acme_account": account.id, "eab": account.eab_name,
                                              "acme_order": order.id, "replaces": order.replaces})
     except BaseException as exc:
@@ -205,8 +209,9 @@ def finalize(config: Config, store: CaStore, authority: Authority, order: Order,
         if isinstance(exc, CAError) and not isinstance(exc, AcmeProblem):
             raise AcmeProblem("badCSR", exc.message) from None
         raise
-    done = state.move(store, processing, "valid", now, certificate=record.serial)
-    return done if done is not None else state.load(store, Order, order.id)
+    if settles.applied:
+        return dataclasses.replace(processing, status="valid", certificate=record.serial)
+    return state.load(store, Order, order.id)  # type: ignore[return-value]  # it expired meanwhile
 
 
 def certificate_chain(store: CaStore, authority: Authority, account: Account, serial: str) -> str:

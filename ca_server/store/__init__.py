@@ -12,7 +12,7 @@ from .acme import AcmeQueries
 from .audit import AuditQueries
 from .backend import StoreBackend
 from .base import StoreBase
-from .certificates import CertificateQueries, SerialTakenError
+from .certificates import CertificateQueries, SerialTakenError, Settlement
 from .counters import CounterQueries
 from .devices import DeviceQueries
 from .identity import IdentityQueries
@@ -44,5 +44,5 @@ def open_store(database: Path, url: str = "", password: str | None = None) -> Ca
     return PostgresStore(url, password) if url else Store(database)
 
 
-__all__ = ["CaStore", "CertificateFilter", "NameTakenError", "PostgresStore", "SerialTakenError", "Store",
+__all__ = ["CaStore", "CertificateFilter", "NameTakenError", "PostgresStore", "SerialTakenError", "Settlement", "Store",
            "StoreBackend", "open_store"]

@@ -4,6 +4,7 @@ listing.py."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import threading
 from collections.abc import Iterable
@@ -21,6 +22,21 @@ _COLUMNS = (
 
 class SerialTakenError(Exception):
     """The serial is already in the store (a 1-in-2^156 event; issuance retries)."""
+
+
+@dataclasses.dataclass
+class Settlement:
+    """What a new certificate settles, written in the certificate's own transaction so that no
+    stop between two commits leaves one without the other: an approved request given its serial
+    (kind "request"), or an ACME order in processing made valid with it (kind "acme_order", `data`
+    the order's data; its "certificate" is set to the serial). `applied` says, once the
+    certificate is stored, whether the request or order was still there to settle (an order that
+    expired meanwhile is not)."""
+    kind: str
+    id: str
+    data: dict | None = None
+    at: dt.datetime | None = None
+    applied: bool = False
 
 
 def row_to_record(row: dict) -> CertificateRecord:
@@ -81,6 +97,19 @@ def _row(r: CertificateRecord) -> tuple:
             to_text(r.revoked_at) if r.revoked_at else None, r.revocation_reason)
 
 
+def _settle(db, settles: Settlement, serial: str) -> None:
+    if settles.kind == "request":
+        cursor = db.conn.execute("UPDATE requests SET serial = ? WHERE id = ?", [serial, settles.id])
+    elif settles.kind == "acme_order":
+        cursor = db.conn.execute(
+            "UPDATE acme_objects SET status = 'valid', data = ?, updated_at = ? WHERE id = ? AND kind = 'order'"
+            " AND status = 'processing'",
+            [json.dumps({**(settles.data or {}), "certificate": serial}), to_text(settles.at), settles.id])
+    else:
+        raise ValueError(f"nothing settles as {settles.kind!r}")
+    settles.applied = cursor.rowcount == 1
+
+
 def _search_rows(r: CertificateRecord) -> list[tuple[str, str]]:
     return [(key, r.serial) for key in search_keys(r.sans, r.common_name)]
 
@@ -88,11 +117,12 @@ def _search_rows(r: CertificateRecord) -> list[tuple[str, str]]:
 class _Pending:
     """One certificate waiting to be written; `lead` hands the writing over to its thread."""
 
-    __slots__ = ("record", "audit", "done", "error", "lead")
+    __slots__ = ("record", "audit", "settles", "done", "error", "lead")
 
-    def __init__(self, record: CertificateRecord, audit: dict | None) -> None:
+    def __init__(self, record: CertificateRecord, audit: dict | None, settles: Settlement | None) -> None:
         self.record = record
         self.audit = audit
+        self.settles = settles
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.lead = False
@@ -111,10 +141,12 @@ class GroupCommit:
 
 
 class CertificateQueries:
-    def insert_certificate(self, record: CertificateRecord, audit: dict | None = None) -> None:
-        """Store a new certificate and its audit row; returns once they are committed."""
+    def insert_certificate(self, record: CertificateRecord, audit: dict | None = None,
+                           settles: Settlement | None = None) -> None:
+        """Store a new certificate, its audit row and what it `settles`; returns once they are
+        committed."""
         group: GroupCommit = self.per_process("_group_commit", GroupCommit)
-        item = _Pending(record, audit)
+        item = _Pending(record, audit, settles)
         with group.lock:
             group.queue.append(item)
             lead = not group.writing
@@ -142,8 +174,10 @@ class CertificateQueries:
         """One transaction for the batch; on a taken serial (a 1-in-2^156 event) each again alone,
         so only the certificate whose serial is taken fails."""
         try:
-            # The issuance log reads its head inside the transaction: no pipelining then.
-            with self.writers_queue(), (self.write() if self.issuance_log is not None else self.write_many()) as db:
+            # The issuance log reads its head inside the transaction, and a settlement its row
+            # count: no pipelining then.
+            reads = self.issuance_log is not None or any(item.settles is not None for item in batch)
+            with self.writers_queue(), (self.write() if reads else self.write_many()) as db:
                 for item in batch:
                     self._insert_one(db, item)
                 through = self._log_events(db, [("issue", item.record) for item in batch])
@@ -170,6 +204,8 @@ class CertificateQueries:
         db.conn.executemany(_INSERT_SEARCH, _search_rows(item.record))
         if item.audit is not None:
             self._append_audit(db, **item.audit)
+        if item.settles is not None:
+            _settle(db, item.settles, item.record.serial)
 
     def import_certificates(self, records: list[CertificateRecord], audits: Iterable[dict] = (), *,
                             logged: bool = False) -> None:
