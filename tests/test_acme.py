@@ -587,6 +587,67 @@ def test_an_order_created_before_a_restart_finishes_after(acme_app, http_port):
     assert done.get_json()["status"] == "valid"
 
 
+def test_a_worker_killed_right_after_storing_the_certificate_leaves_the_order_valid(client, acme_app, http_port):
+    """The order becomes valid in the certificate's own transaction: a worker process killed the
+    moment the certificate is committed (nothing of the door runs after it) leaves the order
+    valid with that certificate, never processing behind a stored certificate for ever."""
+    import os
+
+    client.new_account()
+    with http01_responder(http_port) as tokens:
+        order = valid_order(client, tokens, "127.0.0.1")
+    csr = make_csr([], ips=["127.0.0.1"])
+    pid = os.fork()
+    if pid == 0:  # the worker: its own app, its own connections, killed right after the commit
+        try:
+            worker = acme_app()
+            store = worker.extensions["ca_server"].store
+            real_insert = store.insert_certificate
+
+            def insert_then_die(*args, **kwargs):
+                real_insert(*args, **kwargs)
+                os._exit(17)
+
+            store.insert_certificate = insert_then_die
+            acme = ScriptedAcme(worker.test_client(), BASE, key=client.key)
+            acme.kid = client.kid
+            acme.finalize(order, csr)
+        finally:
+            os._exit(3)  # never reached the commit
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 17
+    after = client.post(order["url"], None).get_json()
+    assert after["status"] == "valid", after
+    chain = x509.load_pem_x509_certificates(client.post(after["certificate"], None).data)
+    assert chain[0].public_key().public_numbers() == csr.public_key().public_numbers()
+
+
+def test_an_order_that_expires_while_its_certificate_is_signed_answers_as_it_is(client, http_port, monkeypatch):
+    """Another worker may expire the order (processing -> invalid) while the certificate is being
+    signed: the certificate is stored all the same, and finalize answers with the order as the
+    store has it, not a valid order the store does not hold."""
+    from ca_server.acme import state
+
+    client.new_account()
+    with http01_responder(http_port) as tokens:
+        order = valid_order(client, tokens, "127.0.0.1")
+    store = client.app.extensions["ca_server"].store
+    order_id, real_insert, stored = order["url"].rsplit("/", 1)[1], store.insert_certificate, []
+
+    def expire_first(record, *args, **kwargs):
+        processing = state.load(store, state.Order, order_id)
+        assert state.move(store, processing, "invalid", dt.datetime.now(dt.UTC)) is not None
+        real_insert(record, *args, **kwargs)
+        stored.append(record.serial)
+
+    monkeypatch.setattr(store, "insert_certificate", expire_first)
+    answered = client.finalize(order, make_csr([], ips=["127.0.0.1"]))
+    assert answered.status_code == 200 and answered.get_json()["status"] == "invalid", answered.get_json()
+    assert "certificate" not in answered.get_json()
+    assert store.get_certificate(stored[0]) is not None
+    assert client.post(order["url"], None).get_json()["status"] == "invalid"
+
+
 def test_an_ed25519_account_key_and_an_unsupported_algorithm(client):
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
