@@ -686,6 +686,32 @@ def test_an_ed25519_account_key_and_an_unsupported_algorithm(client):
     assert "ES256" in refused["algorithms"]
 
 
+def test_the_challenge_answer_holds_the_outcome_of_a_validation_done_within_the_wait(acme_app, http_port):
+    """`[acme] validation_wait_ms`: "ready" is answered once the validation is done, when that comes
+    within the wait (lego, seeing it valid, then skips its polling: 1.2 s -> 0.09 s an order here);
+    a validation that takes longer is answered `processing` when the wait is over."""
+    import socket
+
+    acme = ScriptedAcme(acme_app(validation_wait_ms=5000).test_client(), BASE)
+    acme.new_account()
+    order = acme.new_order("127.0.0.1").get_json()
+    challenge = acme.challenge(order)
+    with http01_responder(http_port) as tokens:
+        tokens[challenge["token"]] = acme.key_authorization(challenge["token"])
+        answered = acme.post(challenge["url"], {})
+    assert answered.get_json()["status"] == "valid", answered.get_json()
+    assert acme.post(order["authorizations"][0], None).get_json()["status"] == "valid"
+
+    slow = ScriptedAcme(acme_app(validation_wait_ms=300, validation_timeout_seconds=5).test_client(), BASE)
+    slow.new_account()
+    order = slow.new_order("127.0.0.1").get_json()
+    challenge = slow.challenge(order)
+    with socket.create_server(("127.0.0.1", http_port)):  # connections are taken, never answered
+        answered = slow.post(challenge["url"], {})
+        assert answered.get_json()["status"] == "processing", answered.get_json()
+        assert answered.headers["Retry-After"] == "1"
+
+
 def test_a_validation_cut_off_by_a_restart_runs_again_when_the_client_polls(client, http_port, svc):
     """A challenge left `processing` by a worker that stopped is validated again on the next poll."""
     from ca_server.acme import challenges as acme_challenges

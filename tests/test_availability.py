@@ -232,3 +232,55 @@ def test_the_gate_hands_the_server_each_answer_whole_and_closes_it():
         gate({"PATH_INFO": "/healthz"}, None)
     assert broken.closed
     assert gate.work._free == 1  # the work permit came back
+
+
+def test_an_acme_challenge_waiting_for_its_validation_holds_no_work_permit(instance, svc):
+    """`[acme] validation_wait_ms`: the client's "ready" waits for its validation, but gives its
+    permit back meanwhile. With one worker of one thread, a request that comes while a challenge
+    waits (here on a validation that hangs) is answered first; the challenge, after its wait,
+    says processing."""
+    import threading
+
+    from ca_server.acme import state
+
+    from .acme_client import ScriptedAcme
+    from .server import free_port
+
+    port, http01 = free_port(), free_port()
+    set_server_keys(instance, base_url=f'"http://127.0.0.1:{port}"', threads=1, http01_port=http01,
+                    validation_wait_ms=3000, validation_timeout_seconds=5, validation_attempts=1)
+
+    class Http:  # what ScriptedAcme calls on Flask's test client, over a real connection each time
+        def __init__(self, base: str) -> None:
+            self.base = base
+
+        def head(self, path: str):
+            return self._answer(requests.head(self.base + path, timeout=20))
+
+        def post(self, path: str, data: str, content_type: str):
+            return self._answer(requests.post(self.base + path, data=data, headers={"Content-Type": content_type},
+                                              timeout=20))
+
+        @staticmethod
+        def _answer(response: requests.Response) -> requests.Response:
+            response.get_json = response.json  # type: ignore[attr-defined]
+            return response
+
+    answered: list[tuple[str, object]] = []
+    with running_server(instance, workers=1, port=port) as base, socket.create_server(("127.0.0.1", http01)):
+        acme = ScriptedAcme(Http(base), base)
+        assert acme.new_account().status_code == 201
+        challenge = acme.challenge(acme.new_order("127.0.0.1").get_json())
+        challenge_id = challenge["url"].rsplit("/", 1)[1]
+        waiting = threading.Thread(target=lambda: answered.append(
+            ("challenge", acme.post(challenge["url"], {}).json()["status"])))
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while state.load(svc.store, state.Challenge, challenge_id).status != "processing":
+            assert time.monotonic() < deadline, "the challenge never started"
+            time.sleep(0.02)
+        health = requests.get(f"{base}/healthz", timeout=20)
+        answered.append(("health", health.status_code))
+        waiting.join(20)
+    assert answered == [("health", 200), ("challenge", "processing")]
+

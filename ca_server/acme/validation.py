@@ -1,6 +1,6 @@
 """Proving control of an identifier (RFC 8555 8.3-8.4, RFC 8737, RFC 8738), run in a bounded
-pool of background threads: the request that starts a validation is answered at once with
-`processing`, the client polls.
+pool of background threads: the request that starts a validation waits for it up to `[acme]
+validation_wait_ms`, then is answered with the outcome or `processing`, and the client polls.
 
 The validator connects to `[acme] http01_port` / `tls_alpn01_port` and resolves names through
 `[acme] dns_resolvers` (dnspython), so an operator can point it at internal DNS or a test set-up.
@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import dns.exception
 import dns.resolver
@@ -208,12 +208,14 @@ class Validator:
         self.running: set[str] = set()
         self.lock = threading.Lock()
 
-    def submit(self, challenge: Challenge, thumbprint: str) -> None:
+    def submit(self, challenge: Challenge, thumbprint: str) -> Future | None:
+        """The validation, started: done once its outcome is in the store (None when it was
+        running already)."""
         with self.lock:
             if challenge.id in self.running:
-                return
+                return None
             self.running.add(challenge.id)
-        self.pool.submit(self._run, challenge, thumbprint)
+        return self.pool.submit(self._run, challenge, thumbprint)
 
     def _run(self, challenge: Challenge, thumbprint: str) -> None:
         error: dict | None = None

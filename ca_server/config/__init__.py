@@ -134,6 +134,7 @@ class AcmeConfig:
     validation_timeout_seconds: int = 10
     validation_attempts: int = 3
     validation_threads: int = 4
+    validation_wait_ms: int = 200
     renewal_window_percent: int = 33
 
 
@@ -397,6 +398,8 @@ def _acme(config: Config) -> None:
     _positive("acme.validation_timeout_seconds", a.validation_timeout_seconds, 120)
     _positive("acme.validation_attempts", a.validation_attempts, 10)
     _positive("acme.validation_threads", a.validation_threads, 64)
+    if not 0 <= a.validation_wait_ms <= 10_000:
+        raise ConfigError(f"acme.validation_wait_ms: must be 0 to 10000, not {a.validation_wait_ms}")
     _positive("acme.renewal_window_percent", a.renewal_window_percent, 90)
 
 

@@ -28,6 +28,7 @@ no one reads.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -36,6 +37,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ SCAN_INTERVAL = 1.0
 # one worker: 65-66 us of CPU per answer through the gate, 35-59 with no gate at all, 3 rounds).
 # Granian's threads bound them all the same.
 UNGATED = "/ocsp"
+WAITING = "ca_server.waiting"  # the environ key of RequestGate._waiting
 
 
 def whole(answer) -> list[bytes]:
@@ -95,10 +98,21 @@ class RequestGate:
         if environ.get("PATH_INFO", "").startswith(UNGATED):
             return whole(self.app(environ, start_response))
         self.work.acquire()
+        environ[WAITING] = self._waiting
         try:
             return whole(self.app(environ, start_response))
         finally:
             self.work.release()
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """Inside a request: its permit given back while it only waits (an ACME challenge for
+        its validation), taken again, in turn, before it goes on."""
+        self.work.release()
+        try:
+            yield
+        finally:
+            self.work.acquire()
 
     def _read(self, environ: dict, limit: int) -> bytes:
         key = id(environ)
