@@ -712,6 +712,35 @@ def test_the_challenge_answer_holds_the_outcome_of_a_validation_done_within_the_
         assert answered.headers["Retry-After"] == "1"
 
 
+def test_no_more_challenges_wait_for_their_validation_than_validations_run_at_once(acme_app, http_port):
+    """Each waiting "ready" holds one of the server's threads: with one validation thread, a
+    second challenge that comes while the first waits is answered `processing` at once."""
+    import socket
+    import threading
+    import time
+
+    app = acme_app(validation_wait_ms=3000, validation_timeout_seconds=5, validation_threads=1)
+    clients = [ScriptedAcme(app.test_client(), BASE) for _ in range(2)]
+    challenges = []
+    for acme in clients:
+        acme.new_account()
+        challenges.append(acme.challenge(acme.new_order("127.0.0.1").get_json()))
+    waiters, answered = app.wsgi_app.acme.validator.waiters, []
+
+    def ready(n: int) -> None:
+        answered.append((n, clients[n].post(challenges[n]["url"], {}).get_json()["status"]))
+
+    with socket.create_server(("127.0.0.1", http_port)):  # connections are taken, never answered
+        first = threading.Thread(target=ready, args=(0,))
+        first.start()
+        while first.is_alive() and waiters.acquire(blocking=False):  # until the first request waits
+            waiters.release()
+            time.sleep(0.005)
+        ready(1)
+        first.join(10)
+    assert answered == [(1, "processing"), (0, "processing")]
+
+
 def test_a_validation_cut_off_by_a_restart_runs_again_when_the_client_polls(client, http_port, svc):
     """A challenge left `processing` by a worker that stopped is validated again on the next poll."""
     from ca_server.acme import challenges as acme_challenges

@@ -9,6 +9,7 @@ after 1, 2, 4 ... seconds, and the last failure is what the challenge says."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import ipaddress
@@ -18,6 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import dns.exception
@@ -207,6 +209,9 @@ class Validator:
         self.pool = ThreadPoolExecutor(config.validation_threads, thread_name_prefix="acme-validate")
         self.running: set[str] = set()
         self.lock = threading.Lock()
+        # Requests waiting for an outcome hold one of the server's threads each: at most as many
+        # as validations run at once, so a burst of challenges cannot take them all.
+        self.waiters = threading.BoundedSemaphore(config.validation_threads)
 
     def submit(self, challenge: Challenge, thumbprint: str) -> Future | None:
         """The validation, started: done once its outcome is in the store (None when it was
@@ -216,6 +221,18 @@ class Validator:
                 return None
             self.running.add(challenge.id)
         return self.pool.submit(self._run, challenge, thumbprint)
+
+    def wait(self, validation: Future, seconds: float,
+             idle: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
+        """Until `validation` is done or `seconds` have passed, inside `idle()` (the server's
+        "this request only waits"); at once when as many requests as there are validation
+        threads are waiting already."""
+        if self.waiters.acquire(blocking=False):
+            try:
+                with idle():
+                    futures.wait([validation], seconds)
+            finally:
+                self.waiters.release()
 
     def _run(self, challenge: Challenge, thumbprint: str) -> None:
         error: dict | None = None

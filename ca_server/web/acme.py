@@ -16,7 +16,6 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from concurrent import futures
 from functools import cached_property
 from http import HTTPStatus
 from typing import NamedTuple
@@ -309,8 +308,8 @@ def challenge(call: Call, challenge_id: str) -> Answer:
             # The outcome in this answer when it comes soon (a LAN's validation takes milliseconds):
             # the client's next poll finds the authorization settled. Waiting is not work: the
             # request gives its place among `[server] threads` back meanwhile.
-            with call.environ.get(WAITING, contextlib.nullcontext)():
-                futures.wait([validation], call.config.acme.validation_wait_ms / 1000)
+            call.validator.wait(validation, call.config.acme.validation_wait_ms / 1000,
+                                idle=call.environ.get(WAITING, contextlib.nullcontext))
     else:
         _resume_stale(call, state.load(call.store, Authorization, found.authz_id), acct)
     found = state.load(call.store, Challenge, challenge_id)
