@@ -607,6 +607,8 @@ def test_a_worker_killed_right_after_storing_the_certificate_leaves_the_order_va
     moment the certificate is committed (nothing of the door runs after it) leaves the order
     valid with that certificate, never processing behind a stored certificate for ever."""
     import os
+    import signal
+    import time
 
     client.new_account()
     with http01_responder(http_port) as tokens:
@@ -615,6 +617,7 @@ def test_a_worker_killed_right_after_storing_the_certificate_leaves_the_order_va
     pid = os.fork()
     if pid == 0:  # the worker: its own app, its own connections, killed right after the commit
         try:
+            signal.alarm(60)  # a child stuck on something the fork copied dies, and the test fails
             worker = acme_app()
             store = worker.extensions["ca_server"].store
             real_insert = store.insert_certificate
@@ -629,8 +632,14 @@ def test_a_worker_killed_right_after_storing_the_certificate_leaves_the_order_va
             acme.finalize(order, csr)
         finally:
             os._exit(3)  # never reached the commit
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 17
+    deadline = time.monotonic() + 90
+    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked worker neither finished nor was killed in 90 s")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(waited[1]) == 17
     after = client.post(order["url"], None).get_json()
     assert after["status"] == "valid", after
     chain = x509.load_pem_x509_certificates(client.post(after["certificate"], None).data)
