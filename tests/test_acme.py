@@ -197,7 +197,7 @@ def test_nonces_made_elsewhere_too_old_or_altered_are_bad_nonces(client):
                   Nonces(b"another instance's key").new(now), altered, "x" * 38):
         refused = client.post("/acme/new-account", {"termsOfServiceAgreed": True}, jwk=True, nonce=nonce)
         problem(refused, "badNonce")
-        assert Nonces(app.secret_key).made_at(refused.headers["Replay-Nonce"]) is not None
+        assert Nonces(app.secret_key).key(refused.headers["Replay-Nonce"]) is not None  # one of ours
     recorded = _nonce_rows(store)
     for _ in range(5):
         client.nonce()
@@ -483,8 +483,8 @@ def test_fuzzed_jws_bodies_never_get_a_5xx(client):
     good = client.jws(BASE + "/acme/new-order", {"identifiers": [{"type": "dns", "value": "a.example.test"}]})
     bodies: list[bytes] = [b"", b"{}", b"[]", b"null", b"\xff\xfe", b'{"protected": 1, "payload": 2, "signature": 3}',
                            json.dumps({**good, "header": {"kid": "x"}}).encode()]
-    text = json.dumps(good)
-    while len(bodies) < 157:
+    text, wanted = json.dumps(good), len(bodies) + 150
+    while len(bodies) < wanted:
         chars = list(text)
         for _ in range(rng.randint(1, 6)):
             at = rng.randrange(len(chars))

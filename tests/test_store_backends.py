@@ -228,12 +228,13 @@ def test_a_taken_serial_fails_only_its_own_certificate_in_a_group_commit(svc):
 
 
 @pytest.mark.parametrize("logged", [True, False], ids=["with-issuance-log", "without"])
-def test_what_a_certificate_settles_is_written_with_it_or_not_at_all(svc, logged):
+def test_what_a_certificate_settles_is_written_with_it_or_not_at_all(svc, logged, monkeypatch):
     """An ACME order in processing becomes valid in the certificate's own transaction: with the
-    certificate, or (a taken serial, the transaction rolled back) not at all; an order that
-    expired meanwhile is left as it is, and the certificate stored all the same. Without the
-    issuance log, PostgreSQL pipelines a certificate's transaction, but not one that settles
-    something: whether the order moved must be known before the commit returns."""
+    certificate, or (a taken serial, a failure after the move: the transaction rolled back) not at
+    all, and `applied` says so only once committed; an order that expired meanwhile is left as it
+    is, and the certificate stored all the same. Without the issuance log, PostgreSQL pipelines a
+    certificate's transaction, but not one that settles something: whether the order moved must
+    be known before the commit returns."""
     if not logged:
         svc.store.attach_log(None)
     first = issuance.issue(svc.config, svc.store, svc.authority,
@@ -250,18 +251,31 @@ def test_what_a_certificate_settles_is_written_with_it_or_not_at_all(svc, logged
         row = svc.store.acme_object("order", order_id)
         return row["status"], row["data"]["certificate"]
 
-    taken = Settlement("acme_order", "o-processing", data, NOW)
+    taken = Settlement("acme_order", "o-processing", data)
     with pytest.raises(SerialTakenError):
         svc.store.insert_certificate(first, settles=taken)
     assert not taken.applied and order("o-processing") == ("processing", None)
 
+    def fails_after_the_settlement(db, events):
+        assert order("o-processing") == ("valid", events[0][1].serial)  # moved, not yet committed
+        raise RuntimeError("the transaction fails after the order moved")
+
+    unlucky = dataclasses.replace(first, serial=serial_hex(new_serial()))
+    rolled_back = Settlement("acme_order", "o-processing", data)
+    monkeypatch.setattr(svc.store, "_log_events", fails_after_the_settlement)
+    with pytest.raises(RuntimeError):
+        svc.store.insert_certificate(unlucky, settles=rolled_back)
+    monkeypatch.undo()
+    assert not rolled_back.applied and order("o-processing") == ("processing", None)
+    assert svc.store.get_certificate(unlucky.serial) is None
+
     fresh = dataclasses.replace(first, serial=serial_hex(new_serial()))
-    done = Settlement("acme_order", "o-processing", data, NOW)
+    done = Settlement("acme_order", "o-processing", data)
     svc.store.insert_certificate(fresh, settles=done)
     assert done.applied and order("o-processing") == ("valid", fresh.serial)
 
     late = dataclasses.replace(first, serial=serial_hex(new_serial()))
-    expired = Settlement("acme_order", "o-invalid", data, NOW)
+    expired = Settlement("acme_order", "o-invalid", data)
     svc.store.insert_certificate(late, settles=expired)
     assert not expired.applied and order("o-invalid") == ("invalid", None)
     assert svc.store.get_certificate(late.serial) is not None

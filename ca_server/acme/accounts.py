@@ -60,11 +60,6 @@ class Nonces:
             return None
         return key
 
-    def made_at(self, nonce: str) -> dt.datetime | None:
-        """When this server made `nonce`, or None when it did not make it."""
-        key = self.key(nonce)
-        return None if key is None else _made(key)
-
     def use(self, store: CaStore, signed: SignedRequest, now: dt.datetime) -> str:
         """Consume the request's nonce; returns the next one for the answer's Replay-Nonce, also
         when this one was bad (the client retries with it)."""

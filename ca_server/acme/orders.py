@@ -194,7 +194,7 @@ def finalize(config: Config, store: CaStore, authority: Authority, order: Order,
 
     # The order becomes valid in the certificate's own transaction: no stop between the two
     # leaves a stored certificate behind an order in processing.
-    settles = Settlement("acme_order", order.id, order.data(), now)
+    settles = Settlement("acme_order", order.id, order.data())
     try:
         # Its names were checked against the account's scope when the order was made: refused, never held.
         record = issuance.issue(config, store, authority, request, now, out_of_scope=issuance.REFUSE,

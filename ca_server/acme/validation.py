@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import dns.exception
 import dns.resolver
@@ -206,14 +205,14 @@ class Validator:
     def __init__(self, config: AcmeConfig, done: Callable[[str, dict | None], None],
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.config, self.done, self.sleep = config, done, sleep
-        self.pool = ThreadPoolExecutor(config.validation_threads, thread_name_prefix="acme-validate")
+        self.pool = futures.ThreadPoolExecutor(config.validation_threads, thread_name_prefix="acme-validate")
         self.running: set[str] = set()
         self.lock = threading.Lock()
         # Requests waiting for an outcome hold one of the server's threads each: at most as many
         # as validations run at once, so a burst of challenges cannot take them all.
         self.waiters = threading.BoundedSemaphore(config.validation_threads)
 
-    def submit(self, challenge: Challenge, thumbprint: str) -> Future | None:
+    def submit(self, challenge: Challenge, thumbprint: str) -> futures.Future | None:
         """The validation, started: done once its outcome is in the store (None when it was
         running already)."""
         with self.lock:
@@ -222,7 +221,7 @@ class Validator:
             self.running.add(challenge.id)
         return self.pool.submit(self._run, challenge, thumbprint)
 
-    def wait(self, validation: Future, seconds: float,
+    def wait(self, validation: futures.Future, seconds: float,
              idle: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
         """Until `validation` is done or `seconds` have passed, inside `idle()` (the server's
         "this request only waits"); at once when as many requests as there are validation

@@ -162,6 +162,10 @@ class RequestQueries:
                 self._append_audit(db, **audit)
         return changed == 1
 
+    def set_request_serial(self, request_id: str, serial: str) -> bool:
+        """The certificate issued for an approved request (inside the certificate's transaction)."""
+        return self.db.execute("UPDATE requests SET serial = ? WHERE id = ?", [serial, request_id]).rowcount == 1
+
     def list_requests(self, status: str | None = None, requester: str | None = None, limit: int = 200) -> list[dict]:
         where, params = [], []
         if status:

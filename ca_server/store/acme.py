@@ -136,7 +136,7 @@ class AcmeQueries:
     def move_acme_object(self, object_id: str, from_status: tuple[str, ...], to_status: str, data: dict,
                          now: dt.datetime, audit: dict | None = None) -> bool:
         """Set status and data only if the object is still in one of `from_status`. One statement
-        (its own transaction) unless an audit row goes with it."""
+        (its own transaction, or part of the caller's) unless an audit row goes with it."""
         marks = ", ".join("?" for _ in from_status)
         with self.write() if audit else self.one_statement() as db:
             moved = db.execute(

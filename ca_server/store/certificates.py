@@ -4,7 +4,6 @@ listing.py."""
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import threading
 from collections.abc import Iterable
@@ -29,13 +28,12 @@ class Settlement:
     """What a new certificate settles, written in the certificate's own transaction so that no
     stop between two commits leaves one without the other: an approved request given its serial
     (kind "request"), or an ACME order in processing made valid with it (kind "acme_order", `data`
-    the order's data; its "certificate" is set to the serial). `applied` says, once the
-    certificate is stored, whether the request or order was still there to settle (an order that
-    expired meanwhile is not)."""
+    the order's data; its "certificate" is set to the serial). `applied`, set once the
+    certificate is committed, says whether the request or order was still there to settle (an
+    order that expired meanwhile is not)."""
     kind: str
     id: str
     data: dict | None = None
-    at: dt.datetime | None = None
     applied: bool = False
 
 
@@ -97,17 +95,11 @@ def _row(r: CertificateRecord) -> tuple:
             to_text(r.revoked_at) if r.revoked_at else None, r.revocation_reason)
 
 
-def _settle(db, settles: Settlement, serial: str) -> None:
-    if settles.kind == "request":
-        cursor = db.conn.execute("UPDATE requests SET serial = ? WHERE id = ?", [serial, settles.id])
-    elif settles.kind == "acme_order":
-        cursor = db.conn.execute(
-            "UPDATE acme_objects SET status = 'valid', data = ?, updated_at = ? WHERE id = ? AND kind = 'order'"
-            " AND status = 'processing'",
-            [json.dumps({**(settles.data or {}), "certificate": serial}), to_text(settles.at), settles.id])
-    else:
-        raise ValueError(f"nothing settles as {settles.kind!r}")
-    settles.applied = cursor.rowcount == 1
+def _committed(batch: list[_Pending], settled: list[bool]) -> None:
+    """After the commit: what each certificate settled (a rolled-back transaction settled nothing)."""
+    for item, done in zip(batch, settled, strict=True):
+        if item.settles is not None:
+            item.settles.applied = done
 
 
 def _search_rows(r: CertificateRecord) -> list[tuple[str, str]]:
@@ -178,9 +170,9 @@ class CertificateQueries:
             # count: no pipelining then.
             reads = self.issuance_log is not None or any(item.settles is not None for item in batch)
             with self.writers_queue(), (self.write() if reads else self.write_many()) as db:
-                for item in batch:
-                    self._insert_one(db, item)
+                settled = [self._insert_one(db, item) for item in batch]
                 through = self._log_events(db, [("issue", item.record) for item in batch])
+            _committed(batch, settled)
             self._log_sync(through)
             return
         except INTEGRITY_ERRORS as exc:
@@ -188,8 +180,9 @@ class CertificateQueries:
                 for item in batch:
                     try:
                         with self.write() as db:
-                            self._insert_one(db, item)
+                            settled = [self._insert_one(db, item)]
                             through = self._log_events(db, [("issue", item.record)])
+                        _committed([item], settled)
                         self._log_sync(through)
                     except BaseException as one:  # noqa: BLE001 - handed to the waiting thread
                         item.error = _taken(one, item.record)
@@ -199,13 +192,21 @@ class CertificateQueries:
             for item in batch:
                 item.error = exc
 
-    def _insert_one(self, db, item: _Pending) -> None:
-        db.conn.execute(_INSERT, _row(item.record))
-        db.conn.executemany(_INSERT_SEARCH, _search_rows(item.record))
+    def _insert_one(self, db, item: _Pending) -> bool:
+        """The certificate's rows and what it settles; whether that was still there to settle."""
+        record, settles = item.record, item.settles
+        db.conn.execute(_INSERT, _row(record))
+        db.conn.executemany(_INSERT_SEARCH, _search_rows(record))
         if item.audit is not None:
             self._append_audit(db, **item.audit)
-        if item.settles is not None:
-            _settle(db, item.settles, item.record.serial)
+        if settles is None:
+            return True
+        if settles.kind == "request":
+            return self.set_request_serial(settles.id, record.serial)
+        if settles.kind == "acme_order":
+            return self.move_acme_object(settles.id, ("processing",), "valid",
+                                         {**(settles.data or {}), "certificate": record.serial}, record.issued_at)
+        raise ValueError(f"nothing settles as {settles.kind!r}")
 
     def import_certificates(self, records: list[CertificateRecord], audits: Iterable[dict] = (), *,
                             logged: bool = False) -> None:
