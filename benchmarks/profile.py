@@ -1,13 +1,19 @@
 """Where a path's CPU goes under load (issue 29): the server runs as `make bench` runs it (`serve`,
 two workers), a client loads one path, and py-spy samples every worker meanwhile.
 
-    python -m benchmarks.profile ocsp|issue|acme [SECONDS] [--all-threads]
+    python -m benchmarks.profile ocsp|issue|acme [SECONDS] [--all-threads | --native]
 
 Writes `benchmarks/profile-PATH.txt`, the samples as collapsed stacks (what `flamegraph.pl`,
 inferno or speedscope.app draw as a flame graph), and prints the functions with the most
 samples, by their own time and with what they call. By default only the thread holding the GIL is
 sampled (`py-spy --gil`): the Python that costs CPU; `--all-threads` samples every thread that is
-not idle, waits included. Not part of `make bench` (py-spy slows what it samples)."""
+not idle, waits included. Not part of `make bench` (py-spy slows what it samples).
+
+`--native` samples with Linux `perf` instead (Debian's linux-perf) and writes
+`benchmarks/profile-PATH-native.txt`: the workers' CPU by library (the interpreter, the kernel,
+cryptography's Rust, SQLite, Granian) and the kernel's share by system call. py-spy sees only
+Python frames; in a clean-clone run of issue 29 a third of the issuance CPU was the kernel's
+(scheduling, fdatasync, file I/O), which no Python profile shows."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import collections
 import contextlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +58,50 @@ def record(server, seconds: float, out: Path, gil: bool) -> None:
         part.unlink(missing_ok=True)
 
 
+# Kernel entry points perf's call graphs pass through: the system calls and the scheduler.
+KERNEL_PATHS = ("schedule", "__x64_sys_futex", "__x64_sys_fdatasync", "__x64_sys_fsync", "__x64_sys_pwrite64",
+                "__x64_sys_pread64", "__x64_sys_epoll_wait", "__x64_sys_sched_yield", "do_writev", "ksys_write",
+                "ksys_read", "__x64_sys_sendto", "__x64_sys_recvfrom", "__x64_sys_connect", "__do_sys_flock",
+                "__x64_sys_fcntl", "__x64_sys_openat", "__do_sys_newfstatat", "__x64_sys_close", "exc_page_fault")
+
+
+def record_native(server, seconds: float, out: Path) -> None:
+    """perf on every worker for `seconds`; the CPU by library and the kernel's by path into `out`."""
+    data = out.with_suffix(".data")
+    proc = subprocess.Popen(["perf", "record", "-g", "-F", "999", "-o", str(data), "-p", ",".join(workers(server))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGINT)
+    proc.wait()
+    try:
+        by_library = _perf_report(data, "--no-children", "--sort", "dso")
+        by_path = _perf_report(data, "--children", "--sort", "sym")
+    finally:
+        data.unlink(missing_ok=True)
+    lines = ["CPU by library (share of the workers' samples):"]
+    lines += [f"{share:5.1f}%  {name}" for share, name in by_library if share >= 0.1]
+    lines += ["", "kernel paths (inclusive share):"]
+    lines += [f"{share:5.1f}%  {name.removeprefix('[k] ')}" for share, name in by_path
+              if name.removeprefix("[k] ") in KERNEL_PATHS]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def _perf_report(data: Path, *sort: str) -> list[tuple[float, str]]:
+    return perf_rows(subprocess.run(["perf", "report", "-i", str(data), *sort, "--stdio", "-g", "none"],
+                                    capture_output=True, text=True).stdout)
+
+
+def perf_rows(text: str) -> list[tuple[float, str]]:
+    """(share, name) of each row of `perf report --stdio`: its first column (with --children,
+    the inclusive share) and what the row names."""
+    rows = []
+    for line in text.splitlines():
+        found = re.match(r"\s*([\d.]+)%\s+(?:[\d.]+%\s+)?(.+?)\s*$", line)
+        if found and not line.lstrip().startswith("#"):
+            rows.append((float(found[1]), found[2]))
+    return rows
+
+
 def table(collapsed: str, rows: int = 25) -> str:
     """The functions with the most samples: by their own time, then with their callees."""
     own, inclusive, total = collections.Counter(), collections.Counter(), 0
@@ -77,8 +128,15 @@ def load_in_background(action) -> threading.Thread:
     return thread
 
 
-def profile(path: str, seconds: float, gil: bool) -> Path:
-    out = HERE / f"profile-{path}.txt"
+def profile(path: str, seconds: float, gil: bool, native: bool = False) -> Path:
+    out = HERE / f"profile-{path}{'-native' if native else ''}.txt"
+
+    def sample(server) -> None:
+        if native:
+            record_native(server, seconds, out)
+        else:
+            record(server, seconds, out, gil)
+
     with tempfile.TemporaryDirectory(prefix="ca-profile-") as tmp:
         folder = Path(tmp)
         if path == "acme":
@@ -86,7 +144,7 @@ def profile(path: str, seconds: float, gil: bool) -> Path:
                 acme.run_orders(directory, verify, "warm-", 20, 4, tokens, ours)
                 orders = max(20, int(seconds * 60))  # more than `seconds` take at ~50 orders/s
                 load = load_in_background(lambda: acme.run_orders(directory, verify, "p-", orders, 4, tokens, ours))
-                record(ours, seconds, out, gil)
+                sample(ours)
                 load.join()
             return out
         root = make_instance(folder / "instance")
@@ -107,7 +165,7 @@ def profile(path: str, seconds: float, gil: bool) -> Path:
                 run_wrk(url, bodies, concurrency=4, seconds=2, headers=headers)
                 load = load_in_background(lambda: run_wrk(url, bodies, concurrency=4, seconds=seconds + 2,
                                                           headers=headers))
-            record(server, seconds, out, gil)
+            sample(server)
             load.join()
         finally:
             server.stop()
@@ -119,12 +177,16 @@ def main(argv: list[str]) -> int:
     if not args or args[0] not in ("ocsp", "issue", "acme"):
         print(__doc__, file=sys.stderr)
         return 2
-    if not (shutil.which("py-spy") or Path(sys.executable).with_name("py-spy").exists()):
+    native = "--native" in argv
+    if native and not shutil.which("perf"):
+        print("perf is not installed: apt-get install linux-perf", file=sys.stderr)
+        return 1
+    if not native and not (shutil.which("py-spy") or Path(sys.executable).with_name("py-spy").exists()):
         print("py-spy is not installed: pip install py-spy (the test extra has it)", file=sys.stderr)
         return 1
-    out = profile(args[0], float(args[1]) if len(args) > 1 else 8, gil="--all-threads" not in argv)
-    print(table(out.read_text()))
-    print(f"\ncollapsed stacks: {out}", file=sys.stderr)
+    out = profile(args[0], float(args[1]) if len(args) > 1 else 8, gil="--all-threads" not in argv, native=native)
+    print(out.read_text() if native else table(out.read_text()))
+    print(f"\n{'the table' if native else 'collapsed stacks'}: {out}", file=sys.stderr)
     return 0
 
 

@@ -129,3 +129,25 @@ def test_an_ab_runs_the_other_builds_code_even_from_this_repository(tmp_path, mo
     naive = subprocess.run([sys.executable, "-m", "ca_server", "--help"], capture_output=True, text=True, timeout=60,
                            env={**os.environ, "PYTHONPATH": str(other)})
     assert naive.stdout.strip() != "other" and "Usage" in naive.stdout  # what the three A/Bs ran: this tree's
+
+
+def test_the_native_profile_reads_perfs_report():
+    """`benchmarks.profile --native` turns `perf report --stdio` (both forms) into its table."""
+    from benchmarks.profile import perf_rows
+
+    by_library = """# Samples: 17K of event 'cpu-clock:ppp'
+#
+# Overhead  Shared Object
+# ........  ....................
+#
+    37.00%  libpython3.11.so.1.0
+    32.68%  [kernel.kallsyms]
+     0.65%  libcrypto.so.3
+"""
+    by_symbol = """# Children      Self  Symbol
+    30.25%     0.66%  [k] do_syscall_64
+     6.77%     0.00%  [k] __x64_sys_fdatasync
+"""
+    assert perf_rows(by_library) == [(37.0, "libpython3.11.so.1.0"), (32.68, "[kernel.kallsyms]"),
+                                     (0.65, "libcrypto.so.3")]
+    assert perf_rows(by_symbol) == [(30.25, "[k] do_syscall_64"), (6.77, "[k] __x64_sys_fdatasync")]
