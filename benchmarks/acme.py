@@ -205,8 +205,8 @@ def servers(folder: Path, pebble: bool = True, make=make_instance):
 
 def measure(count: int, log, concurrency: int = 4, rounds: int = 5) -> dict:
     """`rounds` alternating rounds of `count` orders on each server. The CPU ratio is that of the
-    medians: this machine's speed drifts within minutes (two rounds of 150 orders read 9.1 and
-    10.9 ms an order on the same build), and a median of five moves less than a mean of two."""
+    medians: this machine's speed drifts within minutes (the two rounds of 100 orders of one
+    `make bench` read 10.9 and 9.1 ms an order), and a median of five moves less than a mean of two."""
     if not ensure("pebble", "pebble-challtestsrv"):
         log("  pebble: not installed and could not be installed (apt-get pebble); no ACME figures")
         return {}

@@ -12,7 +12,7 @@ not idle, waits included. Not part of `make bench` (py-spy slows what it samples
 `--native` samples with Linux `perf` instead (Debian's linux-perf) and writes
 `benchmarks/profile-PATH-native.txt`: the workers' CPU by library (the interpreter, the kernel,
 cryptography's Rust, SQLite, Granian) and the kernel's share by system call. py-spy sees only
-Python frames; in a clean-clone run of issue 29 a third of the issuance CPU was the kernel's
+Python frames; in a run of 2026-12-07 (issue 29) a third of the issuance CPU was the kernel's
 (scheduling, fdatasync, file I/O), which no Python profile shows."""
 
 from __future__ import annotations
@@ -69,10 +69,12 @@ def record_native(server, seconds: float, out: Path) -> None:
     """perf on every worker for `seconds`; the CPU by library and the kernel's by path into `out`."""
     data = out.with_suffix(".data")
     proc = subprocess.Popen(["perf", "record", "-g", "-F", "999", "-o", str(data), "-p", ",".join(workers(server))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(seconds)
     proc.send_signal(signal.SIGINT)
-    proc.wait()
+    _, errors = proc.communicate()
+    if not data.exists():  # e.g. kernel.perf_event_paranoid forbids it: say so, not an empty table
+        raise SystemExit(f"perf record wrote nothing: {errors.strip()}")
     try:
         by_library = _perf_report(data, "--no-children", "--sort", "dso")
         by_path = _perf_report(data, "--children", "--sort", "sym")
