@@ -100,12 +100,15 @@ def print_table(r: dict) -> None:
         f"(worst query), audit page {s['audit_ms']:.0f} ms, reminder pass {s['reminder_pass_s']:.2f} s, {s['bytes_per_cert']} bytes/cert")
     log(f"CRL {c['entries']:,} entries: {c['build_s']:.2f} s, {c['bytes'] / 1e6:.1f} MB; OCSP {r['ocsp_rps']:.0f}/s")
     for row in r["postgresql"]["issuance"]:
-        log(f"store c={row['concurrency']} round {row['round']}: SQLite {row['sqlite']['cps']:.0f}/s "
-            f"({row['sqlite']['cpu_ms']:.2f} ms CPU), PostgreSQL {row['postgresql']['cps']:.0f}/s "
-            f"({row['postgresql']['cpu_ms']:.2f} ms incl. database), two nodes {row['two_nodes']['cps']:.0f}/s "
-            f"({row['two_nodes']['cpu_ms']:.2f} ms)")
+        log(f"store c={row['concurrency']} round {row['round']}: " + (
+            f"INVALID: {'; '.join(row['invalid_because'])}" if row.get("invalid_because") else
+            f"SQLite {row['sqlite']['cps']:.0f}/s ({row['sqlite']['cpu_ms']:.2f} ms CPU), PostgreSQL "
+            f"{row['postgresql']['cps']:.0f}/s ({row['postgresql']['cpu_ms']:.2f} ms incl. database), two nodes "
+            f"{row['two_nodes']['cps']:.0f}/s ({row['two_nodes']['cpu_ms']:.2f} ms)"))
     for row in r["postgresql"]["ocsp"]:
-        log(f"OCSP GET c={row['concurrency']}: SQLite {row['sqlite_rps']:.0f}/s, PostgreSQL {row['postgresql_rps']:.0f}/s")
+        log(f"OCSP GET c={row['concurrency']}: " + (
+            f"INVALID: {'; '.join(row['invalid_because'])}" if row.get("invalid_because") else
+            f"SQLite {row['sqlite_rps']:.0f}/s, PostgreSQL {row['postgresql_rps']:.0f}/s"))
     log(f"RSS: {m['after_1k']:.0f} MB after 1k, {m['after_100k']:.0f} MB after {m['issued']:,} ({m['growth']:+.0%})")
     for row in (r.get("ocsp_vs_cfssl") or {}).get("rows", []):
         verdict = (f"ratio {row['ratio']}, CPU {row['cpu_ratio']}x" if row.get("valid")

@@ -151,3 +151,33 @@ def test_the_native_profile_reads_perfs_report():
     assert perf_rows(by_library) == [(37.0, "libpython3.11.so.1.0"), (32.68, "[kernel.kallsyms]"),
                                      (0.65, "libcrypto.so.3")]
     assert perf_rows(by_symbol) == [(30.25, "[k] do_syscall_64"), (6.77, "[k] __x64_sys_fdatasync")]
+
+
+def test_a_store_phase_with_a_failed_node_or_error_answers_is_invalid():
+    """The store bench (issue 17's two nodes on PostgreSQL): a node whose wrk run failed once left
+    the "two nodes" figure computed from the other node alone, and error answers were counted as
+    work. Either now makes the phase invalid, with the reason, and an OCSP phase whose wrk report
+    shows error answers or socket errors, or prints no rate, is invalid too."""
+    from benchmarks.postgres import issuance_phase, wrk_faults
+
+    node = {"requests": 800, "status_errors": 0, "socket_errors": 0, "duration_us": 8_000_000, "p99_us": 9_000}
+    fine = issuance_phase([node, node], [], 2.0)
+    assert fine["invalid_because"] is None
+    assert fine["cps"] == 200.0 and fine["cpu_ms"] == 1.25  # both nodes' certificates, both nodes' CPU
+    one_failed = issuance_phase([node], ["node on port 9: wrk failed: Running 8s test"], 2.0)
+    assert one_failed["invalid_because"] == ["node on port 9: wrk failed: Running 8s test"]
+    errors = issuance_phase([node, dict(node, status_errors=5, socket_errors=2)], [], 2.0)
+    assert errors["invalid_because"] == ["7 error answers"]
+    assert issuance_phase([], ["node on port 9: timed out"], 1.0)["cps"] is None
+
+    report = """Running 5s test @ http://127.0.0.1:8931/ocsp/x
+  2 threads and 4 connections
+  14770 requests in 5.10s, 1.83MB read
+  Socket errors: connect 0, read 3, write 0, timeout 0
+  Non-2xx or 3xx responses: 14770
+Requests/sec:  2896.15
+"""
+    assert wrk_faults(report) == ["socket errors (connect 0, read 3, write 0, timeout 0)", "14770 error answers"]
+    assert wrk_faults("14770 requests in 5.10s, 1.83MB read\nRequests/sec:  2896.15\n") == []
+    assert wrk_faults("unable to connect to 127.0.0.1:8932 Connection refused") == [
+        "wrk printed no rate: unable to connect to 127.0.0.1:8932 Connection refused"]
