@@ -130,7 +130,10 @@ def run_wrk(url: str, bodies_file: Path, *, concurrency: int, seconds: float, he
             result = json.loads(line[len("WRK_JSON "):])
             result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
             return result
-    raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+    said = [line.strip() for line in out.stdout.splitlines()
+            if any(k in line for k in ("requests in", "errors", "Non-2xx", "Requests/sec"))]
+    raise RuntimeError(f"wrk printed no summary (exit status {out.returncode}): "
+                       + "; ".join(said + [line.strip() for line in out.stderr.splitlines() if line.strip()][-3:]))
 
 
 def wait_http(url: str, timeout: float = 30) -> None:

@@ -164,8 +164,8 @@ def test_a_store_phase_with_a_failed_node_or_error_answers_is_invalid():
     fine = issuance_phase([node, node], [], 2.0)
     assert fine["invalid_because"] is None
     assert fine["cps"] == 200.0 and fine["cpu_ms"] == 1.25  # both nodes' certificates, both nodes' CPU
-    one_failed = issuance_phase([node], ["node on port 9: wrk failed: Running 8s test"], 2.0)
-    assert one_failed["invalid_because"] == ["node on port 9: wrk failed: Running 8s test"]
+    one_failed = issuance_phase([node], ["node on port 9: wrk printed no summary (exit status 1): 834 requests in 8.00s, 279.14MB read"], 2.0)
+    assert one_failed["invalid_because"] == ["node on port 9: wrk printed no summary (exit status 1): 834 requests in 8.00s, 279.14MB read"]
     errors = issuance_phase([node, dict(node, status_errors=5, socket_errors=2)], [], 2.0)
     assert errors["invalid_because"] == ["7 error answers"]
     assert issuance_phase([], ["node on port 9: timed out"], 1.0)["cps"] is None
