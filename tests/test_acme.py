@@ -646,6 +646,91 @@ def test_a_worker_killed_right_after_storing_the_certificate_leaves_the_order_va
     assert chain[0].public_key().public_numbers() == csr.public_key().public_numbers()
 
 
+def test_a_finalize_whose_worker_died_before_the_commit_is_signed_when_the_client_polls(client, acme_app, http_port):
+    """A worker killed after claiming the order (processing) and before the certificate's commit
+    leaves the order processing with nothing stored. It stayed so until the order expired (a
+    week), and certbot polling it gave up after 90 s. The claim keeps the CSR: a poll after
+    orders.CLAIM_STALE signs it, once, and the order is valid with a certificate for that key."""
+    import os
+    import signal
+    import time
+
+    from ca_server.acme.orders import CLAIM_STALE
+
+    client.new_account()
+    with http01_responder(http_port) as tokens:
+        order = valid_order(client, tokens, "127.0.0.1")
+    csr = make_csr([], ips=["127.0.0.1"])
+    pid = os.fork()
+    if pid == 0:  # the worker: its own app, its own connections, killed before the commit
+        try:
+            signal.alarm(60)
+            worker = acme_app()
+            store = worker.extensions["ca_server"].store
+            store.insert_certificate = lambda *args, **kwargs: os._exit(17)
+            acme = ScriptedAcme(worker.test_client(), BASE, key=client.key)
+            acme.kid = client.kid
+            acme.finalize(order, csr)
+        finally:
+            os._exit(3)
+    deadline = time.monotonic() + 90
+    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked worker neither finished nor was killed in 90 s")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(waited[1]) == 17
+    svc = client.app.extensions["ca_server"]
+    polled = client.post(order["url"], None).get_json()
+    assert polled["status"] == "processing", polled  # a finalize that may still be running is left alone
+    assert "csr" not in polled and "claimed" not in polled
+    later = dt.datetime.now(dt.UTC) + CLAIM_STALE + dt.timedelta(seconds=1)
+    svc.clock = lambda: later
+    after = client.post(order["url"], None).get_json()
+    assert after["status"] == "valid", after
+    chain = x509.load_pem_x509_certificates(client.post(after["certificate"], None).data)
+    assert chain[0].public_key().public_numbers() == csr.public_key().public_numbers()
+    again = client.post(order["url"], None).get_json()
+    assert again == after  # signed once
+    order_id = order["url"].rsplit("/", 1)[1]
+    issued = [e for e in svc.store.all_audit_entries()
+              if e["action"] == "issue" and (e["detail"] or {}).get("acme_order") == order_id]
+    assert len(issued) == 1 and issued[0]["detail"]["resumed_finalize"] is True
+
+
+def test_a_stale_finalize_whose_key_was_reported_compromised_meanwhile_ends_invalid(client, http_port, svc):
+    """Taking over a stale claim goes through the policy as of now: a key reported compromised
+    since (revoked with keyCompromise elsewhere) makes the order invalid, with the reason."""
+    from ca_server import issuance, revocation
+    from ca_server.acme import state
+    from ca_server.acme.jws import b64encode
+    from ca_server.acme.orders import CLAIM_STALE
+
+    from .factories import der, pem
+
+    client.new_account()
+    with http01_responder(http_port) as tokens:
+        order = valid_order(client, tokens, "127.0.0.1")
+    key = new_key()
+    csr = make_csr([], ips=["127.0.0.1"], key=key)
+    other = issuance.issue(svc.config, svc.store, svc.authority,
+                           issuance.IssueRequest(csr=pem(make_csr(["same-key.example.test"], key=key))),
+                           dt.datetime.now(dt.UTC))
+    order_id = order["url"].rsplit("/", 1)[1]
+    long_ago = dt.datetime.now(dt.UTC) - CLAIM_STALE - dt.timedelta(minutes=1)
+    ready = state.load(svc.store, state.Order, order_id)
+    # What a worker that died after its claim leaves behind.
+    assert state.move(svc.store, ready, "processing", long_ago, claimed=long_ago.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      csr=b64encode(der(csr)))
+    revocation.revoke(svc.config, svc.store, svc.authority, other.serial, "keyCompromise", dt.datetime.now(dt.UTC),
+                      actor="admin")
+    after = client.post(order["url"], None).get_json()
+    assert after["status"] == "invalid", after
+    assert after["error"]["type"] == "urn:ietf:params:acme:error:badCSR"
+    assert "compromised" in after["error"]["detail"].lower(), after["error"]
+
+
 def test_an_order_that_expires_while_its_certificate_is_signed_answers_as_it_is(client, http_port, monkeypatch):
     """Another worker may expire the order (processing -> invalid) while the certificate is being
     signed: the certificate is stored all the same, and finalize answers with the order as the

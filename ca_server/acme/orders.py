@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import secrets
 
 from .. import issuance, policy
 from ..ca.authority import Authority
-from ..clock import to_text
+from ..clock import from_text, to_text
 from ..config import Config
 from ..errors import CAError, PolicyViolationError
 from ..issuance import IssueRequest, Requester
@@ -21,7 +22,7 @@ from ..pki.csr import parse_csr
 from ..pki.names import parse_ip
 from ..store import CaStore, Settlement
 from . import state
-from .jws import b64decode
+from .jws import b64decode, b64encode
 from .problems import AcmeProblem, problem_dict
 from .renewal_info import replaced_certificate
 from .state import Account, Authorization, Order, T
@@ -30,6 +31,11 @@ from .urls import AcmeUrls
 MAX_IDENTIFIERS = 100
 CHALLENGE_TYPES_DNS = ("http-01", "dns-01", "tls-alpn-01")
 CHALLENGE_TYPES_IP = ("http-01", "tls-alpn-01")  # RFC 8738 7: no dns-01 for IP addresses
+# A finalize's claim older than this is one whose worker stopped: twice the longest the store
+# waits for its write lock (store/base.py BUSY_TIMEOUT_MS), and well within certbot's 90 s of polling.
+CLAIM_STALE = dt.timedelta(seconds=60)
+
+log = logging.getLogger(__name__)
 
 
 def _identifiers(payload: dict) -> list[dict]:
@@ -164,7 +170,38 @@ def finalize(config: Config, store: CaStore, authority: Authority, order: Order,
     csr_text = payload.get("csr")
     if not isinstance(csr_text, str):
         raise AcmeProblem("malformed", "finalize needs the CSR as unpadded base64url DER in \"csr\".")
-    der = b64decode(csr_text, "CSR")
+    return _sign(config, store, authority, order, account, requester, b64decode(csr_text, "CSR"),
+                 client=client, now=now)
+
+
+def resume_stale(config: Config, store: CaStore, authority: Authority, order: Order, account: Account,
+                 requester: Requester, *, client: str | None, now: dt.datetime) -> Order:
+    """An order left processing by a finalize whose worker stopped between its claim and the
+    certificate's commit (a crash, a kill: the certificate and the order's "valid" are one
+    transaction, so nothing was stored), signed now from the CSR the claim kept, when the client
+    polls. Only past CLAIM_STALE: no finalize that is still running takes that long. A CSR the
+    policy refuses by now makes the order invalid, with the reason."""
+    if (order.status != "processing" or order.certificate or not order.claimed or not order.csr
+            or from_text(order.claimed) + CLAIM_STALE > now):
+        return order
+    ready = state.move(store, order, "ready", now, claimed=None, csr=None)
+    if ready is None:  # another request took it over first
+        return state.load(store, Order, order.id)  # type: ignore[return-value]
+    log.warning("ACME order %s: the finalize claimed at %s never finished (its worker stopped); "
+                "signing it again from its CSR", order.id, order.claimed)
+    try:
+        return _sign(config, store, authority, ready, account, requester, b64decode(order.csr, "CSR"),
+                     client=client, now=now, resumed=True)
+    except AcmeProblem as exc:
+        current_order = state.load(store, Order, order.id)
+        if exc.kind == "orderNotReady" or current_order is None or current_order.status != "ready":
+            return current_order  # type: ignore[return-value]  # a finalize of the client's came first
+        return state.move(store, current_order, "invalid", now, error=problem_dict(exc.kind, exc.detail)) or state.load(
+            store, Order, order.id)  # type: ignore[return-value]
+
+
+def _sign(config: Config, store: CaStore, authority: Authority, order: Order, account: Account, requester: Requester,
+          der: bytes, *, client: str | None, now: dt.datetime, resumed: bool = False) -> Order:
     try:
         parsed = parse_csr(der)
     except CAError as exc:
@@ -188,29 +225,30 @@ def finalize(config: Config, store: CaStore, authority: Authority, order: Order,
 
     def claim_order() -> None:  # the order is the signer's alone from here (RFC 8555 7.1.6: processing)
         nonlocal processing
-        processing = state.move(store, order, "processing", now)
+        processing = state.move(store, order, "processing", now, claimed=to_text(now), csr=b64encode(der))
         if processing is None:
             raise AcmeProblem("orderNotReady", "The order is being finalized already.")
 
     # The order becomes valid in the certificate's own transaction: no stop between the two
     # leaves a stored certificate behind an order in processing.
     settles = Settlement("acme_order", order.id, order.data())
+    audit = {"acme_account": account.id, "eab": account.eab_name, "acme_order": order.id, "replaces": order.replaces}
+    if resumed:
+        audit["resumed_finalize"] = True
     try:
         # Its names were checked against the account's scope when the order was made: refused, never held.
         record = issuance.issue(config, store, authority, request, now, out_of_scope=issuance.REFUSE,
-                                before_signing=claim_order, settles=settles,
-                                audit_extra={"acme_account": account.id, "eab": account.eab_name,
-                                             "acme_order": order.id, "replaces": order.replaces})
+                                before_signing=claim_order, settles=settles, audit_extra=audit)
     except BaseException as exc:
         if processing is not None:  # back to ready: the client may finalize again with a better CSR
-            state.move(store, processing, "ready", now)
+            state.move(store, processing, "ready", now, claimed=None, csr=None)
         if isinstance(exc, PolicyViolationError):
             raise AcmeProblem("badCSR", " ".join(v.message for v in exc.violations)) from None
         if isinstance(exc, CAError) and not isinstance(exc, AcmeProblem):
             raise AcmeProblem("badCSR", exc.message) from None
         raise
     if settles.applied:
-        return dataclasses.replace(processing, status="valid", certificate=record.serial)
+        return dataclasses.replace(processing, status="valid", certificate=record.serial, claimed=None, csr=None)
     return state.load(store, Order, order.id)  # type: ignore[return-value]  # it expired meanwhile
 
 

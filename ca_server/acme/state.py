@@ -119,20 +119,28 @@ class Order(_Object):
     certificate: str | None = None
     error: dict | None = None
     replaces: str | None = None
+    # While processing: when a finalize claimed the order, and the CSR it is signing (base64url
+    # DER), so that a claim whose worker stopped can be signed by another (orders.resume_stale).
+    claimed: str | None = None
+    csr: str | None = None
 
     kind = "order"
 
     def data(self) -> dict:
-        return {"identifiers": [i.to_json() for i in self.identifiers], "authorizations": list(self.authorizations),
+        data = {"identifiers": [i.to_json() for i in self.identifiers], "authorizations": list(self.authorizations),
                 "profile": self.profile, "expires": self.expires, "certificate": self.certificate,
                 "error": self.error, "replaces": self.replaces}
+        if self.claimed is not None:
+            data["claimed"], data["csr"] = self.claimed, self.csr
+        return data
 
     @classmethod
     def _from(cls, row: dict, base: dict) -> Order:
         data = row["data"]
         return cls(**base, identifiers=tuple(Identifier.from_json(i) for i in data["identifiers"]),
                    authorizations=tuple(data["authorizations"]), profile=data["profile"], expires=data["expires"],
-                   certificate=data.get("certificate"), error=data.get("error"), replaces=data.get("replaces"))
+                   certificate=data.get("certificate"), error=data.get("error"), replaces=data.get("replaces"),
+                   claimed=data.get("claimed"), csr=data.get("csr"))
 
 
 @dataclass(frozen=True)

@@ -269,6 +269,10 @@ def new_order(call: Call) -> Answer:
 def order(call: Call, order_id: str) -> Answer:
     _signed, acct = call.signed_by_account()
     found = orders.current(call.store, orders.owned(call.store, Order, order_id, acct), call.now)
+    if found.status == "processing":  # a finalize whose worker stopped is taken over
+        svc = call.services
+        found = orders.resume_stale(svc.config, svc.store, svc.authority, found, acct,
+                                    accounts.requester(svc.store, acct), client=call.client, now=call.now)
     return Answer(200, orders.order_json(found, call.urls), _retry_after(found))
 
 
