@@ -40,8 +40,8 @@ def build_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundSch
     for job_id, func, minutes in [*jobs(services), *extra_jobs]:
         if job_id in SHARED_JOBS:
             func = _once_across_processes(job_id, func, minutes)
-        scheduler.add_job(func, "interval", minutes=minutes, id=job_id, replace_existing=True, args=[services],
-                          next_run_time=first, **JOB_DEFAULTS)
+        scheduler.add_job(func, "interval", minutes=minutes, id=job_id, name=job_id, replace_existing=True,
+                          args=[services], next_run_time=first, **JOB_DEFAULTS)
     return scheduler
 
 
@@ -54,7 +54,7 @@ SHARED_JOBS = {"reminders", "crl-refresh", "webhooks", "backup", "log-checkpoint
 def _once_across_processes(job_id: str, func, minutes: int):
     def run(services: Services) -> None:
         if not services.store.take_lease(f"job:{job_id}", once.holder(), utcnow(), max(minutes * 60 - 5, 30)):
-            log.info("%s: another process holds this job's lease; not running it here", job_id)
+            log.debug("%s: another process holds this job's lease; not running it here", job_id)
             return
         func(services)
     run.__name__ = func.__name__
@@ -162,6 +162,10 @@ def start_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundSch
         os.close(lock_fd)
         log.info("another process runs the scheduler for this instance; not starting one here")
         return None
+    # APScheduler's executor logs two INFO lines each time a job runs: with the issuance log's
+    # checkpoint every minute, 2,880 lines a day that say nothing. A job that fails (ERROR) or
+    # ran late (WARNING) is still logged, by the job's id.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     scheduler = build_scheduler(services, extra_jobs)
     scheduler.start()
     scheduler._ca_server_lock_fd = lock_fd  # held (and the lock with it) while the process lives

@@ -289,6 +289,43 @@ def test_scheduler_registers_the_reminder_job_with_the_configured_interval(insta
         assert dt.timedelta(seconds=30) < first - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=61), (name, first)
 
 
+def test_the_schedulers_routine_runs_leave_no_lines_in_the_log_and_a_failing_job_does(instance, caplog):
+    """`serve`'s log had two APScheduler lines a minute ("Running job
+    _once_across_processes.<locals>.run ...", "... executed successfully") from the issuance log's
+    checkpoint job alone. A job that runs well now says nothing; one that fails is logged, by its id."""
+    import logging
+    import os
+
+    from ca_server.scheduler import start_scheduler
+
+    from .checks import wait_until
+
+    svc = open_services(instance, load_config(instance / "config.toml"), Secrets(key_passphrase=PASSPHRASE))
+    ran: list[str] = []
+
+    def failing(services):
+        ran.append("boom")
+        raise RuntimeError("the disk is full")
+
+    with caplog.at_level(logging.INFO):
+        scheduler = start_scheduler(svc, extra_jobs=(("tls-renewal", failing, 60),))
+        assert scheduler is not None
+        try:
+            now = dt.datetime.now(dt.UTC)
+            crl = scheduler.get_job("crl-refresh")
+            crl.modify(next_run_time=now)
+            scheduler.get_job("tls-renewal").modify(next_run_time=now)
+            wait_until(lambda: ran and scheduler.get_job("crl-refresh").next_run_time > now + dt.timedelta(minutes=1),
+                       10)
+            wait_until(lambda: "the disk is full" in caplog.text, 10)
+        finally:
+            scheduler.shutdown()
+            os.close(scheduler._ca_server_lock_fd)
+    assert "Running job" not in caplog.text and "executed successfully" not in caplog.text, caplog.text
+    failure = next(r for r in caplog.records if "the disk is full" in (r.exc_text or "") or r.exc_info)
+    assert failure.levelno == logging.ERROR and "tls-renewal" in failure.getMessage()
+
+
 def test_acme_certificates_remind_only_when_their_automatic_renewal_did_not_happen(rsvc, smtp):
     """An ACME client renews in the ARI window (from 1/3 of the life left to halfway from there to
     the end); a person hears only after that, at the next threshold, in words that say so."""
