@@ -135,6 +135,19 @@ def test_gos_sumdb_verifier_accepts_our_checkpoints_and_proofs(api, app, tlogche
 
 
 @pytest.mark.sqlite_only
+def test_a_new_instance_answers_its_first_checkpoint(app, instance):
+    """A CA just made by `init` has no log folder until its first entry. Its first checkpoint, the
+    scheduler's a minute after `make run` (a traceback in the log) or a client's GET
+    /log/checkpoint (a 500), failed with FileNotFoundError before; now it is the empty tree's."""
+    client = app.test_client()
+    first = client.get("/log/checkpoint")
+    assert first.status_code == 200, first.get_data(as_text=True)
+    assert open_note(first.data.decode(), client.get("/log/key").data.decode()).size == 0
+    lines = (instance / "issuance-log" / "entries.checkpoints.jsonl").read_text().splitlines()
+    assert [json.loads(line)["size"] for line in lines] == [0]
+    assert client.get("/log/checkpoint").data == first.data
+
+
 def test_log_verify_says_where_an_entry_was_changed_removed_or_reordered(api, instance, app):
     for i in range(8):
         issue_in(api, f"v{i}.example.test")

@@ -354,6 +354,9 @@ class IssuanceLog:
         root = range_hash(0, size, store.log_hash) if size else EMPTY_ROOT
         note = sign(Checkpoint(self.origin, size, root), self.key())
         store.insert_log_checkpoint(size, note, now)
+        # A new instance has no log folder until its first entry: its first checkpoint (the
+        # scheduler's, a minute after `make run`, or GET /log/checkpoint) made it.
+        self.file.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(checkpoints_path(self.file.path), "a") as fh:
             fh.write(json.dumps({"size": size, "at": to_text(now), "note": note}) + "\n")
         return note
