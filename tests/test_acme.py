@@ -602,36 +602,27 @@ def test_an_order_created_before_a_restart_finishes_after(acme_app, http_port):
     assert done.get_json()["status"] == "valid"
 
 
-def test_a_worker_killed_right_after_storing_the_certificate_leaves_the_order_valid(client, acme_app, http_port):
-    """The order becomes valid in the certificate's own transaction: a worker process killed the
-    moment the certificate is committed (nothing of the door runs after it) leaves the order
-    valid with that certificate, never processing behind a stored certificate for ever."""
+def finalize_in_a_worker_that_dies(client, acme_app, order: dict, csr, insert) -> None:
+    """`client`'s finalize of `order`, sent by a forked worker (its own app, its own connections)
+    whose store stores the certificate through `insert(real_insert, *args)`, which ends the
+    process with status 17 (a kill at that point)."""
     import os
     import signal
     import time
 
-    client.new_account()
-    with http01_responder(http_port) as tokens:
-        order = valid_order(client, tokens, "127.0.0.1")
-    csr = make_csr([], ips=["127.0.0.1"])
     pid = os.fork()
-    if pid == 0:  # the worker: its own app, its own connections, killed right after the commit
+    if pid == 0:
         try:
             signal.alarm(60)  # a child stuck on something the fork copied dies, and the test fails
             worker = acme_app()
             store = worker.extensions["ca_server"].store
             real_insert = store.insert_certificate
-
-            def insert_then_die(*args, **kwargs):
-                real_insert(*args, **kwargs)
-                os._exit(17)
-
-            store.insert_certificate = insert_then_die
+            store.insert_certificate = lambda *args, **kwargs: insert(real_insert, *args, **kwargs)
             acme = ScriptedAcme(worker.test_client(), BASE, key=client.key)
             acme.kid = client.kid
             acme.finalize(order, csr)
         finally:
-            os._exit(3)  # never reached the commit
+            os._exit(3)  # not killed where the test meant
     deadline = time.monotonic() + 90
     while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
         if time.monotonic() > deadline:
@@ -640,6 +631,24 @@ def test_a_worker_killed_right_after_storing_the_certificate_leaves_the_order_va
             pytest.fail("the forked worker neither finished nor was killed in 90 s")
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(waited[1]) == 17
+
+
+def test_a_worker_killed_right_after_storing_the_certificate_leaves_the_order_valid(client, acme_app, http_port):
+    """The order becomes valid in the certificate's own transaction: a worker process killed the
+    moment the certificate is committed (nothing of the door runs after it) leaves the order
+    valid with that certificate, never processing behind a stored certificate for ever."""
+    import os
+
+    client.new_account()
+    with http01_responder(http_port) as tokens:
+        order = valid_order(client, tokens, "127.0.0.1")
+    csr = make_csr([], ips=["127.0.0.1"])
+
+    def insert_then_die(real_insert, *args, **kwargs):
+        real_insert(*args, **kwargs)
+        os._exit(17)
+
+    finalize_in_a_worker_that_dies(client, acme_app, order, csr, insert_then_die)
     after = client.post(order["url"], None).get_json()
     assert after["status"] == "valid", after
     chain = x509.load_pem_x509_certificates(client.post(after["certificate"], None).data)
@@ -648,12 +657,10 @@ def test_a_worker_killed_right_after_storing_the_certificate_leaves_the_order_va
 
 def test_a_finalize_whose_worker_died_before_the_commit_is_signed_when_the_client_polls(client, acme_app, http_port):
     """A worker killed after claiming the order (processing) and before the certificate's commit
-    leaves the order processing with nothing stored. It stayed so until the order expired (a
-    week), and certbot polling it gave up after 90 s. The claim keeps the CSR: a poll after
+    leaves the order processing with nothing stored. It stayed so until the order expired,
+    and certbot polling it gave up after 90 s. The claim keeps the CSR: a poll after
     orders.CLAIM_STALE signs it, once, and the order is valid with a certificate for that key."""
     import os
-    import signal
-    import time
 
     from ca_server.acme.orders import CLAIM_STALE
 
@@ -661,26 +668,7 @@ def test_a_finalize_whose_worker_died_before_the_commit_is_signed_when_the_clien
     with http01_responder(http_port) as tokens:
         order = valid_order(client, tokens, "127.0.0.1")
     csr = make_csr([], ips=["127.0.0.1"])
-    pid = os.fork()
-    if pid == 0:  # the worker: its own app, its own connections, killed before the commit
-        try:
-            signal.alarm(60)
-            worker = acme_app()
-            store = worker.extensions["ca_server"].store
-            store.insert_certificate = lambda *args, **kwargs: os._exit(17)
-            acme = ScriptedAcme(worker.test_client(), BASE, key=client.key)
-            acme.kid = client.kid
-            acme.finalize(order, csr)
-        finally:
-            os._exit(3)
-    deadline = time.monotonic() + 90
-    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked worker neither finished nor was killed in 90 s")
-        time.sleep(0.05)
-    assert os.waitstatus_to_exitcode(waited[1]) == 17
+    finalize_in_a_worker_that_dies(client, acme_app, order, csr, lambda real_insert, *args, **kwargs: os._exit(17))
     svc = client.app.extensions["ca_server"]
     polled = client.post(order["url"], None).get_json()
     assert polled["status"] == "processing", polled  # a finalize that may still be running is left alone
