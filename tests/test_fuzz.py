@@ -174,3 +174,28 @@ def test_inspect_never_5xx_on_an_altered_csr(api):
         assert response.status_code in (200, 400), response.get_data(as_text=True)
         if response.status_code == 200 and response.get_json()["kind"] == "csr":
             assert response.get_json()["verdict"] in ("acceptable", "refused")
+
+
+def test_every_page_of_a_brand_new_ca_answers_without_a_server_error(make_app, svc):
+    """The first requests a new CA gets, before it has issued anything: every GET route (a serial
+    or an id filled in with one that does not exist), for a visitor, a signed-in admin and an API
+    token. GET /log/checkpoint answered 500 here (the issuance log's folder did not exist yet)."""
+    import re
+
+    from ca_server import accounts
+
+    from .conftest import ApiClient, new_token, sign_in
+
+    app = make_app(acme={"enabled": True})
+    accounts.add_user(svc.store, "first-admin", "first-admin-password", is_admin=True, domains=(), allow_ip=True,
+                      email=None, now=utcnow())
+    web = app.test_client()
+    assert sign_in(web, "first-admin", "first-admin-password").status_code == 303
+    clients = {"visitor": app.test_client(), "admin": web, "token": ApiClient(app.test_client(), new_token(svc))}
+    paths = sorted({re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "00ab" if m.group(1) == "serial" else "nothing", rule.rule)
+                    for rule in app.url_map.iter_rules() if "GET" in rule.methods and rule.endpoint != "static"})
+    paths += ["/acme/directory", "/acme/new-nonce", "/acme/renewal-info/nothing.nothing"]
+    assert "/log/checkpoint" in paths and len(paths) > 40
+    failed = [(who, path, answer.status_code) for path in paths for who, client in clients.items()
+              if (answer := client.get(path)).status_code >= 500]
+    assert failed == []
