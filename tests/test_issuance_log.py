@@ -134,7 +134,6 @@ def test_gos_sumdb_verifier_accepts_our_checkpoints_and_proofs(api, app, tlogche
     assert client.get("/log/proof/00ff").status_code == 404
 
 
-@pytest.mark.sqlite_only
 def test_a_new_instance_answers_its_first_checkpoint(app, instance):
     """A CA just made by `init` has no log folder until its first entry. Its first checkpoint, the
     scheduler's a minute after `make run` (a traceback in the log) or a client's GET
@@ -148,6 +147,19 @@ def test_a_new_instance_answers_its_first_checkpoint(app, instance):
     assert client.get("/log/checkpoint").data == first.data
 
 
+def test_log_verify_on_a_ca_that_has_issued_nothing_yet(instance, api):
+    """`ca-server log verify` right after init (a health check set up on day one) said "There is no
+    issuance log" and exited 1: a CA that has issued nothing has an empty log, which verifies. A
+    missing file behind a store that logged entries is still an error, in words."""
+    fresh = cli(instance, "log", "verify", check=False)
+    assert fresh.returncode == 0 and fresh.stdout.startswith("ok: 0 entries"), fresh.stdout + fresh.stderr
+    issue_in(api, "first.example.test")
+    (instance / "issuance-log" / "entries.jsonl").unlink()
+    gone = cli(instance, "log", "verify", check=False)
+    assert gone.returncode == 1 and "but the store's log holds 1 entry." in gone.stderr, gone.stderr
+
+
+@pytest.mark.sqlite_only
 def test_log_verify_says_where_an_entry_was_changed_removed_or_reordered(api, instance, app):
     for i in range(8):
         issue_in(api, f"v{i}.example.test")

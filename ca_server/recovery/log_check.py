@@ -84,7 +84,8 @@ def read_log(path: Path, sizes: set[int] = frozenset(),
     report, running, prev = Report(), RunningRoot(), b""
 
     def lines() -> Iterator[bytes]:
-        yield from LogFile(path).lines()
+        if path.exists():
+            yield from LogFile(path).lines()
         if more is not None:
             count = running.size
             for line in more(count):
@@ -130,8 +131,12 @@ def read_log(path: Path, sizes: set[int] = frozenset(),
 
 def verify(path: Path, verifier: str, notes: list[str], store: CaStore | None = None) -> Report:
     """Everything `ca-server log verify` checks; the report's problems are empty when all is well."""
-    if not path.exists():
-        raise LogCheckError(f"There is no issuance log at {path}.")
+    # A CA that has issued nothing yet has no log file: an empty log (its checkpoints are checked).
+    if not path.exists() and (store is None or store.log_size()):
+        held = store.log_size() if store is not None else 0
+        raise LogCheckError(f"There is no issuance log at {path}"
+                            + (f", but the store's log holds {held} {'entry' if held == 1 else 'entries'}."
+                               if held else "."))
     checkpoints = []
     for note in notes:
         try:
