@@ -116,8 +116,10 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
     # After Granian configured its own loggers (which drops the handlers it finds): ours go to stderr.
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     log = logging.getLogger(__name__)
-    log.info("open-file limit %d; %d worker(s) x %d connections, header timeout %d s", open_files,
-             workers or cfg.workers, cfg.max_connections, cfg.header_timeout_seconds)
+    logging.getLogger("_granian").addFilter(_no_thread_count_warning)
+    log.info("open-file limit %d; %d worker(s) x %d connections, header timeout %d s; per worker %d threads run "
+             "requests and %d only wait for request bodies", open_files, workers or cfg.workers, cfg.max_connections,
+             cfg.header_timeout_seconds, cfg.threads, cfg.body_threads)
     log.info("store: %s", "SQLite " + str(services.paths.database) if services.store.kind == "sqlite"
              else f"PostgreSQL {redact(services.config.database.url)}")
     if open_files < needed:
@@ -130,6 +132,15 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
     server.on_startup(before_workers)
     reentrant_safe_signals(server)
     server.serve(target_loader=load_app)
+
+
+def _no_thread_count_warning(record: logging.LogRecord) -> bool:
+    """Granian warns at every start when a WSGI worker may run more threads than twice the cores
+    ("36 Python threads ... seems quite high"). Ours are `threads` that run requests and
+    `body_threads` that only wait, with the GIL released, for bodies that stall (stalled_connections.py):
+    by design, so the warning would only send an operator looking for a mistake. The start line
+    says what the threads are instead."""
+    return "Python threads, which seems quite high" not in record.getMessage()
 
 
 def reentrant_safe_signals(server) -> None:
