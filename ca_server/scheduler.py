@@ -162,10 +162,10 @@ def start_scheduler(services: Services, extra_jobs: tuple = ()) -> BackgroundSch
         os.close(lock_fd)
         log.info("another process runs the scheduler for this instance; not starting one here")
         return None
-    # APScheduler's executor logs two INFO lines each time a job runs: with the issuance log's
-    # checkpoint every minute, 2,880 lines a day that say nothing. A job that fails (ERROR) or
-    # ran late (WARNING) is still logged, by the job's id.
-    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    # APScheduler logs seven INFO lines at its start (the line below says the same in one) and two
+    # each time a job runs: with the issuance log's checkpoint every minute, 2,880 lines a day that
+    # say nothing. A job that fails (ERROR) or ran late (WARNING) is still logged, by the job's id.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     scheduler = build_scheduler(services, extra_jobs)
     scheduler.start()
     scheduler._ca_server_lock_fd = lock_fd  # held (and the lock with it) while the process lives

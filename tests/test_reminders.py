@@ -322,6 +322,7 @@ def test_the_schedulers_routine_runs_leave_no_lines_in_the_log_and_a_failing_job
             scheduler.shutdown()
             os.close(scheduler._ca_server_lock_fd)
     assert "Running job" not in caplog.text and "executed successfully" not in caplog.text, caplog.text
+    assert "Adding job" not in caplog.text and "scheduler started: crl-refresh, " in caplog.text
     failure = next(r for r in caplog.records if "the disk is full" in (r.exc_text or "") or r.exc_info)
     assert failure.levelno == logging.ERROR and "tls-renewal" in failure.getMessage()
 
