@@ -199,3 +199,52 @@ def test_every_page_of_a_brand_new_ca_answers_without_a_server_error(make_app, s
     failed = [(who, path, answer.status_code) for path in paths for who, client in clients.items()
               if (answer := client.get(path)).status_code >= 500]
     assert failed == []
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                        max_size=4), max_leaves=10)
+
+
+@FUZZ
+@given(body=st.one_of(JSON_VALUES, st.fixed_dictionaries({"username": JSON_VALUES, "password": JSON_VALUES})))
+def test_sign_in_never_5xx_on_json_bodies(app, body):
+    """The sign-in form sent a JSON body (with its CSRF token in the header, as a script would):
+    Flask-WTF took it as the form's fields, and a list, a number or a non-text value was a 500."""
+    client = app.test_client()
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    answer = client.post("/login", json=body, headers={"X-CSRFToken": token})
+    assert answer.status_code in (400, 401, 429), (body, answer.status_code)
+
+
+def test_every_post_route_answers_odd_bodies_without_a_server_error(make_app, svc):
+    """Every POST route (a serial or an id filled in with one that does not exist), for a visitor,
+    a signed-in admin (with the CSRF token) and an API token: no body, bytes that are no format,
+    JSON that is not an object or whose values are not text, and a form with odd fields. POST
+    /login with a JSON list answered 500 here."""
+    import re
+
+    from ca_server import accounts
+
+    from .conftest import ApiClient, new_token, sign_in
+
+    app = make_app(acme={"enabled": True})
+    accounts.add_user(svc.store, "poster", "poster-password", is_admin=True, domains=(), allow_ip=True,
+                      email=None, now=utcnow())
+    web = app.test_client()
+    assert sign_in(web, "poster", "poster-password").status_code == 303
+    token = csrf_token(web.get("/certificates/new").get_data(as_text=True))
+    clients = {"visitor": (app.test_client(), {}), "admin": (web, {"X-CSRFToken": token}),
+               "token": (ApiClient(app.test_client(), new_token(svc)), {})}
+    odd = {"csr": 5, "pem": [1], "reason": {"a": 1}, "name": None, "username": 3, "password": [], "document": 4,
+           "email": 5, "user": 6, "notify": "x"}
+    fields = {"csrf_token": token, "csr": "x", "reason": "x" * 5000, "user": "nobody", "email": "bad",
+              "document": "zz", "der_b64": "!!", "format": "pem", "hostname": "a" * 300}
+    bodies = [{}, {"data": b"\x00\xff not a format"}, {"json": [1, 2]}, {"json": 7}, {"json": "text"}, {"json": odd},
+              {"data": fields}]
+    paths = sorted({re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "00ab" if m.group(1) == "serial" else "nothing", rule.rule)
+                    for rule in app.url_map.iter_rules() if "POST" in rule.methods})
+    assert "/login" in paths and "/certificates/new" in paths and len(paths) > 30
+    failed = [(who, path, body, answer.status_code) for path in paths for who, (client, headers) in clients.items()
+              for body in bodies if (answer := client.post(path, headers=headers, **body)).status_code >= 500]
+    assert failed == []

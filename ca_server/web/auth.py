@@ -148,8 +148,10 @@ def safe_next(target: str | None) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Local accounts and, with [auth.ldap], directory users, on the same form."""
-    form = LoginForm()
+    """Local accounts and, with [auth.ldap], directory users, on the same form. Its fields come
+    from the form's encoding only: Flask-WTF otherwise reads a JSON body as the fields, and a JSON
+    list, number or non-text value raised TypeError inside WTForms (a 500)."""
+    form = LoginForm(formdata=request.form) if request.method == "POST" else LoginForm()
     status = 200
     if request.method == "POST":
         check_sign_in_limit()
