@@ -58,6 +58,10 @@ class LogWriteError(CAError):
     code = "log_unavailable"
 
 
+# Errors of the server's state, not of the request: the same request may succeed later (HTTP 503).
+SERVER_STATE_ERRORS = (InstanceError, StoreUnavailableError, LogWriteError)
+
+
 class BadRequestError(CAError):
     """Input that cannot be understood (not a policy decision)."""
 

@@ -16,7 +16,7 @@ from .. import issuance, policy
 from ..ca.authority import Authority
 from ..clock import from_text, to_text
 from ..config import Config
-from ..errors import CAError, PolicyViolationError
+from ..errors import SERVER_STATE_ERRORS, CAError, PolicyViolationError
 from ..issuance import IssueRequest, Requester
 from ..pki.csr import parse_csr
 from ..pki.names import parse_ip
@@ -198,6 +198,11 @@ def resume_stale(config: Config, store: CaStore, authority: Authority, order: Or
             return current_order  # type: ignore[return-value]  # a finalize of the client's came first
         return state.move(store, current_order, "invalid", now, error=problem_dict(exc.kind, exc.detail)) or state.load(
             store, Order, order.id)  # type: ignore[return-value]
+    except SERVER_STATE_ERRORS:  # the store or the log failed (a 503): the stale claim again, for the next poll
+        current_order = state.load(store, Order, order.id)
+        if current_order is not None and current_order.status == "ready":
+            state.move(store, current_order, "processing", now, claimed=order.claimed, csr=order.csr)
+        raise
 
 
 def _sign(config: Config, store: CaStore, authority: Authority, order: Order, account: Account, requester: Requester,
@@ -244,9 +249,9 @@ def _sign(config: Config, store: CaStore, authority: Authority, order: Order, ac
             state.move(store, processing, "ready", now, claimed=None, csr=None)
         if isinstance(exc, PolicyViolationError):
             raise AcmeProblem("badCSR", " ".join(v.message for v in exc.violations)) from None
-        if isinstance(exc, CAError) and not isinstance(exc, AcmeProblem):
+        if isinstance(exc, CAError) and not isinstance(exc, (AcmeProblem, *SERVER_STATE_ERRORS)):
             raise AcmeProblem("badCSR", exc.message) from None
-        raise
+        raise  # the store's or the log's failure is the server's, not the CSR's (a 503)
     if settles.applied:
         return dataclasses.replace(processing, status="valid", certificate=record.serial, claimed=None, csr=None)
     return state.load(store, Order, order.id)  # type: ignore[return-value]  # it expired meanwhile

@@ -29,7 +29,7 @@ from ..acme.problems import AcmeProblem
 from ..acme.state import Authorization, Challenge, Order
 from ..acme.urls import AcmeUrls
 from ..acme.validation import Validator
-from ..errors import CAError
+from ..errors import SERVER_STATE_ERRORS, CAError
 from ..pki.keys import spki_sha256
 from ..server.stalled_connections import WAITING
 from ..services import Services
@@ -158,6 +158,9 @@ class AcmeDoor:
             answer = self._dispatch(call)
         except AcmeProblem as exc:
             answer = problem(exc)
+        except SERVER_STATE_ERRORS as exc:  # the store or the issuance log, not the request: try again
+            answer = problem(AcmeProblem("serverInternal", exc.message, status=503,
+                                         headers={"Retry-After": str(getattr(exc, "retry_after", 5))}))
         except CAError as exc:
             answer = problem(AcmeProblem("malformed", exc.message))
         except Exception:
