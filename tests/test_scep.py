@@ -168,6 +168,35 @@ def test_the_benchmarks_scep_client_gets_success_and_a_refusal_is_seen_as_one(ma
     assert not bench.succeeded(enroll_once("bench2.example.test"))
 
 
+def test_an_enrollment_the_issuance_log_cannot_record_is_a_503_the_device_retries(make_app, monkeypatch, instance):
+    """With the issuance log unwritable nothing is issued (issue 27). SCEP answered a signed
+    FAILURE (badRequest), which a device takes as final; it is HTTP 503 now, and the same request
+    enrolls once the log can be written."""
+    import shutil
+    from urllib.parse import quote
+
+    from benchmarks import scep as bench
+
+    monkeypatch.setenv("CA_SERVER_SCEP_CHALLENGE", bench.CHALLENGE)
+    client = make_app(scep={"enabled": True}).test_client()
+    (ra,) = [c for c in pkcs7.load_der_pkcs7_certificates(client.get("/scep?operation=GetCACert").get_data())
+             if isinstance(c.public_key(), rsa.RSAPublicKey)
+             and not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    url = "/scep?operation=PKIOperation&message=" + quote(base64.b64encode(bench.pkcs_req(ra, key, "nolog-scep")).decode())
+    folder = instance / "issuance-log"
+    folder.mkdir(exist_ok=True)
+    shutil.move(folder, instance / "issuance-log.away")
+    folder.write_text("a file where the log's folder should be")
+    down = client.get(url)
+    assert down.status_code == 503, down.get_data()[:300]
+    assert "issuance log" in down.get_data(as_text=True)
+    folder.unlink()
+    shutil.move(instance / "issuance-log.away", folder)
+    again = client.get(url)
+    assert again.status_code == 200 and bench.succeeded(again.get_data())
+
+
 def test_the_admin_page_shows_endpoints_challenges_enrollments_refusals_and_weak_clients(make_app, monkeypatch):
     from urllib.parse import quote
 

@@ -20,7 +20,7 @@ from ..ca.authority import Authority, InstancePaths
 from ..clock import to_text
 from ..config import Config, Secrets
 from ..config.devices import DEFAULT, DeviceEndpoint
-from ..errors import CAError, CSRParseError, PolicyViolationError, ScopeError
+from ..errors import SERVER_STATE_ERRORS, CAError, CSRParseError, PolicyViolationError, ScopeError
 from ..models import CertificateRecord, PendingRequest
 from ..notify.webhooks import WebhookError, json_request, post_json
 from ..pki.csr import decode_request_bytes, parse_csr
@@ -83,6 +83,8 @@ def pki_operation(config: Config, store: CaStore, authority: Authority, paths: I
     except (PolicyViolationError, ScopeError):
         # issuance.issue audited the refusal with every reason
         return m.cert_rep(message, ra.cert, ra.key, status=m.FAILURE, fail_info=m.BAD_REQUEST)
+    except SERVER_STATE_ERRORS:
+        raise  # the store or the issuance log, not the request: HTTP 503, and the device asks again
     except CAError as exc:
         _audit_refusal(store, now, client, endpoint, message, exc.message)
         return m.cert_rep(message, ra.cert, ra.key, status=m.FAILURE, fail_info=m.BAD_REQUEST)
