@@ -142,6 +142,17 @@ def test_named_endpoints_and_labels_are_checked_when_the_config_is_read():
         assert str(refused.value).startswith(words), str(refused.value)
 
 
+def bench_client(make_app, monkeypatch, challenge: str):
+    """A SCEP-enabled app's test client with `challenge` as its one challenge, the RA certificate
+    it answers GetCACert with, and a new RSA device key."""
+    monkeypatch.setenv("CA_SERVER_SCEP_CHALLENGE", challenge)
+    client = make_app(scep={"enabled": True}).test_client()
+    (ra,) = [c for c in pkcs7.load_der_pkcs7_certificates(client.get("/scep?operation=GetCACert").get_data())
+             if isinstance(c.public_key(), rsa.RSAPublicKey)
+             and not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
+    return client, ra, rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 def test_the_benchmarks_scep_client_gets_success_and_a_refusal_is_seen_as_one(make_app, monkeypatch):
     """`make bench` drives both SCEP servers with benchmarks/scep.py's messages and counts a phase
     only when sample answers say SUCCESS: the messages must be ones a server takes, and a FAILURE
@@ -150,12 +161,7 @@ def test_the_benchmarks_scep_client_gets_success_and_a_refusal_is_seen_as_one(ma
 
     from benchmarks import scep as bench
 
-    monkeypatch.setenv("CA_SERVER_SCEP_CHALLENGE", bench.CHALLENGE)
-    client = make_app(scep={"enabled": True}).test_client()
-    (ra,) = [c for c in pkcs7.load_der_pkcs7_certificates(client.get("/scep?operation=GetCACert").get_data())
-             if isinstance(c.public_key(), rsa.RSAPublicKey)
-             and not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    client, ra, key = bench_client(make_app, monkeypatch, bench.CHALLENGE)
 
     def enroll_once(cn: str) -> bytes:
         message = base64.b64encode(bench.pkcs_req(ra, key, cn)).decode()
@@ -177,12 +183,7 @@ def test_an_enrollment_the_issuance_log_cannot_record_is_a_503_the_device_retrie
 
     from benchmarks import scep as bench
 
-    monkeypatch.setenv("CA_SERVER_SCEP_CHALLENGE", bench.CHALLENGE)
-    client = make_app(scep={"enabled": True}).test_client()
-    (ra,) = [c for c in pkcs7.load_der_pkcs7_certificates(client.get("/scep?operation=GetCACert").get_data())
-             if isinstance(c.public_key(), rsa.RSAPublicKey)
-             and not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    client, ra, key = bench_client(make_app, monkeypatch, bench.CHALLENGE)
     url = "/scep?operation=PKIOperation&message=" + quote(base64.b64encode(bench.pkcs_req(ra, key, "nolog-scep")).decode())
     folder = instance / "issuance-log"
     folder.mkdir(exist_ok=True)
