@@ -77,6 +77,27 @@ def test_a_form_body_that_is_not_a_csr_is_refused_as_not_a_csr(api):
     assert "application/pkcs10" in typed.get_json()["error"]["message"]  # a type that is neither: say which
 
 
+def test_two_csrs_in_one_paste_are_refused_not_half_signed(api, web):
+    """Two CSRs pasted or uploaded together got one certificate, for the first, without a word
+    about the second: the person who sent two wanted two. Refused with the count, in the API and
+    on the form; nothing is stored."""
+    from .conftest import csrf_token
+
+    two = pem(make_csr(["first.example.test"])) + pem(make_csr(["second.example.test"])).replace(
+        "CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
+    refused = api.post("/api/v1/certificates", json={"csr": two})
+    assert refused.status_code == 400, refused.get_json()
+    assert refused.get_json()["error"]["code"] == "csr_invalid"
+    assert "holds 2 certificate requests" in refused.get_json()["error"]["message"]
+    raw = api.post("/api/v1/certificates", data=two.encode(), headers={"Content-Type": "application/pkcs10"})
+    assert raw.status_code == 400 and "holds 2" in raw.get_json()["error"]["message"]
+    page = web.get("/certificates/new")
+    form = web.post("/certificates/new", data={"csrf_token": csrf_token(page.get_data(as_text=True)), "csr": two,
+                                               "profile": "server"})
+    assert form.status_code == 400 and "holds 2 certificate requests" in form.get_data(as_text=True)
+    assert api.get("/api/v1/certificates").get_json()["certificates"] == []
+
+
 @pytest.mark.parametrize(
     "csr_factory, code",
     [

@@ -111,6 +111,10 @@ def decode_request_bytes(data: bytes | str) -> bytes:
 def parse_csr(data: bytes | str) -> ParsedCSR:
     """Parse a CSR; every way it can be unreadable becomes CSRParseError with a sentence."""
     raw = data.encode("utf-8", "replace") if isinstance(data, str) else from_utf16(data)
+    if raw[:1] != b"\x30" and (count := sum(raw.count(header) for header in CSR_PEM_HEADERS)) > 1:
+        # Signing the first alone would answer a request for several certificates with one.
+        raise CSRParseError(f"The text holds {count} certificate requests; submit them one at a time "
+                            "(each gets its own certificate).")
     try:
         if raw[:1] != b"\x30" and raw.lstrip().startswith(PEM_MARKER):
             csr = x509.load_pem_x509_csr(raw.lstrip())  # the common case, parsed once
