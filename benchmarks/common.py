@@ -136,6 +136,20 @@ def run_wrk(url: str, bodies_file: Path, *, concurrency: int, seconds: float, he
                        + "; ".join(said + [line.strip() for line in out.stderr.splitlines() if line.strip()][-3:]))
 
 
+def wrk_faults(text: str) -> list[str]:
+    """What wrk's plain report says went wrong: error answers, socket errors, or no rate at all."""
+    faults = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("Non-2xx or 3xx responses:"):
+            faults.append(f"{line.split(':')[1].strip()} error answers")
+        elif line.startswith("Socket errors:"):
+            faults.append(f"socket errors ({line.split(':', 1)[1].strip()})")
+    if not any(line.startswith("Requests/sec") for line in text.splitlines()):
+        faults.append(f"wrk printed no rate: {' '.join(text.split())[:200]}")
+    return faults
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     import urllib.request
 

@@ -28,7 +28,7 @@ from ca_server.config import Secrets
 from ca_server.services import open_services
 from tests.pg_server import PgServer
 
-from .common import cpu_seconds, free_port, make_csrs, run_wrk
+from .common import cpu_seconds, free_port, make_csrs, run_wrk, wrk_faults
 from .throughput import PASSPHRASE, make_instance, start_ca_server
 
 
@@ -86,18 +86,9 @@ def _ocsp_url(root: Path, port: int) -> tuple[str, int]:
     return f"http://127.0.0.1:{port}/ocsp/{b64}", record.certificate.serial_number
 
 
-def wrk_faults(text: str) -> list[str]:
-    """What wrk's plain report says went wrong: error answers, socket errors, or no rate at all."""
-    faults = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("Non-2xx or 3xx responses:"):
-            faults.append(f"{line.split(':')[1].strip()} error answers")
-        elif line.startswith("Socket errors:"):
-            faults.append(f"socket errors ({line.split(':', 1)[1].strip()})")
-    if not any(line.startswith("Requests/sec") for line in text.splitlines()):
-        faults.append(f"wrk printed no rate: {' '.join(text.split())[:200]}")
-    return faults
+def named_faults(phases: dict[str, dict]) -> list[str]:
+    """Every reason a row's phases are invalid, each named by its server ("SQLite: 3 error answers")."""
+    return [f"{name}: {why}" for name, phase in phases.items() for why in phase["invalid_because"] or ()]
 
 
 def _ocsp_sample(url: str, serial: int) -> list[str]:
@@ -155,8 +146,7 @@ def measure(seconds: float, log, rounds: int = 2) -> dict:
                 lite_r = _issuance([s_lite], [ports["sqlite"]], bodies, tokens["sqlite"], c, seconds, None)
                 pg_r = _issuance([s_a], [ports["a"]], bodies, tokens["postgresql"], c, seconds, pg)
                 two_r = _issuance([s_a, s_b], [ports["a"], ports["b"]], bodies, tokens["postgresql"], c // 2, seconds, pg)
-                wrong = [f"{name}: {why}" for name, r in (("SQLite", lite_r), ("PostgreSQL", pg_r),
-                                                           ("two nodes", two_r)) for why in r["invalid_because"] or ()]
+                wrong = named_faults({"SQLite": lite_r, "PostgreSQL": pg_r, "two nodes": two_r})
                 row = {"concurrency": c, "round": n + 1, "sqlite": lite_r, "postgresql": pg_r, "two_nodes": two_r,
                        "ratio_pg_to_sqlite": None if wrong else round(pg_r["cps"] / lite_r["cps"], 3),
                        "invalid_because": wrong or None}
@@ -170,8 +160,7 @@ def measure(seconds: float, log, rounds: int = 2) -> dict:
         lite_url, pg_url = _ocsp_url(lite, ports["sqlite"]), _ocsp_url(node_a, ports["a"])
         for c in (4, 16):
             lite_o, pg_o = _ocsp_rps(*lite_url, c), _ocsp_rps(*pg_url, c)
-            wrong = [f"{name}: {why}" for name, r in (("SQLite", lite_o), ("PostgreSQL", pg_o))
-                     for why in r["invalid_because"] or ()]
+            wrong = named_faults({"SQLite": lite_o, "PostgreSQL": pg_o})
             ocsp_rows.append({"concurrency": c, "sqlite_rps": lite_o["rps"], "postgresql_rps": pg_o["rps"],
                               "ratio": None if wrong else round(pg_o["rps"] / lite_o["rps"], 3),
                               "invalid_because": wrong or None})

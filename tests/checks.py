@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -90,6 +91,21 @@ def tls_handshake(*, chain_pem: Path, key_pem: Path, root_pem: Path, server_host
         return False, str(exc)
     finally:
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def log_folder_unwritable(instance: Path):
+    """Inside: the instance's issuance-log folder is a file, so the log cannot be written (a disk
+    gone or read-only, as far as the log can tell; the tests run as root, so modes would not do)."""
+    folder, away = instance / "issuance-log", instance / "issuance-log.away"
+    folder.mkdir(exist_ok=True)
+    shutil.move(folder, away)
+    folder.write_text("a file where the log's folder should be")
+    try:
+        yield
+    finally:
+        folder.unlink()
+        shutil.move(away, folder)
 
 
 def wait_until(condition, seconds: float, step: float = 0.1) -> None:

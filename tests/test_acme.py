@@ -692,37 +692,31 @@ def test_a_finalize_the_issuance_log_cannot_record_is_the_servers_503_not_a_bad_
     client's fault: 400 badCSR, whose words say the disk is the problem. It is serverInternal with
     503 and Retry-After now, the order ready again, and once the log can be written the same
     finalize succeeds. A stale claim resumed meanwhile stays claimed for the next poll."""
-    import shutil
-
     from ca_server.acme import state
     from ca_server.acme.jws import b64encode
     from ca_server.acme.orders import CLAIM_STALE
     from ca_server.clock import to_text
 
+    from .checks import log_folder_unwritable
     from .factories import der
 
     client.new_account()
     with http01_responder(http_port) as tokens:
         order = valid_order(client, tokens, "127.0.0.1")
     csr = make_csr([], ips=["127.0.0.1"])
-    folder = instance / "issuance-log"
-    folder.mkdir(exist_ok=True)
-    shutil.move(folder, instance / "issuance-log.away")
-    folder.write_text("a file where the log's folder should be")
-    failed = client.finalize(order, csr)
-    body = problem(failed, "serverInternal", 503)
-    assert "issuance log" in body["detail"] and failed.headers["Retry-After"].isdigit()
-    assert client.post(order["url"], None).get_json()["status"] == "ready"
-    # A claim left by a dead worker, resumed while the log is still down: claimed still, retried later.
     store = client.app.extensions["ca_server"].store
     order_id = order["url"].rsplit("/", 1)[1]
-    long_ago = dt.datetime.now(dt.UTC) - CLAIM_STALE - dt.timedelta(minutes=1)
-    assert state.move(store, state.load(store, state.Order, order_id), "processing", long_ago,
-                      claimed=to_text(long_ago), csr=b64encode(der(csr)))
-    problem(client.post(order["url"], None), "serverInternal", 503)
-    assert state.load(store, state.Order, order_id).status == "processing"
-    folder.unlink()
-    shutil.move(instance / "issuance-log.away", folder)
+    with log_folder_unwritable(instance):
+        failed = client.finalize(order, csr)
+        body = problem(failed, "serverInternal", 503)
+        assert "issuance log" in body["detail"] and failed.headers["Retry-After"].isdigit()
+        assert client.post(order["url"], None).get_json()["status"] == "ready"
+        # A claim left by a dead worker, resumed while the log is still down: claimed still, retried later.
+        long_ago = dt.datetime.now(dt.UTC) - CLAIM_STALE - dt.timedelta(minutes=1)
+        assert state.move(store, state.load(store, state.Order, order_id), "processing", long_ago,
+                          claimed=to_text(long_ago), csr=b64encode(der(csr)))
+        problem(client.post(order["url"], None), "serverInternal", 503)
+        assert state.load(store, state.Order, order_id).status == "processing"
     done = client.post(order["url"], None).get_json()
     assert done["status"] == "valid", done
     chain = x509.load_pem_x509_certificates(client.post(done["certificate"], None).data)

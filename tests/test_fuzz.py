@@ -176,12 +176,8 @@ def test_inspect_never_5xx_on_an_altered_csr(api):
             assert response.get_json()["verdict"] in ("acceptable", "refused")
 
 
-def test_every_page_of_a_brand_new_ca_answers_without_a_server_error(make_app, svc):
-    """The first requests a new CA gets, before it has issued anything: every GET route (a serial
-    or an id filled in with one that does not exist), for a visitor, a signed-in admin and an API
-    token. GET /log/checkpoint answered 500 here (the issuance log's folder did not exist yet)."""
-    import re
-
+def _every_kind_of_client(make_app, svc):
+    """A new CA's app (ACME on), a test client signed in as an admin, and an API token's client."""
     from ca_server import accounts
 
     from .conftest import ApiClient, new_token, sign_in
@@ -191,10 +187,25 @@ def test_every_page_of_a_brand_new_ca_answers_without_a_server_error(make_app, s
                       email=None, now=utcnow())
     web = app.test_client()
     assert sign_in(web, "first-admin", "first-admin-password").status_code == 303
-    clients = {"visitor": app.test_client(), "admin": web, "token": ApiClient(app.test_client(), new_token(svc))}
-    paths = sorted({re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "00ab" if m.group(1) == "serial" else "nothing", rule.rule)
-                    for rule in app.url_map.iter_rules() if "GET" in rule.methods and rule.endpoint != "static"})
-    paths += ["/acme/directory", "/acme/new-nonce", "/acme/renewal-info/nothing.nothing"]
+    return app, web, ApiClient(app.test_client(), new_token(svc))
+
+
+def _routes(app, method: str) -> list[str]:
+    """Every route of `method` (static files aside), a serial filled in as 00ab and any other part
+    as "nothing": addresses of things that do not exist."""
+    import re
+
+    return sorted({re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "00ab" if m.group(1) == "serial" else "nothing", rule.rule)
+                   for rule in app.url_map.iter_rules() if method in rule.methods and rule.endpoint != "static"})
+
+
+def test_every_page_of_a_brand_new_ca_answers_without_a_server_error(make_app, svc):
+    """The first requests a new CA gets, before it has issued anything: every GET route (a serial
+    or an id filled in with one that does not exist), for a visitor, a signed-in admin and an API
+    token. GET /log/checkpoint answered 500 here (the issuance log's folder did not exist yet)."""
+    app, web, token_client = _every_kind_of_client(make_app, svc)
+    clients = {"visitor": app.test_client(), "admin": web, "token": token_client}
+    paths = _routes(app, "GET") + ["/acme/directory", "/acme/new-nonce", "/acme/renewal-info/nothing.nothing"]
     assert "/log/checkpoint" in paths and len(paths) > 40
     failed = [(who, path, answer.status_code) for path in paths for who, client in clients.items()
               if (answer := client.get(path)).status_code >= 500]
@@ -222,28 +233,16 @@ def test_every_post_route_answers_odd_bodies_without_a_server_error(make_app, sv
     a signed-in admin (with the CSRF token) and an API token: no body, bytes that are no format,
     JSON that is not an object or whose values are not text, and a form with odd fields. POST
     /login with a JSON list answered 500 here."""
-    import re
-
-    from ca_server import accounts
-
-    from .conftest import ApiClient, new_token, sign_in
-
-    app = make_app(acme={"enabled": True})
-    accounts.add_user(svc.store, "poster", "poster-password", is_admin=True, domains=(), allow_ip=True,
-                      email=None, now=utcnow())
-    web = app.test_client()
-    assert sign_in(web, "poster", "poster-password").status_code == 303
+    app, web, token_client = _every_kind_of_client(make_app, svc)
     token = csrf_token(web.get("/certificates/new").get_data(as_text=True))
-    clients = {"visitor": (app.test_client(), {}), "admin": (web, {"X-CSRFToken": token}),
-               "token": (ApiClient(app.test_client(), new_token(svc)), {})}
+    clients = {"visitor": (app.test_client(), {}), "admin": (web, {"X-CSRFToken": token}), "token": (token_client, {})}
     odd = {"csr": 5, "pem": [1], "reason": {"a": 1}, "name": None, "username": 3, "password": [], "document": 4,
            "email": 5, "user": 6, "notify": "x"}
     fields = {"csrf_token": token, "csr": "x", "reason": "x" * 5000, "user": "nobody", "email": "bad",
               "document": "zz", "der_b64": "!!", "format": "pem", "hostname": "a" * 300}
     bodies = [{}, {"data": b"\x00\xff not a format"}, {"json": [1, 2]}, {"json": 7}, {"json": "text"}, {"json": odd},
               {"data": fields}]
-    paths = sorted({re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "00ab" if m.group(1) == "serial" else "nothing", rule.rule)
-                    for rule in app.url_map.iter_rules() if "POST" in rule.methods})
+    paths = _routes(app, "POST")
     assert "/login" in paths and "/certificates/new" in paths and len(paths) > 30
     failed = [(who, path, body, answer.status_code) for path in paths for who, (client, headers) in clients.items()
               for body in bodies if (answer := client.post(path, headers=headers, **body)).status_code >= 500]

@@ -214,6 +214,38 @@ def test_issuance_stops_in_words_when_the_log_cannot_be_written(make_app, instan
     assert api.get("/api/v1/certificates").json["certificates"] == []  # nothing half-written
 
 
+def test_the_form_and_est_also_answer_503_when_the_log_cannot_be_written(make_app, instance):
+    """What the README says of every door besides the API (ACME's and SCEP's tests are theirs):
+    the form shows the reason with 503, EST answers 503 (an EST client retries), nothing is stored."""
+    import base64
+
+    from ca_server import accounts
+    from ca_server.clock import utcnow
+
+    from .checks import log_folder_unwritable
+    from .conftest import csrf_token, sign_in
+    from .factories import der
+    from .test_est import ENROLL, basic
+
+    app = make_app(est={"enabled": True})
+    svc = app.extensions["ca_server"]
+    accounts.add_user(svc.store, "formuser", "formuser-password", is_admin=True, domains=(), allow_ip=True,
+                      email=None, now=utcnow())
+    web = app.test_client()
+    assert sign_in(web, "formuser", "formuser-password").status_code == 303
+    token = new_token(svc, "est-token")
+    with log_folder_unwritable(instance):
+        page = web.get("/certificates/new")
+        form = web.post("/certificates/new", data={"csrf_token": csrf_token(page.get_data(as_text=True)),
+                                                   "csr": pem(make_csr(["form-nolog.example.test"])),
+                                                   "profile": "server"})
+        assert form.status_code == 503 and "issuance log" in form.get_data(as_text=True)
+        est = app.test_client().post(ENROLL, data=base64.b64encode(der(make_csr(["est-nolog.example.test"]))),
+                                     headers=basic("router", token))
+        assert est.status_code == 503, est.get_data(as_text=True)[:300]
+    assert svc.store.log_size() == 0 and list(svc.store.certificate_states()) == []
+
+
 @pytest.mark.sqlite_only
 def test_a_log_ahead_of_its_store_stops_issuance_until_replayed(api, instance, svc):
     issue_in(api, "ahead1.example.test")

@@ -178,22 +178,18 @@ def test_an_enrollment_the_issuance_log_cannot_record_is_a_503_the_device_retrie
     """With the issuance log unwritable nothing is issued (issue 27). SCEP answered a signed
     FAILURE (badRequest), which a device takes as final; it is HTTP 503 now, and the same request
     enrolls once the log can be written."""
-    import shutil
     from urllib.parse import quote
 
     from benchmarks import scep as bench
 
+    from .checks import log_folder_unwritable
+
     client, ra, key = bench_client(make_app, monkeypatch, bench.CHALLENGE)
     url = "/scep?operation=PKIOperation&message=" + quote(base64.b64encode(bench.pkcs_req(ra, key, "nolog-scep")).decode())
-    folder = instance / "issuance-log"
-    folder.mkdir(exist_ok=True)
-    shutil.move(folder, instance / "issuance-log.away")
-    folder.write_text("a file where the log's folder should be")
-    down = client.get(url)
-    assert down.status_code == 503, down.get_data()[:300]
-    assert "issuance log" in down.get_data(as_text=True)
-    folder.unlink()
-    shutil.move(instance / "issuance-log.away", folder)
+    with log_folder_unwritable(instance):
+        down = client.get(url)
+        assert down.status_code == 503, down.get_data()[:300]
+        assert "issuance log" in down.get_data(as_text=True)
     again = client.get(url)
     assert again.status_code == 200 and bench.succeeded(again.get_data())
 

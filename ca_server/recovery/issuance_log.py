@@ -155,7 +155,7 @@ class LogFile:
         own threads, and two of them (a revocation beside an issuance) appended the same entries."""
         with self._threads:
             if self._lock_fd is None or self._lock_fd[0] != os.getpid():  # a forked worker opens its own
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.make_folder()
                 self._lock_fd = (os.getpid(), os.open(self.path.with_name(self.path.name + ".lock"),
                                                       os.O_RDWR | os.O_CREAT, 0o600))
             fd = self._lock_fd[1]
@@ -165,12 +165,16 @@ class LogFile:
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def make_folder(self) -> None:
+        """The log's folder (mode 0700), if it is not there yet."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
     def peek_next_index(self) -> int:
         """next_index without the lock: never changes the file (a line being written is skipped).
         Creates the file when it is missing, so an unusable path (a folder that cannot be made, a
         read-only disk) raises OSError here, before anything is committed."""
         if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.make_folder()
             os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
             _sync_folder(self.path.parent)  # the new name itself must survive a power loss
         return self._next_index(repair=False)
@@ -355,8 +359,8 @@ class IssuanceLog:
         note = sign(Checkpoint(self.origin, size, root), self.key())
         store.insert_log_checkpoint(size, note, now)
         # A new instance has no log folder until its first entry: its first checkpoint (the
-        # scheduler's, a minute after `make run`, or GET /log/checkpoint) made it.
-        self.file.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # scheduler's, a minute after `make run`, or GET /log/checkpoint) makes it.
+        self.file.make_folder()
         with open(checkpoints_path(self.file.path), "a") as fh:
             fh.write(json.dumps({"size": size, "at": to_text(now), "note": note}) + "\n")
         return note

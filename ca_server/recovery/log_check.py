@@ -131,12 +131,12 @@ def read_log(path: Path, sizes: set[int] = frozenset(),
 
 def verify(path: Path, verifier: str, notes: list[str], store: CaStore | None = None) -> Report:
     """Everything `ca-server log verify` checks; the report's problems are empty when all is well."""
+    store_size = store.log_size() if store is not None else 0
     # A CA that has issued nothing yet has no log file: an empty log (its checkpoints are checked).
-    if not path.exists() and (store is None or store.log_size()):
-        held = store.log_size() if store is not None else 0
+    if not path.exists() and (store is None or store_size):
         raise LogCheckError(f"There is no issuance log at {path}"
-                            + (f", but the store's log holds {held} {'entry' if held == 1 else 'entries'}."
-                               if held else "."))
+                            + (f", but the store's log holds {store_size} {'entry' if store_size == 1 else 'entries'}."
+                               if store_size else "."))
     checkpoints = []
     for note in notes:
         try:
@@ -144,7 +144,6 @@ def verify(path: Path, verifier: str, notes: list[str], store: CaStore | None = 
         except CheckpointError as exc:
             checkpoints.append(exc)
     sizes = {c.size for c in checkpoints if not isinstance(c, Exception)}
-    store_size = store.log_size() if store is not None else 0
     # On PostgreSQL other nodes append too: what they added since this node last wrote is read
     # from the store. On one node (SQLite) the file must hold all (_compare_with_store says so).
     more = (lambda count: entry_lines(store, count)) if store is not None and store.kind == "postgresql" else None

@@ -9,17 +9,15 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import (
+    SERVER_STATE_ERRORS,
     AuthError,
     BadRequestError,
     CAError,
     ConflictError,
     ForbiddenError,
-    InstanceError,
-    LogWriteError,
     NotFoundError,
     PolicyViolationError,
     ScopeError,
-    StoreUnavailableError,
     TooLargeError,
 )
 from .ratelimit import RateLimitedError
@@ -28,7 +26,7 @@ log = logging.getLogger("ca_server")
 
 INTERNAL_ERROR = "The server failed to handle this request; the error was logged for the operator."
 
-_STATUS: list[tuple[type[CAError], int]] = [
+_STATUS: list[tuple[type[CAError] | tuple[type[CAError], ...], int]] = [
     (RateLimitedError, 429),
     (TooLargeError, 413),
     (PolicyViolationError, 422),
@@ -38,9 +36,7 @@ _STATUS: list[tuple[type[CAError], int]] = [
     (AuthError, 401),
     (ForbiddenError, 403),
     (BadRequestError, 400),
-    (InstanceError, 503),
-    (StoreUnavailableError, 503),
-    (LogWriteError, 503),
+    (SERVER_STATE_ERRORS, 503),  # the store, the log or the instance, not the request (ACME, SCEP: the same list)
 ]
 
 _HTTP_WORDS = {
