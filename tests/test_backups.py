@@ -125,6 +125,39 @@ def test_a_damaged_cut_or_wrongly_keyed_backup_is_refused_in_words(instance, svc
     assert done.returncode == 1 and "does not match its SHA-256" in done.stderr
 
 
+def test_a_restore_whose_log_cannot_be_replayed_leaves_no_half_made_instance(instance, svc, tmp_path):
+    """Found by walking the commands: the backup was written out, then the replay failed, and the
+    folder stayed behind holding a CA without what the log was to bring back (exit 1 all the same)."""
+    path = Path(cli(instance, "backup", "--to", str(tmp_path)).stdout.strip().splitlines()[-1])
+    damaged = tmp_path / "entries.jsonl"
+    damaged.write_text("this is not a log\n")
+    empty = tmp_path / "empty-folder"
+    empty.mkdir()
+    for target in (tmp_path / "new-folder", empty):
+        done = cli(None, "restore", str(path), "--instance", str(target), "--replay-log", str(damaged), check=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "is damaged, so it is not replayed" in done.stderr and "Nothing was restored" in done.stderr
+        assert "Restored" not in done.stdout
+        assert not target.exists() or not any(target.iterdir()), sorted(target.iterdir())
+    assert empty.is_dir()  # the operator's empty folder is left, empty
+    done = cli(None, "restore", str(path), "--instance", str(empty))
+    assert "Restored the backup" in done.stdout and (empty / "ca.sqlite3").exists()
+
+
+def test_a_folder_that_cannot_be_made_is_named_without_a_traceback(instance, svc, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    path = Path(cli(instance, "backup", "--to", str(tmp_path)).stdout.strip().splitlines()[-1])
+    for where, args in ((None, ["restore", str(path), "--instance", str(blocker / "new")]),
+                        (blocker / "new", ["init"]),
+                        (instance, ["backup", "--to", str(blocker / "backups")])):
+        done = cli(where, *args, check=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert f"Cannot use {blocker / 'new' if args[0] != 'backup' else blocker / 'backups'}" in done.stderr, \
+            (args, done.stderr)
+        assert "Not a directory" in done.stderr
+
+
 def test_debians_age_opens_a_backup_by_hand(instance, svc, tmp_path):
     age = need("age")
     key = pyrage.x25519.Identity.generate()

@@ -78,24 +78,32 @@ def register_backup_commands(main: click.Group) -> None:
         Example:
           ca-server restore ca-backup-20261206T120000000Z.tar.age --instance /srv/ca/instance --identity backup.key
         """
-        with backups.check(file, identity) as checked:
+        with backups.check(file, identity) as checked, backups.new_instance_folder(target):
             cleared = backups.restore(checked, target)
             m = checked.manifest
+            replayed = _replay(target, replay_log) if replay_log is not None else []
         if cleared:
             click.echo("[database] url cleared in the restored config.toml: the restored store is SQLite "
                        "(ca-server db copy moves it to PostgreSQL).", err=True)
         click.echo(f"Restored the backup of {moment_text(m['created_at'])} into {target}: {m['rows']['certificates']} "
                    "certificates.")
-        if replay_log is not None:
-            svc = open_services(target)
-            svc.store.attach_log(None)  # the replay writes the entries itself
-            done = log_check.replay_into(svc.paths, svc.config, svc.store, replay_log, utcnow())
-            click.echo(f"Replayed {done.entries} log entries from {replay_log}: {done.issued} certificates and "
-                       f"{done.revoked} revocations made after the backup.")
-            if done.revoked:  # the backup's CRLs predate these revocations
-                now = utcnow()
-                for gen in svc.authority.intermediates:
-                    if gen.not_after > now and svc.authority.can_sign(gen):
-                        crl = publish_crl(svc.config, svc.store, svc.authority, gen.slug, now)
-                        click.echo(f"Published CRL number {crl.number} of {gen.slug} with them.")
+        for line in replayed:
+            click.echo(line)
         click.echo(f"Serve it with: ca-server --instance {target} serve")
+
+
+def _replay(target: Path, replay_log: Path) -> list[str]:
+    """Replay the lost instance's log into the restored one (and publish CRLs when it revoked);
+    what was done, in lines for the operator."""
+    svc = open_services(target)
+    svc.store.attach_log(None)  # the replay writes the entries itself
+    done = log_check.replay_into(svc.paths, svc.config, svc.store, replay_log, utcnow())
+    lines = [f"Replayed {done.entries} log entries from {replay_log}: {done.issued} certificates and "
+             f"{done.revoked} revocations made after the backup."]
+    if done.revoked:  # the backup's CRLs predate these revocations
+        now = utcnow()
+        for gen in svc.authority.intermediates:
+            if gen.not_after > now and svc.authority.can_sign(gen):
+                crl = publish_crl(svc.config, svc.store, svc.authority, gen.slug, now)
+                lines.append(f"Published CRL number {crl.number} of {gen.slug} with them.")
+    return lines

@@ -33,7 +33,8 @@ def cli_services() -> Services:
 
 
 def domain_errors(fn):
-    """CAError -> click's clean "Error: ..." and exit status 1; policy refusals list each reason."""
+    """CAError -> click's clean "Error: ..." and exit status 1; policy refusals list each reason; an
+    OSError about a file or folder names it, without a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -47,5 +48,9 @@ def domain_errors(fn):
             elif violations:
                 lines = [f"[{violations[0].code}] {exc.message}"]
             raise click.ClickException("\n".join(lines)) from None
+        except OSError as exc:  # a folder that cannot be made, a disk that is full: say which, no traceback
+            if exc.filename is None:
+                raise
+            raise click.ClickException(f"Cannot use {exc.filename}: {exc.strerror or exc}.") from None
 
     return wrapper

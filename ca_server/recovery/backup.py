@@ -11,6 +11,7 @@ and serials are random, so a restored CA reuses neither."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -19,6 +20,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,11 +206,35 @@ def _manifest(path: Path, members: dict[str, Path]) -> dict:
     return manifest
 
 
+@contextlib.contextmanager
+def new_instance_folder(target: Path) -> Iterator[None]:
+    """All or nothing: a restore that fails part-way (a damaged log to replay, a full disk, a
+    member outside the folder) leaves no half-made instance that looks like a CA: the folder is
+    removed again (emptied, when it was there and empty before)."""
+    _must_be_new(target)
+    existed = target.exists()
+    try:
+        yield
+    except BaseException as exc:
+        if not existed:
+            shutil.rmtree(target, ignore_errors=True)
+        for child in target.iterdir() if existed else ():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        if isinstance(exc, CAError):
+            exc.message = f"{exc.message} Nothing was restored: {target} is {'empty' if existed else 'gone'} again."
+            exc.args = (exc.message,)
+        raise
+
+
+def _must_be_new(target: Path) -> None:
+    if target.exists() and any(target.iterdir()):
+        raise BackupError(f"{target} exists and is not empty: restore into a new folder, so nothing is overwritten.")
+
+
 def restore(checked: Checked, target: Path) -> bool:
     """Write a checked backup out as a new instance folder `target` (absent or empty). The store
     is SQLite: a backup of a PostgreSQL instance has its [database] url cleared (True returned)."""
-    if target.exists() and any(target.iterdir()):
-        raise BackupError(f"{target} exists and is not empty: restore into a new folder, so nothing is overwritten.")
+    _must_be_new(target)
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
     for name, source in checked.members.items():
         out = target / ("ca.sqlite3" if name == STORE_NAME else name)
