@@ -186,6 +186,10 @@ def test_user_and_token_commands(fresh):
     assert "deploy" in run("token", "list").output
     assert run("token", "revoke", "deploy").exit_code == 0
     assert run("token", "revoke", "deploy").exit_code != 0
+    # a mistyped name said "nobody: 0 sessions ended", as if signed out
+    typo = run("user", "sign-out", "bbo")
+    assert typo.exit_code == 1 and "There is no user named 'bbo'" in typo.output
+    assert run("user", "sign-out", "bob").output.strip() == "bob: 0 sessions ended"
 
 
 def test_every_command_has_help_with_an_example():

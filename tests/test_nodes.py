@@ -324,6 +324,18 @@ def test_a_node_set_up_with_its_own_init_is_refused_by_the_database(instance, tm
     assert started.returncode == 1 and "belongs to another CA" in started.stderr
 
 
+def test_db_copy_to_a_database_it_cannot_reach_names_it_and_why(svc):
+    """It said "The certificate database is unavailable right now; try again in 5 seconds", the
+    server's words, as if this instance's own store were down."""
+    from .server import free_port
+
+    url = f"postgresql://ca:secret-pw@127.0.0.1:{free_port()}/ca"
+    done = CliRunner().invoke(main, ["db", "copy", "--to", url])
+    assert done.exit_code == 1, done.output
+    assert "Cannot reach the PostgreSQL database postgresql://ca:***@127.0.0.1:" in done.output, done.output
+    assert "Connection refused" in done.output and "secret-pw" not in done.output and "try again" not in done.output
+
+
 def test_db_copy_takes_every_table_but_runtime_state(svc):
     """A table added to the schema and forgotten in store/copy.py would be left behind by `db copy`
     (the one-time SCEP challenges once were)."""

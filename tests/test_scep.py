@@ -108,6 +108,14 @@ def test_the_cli_prints_a_challenge_alone_on_the_last_line_and_stores_only_its_h
     assert "unused" in listed.stdout and secret not in listed.stdout
     bad = run_cli("--instance", str(instance), "scep", "challenge", "create", "--expires-in", "soon")
     assert bad.returncode != 0 and "30m, 12h or 7d" in bad.stderr
+    # a domain a token would refuse was stored as given, to match no name ever (found walking the CLI)
+    for domain, words in (("lab example", "is not a domain"), ("*.lab.example.test", "is not a domain")):
+        bad = run_cli("--instance", str(instance), "scep", "challenge", "create", "--domain", domain)
+        assert bad.returncode == 1 and words in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert len(svc.store.scep_challenges()) == 1
+    made = run_cli("--instance", str(instance), "scep", "challenge", "create", "--domain", "Phones.Example.TEST.")
+    assert "for names under phones.example.test;" in made.stdout, made.stdout
+    assert svc.store.scep_challenges()[0]["domains"] == ("phones.example.test",)
 
 
 def test_a_held_transaction_is_found_by_endpoint_and_id_and_a_later_hold_replaces_it(svc):

@@ -71,7 +71,10 @@ def register_admin_commands(main: click.Group) -> None:
         Example:
           ca-server user sign-out alice
         """
-        ended = sessions.end_all(_services().store, name, utcnow(), actor=operator(), client=None)
+        store = _services().store
+        if store.get_user(name) is None:  # a typo would otherwise read as "0 sessions ended"
+            raise click.ClickException(f"There is no user named {name!r}.")
+        ended = sessions.end_all(store, name, utcnow(), actor=operator(), client=None)
         click.echo(f"{name}: {ended} session{'s' if ended != 1 else ''} ended")
 
     @user.command("disable")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import StoreUnavailableError
 from ..store import PostgresStore
 from ..store.copy import CopyError, copy_store
 from ..store.postgres import redact
@@ -37,7 +38,11 @@ def register_db_commands(main: click.Group) -> None:
         if not url.startswith(("postgresql://", "postgres://")):
             raise CopyError(f"--to must be a postgresql:// URL, not {redact(url)!r}")
         target = PostgresStore(url, svc.secrets.db_password)
-        target.migrate()
+        try:
+            target.migrate()
+        except StoreUnavailableError as exc:  # name the database and why, not "try again in 5 seconds"
+            why = " ".join(line.strip() for line in str(exc.__cause__ or exc).splitlines() if line.strip())
+            raise CopyError(f"Cannot reach the PostgreSQL database {redact(url)}: {why}") from None
         results = copy_store(svc.store, target, resume=resume)
         for result in results:
             click.echo(result.line())

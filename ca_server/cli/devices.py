@@ -7,6 +7,7 @@ import re
 
 import click
 
+from ..accounts import check_domains
 from ..clock import utcnow
 from ..config.devices import DEFAULT
 from ..display import moment_text
@@ -58,8 +59,8 @@ def register_device_commands(main: click.Group) -> None:
                                      "([scep.endpoints.NAME] in config.toml adds one)", param_hint="--endpoint")
         hours = _hours(expires_in, svc.config.scep.challenge_hours)
         now = utcnow()
-        secret = enroll.create_challenge(svc.store, now, hours=hours, domains=tuple(d.lower() for d in domains),
-                                         endpoint=endpoint)
+        domains = check_domains(domains)
+        secret = enroll.create_challenge(svc.store, now, hours=hours, domains=domains, endpoint=endpoint)
         path = "/scep" if endpoint == DEFAULT else f"/scep/{endpoint}"
         click.echo(f"One-time SCEP challenge for {path}, usable once until "
                    f"{moment_text(now + dt.timedelta(hours=hours))}"

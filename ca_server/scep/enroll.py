@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import AttributeOID
 
 from .. import issuance
+from ..accounts import check_domains
 from ..ca.authority import Authority, InstancePaths
 from ..clock import to_text
 from ..config import Config, Secrets
@@ -36,7 +37,9 @@ def challenge_digest(challenge: str) -> str:
 
 def create_challenge(store: CaStore, now: dt.datetime, *, hours: float, domains: tuple[str, ...] = (),
                      endpoint: str = DEFAULT, actor: str = "cli:local") -> str:
-    """A one-time challenge password, returned once; only its SHA-256 is stored."""
+    """A one-time challenge password, returned once; only its SHA-256 is stored. `domains` are
+    checked as a token's are (a name with a space or a wildcard is refused, not stored to match nothing)."""
+    domains = check_domains(domains)
     challenge = token_source.token_urlsafe(18)
     expires = now + dt.timedelta(hours=hours)
     store.insert_scep_challenge(
