@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from ca_server import accounts, scheduler
 from ca_server.ca import rollover
@@ -271,6 +271,15 @@ def test_sign_intermediate_refuses_what_it_must_not_sign(instance, svc):
     der[-5] ^= 0x01  # a flipped bit in the signature
     with pytest.raises(BadRequestError, match="signature does not verify"):
         rollover.sign_request(bytes(der), authority.root, authority.root_key, now, 365, base_url="https://x.test")
+    # A server's CSR handed to the root by mistake was signed as an intermediate CA (found walking the CLI).
+    for extension, words in ((x509.SubjectAlternativeName([x509.DNSName("host.example.test")]),
+                              "it names DNS:host.example.test"),
+                             (x509.BasicConstraints(ca=False, path_length=None), "CA:FALSE"),
+                             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), "serverAuth")):
+        leaf = x509.CertificateSigningRequestBuilder().subject_name(name).add_extension(extension, critical=False)
+        with pytest.raises(BadRequestError, match=f"end-entity certificate .*{words}"):
+            rollover.sign_request(leaf.sign(key, hashes.SHA256()).public_bytes(Encoding.PEM), authority.root,
+                                  authority.root_key, now, 365, base_url="https://ca.example.test")
 
 
 def test_the_dashboard_shows_both_intermediates_and_when_the_old_one_can_be_retired(instance, web, svc, api):

@@ -28,7 +28,7 @@ from ..config import Config
 from ..display import moment_text
 from ..errors import BadRequestError, ConflictError, NotFoundError
 from ..notify.mail import mail_admins_once
-from ..pki.extensions import Endpoints, build_intermediate, crl_distribution_point, name_constraints
+from ..pki.extensions import EKU_NAMES, Endpoints, build_intermediate, crl_distribution_point, name_constraints
 from ..pki.keys import encrypt_private_key, generate_private_key, signature_hash
 from ..pki.serials import new_serial, serial_hex
 from ..revocation import publish_crl, refresh_crls
@@ -108,6 +108,11 @@ def sign_request(csr_pem: bytes, root_cert: x509.Certificate, root_key, now: dt.
         raise BadRequestError("The request's signature does not verify: it was damaged or altered.")
     if not csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         raise BadRequestError("The request has no common name: an intermediate needs a name of its own.")
+    leaf = _end_entity_sign(csr)
+    if leaf:
+        raise BadRequestError(f"This request is for an end-entity certificate ({leaf}), not for an intermediate CA: "
+                              "the root signs only intermediates. Give the request `ca-server intermediate rollover` "
+                              "wrote; a server's or device's request is signed by the CA (ca-server issue).")
     if base_url is None:
         base_url = _base_url_from(csr, fallback_base_url)
     if permitted_domains is None:
@@ -121,6 +126,26 @@ def sign_request(csr_pem: bytes, root_cert: x509.Certificate, root_key, now: dt.
     return build_intermediate(subject=csr.subject, public_key=csr.public_key(), serial=new_serial(),
                               not_before=start, not_after=not_after, root_cert=root_cert, root_key=root_key,
                               permitted_domains=permitted_domains, endpoints=Endpoints(base_url.rstrip("/")))
+
+
+def _end_entity_sign(csr: x509.CertificateSigningRequest) -> str:
+    """What in a request marks it as a leaf's (a server's CSR handed to the root by mistake): it
+    asks not to be a CA, names hosts or addresses, or asks for TLS or other end-entity uses. A
+    request without extensions (openssl, a token's tool) passes."""
+    try:
+        extensions = list(csr.extensions)
+    except ValueError as exc:  # a duplicated or malformed extension
+        raise BadRequestError(f"The request's extensions cannot be read: {exc}.") from None
+    for ext in extensions:
+        if isinstance(ext.value, x509.BasicConstraints) and not ext.value.ca:
+            return "it asks for basicConstraints CA:FALSE"
+        if isinstance(ext.value, x509.SubjectAlternativeName):
+            names = ", ".join(f"{type(n).__name__.removesuffix('Name').replace('RFC822', 'email')}:{n.value}"
+                              for n in list(ext.value)[:3])
+            return f"it names {names}"
+        if isinstance(ext.value, x509.ExtendedKeyUsage):
+            return f"it asks for extended key usages {', '.join(EKU_NAMES.get(u, u.dotted_string) for u in ext.value)}"
+    return ""
 
 
 def _base_url_from(csr: x509.CertificateSigningRequest, fallback: str | None) -> str:
