@@ -33,11 +33,13 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(instance: Path, *, workers: int = 2, env: dict | None = None, port: int | None = None,
-                   args: tuple[str, ...] = (), host_name: str = "127.0.0.1", procs: list | None = None):
-    """Yields the base URL; the server's output is in instance/serve.log. With "--tls" in `args`
-    the URL is https://host_name:port and the health check trusts the instance's root."""
+                   args: tuple[str, ...] = (), host_name: str = "127.0.0.1", procs: list | None = None,
+                   trust: Path | None = None):
+    """Yields the base URL; the server's output is in instance/serve.log. With "--tls" (or
+    "--tls-cert") in `args` the URL is https://host_name:port and the health check trusts the
+    instance's root (or `trust`)."""
     port = port or free_port()
-    tls = "--tls" in args
+    tls = "--tls" in args or "--tls-cert" in args
     log = open(instance / "serve.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ca_server", "--instance", str(instance), "serve", "--host", "127.0.0.1",
@@ -47,7 +49,7 @@ def running_server(instance: Path, *, workers: int = 2, env: dict | None = None,
     if procs is not None:
         procs.append(proc)
     base = f"https://{host_name}:{port}" if tls else f"http://127.0.0.1:{port}"
-    verify = str(instance / "ca" / "root.pem") if tls else True
+    verify = str(trust or instance / "ca" / "root.pem") if tls else True
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -15,6 +15,7 @@ import requests
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID
 
+from .checks import run_openssl
 from .conftest import PASSPHRASE, new_token
 from .factories import make_csr, pem
 from .server import free_port, run_cli, running_server
@@ -115,3 +116,52 @@ def test_two_servers_starting_at_once_cannot_both_claim_an_address():
     finally:
         os.close(first)
     os.close(claim_address("127.0.0.1", port))  # free again once the first is gone
+
+
+def _self_signed_pair(folder: Path, name: str) -> tuple[Path, Path]:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_serve_with_the_operators_own_pair_and_a_wrong_pair_is_one_line(instance, tmp_path):
+    """`serve --tls-cert/--tls-key` had no test; a key of another certificate, a file that is no
+    certificate or an encrypted key gave a Granian traceback per worker, and --port 99999 Python's
+    OverflowError."""
+    cert, key = _self_signed_pair(tmp_path, "own")
+    other_cert, other_key = _self_signed_pair(tmp_path, "other")
+    encrypted = tmp_path / "encrypted.key"
+    run_openssl("pkey", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted))
+    with running_server(instance, args=("--tls-cert", str(cert), "--tls-key", str(key)), trust=cert) as base:
+        assert base.startswith("https://")
+        assert requests.get(f"{base}/ca/root.pem", verify=str(cert), timeout=10).status_code == 200
+    env = {**os.environ, "CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}
+    for args, words in (((str(cert), str(other_key)), f"--tls-key {other_key} is not the key of the certificate"),
+                        ((str(other_key), str(key)), "is not a PEM certificate"),
+                        ((str(cert), str(other_cert)), "is not a PEM private key"),
+                        ((str(cert), str(encrypted)), "is encrypted")):
+        done = subprocess.run([sys.executable, "-m", "ca_server", "--instance", str(instance), "serve", "--host",
+                               "127.0.0.1", "--port", str(free_port()), "--tls-cert", args[0], "--tls-key", args[1]],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 1 and words in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    for option, value in (("--port", "99999"), ("--port", "-1"), ("--workers", "0")):
+        done = subprocess.run([sys.executable, "-m", "ca_server", "--instance", str(instance), "serve", option, value],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 2 and f"Invalid value for '{option}'" in done.stderr, done.stderr

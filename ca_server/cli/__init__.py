@@ -128,8 +128,8 @@ def init(if_absent: bool, no_admin: bool, offline_root: Path | None, base_url: s
 
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default: [server] host).")
-@click.option("--port", type=int, default=None, help="Port (default: [server] port).")
-@click.option("--workers", type=int, default=None, help="Worker processes (default: [server] workers).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: [server] port).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: [server] workers).")
 @click.option("--tls", is_flag=True, help="Serve HTTPS with a certificate this CA issues for the host of base_url "
               "(and --host), renewed before it expires.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -163,6 +163,9 @@ def serve(host: str | None, port: int | None, workers: int | None, tls: bool, tl
                                          utcnow())
         settings = TLSSettings(files.cert, files.key, None, self_issued=True)
     elif tls_cert:
+        from ..server.tls import check_pair
+
+        check_pair(Path(tls_cert), Path(tls_key))
         settings = TLSSettings(Path(tls_cert), Path(tls_key), None, self_issued=False)
     run_server(svc, host=host, port=port, workers=workers, tls=settings)
 

@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import os
 import signal
+import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from .. import issuance
 from ..ca.authority import Authority, InstancePaths, write_private_file
 from ..config import Config
+from ..errors import ConfigError
 from ..issuance import Requester
 from ..pki.names import parse_ip
 from ..store import CaStore
@@ -48,6 +50,27 @@ class TLSFiles:
 
 def tls_files(paths: InstancePaths) -> TLSFiles:
     return TLSFiles(paths.root / "tls" / "server-chain.pem", paths.root / "tls" / "server-key.pem")
+
+
+def check_pair(cert: Path, key: Path) -> None:
+    """`serve --tls-cert/--tls-key`: load the pair as Granian's workers will, before starting, so a
+    wrong file or a key of another certificate is one line naming it, not a traceback per worker."""
+    try:
+        x509.load_pem_x509_certificates(cert.read_bytes())
+    except ValueError:
+        raise ConfigError(f"--tls-cert {cert} is not a PEM certificate (chain).") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+
+    def encrypted() -> str:
+        raise ConfigError(f"--tls-key {key} is encrypted and the server reads it without a passphrase: give it "
+                          "unencrypted (mode 0600), as web servers keep theirs.")
+
+    try:
+        context.load_cert_chain(cert, key, password=encrypted)
+    except ssl.SSLError as exc:  # PEM lib (no key in the file) or KEY_VALUES_MISMATCH
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"--tls-key {key} is not the key of the certificate in --tls-cert {cert}.") from None
+        raise ConfigError(f"--tls-key {key} is not a PEM private key.") from None
 
 
 def server_names(config: Config, listen_host: str | None) -> list[str]:
