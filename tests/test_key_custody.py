@@ -47,6 +47,33 @@ def test_init_with_an_offline_root_never_writes_the_root_key_into_the_instance(o
     assert svc.authority.root_offline and svc.store.latest_crl("root", with_der=False) is not None
 
 
+def test_the_offline_root_folder_must_be_new_and_outside_the_instance(instance, tmp_path):
+    """Found walking the CLI: `init --offline-root` given another instance's ca/ folder replaced that
+    CA's root.pem (its chain no longer verified), and a folder inside the instance put the root key
+    where backups carry it; `root move-out` into the instance's own ca/ did the same."""
+    env = {"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}
+    root_dir = tmp_path / "usb" / "ca-root"
+    made = cli("--instance", str(tmp_path / "offline"), "init", "--no-admin", "--offline-root", str(root_dir), env=env)
+    assert made.returncode == 0, made.stderr
+    before = {p: p.read_bytes() for p in (instance / "ca").iterdir()}
+    for target, where, words in ((tmp_path / "new-1", instance / "ca", "holds a root already (root.pem)"),
+                                 (tmp_path / "new-2", root_dir, "holds a root already (root-key.pem, root.pem"),
+                                 (tmp_path / "new-3", tmp_path / "new-3" / "root", "is in the instance folder"),
+                                 (tmp_path / "new-4", tmp_path / "new-4", "is in the instance folder")):
+        done = cli("--instance", str(target), "init", "--no-admin", "--offline-root", str(where), env=env)
+        assert done.returncode == 1 and words in done.stderr, (where, done.stderr)
+        assert not target.exists(), sorted(target.rglob("*"))  # refused before anything was written
+    assert {p: p.read_bytes() for p in (instance / "ca").iterdir()} == before
+    assert run_openssl("verify", "-CAfile", str(instance / "ca" / "root.pem"),
+                       str(instance / "ca" / "intermediate.pem")).returncode == 0
+    for where in (instance / "ca", instance / "offline-root", root_dir):
+        moved = cli("--instance", str(instance), "root", "move-out", str(where), env=env)
+        assert moved.returncode == 1, moved.stderr
+        assert "holds a root already" in moved.stderr or "is in the instance folder" in moved.stderr, moved.stderr
+    assert InstancePaths(instance).root_key.exists()  # the key stayed where it was
+    assert {p: p.read_bytes() for p in (instance / "ca").iterdir()} == before
+
+
 def test_a_server_without_the_root_key_issues_revokes_and_serves_the_imported_root_crl(offline, tmp_path):
     instance, root_dir = offline
     svc = open_services(instance, secrets=Secrets(key_passphrase=PASSPHRASE))
@@ -91,7 +118,7 @@ def test_a_foreign_or_lapsed_root_crl_is_refused_with_words(offline, tmp_path):
     # Another key signing a CRL in the root's name (the same subject): refused by its signature.
     impostor = RootFolder(tmp_path / "impostor")
     impostor.create(encrypt_private_key(ec.generate_private_key(ec.SECP256R1()), b"pw"),
-                    (root_dir / "root.pem").read_bytes())
+                    (root_dir / "root.pem").read_bytes(), instance_root=instance)
     _, foreign = sign_root_crl(impostor, b"pw", 24, now)
     with pytest.raises(BadRequestError, match="not signed by this CA's root"):
         import_root_crl(svc.store, svc.authority.root, foreign.read_bytes(), now)

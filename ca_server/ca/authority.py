@@ -159,6 +159,8 @@ def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime, *, of
         )
     if base_url is not None:
         check_base_url("--base-url", base_url)
+    if offline_root is not None:
+        RootFolder(offline_root).check_new(paths.root)
     ensure_config_file(paths)
     if base_url is not None:
         set_base_url(paths.config, base_url)
@@ -167,8 +169,6 @@ def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime, *, of
     if offline_root is not None and not (root_passphrase or passphrase):
         raise InstanceError(f"An offline root needs a passphrase you keep: set {config.ca.passphrase_env} (or "
                             "CA_SERVER_ROOT_PASSPHRASE for the root alone); a generated one would be left on the server.")
-    if offline_root is not None and RootFolder(offline_root).key_file.exists():
-        raise InstanceError(f"{RootFolder(offline_root).key_file} exists already; refusing to overwrite a root key.")
     if not passphrase:
         passphrase = secrets.token_urlsafe(32)
         write_private_file(paths.passphrase_file, passphrase.encode() + b"\n")
@@ -199,7 +199,8 @@ def init_instance(paths: InstancePaths, secret: Secrets, now: dt.datetime, *, of
         write_private_file(paths.root_key, encrypt_private_key(root_key, passphrase.encode()))
     else:  # never written into the instance
         RootFolder(offline_root).create(encrypt_private_key(root_key, (root_passphrase or passphrase).encode()),
-                                        root_cert.public_bytes(Encoding.PEM), base_url=config.server.pki_url)
+                                        root_cert.public_bytes(Encoding.PEM), base_url=config.server.pki_url,
+                                        instance_root=paths.root)
     if token_key is None:  # a token's key stays in the token
         write_private_file(paths.intermediate_key, encrypt_private_key(int_key, passphrase.encode()))
     paths.root_cert.parent.mkdir(parents=True, exist_ok=True)

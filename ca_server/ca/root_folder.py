@@ -64,11 +64,23 @@ class RootFolder:
         state = self.state()
         self.save_state({**state, "signed_intermediates": [*state.get("signed_intermediates", []), entry]})
 
+    def check_new(self, instance_root: Path) -> None:
+        """A folder the root can be written to: not the instance's (nor in it: backups and anyone
+        with the server's disk would hold the root key) and holding no root already (an instance's
+        ca/ folder had its root.pem replaced, breaking its chain)."""
+        here, instance = self.path.resolve(), instance_root.resolve()
+        if here == instance or instance in here.parents:
+            raise InstanceError(f"{self.path} is in the instance folder {instance_root}: the offline root's folder "
+                                "must be elsewhere (a USB stick, a vault), or backups would carry the root key.")
+        held = [name for name in (ROOT_KEY, ROOT_CERT, STATE) if (self.path / name).exists()]
+        if held:
+            raise InstanceError(f"{self.path} holds a root already ({', '.join(held)}); refusing to overwrite it: "
+                                "choose a new folder.")
+
     def create(self, encrypted_key_pem: bytes, cert_pem: bytes, revoked: list[dict] = (), *,
-               base_url: str | None = None) -> None:
+               base_url: str | None = None, instance_root: Path) -> None:
         """`base_url`: the server's, for the links in what is signed here (root CRL, root certificate)."""
-        if self.key_file.exists():
-            raise InstanceError(f"{self.key_file} exists already; refusing to overwrite a root key.")
+        self.check_new(instance_root)
         self.path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.path, 0o700)
         write_private_file(self.key_file, encrypted_key_pem)
