@@ -58,6 +58,7 @@ def test_every_key_of_the_model_is_documented_with_a_comment():
         ({"policy": {"default_profile": "nope"}}, "policy.default_profile"),
         ({"server": {"base_url": "ftp://x"}}, "server.base_url"),
         ({"server": {"base_url": "http://x/"}}, "server.base_url: write it without a trailing slash"),
+        ({"server": {"base_url": "http://ops:secret@ca.example.test"}}, "server.base_url: no user name or password"),
         ({"server": {"submission_rate_limit": "lots"}}, "server.submission_rate_limit"),
         ({"ca": {"root_key_type": "ed25519"}}, "ca.root_key_type"),
         ({"ca": {"intermediate_validity_days": 9999}}, "ca.intermediate_validity_days"),

@@ -265,6 +265,9 @@ def check_base_url(key: str, value: str) -> None:
         raise ConfigError(f"{key}: the port in {value!r} is not a port number") from None
     if value.endswith("/"):
         raise ConfigError(f"{key}: write it without a trailing slash")
+    if url.username is not None or url.password is not None:  # it is written into every certificate
+        raise ConfigError(f"{key}: no user name or password in it; it is written into every certificate, where "
+                          "clients read it and do not sign in")
 
 
 def validate(config: Config) -> Config:
