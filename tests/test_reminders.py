@@ -273,6 +273,24 @@ def test_cli_remind_acceptance(rsvc, smtp, instance):
     assert len(smtp.inbox.messages) == 1
 
 
+def test_cli_remind_says_which_reminders_wait_for_a_retry(rsvc, smtp, instance):
+    """With the mail server down, the first `remind` said "0 sent, 1 failed"; every later one, until
+    the retry time, said "0 sent, 0 failed" (and --dry-run "0 reminder(s) due"), as if nothing waited."""
+    record = issue(rsvc, ["waiting.example.test"], days=1, at=dt.datetime.now(dt.UTC))
+    smtp.stop()
+    first = CliRunner().invoke(main, ["remind"])
+    assert first.exit_code == 1 and "0 sent, 1 failed" in first.output, first.output
+    for args in (["remind"], ["remind", "--dry-run"]):
+        again = CliRunner().invoke(main, args)
+        assert again.exit_code == 0, again.output
+        assert f"waiting: 1-day reminder for waiting.example.test (serial {record.serial}) to owner@example.test: " \
+               "next try at " in again.output, again.output
+        assert "1 attempt(s) failed, the last with: SMTP 127.0.0.1" in again.output
+        assert "1 waiting for a retry" in again.output
+    rsvc.store.revoke_certificate(record.serial, dt.datetime.now(dt.UTC), "superseded")
+    assert "waiting" not in CliRunner().invoke(main, ["remind"]).output  # a revoked one is never retried
+
+
 def test_scheduler_registers_the_reminder_job_with_the_configured_interval(instance):
     write_config(instance, reminders={"interval_minutes": 17})
     svc = open_services(instance, load_config(instance / "config.toml"), Secrets(key_passphrase=PASSPHRASE))

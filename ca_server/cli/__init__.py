@@ -351,10 +351,13 @@ def remind(dry_run: bool) -> None:
     warnings = ca_warnings(svc, now, dry_run=dry_run)  # the CA's own deadlines (intermediate, root CRL)
     for warning in warnings:
         click.echo(warning.line())
+    waiting = reminders.waiting_retries(svc.store, now)
+    for line in waiting:
+        click.echo(line)
     sent = sum(o.status == "sent" for o in outcomes)
     failed = sum(o.status == "failed" for o in outcomes) + sum(w.error is not None for w in warnings)
     summary = (f"{len(outcomes)} reminder(s) due" if dry_run else f"{sent} sent, {failed} failed")
-    click.echo(summary, err=True)
+    click.echo(summary + (f", {len(waiting)} waiting for a retry" if waiting else ""), err=True)
     if failed:
         sys.exit(1)
 

@@ -14,7 +14,9 @@ import logging
 import math
 from dataclasses import dataclass
 
+from ..clock import from_text, to_text
 from ..config import Config, Secrets
+from ..display import moment_text
 from ..errors import MailError
 from ..models import CertificateRecord
 from ..store import CaStore
@@ -156,3 +158,19 @@ def _send(config, store, mailer, reminder_id, record, threshold, recipients, att
     store.reminder_failed(reminder_id, error, now + wait)
     return Outcome(status="failed", error=error, **base)
 
+
+def waiting_retries(store: CaStore, now: dt.datetime) -> list[str]:
+    """Failed reminders whose next attempt is later than `now`, one line each for `remind`: a pass
+    that sent nothing said "0 sent, 0 failed" while a reminder waited on a mail server that is down."""
+    lines = []
+    for row in store.failed_reminders(limit=1000):
+        if row["next_attempt_at"] is None or row["next_attempt_at"] <= to_text(now):
+            continue  # retried by this pass
+        record = store.get_certificate(row["serial"])
+        if record is None or record.revoked_at is not None:
+            continue  # never retried (retry_candidates)
+        label = "expiry-day notice" if row["threshold"] == EXPIRY_DAY else f"{row['threshold']}-day reminder"
+        lines.append(f"waiting: {label} for {row['common_name'] or row['serial']} (serial {row['serial']}) to "
+                     f"{', '.join(row['recipients'])}: next try at {moment_text(from_text(row['next_attempt_at']))}; "
+                     f"{row['attempts']} attempt(s) failed, the last with: {row['last_error']}")
+    return lines
