@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .config import PolicyConfig
 from .errors import Violation
 from .pki import subjects
 from .pki.csr import ParsedCSR
+from .pki.extensions import EKU_OIDS
 from .pki.names import dns_name_problem, in_domains, is_wildcard, looks_like_dns_name, parse_ip
 from .pki.weak_keys import rsa_key_flaws
 
@@ -120,6 +121,8 @@ def evaluate(
         notes.append(f"Left out of the certificate's subject: {', '.join(left_out)}. This CA copies the "
                      "standard fields of a CSR's subject except emailAddress (RFC 5280 deprecates it there).")
 
+    notes += requested_extension_notes(csr.csr, ekus)
+
     if validity_days > policy.max_validity_days:
         if policy.over_max_validity == "cap":
             notes.append(f"Validity capped from {validity_days} to {policy.max_validity_days} days.")
@@ -130,6 +133,40 @@ def evaluate(
                 f"{policy.max_validity_days} days. Ask for {policy.max_validity_days} days or fewer.")))
     sans = [f"DNS:{n}" for n in dns] + [f"IP:{ip}" for ip in ips]
     return Decision(violations, sans, validity_days, subject, notes)
+
+
+def requested_extension_notes(csr: x509.CertificateSigningRequest, ekus: tuple[str, ...]) -> list[str]:
+    """What the CSR asked for that the certificate does not carry, said rather than dropped in
+    silence: to be a CA, or extended key usages its profile does not give (a CUCM CSR asks for
+    serverAuth and clientAuth; the server profile gives serverAuth alone)."""
+    notes = []
+    try:
+        extensions = list(csr.extensions)
+    except ValueError:  # unreadable extensions beyond the SAN: parse_csr took what it needs
+        return notes
+    for ext in extensions:
+        if isinstance(ext.value, x509.BasicConstraints) and ext.value.ca:
+            notes.append("The CSR asks to be a CA (basicConstraints CA:TRUE); this CA signs end-entity "
+                         "certificates only, so the certificate says CA:FALSE.")
+        elif isinstance(ext.value, x509.ExtendedKeyUsage):
+            missing = [_EKU_NAMES.get(oid, oid.dotted_string) for oid in ext.value
+                       if _EKU_NAMES.get(oid, oid.dotted_string) not in ekus]
+            offered = [name for name in missing if name in EKU_OIDS]
+            never = [name for name in missing if name not in EKU_OIDS]
+            if missing:
+                notes.append(f"The CSR also asks for extended key usage {', '.join(missing)}; the certificate "
+                             f"has {', '.join(ekus) or 'none'}, as its profile gives."
+                             + (f" For {', '.join(offered)}, ask for a profile that gives it (--profile, or the "
+                                "form's Profile)." if offered else "")
+                             + (f" This CA does not issue {', '.join(never)}." if never else ""))
+    return notes
+
+
+_EKU_NAMES = {getattr(ExtendedKeyUsageOID, attr): attr.split("_")[0].lower() + "".join(
+    part.capitalize() for part in attr.split("_")[1:]) for attr in dir(ExtendedKeyUsageOID) if attr.isupper()}
+_EKU_NAMES[ExtendedKeyUsageOID.OCSP_SIGNING] = "OCSPSigning"
+_EKU_NAMES[ExtendedKeyUsageOID.IPSEC_IKE] = "ipsecIKE"
+_EKU_NAMES[x509.ObjectIdentifier("1.3.6.1.5.5.7.3.5")] = "ipsecEndSystem"  # CUCM's CSRs ask for it
 
 
 def subject_violations(subject: x509.Name) -> list[Violation]:

@@ -163,6 +163,36 @@ def test_issue_prints_what_was_changed_from_the_csr(fresh, tmp_path):
     assert x509.load_pem_x509_certificate(result.stdout.encode()).subject.rfc4514_string() == "CN=mail.example.test"
 
 
+def test_issue_says_which_requested_extensions_the_certificate_does_not_carry(fresh, tmp_path):
+    """A CUCM-like CSR (openssl) asks for serverAuth, clientAuth and IPsec end system, and one asks
+    to be a CA: the certificate follows its profile, and the requester is told what was not given
+    and how to get what the CA does give (before, it was dropped without a word)."""
+    from .checks import run_openssl
+
+    assert run("init", "--no-admin").exit_code == 0
+    csr_file = tmp_path / "cucm.csr"
+    made = run_openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+                       str(tmp_path / "cucm.key"), "-out", str(csr_file), "-subj", "/CN=cucm1.example.test",
+                       "-addext", "subjectAltName=DNS:cucm1.example.test", "-addext",
+                       "extendedKeyUsage=serverAuth,clientAuth,1.3.6.1.5.5.7.3.5", "-addext", "basicConstraints=CA:TRUE")
+    assert made.returncode == 0, made.stderr
+    server = CliRunner().invoke(main, ["issue", str(csr_file)])
+    assert server.exit_code == 0, server.output
+    assert ("Note: The CSR also asks for extended key usage clientAuth, ipsecEndSystem; the certificate has "
+            "serverAuth, as its profile gives. For clientAuth, ask for a profile that gives it") in server.stderr
+    assert "This CA does not issue ipsecEndSystem." in server.stderr
+    assert "Note: The CSR asks to be a CA (basicConstraints CA:TRUE)" in server.stderr
+    cert = x509.load_pem_x509_certificate(server.stdout.encode())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    both = CliRunner().invoke(main, ["issue", str(csr_file), "--profile", "server+client"])
+    assert both.exit_code == 0 and "The CSR also asks for extended key usage ipsecEndSystem; the certificate has " \
+        "serverAuth, clientAuth" in both.stderr
+    assert "For clientAuth" not in both.stderr and "This CA does not issue ipsecEndSystem." in both.stderr
+    plain = tmp_path / "plain.csr"
+    plain.write_text(pem(make_csr(["plain.example.test"])))
+    assert "Note:" not in CliRunner().invoke(main, ["issue", str(plain)]).stderr
+
+
 def test_issue_refusal_lists_each_reason(fresh, tmp_path):
     assert run("init", "--no-admin").exit_code == 0
     csr_file = tmp_path / "w.pem"
