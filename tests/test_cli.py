@@ -66,6 +66,20 @@ def test_init_creates_the_hierarchy_with_private_files(fresh):
     assert re.search(r"valid to \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", result.output)
 
 
+def test_commands_in_a_folder_without_a_ca_say_so_and_make_nothing(fresh):
+    """Run in the wrong folder (a typo in --instance, a missing CA_SERVER_INSTANCE): `list` gave a
+    SQLite traceback, `backup` a traceback after making the folder, `show` "No certificate with
+    serial ...", `token list` nothing at all, from a store it had just created."""
+    for args in (["list"], ["backup"], ["show", "00ab"], ["token", "list"], ["user", "list"], ["acme", "eab", "list"],
+                 ["scep", "challenge", "list"], ["audit", "export"], ["revoke", "00ab", "--reason", "superseded"]):
+        done = run(*args)
+        assert done.exit_code == 1, (args, done.output)
+        assert f"No CA in {fresh}: run `ca-server init` first" in done.output, (args, done.output)
+        assert not fresh.exists(), args
+    assert run("init", "--no-admin").exit_code == 0
+    assert run("list").exit_code == 0
+
+
 def test_init_refuses_to_overwrite_an_existing_ca(fresh):
     assert run("init").exit_code == 0
     before = (fresh / "keys" / "root.key.pem").read_bytes()

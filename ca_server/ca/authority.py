@@ -226,16 +226,20 @@ def _ca_name(organization: str, common_name: str) -> x509.Name:
     )
 
 
+def require_ca(paths: InstancePaths) -> None:
+    """A folder `init` made a CA in, or InstanceError saying to run it (a command run in the wrong
+    folder must not open, and so create, a store there)."""
+    if not paths.root_cert.exists() or not paths.intermediate_cert.exists():
+        raise InstanceError(f"No CA in {paths.root}: run `ca-server init` first (or set {INSTANCE_ENV}).")
+
+
 class Authority:
     """The loaded CA: certificates at once, private keys decrypted on first use. The intermediates
     are read again when a rollover changes ca/ (one stat per look), so a running server issues from
     a new one at once."""
 
     def __init__(self, paths: InstancePaths, config: Config, secret: Secrets) -> None:
-        if not paths.root_cert.exists() or not paths.intermediate_cert.exists():
-            raise InstanceError(
-                f"No CA in {paths.root}: run `ca-server init` first (or set {INSTANCE_ENV})."
-            )
+        require_ca(paths)
         self.paths = paths
         self.config = config
         self._secret = secret

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..ca.authority import default_instance_path
+from ..ca.authority import InstancePaths, default_instance_path, require_ca
 from ..errors import CAError
 from ..services import Services, open_services
 
@@ -29,7 +29,11 @@ def instance_path() -> Path:
 
 
 def cli_services() -> Services:
-    return open_services(instance_path())
+    """The instance's services; a folder without a CA is refused first (`list` gave a SQLite
+    traceback there, `backup` made the folder, `token list` an empty store)."""
+    path = instance_path()
+    require_ca(InstancePaths(path))
+    return open_services(path)
 
 
 def domain_errors(fn):
