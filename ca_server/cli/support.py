@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..ca.authority import InstancePaths, default_instance_path, require_ca
+from ..config import load_config
 from ..errors import CAError
 from ..services import Services, open_services
 
@@ -32,8 +33,10 @@ def cli_services() -> Services:
     """The instance's services; a folder without a CA is refused first (`list` gave a SQLite
     traceback there, `backup` made the folder, `token list` an empty store)."""
     path = instance_path()
-    require_ca(InstancePaths(path))
-    return open_services(path)
+    paths = InstancePaths(path)
+    config = load_config(paths.config) if paths.config.exists() else None  # a bad key is named first
+    require_ca(paths)
+    return open_services(path, config)
 
 
 def domain_errors(fn):
