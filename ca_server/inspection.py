@@ -13,6 +13,7 @@ import binascii
 import datetime as dt
 import hashlib
 import ipaddress
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -158,7 +159,7 @@ def _inspect_certificate(store: CaStore, authority: Authority, cert: x509.Certif
               "chain": {"valid": chain_ok, "message": chain_message}, "key_flaws": list(key_flaws)}
     if role is not None:
         result["ca"] = role
-    if hostname:
+    if hostname and hostname.strip():
         result["hostname"] = hostname_check(cert, authority, now, hostname.strip())
     return result
 
@@ -277,18 +278,24 @@ def _chain_check(cert: x509.Certificate, authority: Authority, now: dt.datetime)
 
 def hostname_check(cert: x509.Certificate, authority: Authority, now: dt.datetime, name: str) -> dict:
     """What a browser trusting our root would say when connecting to `name` (cryptography's
-    RFC 5280 / CA-B path validation with hostname matching)."""
+    RFC 5280 / CA-B path validation with hostname matching). A URL, a port or a final dot is
+    taken off as a browser would; what is still no host name is said (a wildcard, `a..b`, a
+    control character: cryptography raised ValueError for them, a 500)."""
+    name = _host_of(name)
     ip = None
     try:
         ip = ipaddress.ip_address(name)
     except ValueError:
         pass
+    if "*" in name:
+        return {"name": name, "accepted": False,
+                "message": f"{name!r} is a wildcard: give the one host name a browser would connect to."}
     try:
         subject = verification.IPAddress(ip) if ip is not None else verification.DNSName(name)
-    except ValueError as exc:
-        return {"name": name, "accepted": False, "message": f"{name!r} is not a host name or IP address: {exc}."}
-    verifier = (verification.PolicyBuilder().store(verification.Store([authority.root])).time(now)
-                .build_server_verifier(subject))
+        verifier = (verification.PolicyBuilder().store(verification.Store([authority.root])).time(now)
+                    .build_server_verifier(subject))
+    except ValueError:
+        return {"name": name, "accepted": False, "message": f"{name!r} is not a host name or IP address."}
     try:
         verifier.verify(cert, [gen.cert for gen in authority.intermediates])
     except verification.VerificationError as exc:
@@ -299,6 +306,25 @@ def hostname_check(cert: x509.Certificate, authority: Authority, now: dt.datetim
                 "message": f"A browser connecting to {name} would refuse it: parts of it cannot be read."}
     return {"name": name, "accepted": True,
             "message": f"A browser that trusts this CA's root and connects to {name} would accept it."}
+
+
+def _host_of(text: str) -> str:
+    """The host in what a person pastes: https://host:8443/path, host:443, [::1], host. -> host."""
+    if "://" in text:
+        text = urlsplit(text).netloc
+    text = text.rsplit("@", 1)[-1]
+    if text.startswith("[") and "]" in text:  # [v6] or [v6]:port
+        return text[1:text.index("]")]
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        text = host
+    text = text.rstrip(".").lower() if text not in (".", "") else text
+    if not text.isascii():  # bücher.example -> xn--bcher-kva.example, as a browser looks it up
+        try:
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass
+    return text
 
 
 def _plain(error: str, cert: x509.Certificate, name: str) -> str:

@@ -154,6 +154,30 @@ def test_hostname_check(svc):
     assert not foreign_result["accepted"]
 
 
+def test_the_hostname_is_taken_as_a_person_pastes_it_and_no_name_is_a_500(api, svc):
+    """A wildcard, a final dot, [::1], host:port, a URL, a.b..c or a NUL as "hostname" was a 500
+    (cryptography's ValueError); a URL, a port and a final dot are now taken off as a browser would."""
+    record = issue(svc, ["cucm1.example.test"])
+    for pasted, name, accepted in (("https://CUCM1.example.test:8443/ccmadmin", "cucm1.example.test", True),
+                                   ("cucm1.example.test.", "cucm1.example.test", True),
+                                   ("cucm1.example.test:443", "cucm1.example.test", True),
+                                   ("[::1]", "::1", False), ("[::1]:8443", "::1", False)):
+        answer = api.post("/api/v1/inspect", json={"pem": record.pem, "hostname": pasted})
+        assert answer.status_code == 200, (pasted, answer.get_data(as_text=True))
+        check = answer.get_json()["hostname"]
+        assert check["name"] == name and check["accepted"] is accepted, (pasted, check)
+    for pasted, words in (("*", "is a wildcard"), ("*.example.test", "is a wildcard"), ("a..b", "is not a host name"),
+                          (".", "is not a host name"), ("a\x00b", "is not a host name")):
+        answer = api.post("/api/v1/inspect", json={"pem": record.pem, "hostname": pasted})
+        assert answer.status_code == 200, (pasted, answer.get_data(as_text=True))
+        check = answer.get_json()["hostname"]
+        assert not check["accepted"] and words in check["message"], (pasted, check)
+    blank = api.post("/api/v1/inspect", json={"pem": record.pem, "hostname": "  "}).get_json()
+    assert "hostname" not in blank and blank["verdict"] == "issued_here"
+    bucher = api.post("/api/v1/inspect", json={"pem": record.pem, "hostname": "bücher.example.test"}).get_json()
+    assert bucher["hostname"]["name"] == "xn--bcher-kva.example.test" and not bucher["hostname"]["accepted"]
+
+
 def test_revoked_status_is_part_of_the_verdict(svc):
     from ca_server import revocation
 
