@@ -168,6 +168,23 @@ def test_inspect_gives_every_altered_certificate_a_verdict_or_a_400(api, svc):
     assert verdicts["counterfeit"] > len(original), verdicts
 
 
+HOSTNAMES = st.one_of(st.text(max_size=40), st.from_regex(r"[a-z0-9*.\[\]:/@-]{0,30}", fullmatch=True))
+
+
+@FUZZ
+@given(hostname=HOSTNAMES)
+def test_inspect_never_5xx_on_a_hostname(api, svc, hostname):
+    """"*", "a..b", "[::1]" or a NUL as the hostname to check were 500s (cryptography's ValueError)."""
+    from ca_server import issuance
+
+    record = issuance.issue(svc.config, svc.store, svc.authority,
+                            issuance.IssueRequest(csr=pem(make_csr(["fuzz.example.test"]))), utcnow())
+    response = api.post("/api/v1/inspect", json={"pem": record.pem, "hostname": hostname})
+    assert response.status_code in (200, 400), (hostname, response.get_data(as_text=True))
+    check = response.get_json().get("hostname") if response.status_code == 200 else None
+    assert check is None or (check["accepted"] is (check["name"] == "fuzz.example.test") and check["message"]), check
+
+
 def test_inspect_never_5xx_on_an_altered_csr(api):
     for altered in _every_byte_flipped(SEED_DER):
         response = api.post("/api/v1/inspect", json={"der_base64": base64.b64encode(altered).decode()})
