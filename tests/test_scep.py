@@ -108,6 +108,8 @@ def test_the_cli_prints_a_challenge_alone_on_the_last_line_and_stores_only_its_h
     assert "unused" in listed.stdout and secret not in listed.stdout
     bad = run_cli("--instance", str(instance), "scep", "challenge", "create", "--expires-in", "soon")
     assert bad.returncode != 0 and "30m, 12h or 7d" in bad.stderr
+    bad = run_cli("--instance", str(instance), "scep", "challenge", "create", "--expires-in", "99999d")
+    assert bad.returncode != 0 and "at most 365d" in bad.stderr  # it made one valid until 2300
     # a domain a token would refuse was stored as given, to match no name ever (found walking the CLI)
     for domain, words in (("lab example", "is not a domain"), ("*.lab.example.test", "is not a domain")):
         bad = run_cli("--instance", str(instance), "scep", "challenge", "create", "--domain", domain)

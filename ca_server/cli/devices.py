@@ -16,6 +16,7 @@ from .support import cli_services as _services
 from .support import domain_errors
 
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
+MAX_HOURS = 24 * 365
 
 
 def _hours(text: str | None, default: int) -> float:
@@ -24,7 +25,10 @@ def _hours(text: str | None, default: int) -> float:
     match = re.fullmatch(r"\s*(\d+)\s*([mhd])\s*", text)
     if not match or int(match[1]) == 0:
         raise click.BadParameter(f"{text!r}: a duration like 30m, 12h or 7d")
-    return int(match[1]) * _UNITS[match[2]] / 3600
+    hours = int(match[1]) * _UNITS[match[2]] / 3600
+    if hours > MAX_HOURS:  # as [scep] challenge_hours: a one-time password is not for years
+        raise click.BadParameter(f"{text!r}: at most 365d (a one-time challenge is used within days)")
+    return hours
 
 
 def register_device_commands(main: click.Group) -> None:
