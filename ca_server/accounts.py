@@ -111,6 +111,21 @@ def enable_user(store: CaStore, name: str, now: dt.datetime, actor: str = "cli:l
         raise NotFoundError(f"There is no disabled user named {name!r}.")
 
 
+def set_password(store: CaStore, name: str, password: str, now: dt.datetime, actor: str = "cli:local") -> None:
+    """A new password for a local account (a forgotten one, a leaked one): the caller ends its
+    sessions. A directory user's password is the directory's."""
+    row = store.get_user(name)
+    if row is None:
+        raise NotFoundError(f"There is no active user named {name!r}.")
+    if row["password_hash"].startswith("!"):
+        raise BadRequestError(f"{name!r} signs in through the directory ({row['password_hash'][1:]}); their "
+                              "password is set there.")
+    if len(password) < MIN_PASSWORD:
+        raise BadRequestError(f"The password must be at least {MIN_PASSWORD} characters.")
+    store.set_user_password(name, _hasher.hash(password), audit={
+        "at": now, "action": "user_password_set", "actor": actor, "detail": {"user": name}})
+
+
 def authenticate_user(store: CaStore, name: str, password: str) -> Requester | None:
     row = store.get_user(name) if name else None
     try:

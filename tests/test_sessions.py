@@ -85,6 +85,29 @@ def test_an_admin_or_the_cli_ends_a_users_sessions(app, svc, instance, monkeypat
     assert not is_signed_in(bob)
 
 
+def test_the_cli_sets_a_new_password_and_ends_the_users_sessions(app, svc, instance):
+    """A forgotten or leaked password had no way back but a second account: `user set-password`."""
+    add(svc, "bob")
+    browser = signed_in(app, "bob")
+    done = CliRunner().invoke(main, ["--instance", str(instance), "user", "set-password", "bob", "--password-stdin"],
+                              input="bobs-new-password\n")
+    assert done.exit_code == 0 and done.output.strip() == "bob: new password set; 1 session ended", done.output
+    assert not is_signed_in(browser)
+    assert sign_in(app.test_client(), "bob", "bob-password").status_code != 303
+    assert sign_in(app.test_client(), "bob", "bobs-new-password").status_code == 303
+    audit = [e for e in svc.store.audit_entries() if e["action"] == "user_password_set"]
+    assert [e["detail"] for e in audit] == [{"user": "bob"}] and "bobs-new-password" not in str(audit)
+    for args, words in ((["nobody"], "There is no active user named 'nobody'"), (["bob"], "at least 8 characters")):
+        refused = CliRunner().invoke(main, ["--instance", str(instance), "user", "set-password", *args,
+                                            "--password-stdin"], input="short\n")
+        assert refused.exit_code == 1 and words in refused.output, refused.output
+    svc.store.upsert_directory_user({"name": "carol", "password_hash": "!ldap", "is_admin": 0, "domains": (),
+                                     "allow_ip": 0, "email": None, "created_at": "2026-12-07T00:00:00Z"})
+    directory = CliRunner().invoke(main, ["--instance", str(instance), "user", "set-password", "carol",
+                                          "--password-stdin"], input="carols-password\n")
+    assert directory.exit_code == 1 and "signs in through the directory (ldap)" in directory.output
+
+
 def test_sessions_end_when_idle_and_after_their_lifetime(app, svc):
     add(svc, "bob")
     start = dt.datetime.now(dt.UTC)

@@ -37,15 +37,30 @@ def register_admin_commands(main: click.Group) -> None:
         Example:
           echo 'correct horse battery' | ca-server user add alice --domain example.test --password-stdin
         """
-        if password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        password = _password(password_stdin)
         svc = _services()
         accounts.add_user(svc.store, name, password, is_admin=admin, domains=tuple(domains),
                           allow_ip=allow_ip, email=email, now=utcnow())
         scope = ", ".join(domains) if domains else ("any name the policy allows" if admin else "no names yet")
         click.echo(f"Added {'admin' if admin else 'user'} {name} (domains: {scope})")
+
+    @user.command("set-password")
+    @click.argument("name")
+    @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+    @domain_errors
+    def user_set_password(name, password_stdin) -> None:
+        """Give a local user a new password (forgotten, or leaked); their sessions end.
+
+        \b
+        Example:
+          ca-server user set-password ca-admin
+        """
+        password = _password(password_stdin)
+        svc = _services()
+        now = utcnow()
+        accounts.set_password(svc.store, name, password, now, actor=operator())
+        ended = sessions.end_all(svc.store, name, now, actor=operator(), client=None)
+        click.echo(f"{name}: new password set; {ended} session{'s' if ended != 1 else ''} ended")
 
     @user.command("set-email")
     @click.argument("name")
@@ -188,3 +203,9 @@ def register_admin_commands(main: click.Group) -> None:
         """
         for row in _services().store.all_audit_entries():
             output.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)

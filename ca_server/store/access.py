@@ -32,9 +32,12 @@ class AccessQueries:
         rows = list(self.db.query("SELECT * FROM users WHERE name = ? AND disabled_at IS NULL", [name]))
         return _decode(rows[0]) if rows else None
 
-    def set_user_password(self, name: str, password_hash: str) -> bool:
+    def set_user_password(self, name: str, password_hash: str, audit: dict | None = None) -> bool:
         with self.write() as db:
-            return db.execute("UPDATE users SET password_hash = ? WHERE name = ?", [password_hash, name]).rowcount == 1
+            changed = db.execute("UPDATE users SET password_hash = ? WHERE name = ?", [password_hash, name]).rowcount == 1
+            if changed and audit:
+                self._append_audit(db, **audit)
+        return changed
 
     def set_user_email(self, name: str, email: str | None, audit: dict | None = None) -> bool:
         with self.write() as db:
