@@ -166,7 +166,7 @@ def test_log_verify_says_where_an_entry_was_changed_removed_or_reordered(api, in
     app.test_client().get("/log/checkpoint")
     log = instance / "issuance-log" / "entries.jsonl"
     done = cli(instance, "log", "verify")
-    assert done.stdout.startswith("ok: 8 entries, 1 checkpoints") and "agrees with the store" in done.stdout
+    assert done.stdout.startswith("ok: 8 entries, 1 checkpoint verified") and "agrees with the store" in done.stdout
     good = log.read_bytes()
     lines = good.splitlines(keepends=True)
 

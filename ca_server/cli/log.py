@@ -57,13 +57,14 @@ def register_log_commands(main: click.Group) -> None:
         if report.problems:
             for problem in report.problems:
                 click.echo(f"PROBLEM: {problem}", err=True)
-            raise click.ClickException(f"The log at {path} does not verify ({len(report.problems)} problems above).")
+            raise click.ClickException(f"The log at {path} does not verify ({_count(len(report.problems), 'problem')} "
+                                       "above).")
         against = "and agrees with the store" if svc is not None else "(not compared with a store)"
         if report.from_store:
             against += (f"; the newest {report.from_store} came from the store (other nodes appended them; this "
                         "node's file gets them on its next append)")
-        click.echo(f"ok: {report.entries} entries, {report.checkpoints} checkpoints verified {against} "
-                   f"in {seconds:.1f} s")
+        click.echo(f"ok: {_count(report.entries, 'entry', 'entries')}, {_count(report.checkpoints, 'checkpoint')} "
+                   f"verified {against} in {seconds:.1f} s")
 
     @log_group.command("checkpoint")
     @domain_errors
@@ -79,3 +80,7 @@ def register_log_commands(main: click.Group) -> None:
         if svc.log is None:
             raise CAError("This instance keeps no issuance log ([log] enabled = false).")
         click.echo(svc.log.checkpoint(svc.store, utcnow()), nl=False)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
