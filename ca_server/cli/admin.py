@@ -193,15 +193,18 @@ def register_admin_commands(main: click.Group) -> None:
 
     @audit.command("export")
     @click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default: stdout).")
+    @click.option("--after-id", type=click.IntRange(0), default=0,
+                  help="Only entries after this id: ship the log on in steps, keeping the last id sent.")
     @domain_errors
-    def audit_export(output) -> None:
+    def audit_export(output, after_id) -> None:
         """Export the audit log as JSON lines, oldest first.
 
         \b
         Example:
           ca-server audit export -o audit.jsonl
+          ca-server audit export --after-id "$(tail -n1 audit.jsonl | jq .id)" >> audit.jsonl
         """
-        for row in _services().store.all_audit_entries():
+        for row in _services().store.all_audit_entries(after_id):
             output.write(json.dumps(row, sort_keys=True) + "\n")
 
 

@@ -91,9 +91,10 @@ class AuditQueries:
             row["detail"] = json.loads(row["detail"])
         return rows
 
-    def all_audit_entries(self):
-        """Oldest first, streamed (for export)."""
-        for row in self.db.query("SELECT id, at, actor, action, serial, client, detail FROM audit_log ORDER BY id"):
+    def all_audit_entries(self, after_id: int = 0):
+        """Oldest first, streamed (for export); only those after `after_id` (a SIEM's last one)."""
+        for row in self.db.query("SELECT id, at, actor, action, serial, client, detail FROM audit_log WHERE id > ?"
+                                 " ORDER BY id", [after_id]):
             row["detail"] = json.loads(row["detail"])
             yield row
 
