@@ -74,6 +74,14 @@ def test_init_base_url_is_written_into_the_certificates_and_said(tmp_path):
                   env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
     assert bad.returncode != 0 and "--base-url" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad" / "ca").exists()
+    # init --if-absent with another URL did nothing without a word, as if the URL had been taken
+    again = run_cli("--instance", str(folder), "init", "--if-absent", "--base-url", "http://ca.elsewhere.example",
+                    env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert "its base_url is http://ca.corp.example:8080, not --base-url http://ca.elsewhere.example" in again.stderr
+    same = run_cli("--instance", str(folder), "init", "--if-absent", "--base-url", "http://ca.corp.example:8080",
+                   env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
+    assert same.returncode == 0 and same.stderr == ""
 
 
 def test_pki_base_url_is_where_certificates_point(instance, make_app):

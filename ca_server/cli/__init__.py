@@ -81,6 +81,10 @@ def init(if_absent: bool, no_admin: bool, offline_root: Path | None, base_url: s
     paths = InstancePaths(instance_path())
     if if_absent and paths.has_ca():
         click.echo(f"CA already present in {paths.root}; nothing to do.")
+        current = load_config(paths.config).server.base_url if paths.config.exists() else None
+        if base_url is not None and current is not None and base_url.rstrip("/") != current.rstrip("/"):
+            click.echo(f"Note: its base_url is {current}, not --base-url {base_url}, which was not taken: the URLs in "
+                       "a CA's certificates are chosen at its init (README \"Choosing base_url\").", err=True)
         return
     config = load_config(paths.config) if paths.config.exists() else None
     secret = read_secrets(config or load_config(None))
