@@ -81,7 +81,7 @@ def register_backup_commands(main: click.Group) -> None:
         with backups.check(file, identity) as checked, backups.new_instance_folder(target):
             cleared = backups.restore(checked, target)
             m = checked.manifest
-            replayed = _replay(target, replay_log) if replay_log is not None else []
+            replayed = _replay(target, replay_log) if replay_log is not None else _log_from_store(target)
         if cleared:
             click.echo("[database] url cleared in the restored config.toml: the restored store is SQLite "
                        "(ca-server db copy moves it to PostgreSQL).", err=True)
@@ -90,6 +90,20 @@ def register_backup_commands(main: click.Group) -> None:
         for line in replayed:
             click.echo(line)
         click.echo(f"Serve it with: ca-server --instance {target} serve")
+
+
+def _log_from_store(target: Path) -> list[str]:
+    """The issuance log's file is not in a backup (it lives on, elsewhere, for --replay-log): write
+    it out from the restored store, up to the backup, so `log verify` passes on the new instance
+    at once (it said "There is no issuance log ..." until the first certificate). A file already
+    at an explicit [log] path is the surviving log: left for --replay-log."""
+    svc = open_services(target)
+    log, size = svc.log, svc.store.log_size()
+    if log is None or not size or log.file.path.exists():
+        return []
+    log.sync(svc.store, size)
+    return [f"Wrote the issuance log {log.file.path} from the restored store: {size} "
+            f"entr{'y' if size == 1 else 'ies'}, up to the backup."]
 
 
 def _replay(target: Path, replay_log: Path) -> list[str]:
