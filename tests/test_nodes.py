@@ -334,6 +334,14 @@ def test_db_copy_to_a_database_it_cannot_reach_names_it_and_why(svc):
     assert done.exit_code == 1, done.output
     assert "Cannot reach the PostgreSQL database postgresql://ca:***@127.0.0.1:" in done.output, done.output
     assert "Connection refused" in done.output and "secret-pw" not in done.output and "try again" not in done.output
+    # An instance whose [database] url points where nothing listens: each command says so, not "try again in 5 s".
+    instance = svc.paths.root
+    use_postgresql(instance, url.replace(":secret-pw", ""))
+    for args in (["list"], ["backup"]):
+        down = CliRunner().invoke(main, ["--instance", str(instance), *args])
+        assert down.exit_code == 1 and "The certificate database cannot be reached: connection failed" in down.output, \
+            down.output
+        assert "Connection refused" in down.output and "try again" not in down.output
 
 
 def test_db_copy_takes_every_table_but_runtime_state(svc):

@@ -9,7 +9,7 @@ from ..store import PostgresStore
 from ..store.copy import CopyError, copy_store
 from ..store.postgres import redact
 from .support import cli_services as _services
-from .support import domain_errors
+from .support import domain_errors, unavailable_reason
 
 
 def register_db_commands(main: click.Group) -> None:
@@ -41,8 +41,7 @@ def register_db_commands(main: click.Group) -> None:
         try:
             target.migrate()
         except StoreUnavailableError as exc:  # name the database and why, not "try again in 5 seconds"
-            why = " ".join(line.strip() for line in str(exc.__cause__ or exc).splitlines() if line.strip())
-            raise CopyError(f"Cannot reach the PostgreSQL database {redact(url)}: {why}") from None
+            raise CopyError(f"Cannot reach the PostgreSQL database {redact(url)}: {unavailable_reason(exc)}") from None
         results = copy_store(svc.store, target, resume=resume)
         for result in results:
             click.echo(result.line())

@@ -10,7 +10,7 @@ import click
 
 from ..ca.authority import InstancePaths, default_instance_path, require_ca
 from ..config import load_config
-from ..errors import CAError
+from ..errors import CAError, StoreUnavailableError
 from ..services import Services, open_services
 
 
@@ -47,6 +47,9 @@ def domain_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except StoreUnavailableError as exc:  # the server's "try again in 5 seconds" tells an operator nothing
+            raise click.ClickException(f"The certificate database cannot be reached: {unavailable_reason(exc)} "
+                                       "(check [database] url in config.toml and that the database runs).") from None
         except CAError as exc:
             lines = [exc.message]
             violations = getattr(exc, "violations", None) or []
@@ -61,3 +64,8 @@ def domain_errors(fn):
             raise click.ClickException(f"Cannot use {exc.filename}: {exc.strerror or exc}.") from None
 
     return wrapper
+
+
+def unavailable_reason(exc: StoreUnavailableError) -> str:
+    """The driver's words for why the database could not be reached, on one line."""
+    return " ".join(line.strip() for line in str(exc.__cause__ or exc).splitlines() if line.strip())
