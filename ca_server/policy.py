@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from .config import PolicyConfig
 from .errors import Violation
 from .pki import subjects
 from .pki.csr import ParsedCSR
-from .pki.extensions import EKU_OIDS
+from .pki.extensions import EKU_NAMES, EKU_OIDS
 from .pki.names import dns_name_problem, in_domains, is_wildcard, looks_like_dns_name, parse_ip
 from .pki.weak_keys import rsa_key_flaws
 
@@ -149,8 +149,8 @@ def requested_extension_notes(csr: x509.CertificateSigningRequest, ekus: tuple[s
             notes.append("The CSR asks to be a CA (basicConstraints CA:TRUE); this CA signs end-entity "
                          "certificates only, so the certificate says CA:FALSE.")
         elif isinstance(ext.value, x509.ExtendedKeyUsage):
-            missing = [_EKU_NAMES.get(oid, oid.dotted_string) for oid in ext.value
-                       if _EKU_NAMES.get(oid, oid.dotted_string) not in ekus]
+            missing = [EKU_NAMES.get(oid, oid.dotted_string) for oid in ext.value
+                       if EKU_NAMES.get(oid, oid.dotted_string) not in ekus]
             offered = [name for name in missing if name in EKU_OIDS]
             never = [name for name in missing if name not in EKU_OIDS]
             if missing:
@@ -160,13 +160,6 @@ def requested_extension_notes(csr: x509.CertificateSigningRequest, ekus: tuple[s
                                 "form's Profile)." if offered else "")
                              + (f" This CA does not issue {', '.join(never)}." if never else ""))
     return notes
-
-
-_EKU_NAMES = {getattr(ExtendedKeyUsageOID, attr): attr.split("_")[0].lower() + "".join(
-    part.capitalize() for part in attr.split("_")[1:]) for attr in dir(ExtendedKeyUsageOID) if attr.isupper()}
-_EKU_NAMES[ExtendedKeyUsageOID.OCSP_SIGNING] = "OCSPSigning"
-_EKU_NAMES[ExtendedKeyUsageOID.IPSEC_IKE] = "ipsecIKE"
-_EKU_NAMES[x509.ObjectIdentifier("1.3.6.1.5.5.7.3.5")] = "ipsecEndSystem"  # CUCM's CSRs ask for it
 
 
 def subject_violations(subject: x509.Name) -> list[Violation]:

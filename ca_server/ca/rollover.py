@@ -108,7 +108,7 @@ def sign_request(csr_pem: bytes, root_cert: x509.Certificate, root_key, now: dt.
         raise BadRequestError("The request's signature does not verify: it was damaged or altered.")
     if not csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         raise BadRequestError("The request has no common name: an intermediate needs a name of its own.")
-    leaf = _end_entity_sign(csr)
+    leaf = _leaf_marks(csr)
     if leaf:
         raise BadRequestError(f"This request is for an end-entity certificate ({leaf}), not for an intermediate CA: "
                               "the root signs only intermediates. Give the request `ca-server intermediate rollover` "
@@ -128,7 +128,7 @@ def sign_request(csr_pem: bytes, root_cert: x509.Certificate, root_key, now: dt.
                               permitted_domains=permitted_domains, endpoints=Endpoints(base_url.rstrip("/")))
 
 
-def _end_entity_sign(csr: x509.CertificateSigningRequest) -> str:
+def _leaf_marks(csr: x509.CertificateSigningRequest) -> str:
     """What in a request marks it as a leaf's (a server's CSR handed to the root by mistake): it
     asks not to be a CA, names hosts or addresses, or asks for TLS or other end-entity uses. A
     request without extensions (openssl, a token's tool) passes."""

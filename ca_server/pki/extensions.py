@@ -23,7 +23,12 @@ EKU_OIDS = {
     "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH,
     "OCSPSigning": ExtendedKeyUsageOID.OCSP_SIGNING,
 }
-EKU_NAMES = {oid: name for name, oid in EKU_OIDS.items()}
+# Every extended key usage by the name RFC 5280 and openssl give it (the ones a profile can give
+# above; the rest for what CSRs and other CAs' certificates carry, e.g. CUCM's ipsecEndSystem).
+EKU_NAMES = {getattr(ExtendedKeyUsageOID, attr): attr.split("_")[0].lower() + "".join(
+    part.capitalize() for part in attr.split("_")[1:]) for attr in dir(ExtendedKeyUsageOID) if attr.isupper()}
+EKU_NAMES |= {ExtendedKeyUsageOID.IPSEC_IKE: "ipsecIKE", x509.ObjectIdentifier("1.3.6.1.5.5.7.3.5"): "ipsecEndSystem",
+              **{oid: name for name, oid in EKU_OIDS.items()}}
 
 
 @dataclass(frozen=True)
