@@ -234,6 +234,9 @@ def test_user_and_token_commands(fresh):
     typo = run("user", "sign-out", "bbo")
     assert typo.exit_code == 1 and "There is no user named 'bbo'" in typo.output
     assert run("user", "sign-out", "bob").output.strip() == "bob: 0 sessions ended"
+    assert run("user", "disable", "bob").exit_code == 0
+    disabled = run("user", "sign-out", "bob")
+    assert disabled.exit_code == 1 and "bob is disabled: their sessions ended when they were." in disabled.output
 
 
 def test_every_command_has_help_with_an_example():

@@ -88,6 +88,8 @@ def register_admin_commands(main: click.Group) -> None:
         """
         store = _services().store
         if store.get_user(name) is None:  # a typo would otherwise read as "0 sessions ended"
+            if any(row["name"] == name for row in store.list_users()):
+                raise click.ClickException(f"{name} is disabled: their sessions ended when they were.")
             raise click.ClickException(f"There is no user named {name!r}.")
         ended = sessions.end_all(store, name, utcnow(), actor=operator(), client=None)
         click.echo(f"{name}: {ended} session{'s' if ended != 1 else ''} ended")
