@@ -229,6 +229,21 @@ def test_every_page_of_a_brand_new_ca_answers_without_a_server_error(make_app, s
     assert failed == []
 
 
+def test_every_route_answers_every_other_method_without_a_server_error(make_app, svc):
+    """HEAD, PUT, DELETE and PATCH on every route, for a visitor, an admin and a token. With a
+    token, a 405 on an EST or SCEP path was a 500: the error page drew a sign-out form, whose CSRF
+    token needs the cookie session those doors do not open."""
+    app, web, token_client = _every_kind_of_client(make_app, svc)
+    token_client.client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token_client.token}"
+    clients = {"visitor": app.test_client(), "admin": web, "token": token_client.client}
+    paths = _routes(app, "GET") + _routes(app, "POST")
+    assert "/.well-known/est/simpleenroll" in paths and "/scep" in paths
+    failed = [(who, method, path, answer.status_code) for path in paths for who, client in clients.items()
+              for method in ("HEAD", "PUT", "DELETE", "PATCH")
+              if (answer := client.open(path, method=method)).status_code >= 500]
+    assert failed == []
+
+
 JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
                                                                                         max_size=4), max_leaves=10)
