@@ -92,6 +92,12 @@ def test_a_failing_receiver_is_retried_with_doubling_waits(svc):
         assert [o.status for o in webhooks.run_pass(config, secrets, svc.store, at)] == ["failed"]
         assert "500" in svc.store.deliveries_of(record.serial)[0]["last_error"]
         assert webhooks.run_pass(config, secrets, svc.store, at + dt.timedelta(minutes=4)) == []  # waits 5 min
+        # what `remind` prints while it waits (it said "0 sent, 0 failed", as if nothing waited)
+        (waiting,) = webhooks.waiting_retries(config, svc.store, at + dt.timedelta(minutes=4))
+        assert waiting.startswith(f"waiting: webhook flaky expiry-7 for {record.serial}: next try at ")
+        assert "1 attempt(s) failed, the last with: " in waiting and "500" in waiting
+        elsewhere = dataclasses.replace(config, notify=NotifyConfig((), retry_minutes=5))
+        assert webhooks.waiting_retries(elsewhere, svc.store, at) == []  # a receiver taken out of the config
         assert [o.status for o in webhooks.run_pass(config, secrets, svc.store, at + dt.timedelta(minutes=5))] == ["failed"]
         assert webhooks.run_pass(config, secrets, svc.store, at + dt.timedelta(minutes=14)) == []  # then 10
         assert [o.status for o in webhooks.run_pass(config, secrets, svc.store, at + dt.timedelta(minutes=15))] == ["sent"]

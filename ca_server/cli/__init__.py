@@ -355,7 +355,7 @@ def remind(dry_run: bool) -> None:
     warnings = ca_warnings(svc, now, dry_run=dry_run)  # the CA's own deadlines (intermediate, root CRL)
     for warning in warnings:
         click.echo(warning.line())
-    waiting = reminders.waiting_retries(svc.store, now)
+    waiting = reminders.waiting_retries(svc.store, now) + webhooks.waiting_retries(svc.config, svc.store, now)
     for line in waiting:
         click.echo(line)
     sent = sum(o.status == "sent" for o in outcomes)

@@ -40,6 +40,12 @@ class WebhookQueries:
             db.execute("UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?,"
                        " next_attempt_at = ? WHERE id = ?", [error[:500], to_text(next_attempt), delivery_id])
 
+    def waiting_deliveries(self, now: dt.datetime, limit: int = 1000) -> list[dict]:
+        """Failed deliveries whose next try is after `now` (`remind` lists them)."""
+        return list(self.db.query(
+            "SELECT * FROM webhook_deliveries WHERE status = 'failed' AND next_attempt_at > ? ORDER BY id LIMIT ?",
+            [to_text(now), limit]))
+
     def webhook_failures(self) -> int:
         return self.db.conn.execute("SELECT count(*) FROM webhook_deliveries WHERE status = 'failed'").fetchone()[0]
 
