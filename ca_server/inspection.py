@@ -48,6 +48,10 @@ def load_document(data: bytes | str) -> x509.Certificate | x509.CertificateSigni
     if b"-----BEGIN" in text:
         start = text.index(b"-----BEGIN")
         block = text[start:]
+        if b"PRIVATE KEY-----" in block[:64]:  # it said "could not be read: copy it whole"
+            raise BadRequestError("This is a private key: keep it where it is and never paste it anywhere (if it "
+                                  "left its device, replace it); paste the certificate or the CSR instead.",
+                                  code="document_invalid")
         try:
             if block.startswith(CSR_PEM_HEADERS):
                 return x509.load_pem_x509_csr(block)

@@ -198,6 +198,13 @@ def test_csr_precheck(svc, names, verdict):
 def test_garbage_is_a_400(api):
     response = api.post("/api/v1/inspect", json={"pem": "hello"})
     assert response.status_code == 400
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    pasted = api.post("/api/v1/inspect", json={"pem": key})  # it said "could not be read: copy it whole"
+    assert pasted.status_code == 400 and "This is a private key" in pasted.get_json()["error"]["message"]
     assert api.post("/api/v1/inspect", json={}).status_code == 400
     assert api.post("/api/v1/inspect", json={"der_base64": "!!"}).status_code == 400
 
