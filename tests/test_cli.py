@@ -80,6 +80,18 @@ def test_commands_in_a_folder_without_a_ca_say_so_and_make_nothing(fresh):
     assert run("list").exit_code == 0
 
 
+def test_odd_arguments_are_refused_in_words_not_tracebacks(fresh):
+    """Found by running every command with odd values (700 runs): these three were tracebacks."""
+    assert run("init", "--no-admin").exit_code == 0
+    big = run("audit", "export", "--after-id", "9" * 30)  # OverflowError from SQLite
+    assert big.exit_code == 2 and "Invalid value for '--after-id'" in big.output
+    empty = run("log", "verify", "")  # ValueError: PosixPath('.') has an empty name
+    assert empty.exit_code == 2 and "is not the log file" in empty.output
+    for serial in ("0", "00", "a" * 60):  # cryptography's ValueError: serial not positive / over 159 bits
+        refused = run("root", "sign-crl", "--revoke", f"{serial}:keyCompromise")
+        assert refused.exit_code == 1 and "is no certificate serial number" in refused.output, refused.output
+
+
 def test_init_refuses_to_overwrite_an_existing_ca(fresh):
     assert run("init").exit_code == 0
     before = (fresh / "keys" / "root.key.pem").read_bytes()

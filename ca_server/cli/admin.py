@@ -195,7 +195,7 @@ def register_admin_commands(main: click.Group) -> None:
 
     @audit.command("export")
     @click.option("--output", "-o", type=click.File("w"), default="-", help="File to write (default: stdout).")
-    @click.option("--after-id", type=click.IntRange(0), default=0,
+    @click.option("--after-id", type=click.IntRange(0, 2**63 - 1), default=0,
                   help="Only entries after this id: ship the log on in steps, keeping the last id sent.")
     @domain_errors
     def audit_export(output, after_id) -> None:

@@ -36,6 +36,9 @@ def register_log_commands(main: click.Group) -> None:
         Example:
           ca-server log verify /mnt/log-disk/ca/entries.jsonl
         """
+        if path is not None and (not path.name or path.is_dir()):  # "" reads as "."
+            raise click.BadParameter(f"{str(path)!r} is not the log file: give its path (entries.jsonl), or none "
+                                     "for this instance's", param_hint="PATH")
         started = time.monotonic()
         svc = None
         if not no_store and (instance_path() / "config.toml").exists():

@@ -17,7 +17,7 @@ from ..clock import utcnow
 from ..config import load_config, read_secrets
 from ..display import fingerprint_text, moment_text
 from ..errors import BadRequestError
-from ..pki.serials import serial_hex
+from ..pki.serials import InvalidSerialError, parse_serial, serial_hex
 from ..revocation import CA_REASONS, parse_reason
 from .support import cli_services as _services
 from .support import domain_errors, instance_path, operator
@@ -74,6 +74,11 @@ def register_root_commands(main: click.Group) -> None:
             serial, _, reason = item.partition(":")
             if not serial or not all(c in "0123456789abcdefABCDEF" for c in serial):
                 raise BadRequestError(f"--revoke {item!r}: write it as SERIAL:REASON with the serial in hex")
+            try:  # 0, or more than 20 octets, was cryptography's ValueError
+                serial = parse_serial(serial)
+            except InvalidSerialError:
+                raise BadRequestError(f"--revoke {item!r}: {serial} is no certificate serial number (1 to 20 "
+                                      "octets, not zero)") from None
             entries.append((serial, parse_reason(reason or "unspecified", CA_REASONS)))
         hours = validity_hours or load_config(None).revocation.root_crl_validity_hours
         folder = _here() if root_dir is None else RootFolder(root_dir)
