@@ -13,6 +13,8 @@ from ..directory import sessions
 from .support import cli_services as _services
 from .support import domain_errors, operator
 
+PASSWORD_STDIN = click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+
 
 def register_admin_commands(main: click.Group) -> None:
     @main.group()
@@ -28,7 +30,7 @@ def register_admin_commands(main: click.Group) -> None:
                   help="May request IP address SANs (default: admins yes, others no).")
     @click.option("--email", default=None, help="The user's address: the form's reminder e-mail defaults to it, "
                   "and the outcomes of the user's requests held for approval go there.")
-    @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+    @PASSWORD_STDIN
     @domain_errors
     def user_add(name, admin, domains, allow_ip, email, password_stdin) -> None:
         """Add a web user.
@@ -46,7 +48,7 @@ def register_admin_commands(main: click.Group) -> None:
 
     @user.command("set-password")
     @click.argument("name")
-    @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+    @PASSWORD_STDIN
     @domain_errors
     def user_set_password(name, password_stdin) -> None:
         """Give a local user a new password (forgotten, or leaked); their sessions end.
