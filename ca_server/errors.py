@@ -123,8 +123,10 @@ class NotFoundError(CAError):
 
 
 class CertificateNotFoundError(NotFoundError):
-    def __init__(self, serial: str) -> None:
-        super().__init__(f"No certificate with serial {serial} was issued by this CA.")
+    def __init__(self, serial: str, ca_role: str | None = None) -> None:
+        """`ca_role`: words for the CA's own certificate with this serial (Authority.ca_role_of)."""
+        super().__init__(f"Serial {serial} is {ca_role}, not a certificate it issued." if ca_role else
+                         f"No certificate with serial {serial} was issued by this CA.")
         self.serial = serial
 
 

@@ -82,7 +82,7 @@ def revoke(
         # The update changes nothing for an unknown serial or an already revoked certificate.
         current = store.get_certificate(serial)
         if current is None:
-            raise CertificateNotFoundError(serial)
+            raise CertificateNotFoundError(serial, authority.ca_role_of(serial))
         raise AlreadyRevokedError(serial, current.revoked_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
                                   current.revocation_reason or "unspecified")
     record = store.get_certificate(serial, with_renewal=True)

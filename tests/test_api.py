@@ -203,6 +203,19 @@ def test_unknown_serial_is_404_error_json(api, serial):
     assert response.get_json()["error"]["code"] in ("not_found", "serial_invalid")
 
 
+def test_the_cas_own_serials_are_named_when_looked_up_as_leaves(api, svc):
+    """The intermediate's or the root's serial (copied from a chain) was "No certificate with serial
+    ... was issued by this CA": true, and no help. Lookup and revocation say which it is."""
+    intermediate = format(svc.authority.intermediates[-1].cert.serial_number, "x")
+    root = format(svc.authority.root.serial_number, "x")
+    looked = api.get(f"/api/v1/certificates/{intermediate}")
+    assert looked.status_code == 404
+    assert "is this CA's intermediate certificate, generation 1" in looked.get_json()["error"]["message"]
+    assert "revoke-intermediate" in looked.get_json()["error"]["message"]
+    revoked = api.post(f"/api/v1/certificates/{root}/revoke", json={"reason": "keyCompromise"})
+    assert revoked.status_code == 404 and "is this CA's root certificate" in revoked.get_json()["error"]["message"]
+
+
 def test_list_newest_first_with_next_link(api):
     serials = [post_csr(api, pem(make_csr([f"l{i}.example.test"]))).get_json()["serial"] for i in range(5)]
     page = api.get("/api/v1/certificates?limit=2").get_json()

@@ -278,6 +278,16 @@ class Authority:
         gens = self.intermediates
         return next((i for i in gens[1:] if i.issuer_text == issuer_text), gens[0])
 
+    def ca_role_of(self, serial: str) -> str | None:
+        """Words for this CA's own certificate with `serial` (looked up as if it were a leaf: it
+        is served at /ca/, and revoked with revoke-intermediate), else None."""
+        value = int(serial, 16)
+        if self.root.serial_number == value:
+            return "this CA's root certificate (GET /ca/root.pem)"
+        gen = next((g for g in self.intermediates if g.cert.serial_number == value), None)
+        return (f"this CA's intermediate certificate, generation {gen.number} (GET /ca/{gen.slug}.pem; "
+                "`ca-server revoke-intermediate` revokes it)") if gen else None
+
     def by_slug(self, slug: str) -> Intermediate | None:
         return next((i for i in self.intermediates if i.slug == slug), None)
 

@@ -247,7 +247,7 @@ def _by_serial_or_prefix(svc, canonical: str, now) -> CertificateRecord:
     if len(matches) == 1:
         return svc.store.get_certificate(matches[0].serial, with_renewal=True)
     if not matches:
-        raise CertificateNotFoundError(canonical)
+        raise CertificateNotFoundError(canonical, svc.authority.ca_role_of(canonical))
     listed = "\n".join(f"  {r.serial}  {r.common_name or ' '.join(r.sans)}" for r in matches[:10])
     more = " (and more)" if len(matches) > 10 else ""
     raise BadRequestError(f"{len(matches)} certificates{more} have serials that start with {canonical}; "

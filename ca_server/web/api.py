@@ -39,7 +39,7 @@ def find_certificate(serial_text: str, *, with_renewal: bool = True):
         raise NotFoundError(exc.message) from None
     record = services().store.get_certificate(serial, with_renewal=with_renewal)
     if record is None:
-        raise CertificateNotFoundError(serial)
+        raise CertificateNotFoundError(serial, services().authority.ca_role_of(serial))
     return record
 
 
