@@ -7,6 +7,11 @@ from __future__ import annotations
 import datetime as dt
 
 
+def count_text(n: int, one: str, many: str | None = None) -> str:
+    """"1 entry", "3 entries": a count with its noun."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def fingerprint_text(hex_digest: str) -> str:
     """"5228b7b0..." -> "52:28:B7:B0:..."."""
     clean = hex_digest.replace(":", "").upper()

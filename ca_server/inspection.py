@@ -27,9 +27,10 @@ from .clock import to_text
 from .config import Config
 from .display import fingerprint_text, moment_text
 from .errors import BadRequestError, CSRParseError
-from .pki.csr import CSR_PEM_HEADERS, UNREADABLE
+from .pki.csr import CSR_PEM_HEADERS, UNREADABLE, is_private_key_pem
 from .pki.extensions import EKU_NAMES
 from .pki.keys import describe_public_key
+from .pki.names import a_label
 from .pki.pem import from_utf16
 from .pki.serials import serial_colon, serial_hex  # noqa: F401  (serial_hex used by web/inspect.py)
 from .pki.weak_keys import rsa_key_flaws
@@ -48,7 +49,7 @@ def load_document(data: bytes | str) -> x509.Certificate | x509.CertificateSigni
     if b"-----BEGIN" in text:
         start = text.index(b"-----BEGIN")
         block = text[start:]
-        if b"PRIVATE KEY-----" in block[:64]:  # it said "could not be read: copy it whole"
+        if is_private_key_pem(block):  # it said "could not be read: copy it whole"
             raise BadRequestError("This is a private key: keep it where it is and never paste it anywhere (if it "
                                   "left its device, replace it); paste the certificate or the CSR instead.",
                                   code="document_invalid")
@@ -324,10 +325,7 @@ def _host_of(text: str) -> str:
         text = host
     text = text.rstrip(".").lower() if text not in (".", "") else text
     if not text.isascii():  # bücher.example -> xn--bcher-kva.example, as a browser looks it up
-        try:
-            text = text.encode("idna").decode("ascii")
-        except UnicodeError:
-            pass
+        text = a_label(text) or text
     return text
 
 

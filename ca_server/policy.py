@@ -149,8 +149,8 @@ def requested_extension_notes(csr: x509.CertificateSigningRequest, ekus: tuple[s
             notes.append("The CSR asks to be a CA (basicConstraints CA:TRUE); this CA signs end-entity "
                          "certificates only, so the certificate says CA:FALSE.")
         elif isinstance(ext.value, x509.ExtendedKeyUsage):
-            missing = [EKU_NAMES.get(oid, oid.dotted_string) for oid in ext.value
-                       if EKU_NAMES.get(oid, oid.dotted_string) not in ekus]
+            asked = [EKU_NAMES.get(oid, oid.dotted_string) for oid in ext.value]
+            missing = [name for name in asked if name not in ekus]
             offered = [name for name in missing if name in EKU_OIDS]
             never = [name for name in missing if name not in EKU_OIDS]
             if missing:

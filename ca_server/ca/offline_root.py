@@ -81,7 +81,6 @@ def move_root_out(paths: InstancePaths, folder: RootFolder, store: CaStore, base
     CA certificates for its CRL), then removed from the instance."""
     if not paths.root_key.exists():
         raise InstanceError(f"{paths.root_key} is not there: the root key is offline already.")
-    folder.check_new(paths.root)
     revoked = [dict(r) for r in store.ca_revocations()]
     folder.create(paths.root_key.read_bytes(), paths.root_cert.read_bytes(), revoked, base_url=base_url,
                   instance_root=paths.root)

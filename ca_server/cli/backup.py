@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..clock import utcnow
-from ..display import moment_text
+from ..display import count_text, moment_text
 from ..recovery import backup as backups
 from ..recovery import log_check
 from ..revocation import publish_crl
@@ -102,8 +102,8 @@ def _log_from_store(target: Path) -> list[str]:
     if log is None or not size or log.file.path.exists():
         return []
     log.sync(svc.store, size)
-    return [f"Wrote the issuance log {log.file.path} from the restored store: {size} "
-            f"entr{'y' if size == 1 else 'ies'}, up to the backup."]
+    return [f"Wrote the issuance log {log.file.path} from the restored store: "
+            f"{count_text(size, 'entry', 'entries')}, up to the backup."]
 
 
 def _replay(target: Path, replay_log: Path) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..clock import utcnow
+from ..display import count_text
 from ..errors import CAError
 from ..recovery import log_check
 from ..recovery.issuance_log import log_path, public_key_path
@@ -60,13 +61,13 @@ def register_log_commands(main: click.Group) -> None:
         if report.problems:
             for problem in report.problems:
                 click.echo(f"PROBLEM: {problem}", err=True)
-            raise click.ClickException(f"The log at {path} does not verify ({_count(len(report.problems), 'problem')} "
+            raise click.ClickException(f"The log at {path} does not verify ({count_text(len(report.problems), 'problem')} "
                                        "above).")
         against = "and agrees with the store" if svc is not None else "(not compared with a store)"
         if report.from_store:
             against += (f"; the newest {report.from_store} came from the store (other nodes appended them; this "
                         "node's file gets them on its next append)")
-        click.echo(f"ok: {_count(report.entries, 'entry', 'entries')}, {_count(report.checkpoints, 'checkpoint')} "
+        click.echo(f"ok: {count_text(report.entries, 'entry', 'entries')}, {count_text(report.checkpoints, 'checkpoint')} "
                    f"verified {against} in {seconds:.1f} s")
 
     @log_group.command("checkpoint")
@@ -83,7 +84,3 @@ def register_log_commands(main: click.Group) -> None:
         if svc.log is None:
             raise CAError("This instance keeps no issuance log ([log] enabled = false).")
         click.echo(svc.log.checkpoint(svc.store, utcnow()), nl=False)
-
-
-def _count(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else many or one + 's'}"

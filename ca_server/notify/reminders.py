@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from ..clock import from_text, to_text
+from ..clock import from_text
 from ..config import Config, Secrets
 from ..display import moment_text
 from ..errors import MailError
@@ -163,14 +163,14 @@ def waiting_retries(store: CaStore, now: dt.datetime) -> list[str]:
     """Failed reminders whose next attempt is later than `now`, one line each for `remind`: a pass
     that sent nothing said "0 sent, 0 failed" while a reminder waited on a mail server that is down."""
     lines = []
-    for row in store.failed_reminders(limit=1000):
-        if row["next_attempt_at"] is None or row["next_attempt_at"] <= to_text(now):
-            continue  # retried by this pass
-        record = store.get_certificate(row["serial"])
-        if record is None or record.revoked_at is not None:
-            continue  # never retried (retry_candidates)
+    for row in store.waiting_reminders(now):
         label = "expiry-day notice" if row["threshold"] == EXPIRY_DAY else f"{row['threshold']}-day reminder"
-        lines.append(f"waiting: {label} for {row['common_name'] or row['serial']} (serial {row['serial']}) to "
-                     f"{', '.join(row['recipients'])}: next try at {moment_text(from_text(row['next_attempt_at']))}; "
-                     f"{row['attempts']} attempt(s) failed, the last with: {row['last_error']}")
+        lines.append(waiting_line(f"{label} for {row['common_name'] or row['serial']} (serial {row['serial']}) to "
+                                  f"{', '.join(row['recipients'])}", row))
     return lines
+
+
+def waiting_line(what: str, row: dict) -> str:
+    """One line of `remind` for a failed send (a reminder's or a webhook delivery's row)."""
+    return (f"waiting: {what}: next try at {moment_text(from_text(row['next_attempt_at']))}; "
+            f"{row['attempts']} attempt(s) failed, the last with: {row['last_error']}")

@@ -19,10 +19,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..clock import from_text, to_text
+from ..clock import to_text
 from ..config import Config, Secrets
 from ..config.notify import WebhookConfig
-from ..display import moment_text
 from ..models import CertificateRecord, names_key
 from ..store import CaStore
 from . import reminders
@@ -120,9 +119,8 @@ def waiting_retries(config: Config, store: CaStore, now: dt.datetime) -> list[st
     """Failed deliveries to receivers still configured whose next try is later than `now`, one
     line each for `remind` (as reminders.waiting_retries for mail)."""
     hooks = {h.name for h in config.notify.webhooks}
-    return [f"waiting: webhook {row['webhook']} {row['event']} for {row['serial']}: next try at "
-            f"{moment_text(from_text(row['next_attempt_at']))}; {row['attempts']} attempt(s) failed, the last with: "
-            f"{row['last_error']}" for row in store.waiting_deliveries(now) if row["webhook"] in hooks]
+    return [reminders.waiting_line(f"webhook {row['webhook']} {row['event']} for {row['serial']}", row)
+            for row in store.waiting_deliveries(now) if row["webhook"] in hooks]
 
 
 def render(hook: WebhookConfig, record: CertificateRecord, event: str, config: Config, now: dt.datetime,

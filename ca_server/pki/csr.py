@@ -62,12 +62,17 @@ KEY_INSTEAD = ("This is a private key, not a certificate request: keep it on the
                "send the CSR the device generated (the text that starts with -----BEGIN CERTIFICATE REQUEST-----).")
 
 
+def is_private_key_pem(text: bytes) -> bool:
+    """A PEM private key (PKCS#8, RSA, EC, encrypted), pasted where a CSR or certificate belongs."""
+    return text.startswith(b"-----BEGIN") and b"PRIVATE KEY-----" in text[:64]
+
+
 def _something_else(data: bytes) -> str | None:
     """Words for the things people send instead of a CSR: a certificate, a private key."""
     text = data.lstrip()
     if text.startswith((b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")):
         return CERTIFICATE_INSTEAD
-    if text.startswith(b"-----BEGIN") and b"PRIVATE KEY-----" in text[:64]:
+    if is_private_key_pem(text):
         return KEY_INSTEAD
     if data[:1] == b"\x30":
         try:

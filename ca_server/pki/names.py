@@ -17,6 +17,15 @@ _LDH = frozenset(string.ascii_letters + string.digits + "-")
 MAX_NAME_LENGTH = 253
 
 
+def a_label(name: str) -> str | None:
+    """The A-label (xn--) form of an internationalised name, as browsers look it up (IDNA 2008
+    with UTS #46), or None when it has none."""
+    try:
+        return idna.encode(name, uts46=True).decode()
+    except idna.IDNAError:
+        return None
+
+
 def dns_name_problem(name: str) -> str | None:
     """None when `name` is a syntactically valid DNS name (a leading "*." label is allowed here;
     whether wildcards are acceptable is policy). Otherwise the problem, as a phrase."""
@@ -25,11 +34,9 @@ def dns_name_problem(name: str) -> str | None:
     if name.endswith("."):
         return "remove the trailing dot"
     if not name.isascii():
-        try:
-            a_label = idna.encode(name.lstrip("*."), uts46=True).decode()
-            hint = f'write it as its A-label form "{a_label}"'
-        except idna.IDNAError:
-            hint = "use the A-label (punycode, xn--) form of the name"
+        ascii_form = a_label(name.lstrip("*."))
+        hint = (f'write it as its A-label form "{ascii_form}"' if ascii_form
+                else "use the A-label (punycode, xn--) form of the name")
         return f"it contains non-ASCII characters; {hint}"
     if len(name) > MAX_NAME_LENGTH:
         return f"it is {len(name)} characters long; a DNS name has at most {MAX_NAME_LENGTH}"

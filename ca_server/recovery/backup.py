@@ -216,10 +216,11 @@ def new_instance_folder(target: Path) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if not existed:
+        if existed:  # the operator's empty folder: emptied, kept
+            for child in target.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        else:
             shutil.rmtree(target, ignore_errors=True)
-        for child in target.iterdir() if existed else ():
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         if isinstance(exc, CAError):
             exc.message = f"{exc.message} Nothing was restored: {target} is {'empty' if existed else 'gone'} again."
             exc.args = (exc.message,)

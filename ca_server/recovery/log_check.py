@@ -25,6 +25,7 @@ from pathlib import Path
 from ..ca.authority import InstancePaths
 from ..clock import from_text
 from ..config import Config
+from ..display import count_text
 from ..errors import CAError
 from ..store import CaStore
 from .checkpoint import CheckpointError, open_note
@@ -135,7 +136,7 @@ def verify(path: Path, verifier: str, notes: list[str], store: CaStore | None = 
     # A CA that has issued nothing yet has no log file: an empty log (its checkpoints are checked).
     if not path.exists() and (store is None or store_size):
         raise LogCheckError(f"There is no issuance log at {path}"
-                            + (f", but the store's log holds {store_size} {'entry' if store_size == 1 else 'entries'}."
+                            + (f", but the store's log holds {count_text(store_size, 'entry', 'entries')}."
                                if store_size else "."))
     checkpoints = []
     for note in notes:

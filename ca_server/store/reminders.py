@@ -81,6 +81,17 @@ class ReminderQueries:
             row["recipients"] = json.loads(row["recipients"])
         return rows
 
+    def waiting_reminders(self, now: dt.datetime, limit: int = 1000) -> list[dict]:
+        """Failed reminders of unrevoked certificates whose next try is after `now` (`remind`
+        lists them; retry_candidates takes them when their time comes)."""
+        rows = list(self.db.query(
+            "SELECT r.*, c.common_name FROM reminders r JOIN certificates c ON c.serial = r.serial"
+            " WHERE r.status = 'failed' AND r.next_attempt_at > ? AND c.revoked_at IS NULL ORDER BY r.id LIMIT ?",
+            [to_text(now), limit]))
+        for row in rows:
+            row["recipients"] = json.loads(row["recipients"])
+        return rows
+
     def failed_reminders(self, limit: int = 50) -> list[dict]:
         rows = list(self.db.query(
             "SELECT r.*, c.common_name FROM reminders r JOIN certificates c ON c.serial = r.serial"
