@@ -58,7 +58,7 @@ def register_backup_commands(main: click.Group) -> None:
         """
         with backups.check(file, identity) as checked:
             m = checked.manifest
-        click.echo(f"ok: backup of {moment_text(m['created_at'])}, {m['rows']['certificates']} certificates, "
+        click.echo(f"ok: backup of {moment_text(m['created_at'])}, {count_text(m['rows']['certificates'], 'certificate')}, "
                    f"{len(m['files'])} files, audit log up to entry {m['audit_position']}")
 
     @main.command("restore")
@@ -85,8 +85,8 @@ def register_backup_commands(main: click.Group) -> None:
         if cleared:
             click.echo("[database] url cleared in the restored config.toml: the restored store is SQLite "
                        "(ca-server db copy moves it to PostgreSQL).", err=True)
-        click.echo(f"Restored the backup of {moment_text(m['created_at'])} into {target}: {m['rows']['certificates']} "
-                   "certificates.")
+        click.echo(f"Restored the backup of {moment_text(m['created_at'])} into {target}: "
+                   f"{count_text(m['rows']['certificates'], 'certificate')}.")
         for line in replayed:
             click.echo(line)
         click.echo(f"Serve it with: ca-server --instance {target} serve")
