@@ -273,7 +273,7 @@ def _sign_and_store(
     for _attempt in range(3):
         serial = new_serial()
         cert = template.sign(subject=subject, public_key=public_key, sans=sans, ekus=prepared.ekus, serial=serial,
-                             not_before=not_before, not_after=not_after)
+                             not_before=not_before, not_after=not_after, must_staple=decision.must_staple)
         der = cert.public_bytes(Encoding.DER)
         record = CertificateRecord(
             serial=serial_hex(serial),

@@ -54,6 +54,7 @@ class Decision:
     validity_days: int
     subject: x509.Name  # what the certificate carries (pki/subjects.certificate_subject)
     notes: list[str] = field(default_factory=list)
+    must_staple: bool = False  # the CSR asked for OCSP Must-Staple (RFC 7633), which this CA gives
 
     @property
     def acceptable(self) -> bool:
@@ -121,7 +122,8 @@ def evaluate(
         notes.append(f"Left out of the certificate's subject: {', '.join(left_out)}. This CA copies the "
                      "standard fields of a CSR's subject except emailAddress (RFC 5280 deprecates it there).")
 
-    notes += requested_extension_notes(csr.csr, ekus)
+    extension_notes, must_staple = requested_extensions(csr.csr, ekus)
+    notes += extension_notes
 
     if validity_days > policy.max_validity_days:
         if policy.over_max_validity == "cap":
@@ -132,18 +134,21 @@ def evaluate(
                 f"A validity of {validity_days} days was asked for; this CA issues for at most "
                 f"{policy.max_validity_days} days. Ask for {policy.max_validity_days} days or fewer.")))
     sans = [f"DNS:{n}" for n in dns] + [f"IP:{ip}" for ip in ips]
-    return Decision(violations, sans, validity_days, subject, notes)
+    return Decision(violations, sans, validity_days, subject, notes, must_staple)
 
 
-def requested_extension_notes(csr: x509.CertificateSigningRequest, ekus: tuple[str, ...]) -> list[str]:
-    """What the CSR asked for that the certificate does not carry, said rather than dropped in
-    silence: to be a CA, or extended key usages its profile does not give (a CUCM CSR asks for
-    serverAuth and clientAuth; the server profile gives serverAuth alone)."""
-    notes = []
+def requested_extensions(csr: x509.CertificateSigningRequest, ekus: tuple[str, ...]) -> tuple[list[str], bool]:
+    """(notes, must_staple): what the CSR asked for that the certificate does not carry, said
+    rather than dropped in silence (to be a CA; extended key usages its profile does not give: a
+    CUCM CSR asks for serverAuth and clientAuth, the server profile gives serverAuth alone), and
+    whether it asked for OCSP Must-Staple, which the certificate then carries: this CA always
+    answers OCSP, so a server that staples can honour it."""
+    notes: list[str] = []
+    must_staple = False
     try:
         extensions = list(csr.extensions)
     except ValueError:  # unreadable extensions beyond the SAN: parse_csr took what it needs
-        return notes
+        return notes, must_staple
     for ext in extensions:
         if isinstance(ext.value, x509.BasicConstraints) and ext.value.ca:
             notes.append("The CSR asks to be a CA (basicConstraints CA:TRUE); this CA signs end-entity "
@@ -159,7 +164,17 @@ def requested_extension_notes(csr: x509.CertificateSigningRequest, ekus: tuple[s
                              + (f" For {', '.join(offered)}, ask for a profile that gives it (--profile, or the "
                                 "form's Profile)." if offered else "")
                              + (f" This CA does not issue {', '.join(never)}." if never else ""))
-    return notes
+        elif isinstance(ext.value, x509.TLSFeature):
+            must_staple = x509.TLSFeatureType.status_request in ext.value
+            others = [feature.name for feature in ext.value if feature != x509.TLSFeatureType.status_request]
+            if must_staple:
+                notes.append("The certificate carries OCSP Must-Staple, as the CSR asked: the server must staple "
+                             "this CA's OCSP answer (nginx: ssl_stapling on; Apache: SSLUseStapling on), or "
+                             "browsers refuse the certificate.")
+            if others:
+                notes.append(f"The CSR also asks for TLS feature {', '.join(others)}; this CA gives "
+                             "status_request (Must-Staple) only.")
+    return notes, must_staple
 
 
 def subject_violations(subject: x509.Name) -> list[Violation]:

@@ -198,6 +198,50 @@ def test_lego_with_http01_tls_alpn01_and_dns01_and_renew(acme_server, svc, tmp_p
         assert after.serial_number != before.serial_number
 
 
+def test_lego_must_staple_gets_a_certificate_a_server_staples_our_ocsp_answer_for(acme_server, svc, tmp_path):
+    """lego --must-staple asks for RFC 7633's TLS Feature; the certificate carries it (before, it
+    was dropped without a word), the OCSP responder answers good for it, and openssl s_server
+    staples that answer in a real handshake, which s_client reads."""
+    from .checks import openssl, run_openssl
+
+    need("lego")
+    work = tmp_path / "lego"
+    with acme_server["start"]():
+        got = lego(acme_server, work, "-d", "staple.example.test", "--http", "--http.port",
+                   f":{acme_server['http01']}", "run", "--must-staple")
+        assert got.returncode == 0, got.stdout + got.stderr
+        crt = work / "certificates" / "staple.example.test.crt"
+        leaf = assert_issued_here(crt, acme_server, svc)
+        assert list(leaf.extensions.get_extension_for_class(x509.TLSFeature).value) == [
+            x509.TLSFeatureType.status_request]
+        inter = crt.with_name(crt.name + ".intermediate.pem")
+        answer = tmp_path / "ocsp.der"
+        asked = run_openssl("ocsp", "-issuer", str(inter), "-cert", str(crt.with_name(crt.name + ".leaf.pem")),
+                            "-url", f"https://localhost:{acme_server['port']}/ocsp", "-CAfile",
+                            str(acme_server["root"]), "-respout", str(answer))
+        assert asked.returncode == 0 and b": good" in asked.stdout, asked.stdout + asked.stderr
+    port = free_port()
+    server = subprocess.Popen([openssl(), "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(crt), "-cert_chain", str(inter), "-key",
+                               str(work / "certificates" / "staple.example.test.key"), "-status_file", str(answer),
+                               "-naccept", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        said = []  # "Using default temp DH parameters", then "ACCEPT" once it listens
+        while b"ACCEPT" not in said and len(said) < 5:
+            said.append(server.stdout.readline().strip())
+        assert said[-1] == b"ACCEPT", f"openssl s_server did not start: {said}"
+        hello = subprocess.run([openssl(), "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+                                "staple.example.test", "-CAfile", str(acme_server["root"]), "-verify_hostname",
+                                "staple.example.test", "-verify_return_error", "-status"],
+                               input=b"", capture_output=True, timeout=30)
+    finally:  # s_server ends its connection when its standard input ends, hence the open pipe
+        server.kill()
+        server.communicate(timeout=10)
+    out = hello.stdout.decode(errors="replace")
+    assert "OCSP Response Status: successful" in out and "Cert Status: good" in out, out + hello.stderr.decode()
+    assert "Verify return code: 0 (ok)" in out, out
+
+
 def test_serve_tls_serves_its_own_certificate_for_base_urls_host(acme_server):
     import socket
     import ssl

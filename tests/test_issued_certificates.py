@@ -149,6 +149,31 @@ def test_pkilint_finds_nothing_in_issued_certificates(svc, tmp_path, key_kind, p
     assert_pkilint_clean(write_leaf(tmp_path, record))
 
 
+def test_a_csr_asking_for_must_staple_gets_it_and_openssl_and_pkilint_read_it(svc, tmp_path):
+    """certbot and lego --must-staple put RFC 7633's TLS Feature (status_request) in the CSR; the
+    certificate carries it, with a note on what the server must then do (before, it was dropped
+    without a word, and the client believed it had a Must-Staple certificate)."""
+    from .checks import run_openssl
+
+    key = cached_key("ec-p256", 7)
+    asked = (x509.CertificateSigningRequestBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "staple.example.test")]))
+             .add_extension(x509.TLSFeature([x509.TLSFeatureType.status_request]), critical=False)
+             .sign(key, hashes.SHA256()))
+    record = issue(svc, asked)
+    cert = x509.load_der_x509_certificate(record.der)
+    feature = cert.extensions.get_extension_for_class(x509.TLSFeature)
+    assert list(feature.value) == [x509.TLSFeatureType.status_request] and not feature.critical
+    leaf = write_leaf(tmp_path, record)
+    text = run_openssl("x509", "-in", str(leaf), "-noout", "-text").stdout.decode()
+    assert "TLS Feature:" in text and "status_request" in text
+    assert_pkilint_clean(leaf)
+    assert any("OCSP Must-Staple" in note and "ssl_stapling on" in note for note in record.extra["notes"])
+    plain = x509.load_der_x509_certificate(issue(svc, make_csr(["plain.example.test"], key=key)).der)
+    with pytest.raises(x509.ExtensionNotFound):
+        plain.extensions.get_extension_for_class(x509.TLSFeature)
+
+
 def _csr_with_subject(attributes, name="subject.example.test"):
     """A CSR whose subject is exactly `attributes` (oid, value, ASN.1 string type or None), as
     devices and older tools write them, bypassing cryptography's own checks."""

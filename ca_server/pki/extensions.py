@@ -113,6 +113,7 @@ class LeafTemplate:
         self._aki = _encoded(aki, critical=False)
         self._urls = [_encoded(crl_distribution_point(endpoints.intermediate_crl), critical=False),
                       _encoded(_aia(ocsp=endpoints.ocsp, ca_issuers=endpoints.intermediate_der), critical=False)]
+        self._must_staple = _encoded(x509.TLSFeature([x509.TLSFeatureType.status_request]), critical=False)
         self._key_usage: dict[bool, x509.Extension] = {}
         self._ekus: dict[tuple[str, ...], x509.Extension] = {}
 
@@ -130,10 +131,13 @@ class LeafTemplate:
         return ext
 
     def sign(self, *, subject: x509.Name, public_key: CertificatePublicKeyTypes, sans: list[x509.GeneralName],
-             ekus: tuple[str, ...], serial: int, not_before: dt.datetime, not_after: dt.datetime) -> x509.Certificate:
+             ekus: tuple[str, ...], serial: int, not_before: dt.datetime, not_after: dt.datetime,
+             must_staple: bool = False) -> x509.Certificate:
         ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
         extensions = [self._basic, self._ku(public_key), self._eku(ekus), x509.Extension(ski.oid, False, ski),
                       self._aki, *self._urls]
+        if must_staple:  # RFC 7633 TLS Feature status_request, as the CSR asked (certbot/lego --must-staple)
+            extensions.append(self._must_staple)
         if sans:
             # 4.2.1.6: the SAN extension is critical when the subject is empty.
             san = x509.SubjectAlternativeName(sans)
