@@ -558,6 +558,36 @@ def test_admin_page_lists_accounts_and_the_certificate_page_names_the_account(cl
     problem(client.post(account_url, None), "unauthorized", 403)
 
 
+def test_reminders_of_an_acme_certificate_follow_the_accounts_contacts_as_they_are_now(client, http_port, web, svc):
+    """certbot update_account -m new@...: the reminder for a certificate issued before (its renewal
+    did not happen) goes to the new address, as Let's Encrypt's expiry mail did; before, it went to
+    the address the account had at issuance, maybe a person who left. The page says the same."""
+    import dataclasses
+
+    from ca_server.notify import reminders
+
+    from .smtp import SMTPServer
+
+    account_url = client.new_account(contact=["mailto:left@example.test"]).headers["Location"]
+    with http01_responder(http_port) as tokens:
+        ready = valid_order(client, tokens, "127.0.0.1")
+    serial = client.finalize(ready, make_csr([], ips=["127.0.0.1"])).get_json()["certificate"].rsplit("/", 1)[1]
+    assert client.post(account_url, {"contact": ["mailto:stays@example.test", "mailto:oncall@example.test"]}
+                       ).status_code == 200
+    assert "stays@example.test, oncall@example.test" in web.get(f"/certificates/{serial}").get_data(as_text=True)
+    record = svc.store.get_certificate(serial)
+    server = SMTPServer().start()
+    try:
+        config = dataclasses.replace(svc.config, mail=dataclasses.replace(svc.config.mail, host="127.0.0.1",
+                                                                           port=server.port))
+        sent = reminders.run_pass(config, svc.secrets, svc.store, record.not_after - dt.timedelta(days=6))
+        assert [o.status for o in sent] == ["sent"], [o.line() for o in sent]
+        assert len(server.inbox.messages) == 1
+        assert server.inbox.messages[0]["To"] == "stays@example.test, oncall@example.test"
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("profile, ekus", [("server", ["serverAuth"]), ("server+client", ["serverAuth", "clientAuth"]),
                                            ("client", ["clientAuth"])])
 def test_an_order_may_name_a_profile(client, http_port, profile, ekus):

@@ -101,7 +101,16 @@ def _crossed(config: Config, store: CaStore, now: dt.datetime):
         yield record, threshold, claimed
 
 
-def recipients_for(config: Config, record: CertificateRecord) -> tuple[str, ...]:
+def recipients_for(config: Config, store: CaStore, record: CertificateRecord) -> tuple[str, ...]:
+    """Who hears of this certificate's expiry: its reminder addresses, or the defaults. An ACME
+    certificate's are its account's mailto: contacts as they are now, as Let's Encrypt's expiry
+    mail did: `certbot update_account -m new@...` moves the reminders of the certificates already
+    issued too (they went to the address the account had at issuance, maybe a person who left)."""
+    if (record.requester or "").startswith("acme:"):
+        account = store.acme_account(record.requester.removeprefix("acme:"))
+        contacts = tuple(c.removeprefix("mailto:") for c in account["contacts"]) if account else ()
+        if contacts:
+            return contacts
     return record.notify or config.reminders.default_recipients
 
 
@@ -110,7 +119,7 @@ def run_pass(config: Config, secrets: Secrets, store: CaStore, now: dt.datetime,
     outcomes: list[Outcome] = []
     with Mailer(config.mail, secrets.smtp_password) as mailer:
         for record, threshold in due_reminders(config, store, now):
-            recipients = recipients_for(config, record)
+            recipients = recipients_for(config, store, record)
             base = dict(serial=record.serial, name=certificate_name(record), threshold=threshold, recipients=recipients,
                         days_left=days_left(record.not_after, now))
             if not recipients:

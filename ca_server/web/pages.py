@@ -191,7 +191,8 @@ def certificate(serial: str):
     if record.requester and record.requester.startswith("acme:"):  # its client renews it; mail only if not
         acme_window = renewal_window(record.not_before, record.not_after, services().config.acme.renewal_window_percent)
     return render_template("detail.html", r=record, reasons=revocation.LEAF_REASONS, acme_window=acme_window,
-                           reminders=services().store.reminders_for(record.serial), enrolled=_enrolled(record.serial))
+                           reminders=services().store.reminders_for(record.serial), enrolled=_enrolled(record.serial),
+                           recipients=reminders.recipients_for(services().config, services().store, record))
 
 
 DOORS = {"web": "the web form", "api": "the JSON API", "acme": "ACME", "scep": "SCEP", "est": "EST",
