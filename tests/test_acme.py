@@ -335,6 +335,21 @@ def test_what_the_policy_refuses_is_a_rejected_identifier(make_app, names, polic
     assert body["subproblems"][0]["identifier"]["value"] == names[0]
 
 
+def test_an_ip_address_sent_as_a_dns_identifier_is_named_as_such(client):
+    """lego 4.9.1 (Debian's) sends `-d 127.0.0.1` as {"type": "dns"}: the answer said it was "not a
+    valid DNS name: the last label is all digits", and its subproblem said type "ip", which the
+    client never sent. Now both say what happened and what to do."""
+    client.new_account()
+    order = {"identifiers": [{"type": "dns", "value": "127.0.0.1"}, {"type": "dns", "value": "::1"},
+                             {"type": "dns", "value": "ok.example.test"}]}
+    body = problem(client.post("/acme/new-order", order), "rejectedIdentifier")
+    assert '"127.0.0.1" is an IP address sent as a DNS name: order it as an identifier of type "ip" (RFC 8738)' \
+        in body["detail"] and "all digits" not in body["detail"]
+    assert [p["identifier"] for p in body["subproblems"]] == [{"type": "dns", "value": "127.0.0.1"},
+                                                              {"type": "dns", "value": "::1"}]
+    assert client.new_order("127.0.0.1").status_code == 201  # as type ip, as RFC 8738 says
+
+
 def test_external_account_binding(acme_app, svc):
     app = acme_app(require_eab=True)
     acme = ScriptedAcme(app.test_client(), BASE)

@@ -206,6 +206,16 @@ def test_every_name_policy_accepts_passes_pkilints_domain_check():
     assert [n for n in accepted if not validators_predicate(validators.domain, n)] == []
 
 
+def test_an_address_in_a_dns_san_is_told_to_go_in_an_ip_san():
+    """Devices put their address in a DNS SAN (DNS:10.0.0.1); clients match it only in an IP SAN.
+    It was refused as "the last label is all digits, which is not a valid top-level domain"."""
+    csr = make_csr(["10.0.0.1", "fine.example.test"])
+    found, decision = codes(pem(csr))
+    assert found == ["dns_name_invalid"]
+    message = decision.violations[0].message
+    assert message.startswith('"10.0.0.1" is an IP address written as a DNS name') and "IP:10.0.0.1" in message
+
+
 def test_idn_hint_gives_the_a_label():
     assert "xn--bcher-kva.example.test" in dns_name_problem("bücher.example.test")
 
