@@ -7,12 +7,12 @@ import os
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from ca_server import accounts
 from ca_server.clock import utcnow
 
-from .factories import cached_key, make_csr, pem
+from .factories import cached_key, der, make_csr, pem
 from .server import running_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -96,6 +96,28 @@ def test_a_person_gets_downloads_and_checks_a_certificate(site, browser_page, tm
     assert "wildcards are not allowed" in alert.inner_text()
     steps.shot("wildcard-refused")
 
+    # The file a device wrote, as chromium uploads it: DER (binary) and a Windows certreq PEM (CRLF,
+    # "NEW CERTIFICATE REQUEST").
+    for name, body in (("cucm-tomcat.der", der(make_csr(["tomcat.example.test"]))),
+                       ("win.req", pem(make_csr(["win.example.test"])).replace("CERTIFICATE REQUEST",
+                                                                            "NEW CERTIFICATE REQUEST")
+                        .replace("\n", "\r\n").encode())):
+        (tmp_path / name).write_bytes(body)
+        page.goto(f"{site}/certificates/new")
+        page.get_by_label("…or upload the CSR file (.csr, .pem or .der)").set_input_files(str(tmp_path / name))
+        page.get_by_role("button", name="Sign a CSR").click()
+        page.wait_for_url(f"{site}/certificates/*")
+        host = name.split(".")[0].split("-")[-1]
+        assert page.get_by_role("heading", level=1).inner_text().startswith(f"{host}.example.test")
+    steps.shot("uploaded")
+    (tmp_path / "key.pem").write_bytes(cached_key("ec-p256", 31).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    page.goto(f"{site}/certificates/new")
+    page.get_by_label("…or upload the CSR file (.csr, .pem or .der)").set_input_files(str(tmp_path / "key.pem"))
+    page.get_by_role("button", name="Sign a CSR").click()
+    assert "This is a private key, not a certificate request: keep it on the device" in \
+        page.get_by_role("alert").inner_text()
+
     stored = svc.store.get_certificate(serial).certificate
     key = cached_key("ec-p256", 30)
     tampered = (x509.CertificateBuilder().subject_name(stored.subject).issuer_name(stored.issuer)
@@ -115,7 +137,7 @@ def test_a_person_gets_downloads_and_checks_a_certificate(site, browser_page, tm
     assert "Issued here" in page.locator(".verdict").inner_text()
     assert page.get_by_text("would accept it").is_visible()
     steps.shot("genuine-verdict")
-    assert len(list(tmp_path.glob("*.png"))) == 6
+    assert len(list(tmp_path.glob("*.png"))) == 7
 
 
 def test_pages_fit_a_phone_screen(site, browser_page, tmp_path):
