@@ -36,13 +36,35 @@ class Inbox:
 
 
 class SMTPServer:
-    def __init__(self) -> None:
+    """`tls`: an ssl.SSLContext for STARTTLS (`implicit`: TLS from the first byte, port 465 style);
+    `users`: name -> password for AUTH (then required, and only over TLS, as relays do)."""
+
+    def __init__(self, *, tls=None, implicit: bool = False, users: dict[str, str] | None = None) -> None:
         self.inbox = Inbox()
         self.port = free_port()  # aiosmtpd cannot bind port 0, so pick a free one first
         self.controller: Controller | None = None
+        self.tls, self.implicit, self.users = tls, implicit, users
+        self.logins: list[str] = []
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = (isinstance(auth_data, LoginPassword) and self.users is not None
+              and self.users.get(auth_data.login.decode()) == auth_data.password.decode())
+        if ok:
+            self.logins.append(auth_data.login.decode())
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 
     def start(self) -> SMTPServer:
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        kwargs: dict = {}
+        if self.tls is not None:
+            kwargs = {"ssl_context": self.tls} if self.implicit else {"tls_context": self.tls,
+                                                                      "require_starttls": True}
+        if self.users is not None:
+            # aiosmtpd 1.4 counts only STARTTLS as TLS for AUTH; an implicit-TLS connection is TLS too.
+            kwargs |= {"authenticator": self._authenticate, "auth_required": True,
+                       "auth_require_tls": not self.implicit}
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
         return self
 

@@ -291,6 +291,70 @@ def test_cli_remind_says_which_reminders_wait_for_a_retry(rsvc, smtp, instance):
     assert "waiting" not in CliRunner().invoke(main, ["remind"]).output  # a revoked one is never retried
 
 
+def _relay_tls(svc, tmp_path):
+    """A server context with a certificate this CA issued for 127.0.0.1, as an internal relay has."""
+    import ssl
+
+    from cryptography.hazmat.primitives import serialization
+
+    from .factories import cached_key
+
+    key = cached_key("ec-p256", 40)
+    record = issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(
+        csr=pem(make_csr(["relay.example.test"], ips=["127.0.0.1"], key=key))), dt.datetime.now(dt.UTC))
+    (tmp_path / "relay.pem").write_text(record.pem + svc.authority.intermediate_pem)
+    (tmp_path / "relay.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "relay.pem", tmp_path / "relay.key")
+    return context
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # aiosmtpd's, on implicit TLS
+def test_reminders_through_a_tls_relay_that_wants_a_login(instance, svc, tmp_path, monkeypatch, security):
+    """[mail] security starttls (port 587 style) and tls (465), a login, and a relay whose certificate
+    this CA issued: with ca_file = root.pem the mail goes; without it, remind says the certificate
+    is not trusted and what to set, and the password is in no output."""
+    relay = SMTPServer(tls=_relay_tls(svc, tmp_path), implicit=security == "tls",
+                       users={"ca-server": "relay-Secret-9"}).start()
+    monkeypatch.setenv("CA_SERVER_SMTP_PASSWORD", "relay-Secret-9")
+    try:
+        mail = {"host": "127.0.0.1", "port": relay.port, "security": security, "username": "ca-server"}
+        write_config(instance, mail=mail)
+        issue(svc, ["tls-relay.example.test"], days=1, at=dt.datetime.now(dt.UTC))
+        untrusted = CliRunner().invoke(main, ["remind"])
+        assert untrusted.exit_code == 1 and "0 sent, 1 failed" in untrusted.output, untrusted.output
+        assert "its TLS certificate is not trusted (unable to get local issuer certificate): set [mail] ca_file " \
+               "to the CA certificate that signed it" in untrusted.output
+        assert relay.inbox.messages == [] and "relay-Secret-9" not in untrusted.output
+        write_config(instance, mail={**mail, "ca_file": str(instance / "ca" / "root.pem")})
+        issue(svc, ["tls-relay2.example.test"], days=1, at=dt.datetime.now(dt.UTC))
+        sent = CliRunner().invoke(main, ["remind"])
+        assert sent.exit_code == 0 and "1 sent" in sent.output, sent.output
+        (message,) = relay.inbox.messages
+        assert "tls-relay2.example.test" in message["Subject"] and relay.logins == ["ca-server"]
+        monkeypatch.setenv("CA_SERVER_SMTP_PASSWORD", "wrong-password")
+        issue(svc, ["tls-relay3.example.test"], days=1, at=dt.datetime.now(dt.UTC))
+        refused = CliRunner().invoke(main, ["remind"])
+        assert "1 failed" in refused.output and "SMTPAuthenticationError" in refused.output, refused.output
+        assert "wrong-password" not in refused.output and len(relay.inbox.messages) == 1
+    finally:
+        relay.stop()
+
+
+def test_mail_ca_file_is_checked_when_the_config_is_read(instance):
+    for mail, words in (({"security": "starttls", "ca_file": str(instance / "missing.pem")},
+                         "mail.ca_file: cannot read"),
+                        ({"security": "starttls", "ca_file": str(instance / "config.toml")}, "holds no PEM certificate"),
+                        ({"security": "none", "ca_file": str(instance / "ca" / "root.pem")},
+                         'set mail.security to "starttls" or "tls"')):
+        write_config(instance, mail=mail)
+        result = CliRunner().invoke(main, ["remind", "--dry-run"])
+        assert result.exit_code != 0 and words in result.output, result.output
+
+
 def test_scheduler_registers_the_reminder_job_with_the_configured_interval(instance):
     write_config(instance, reminders={"interval_minutes": 17})
     svc = open_services(instance, load_config(instance / "config.toml"), Secrets(key_passphrase=PASSPHRASE))

@@ -19,13 +19,12 @@ from ..pki.keys import CA_KEY_TYPES, CSR_KEY_TYPES
 from ..pki.names import dns_name_problem
 from .auth import AuthConfig, auth_from_dict
 from .devices import EstConfig, ScepConfig, check_devices, est_from_dict, scep_from_dict
-from .notify import NotifyConfig, notify_from_dict
+from .notify import MailConfig, NotifyConfig, check_mail, notify_from_dict
 from .secrets import Secrets, read_secrets  # noqa: F401  (re-exported: config is where callers look)
 from .tables import section
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.example.toml"
 KNOWN_EKUS = ("serverAuth", "clientAuth")
-MAIL_SECURITY = ("none", "starttls", "tls")
 
 
 @dataclass(frozen=True)
@@ -89,17 +88,6 @@ class PolicyConfig:
 class ProfileConfig:
     extended_key_usage: tuple[str, ...] = ("serverAuth",)
     description: str = ""
-
-
-@dataclass(frozen=True)
-class MailConfig:
-    host: str = "localhost"
-    port: int = 25
-    security: str = "none"
-    username: str = ""
-    password_env: str = "CA_SERVER_SMTP_PASSWORD"
-    from_address: str = "ca@example.test"
-    timeout_seconds: int = 20
 
 
 @dataclass(frozen=True)
@@ -335,11 +323,7 @@ def validate(config: Config) -> Config:
                     f"profiles.{name}.extended_key_usage: {eku!r} is not one of {', '.join(KNOWN_EKUS)}"
                 )
 
-    if not m.host:
-        raise ConfigError("mail.host: must not be empty")
-    _positive("mail.port", m.port, 65535)
-    if m.security not in MAIL_SECURITY:
-        raise ConfigError(f"mail.security: must be one of {', '.join(MAIL_SECURITY)}")
+    check_mail(m)
     _env_name("mail.password_env", m.password_env)
     _email("mail.from", m.from_address)
     _env_name("database.password_env", config.database.password_env)
@@ -347,7 +331,6 @@ def validate(config: Config) -> Config:
         raise ConfigError("database.url: must be empty (SQLite in the instance) or a postgresql:// URL")
     if ":" in config.database.url.split("//", 1)[-1].split("@", 1)[0] and "@" in config.database.url:
         raise ConfigError(f"database.url: put the password in the environment variable {config.database.password_env}, not in the URL")
-    _positive("mail.timeout_seconds", m.timeout_seconds, 600)
 
     if not r.days_before:
         raise ConfigError("reminders.days_before: must list at least one day, like [30, 14, 7, 1]")

@@ -1,4 +1,5 @@
-"""The `[notify]` section: chat and webhook receivers of expiry and revocation events.
+"""The `[mail]` section (the SMTP server reminders go through), and the `[notify]` section: chat
+and webhook receivers of expiry and revocation events.
 
     [[notify.webhooks]]
     name = "ops-chat"
@@ -11,11 +12,47 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 
 WEBHOOK_FORMATS = ("json", "slack", "teams")
+MAIL_SECURITY = ("none", "starttls", "tls")
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    host: str = "localhost"
+    port: int = 25
+    security: str = "none"
+    username: str = ""
+    password_env: str = "CA_SERVER_SMTP_PASSWORD"
+    from_address: str = "ca@example.test"
+    timeout_seconds: int = 20
+    # CA certificates (PEM) trusted for the SMTP server's certificate, besides the system's: a
+    # relay whose certificate this CA issued needs its root.pem here.
+    ca_file: str = ""
+
+
+def check_mail(m: MailConfig) -> None:
+    if not m.host:
+        raise ConfigError("mail.host: must not be empty")
+    if not 1 <= m.port <= 65535:
+        raise ConfigError(f"mail.port: must be at least 1 and at most 65535, not {m.port}")
+    if m.security not in MAIL_SECURITY:
+        raise ConfigError(f"mail.security: must be one of {', '.join(MAIL_SECURITY)}")
+    if not 1 <= m.timeout_seconds <= 600:
+        raise ConfigError(f"mail.timeout_seconds: must be at least 1 and at most 600, not {m.timeout_seconds}")
+    if m.ca_file:
+        if m.security == "none":
+            raise ConfigError('mail.ca_file: is for TLS; set mail.security to "starttls" or "tls" too')
+        try:
+            pem = Path(m.ca_file).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"mail.ca_file: cannot read {m.ca_file}: {exc.strerror}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise ConfigError(f"mail.ca_file: {m.ca_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ class Mailer:
     def _connect(self) -> smtplib.SMTP:
         cfg = self.config
         context = ssl.create_default_context()
+        if cfg.ca_file:
+            context.load_verify_locations(cfg.ca_file)  # besides the system's, which stay trusted
         if cfg.security == "tls":
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_seconds, context=context)
         else:
@@ -54,6 +56,12 @@ class Mailer:
         except MailError:
             self.close()
             raise
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise MailError(f"SMTP {self.config.host}:{self.config.port}: its TLS certificate is not trusted "
+                            f"({exc.verify_message}): set [mail] ca_file to the CA certificate that signed it "
+                            f"({self.config.ca_file or 'now: the system store only'}), and check that it names "
+                            f"{self.config.host}") from None
         except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
             self.close()
             raise MailError(f"SMTP {self.config.host}:{self.config.port}: {type(exc).__name__}: {exc}") from None
