@@ -146,3 +146,26 @@ def need(tool: str) -> str:
     if path is None:
         pytest.skip(f"{tool} is not installed (make test installs it from Debian: the Makefile's TEST_DEBS)")
     return path
+
+
+def tls_server_context(svc, tmp_path: Path):
+    """A server-side ssl.SSLContext with a certificate this CA issued for 127.0.0.1 (and
+    relay.example.test), as an internal mail relay or chat server has."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import serialization
+
+    from ca_server import issuance
+
+    from .factories import cached_key, make_csr, pem
+
+    key = cached_key("ec-p256", 40)
+    record = issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(
+        csr=pem(make_csr(["relay.example.test"], ips=["127.0.0.1"], key=key))), dt.datetime.now(dt.UTC))
+    (tmp_path / "relay.pem").write_text(record.pem + svc.authority.intermediate_pem)
+    (tmp_path / "relay.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "relay.pem", tmp_path / "relay.key")
+    return context

@@ -18,6 +18,7 @@ from ca_server.notify import reminders
 from ca_server.scheduler import build_scheduler
 from ca_server.services import open_services
 
+from .checks import tls_server_context
 from .conftest import PASSPHRASE
 from .factories import make_csr, pem
 from .smtp import SMTPServer, write_config
@@ -291,33 +292,13 @@ def test_cli_remind_says_which_reminders_wait_for_a_retry(rsvc, smtp, instance):
     assert "waiting" not in CliRunner().invoke(main, ["remind"]).output  # a revoked one is never retried
 
 
-def _relay_tls(svc, tmp_path):
-    """A server context with a certificate this CA issued for 127.0.0.1, as an internal relay has."""
-    import ssl
-
-    from cryptography.hazmat.primitives import serialization
-
-    from .factories import cached_key
-
-    key = cached_key("ec-p256", 40)
-    record = issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(
-        csr=pem(make_csr(["relay.example.test"], ips=["127.0.0.1"], key=key))), dt.datetime.now(dt.UTC))
-    (tmp_path / "relay.pem").write_text(record.pem + svc.authority.intermediate_pem)
-    (tmp_path / "relay.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                           serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp_path / "relay.pem", tmp_path / "relay.key")
-    return context
-
-
 @pytest.mark.parametrize("security", ["starttls", "tls"])
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # aiosmtpd's, on implicit TLS
 def test_reminders_through_a_tls_relay_that_wants_a_login(instance, svc, tmp_path, monkeypatch, security):
     """[mail] security starttls (port 587 style) and tls (465), a login, and a relay whose certificate
     this CA issued: with ca_file = root.pem the mail goes; without it, remind says the certificate
     is not trusted and what to set, and the password is in no output."""
-    relay = SMTPServer(tls=_relay_tls(svc, tmp_path), implicit=security == "tls",
+    relay = SMTPServer(tls=tls_server_context(svc, tmp_path), implicit=security == "tls",
                        users={"ca-server": "relay-Secret-9"}).start()
     monkeypatch.setenv("CA_SERVER_SMTP_PASSWORD", "relay-Secret-9")
     try:

@@ -29,8 +29,9 @@ DAY = dt.timedelta(days=1)
 
 
 @contextmanager
-def receiver(statuses: list[int] | None = None):
-    """Records every POST; answers the given statuses in turn, then 200."""
+def receiver(statuses: list[int] | None = None, tls=None):
+    """Records every POST; answers the given statuses in turn, then 200. `tls`: a server
+    ssl.SSLContext, to listen on https."""
     got: list[dict] = []
     plan = list(statuses or [])
 
@@ -47,9 +48,11 @@ def receiver(statuses: list[int] | None = None):
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}", got
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}", got
     finally:
         server.shutdown()
         server.server_close()
@@ -122,6 +125,27 @@ def test_slack_teams_and_revocations(svc):
         assert "x-ca-server-signature" not in got[0]["headers"]  # only JSON receivers with a secret
 
 
+def test_an_https_receiver_with_a_certificate_from_this_ca_needs_its_ca_file(svc, tmp_path, instance):
+    """An internal chat server whose certificate this CA issued: without ca_file the delivery fails
+    with what to set (it said only "could not reach the receiver: [SSL: CERTIFICATE_VERIFY_FAILED]
+    ..."), with ca_file = root.pem it is delivered."""
+    from .checks import tls_server_context
+
+    with receiver(tls=tls_server_context(svc, tmp_path)) as (url, got):
+        config, secrets = with_hooks(svc, WebhookConfig("chat", url, "slack"))
+        record = issue(svc, config, "tls-hook.example.test", 90)
+        at = record.not_after - 14 * DAY
+        (failed,) = [d for d in webhooks.run_pass(config, secrets, svc.store, at) if d.serial == record.serial]
+        assert failed.status == "failed" and got == []
+        assert failed.error.startswith("the receiver's TLS certificate is not trusted (unable to get local issuer "
+                                       "certificate): set the webhook's ca_file"), failed.error
+        root = str(instance / "ca" / "root.pem")
+        config, secrets = with_hooks(svc, WebhookConfig("chat", url, "slack", ca_file=root))
+        (sent,) = [d for d in webhooks.run_pass(config, secrets, svc.store, at + 2 * DAY)  # past the retry wait
+                   if d.serial == record.serial]
+        assert sent.status == "sent" and any(b"tls-hook.example.test" in g["body"] for g in got)
+
+
 def test_no_receivers_no_work(svc):
     assert webhooks.run_pass(svc.config, svc.secrets, svc.store, T0) == []
 
@@ -131,7 +155,9 @@ def test_no_receivers_no_work(svc):
     ({"name": "a", "url": "https://x.test", "format": "xml"}, "notify.webhooks[0].format: must be one of"),
     ({"url": "https://x.test"}, "notify.webhooks[0].name"),
     ({"name": "a", "url": "https://x.test", "colour": "red"}, "notify.webhooks[0].colour: unknown key"),
-], ids=["fail-url", "fail-format", "fail-name", "fail-unknown-key"])
+    ({"name": "a", "url": "http://x.test", "ca_file": "root.pem"}, "for an https:// url only"),
+    ({"name": "a", "url": "https://x.test", "ca_file": "/nonexistent/root.pem"}, "ca_file: cannot read"),
+], ids=["fail-url", "fail-format", "fail-name", "fail-unknown-key", "fail-ca-file-http", "fail-ca-file-missing"])
 def test_webhook_config_errors_name_the_key(hook, words):
     with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
         config_from_dict({"notify": {"webhooks": [hook]}})

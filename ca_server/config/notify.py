@@ -47,12 +47,17 @@ def check_mail(m: MailConfig) -> None:
     if m.ca_file:
         if m.security == "none":
             raise ConfigError('mail.ca_file: is for TLS; set mail.security to "starttls" or "tls" too')
-        try:
-            pem = Path(m.ca_file).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"mail.ca_file: cannot read {m.ca_file}: {exc.strerror}") from None
-        if b"-----BEGIN CERTIFICATE-----" not in pem:
-            raise ConfigError(f"mail.ca_file: {m.ca_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        check_ca_file("mail.ca_file", m.ca_file)
+
+
+def check_ca_file(key: str, path: str) -> None:
+    """A PEM file of CA certificates to trust besides the system's: there, and holding one."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError(f"{key}: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class WebhookConfig:
     format: str = "json"
     secret_env: str = ""
     timeout_seconds: int = 10
+    ca_file: str = ""  # https: CA certificates (PEM) trusted for the receiver's certificate, besides the system's
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,11 @@ def notify_from_dict(value: typing.Any) -> NotifyConfig:
         timeout = hook.get("timeout_seconds", 10)
         if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 120:
             raise ConfigError(f"{key}.timeout_seconds: must be a whole number from 1 to 120, not {timeout!r}")
+        ca_file = hook.get("ca_file", "")
+        if not isinstance(ca_file, str) or (ca_file and parts.scheme != "https"):
+            raise ConfigError(f"{key}.ca_file: a path, for an https:// url only")
+        if ca_file:
+            check_ca_file(f"{key}.ca_file", ca_file)
         names.add(name)
-        out.append(WebhookConfig(name, url, fmt, secret_env, timeout))
+        out.append(WebhookConfig(name, url, fmt, secret_env, timeout, ca_file))
     return NotifyConfig(tuple(out), retry)

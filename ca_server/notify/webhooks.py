@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -52,15 +53,24 @@ class Delivery:
             f": {self.error}" if self.error else "")
 
 
-def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
+def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float, ca_file: str = "") -> None:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    context = None
+    if ca_file:
+        context = ssl.create_default_context()
+        context.load_verify_locations(ca_file)  # besides the system's, which stay trusted
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator's URL)
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
             response.read(65536)
     except urllib.error.HTTPError as exc:
         raise WebhookError(f"the receiver answered {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise WebhookError(f"could not reach the receiver: {getattr(exc, 'reason', exc)}") from None
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise WebhookError(f"the receiver's TLS certificate is not trusted ({reason.verify_message}): set the "
+                               "webhook's ca_file to the CA certificate that signed it "
+                               f"({ca_file or 'now: the system store only'})") from None
+        raise WebhookError(f"could not reach the receiver: {reason}") from None
 
 
 def record_revocation(config: Config, store: CaStore, serial: str, now: dt.datetime) -> None:
@@ -89,7 +99,7 @@ def record_due(config: Config, store: CaStore, now: dt.datetime) -> int:
 
 
 def run_pass(config: Config, secrets: Secrets, store: CaStore, now: dt.datetime,
-             post: Callable[[str, bytes, dict[str, str], float], None] = post_json) -> list[Delivery]:
+             post: Callable[[str, bytes, dict[str, str], float, str], None] = post_json) -> list[Delivery]:
     """One pass: record what is due, then send every delivery whose time has come."""
     if not config.notify.webhooks:
         return []
@@ -103,7 +113,7 @@ def run_pass(config: Config, secrets: Secrets, store: CaStore, now: dt.datetime,
             continue  # a receiver taken out of the config, or another sender was first
         try:
             body, headers = render(hook, record, row["event"], config, now, keys.get(hook.name))
-            post(hook.url, body, headers, hook.timeout_seconds)
+            post(hook.url, body, headers, hook.timeout_seconds, hook.ca_file)
         except Exception as exc:  # noqa: BLE001 - one receiver's failure must not stop the others
             error = str(exc) if isinstance(exc, WebhookError) else f"{type(exc).__name__}: {exc}"
             wait = min(dt.timedelta(minutes=config.notify.retry_minutes) * 2 ** row["attempts"], MAX_BACKOFF)
