@@ -56,16 +56,16 @@ def sso_app(make_app, instance, provider, monkeypatch):
     return app_with_config(make_app, instance, oidc_config(provider))
 
 
-def through_provider(client, who: str) -> tuple[object, str]:
+def through_provider(client, who: str, verify: bool | str = True) -> tuple[object, str]:
     """Start at our /login/oidc, pick `who` on the provider's form, return our callback's answer
-    and the callback URL (for replaying)."""
+    and the callback URL (for replaying). `verify`: the browser's trust, for a provider on https."""
     start = client.get("/login/oidc?next=/certificates")
     assert start.status_code == 302, start.get_data(as_text=True)
     authorize = start.headers["Location"]
     assert "code_challenge=" in authorize and "state=" in authorize and "nonce=" in authorize
-    form = requests.get(authorize, timeout=10)
+    form = requests.get(authorize, timeout=10, verify=verify)
     assert form.status_code == 200 and "<form" in form.text
-    chosen = requests.post(authorize, data={"sub": who}, allow_redirects=False, timeout=10)
+    chosen = requests.post(authorize, data={"sub": who}, allow_redirects=False, timeout=10, verify=verify)
     assert chosen.status_code == 302, chosen.text
     back = urlsplit(chosen.headers["Location"])
     assert back.path == "/login/oidc/callback"
@@ -107,6 +107,44 @@ def test_a_replayed_state_and_an_unmapped_person_are_refused_in_words(sso_app):
     refused, _ = through_provider(erin, "erin")
     assert refused.status_code == 401 and "none of them gives access" in refused.get_data(as_text=True)
     assert erin.get("/certificates").status_code == 302  # not signed in
+
+
+def test_a_provider_behind_a_private_ca_needs_its_ca_file(make_app, instance, monkeypatch, svc, tmp_path):
+    """A Keycloak whose certificate this CA issued: without [auth.oidc] ca_file the sign-in said
+    "cannot be reached right now (SSLError)"; now it says what an admin sets, and with ca_file the
+    whole sign-in (metadata, token, keys) goes through."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from .checks import tls_server_context
+
+    server = make_server("127.0.0.1", 0, oidc_provider_mock.app(), threaded=True,
+                         ssl_context=tls_server_context(svc, tmp_path))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    root = str(instance / "ca" / "root.pem")
+    url = f"https://127.0.0.1:{server.server_port}"
+    try:
+        assert requests.put(f"{url}/users/carol", json={"preferred_username": "carol", "groups": ["net-admins"]},
+                            timeout=10, verify=root).status_code == 204
+        monkeypatch.setenv("TEST_OIDC_SECRET", "any-secret")
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # this machine's; requests prefers them to ca_file
+            monkeypatch.delenv(name, raising=False)
+        config = instance / "config.toml"
+        original = config.read_text()
+        untrusting = app_with_config(make_app, instance, oidc_config(url))
+        refused = untrusting.test_client().get("/login/oidc")
+        assert refused.status_code == 503 and "The sign-in provider&#39;s TLS certificate is not trusted here: an " \
+            "admin sets [auth.oidc] ca_file" in refused.get_data(as_text=True)
+        config.write_text(original)
+        trusting = app_with_config(make_app, instance, oidc_config(url).replace(
+            'name = "Corp SSO"', f'name = "Corp SSO"\nca_file = "{root}"'))
+        client = trusting.test_client()
+        answer, _ = through_provider(client, "carol", verify=root)
+        assert answer.status_code == 303 and session_issue(client, "app.corp.example.test").status_code == 201
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_provider_that_is_down_is_said_and_local_sign_in_works(make_app, instance, monkeypatch, svc):

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
@@ -22,9 +23,9 @@ from .factories import make_csr, pem
 AUDIENCE = "https://ca.example.test"
 
 
-@pytest.fixture
-def issuer():
-    """An OIDC issuer's key and its JWKS, served over HTTP."""
+@contextmanager
+def serve_issuer(tls=None):
+    """An OIDC issuer's key and its JWKS, served over HTTP (HTTPS with `tls`, a server SSLContext)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     body = json.dumps({"keys": [{**jwk, "kid": "ci-key-1", "use": "sig", "alg": "RS256"}]}).encode()
@@ -43,10 +44,21 @@ def issuer():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield {"key": key, "url": url, "fetched": fetched}
-    server.shutdown()
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield {"key": key, "url": url, "fetched": fetched}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def issuer():
+    with serve_issuer() as served:
+        yield served
 
 
 @pytest.fixture
@@ -127,6 +139,28 @@ def test_a_wrong_jwt_is_refused_with_the_reason(ci_app, issuer, change, words):
     r = ci_app.test_client().post("/api/v1/token/exchange", json={"token": mint(issuer, **change)})
     assert r.status_code == 401, r.json
     assert r.json["error"]["code"] == "token_exchange_refused" and words in r.json["error"]["message"], r.json
+
+
+def test_an_issuer_behind_a_private_ca_needs_its_ca_file(make_app, instance, svc, tmp_path):
+    """A GitLab whose certificate this CA issued: without ca_file the exchange said "could not be
+    fetched (<urlopen error [SSL: CERTIFICATE_VERIFY_FAILED] ...>); try again later", which no
+    retry mends; now it says what an admin sets, and with ca_file the token is exchanged."""
+    from .checks import tls_server_context
+
+    with serve_issuer(tls_server_context(svc, tmp_path)) as served:
+        url = served["url"]
+        table = (f'[[auth.jwt_issuers]]\nissuer = "{url}"\njwks_url = "{url}/keys"\n'
+                 f'audience = "{AUDIENCE}"\ndomains = ["ci.example.test"]\n')
+        config, original = instance / "config.toml", (instance / "config.toml").read_text()
+        untrusting = app_with_config(make_app, instance, table)
+        refused = untrusting.test_client().post("/api/v1/token/exchange", json={"token": mint(served)})
+        assert refused.status_code == 401 and "its TLS certificate is not trusted here; an admin sets ca_file of " \
+            "this [[auth.jwt_issuers]]" in refused.json["error"]["message"], refused.json
+        config.write_text(original)
+        trusting = app_with_config(make_app, instance, table + f'ca_file = "{instance / "ca" / "root.pem"}"\n')
+        exchanged = trusting.test_client().post("/api/v1/token/exchange", json={"token": mint(served)})
+        assert exchanged.status_code == 200, exchanged.json
+        assert issue(trusting.test_client(), exchanged.json["token"], "r1.ci.example.test").status_code == 201
 
 
 def test_a_forged_or_unsigned_jwt_is_refused(ci_app, issuer):

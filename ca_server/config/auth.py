@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .tables import coerce, section
+from .tables import check_ca_file, coerce, section
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class JwtIssuer:
     domains: tuple[str, ...]  # what the API token may request names under
     claims: tuple[tuple[str, str], ...] = ()  # claim = the value it must have (project_path = "net/routers")
     token_minutes: int = 60  # the API token's life, at most the JWT's own
+    ca_file: str = ""  # the CA certificate(s) that sign jwks_url's TLS certificate ("": the system's)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class OidcConfig:
     groups_claim: str = "groups"  # the ID token claim with the person's groups
     username_claim: str = "preferred_username"  # the user name ca-server shows (else email, else sub)
     name: str = "single sign-on"  # shown on the button: "Sign in with <name>"
+    ca_file: str = ""  # the CA certificate(s) that sign the provider's TLS certificate ("": the system's)
 
 
 ROLES = ("admin", "approver", "requester")
@@ -132,6 +134,8 @@ def _oidc(table: typing.Any) -> OidcConfig:
     _url("auth.oidc.issuer", oidc.issuer, ("https", "http"), "the provider's https:// URL")
     if "openid" not in oidc.scopes:
         raise ConfigError('auth.oidc.scopes: must include "openid"')
+    if oidc.ca_file:
+        check_ca_file("auth.oidc.ca_file", oidc.ca_file)
     return oidc
 
 
@@ -147,7 +151,7 @@ def _group(key: str, table: typing.Any) -> GroupRole:
 def _issuer(key: str, table: typing.Any) -> JwtIssuer:
     if not isinstance(table, dict):
         raise ConfigError(f"{key}: must be a table")
-    known = {"issuer", "jwks_url", "audience", "domains", "claims", "token_minutes"}
+    known = {"issuer", "jwks_url", "audience", "domains", "claims", "token_minutes", "ca_file"}
     for name in table:
         if name not in known:
             raise ConfigError(f"{key}.{name}: unknown key (known keys: {', '.join(sorted(known))})")
@@ -166,4 +170,8 @@ def _issuer(key: str, table: typing.Any) -> JwtIssuer:
     minutes = coerce(f"{key}.token_minutes", int, table.get("token_minutes", 60))
     if not 1 <= minutes <= 24 * 60:
         raise ConfigError(f"{key}.token_minutes: from 1 to 1440, not {minutes}")
-    return JwtIssuer(**values, domains=domains, claims=tuple(sorted(claims.items())), token_minutes=minutes)
+    ca_file = coerce(f"{key}.ca_file", str, table.get("ca_file", ""))
+    if ca_file:
+        check_ca_file(f"{key}.ca_file", ca_file)
+    return JwtIssuer(**values, domains=domains, claims=tuple(sorted(claims.items())), token_minutes=minutes,
+                     ca_file=ca_file)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from .tables import check_ca_file
 
 WEBHOOK_FORMATS = ("json", "slack", "teams")
 MAIL_SECURITY = ("none", "starttls", "tls")
@@ -48,16 +48,6 @@ def check_mail(m: MailConfig) -> None:
         if m.security == "none":
             raise ConfigError('mail.ca_file: is for TLS; set mail.security to "starttls" or "tls" too')
         check_ca_file("mail.ca_file", m.ca_file)
-
-
-def check_ca_file(key: str, path: str) -> None:
-    """A PEM file of CA certificates to trust besides the system's: there, and holding one."""
-    try:
-        pem = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
-    if b"-----BEGIN CERTIFICATE-----" not in pem:
-        raise ConfigError(f"{key}: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -51,3 +52,13 @@ def coerce(key: str, hint: typing.Any, value: typing.Any) -> typing.Any:
             raise ConfigError(f"{key}: must be a list, like {example}")
         return tuple(coerce(f"{key}[{i}]", item, v) for i, v in enumerate(value))
     raise ConfigError(f"{key}: unsupported type")  # pragma: no cover
+
+
+def check_ca_file(key: str, path: str) -> None:
+    """A PEM file of CA certificates to trust besides the system's: there, and holding one."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError(f"{key}: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import ssl
 import threading
 
 import jwt
@@ -27,7 +28,7 @@ ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 LEEWAY = dt.timedelta(seconds=30)
 MAX_JWT_BYTES = 16_384
 
-_clients: dict[str, jwt.PyJWKClient] = {}
+_clients: dict[tuple[str, str], jwt.PyJWKClient] = {}  # by (jwks_url, ca_file)
 _clients_lock = threading.Lock()
 
 
@@ -37,10 +38,11 @@ class ExchangeRefused(AuthError):
 
 def _jwks(issuer: JwtIssuer) -> jwt.PyJWKClient:
     with _clients_lock:
-        client = _clients.get(issuer.jwks_url)
+        client = _clients.get((issuer.jwks_url, issuer.ca_file))
         if client is None:
-            client = _clients[issuer.jwks_url] = jwt.PyJWKClient(issuer.jwks_url, cache_keys=True, lifespan=300,
-                                                                 timeout=10)
+            context = ssl.create_default_context(cafile=issuer.ca_file) if issuer.ca_file else None
+            client = _clients[issuer.jwks_url, issuer.ca_file] = jwt.PyJWKClient(issuer.jwks_url, cache_keys=True, lifespan=300,
+                                                                 timeout=10, ssl_context=context)
         return client
 
 
@@ -63,6 +65,10 @@ def verify(config: Config, token: str) -> tuple[JwtIssuer, dict]:
     try:
         key = _jwks(issuer).get_signing_key_from_jwt(token)
     except jwt.PyJWKClientConnectionError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            raise ExchangeRefused(f"The keys of {issuer.issuer} could not be fetched from {issuer.jwks_url}: its TLS "
+                                  "certificate is not trusted here; an admin sets ca_file of this "
+                                  "[[auth.jwt_issuers]] to the CA certificate that signs it.") from None
         raise ExchangeRefused(f"The keys of {issuer.issuer} could not be fetched from {issuer.jwks_url} ({exc}); "
                               "try again later.") from None
     except jwt.PyJWKClientError:

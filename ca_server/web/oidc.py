@@ -27,9 +27,12 @@ def init_oidc(app: Flask) -> None:
     if oidc is None:
         return
     oauth = OAuth(app)
+    client_kwargs = {"scope": " ".join(oidc.scopes), "code_challenge_method": "S256"}
+    if oidc.ca_file:
+        client_kwargs["verify"] = oidc.ca_file  # requests' verify: the provider's CA, for every call to it
     oauth.register(CLIENT, client_id=oidc.client_id, client_secret=svc.secrets.oidc_client_secret,
                    server_metadata_url=oidc.issuer.rstrip("/") + "/.well-known/openid-configuration",
-                   client_kwargs={"scope": " ".join(oidc.scopes), "code_challenge_method": "S256"})
+                   client_kwargs=client_kwargs)
     app.extensions["ca_server_oidc"] = oauth
 
 
@@ -62,6 +65,9 @@ def start():
     try:
         return getattr(oauth, CLIENT).authorize_redirect(own_base_url() + url_for("oidc.callback"))
     except (AuthlibBaseError, OSError, ValueError) as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return _refused("The sign-in provider's TLS certificate is not trusted here: an admin sets [auth.oidc] "
+                            "ca_file to the CA certificate that signs it. Local accounts can still sign in.", 503)
         return _refused(f"The sign-in provider cannot be reached right now ({type(exc).__name__}); local accounts "
                         "can still sign in.", 503)
 
