@@ -285,3 +285,35 @@ def test_a_challenge_webhook_allows_what_it_answers_200_to_and_is_signed(make_ap
     record = svc.store.list_certificates(CertificateFilter(q="allowed.example.test"), dt.datetime.now(dt.UTC),
                                          limit=1)[0][0]
     assert record.requester == "scep:phones (webhook)"
+
+
+def test_an_https_challenge_webhook_with_a_certificate_from_this_ca_needs_its_ca_file(make_app, svc, instance,
+                                                                                       tmp_path, monkeypatch):
+    """An MDM on https whose certificate this CA issued: without challenge_webhook_ca_file the device
+    is refused with what to set; with it the webhook's 200 allows the request."""
+    import json
+    from urllib.parse import quote
+
+    from benchmarks import scep as bench
+
+    from .checks import tls_server_context
+    from .test_webhooks import receiver
+
+    monkeypatch.setattr(bench, "CHALLENGE", "from-the-mdm")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with receiver(tls=tls_server_context(svc, tmp_path)) as (url, got):
+        answers = []
+        for ca_file in ("", str(instance / "ca" / "root.pem")):
+            app = make_app(scep={"enabled": True, "endpoints": {"phones": {
+                "challenge_webhook": url + "/scep-check", "challenge_webhook_ca_file": ca_file}}})
+            client = app.test_client()
+            (ra,) = [c for c in pkcs7.load_der_pkcs7_certificates(
+                client.get("/scep/phones?operation=GetCACert").get_data())
+                if isinstance(c.public_key(), rsa.RSAPublicKey)
+                and not c.extensions.get_extension_for_class(x509.BasicConstraints).value.ca]
+            message = quote(base64.b64encode(bench.pkcs_req(ra, key, "phone.example.test")).decode())
+            answers.append(client.get(f"/scep/phones?operation=PKIOperation&message={message}").get_data())
+    assert [bench.succeeded(a) for a in answers] == [False, True] and len(got) == 1
+    refusals = json.dumps([e["detail"] for e in svc.store.audit_entries(action="refuse")])
+    assert "the receiver's TLS certificate is not trusted (unable to get local issuer certificate): set " \
+           "challenge_webhook_ca_file to the CA certificate" in refusals, refusals

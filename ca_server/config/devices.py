@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from .tables import section
+from .tables import check_ca_file, section
 
 DEFAULT = "default"  # the endpoint at /scep and /.well-known/est/
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -50,6 +50,7 @@ class DeviceEndpoint:
     # (step-ca's SCEPCHALLENGE webhook). Signed with the secret in challenge_webhook_secret_env.
     challenge_webhook: str = ""
     challenge_webhook_secret_env: str = ""
+    challenge_webhook_ca_file: str = ""  # https: the CA(s) trusted for its certificate, besides the system's
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class ScepConfig:
     hold_out_of_scope: bool = False
     challenge_webhook: str = ""
     challenge_webhook_secret_env: str = ""
+    challenge_webhook_ca_file: str = ""
     endpoints: tuple[DeviceEndpoint, ...] = ()  # the named ones, [scep.endpoints.NAME]
 
     def endpoint(self, name: str) -> DeviceEndpoint | None:
@@ -105,7 +107,7 @@ def est_from_dict(value: typing.Any) -> EstConfig:
     labels = _named("est.labels", named)
     for label in labels:
         if label.hold_out_of_scope or label.challenge_env or label.challenge_webhook or \
-                label.challenge_webhook_secret_env:
+                label.challenge_webhook_secret_env or label.challenge_webhook_ca_file:
             raise ConfigError(f"est.labels.{label.name}: takes profile, domains and notify only")
     return dataclasses.replace(section("est", EstConfig, top), labels=labels)
 
@@ -153,6 +155,10 @@ def check_devices(scep: ScepConfig, est: EstConfig, profiles: dict) -> None:
         if door.challenge_webhook and (url.scheme not in ("http", "https") or not url.hostname):
             raise ConfigError(f"{key}.challenge_webhook: must be an http:// or https:// URL, not "
                               f"{door.challenge_webhook!r}")
+        if door.challenge_webhook_ca_file:
+            if url.scheme != "https":
+                raise ConfigError(f"{key}.challenge_webhook_ca_file: for an https:// challenge_webhook only")
+            check_ca_file(f"{key}.challenge_webhook_ca_file", door.challenge_webhook_ca_file)
     if not scep.challenge_env:
         raise ConfigError("scep.challenge_env: name an environment variable, like \"CA_SERVER_SCEP_CHALLENGE\"")
     if not 1 <= scep.challenge_hours <= 24 * 365:

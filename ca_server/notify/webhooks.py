@@ -53,7 +53,8 @@ class Delivery:
             f": {self.error}" if self.error else "")
 
 
-def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float, ca_file: str = "") -> None:
+def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float, ca_file: str = "",
+              ca_key: str = "the webhook's ca_file") -> None:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     context = None
     if ca_file:
@@ -67,8 +68,8 @@ def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float, ca
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, ssl.SSLCertVerificationError):
-            raise WebhookError(f"the receiver's TLS certificate is not trusted ({reason.verify_message}): set the "
-                               "webhook's ca_file to the CA certificate that signed it "
+            raise WebhookError(f"the receiver's TLS certificate is not trusted ({reason.verify_message}): set "
+                               f"{ca_key} to the CA certificate that signed it "
                                f"({ca_file or 'now: the system store only'})") from None
         raise WebhookError(f"could not reach the receiver: {reason}") from None
 

@@ -183,7 +183,8 @@ def _ask_webhook(endpoint: DeviceEndpoint, secrets: Secrets, challenge: str, csr
          "subject": csr.subject.rfc4514_string(), "names": sorted(request_names(csr.subject, csr.extensions))},
         "scep-challenge", dict(secrets.scep_webhook_secrets).get(endpoint.name))
     try:
-        post_json(endpoint.challenge_webhook, body, headers, timeout=5)
+        post_json(endpoint.challenge_webhook, body, headers, timeout=5, ca_file=endpoint.challenge_webhook_ca_file,
+                  ca_key="challenge_webhook_ca_file")
     except WebhookError as exc:
         raise m.ScepError(m.BAD_REQUEST, f"The challenge password is not a static or one-time one, and the challenge "
                           f"webhook did not allow it: {exc}.") from None
