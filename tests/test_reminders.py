@@ -239,6 +239,45 @@ def test_smtp_down_then_up_delivers_once_late_and_records_it(rsvc, smtp, web):
     assert run(rsvc, now + DAY) == []
 
 
+def test_a_relay_that_accepts_and_never_answers_is_tried_once_per_pass(instance, svc):
+    """A mail relay that takes the connection and says nothing (a hung MTA, a firewall's tarpit):
+    each of a pass's reminders waited out timeout_seconds on a new connection of its own (100 due
+    reminders: 33 minutes with the default 20 s). Now the first failure ends the tries for that
+    pass: the others fail at once with the reason, and every one waits for a retry."""
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def take() -> None:
+        while True:
+            try:
+                conn, _ = silent.accept()
+            except OSError:
+                return
+            accepted.append(conn)  # kept open, never a word
+
+    threading.Thread(target=take, daemon=True).start()
+    try:
+        write_config(instance, mail={"host": "127.0.0.1", "port": silent.getsockname()[1], "timeout_seconds": 1})
+        now = dt.datetime.now(dt.UTC)
+        for name in ("hung1.example.test", "hung2.example.test", "hung3.example.test"):
+            issue(svc, [name], days=1, at=now)
+        result = CliRunner().invoke(main, ["remind"])
+        assert result.exit_code == 1 and "0 sent, 3 failed" in result.output, result.output
+        failed = [line for line in result.output.splitlines() if line.startswith("failed: ")]
+        assert len(failed) == 3 and failed[0].endswith("SMTPServerDisconnected: Connection unexpectedly closed: "
+                                                       "timed out"), failed
+        assert all(": not tried, the SMTP server failed just before: SMTP 127.0.0.1:" in line and
+                   line.endswith("timed out") for line in failed[1:]), failed
+        assert len(accepted) == 1, "one connection for the pass, not one per reminder"
+        assert "3 waiting for a retry" in result.output
+    finally:
+        silent.close()
+        for conn in accepted:
+            conn.close()
+
+
 def test_failures_back_off_doubling(rsvc, smtp):
     record = issue(rsvc)
     smtp.stop()

@@ -14,14 +14,22 @@ from ..errors import MailError
 from ..models import CertificateRecord
 from ..pki.subjects import CONTROL_CHARACTER
 
+# What the server says of one message (its recipients, its content): the next message may go.
+# Anything else (no answer, a dropped or refused connection, TLS, login) would fail every message
+# of the pass the same way, each after its own timeout.
+MESSAGE_REFUSALS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError)
+
 
 class Mailer:
-    """One SMTP session, opened on the first message and reused until closed or broken."""
+    """One SMTP session, opened on the first message and reused until closed or broken. Once the
+    server failed, the rest of the pass is not tried against it: a relay that accepts connections
+    and never answers cost timeout_seconds per reminder (100 due reminders, 33 minutes)."""
 
     def __init__(self, config: MailConfig, password: str | None) -> None:
         self.config = config
         self._password = password
         self._smtp: smtplib.SMTP | None = None
+        self._broken: str | None = None  # why the server failed in this pass
 
     def __enter__(self) -> Mailer:
         return self
@@ -49,22 +57,30 @@ class Mailer:
 
     def send(self, message: EmailMessage) -> None:
         """Send or raise MailError with the reason in words (never the password)."""
+        if self._broken is not None:
+            raise MailError(f"not tried, the SMTP server failed just before: {self._broken}")
         try:
             if self._smtp is None:
                 self._smtp = self._connect()
             refused = self._smtp.send_message(message)
-        except MailError:
+        except MESSAGE_REFUSALS as exc:
             self.close()
+            raise MailError(f"SMTP {self.config.host}:{self.config.port}: {type(exc).__name__}: {exc}") from None
+        except MailError as exc:
+            self.close()
+            self._broken = exc.message
             raise
         except ssl.SSLCertVerificationError as exc:
             self.close()
-            raise MailError(f"SMTP {self.config.host}:{self.config.port}: its TLS certificate is not trusted "
+            self._broken = (f"SMTP {self.config.host}:{self.config.port}: its TLS certificate is not trusted "
                             f"({exc.verify_message}): set [mail] ca_file to the CA certificate that signed it "
                             f"({self.config.ca_file or 'now: the system store only'}), and check that it names "
-                            f"{self.config.host}") from None
+                            f"{self.config.host}")
+            raise MailError(self._broken) from None
         except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
             self.close()
-            raise MailError(f"SMTP {self.config.host}:{self.config.port}: {type(exc).__name__}: {exc}") from None
+            self._broken = f"SMTP {self.config.host}:{self.config.port}: {type(exc).__name__}: {exc}"
+            raise MailError(self._broken) from None
         if refused:
             raise MailError(f"the SMTP server refused: {', '.join(sorted(refused))}")
 
