@@ -146,6 +146,42 @@ def test_an_https_receiver_with_a_certificate_from_this_ca_needs_its_ca_file(svc
         assert sent.status == "sent" and any(b"tls-hook.example.test" in g["body"] for g in got)
 
 
+def test_a_receiver_that_never_answers_is_tried_once_per_pass_and_the_others_still_hear(svc):
+    """A chat server that takes the connection and says nothing: each of its deliveries waited out
+    timeout_seconds on a connection of its own. Now its first failure ends its tries for the pass
+    (the rest fail at once, naming it, and wait for their retry); another receiver still hears."""
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def take() -> None:
+        while True:
+            try:
+                accepted.append(silent.accept()[0])  # kept open, never a word
+            except OSError:
+                return
+
+    threading.Thread(target=take, daemon=True).start()
+    try:
+        with receiver() as (url, got):
+            hung = WebhookConfig("hung", f"http://127.0.0.1:{silent.getsockname()[1]}/hook", "json",
+                                 timeout_seconds=1)
+            config, secrets = with_hooks(svc, hung, WebhookConfig("chat", url, "slack"))
+            records = [issue(svc, config, f"quiet{i}.example.test", 90) for i in range(3)]
+            outcomes = webhooks.run_pass(config, secrets, svc.store, records[0].not_after - 14 * DAY)
+        hung_ones = [o for o in outcomes if o.webhook == "hung"]
+        assert [o.status for o in hung_ones] == ["failed"] * 3 and len(accepted) == 1
+        assert hung_ones[0].error.startswith("could not reach the receiver: ")
+        assert all(o.error.startswith("not tried, the receiver failed just before: could not reach the receiver")
+                   for o in hung_ones[1:]), hung_ones
+        assert [o.status for o in outcomes if o.webhook == "chat"] == ["sent"] * 3 and len(got) == 3
+    finally:
+        silent.close()
+        for conn in accepted:
+            conn.close()
+
+
 def test_no_receivers_no_work(svc):
     assert webhooks.run_pass(svc.config, svc.secrets, svc.store, T0) == []
 

@@ -40,6 +40,10 @@ class WebhookError(Exception):
     pass
 
 
+class ReceiverUnreachable(WebhookError):
+    """No answer at all (refused, timed out, TLS): the receiver's next delivery would fare the same."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     webhook: str
@@ -68,10 +72,10 @@ def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float, ca
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, ssl.SSLCertVerificationError):
-            raise WebhookError(f"the receiver's TLS certificate is not trusted ({reason.verify_message}): set "
+            raise ReceiverUnreachable(f"the receiver's TLS certificate is not trusted ({reason.verify_message}): set "
                                f"{ca_key} to the CA certificate that signed it "
                                f"({ca_file or 'now: the system store only'})") from None
-        raise WebhookError(f"could not reach the receiver: {reason}") from None
+        raise ReceiverUnreachable(f"could not reach the receiver: {reason}") from None
 
 
 def record_revocation(config: Config, store: CaStore, serial: str, now: dt.datetime) -> None:
@@ -108,15 +112,20 @@ def run_pass(config: Config, secrets: Secrets, store: CaStore, now: dt.datetime,
     hooks = {h.name: h for h in config.notify.webhooks}
     keys = dict(secrets.webhook_secrets)
     out = []
+    unreachable: dict[str, str] = {}  # receivers that did not answer in this pass: not tried again in it
     for row in store.due_deliveries(now, now - STALE_CLAIM):
         hook, record = hooks.get(row["webhook"]), store.get_certificate(row["serial"])
         if hook is None or record is None or not store.claim_delivery(row["id"], now, now - STALE_CLAIM):
             continue  # a receiver taken out of the config, or another sender was first
         try:
+            if hook.name in unreachable:
+                raise WebhookError(f"not tried, the receiver failed just before: {unreachable[hook.name]}")
             body, headers = render(hook, record, row["event"], config, now, keys.get(hook.name))
             post(hook.url, body, headers, hook.timeout_seconds, hook.ca_file)
         except Exception as exc:  # noqa: BLE001 - one receiver's failure must not stop the others
             error = str(exc) if isinstance(exc, WebhookError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, ReceiverUnreachable):
+                unreachable[hook.name] = error
             wait = min(dt.timedelta(minutes=config.notify.retry_minutes) * 2 ** row["attempts"], MAX_BACKOFF)
             store.delivery_failed(row["id"], error, now + wait)
             out.append(Delivery(hook.name, record.serial, row["event"], "failed", error))
