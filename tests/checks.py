@@ -169,3 +169,26 @@ def tls_server_context(svc, tmp_path: Path):
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tmp_path / "relay.pem", tmp_path / "relay.key")
     return context
+
+
+@contextlib.contextmanager
+def silent_server():
+    """A TCP server on 127.0.0.1 that takes every connection and never says a word (a hung mail
+    relay or chat server, a tarpit). Yields (port, the connections it took)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def take() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])  # kept open, unanswered
+            except OSError:
+                return
+
+    threading.Thread(target=take, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()

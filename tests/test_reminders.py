@@ -244,22 +244,10 @@ def test_a_relay_that_accepts_and_never_answers_is_tried_once_per_pass(instance,
     each of a pass's reminders waited out timeout_seconds on a new connection of its own (100 due
     reminders: 33 minutes with the default 20 s). Now the first failure ends the tries for that
     pass: the others fail at once with the reason, and every one waits for a retry."""
-    import socket
+    from .checks import silent_server
 
-    silent = socket.create_server(("127.0.0.1", 0))
-    accepted = []
-
-    def take() -> None:
-        while True:
-            try:
-                conn, _ = silent.accept()
-            except OSError:
-                return
-            accepted.append(conn)  # kept open, never a word
-
-    threading.Thread(target=take, daemon=True).start()
-    try:
-        write_config(instance, mail={"host": "127.0.0.1", "port": silent.getsockname()[1], "timeout_seconds": 1})
+    with silent_server() as (port, accepted):
+        write_config(instance, mail={"host": "127.0.0.1", "port": port, "timeout_seconds": 1})
         now = dt.datetime.now(dt.UTC)
         for name in ("hung1.example.test", "hung2.example.test", "hung3.example.test"):
             issue(svc, [name], days=1, at=now)
@@ -272,10 +260,6 @@ def test_a_relay_that_accepts_and_never_answers_is_tried_once_per_pass(instance,
                    line.endswith("timed out") for line in failed[1:]), failed
         assert len(accepted) == 1, "one connection for the pass, not one per reminder"
         assert "3 waiting for a retry" in result.output
-    finally:
-        silent.close()
-        for conn in accepted:
-            conn.close()
 
 
 def test_failures_back_off_doubling(rsvc, smtp):

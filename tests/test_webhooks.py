@@ -150,22 +150,11 @@ def test_a_receiver_that_never_answers_is_tried_once_per_pass_and_the_others_sti
     """A chat server that takes the connection and says nothing: each of its deliveries waited out
     timeout_seconds on a connection of its own. Now its first failure ends its tries for the pass
     (the rest fail at once, naming it, and wait for their retry); another receiver still hears."""
-    import socket
+    from .checks import silent_server
 
-    silent = socket.create_server(("127.0.0.1", 0))
-    accepted = []
-
-    def take() -> None:
-        while True:
-            try:
-                accepted.append(silent.accept()[0])  # kept open, never a word
-            except OSError:
-                return
-
-    threading.Thread(target=take, daemon=True).start()
-    try:
+    with silent_server() as (port, accepted):
         with receiver() as (url, got):
-            hung = WebhookConfig("hung", f"http://127.0.0.1:{silent.getsockname()[1]}/hook", "json",
+            hung = WebhookConfig("hung", f"http://127.0.0.1:{port}/hook", "json",
                                  timeout_seconds=1)
             config, secrets = with_hooks(svc, hung, WebhookConfig("chat", url, "slack"))
             records = [issue(svc, config, f"quiet{i}.example.test", 90) for i in range(3)]
@@ -176,10 +165,6 @@ def test_a_receiver_that_never_answers_is_tried_once_per_pass_and_the_others_sti
         assert all(o.error.startswith("not tried, the receiver failed just before: could not reach the receiver")
                    for o in hung_ones[1:]), hung_ones
         assert [o.status for o in outcomes if o.webhook == "chat"] == ["sent"] * 3 and len(got) == 3
-    finally:
-        silent.close()
-        for conn in accepted:
-            conn.close()
 
 
 def test_no_receivers_no_work(svc):
