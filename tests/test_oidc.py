@@ -147,6 +147,26 @@ def test_a_provider_behind_a_private_ca_needs_its_ca_file(make_app, instance, mo
         server.server_close()
 
 
+def test_a_provider_that_never_answers_is_said_within_its_timeout(make_app, instance, monkeypatch):
+    """A provider that takes the connection and says nothing: /login/oidc waited forever (requests
+    has no timeout unless given one), holding one of the server's threads per person who clicked;
+    a few clicks and OCSP stopped answering too. Now it gives up after timeout_seconds."""
+    import threading
+
+    from .checks import silent_server
+
+    monkeypatch.setenv("TEST_OIDC_SECRET", "x")
+    with silent_server() as (port, _):
+        app = app_with_config(make_app, instance, oidc_config(f"http://127.0.0.1:{port}").replace(
+            'name = "Corp SSO"', 'name = "Corp SSO"\ntimeout_seconds = 1'))
+        answers = []
+        asking = threading.Thread(target=lambda: answers.append(app.test_client().get("/login/oidc")), daemon=True)
+        asking.start()
+        asking.join(timeout=20)
+        assert answers, "/login/oidc still waits for a provider that never answers"
+    assert answers[0].status_code == 503 and "cannot be reached right now" in answers[0].get_data(as_text=True)
+
+
 def test_a_provider_that_is_down_is_said_and_local_sign_in_works(make_app, instance, monkeypatch, svc):
     monkeypatch.setenv("TEST_OIDC_SECRET", "x")
     config = instance / "config.toml"

@@ -48,6 +48,7 @@ class OidcConfig:
     username_claim: str = "preferred_username"  # the user name ca-server shows (else email, else sub)
     name: str = "single sign-on"  # shown on the button: "Sign in with <name>"
     ca_file: str = ""  # the CA certificate(s) that sign the provider's TLS certificate ("": the system's)
+    timeout_seconds: int = 10  # each call to the provider: a hung one must not hold the server's threads
 
 
 ROLES = ("admin", "approver", "requester")
@@ -136,6 +137,8 @@ def _oidc(table: typing.Any) -> OidcConfig:
         raise ConfigError('auth.oidc.scopes: must include "openid"')
     if oidc.ca_file:
         check_ca_file("auth.oidc.ca_file", oidc.ca_file)
+    if not 1 <= oidc.timeout_seconds <= 120:
+        raise ConfigError(f"auth.oidc.timeout_seconds: from 1 to 120, not {oidc.timeout_seconds}")
     return oidc
 
 

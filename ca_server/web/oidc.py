@@ -27,7 +27,8 @@ def init_oidc(app: Flask) -> None:
     if oidc is None:
         return
     oauth = OAuth(app)
-    client_kwargs = {"scope": " ".join(oidc.scopes), "code_challenge_method": "S256"}
+    client_kwargs = {"scope": " ".join(oidc.scopes), "code_challenge_method": "S256",
+                     "default_timeout": oidc.timeout_seconds}  # requests waits forever without one
     if oidc.ca_file:
         client_kwargs["verify"] = oidc.ca_file  # requests' verify: the provider's CA, for every call to it
     oauth.register(CLIENT, client_id=oidc.client_id, client_secret=svc.secrets.oidc_client_secret,
