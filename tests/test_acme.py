@@ -922,3 +922,39 @@ def test_a_validation_cut_off_by_a_restart_runs_again_when_the_client_polls(clie
         tokens[challenge["token"]] = client.key_authorization(challenge["token"])
         wait_until(lambda: client.post(authz_url, None).get_json()["status"] == "valid", 10)
     assert client.post(order.headers["Location"], None).get_json()["status"] == "ready"
+
+
+def test_an_http01_target_that_trickles_its_answer_is_cut_off_at_the_timeout():
+    """A target that sends its answer a byte at a time, each within the per-read timeout, held a
+    validator thread for as long as it liked (and there are only validation_threads of them):
+    this one took about 6 s for a 1 s timeout, and passed. Now the whole answer gets the timeout."""
+    import dataclasses
+    import socket
+    import threading
+    import time
+
+    from ca_server.acme.validation import ValidationError, check_http01
+    from ca_server.config import AcmeConfig
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Pad: " + b"a" * 20 + b"\r\n\r\ntok.thumb"
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            for byte in answer:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    config = dataclasses.replace(AcmeConfig(), http01_port=listener.getsockname()[1])
+    try:
+        with pytest.raises(ValidationError) as cut:
+            check_http01({"type": "ip", "value": "127.0.0.1"}, "tok", "tok.thumb", config, 1)
+    finally:
+        listener.close()
+    assert cut.value.kind == "connection" and "did not answer within 1 s" in cut.value.detail, cut.value.detail

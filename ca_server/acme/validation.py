@@ -99,12 +99,15 @@ def check_http01(identifier: dict, token: str, key_auth: str, config: AcmeConfig
     host = identifier["value"]
     errors = []
     for address in addresses(identifier, config, timeout):
-        conn = http.client.HTTPConnection(address, config.http01_port, timeout=timeout)
+        conn = _DeadlineConnection(address, config.http01_port, timeout=timeout)
         try:
             conn.request("GET", f"/.well-known/acme-challenge/{token}",
                          headers={"Host": f"[{host}]" if ":" in host else host, "User-Agent": "ca-server-acme"})
             response = conn.getresponse()
             body = response.read(MAX_HTTP_BODY + 1)
+        except _PastDeadline:
+            errors.append(f"{address}:{config.http01_port}: did not answer within {timeout:g} s")
+            continue
         except (OSError, http.client.HTTPException) as exc:
             errors.append(f"{address}:{config.http01_port}: {exc.__class__.__name__} {exc}".strip())
             continue
@@ -118,6 +121,39 @@ def check_http01(identifier: dict, token: str, key_auth: str, config: AcmeConfig
                                   "key authorization.")
         return
     raise ValidationError("connection", f"Could not fetch the http-01 file: {'; '.join(errors)}")
+
+
+class _PastDeadline(TimeoutError):
+    pass
+
+
+class _DeadlineSocket(socket.socket):
+    """A socket whose reads together end at `deadline`: the connection's timeout bounds each read,
+    so a target that trickles its answer a byte a second held a validator thread (there are only
+    validation_threads of them) as long as it liked."""
+
+    deadline = 0.0
+
+    def recv_into(self, buffer, nbytes=0, flags=0):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _PastDeadline
+        self.settimeout(left)
+        try:
+            return super().recv_into(buffer, nbytes, flags)
+        except TimeoutError:
+            raise _PastDeadline from None
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    """http.client with one deadline for the whole exchange, from the connect on."""
+
+    def connect(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        super().connect()
+        sock = _DeadlineSocket(fileno=self.sock.detach())
+        sock.deadline = deadline
+        self.sock = sock
 
 
 def check_dns01(identifier: dict, key_auth: str, config: AcmeConfig, timeout: float) -> None:
