@@ -958,3 +958,39 @@ def test_an_http01_target_that_trickles_its_answer_is_cut_off_at_the_timeout():
     finally:
         listener.close()
     assert cut.value.kind == "connection" and "did not answer within 1 s" in cut.value.detail, cut.value.detail
+
+
+def test_a_tls_alpn01_target_that_trickles_its_handshake_is_cut_off_at_the_timeout():
+    """The same for tls-alpn-01: a target that answers the ClientHello with a TLS record header and
+    then a byte every 0.1 s. Python's handshake already has one deadline for the whole handshake
+    (not one per read), so it ends after the timeout; this keeps it so."""
+    import dataclasses
+    import socket
+    import threading
+    import time
+
+    from ca_server.acme.validation import ValidationError, check_tls_alpn01
+    from ca_server.config import AcmeConfig
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16 KB, to come slowly
+            for _ in range(200):
+                try:
+                    conn.sendall(b"\x02")
+                except OSError:
+                    return
+                time.sleep(0.1)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    config = dataclasses.replace(AcmeConfig(), tls_alpn01_port=listener.getsockname()[1])
+    try:
+        with pytest.raises(ValidationError) as cut:
+            check_tls_alpn01({"type": "ip", "value": "127.0.0.1"}, "tok.thumb", config, 1)
+    finally:
+        listener.close()
+    assert cut.value.kind == "connection" and "handshake operation timed out" in cut.value.detail, cut.value.detail
