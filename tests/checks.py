@@ -192,3 +192,27 @@ def silent_server():
         listener.close()
         for conn in accepted:
             conn.close()
+
+
+@contextlib.contextmanager
+def trickling_server(answer: bytes, gap: float = 0.1):
+    """A TCP server on 127.0.0.1 that reads a request and sends `answer` a byte every `gap`
+    seconds, each byte well within any per-read timeout. Yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            for byte in answer:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(gap)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()

@@ -929,34 +929,16 @@ def test_an_http01_target_that_trickles_its_answer_is_cut_off_at_the_timeout():
     validator thread for as long as it liked (and there are only validation_threads of them):
     this one took about 6 s for a 1 s timeout, and passed. Now the whole answer gets the timeout."""
     import dataclasses
-    import socket
-    import threading
-    import time
 
     from ca_server.acme.validation import ValidationError, check_http01
     from ca_server.config import AcmeConfig
 
-    listener = socket.create_server(("127.0.0.1", 0))
+    from .checks import trickling_server
+
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Pad: " + b"a" * 20 + b"\r\n\r\ntok.thumb"
-
-    def trickle() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(4096)
-            for byte in answer:
-                try:
-                    conn.sendall(bytes([byte]))
-                except OSError:
-                    return
-                time.sleep(0.1)
-
-    threading.Thread(target=trickle, daemon=True).start()
-    config = dataclasses.replace(AcmeConfig(), http01_port=listener.getsockname()[1])
-    try:
-        with pytest.raises(ValidationError) as cut:
-            check_http01({"type": "ip", "value": "127.0.0.1"}, "tok", "tok.thumb", config, 1)
-    finally:
-        listener.close()
+    with trickling_server(answer) as port, pytest.raises(ValidationError) as cut:
+        check_http01({"type": "ip", "value": "127.0.0.1"}, "tok", "tok.thumb",
+                     dataclasses.replace(AcmeConfig(), http01_port=port), 1)
     assert cut.value.kind == "connection" and "did not answer within 1 s" in cut.value.detail, cut.value.detail
 
 
@@ -965,32 +947,14 @@ def test_a_tls_alpn01_target_that_trickles_its_handshake_is_cut_off_at_the_timeo
     then a byte every 0.1 s. Python's handshake already has one deadline for the whole handshake
     (not one per read), so it ends after the timeout; this keeps it so."""
     import dataclasses
-    import socket
-    import threading
-    import time
 
     from ca_server.acme.validation import ValidationError, check_tls_alpn01
     from ca_server.config import AcmeConfig
 
-    listener = socket.create_server(("127.0.0.1", 0))
+    from .checks import trickling_server
 
-    def trickle() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(4096)
-            conn.sendall(b"\x16\x03\x03\x40\x00")  # a handshake record of 16 KB, to come slowly
-            for _ in range(200):
-                try:
-                    conn.sendall(b"\x02")
-                except OSError:
-                    return
-                time.sleep(0.1)
-
-    threading.Thread(target=trickle, daemon=True).start()
-    config = dataclasses.replace(AcmeConfig(), tls_alpn01_port=listener.getsockname()[1])
-    try:
-        with pytest.raises(ValidationError) as cut:
-            check_tls_alpn01({"type": "ip", "value": "127.0.0.1"}, "tok.thumb", config, 1)
-    finally:
-        listener.close()
+    record = b"\x16\x03\x03\x40\x00" + b"\x02" * 200  # a handshake record of 16 KB, coming slowly
+    with trickling_server(record) as port, pytest.raises(ValidationError) as cut:
+        check_tls_alpn01({"type": "ip", "value": "127.0.0.1"}, "tok.thumb",
+                         dataclasses.replace(AcmeConfig(), tls_alpn01_port=port), 1)
     assert cut.value.kind == "connection" and "handshake operation timed out" in cut.value.detail, cut.value.detail
