@@ -211,12 +211,11 @@ def name_violations(
         return out
     for name in dns:
         problem = dns_name_problem(name)
-        if problem and parse_ip(name) is not None:
+        if problem:
             out.append(Violation("dns_name_invalid", (
                 f'"{name}" is an IP address written as a DNS name; clients match an address only in an IP '
-                f'SAN: put it in the CSR as IP:{name} (openssl: -addext "subjectAltName=IP:{name}").'), name))
-        elif problem:
-            out.append(Violation("dns_name_invalid", f'"{name}" is not a valid DNS name: {problem}.', name))
+                f'SAN: put it in the CSR as IP:{name} (openssl: -addext "subjectAltName=IP:{name}").')
+                if parse_ip(name) is not None else f'"{name}" is not a valid DNS name: {problem}.', name))
             continue
         if is_wildcard(name) and not policy.allow_wildcards:
             out.append(Violation("wildcard_not_allowed", (

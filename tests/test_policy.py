@@ -216,6 +216,13 @@ def test_an_address_in_a_dns_san_is_told_to_go_in_an_ip_san():
     assert message.startswith('"10.0.0.1" is an IP address written as a DNS name') and "IP:10.0.0.1" in message
 
 
+def test_an_address_in_a_dns_san_is_one_refusal_under_allowed_domains_too():
+    """Found reviewing the change above: with allowed_domains set, DNS:10.0.0.1 also got "outside
+    the domains this CA issues for" (the check ran on after the address was named)."""
+    found, decision = codes(pem(make_csr(["10.0.0.1", "fine.example.test"])), PolicyConfig(allowed_domains=("example.test",)))
+    assert found == ["dns_name_invalid"], [v.message for v in decision.violations]
+
+
 def test_idn_hint_gives_the_a_label():
     assert "xn--bcher-kva.example.test" in dns_name_problem("bücher.example.test")
 

@@ -71,10 +71,11 @@ def identifier_problems(config: Config, requester: Requester, identifiers: list[
     ips = [i["value"] for i in identifiers if i["type"] == "ip"]
     # An address sent as a DNS name (lego 4.9 does so): said as such, not as a DNS name with an
     # all-digit last label, and its subproblem keeps the type the client sent.
+    addresses = [d for d in dns if parse_ip(d) is not None]
     out = [problem_dict("rejectedIdentifier", f'"{d}" is an IP address sent as a DNS name: order it as an '
                         'identifier of type "ip" (RFC 8738), or use a client that does.', {"type": "dns", "value": d})
-           for d in dns if parse_ip(d) is not None]
-    dns = [d for d in dns if parse_ip(d) is None]
+           for d in addresses]
+    dns = [d for d in dns if d not in addresses]
     violations = policy.name_violations(dns, ips, [], config.policy)
     violations += issuance.scope_violations(requester, [f"DNS:{d}" for d in dns] + [f"IP:{ip}" for ip in ips])
     for v in violations:

@@ -41,8 +41,8 @@ def _jwks(issuer: JwtIssuer) -> jwt.PyJWKClient:
         client = _clients.get((issuer.jwks_url, issuer.ca_file))
         if client is None:
             context = ssl.create_default_context(cafile=issuer.ca_file) if issuer.ca_file else None
-            client = _clients[issuer.jwks_url, issuer.ca_file] = jwt.PyJWKClient(issuer.jwks_url, cache_keys=True, lifespan=300,
-                                                                 timeout=10, ssl_context=context)
+            client = _clients[issuer.jwks_url, issuer.ca_file] = jwt.PyJWKClient(
+                issuer.jwks_url, cache_keys=True, lifespan=300, timeout=10, ssl_context=context)
         return client
 
 

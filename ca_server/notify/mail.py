@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import smtplib
 import ssl
+import typing
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -18,6 +19,20 @@ from ..pki.subjects import CONTROL_CHARACTER
 # Anything else (no answer, a dropped or refused connection, TLS, login) would fail every message
 # of the pass the same way, each after its own timeout.
 MESSAGE_REFUSALS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError)
+
+
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """A client context that trusts the system's CAs and, besides them, those in `ca_file`."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(ca_file)
+    return context
+
+
+def not_trusted(exc: ssl.SSLCertVerificationError, key: str, ca_file: str) -> str:
+    """What to do about a server certificate `tls_context(ca_file)` did not trust."""
+    return (f"TLS certificate is not trusted ({exc.verify_message}): set {key} to the CA certificate that "
+            f"signed it ({ca_file or 'now: the system store only'})")
 
 
 class Mailer:
@@ -39,9 +54,7 @@ class Mailer:
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.config
-        context = ssl.create_default_context()
-        if cfg.ca_file:
-            context.load_verify_locations(cfg.ca_file)  # besides the system's, which stay trusted
+        context = tls_context(cfg.ca_file)
         if cfg.security == "tls":
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_seconds, context=context)
         else:
@@ -65,24 +78,26 @@ class Mailer:
             refused = self._smtp.send_message(message)
         except MESSAGE_REFUSALS as exc:
             self.close()
-            raise MailError(f"SMTP {self.config.host}:{self.config.port}: {type(exc).__name__}: {exc}") from None
+            raise MailError(f"{self._where}: {type(exc).__name__}: {exc}") from None
         except MailError as exc:
-            self.close()
-            self._broken = exc.message
-            raise
+            self._fail(exc.message)
         except ssl.SSLCertVerificationError as exc:
-            self.close()
-            self._broken = (f"SMTP {self.config.host}:{self.config.port}: its TLS certificate is not trusted "
-                            f"({exc.verify_message}): set [mail] ca_file to the CA certificate that signed it "
-                            f"({self.config.ca_file or 'now: the system store only'}), and check that it names "
-                            f"{self.config.host}")
-            raise MailError(self._broken) from None
+            self._fail(f"{self._where}: its {not_trusted(exc, '[mail] ca_file', self.config.ca_file)}, and check "
+                       f"that it names {self.config.host}")
         except (TimeoutError, smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            self.close()
-            self._broken = f"SMTP {self.config.host}:{self.config.port}: {type(exc).__name__}: {exc}"
-            raise MailError(self._broken) from None
+            self._fail(f"{self._where}: {type(exc).__name__}: {exc}")
         if refused:
             raise MailError(f"the SMTP server refused: {', '.join(sorted(refused))}")
+
+    @property
+    def _where(self) -> str:
+        return f"SMTP {self.config.host}:{self.config.port}"
+
+    def _fail(self, reason: str) -> typing.NoReturn:
+        """The server itself failed: the rest of this pass is not tried against it."""
+        self.close()
+        self._broken = reason
+        raise MailError(reason) from None
 
     def close(self) -> None:
         if self._smtp is not None:

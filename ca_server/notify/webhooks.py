@@ -26,7 +26,7 @@ from ..config.notify import WebhookConfig
 from ..models import CertificateRecord, names_key
 from ..store import CaStore
 from . import reminders
-from .mail import certificate_name, expiry_phrase
+from .mail import certificate_name, expiry_phrase, not_trusted, tls_context
 
 log = logging.getLogger("ca_server")
 
@@ -60,10 +60,7 @@ class Delivery:
 def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float, ca_file: str = "",
               ca_key: str = "the webhook's ca_file") -> None:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    context = None
-    if ca_file:
-        context = ssl.create_default_context()
-        context.load_verify_locations(ca_file)  # besides the system's, which stay trusted
+    context = tls_context(ca_file) if ca_file else None
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
             response.read(65536)
@@ -72,9 +69,7 @@ def post_json(url: str, body: bytes, headers: dict[str, str], timeout: float, ca
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, ssl.SSLCertVerificationError):
-            raise ReceiverUnreachable(f"the receiver's TLS certificate is not trusted ({reason.verify_message}): set "
-                               f"{ca_key} to the CA certificate that signed it "
-                               f"({ca_file or 'now: the system store only'})") from None
+            raise ReceiverUnreachable(f"the receiver's {not_trusted(reason, ca_key, ca_file)}") from None
         raise ReceiverUnreachable(f"could not reach the receiver: {reason}") from None
 
 
