@@ -5,11 +5,13 @@ validation_wait_ms`, then is answered with the outcome or `processing`, and the 
 The validator connects to `[acme] http01_port` / `tls_alpn01_port` and resolves names through
 `[acme] dns_resolvers` (dnspython), so an operator can point it at internal DNS or a test set-up.
 Each attempt has `validation_timeout_seconds`; a failed one is retried (`validation_attempts`)
-after 1, 2, 4 ... seconds, and the last failure is what the challenge says."""
+after 1, 2, 4 ... seconds, and the last failure is what the challenge says. http-01 follows
+redirects by Let's Encrypt's rules (check_http01)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.client
 import ipaddress
@@ -18,8 +20,10 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass
 
 import dns.exception
 import dns.resolver
@@ -28,7 +32,7 @@ from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
 from ..config import AcmeConfig
-from ..pki.names import parse_ip
+from ..pki.names import a_label, dns_name_problem, parse_ip
 from .challenges import dns01_value, key_authorization
 from .problems import problem_dict
 from .state import Challenge
@@ -96,64 +100,180 @@ def addresses(identifier: dict, config: AcmeConfig, timeout: float) -> Iterator[
 
 
 def check_http01(identifier: dict, token: str, key_auth: str, config: AcmeConfig, timeout: float) -> None:
-    host = identifier["value"]
+    """GET http://NAME/.well-known/acme-challenge/TOKEN, following redirects as Let's Encrypt does
+    (RFC 8555 8.3: the server SHOULD): at most MAX_REDIRECTS, to http: or https: on ports 80 and
+    443 (connected at http01_port and tls_alpn01_port), to host names (an IP address only as the
+    identifier itself), https without checking the certificate (the target has none yet: it is
+    getting one). A site that sends all of plain http to https validates so."""
+    target = _Target("http", identifier["value"], None, f"/.well-known/acme-challenge/{token}",
+                     is_ip=identifier["type"] == "ip")
+    chain_deadline = None  # the first connection that answers sets it: redirects share its timeout
+    for redirects in range(MAX_REDIRECTS + 1):
+        status, location, body, chain_deadline = _fetch(target, config, timeout, chain_deadline, redirects)
+        if status not in REDIRECTS:
+            break
+        if redirects == MAX_REDIRECTS:
+            raise ValidationError("connection", f"Stopped after {MAX_REDIRECTS} redirects (a loop?); the last was "
+                                  f"from {target.shown(config)} to {location}.")
+        target = _redirected(target, location, status, identifier, config)
+    if status != 200:
+        raise ValidationError("unauthorized", f"{target.shown(config)} answered {status}, not 200.")
+    if body.strip() != key_auth.encode():
+        raise ValidationError("incorrectResponse", f"The file at {target.shown(config)} does not hold the key "
+                              "authorization.")
+
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+
+
+@dataclass(frozen=True)
+class _Target:
+    scheme: str  # http or https
+    host: str  # a host name (A-label) or an IP address
+    port: int | None  # as the URL gave it (80, 443) or None; connected at the configured port
+    path: str  # with its query
+    is_ip: bool = False
+
+    def port_for(self, config: AcmeConfig) -> int:
+        return config.http01_port if self.scheme == "http" else config.tls_alpn01_port
+
+    def url(self) -> str:
+        """As the target's own links see it (what a relative Location is read against)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}{'' if self.port is None else f':{self.port}'}{self.path}"
+
+    def shown(self, config: AcmeConfig) -> str:
+        """As connected: the port this server used."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port_for(config)}{self.path}"
+
+
+def _redirected(target: _Target, location: str | None, status: int, identifier: dict,
+                config: AcmeConfig) -> _Target:
+    def refuse(why: str) -> ValidationError:
+        return ValidationError("connection", f"{target.shown(config)} redirected ({status}) to {location}: {why}")
+
+    if not location:
+        raise ValidationError("connection", f"{target.shown(config)} answered {status} without a Location to "
+                              "follow.")
+    try:
+        url = urllib.parse.urlsplit(urllib.parse.urljoin(target.url(), location.strip()))
+        port = url.port
+    except ValueError:
+        raise refuse("not a URL this server can follow.") from None
+    if url.scheme not in ("http", "https"):
+        raise refuse("only redirects to http: and https: URLs are followed.")
+    if port not in (None, 80, 443):
+        raise refuse(f"only redirects to ports 80 and 443 are followed, not {port}.")
+    host = (url.hostname or "").rstrip(".")
+    address = parse_ip(host)
+    if address is not None:
+        if identifier["type"] != "ip" or address != parse_ip(identifier["value"]):
+            raise refuse("a redirect to an IP address is followed only to the address being validated; "
+                         "redirect to a host name.")
+        host = str(address)
+    else:
+        host = a_label(host) or ""
+        if not host or dns_name_problem(host):
+            raise refuse("not a host name this server can look up.")
+    return _Target(url.scheme, host, port, (url.path or "/") + (f"?{url.query}" if url.query else ""),
+                   is_ip=address is not None)
+
+
+def _fetch(target: _Target, config: AcmeConfig, timeout: float, chain_deadline: float | None,
+           redirects: int) -> tuple[int, str | None, bytes, float]:
+    """(status, Location, body, the deadline it met) from the first of the target's addresses
+    that answers; each gets `timeout`, or what is left of `chain_deadline`."""
+    port = target.port_for(config)
     errors = []
-    for address in addresses(identifier, config, timeout):
-        conn = _DeadlineConnection(address, config.http01_port, timeout=timeout)
+    for address in addresses({"type": "ip" if target.is_ip else "dns", "value": target.host}, config, timeout):
+        deadline = chain_deadline or time.monotonic() + timeout
         try:
-            conn.request("GET", f"/.well-known/acme-challenge/{token}",
-                         headers={"Host": f"[{host}]" if ":" in host else host, "User-Agent": "ca-server-acme"})
-            response = conn.getresponse()
-            body = response.read(MAX_HTTP_BODY + 1)
+            return (*_exchange(target, address, port, deadline), deadline)
         except _PastDeadline:
-            errors.append(f"{address}:{config.http01_port}: did not answer within {timeout:g} s")
-            continue
-        except (OSError, http.client.HTTPException) as exc:
-            errors.append(f"{address}:{config.http01_port}: {exc.__class__.__name__} {exc}".strip())
-            continue
-        finally:
-            conn.close()
-        if response.status != 200:
-            raise ValidationError("unauthorized", f"http://{host}:{config.http01_port}/.well-known/acme-challenge/"
-                                  f"{token} answered {response.status}, not 200.")
-        if body.strip() != key_auth.encode():
-            raise ValidationError("incorrectResponse", "The file at /.well-known/acme-challenge/ does not hold the "
-                                  "key authorization.")
-        return
-    raise ValidationError("connection", f"Could not fetch the http-01 file: {'; '.join(errors)}")
+            errors.append(f"{address}:{port}: did not answer within {timeout:g} s")
+        except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
+            errors.append(f"{address}:{port}: {exc.__class__.__name__} {exc}".strip())
+    where = f" at {target.shown(config)}" if redirects else ""
+    raise ValidationError("connection", f"Could not fetch the http-01 file{where}: {'; '.join(errors)}")
+
+
+def _exchange(target: _Target, address: str, port: int, deadline: float) -> tuple[int, str | None, bytes]:
+    sock: socket.socket = _DeadlineSocket.connect_by(address, port, deadline)
+    if target.scheme == "https":
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))  # one deadline for the whole handshake
+        try:
+            sock = _tls_context().wrap_socket(sock, server_hostname=None if target.is_ip else target.host)
+        except TimeoutError:
+            sock.close()
+            raise _PastDeadline from None
+        sock.deadline = deadline
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    conn = http.client.HTTPConnection(host)  # given its socket: it never connects itself
+    conn.sock = sock
+    try:
+        conn.request("GET", target.path, headers={
+            "Host": host if target.port is None else f"{host}:{target.port}",
+            "User-Agent": "ca-server-acme", "Accept": "*/*"})
+        response = conn.getresponse()
+        if response.status in REDIRECTS:
+            return response.status, response.getheader("Location"), b""
+        return response.status, None, response.read(MAX_HTTP_BODY + 1)
+    finally:
+        conn.close()
 
 
 class _PastDeadline(TimeoutError):
     pass
 
 
-class _DeadlineSocket(socket.socket):
-    """A socket whose reads together end at `deadline`: the connection's timeout bounds each read,
-    so a target that trickles its answer a byte a second held a validator thread (there are only
+class _Deadline:
+    """Reads that together end at `deadline`: a socket's timeout bounds each read, so a target
+    that trickles its answer a byte a second held a validator thread (there are only
     validation_threads of them) as long as it liked."""
 
     deadline = 0.0
 
-    def recv_into(self, buffer, nbytes=0, flags=0):
+    def recv_into(self, buffer, *args):
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise _PastDeadline
         self.settimeout(left)
         try:
-            return super().recv_into(buffer, nbytes, flags)
+            return super().recv_into(buffer, *args)
         except TimeoutError:
             raise _PastDeadline from None
 
 
-class _DeadlineConnection(http.client.HTTPConnection):
-    """http.client with one deadline for the whole exchange, from the connect on."""
-
-    def connect(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        super().connect()
-        sock = _DeadlineSocket(fileno=self.sock.detach())
+class _DeadlineSocket(_Deadline, socket.socket):
+    @classmethod
+    def connect_by(cls, address: str, port: int, deadline: float) -> _DeadlineSocket:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _PastDeadline
+        try:
+            raw = socket.create_connection((address, port), timeout=left)
+        except TimeoutError:
+            raise _PastDeadline from None
+        sock = cls(fileno=raw.detach())
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client's own connect
         sock.deadline = deadline
-        self.sock = sock
+        return sock
+
+
+class _DeadlineTLSSocket(_Deadline, ssl.SSLSocket):
+    pass
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """https after a redirect: no certificate check (the target is getting its first one)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.sslsocket_class = _DeadlineTLSSocket
+    return context
 
 
 def check_dns01(identifier: dict, key_auth: str, config: AcmeConfig, timeout: float) -> None:
