@@ -125,6 +125,8 @@ def certificate_fields(cert: x509.Certificate) -> dict:
         fields["extended_key_usage"] = [EKU_NAMES.get(o, o.dotted_string) for o in ekus]
         constraints = _extension(cert, x509.BasicConstraints)
         fields["is_ca"] = bool(constraints and constraints.ca)
+        features = _extension(cert, x509.TLSFeature)  # RFC 7633: a server that does not staple fails
+        fields["ocsp_must_staple"] = bool(features and x509.TLSFeatureType.status_request in features)
     if unreadable:
         fields["unreadable"] = unreadable
     return fields
@@ -362,6 +364,6 @@ def _inspect_csr(config: Config, store: CaStore, csr: x509.CertificateSigningReq
     }
     reasons = [v.message for v in violations] or [
         f"This CSR would be signed for {', '.join(prepared.decision.sans) or 'its subject'} "
-        f"({prepared.decision.validity_days} days, profile {prepared.profile})."]
+        f"({prepared.decision.validity_days} days, profile {prepared.profile}).", *prepared.notes]
     return {"kind": "csr", "verdict": "refused" if violations else "acceptable", "reasons": reasons,
             "violations": [v.as_dict() for v in violations], "fields": fields}

@@ -239,6 +239,26 @@ def test_inspect_page_and_conversion(web, svc):
     assert bad.status_code == 400 and "neither a certificate nor a CSR" in bad.get_data(as_text=True)
 
 
+
+def test_inspect_says_whether_a_certificate_demands_ocsp_stapling(web, api, svc):
+    """RFC 7633 Must-Staple: a server that does not staple fails with such a certificate (Firefox
+    refuses it), so the operator checking a device's certificate is told. A CSR asking for it is
+    told what the certificate will carry."""
+    key = cached_key("ec-p256", 7)
+    asked = (x509.CertificateSigningRequestBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "staple.example.test")]))
+             .add_extension(x509.TLSFeature([x509.TLSFeatureType.status_request]), critical=False)
+             .sign(key, hashes.SHA256()))
+    precheck = api.post("/api/v1/inspect", json={"pem": pem(asked)}).get_json()
+    assert precheck["verdict"] == "acceptable"
+    assert any("OCSP Must-Staple" in reason and "ssl_stapling on" in reason for reason in precheck["reasons"])
+    stapled = issuance.issue(svc.config, svc.store, svc.authority, issuance.IssueRequest(csr=pem(asked)), utcnow())
+    assert api.post("/api/v1/inspect", json={"pem": stapled.pem}).get_json()["fields"]["ocsp_must_staple"] is True
+    assert api.post("/api/v1/inspect", json={"pem": issue(svc).pem}).get_json()["fields"]["ocsp_must_staple"] is False
+    page = web.get("/inspect").get_data(as_text=True)
+    html = web.post("/inspect", data={"document": stapled.pem, "csrf_token": csrf_token(page)}).get_data(as_text=True)
+    assert "<dt>OCSP Must-Staple</dt>\n    <dd>yes</dd>" in html
+
 def test_trust_page_is_public_and_names_the_fingerprint(app, svc):
     html = app.test_client().get("/trust").get_data(as_text=True)
     fp = svc.authority.describe()[0]["fingerprint_sha256"]
