@@ -126,6 +126,17 @@ def test_a_relative_redirect_and_one_to_a_central_responder_host_are_followed(po
     assert secure == [("acme-responder.example.test", PATH)]
 
 
+
+def test_a_location_with_spaces_or_non_ascii_is_followed_percent_encoded(ports):
+    """As a browser sends it (before, http.client refused to send such a path: "Could not fetch ...
+    InvalidURL URL can't contain control characters")."""
+    http01, _, config = ports
+    moved = "/moved%20here/%C3%BC"
+    hops = {PATH: (302, {"Location": "/moved here/ü"}, b""), moved: (200, {}, KEY_AUTH.encode())}
+    with web_server(http01, lambda path, host: hops.get(path, (404, {}, b""))) as plain:
+        validate(config)
+    assert [path for _, path in plain] == [PATH, moved]
+
 def test_a_wrong_answer_after_a_redirect_names_the_url_it_came_from(ports, tmp_path):
     http01, https, config = ports
     with web_server(http01, redirect("https://{host}/elsewhere")), \

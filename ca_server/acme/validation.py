@@ -125,6 +125,7 @@ def check_http01(identifier: dict, token: str, key_auth: str, config: AcmeConfig
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
+URL_SAFE = "/?%:@!$&'()*+,;=-._~"  # RFC 3986's reserved and unreserved characters of a path and query
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,9 @@ def _redirected(target: _Target, location: str | None, status: int, identifier: 
         host = a_label(host) or ""
         if not host or dns_name_problem(host):
             raise refuse("not a host name this server can look up.")
-    return _Target(url.scheme, host, port, (url.path or "/") + (f"?{url.query}" if url.query else ""),
-                   is_ip=address is not None)
+    path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    # As a browser sends it: a space or non-ASCII character percent-encoded, escapes kept.
+    return _Target(url.scheme, host, port, urllib.parse.quote(path, safe=URL_SAFE), is_ip=address is not None)
 
 
 def _fetch(target: _Target, config: AcmeConfig, timeout: float, chain_deadline: float | None,
