@@ -603,6 +603,23 @@ def test_reminders_of_an_acme_certificate_follow_the_accounts_contacts_as_they_a
         server.stop()
 
 
+
+def test_the_dashboard_counts_an_acme_certificate_as_unheard_only_while_its_account_has_no_contact(
+        client, http_port, web, svc):
+    """Found in review: the dashboard's "would notify nobody" read the addresses stored at issuance,
+    so a certificate whose account added a contact later was still listed, though its reminders
+    reach that contact (recipients_for)."""
+    account_url = client.new_account().headers["Location"]  # no contact
+    with http01_responder(http_port) as tokens:
+        ready = valid_order(client, tokens, "127.0.0.1")
+    serial = client.finalize(ready, make_csr([], ips=["127.0.0.1"])).get_json()["certificate"].rsplit("/", 1)[1]
+    dashboard = web.get("/").get_data(as_text=True)
+    assert "1 valid certificate names no reminder address" in dashboard and f"/certificates/{serial}" in dashboard
+    assert "certbot update_account -m ADDRESS" in dashboard
+    assert client.post(account_url, {"contact": ["mailto:ops@example.test"]}).status_code == 200
+    assert "Certificates that would notify nobody" not in web.get("/").get_data(as_text=True)
+    assert "ops@example.test" in web.get(f"/certificates/{serial}").get_data(as_text=True)
+
 @pytest.mark.parametrize("profile, ekus", [("server", ["serverAuth"]), ("server+client", ["serverAuth", "clientAuth"]),
                                            ("client", ["clientAuth"])])
 def test_an_order_may_name_a_profile(client, http_port, profile, ekus):

@@ -29,6 +29,10 @@ SEARCH_KEY_WINDOW = 4096  # search-key rows read below the newest match at first
 SEARCH_KEY_ROWS_MAX = 200_000  # above this many matching key rows, the text scan goes on instead
 CANDIDATES_MAX = 200_000  # above this many rowids from a filter's index, the scan goes on instead
 PROBE_ROWS = 64  # candidate rows read at first, then 4x more each time
+# Valid certificates whose reminders reach no one: no address of their own and, for an ACME
+# certificate, no mailto: contact on its account as it is now (notify/reminders.recipients_for).
+_UNHEARD = ("c.notify = '[]' AND c.revoked_at IS NULL AND c.not_after > ? AND NOT (c.requester LIKE 'acme:%'"
+            " AND EXISTS (SELECT 1 FROM acme_accounts a WHERE a.id = substr(c.requester, 6) AND a.contacts <> '[]'))")
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,12 @@ class CertificateListing:
     def count_without_recipients(self, now: dt.datetime) -> int:
         """Valid certificates that name no reminder address (the dashboard's warning)."""
         return self.db.conn.execute(
-            "SELECT count(*) FROM certificates WHERE notify = '[]' AND revoked_at IS NULL AND not_after > ?",
-            [to_text(now)]).fetchone()[0]
+            f"SELECT count(*) FROM certificates c WHERE {_UNHEARD}", [to_text(now)]).fetchone()[0]
 
     def without_recipients(self, now: dt.datetime, limit: int) -> list[CertificateRecord]:
         """The valid certificates that name no reminder address, soonest to expire first."""
-        rows = self.db.query(
-            f"SELECT {_prefixed()} FROM certificates c WHERE c.notify = '[]' AND c.revoked_at IS NULL"
-            " AND c.not_after > ? ORDER BY c.not_after LIMIT ?", [to_text(now), limit])
+        rows = self.db.query(f"SELECT {_prefixed()} FROM certificates c WHERE {_UNHEARD} ORDER BY c.not_after LIMIT ?",
+                             [to_text(now), limit])
         return [row_to_record(row) for row in rows]
 
     def count_certificates(self, flt: CertificateFilter, now: dt.datetime) -> int:
