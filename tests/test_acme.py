@@ -401,6 +401,35 @@ def test_account_update_key_change_and_deactivation(client):
     problem(client.post(account_url, None), "unauthorized", 403)
 
 
+def test_an_account_that_validated_every_name_may_revoke_a_certificate_another_account_ordered(
+        client, http_port, svc):
+    """RFC 8555 7.6 (a MUST): an account holding authorizations for all of a certificate's names
+    may revoke it: the subscriber who lost the account that ordered it registers anew, validates
+    the names again, and revokes. Before, only the ordering account or the certificate's key could."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    client.new_account()
+    with http01_responder(http_port) as tokens:
+        ready = valid_order(client, tokens, "127.0.0.1")
+    cert_url = client.finalize(ready, make_csr([], ips=["127.0.0.1"])).get_json()["certificate"]
+    leaf = x509.load_pem_x509_certificates(client.post(cert_url, None).data)[0]
+    payload = {"certificate": b64(leaf.public_bytes(Encoding.DER)), "reason": 1}
+
+    new = ScriptedAcme(client.client, BASE)
+    new.new_account()
+    refused = problem(new.post("/acme/revoke-cert", payload), "unauthorized", 403)
+    assert "holds no valid authorization for 127.0.0.1" in refused["detail"]
+    pending = new.new_order("127.0.0.1")  # authorizations not yet valid do not count
+    problem(new.post("/acme/revoke-cert", payload), "unauthorized", 403)
+    with http01_responder(http_port) as tokens:
+        valid_order_from(new, tokens, pending)
+    done = new.post("/acme/revoke-cert", payload)
+    assert done.status_code == 200, done.get_json()
+    record = svc.store.get_certificate(format(leaf.serial_number, "x"))
+    assert record.revoked_at is not None and record.revocation_reason == "keyCompromise"
+    revoked = svc.store.audit_entries(action="revoke", serial=record.serial)
+    assert [e["actor"] for e in revoked] == ["acme:" + new.kid.rsplit("/", 1)[1]]
+
 def test_revocation_by_account_and_by_the_certificates_key(client, http_port, svc):
     client.new_account()
     key = new_key()

@@ -130,6 +130,24 @@ def test_certbot_gets_renews_and_revokes(acme_server, svc, tmp_path):
         assert record.revoked_at is not None and record.revocation_reason == "keyCompromise"
 
 
+
+def test_certbot_with_a_new_account_revokes_a_certificate_the_lost_one_ordered(acme_server, svc, tmp_path):
+    """The server that ordered a certificate was rebuilt and its certbot account is gone: a new
+    account validates the name again and revokes the old certificate (RFC 8555 7.6)."""
+    need("certbot")
+    with acme_server["start"]():
+        lost, new = tmp_path / "lost", tmp_path / "new"
+        for work in (lost, new):
+            got = certbot(acme_server, work, "certonly", "--agree-tos", "--register-unsafely-without-email",
+                          "--standalone", "--http-01-port", str(acme_server["http01"]), "-d", "lost.example.test")
+            assert got.returncode == 0, got.stdout + got.stderr
+        old = assert_issued_here(lost / "live" / "lost.example.test" / "fullchain.pem", acme_server, svc)
+        revoked = certbot(acme_server, new, "revoke", "--cert-path", str(lost / "live" / "lost.example.test" / "cert.pem"),
+                          "--reason", "keycompromise", "--no-delete-after-revoke")
+        assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+    record = svc.store.get_certificate(format(old.serial_number, "x"))
+    assert record.revoked_at is not None and record.revocation_reason == "keyCompromise"
+
 def test_certbot_with_external_account_binding(acme_server, svc, tmp_path):
     need("certbot")
     import datetime as dt

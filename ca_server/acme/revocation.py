@@ -1,5 +1,6 @@
-"""ACME revocation (RFC 8555 7.6): by the account that ordered the certificate, or signed with
-the certificate's own key; then the same revocation as every other door."""
+"""ACME revocation (RFC 8555 7.6): by the account that ordered the certificate, by an account
+that holds valid authorizations for all of its names, or signed with the certificate's own key;
+then the same revocation as every other door."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ RFC5280_REASONS = {0: "unspecified", 1: "keyCompromise", 3: "affiliationChanged"
 
 def revoke(config: Config, store: CaStore, authority: Authority, payload: dict, *, account: Account | None,
            key_spki_sha256: str | None, client: str | None, now: dt.datetime) -> None:
-    """RFC 8555 7.6: by the account that ordered the certificate, or signed by its own key."""
+    """RFC 8555 7.6: by the account that ordered the certificate, by an account that holds valid
+    authorizations for all of its names (a subscriber who lost the account that ordered it and
+    validated the names again with a new one), or signed by its own key."""
     text = payload.get("certificate")
     if not isinstance(text, str):
         raise AcmeProblem("malformed", "revokeCert needs the certificate as unpadded base64url DER.")
@@ -43,8 +46,12 @@ def revoke(config: Config, store: CaStore, authority: Authority, payload: dict, 
     if account is not None:
         order = state.order_of_certificate(store, serial)
         if order is None or order.account_id != account.id:
-            raise AcmeProblem("unauthorized", "This account did not order that certificate; sign the request with "
-                              "the certificate's key instead.")
+            missing = _names_not_authorized(store, account, record.sans, now)
+            if missing:
+                raise AcmeProblem("unauthorized", "This account did not order that certificate and holds no valid "
+                                  f"authorization for {', '.join(missing)}: validate every name of the certificate "
+                                  "in an order of this account first, or sign the request with the certificate's "
+                                  "key instead.")
         actor = account.actor
     else:
         if key_spki_sha256 != record.spki_sha256:
@@ -53,3 +60,15 @@ def revoke(config: Config, store: CaStore, authority: Authority, payload: dict, 
     if record.revoked_at is not None:
         raise AcmeProblem("alreadyRevoked", f"The certificate was revoked on {record.revoked_at:%Y-%m-%d}.")
     revocation.revoke(config, store, authority, serial, RFC5280_REASONS[reason_code], now, actor=actor, client=client)
+
+
+def _names_not_authorized(store: CaStore, account: Account, sans: tuple[str, ...], now: dt.datetime) -> list[str]:
+    """The certificate's names ("DNS:...", "IP:...") for which the account holds no valid, unexpired
+    authorization (a wildcard name needs a wildcard authorization)."""
+    if not sans:
+        return ["its subject (it has no names)"]
+    held = set()
+    for row in store.acme_valid_authorizations(account.id, now):
+        authz = state.from_row(row)
+        held.add(("DNS:*." + authz.identifier.value) if authz.wildcard else authz.identifier.san)
+    return [name.split(":", 1)[1] for name in sans if name not in held]
