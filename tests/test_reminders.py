@@ -109,6 +109,28 @@ def test_the_mail_says_what_expires_when_and_how_to_renew(rsvc, smtp):
             assert fact in body, fact
 
 
+
+@pytest.mark.parametrize(("door", "requester", "words"), [
+    ("scep", issuance.Requester(name="phones", kind="scep"),
+     ("enrolled over SCEP", "Its SCEP client", "http://ca.example.test:8080/scep", "getcert resubmit")),
+    ("est", issuance.Requester(name="routers", kind="token"),
+     ("enrolled over EST", "Its EST client", "http://ca.example.test:8080/.well-known/est/", "simplereenroll")),
+])
+def test_a_device_that_enrolled_itself_is_told_to_check_its_client_not_to_make_a_csr(rsvc, smtp, door, requester,
+                                                                                    words):
+    """Before, the reminder of a certificate a device got over SCEP or EST said to generate a CSR on
+    the device and submit it through the web form: the device renews by itself, and what the
+    owner must check is its client."""
+    request = issuance.IssueRequest(csr=pem(make_csr(["device.example.test"])), validity_days=90,
+                                    notify=("owner@example.test",), requester=requester, door=door)
+    record = issuance.issue(rsvc.config, rsvc.store, rsvc.authority, request, T0)
+    run(rsvc, record.not_after - 14 * DAY)
+    (message,) = smtp.inbox.messages
+    for body in (message.get_body(("plain",)).get_content(), message.get_body(("html",)).get_content()):
+        for phrase in words:
+            assert phrase in body, phrase
+        assert "Generate a new CSR" not in body and "/certificates/new" not in body
+
 def test_a_line_break_in_a_stored_cn_neither_stops_the_pass_nor_reaches_a_header(rsvc, smtp):
     """Found by a CSR whose CN held CR/LF: building the mail raised ValueError (mail headers refuse
     line breaks) after the reminder was claimed, which ended the whole pass, so no certificate due

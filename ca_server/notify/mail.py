@@ -138,8 +138,9 @@ def certificate_name(record: CertificateRecord) -> str:
 
 def reminder_message(
     record: CertificateRecord, *, days_left: int, recipients: tuple[str, ...], sender: str, base_url: str,
-    organization: str,
+    organization: str, door: str = "",
 ) -> EmailMessage:
+    """`door`: how the certificate came (acme, scep, est, web ...): the steps to renew it differ."""
     name = certificate_name(record)
     phrase = expiry_phrase(days_left)
     expiry = moment_text(record.not_after)
@@ -147,21 +148,13 @@ def reminder_message(
     subject = f"Certificate {name} {phrase} ({record.not_after:%Y-%m-%d})"
     sans = ", ".join(s.split(":", 1)[1] for s in record.sans) or "none"
     acme = record.requester.startswith("acme:")
-    steps = [
-        "Its ACME client (certbot, lego, Caddy ...) should have renewed it by now and did not: check that "
-        "the client still runs (its timer or cron job), and read its log for the CA's answer.",
-        "Renew by hand with the client (for certbot: `certbot renew --cert-name NAME --force-renewal`), "
-        "then make sure the device reloads the new certificate.",
-    ] if acme else [
-        "Generate a new CSR on the device (for CUCM: OS Administration > Security > Certificate Management "
-        "> Generate CSR), for the same names.",
-        f"Submit it at {base_url}/certificates/new (or with the API / `ca-server issue`).",
-        f"Install the new certificate on the device before {expiry}; the old one is then superseded and "
-        "these reminders stop.",
-    ]
-    opening = f"The certificate for {name} {phrase}." + (
-        " Your automatic renewal did not happen: the certificate is past the renewal window this CA "
-        "suggested to its ACME client." if acme else "")
+    steps = _renewal_steps(door, base_url, expiry)
+    automatic = (
+        "Your automatic renewal did not happen: the certificate is past the renewal window this CA suggested "
+        "to its ACME client." if acme else
+        f"It was enrolled over {door.upper()}: its device renews it by itself, and the steps below are for when "
+        "it does not." if door in ("scep", "est") else "")
+    opening = f"The certificate for {name} {phrase}." + (f" {automatic}" if automatic else "")
     text = (
         f"{opening}\n\n"
         f"  Common name:   {record.common_name or '-'}\n"
@@ -176,8 +169,7 @@ def reminder_message(
     e = html.escape
     html_body = (
         f"<p>The certificate for <strong>{e(name)}</strong> {e(phrase)}.</p>"
-        + ("<p><strong>Your automatic renewal did not happen</strong>: the certificate is past the renewal "
-           "window this CA suggested to its ACME client.</p>" if acme else "") +
+        + (f"<p>{e(automatic)}</p>" if automatic else "") +
         "<table>"
         f"<tr><th align=left>Common name</th><td>{e(record.common_name or '-')}</td></tr>"
         f"<tr><th align=left>Names (SANs)</th><td>{e(sans)}</td></tr>"
@@ -188,6 +180,32 @@ def reminder_message(
         "<p>To renew it:</p><ol>" + "".join(f"<li>{e(s)}</li>" for s in steps) + "</ol>"
     )
     return new_message(sender=sender, to=recipients, subject=subject, text=text, html_body=html_body)
+
+
+def _renewal_steps(door: str, base_url: str, expiry: str) -> list[str]:
+    automatic = {  # the client that renews by itself, where it must reach, how to renew by hand
+        "acme": ("Its ACME client (certbot, lego, Caddy ...) should have renewed it by now and did not", "",
+                 "with the client (for certbot: `certbot renew --cert-name NAME --force-renewal`)"),
+        "scep": ("Its SCEP client (a router's auto-enrollment, certmonger, the MDM's profile) should renew it before then",
+                 f" and reaches {base_url}/scep",
+                 "from the device (certmonger: `getcert resubmit -i ID`; strongSwan: `pki --scep` with `--cert` "
+                 "and `--key` of the current certificate)"),
+        "est": ("Its EST client should re-enroll it before then", f" and reaches {base_url}/.well-known/est/",
+                "from the device: `/.well-known/est/simplereenroll` with the current certificate as the TLS "
+                "client certificate (for curl: `--cert cert.pem --key key.pem`)"),
+    }.get(door)
+    if automatic:
+        client, where, by_hand = automatic
+        return [f"{client}: check that the client still runs (its timer or cron job){where}, and read its log for "
+                "the CA's answer.",
+                f"Renew by hand {by_hand}, then make sure the device uses the new certificate."]
+    return [
+        "Generate a new CSR on the device (for CUCM: OS Administration > Security > Certificate Management "
+        "> Generate CSR), for the same names.",
+        f"Submit it at {base_url}/certificates/new (or with the API / `ca-server issue`).",
+        f"Install the new certificate on the device before {expiry}; the old one is then superseded and "
+        "these reminders stop.",
+    ]
 
 
 def mail_admins_once(config: Config, smtp_password: str | None, store, claim: str, subject: str, sentence: str,

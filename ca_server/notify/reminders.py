@@ -114,6 +114,16 @@ def recipients_for(config: Config, store: CaStore, record: CertificateRecord) ->
     return record.notify or config.reminders.default_recipients
 
 
+def door_of(store: CaStore, record: CertificateRecord) -> str:
+    """How the certificate came (acme, scep, est, web, api, cli ...), as its issuance's audit row
+    says; "" for one issued before doors were recorded."""
+    kind = (record.requester or "").partition(":")[0]
+    if kind in ("acme", "scep"):
+        return kind
+    rows = [r for r in store.audit_entries(serial=record.serial, limit=20) if r["action"] in ("issue", "approve")]
+    return str((rows[-1]["detail"] or {}).get("door", "")) if rows else ""
+
+
 def run_pass(config: Config, secrets: Secrets, store: CaStore, now: dt.datetime, *, dry_run: bool = False) -> list[Outcome]:
     """One reminder pass: new reminders, then retries of failed ones."""
     outcomes: list[Outcome] = []
@@ -153,7 +163,8 @@ def _send(config, store, mailer, reminder_id, record, threshold, recipients, att
     base = dict(serial=record.serial, name=certificate_name(record), threshold=threshold, recipients=recipients, days_left=left)
     try:
         message = reminder_message(record, days_left=left, recipients=recipients, sender=config.mail.from_address,
-                                   base_url=config.server.base_url, organization=config.ca.organization)
+                                   base_url=config.server.base_url, organization=config.ca.organization,
+                                   door=door_of(store, record))
         mailer.send(message)
     except MailError as exc:
         error = exc.message
