@@ -10,8 +10,8 @@
     python -m benchmarks.acme_requests [REQUESTS]   (not part of `make bench`)
 
 On 2026-12-08: a POST-as-GET of an order cost 540-700 us through `serve --tls` against Pebble's
-300-340; (2) was 259-282 us (the P-256 signature check ~75 of it, SQLite ~45) and (3) 100-160:
-(2) + (3) is already more than Pebble's whole answer."""
+300-430; (2) was 259-284 us (the P-256 signature check ~75 of it, SQLite ~45) and (3) 100-167:
+(2) + (3) already costs what Pebble's whole answer does."""
 
 from __future__ import annotations
 

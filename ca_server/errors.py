@@ -6,6 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def untrusted_certificate(exc: BaseException) -> bool:
+    """A TLS client error that says the peer's certificate is not trusted, as requests, ldap3 and
+    PyJWT carry it (in words: they wrap ssl.SSLCertVerificationError in their own exceptions)."""
+    text = str(exc)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text
+
+
 class CAError(Exception):
     """Base of every error ca-server raises on purpose. `code` is stable and machine-readable."""
 

@@ -139,15 +139,18 @@ class _Target:
     def port_for(self, config: AcmeConfig) -> int:
         return config.http01_port if self.scheme == "http" else config.tls_alpn01_port
 
+    @property
+    def url_host(self) -> str:
+        """The host as a URL and a Host header write it: an IPv6 address in brackets."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
     def url(self) -> str:
         """As the target's own links see it (what a relative Location is read against)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}{'' if self.port is None else f':{self.port}'}{self.path}"
+        return f"{self.scheme}://{self.url_host}{'' if self.port is None else f':{self.port}'}{self.path}"
 
     def shown(self, config: AcmeConfig) -> str:
         """As connected: the port this server used."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port_for(config)}{self.path}"
+        return f"{self.scheme}://{self.url_host}:{self.port_for(config)}{self.path}"
 
 
 def _redirected(target: _Target, location: str | None, status: int, identifier: dict,
@@ -211,7 +214,7 @@ def _exchange(target: _Target, address: str, port: int, deadline: float) -> tupl
             sock.close()
             raise _PastDeadline from None
         sock.deadline = deadline
-    host = f"[{target.host}]" if ":" in target.host else target.host
+    host = target.url_host
     conn = http.client.HTTPConnection(host)  # given its socket: it never connects itself
     conn.sock = sock
     try:

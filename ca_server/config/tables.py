@@ -55,7 +55,7 @@ def coerce(key: str, hint: typing.Any, value: typing.Any) -> typing.Any:
 
 
 def check_ca_file(key: str, path: str) -> None:
-    """A PEM file of CA certificates to trust besides the system's: there, and holding one."""
+    """A `ca_file` key's PEM file of CA certificates: there, and holding one."""
     try:
         pem = Path(path).read_bytes()
     except OSError as exc:

@@ -21,7 +21,7 @@ from ..accounts import create_token
 from ..clock import to_text
 from ..config import Config
 from ..config.auth import JwtIssuer
-from ..errors import AuthError
+from ..errors import AuthError, untrusted_certificate
 from ..store import CaStore
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
@@ -65,7 +65,7 @@ def verify(config: Config, token: str) -> tuple[JwtIssuer, dict]:
     try:
         key = _jwks(issuer).get_signing_key_from_jwt(token)
     except jwt.PyJWKClientConnectionError as exc:
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        if untrusted_certificate(exc):
             raise ExchangeRefused(f"The keys of {issuer.issuer} could not be fetched from {issuer.jwks_url}: its TLS "
                                   "certificate is not trusted here; an admin sets ca_file of this "
                                   "[[auth.jwt_issuers]] to the CA certificate that signs it.") from None

@@ -17,7 +17,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
 from ..config.auth import LdapConfig
-from ..errors import CAError
+from ..errors import CAError, untrusted_certificate
 
 
 class DirectoryUnavailable(CAError):
@@ -88,7 +88,7 @@ def authenticate(ldap: LdapConfig, bind_password: str | None, username: str, pas
     except DirectoryUnavailable:
         raise
     except (ldap_errors.LDAPException, OSError) as exc:
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+        if untrusted_certificate(exc):
             raise DirectoryUnavailable(
                 f"The directory at {ldap.url} presented a TLS certificate that [auth.ldap] ca_file "
                 f"({ldap.ca_file or 'the system store'}) does not trust, or that is not for its host name; nobody "

@@ -147,11 +147,10 @@ def reminder_message(
     link = f"{base_url}/certificates/{record.serial}"
     subject = f"Certificate {name} {phrase} ({record.not_after:%Y-%m-%d})"
     sans = ", ".join(s.split(":", 1)[1] for s in record.sans) or "none"
-    acme = record.requester.startswith("acme:")
     steps = _renewal_steps(door, base_url, expiry)
     automatic = (
         "Your automatic renewal did not happen: the certificate is past the renewal window this CA suggested "
-        "to its ACME client." if acme else
+        "to its ACME client." if door == "acme" else
         f"It was enrolled over {door.upper()}: its device renews it by itself, and the steps below are for when "
         "it does not." if door in ("scep", "est") else "")
     opening = f"The certificate for {name} {phrase}." + (f" {automatic}" if automatic else "")
@@ -186,11 +185,12 @@ def _renewal_steps(door: str, base_url: str, expiry: str) -> list[str]:
     automatic = {  # the client that renews by itself, where it must reach, how to renew by hand
         "acme": ("Its ACME client (certbot, lego, Caddy ...) should have renewed it by now and did not", "",
                  "with the client (for certbot: `certbot renew --cert-name NAME --force-renewal`)"),
-        "scep": ("Its SCEP client (a router's auto-enrollment, certmonger, the MDM's profile) should renew it before then",
-                 f" and reaches {base_url}/scep",
+        "scep": ("Its SCEP client (a router's auto-enrollment, certmonger, the MDM's profile) should renew it before it "
+                 "expires", f" and reaches {base_url}/scep (a named endpoint: /scep/NAME)",
                  "from the device (certmonger: `getcert resubmit -i ID`; strongSwan: `pki --scep` with `--cert` "
                  "and `--key` of the current certificate)"),
-        "est": ("Its EST client should re-enroll it before then", f" and reaches {base_url}/.well-known/est/",
+        "est": ("Its EST client should re-enroll it before it expires",
+                f" and reaches {base_url}/.well-known/est/ (a label: /.well-known/est/LABEL/)",
                 "from the device: `/.well-known/est/simplereenroll` with the current certificate as the TLS "
                 "client certificate (for curl: `--cert cert.pem --key key.pem`)"),
     }.get(door)

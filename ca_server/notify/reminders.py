@@ -114,14 +114,20 @@ def recipients_for(config: Config, store: CaStore, record: CertificateRecord) ->
     return record.notify or config.reminders.default_recipients
 
 
+def issuance_detail(store: CaStore, serial: str) -> dict:
+    """The detail of the certificate's issuance in the audit log (its door, endpoint, the device
+    protocol's details, who approved); {} when none is found."""
+    rows = [r for r in store.audit_entries(serial=serial, limit=20) if r["action"] in ("issue", "approve")]
+    return (rows[-1]["detail"] or {}) if rows else {}
+
+
 def door_of(store: CaStore, record: CertificateRecord) -> str:
-    """How the certificate came (acme, scep, est, web, api, cli ...), as its issuance's audit row
-    says; "" for one issued before doors were recorded."""
+    """How the certificate came (acme, scep, est, web, api, cli ...); "" for one issued before
+    doors were recorded."""
     kind = (record.requester or "").partition(":")[0]
     if kind in ("acme", "scep"):
         return kind
-    rows = [r for r in store.audit_entries(serial=record.serial, limit=20) if r["action"] in ("issue", "approve")]
-    return str((rows[-1]["detail"] or {}).get("door", "")) if rows else ""
+    return str(issuance_detail(store, record.serial).get("door", ""))
 
 
 def run_pass(config: Config, secrets: Secrets, store: CaStore, now: dt.datetime, *, dry_run: bool = False) -> list[Outcome]:

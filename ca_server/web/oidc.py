@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, current_app, redirect, render_template, requ
 from joserfc.errors import JoseError
 
 from ..directory import sessions, signin
+from ..errors import untrusted_certificate
 from .auth import LoginForm, audit_failed_sign_in, count_failed_sign_in, safe_next
 from .common import now, own_base_url, services
 
@@ -66,7 +67,7 @@ def start():
     try:
         return getattr(oauth, CLIENT).authorize_redirect(own_base_url() + url_for("oidc.callback"))
     except (AuthlibBaseError, OSError, ValueError) as exc:
-        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        if untrusted_certificate(exc):
             return _refused("The sign-in provider's TLS certificate is not trusted here: an admin sets [auth.oidc] "
                             "ca_file to the CA certificate that signs it. Local accounts can still sign in.", 503)
         return _refused(f"The sign-in provider cannot be reached right now ({type(exc).__name__}); local accounts "

@@ -201,8 +201,7 @@ DOORS = {"web": "the web form", "api": "the JSON API", "acme": "ACME", "scep": "
 
 def _enrolled(serial: str) -> str | None:
     """How the certificate came: its door, endpoint, the device protocol's details, who approved."""
-    rows = [r for r in services().store.audit_entries(serial=serial, limit=20) if r["action"] in ("issue", "approve")]
-    detail = rows[-1]["detail"] if rows else {}
+    detail = reminders.issuance_detail(services().store, serial)
     if not detail.get("door"):
         return None  # issued before doors were recorded
     words = [DOORS.get(detail["door"], detail["door"])]
