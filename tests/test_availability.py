@@ -204,6 +204,8 @@ def test_the_server_log_says_what_it_holds(server, instance):
                      r"threads run requests and 32 only wait for request bodies", log), log[-2000:]
     # Granian's warning about that many threads (by design here) is not in the log of every start.
     assert "seems quite high" not in log, log[-2000:]
+    # Nor Granian's note that a WSGI app gets no websockets: this server serves none.
+    assert "Websockets" not in log, log[-2000:]
 
 
 class _Pieces:

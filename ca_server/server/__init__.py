@@ -90,6 +90,7 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         address=listen_host,
         port=listen_port,
         interface=Interfaces.WSGI,
+        websockets=False,  # none here; left on, Granian says at every start that WSGI cannot have them
         workers=workers or cfg.workers,
         # The threads bound the work: RequestGate lets `threads` requests run at once per worker;
         # `body_threads` more only wait for request bodies (stalled_connections.py). Requests past
