@@ -140,11 +140,18 @@ class CertificateNotFoundError(NotFoundError):
 class InvalidSerialError(BadRequestError):
     code = "serial_invalid"
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, fingerprint: bool = False) -> None:
         shown = text if len(text) <= 80 else text[:77] + "..."
         super().__init__(
+            f"'{shown}' is a SHA-256 fingerprint, not a serial number. {FINGERPRINT_ADVICE}" if fingerprint else
             f"'{shown}' is not a certificate serial number: write it in hex, like 5f3a09c1 or 5F:3A:09:C1."
         )
+
+
+# What to do with a fingerprint where a serial is asked for (lookups, the list's search).
+FINGERPRINT_ADVICE = ("Look the certificate up by its serial number, which certificate viewers show next to the "
+                      "fingerprint, or paste the certificate into Inspect (/inspect), which says whether this CA "
+                      "issued it.")
 
 
 class ConflictError(CAError):

@@ -203,6 +203,16 @@ def test_unknown_serial_is_404_error_json(api, serial):
     assert response.get_json()["error"]["code"] in ("not_found", "serial_invalid")
 
 
+
+def test_a_fingerprint_looked_up_as_a_serial_is_named(api):
+    body = post_csr(api, pem(make_csr(["fpl.example.test"]))).get_json()
+    fingerprint = body["fingerprint_sha256"]
+    for form in (fingerprint, ":".join(fingerprint[i:i + 2] for i in range(0, 64, 2)).upper()):
+        response = api.get(f"/api/v1/certificates/{form}")
+        assert 400 <= response.status_code < 500
+        message = response.get_json()["error"]["message"]
+        assert "is a SHA-256 fingerprint, not a serial number" in message and "/inspect" in message, message
+
 def test_the_cas_own_serials_are_named_when_looked_up_as_leaves(api, svc):
     """The intermediate's or the root's serial (copied from a chain) was "No certificate with serial
     ... was issued by this CA": true, and no help. Lookup and revocation say which it is."""

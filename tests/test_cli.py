@@ -152,6 +152,8 @@ def test_issue_show_list(fresh, tmp_path):
     assert by_prefix.exit_code == 0 and f"Serial:          {serial}" in by_prefix.output
     fingerprint = cert.fingerprint(hashes.SHA256()).hex().upper()
     assert ":".join(fingerprint[i:i + 2] for i in range(0, 64, 2)) in shown.output  # as browsers show it
+    by_fingerprint = run("show", fingerprint)  # a fingerprint where a serial belongs: said so, not "not hex"
+    assert by_fingerprint.exit_code != 0 and "is a SHA-256 fingerprint, not a serial number" in by_fingerprint.output
     assert re.search(r"Valid to:\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", shown.output)
 
 

@@ -178,6 +178,20 @@ def test_list_and_search(web):
     assert "searchme.example.test" in html and "other.example.test" in html
 
 
+
+def test_a_fingerprint_searched_is_told_what_finds_it(web):
+    """A SHA-256 fingerprint, copied from a browser's certificate viewer into the search, found
+    nothing and the page said no more: a person could take that for "not from this CA"."""
+    serial = serial_from(submit(web, text=pem(make_csr(["fp.example.test"]))))
+    detail = web.get(f"/certificates/{serial}").get_data(as_text=True)
+    fingerprint = re.search(r"(?:[0-9A-F]{2}:){31}[0-9A-F]{2}", detail).group(0)
+    for q in (fingerprint, fingerprint.replace(":", "").lower()):
+        html = web.get("/certificates", query_string={"q": q}).get_data(as_text=True)
+        assert "That is a SHA-256 fingerprint: the search finds serial numbers" in html, html[-3000:]
+        assert 'href="/inspect"' in html and "certificate viewers show next to the" in html
+    html = web.get("/certificates", query_string={"q": "fp.example"}).get_data(as_text=True)
+    assert serial[:16] in html and "SHA-256 fingerprint:" not in html
+
 def test_dashboard_shows_the_hierarchy_and_expiring_certificates(web, svc):
     submit(web, text=pem(make_csr(["soon.example.test"])), validity_days="5")
     html = web.get("/").get_data(as_text=True)

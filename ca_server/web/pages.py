@@ -15,11 +15,12 @@ from .. import approvals, issuance, revocation
 from ..ca import rollover
 from ..ca.offline_root import root_crl_warning
 from ..display import algorithm_text, requester_text
-from ..errors import BadRequestError, CAError, PolicyViolationError, TooLargeError
+from ..errors import FINGERPRINT_ADVICE, BadRequestError, CAError, PolicyViolationError, TooLargeError
 from ..models import PendingRequest
 from ..notify import reminders
 from ..notify.mail import expiry_phrase
 from ..notify.renewal_window import renewal_window
+from ..pki.serials import is_sha256_fingerprint
 from ..policy import EXPLANATIONS
 from ..recovery import backup
 from ..store import CertificateFilter
@@ -180,8 +181,11 @@ def certificate_list():
                             requester=None if g.requester.is_admin else g.requester.label)
     records, next_url = certificate_page(flt, limit=PAGE_SIZE, before=before, endpoint="pages.certificate_list")
     records = services().store.with_renewals(records)  # "renewed" here as on each certificate's page
+    # A fingerprint finds nothing here (names and serials only): say so, not just "no certificates".
+    fingerprint_advice = FINGERPRINT_ADVICE if q and is_sha256_fingerprint(q) else None
     return render_template("list.html", records=records, q=q or "", status=status or "",
-                           expiring=expiring_days if expiring_days is not None else "", next_url=next_url)
+                           expiring=expiring_days if expiring_days is not None else "", next_url=next_url,
+                           fingerprint_advice=fingerprint_advice)
 
 
 @bp.get("/certificates/<serial>")
