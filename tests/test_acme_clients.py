@@ -284,8 +284,9 @@ def test_the_servers_own_certificate_is_renewed_when_a_third_of_its_life_is_left
     assert issued and oct(files.key.stat().st_mode & 0o777) == "0o600"
     first = x509.load_pem_x509_certificates(files.cert.read_bytes())[0]
     names = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert names.get_values_for_type(x509.DNSName) == ["127.0.0.1"] or \
-        [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    # base_url's 127.0.0.1 as an IP SAN, and localhost, the name the same loopback server is reached by
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
     assert svc.store.get_certificate(format(first.serial_number, "x")) is not None  # stored like any other
     assert not ensure_certificate(svc.config, svc.store, svc.authority, svc.paths, "127.0.0.1",
                                   now + dt.timedelta(days=50))[1]  # 40 of 90 days left: kept
@@ -314,6 +315,9 @@ def test_certbot_over_https_on_an_http_instance_never_touches_plain_http(instanc
     root = instance / "ca" / "root.pem"
     with running_server(instance, port=port, args=("--tls",), env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}) as base:
         assert base == f"https://127.0.0.1:{port}"
+        # The loopback server answers as https://localhost too (browsers, Caddy), hostname checked.
+        health = requests.get(f"https://localhost:{port}/healthz", verify=str(root), timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
         directory = requests.get(f"{base}/acme/directory", verify=str(root), timeout=10).json()
         assert directory["newOrder"] == f"{base}/acme/new-order" and directory["meta"]["website"] == base
         login = requests.get(f"{base}/login", verify=str(root), timeout=10)

@@ -135,7 +135,7 @@ def init(if_absent: bool, no_admin: bool, offline_root: Path | None, base_url: s
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: [server] port).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes (default: [server] workers).")
 @click.option("--tls", is_flag=True, help="Serve HTTPS with a certificate this CA issues for the host of base_url "
-              "(and --host), renewed before it expires.")
+              "(and --host; localhost too on a loopback address), renewed before it expires.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Serve HTTPS with this certificate chain (PEM) instead.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,

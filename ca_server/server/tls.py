@@ -74,10 +74,15 @@ def check_pair(cert: Path, key: Path) -> None:
 
 
 def server_names(config: Config, listen_host: str | None) -> list[str]:
-    """The base_url's host, plus the listening address when it is a specific one."""
+    """The base_url's host, plus the listening address when it is a specific one, plus `localhost`
+    when either is a loopback address: a server on 127.0.0.1 (what `make run` makes) is reached as
+    https://localhost too, by browsers, certbot and Caddy, and a certificate without the name
+    failed their hostname check."""
     names = [urlsplit(config.server.base_url).hostname or "localhost"]
     if listen_host and listen_host not in ("0.0.0.0", "::", "") and listen_host not in names:
         names.append(listen_host)
+    if "localhost" not in names and any((ip := parse_ip(n)) is not None and ip.is_loopback for n in names):
+        names.append("localhost")
     return names
 
 
