@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from .conftest import PASSPHRASE
@@ -154,3 +155,61 @@ def test_uacme_over_http_checks_our_ocsp_and_revokes(instance, dns_server, svc, 
         again = run(*base, "-h", str(hook), "issue", "u.example.test", "www.u.example.test", env=env)
         assert again.returncode == 0, again.stderr  # uacme set the revoked one aside: a new one
         assert x509.load_pem_x509_certificates(cert_file.read_bytes())[0].serial_number != leaf.serial_number
+
+
+GO_ACME = Path(__file__).with_name("goacme") / "main.go"
+
+
+def go_acme_client(tmp_path: Path) -> Path:
+    """tests/goacme/main.go built with Debian's golang.org/x/crypto/acme (GOPATH mode, no network)."""
+    need("go")
+    if not Path("/usr/share/gocode/src/golang.org/x/crypto/acme").exists():
+        pytest.fail("golang-golang-x-crypto-dev is not installed (make system-deps installs it)")
+    out = tmp_path / "goacme-bin"
+    env = {"GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOCACHE": str(tmp_path / "gocache"),
+           "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["go", "build", "-o", str(out), str(GO_ACME)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["open", "eab"])
+def test_go_x_crypto_acme_the_client_of_cert_manager(acme_server, svc, tmp_path, bound):  # noqa: F811 (the fixture)
+    """cert-manager's ACME issuer is built on golang.org/x/crypto/acme (a fork of it); Kubernetes
+    is not here, its client is. An account (bound with EAB, as a private CA's cert-manager Issuer
+    usually is), Register again with the same key (what cert-manager does at each start: the
+    account exists), two orders on it with http-01, each chain verified by Go's x509 for the
+    name, and a revocation by the account."""
+    binary = go_acme_client(tmp_path)
+    name = "cm.web.example.test"
+    args = [str(binary), "-dir", f"https://localhost:{acme_server['port']}/acme/directory",
+            "-root", str(acme_server["root"]), "-name", name, "-http01", str(acme_server["http01"]),
+            "-out", str(tmp_path)]
+    extra = {}
+    if bound:
+        import datetime as dt
+
+        from ca_server.acme import accounts as acme_accounts
+
+        eab = acme_accounts.create_eab_key(svc.store, "k8s", domains=("web.example.test",), allow_ip=False,
+                                           now=dt.datetime.now(dt.UTC))
+        args += ["-eab-kid", eab["kid"], "-eab-hmac", eab["hmac_key"]]
+        extra["require_eab"] = "true"
+    with acme_server["start"](**extra):
+        done = subprocess.run(args, env=client_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("registered https://localhost:") and lines[0].endswith("status valid"), lines
+    assert lines[1] == "existing account " + lines[0].split()[1], lines
+    serials = []
+    for round_ in (1, 2):
+        chain = tmp_path / f"chain-{round_}.pem"
+        leaf = assert_issued_here(chain, acme_server, svc)
+        assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+            .get_values_for_type(x509.DNSName) == [name]
+        serials.append(format(leaf.serial_number, "x"))
+    assert serials[0] != serials[1] and lines[-1] == "revoked the first", lines
+    revoked = svc.store.get_certificate(serials[0])
+    assert revoked.revoked_at is not None and revoked.revocation_reason == "superseded"
+    assert svc.store.get_certificate(serials[1]).revoked_at is None
