@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from .conftest import PASSPHRASE
 from .server import free_port, running_server
@@ -157,18 +158,16 @@ def test_uacme_over_http_checks_our_ocsp_and_revokes(instance, dns_server, svc, 
         assert x509.load_pem_x509_certificates(cert_file.read_bytes())[0].serial_number != leaf.serial_number
 
 
-GO_ACME = Path(__file__).with_name("goacme") / "main.go"
-
-
-def go_acme_client(tmp_path: Path) -> Path:
-    """tests/goacme/main.go built with Debian's golang.org/x/crypto/acme (GOPATH mode, no network)."""
+def go_build(program: str, tmp_path: Path) -> Path:
+    """tests/PROGRAM/main.go built with Debian's golang.org/x/crypto/acme (GOPATH mode, no network)."""
     need("go")
     if not Path("/usr/share/gocode/src/golang.org/x/crypto/acme").exists():
         pytest.fail("golang-golang-x-crypto-dev is not installed (make system-deps installs it)")
-    out = tmp_path / "goacme-bin"
+    out = tmp_path / f"{program}-bin"
     env = {"GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOCACHE": str(tmp_path / "gocache"),
            "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(["go", "build", "-o", str(out), str(GO_ACME)], env=env, capture_output=True, text=True,
+    source = Path(__file__).with_name(program) / "main.go"
+    done = subprocess.run(["go", "build", "-o", str(out), str(source)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
     return out
@@ -181,7 +180,7 @@ def test_go_x_crypto_acme_the_client_of_cert_manager(acme_server, svc, tmp_path,
     usually is), Register again with the same key (what cert-manager does at each start: the
     account exists), two orders on it with http-01, each chain verified by Go's x509 for the
     name, and a revocation by the account."""
-    binary = go_acme_client(tmp_path)
+    binary = go_build("goacme", tmp_path)
     name = "cm.web.example.test"
     args = [str(binary), "-dir", f"https://localhost:{acme_server['port']}/acme/directory",
             "-root", str(acme_server["root"]), "-name", name, "-http01", str(acme_server["http01"]),
@@ -213,3 +212,41 @@ def test_go_x_crypto_acme_the_client_of_cert_manager(acme_server, svc, tmp_path,
     revoked = svc.store.get_certificate(serials[0])
     assert revoked.revoked_at is not None and revoked.revocation_reason == "superseded"
     assert svc.store.get_certificate(serials[1]).revoked_at is None
+
+
+def test_a_go_server_with_autocert_gets_its_certificate_at_its_first_handshake(acme_server, svc, tmp_path):  # noqa: F811
+    """golang.org/x/crypto/acme/autocert, how Go services get certificates: the first handshake for
+    its allowed name makes it order one, answering tls-alpn-01 on its own listener (the port the
+    server validates on); the client that waited in that handshake gets the certificate, checked
+    against root.pem for the name, and the page behind it."""
+    binary = go_build("goautocert", tmp_path)
+    name = "go.example.test"
+    port = acme_server["tls_alpn"]
+    with acme_server["start"]():
+        proc = subprocess.Popen([str(binary), "-dir", f"https://localhost:{acme_server['port']}/acme/directory",
+                                 "-root", str(acme_server["root"]), "-name", name, "-addr", f"127.0.0.1:{port}",
+                                 "-cache", str(tmp_path / "autocert")],
+                                env=client_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "listening"
+            context = ssl.create_default_context(cafile=str(acme_server["root"]))
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    raw = socket.create_connection(("127.0.0.1", port), timeout=60)
+                    break
+                except ConnectionRefusedError:
+                    assert time.monotonic() < deadline, "the Go server did not listen"
+                    time.sleep(0.2)
+            with raw, context.wrap_socket(raw, server_hostname=name) as tls:
+                served = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+                tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+                answer = b"".join(iter(lambda: tls.recv(4096), b""))
+        finally:
+            proc.terminate()
+            said = proc.communicate(timeout=10)[0]
+    assert answer.endswith(b"hello from autocert"), (answer, said)
+    record = svc.store.get_certificate(format(served.serial_number, "x"))
+    assert record is not None and record.der == served.public_bytes(serialization.Encoding.DER)
+    assert served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+        .get_values_for_type(x509.DNSName) == [name]
