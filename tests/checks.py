@@ -148,6 +148,21 @@ def need(tool: str) -> str:
     return path
 
 
+
+def go_build(program: str, out_dir: Path) -> Path:
+    """tests/PROGRAM/main.go built with Debian's golang.org/x/crypto (GOPATH mode, no network)."""
+    go = need("go")
+    if not Path("/usr/share/gocode/src/golang.org/x/crypto/acme").exists():
+        pytest.fail("golang-golang-x-crypto-dev is not installed (make system-deps installs it)")
+    out = out_dir / f"{program}-bin"
+    env = {"GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOCACHE": str(out_dir / "gocache"),
+           "HOME": str(out_dir), "PATH": "/usr/bin:/bin"}
+    source = Path(__file__).with_name(program) / "main.go"
+    done = subprocess.run([go, "build", "-o", str(out), str(source)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return out
+
 def tls_server_context(svc, tmp_path: Path):
     """A server-side ssl.SSLContext with a certificate this CA issued for 127.0.0.1 (and
     relay.example.test), as an internal mail relay or chat server has."""

@@ -19,6 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from .checks import go_build
 from .conftest import PASSPHRASE
 from .server import free_port, running_server
 from .test_acme_clients import acme_server, assert_issued_here, client_env, dns_server, need  # noqa: F401
@@ -156,21 +157,6 @@ def test_uacme_over_http_checks_our_ocsp_and_revokes(instance, dns_server, svc, 
         again = run(*base, "-h", str(hook), "issue", "u.example.test", "www.u.example.test", env=env)
         assert again.returncode == 0, again.stderr  # uacme set the revoked one aside: a new one
         assert x509.load_pem_x509_certificates(cert_file.read_bytes())[0].serial_number != leaf.serial_number
-
-
-def go_build(program: str, tmp_path: Path) -> Path:
-    """tests/PROGRAM/main.go built with Debian's golang.org/x/crypto/acme (GOPATH mode, no network)."""
-    need("go")
-    if not Path("/usr/share/gocode/src/golang.org/x/crypto/acme").exists():
-        pytest.fail("golang-golang-x-crypto-dev is not installed (make system-deps installs it)")
-    out = tmp_path / f"{program}-bin"
-    env = {"GO111MODULE": "off", "GOPATH": "/usr/share/gocode", "GOCACHE": str(tmp_path / "gocache"),
-           "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    source = Path(__file__).with_name(program) / "main.go"
-    done = subprocess.run(["go", "build", "-o", str(out), str(source)], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    return out
 
 
 @pytest.mark.parametrize("bound", [False, True], ids=["open", "eab"])

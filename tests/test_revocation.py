@@ -17,7 +17,7 @@ from cryptography.x509 import ocsp
 from ca_server import revocation
 from ca_server.cli import main
 
-from .checks import assert_pkilint_clean, run_openssl
+from .checks import assert_pkilint_clean, go_build, run_openssl
 from .conftest import ApiClient, new_token
 from .factories import cached_key, make_csr, pem
 from .server import running_server
@@ -283,6 +283,40 @@ def test_openssl_ocsp_against_the_real_server(instance, svc, tmp_path):
         crl = x509.load_der_x509_crl(requests.get(f"{base}/crl/intermediate.crl", timeout=10).content)
         assert crl.get_revoked_certificate_by_serial_number(int(cert["serial"], 16)) is not None
 
+
+
+def test_go_reads_the_ocsp_answers_and_the_crl(instance, svc, tmp_path):
+    """golang.org/x/crypto/ocsp is what Caddy staples with and Go servers and clients check with; a
+    Must-Staple certificate (RFC 7633) is only as good as the server's stapling. It parses the
+    answers to POST and GET for the certificate (good, then revoked with its reason), and Go's
+    x509 parses the CRL, checks its signature against the intermediate and finds the serial."""
+    import subprocess
+
+    binary = go_build("gorevocation", tmp_path)
+    token = new_token(svc, "go-ocsp")
+    headers = {"Authorization": f"Bearer {token}"}
+    with running_server(instance) as base:
+        cert = requests.post(f"{base}/api/v1/certificates", headers=headers, timeout=10,
+                             json={"csr": pem(make_csr(["go-ocsp.example.test"]))}).json()
+        leaf = tmp_path / "leaf.pem"
+        leaf.write_text(cert["certificate"])
+        issuer = instance / "ca" / "intermediate.pem"
+
+        def go_says() -> list[str]:
+            done = subprocess.run([str(binary), str(leaf), str(issuer), base], capture_output=True, text=True,
+                                  timeout=60)
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout.splitlines()
+
+        serial = cert["serial"]
+        said = go_says()
+        assert said[:2] == [f"ocsp post: good serial {serial}", f"ocsp get: good serial {serial}"], said
+        assert said[2].startswith("crl: signed by the issuer") and said[2].endswith("0 entries, leaf listed false")
+        assert requests.post(f"{base}/api/v1/certificates/{serial}/revoke", headers=headers,
+                             json={"reason": "keyCompromise"}, timeout=10).status_code == 200
+        said = go_says()
+    assert said[:2] == [f"ocsp post: revoked serial {serial} reason 1", f"ocsp get: revoked serial {serial} reason 1"]
+    assert said[2].startswith("crl: signed by the issuer") and said[2].endswith("1 entries, leaf listed true"), said
 
 def test_scheduler_job_rebuilds_crls_before_next_update(svc):
     from ca_server.clock import utcnow
