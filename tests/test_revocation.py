@@ -5,22 +5,23 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 import requests
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509 import ocsp
 
 from ca_server import revocation
 from ca_server.cli import main
 
-from .checks import assert_pkilint_clean, go_build, run_openssl
-from .conftest import ApiClient, new_token
+from .checks import assert_pkilint_clean, go_build, need, openssl, run_openssl
+from .conftest import PASSPHRASE, ApiClient, new_token
 from .factories import cached_key, make_csr, pem
-from .server import running_server
+from .server import free_port, running_server
 
 
 def issue(api, names=("r.example.test",), key=None):
@@ -317,6 +318,84 @@ def test_go_reads_the_ocsp_answers_and_the_crl(instance, svc, tmp_path):
         said = go_says()
     assert said[:2] == [f"ocsp post: revoked serial {serial} reason 1", f"ocsp get: revoked serial {serial} reason 1"]
     assert said[2].startswith("crl: signed by the issuer") and said[2].endswith("1 entries, leaf listed true"), said
+
+
+def test_java_trusts_the_chain_and_checks_revocation_by_ocsp_and_by_crl(tmp_path):
+    """The JDK's PKIX validation, as Java applications and Tomcat-based appliances (CUCM) run it:
+    root.pem imported with keytool (what /trust says for Java), a server sending leaf +
+    intermediate, hostname verification, and revocation checking on: the leaf by OCSP (the AIA
+    URL; Java also checks the delegated responder's certificate) or by its CRL distribution point,
+    the intermediate by the root's CRL. Good, then refused once the leaf is revoked, by either way.
+    The instance is made at the address it serves, so the URLs in the certificates are live."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    java, keytool = need("java"), need("keytool")
+    port = free_port()
+    folder = tmp_path / "ca"
+    env = {**os.environ, "CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}
+
+    def ca_server(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "ca_server", "--instance", str(folder), *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    ca_server("init", "--no-admin", "--base-url", f"http://127.0.0.1:{port}")
+    key = cached_key("ec-p256", 7)
+    (tmp_path / "leaf-key.pem").write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    (tmp_path / "leaf.csr").write_text(pem(make_csr(["localhost"], key=key)))
+    (tmp_path / "leaf.pem").write_text(ca_server("issue", str(tmp_path / "leaf.csr")))
+    serial = format(x509.load_pem_x509_certificate((tmp_path / "leaf.pem").read_bytes()).serial_number, "x")
+    trust = tmp_path / "trust.p12"
+    imported = subprocess.run([keytool, "-importcert", "-noprompt", "-alias", "ca-root", "-file",
+                               str(folder / "ca" / "root.pem"), "-keystore", str(trust), "-storetype", "PKCS12",
+                               "-storepass", "changeit"], capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    (tmp_path / "ocsp.security").write_text("ocsp.enable=true\n")
+    tls_port = free_port()
+    tls_server = subprocess.Popen([openssl(), "s_server", "-cert", str(tmp_path / "leaf.pem"), "-cert_chain",
+                                   str(folder / "ca" / "intermediate.pem"), "-key", str(tmp_path / "leaf-key.pem"),
+                                   "-accept", str(tls_port), "-www", "-quiet"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def java_says(*checks: str) -> str:
+        done = subprocess.run([java, f"-Djavax.net.ssl.trustStore={trust}", "-Djavax.net.ssl.trustStorePassword=changeit",
+                               "-Dcom.sun.net.ssl.checkRevocation=true", *checks,
+                               str(Path(__file__).with_name("java") / "TlsClient.java"), f"https://localhost:{tls_port}/"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode in (0, 2), done.stdout + done.stderr
+        return done.stdout.strip()
+
+    by_ocsp = ("-Dcom.sun.security.enableCRLDP=true", f"-Djava.security.properties={tmp_path / 'ocsp.security'}")
+    by_crl = ("-Dcom.sun.security.enableCRLDP=true",)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", tls_port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "openssl s_server did not listen"
+                time.sleep(0.1)
+        with running_server(folder, port=port, env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}):
+            assert java_says(*by_ocsp) == "status 200"
+            assert java_says(*by_crl) == "status 200"
+            ca_server("revoke", serial, "--reason", "keyCompromise")
+            refused = java_says(*by_ocsp)
+            assert refused.startswith("refused: Certificate has been revoked, reason: KEY_COMPROMISE"), refused
+            assert "authority: CN=Example Org Issuing CA OCSP Responder" in refused, refused  # the answer said so
+            refused = java_says(*by_crl)
+            assert refused.startswith("refused: Certificate has been revoked, reason: KEY_COMPROMISE"), refused
+            assert "authority: CN=Example Org Issuing CA, O=Example Org" in refused, refused  # the CRL said so
+        log = (folder / "serve.log").read_text()
+        assert "GET /crl/root.crl" in log and "GET /crl/intermediate.crl" in log and "GET /ocsp/" in log
+    finally:
+        tls_server.terminate()
+        tls_server.wait(timeout=10)
 
 def test_scheduler_job_rebuilds_crls_before_next_update(svc):
     from ca_server.clock import utcnow
