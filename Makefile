@@ -8,7 +8,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # certbot, lego, Caddy, dehydrated and uacme (real ACME clients), pebble (its pebble-challtestsrv answers DNS for them),
 # nginx (an OCSP cache in front of the server), strongswan-pki with its openssl and curl plugins (in
 # libstrongswan-standard- and -extra-plugins), curl (EST) and scep (micromdm's scepclient).
-TEST_DEBS := openssl chromium certbot lego caddy dehydrated uacme pebble nginx postgresql softhsm2 strongswan-pki libstrongswan-standard-plugins libstrongswan-extra-plugins curl scep certmonger dbus age golang-go golang-golang-x-mod-dev golang-golang-x-crypto-dev openjdk-17-jdk-headless slapd
+TEST_DEBS := openssl chromium certbot lego caddy dehydrated uacme pebble nginx postgresql softhsm2 strongswan-pki libstrongswan-standard-plugins libstrongswan-extra-plugins curl scep certmonger dbus age golang-go golang-golang-x-mod-dev golang-golang-x-crypto-dev openjdk-17-jdk-headless libnss3-tools slapd
 
 # ...and those the benchmark adds: wrk (the load), cfssl (a peer for signing and OCSP).
 BENCH_DEBS := wrk golang-cfssl
