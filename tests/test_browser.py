@@ -3,7 +3,10 @@ server. Screenshots of every step are saved under the test's tmp dir."""
 
 from __future__ import annotations
 
+import html
 import os
+import re
+import shutil
 
 import pytest
 from cryptography import x509
@@ -199,10 +202,11 @@ def test_a_person_signs_in_through_the_company_provider_in_chromium(instance, sv
             assert "/login" in page.url  # signed out on the server
 
 
-def test_chromium_trusts_this_cas_certificates_once_its_root_is_in_the_store(instance, svc, tmp_path):
+def test_chromium_trusts_this_cas_certificates_once_its_root_is_in_the_store(instance, svc, app, tmp_path):
     """What an intranet user's browser does with a certificate of this CA: Chromium's own verifier
-    (Chromium on Linux reads locally trusted roots from the NSS database in ~/.pki/nssdb, where
-    `certutil -A -t "C,,"` puts root.pem, as /trust says). An EC and an RSA leaf issued here, served
+    (Chromium on Linux reads locally trusted roots from the NSS database in ~/.pki/nssdb, not from
+    the system store; the /trust page's two certutil commands, run as written, put root.pem there
+    for a user whose browser never ran). An EC and an RSA leaf issued here, served
     with the intermediate by openssl s_server, and `serve --tls`'s own certificate, by name
     (localhost, the loopback name since today): all load. A name not in the certificate is
     ERR_CERT_COMMON_NAME_INVALID and, without the root, every one is ERR_CERT_AUTHORITY_INVALID."""
@@ -218,15 +222,19 @@ def test_chromium_trusts_this_cas_certificates_once_its_root_is_in_the_store(ins
     from .server import free_port
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
-    certutil = need("certutil")
+    need("certutil")
     trusting, bare = tmp_path / "home", tmp_path / "bare-home"
-    nssdb = trusting / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
+    trusting.mkdir()
     (bare / ".pki" / "nssdb").mkdir(parents=True)
-    for args in (["-N", "--empty-password"], ["-A", "-t", "C,,", "-n", "ca-server root", "-i",
-                                               str(instance / "ca" / "root.pem")]):
-        done = subprocess.run([certutil, "-d", f"sql:{nssdb}", *args], capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stdout + done.stderr
+    # The /trust page's own commands for Chromium on Linux, run as a user whose browser never ran.
+    page_text = html.unescape(app.test_client().get("/trust").get_data(as_text=True))
+    section = page_text.split("<h2>Chrome and Chromium on Linux</h2>")[1].split("</section>")[0]
+    add, make_db = re.findall(r'<pre class="cmd">(.*?)</pre>', section)
+    shutil.copy(instance / "ca" / "root.pem", trusting / "root.pem")
+    for command in (make_db, add):
+        done = subprocess.run(["sh", "-c", command], cwd=trusting, env={**os.environ, "HOME": str(trusting)},
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, command + done.stdout + done.stderr
 
     servers, urls = [], []
     try:
