@@ -163,6 +163,31 @@ def go_build(program: str, out_dir: Path) -> Path:
     assert done.returncode == 0, done.stderr
     return out
 
+
+@contextlib.contextmanager
+def openssl_s_server(cert: Path, chain: Path, key: Path):
+    """`openssl s_server -www` sending `cert` then `chain`, on a free loopback port: yields the port
+    once it accepts connections."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([openssl(), "s_server", "-cert", str(cert), "-cert_chain", str(chain), "-key", str(key),
+                               "-accept", str(port), "-www", "-quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "openssl s_server did not listen"
+                time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
 def tls_server_context(svc, tmp_path: Path):
     """A server-side ssl.SSLContext with a certificate this CA issued for 127.0.0.1 (and
     relay.example.test), as an internal mail relay or chat server has."""

@@ -205,12 +205,12 @@ def test_a_go_server_with_autocert_gets_its_certificate_at_its_first_handshake(a
     its allowed name makes it order one, answering tls-alpn-01 on its own listener (the port the
     server validates on); the client that waited in that handshake gets the certificate, checked
     against root.pem for the name, and the page behind it."""
-    binary = go_build("goautocert", tmp_path)
+    binary = go_build("goacme", tmp_path)
     name = "go.example.test"
     port = acme_server["tls_alpn"]
     with acme_server["start"]():
         proc = subprocess.Popen([str(binary), "-dir", f"https://localhost:{acme_server['port']}/acme/directory",
-                                 "-root", str(acme_server["root"]), "-name", name, "-addr", f"127.0.0.1:{port}",
+                                 "-root", str(acme_server["root"]), "-name", name, "-autocert", f"127.0.0.1:{port}",
                                  "-cache", str(tmp_path / "autocert")],
                                 env=client_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:

@@ -210,16 +210,14 @@ def test_chromium_trusts_this_cas_certificates_once_its_root_is_in_the_store(ins
     with the intermediate by openssl s_server, and `serve --tls`'s own certificate, by name
     (localhost, the loopback name since today): all load. A name not in the certificate is
     ERR_CERT_COMMON_NAME_INVALID and, without the root, every one is ERR_CERT_AUTHORITY_INVALID."""
+    import contextlib
     import datetime as dt
-    import socket
     import subprocess
-    import time
 
     from ca_server import issuance
 
-    from .checks import need, openssl
+    from .checks import need, openssl_s_server
     from .conftest import PASSPHRASE
-    from .server import free_port
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
     need("certutil")
@@ -236,8 +234,24 @@ def test_chromium_trusts_this_cas_certificates_once_its_root_is_in_the_store(ins
                               capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, command + done.stdout + done.stderr
 
-    servers, urls = [], []
-    try:
+    rules = ", ".join(f"MAP {host} 127.0.0.1" for host in ("ec.example.test", "rsa.example.test", "other.example.test"))
+
+    def chromium_says(home, targets: list[str]) -> list[str]:
+        said = []
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, env={"HOME": str(home)},
+                                        args=[*ARGS, f"--host-resolver-rules={rules}"])
+            page = browser.new_context().new_page()
+            for url in targets:
+                try:
+                    said.append(str(page.goto(url, timeout=15_000).status))
+                except sync_api.Error as exc:
+                    said.append(str(exc).split("net::")[1].split()[0] if "net::" in str(exc) else str(exc))
+            browser.close()
+        return said
+
+    with contextlib.ExitStack() as stack:
+        urls = []
         for kind, name in (("ec-p256", "ec.example.test"), ("rsa-2048", "rsa.example.test")):
             key = cached_key(kind, 3)
             record = issuance.issue(svc.config, svc.store, svc.authority,
@@ -246,45 +260,13 @@ def test_chromium_trusts_this_cas_certificates_once_its_root_is_in_the_store(ins
             (tmp_path / f"{kind}-chain.pem").write_text(svc.authority.intermediate_pem)
             (tmp_path / f"{kind}.key").write_bytes(key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-            port = free_port()
-            servers.append(subprocess.Popen(
-                [openssl(), "s_server", "-cert", str(tmp_path / f"{kind}.pem"), "-cert_chain",
-                 str(tmp_path / f"{kind}-chain.pem"), "-key", str(tmp_path / f"{kind}.key"), "-accept", str(port),
-                 "-www", "-quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            urls.append((name, port))
-        deadline = time.monotonic() + 10
-        for _, port in urls:
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "openssl s_server did not listen"
-                    time.sleep(0.1)
-        rules = ", ".join(f"MAP {host} 127.0.0.1" for host in ("ec.example.test", "rsa.example.test", "other.example.test"))
-
-        def chromium_says(home, targets: list[str]) -> list[str]:
-            said = []
-            with sync_api.sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, env={"HOME": str(home)},
-                                            args=[*ARGS, f"--host-resolver-rules={rules}"])
-                page = browser.new_context().new_page()
-                for url in targets:
-                    try:
-                        said.append(str(page.goto(url, timeout=15_000).status))
-                    except sync_api.Error as exc:
-                        said.append(str(exc).split("net::")[1].split()[0] if "net::" in str(exc) else str(exc))
-                browser.close()
-            return said
-
-        with running_server(instance, workers=1, args=("--tls",), host_name="localhost",
-                            env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}) as own:
-            targets = [f"https://{name}:{port}/" for name, port in urls] + [f"{own}/healthz"]
-            assert chromium_says(trusting, targets) == ["200", "200", "200"]
-            wrong_name = f"https://other.example.test:{urls[0][1]}/"
-            assert chromium_says(trusting, [wrong_name]) == ["ERR_CERT_COMMON_NAME_INVALID"]
-            assert chromium_says(bare, targets) == ["ERR_CERT_AUTHORITY_INVALID"] * 3
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(timeout=10)
+            port = stack.enter_context(openssl_s_server(tmp_path / f"{kind}.pem", tmp_path / f"{kind}-chain.pem",
+                                                        tmp_path / f"{kind}.key"))
+            urls.append(f"https://{name}:{port}/")
+        own = stack.enter_context(running_server(instance, workers=1, args=("--tls",), host_name="localhost",
+                                                 env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}))
+        targets = [*urls, f"{own}/healthz"]
+        assert chromium_says(trusting, targets) == ["200", "200", "200"]
+        wrong_name = urls[0].replace("ec.example.test", "other.example.test")
+        assert chromium_says(trusting, [wrong_name]) == ["ERR_CERT_COMMON_NAME_INVALID"]
+        assert chromium_says(bare, targets) == ["ERR_CERT_AUTHORITY_INVALID"] * 3

@@ -18,7 +18,7 @@ from cryptography.x509 import ocsp
 from ca_server import revocation
 from ca_server.cli import main
 
-from .checks import assert_pkilint_clean, go_build, need, openssl, run_openssl
+from .checks import assert_pkilint_clean, go_build, need, openssl_s_server, run_openssl
 from .conftest import PASSPHRASE, ApiClient, new_token
 from .factories import cached_key, make_csr, pem
 from .server import free_port, running_server
@@ -256,14 +256,20 @@ def test_pkilint_finds_nothing_in_the_responder_and_its_responses(api, app, svc,
     assert_pkilint_clean(tmp_path / "resp.der", "lint_ocsp_response")
 
 
+
+def _issued_over_http(base: str, headers: dict, name: str, tmp_path) -> tuple[dict, Path]:
+    """A certificate issued through the running server's API: its JSON, and its PEM in a file."""
+    cert = requests.post(f"{base}/api/v1/certificates", headers=headers, timeout=10,
+                         json={"csr": pem(make_csr([name]))}).json()
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_text(cert["certificate"])
+    return cert, leaf
+
 def test_openssl_ocsp_against_the_real_server(instance, svc, tmp_path):
     token = new_token(svc, "ocsp-admin")
     headers = {"Authorization": f"Bearer {token}"}
     with running_server(instance) as base:
-        cert = requests.post(f"{base}/api/v1/certificates", headers=headers, timeout=10,
-                             json={"csr": pem(make_csr(["ocsp.example.test"]))}).json()
-        leaf = tmp_path / "leaf.pem"
-        leaf.write_text(cert["certificate"])
+        cert, leaf = _issued_over_http(base, headers, "ocsp.example.test", tmp_path)
 
         def ask() -> str:
             result = run_openssl("ocsp", "-issuer", str(instance / "ca" / "intermediate.pem"), "-cert", str(leaf),
@@ -297,10 +303,7 @@ def test_go_reads_the_ocsp_answers_and_the_crl(instance, svc, tmp_path):
     token = new_token(svc, "go-ocsp")
     headers = {"Authorization": f"Bearer {token}"}
     with running_server(instance) as base:
-        cert = requests.post(f"{base}/api/v1/certificates", headers=headers, timeout=10,
-                             json={"csr": pem(make_csr(["go-ocsp.example.test"]))}).json()
-        leaf = tmp_path / "leaf.pem"
-        leaf.write_text(cert["certificate"])
+        cert, leaf = _issued_over_http(base, headers, "go-ocsp.example.test", tmp_path)
         issuer = instance / "ca" / "intermediate.pem"
 
         def go_says() -> list[str]:
@@ -328,10 +331,8 @@ def test_java_trusts_the_chain_and_checks_revocation_by_ocsp_and_by_crl(tmp_path
     the intermediate by the root's CRL. Good, then refused once the leaf is revoked, by either way.
     The instance is made at the address it serves, so the URLs in the certificates are live."""
     import os
-    import socket
     import subprocess
     import sys
-    import time
 
     java, keytool = need("java"), need("keytool")
     port = free_port()
@@ -356,13 +357,8 @@ def test_java_trusts_the_chain_and_checks_revocation_by_ocsp_and_by_crl(tmp_path
                                "-storepass", "changeit"], capture_output=True, text=True, timeout=60)
     assert imported.returncode == 0, imported.stdout + imported.stderr
     (tmp_path / "ocsp.security").write_text("ocsp.enable=true\n")
-    tls_port = free_port()
-    tls_server = subprocess.Popen([openssl(), "s_server", "-cert", str(tmp_path / "leaf.pem"), "-cert_chain",
-                                   str(folder / "ca" / "intermediate.pem"), "-key", str(tmp_path / "leaf-key.pem"),
-                                   "-accept", str(tls_port), "-www", "-quiet"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def java_says(*checks: str) -> str:
+    def java_says(tls_port: int, *checks: str) -> str:
         done = subprocess.run([java, f"-Djavax.net.ssl.trustStore={trust}", "-Djavax.net.ssl.trustStorePassword=changeit",
                                "-Dcom.sun.net.ssl.checkRevocation=true", *checks,
                                str(Path(__file__).with_name("java") / "TlsClient.java"), f"https://localhost:{tls_port}/"],
@@ -372,30 +368,19 @@ def test_java_trusts_the_chain_and_checks_revocation_by_ocsp_and_by_crl(tmp_path
 
     by_ocsp = ("-Dcom.sun.security.enableCRLDP=true", f"-Djava.security.properties={tmp_path / 'ocsp.security'}")
     by_crl = ("-Dcom.sun.security.enableCRLDP=true",)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", tls_port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "openssl s_server did not listen"
-                time.sleep(0.1)
-        with running_server(folder, port=port, env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}):
-            assert java_says(*by_ocsp) == "status 200"
-            assert java_says(*by_crl) == "status 200"
-            ca_server("revoke", serial, "--reason", "keyCompromise")
-            refused = java_says(*by_ocsp)
-            assert refused.startswith("refused: Certificate has been revoked, reason: KEY_COMPROMISE"), refused
-            assert "authority: CN=Example Org Issuing CA OCSP Responder" in refused, refused  # the answer said so
-            refused = java_says(*by_crl)
-            assert refused.startswith("refused: Certificate has been revoked, reason: KEY_COMPROMISE"), refused
-            assert "authority: CN=Example Org Issuing CA, O=Example Org" in refused, refused  # the CRL said so
-        log = (folder / "serve.log").read_text()
-        assert "GET /crl/root.crl" in log and "GET /crl/intermediate.crl" in log and "GET /ocsp/" in log
-    finally:
-        tls_server.terminate()
-        tls_server.wait(timeout=10)
+    with openssl_s_server(tmp_path / "leaf.pem", folder / "ca" / "intermediate.pem", tmp_path / "leaf-key.pem") as tls, \
+            running_server(folder, port=port, env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}):
+        assert java_says(tls, *by_ocsp) == "status 200"
+        assert java_says(tls, *by_crl) == "status 200"
+        ca_server("revoke", serial, "--reason", "keyCompromise")
+        refused = java_says(tls, *by_ocsp)
+        assert refused.startswith("refused: Certificate has been revoked, reason: KEY_COMPROMISE"), refused
+        assert "authority: CN=Example Org Issuing CA OCSP Responder" in refused, refused  # the answer said so
+        refused = java_says(tls, *by_crl)
+        assert refused.startswith("refused: Certificate has been revoked, reason: KEY_COMPROMISE"), refused
+        assert "authority: CN=Example Org Issuing CA, O=Example Org" in refused, refused  # the CRL said so
+    log = (folder / "serve.log").read_text()
+    assert "GET /crl/root.crl" in log and "GET /crl/intermediate.crl" in log and "GET /ocsp/" in log
 
 def test_scheduler_job_rebuilds_crls_before_next_update(svc):
     from ca_server.clock import utcnow

@@ -4,6 +4,11 @@
 // its next run: Register with the same key (the account exists), a renewal order on that account,
 // and a revocation. Built by tests/test_acme_more_clients.py from Debian's golang-golang-x-crypto-dev
 // (GOPATH mode, no network). Prints one line per step; the PEM chains go to -out.
+//
+// With -autocert HOST:PORT it is instead a Go HTTPS server that gets its certificate with
+// golang.org/x/crypto/acme/autocert, as Go services on internal networks do: the first TLS
+// handshake for -name makes autocert order it, answering tls-alpn-01 on this same listener.
+// Prints "listening" when ready.
 package main
 
 import (
@@ -29,6 +34,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
 )
 
 func fail(step string, err error) {
@@ -44,6 +50,8 @@ func main() {
 	eabKID := flag.String("eab-kid", "", "External Account Binding key id")
 	eabKey := flag.String("eab-hmac", "", "External Account Binding HMAC key, base64url")
 	out := flag.String("out", ".", "folder for the chains")
+	serveAt := flag.String("autocert", "", "host:port: serve HTTPS there with autocert instead")
+	cache := flag.String("cache", "", "autocert's cache folder")
 	flag.Parse()
 
 	pool := x509.NewCertPool()
@@ -52,6 +60,10 @@ func main() {
 		fail("root", fmt.Errorf("cannot read %s: %v", *rootFile, err))
 	}
 	httpClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 30 * time.Second}
+	if *serveAt != "" {
+		serveWithAutocert(*serveAt, *directory, *name, *cache, httpClient)
+		return
+	}
 	accountKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	client := &acme.Client{Key: accountKey, DirectoryURL: *directory, HTTPClient: httpClient, UserAgent: "cert-manager-like"}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -184,4 +196,20 @@ func main() {
 		fail("revoke", err)
 	}
 	fmt.Println("revoked the first")
+}
+
+func serveWithAutocert(addr, directory, name, cache string, httpClient *http.Client) {
+	manager := &autocert.Manager{
+		Prompt:     autocert.AcceptTOS,
+		HostPolicy: autocert.HostWhitelist(name),
+		Cache:      autocert.DirCache(cache),
+		Email:      "ops@example.test",
+		Client:     &acme.Client{DirectoryURL: directory, HTTPClient: httpClient},
+	}
+	server := &http.Server{Addr: addr, TLSConfig: manager.TLSConfig(),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "hello from autocert") })}
+	fmt.Println("listening")
+	if err := server.ListenAndServeTLS("", ""); err != nil {
+		fail("serve", err)
+	}
 }
