@@ -289,3 +289,62 @@ def test_an_acme_challenge_waiting_for_its_validation_holds_no_work_permit(insta
         waiting.join(20)
     assert answered == [("health", 200), ("challenge", "processing")]
 
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # and an empty SETTINGS
+
+
+def test_over_tls_a_connection_silent_after_its_handshake_is_closed_and_a_slow_answer_is_not(instance, svc):
+    """`serve --tls`: a client that completes the TLS handshake and then says nothing (HTTP/1.1, or
+    HTTP/2 before or after its preface, or mid-HEADERS) was kept for ever: the handshake's bytes
+    hid it from the silent-socket rule and hyper's header timer never started (HTTP/2 has none).
+    Now each is closed a few seconds after the header timeout. A request whose answer takes longer
+    than that (sign-in through an OIDC provider that never answers, given 6 s) is not cut off."""
+    import ssl
+
+    from .checks import silent_server
+    from .test_oidc import oidc_config
+
+    set_server_keys(instance, header_timeout_seconds=HEADER_TIMEOUT, body_timeout_seconds=BODY_TIMEOUT)
+    root = instance / "ca" / "root.pem"
+
+    def after_handshake(port: int, alpn: list[str] | None, first: bytes = b"") -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        context = ssl.create_default_context(cafile=str(root))
+        if alpn:
+            context.set_alpn_protocols(alpn)
+        tls = context.wrap_socket(raw, server_hostname="localhost")
+        assert tls.selected_alpn_protocol() == (alpn[0] if alpn else None)
+        if first:
+            tls.sendall(first)
+        return tls
+
+    def closed_within(sock: ssl.SSLSocket, seconds: float) -> bool:
+        sock.settimeout(seconds)
+        try:
+            while sock.recv(4096):
+                pass
+        except TimeoutError:
+            return False
+        except (ssl.SSLError, ConnectionResetError):
+            pass
+        return True
+
+    with silent_server() as (provider, _):
+        config = instance / "config.toml"
+        config.write_text(config.read_text() + oidc_config(f"http://127.0.0.1:{provider}").replace(
+            'name = "Corp SSO"', 'name = "Corp SSO"\ntimeout_seconds = 6'))
+        with running_server(instance, args=("--tls",), host_name="localhost", env={"TEST_OIDC_SECRET": "x"}) as base:
+            port = int(base.rsplit(":", 1)[1])
+            silent = [after_handshake(port, ["http/1.1"]), after_handshake(port, None), after_handshake(port, ["h2"]),
+                      after_handshake(port, ["h2"], H2_PREFACE),
+                      after_handshake(port, ["h2"], H2_PREFACE + b"\x00\x00\x10\x01\x04\x00\x00\x00\x01\x82")]
+            started = time.monotonic()
+            for sock in silent:
+                assert closed_within(sock, HEADER_TIMEOUT + 6 - (time.monotonic() - started)), sock.selected_alpn_protocol()
+                sock.close()
+            started = time.monotonic()
+            slow = requests.get(f"{base}/login/oidc", verify=str(root), timeout=30)
+            assert slow.status_code == 503 and "cannot be reached right now" in slow.text
+            assert time.monotonic() - started > 5  # it waited its 6 s, well past the header timeout
+            assert requests.get(f"{base}/healthz", verify=str(root), timeout=ANSWERED_WITHIN).status_code == 200

@@ -80,7 +80,8 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         if cfg.access_log:
             app.wsgi_app = AccessLog(app.wsgi_app)
         app.wsgi_app = gate = RequestGate(app.wsgi_app, threads=cfg.threads, max_bytes=cfg.max_request_bytes)
-        ConnectionReaper(listen_port, cfg.header_timeout_seconds, cfg.body_timeout_seconds, gate).start()
+        ConnectionReaper(listen_port, cfg.header_timeout_seconds, cfg.body_timeout_seconds, gate,
+                         tls=tls is not None).start()
         return app
 
     open_files = raise_open_file_limit()

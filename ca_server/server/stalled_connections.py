@@ -24,6 +24,15 @@ kernel's TCP_INFO of each) and shuts down:
 Shutting a socket down (not closing the descriptor, which stays Granian's) makes Granian's read
 return: the slot and the thread are freed, and the request, with its short body, gets a 400 that
 no one reads.
+
+Over TLS (`serve --tls`) a connection has always received bytes, the handshake's, so "no byte"
+never holds; and hyper's header timer starts only at a request's first byte. A client that
+completed the handshake and then said nothing, or spoke HTTP/2 (which has no header timer at all)
+and went quiet, even mid-HEADERS, was kept for ever (seen with Granian 2.8: 40 s and counting,
+header timeout 5 s). So over TLS the reaper also shuts down a socket on which nothing has moved
+either way for `header_timeout`, seen so at two passes in a row, while no request from its
+address is running (the gate's `busy`: a slow answer, an OIDC provider's round trip, sends
+nothing for a while too, and WSGI gives no port to tell which connection is its own).
 """
 
 from __future__ import annotations
@@ -88,8 +97,17 @@ class RequestGate:
         self.max_bytes = max_bytes
         self.work = FifoSemaphore(threads)
         self.reading: dict[int, tuple[str, float]] = {}  # id -> (address, monotonic start of the body)
+        self.running: dict[int, str] = {}  # id -> address of every request in this worker, body read or not
 
     def __call__(self, environ: dict, start_response):
+        key = id(environ)
+        self.running[key] = environ.get("REMOTE_ADDR", "")  # one dict operation: atomic
+        try:
+            return self._run(environ, start_response)
+        finally:
+            self.running.pop(key, None)
+
+    def _run(self, environ: dict, start_response):
         length = environ.get("CONTENT_LENGTH", "")
         if length.isdigit() and 0 < int(length) <= self.max_bytes:
             environ["wsgi.input"] = io.BytesIO(self._read(environ, int(length)))  # short if the client left
@@ -103,6 +121,10 @@ class RequestGate:
             return whole(self.app(environ, start_response))
         finally:
             self.work.release()
+
+    def busy(self) -> set[str]:
+        """The addresses with a request running in this worker now."""
+        return set(self.running.copy().values())  # one C call under the GIL for the copy
 
     @contextlib.contextmanager
     def _waiting(self) -> Iterator[None]:
@@ -187,9 +209,12 @@ class FifoSemaphore:
 
 
 class ConnectionReaper(threading.Thread):
-    def __init__(self, port: int, header_timeout: float, body_timeout: float, reads: RequestGate) -> None:
+    def __init__(self, port: int, header_timeout: float, body_timeout: float, reads: RequestGate, *,
+                 tls: bool = False) -> None:
         super().__init__(name="connection-reaper", daemon=True)
         self.port, self.header_timeout, self.body_timeout, self.reads = port, header_timeout, body_timeout, reads
+        self.tls = tls
+        self.quiet: set[tuple] = set()  # TLS: peers (address, port) found quiet at the last pass
 
     def run(self) -> None:
         if not Path("/proc/self/fd").is_dir() or not hasattr(socket, "TCP_INFO"):
@@ -206,6 +231,8 @@ class ConnectionReaper(threading.Thread):
     def scan(self, now: float) -> int:
         """One pass; returns how many sockets it shut down."""
         stalled = self.reads.stalled(now, self.body_timeout)
+        busy = self.reads.busy() if self.tls else set()
+        quiet, self.quiet = self.quiet, set()
         closed = 0
         for fd in _socket_fds():
             try:
@@ -218,7 +245,9 @@ class ConnectionReaper(threading.Thread):
                 os.close(copy)
                 continue
             try:
-                if self._should_close(sock, stalled):
+                info = self._client_info(sock)
+                if info is not None and (self._should_close(sock, info, stalled)
+                                         or self._quiet_twice(sock, info, busy, quiet)):
                     sock.shutdown(socket.SHUT_RDWR)
                     closed += 1
             except OSError:
@@ -226,17 +255,33 @@ class ConnectionReaper(threading.Thread):
             finally:
                 sock.close()  # our duplicate only
         if closed:
-            log.info("closed %d connection(s) that sent nothing or stalled mid-body", closed)
+            log.info("closed %d connection(s) that sent nothing, fell silent over TLS or stalled mid-body", closed)
         return closed
 
-    def _should_close(self, sock: socket.socket, stalled: list[tuple[str, float]]) -> bool:
-        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+    def _quiet_twice(self, sock: socket.socket, info: bytes, busy: set[str], quiet: set[tuple]) -> bool:
+        """TLS: nothing received or sent for header_timeout, no request of its address running,
+        and so at the last pass too (a request that just ended has had a pass to send its answer)."""
+        if not self.tls:
             return False
+        last_sent, last_received = struct.unpack_from("=I4xI", info, _LAST_DATA_SENT)
+        peer = sock.getpeername()
+        if min(last_sent, last_received) < self.header_timeout * 1000 or _address(peer[0]) in busy:
+            return False
+        self.quiet.add(peer)
+        return peer in quiet
+
+    def _client_info(self, sock: socket.socket) -> bytes | None:
+        """TCP_INFO of a client's connection to our port; None for anything else."""
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            return None
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) or sock.getsockname()[1] != self.port:
-            return False  # the listening socket, or an outgoing connection (SMTP, a validation), not a client of ours
+            return None  # the listening socket, or an outgoing connection (SMTP, a validation), not a client of ours
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
         if len(info) < _BYTES_RECEIVED + 8 or info[0] not in (_TCP_ESTABLISHED, _TCP_CLOSE_WAIT):
-            return False
+            return None
+        return info
+
+    def _should_close(self, sock: socket.socket, info: bytes, stalled: list[tuple[str, float]]) -> bool:
         last_sent, last_received = struct.unpack_from("=I4xI", info, _LAST_DATA_SENT)
         (received,) = struct.unpack_from("=Q", info, _BYTES_RECEIVED)
         if received == 0:
