@@ -103,24 +103,21 @@ class RequestGate:
         key = id(environ)
         self.running[key] = environ.get("REMOTE_ADDR", "")  # one dict operation: atomic
         try:
-            return self._run(environ, start_response)
+            length = environ.get("CONTENT_LENGTH", "")
+            if length.isdigit() and 0 < int(length) <= self.max_bytes:
+                environ["wsgi.input"] = io.BytesIO(self._read(environ, int(length)))  # short if the client left
+            elif not length and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+                sized_body(environ, self._read(environ, self.max_bytes + 1))
+            if environ.get("PATH_INFO", "").startswith(UNGATED):
+                return whole(self.app(environ, start_response))
+            self.work.acquire()
+            environ[WAITING] = self._waiting
+            try:
+                return whole(self.app(environ, start_response))
+            finally:
+                self.work.release()
         finally:
             self.running.pop(key, None)
-
-    def _run(self, environ: dict, start_response):
-        length = environ.get("CONTENT_LENGTH", "")
-        if length.isdigit() and 0 < int(length) <= self.max_bytes:
-            environ["wsgi.input"] = io.BytesIO(self._read(environ, int(length)))  # short if the client left
-        elif not length and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            sized_body(environ, self._read(environ, self.max_bytes + 1))
-        if environ.get("PATH_INFO", "").startswith(UNGATED):
-            return whole(self.app(environ, start_response))
-        self.work.acquire()
-        environ[WAITING] = self._waiting
-        try:
-            return whole(self.app(environ, start_response))
-        finally:
-            self.work.release()
 
     def busy(self) -> set[str]:
         """The addresses with a request running in this worker now."""
