@@ -168,9 +168,9 @@ def go_build(program: str, out_dir: Path) -> Path:
 def openssl_s_server(cert: Path, chain: Path, key: Path):
     """`openssl s_server -www` sending `cert` then `chain`, on a free loopback port: yields the port
     once it accepts connections."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from .server import free_port  # tests/server.py imports this module
+
+    port = free_port()
     server = subprocess.Popen([openssl(), "s_server", "-cert", str(cert), "-cert_chain", str(chain), "-key", str(key),
                                "-accept", str(port), "-www", "-quiet"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -21,7 +21,7 @@ from ca_server.cli import main
 from .checks import assert_pkilint_clean, go_build, need, openssl_s_server, run_openssl
 from .conftest import PASSPHRASE, ApiClient, new_token
 from .factories import cached_key, make_csr, pem
-from .server import free_port, running_server
+from .server import free_port, issue_verified, run_cli, running_server
 
 
 def issue(api, names=("r.example.test",), key=None):
@@ -257,19 +257,11 @@ def test_pkilint_finds_nothing_in_the_responder_and_its_responses(api, app, svc,
 
 
 
-def _issued_over_http(base: str, headers: dict, name: str, tmp_path) -> tuple[dict, Path]:
-    """A certificate issued through the running server's API: its JSON, and its PEM in a file."""
-    cert = requests.post(f"{base}/api/v1/certificates", headers=headers, timeout=10,
-                         json={"csr": pem(make_csr([name]))}).json()
-    leaf = tmp_path / "leaf.pem"
-    leaf.write_text(cert["certificate"])
-    return cert, leaf
-
 def test_openssl_ocsp_against_the_real_server(instance, svc, tmp_path):
     token = new_token(svc, "ocsp-admin")
     headers = {"Authorization": f"Bearer {token}"}
     with running_server(instance) as base:
-        cert, leaf = _issued_over_http(base, headers, "ocsp.example.test", tmp_path)
+        cert, leaf, _ = issue_verified(base, token, "ocsp.example.test", instance / "ca" / "root.pem", tmp_path)
 
         def ask() -> str:
             result = run_openssl("ocsp", "-issuer", str(instance / "ca" / "intermediate.pem"), "-cert", str(leaf),
@@ -303,7 +295,7 @@ def test_go_reads_the_ocsp_answers_and_the_crl(instance, svc, tmp_path):
     token = new_token(svc, "go-ocsp")
     headers = {"Authorization": f"Bearer {token}"}
     with running_server(instance) as base:
-        cert, leaf = _issued_over_http(base, headers, "go-ocsp.example.test", tmp_path)
+        cert, leaf, _ = issue_verified(base, token, "go-ocsp.example.test", instance / "ca" / "root.pem", tmp_path)
         issuer = instance / "ca" / "intermediate.pem"
 
         def go_says() -> list[str]:
@@ -330,18 +322,14 @@ def test_java_trusts_the_chain_and_checks_revocation_by_ocsp_and_by_crl(tmp_path
     URL; Java also checks the delegated responder's certificate) or by its CRL distribution point,
     the intermediate by the root's CRL. Good, then refused once the leaf is revoked, by either way.
     The instance is made at the address it serves, so the URLs in the certificates are live."""
-    import os
     import subprocess
-    import sys
 
     java, keytool = need("java"), need("keytool")
     port = free_port()
     folder = tmp_path / "ca"
-    env = {**os.environ, "CA_SERVER_KEY_PASSPHRASE": PASSPHRASE}
 
     def ca_server(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "ca_server", "--instance", str(folder), *args], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = run_cli("--instance", str(folder), *args, env={"CA_SERVER_KEY_PASSPHRASE": PASSPHRASE})
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 

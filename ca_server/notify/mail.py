@@ -182,7 +182,7 @@ def reminder_message(
 
 
 def _renewal_steps(door: str, base_url: str, expiry: str) -> list[str]:
-    automatic = {  # the client that renews by itself, where it must reach, how to renew by hand
+    renews_itself = {  # the client that renews by itself, where it must reach, how to renew by hand
         "acme": ("Its ACME client (certbot, lego, Caddy ...) should have renewed it by now and did not", "",
                  "with the client (for certbot: `certbot renew --cert-name NAME --force-renewal`)"),
         "scep": ("Its SCEP client (a router's auto-enrollment, certmonger, the MDM's profile) should renew it before it "
@@ -194,8 +194,8 @@ def _renewal_steps(door: str, base_url: str, expiry: str) -> list[str]:
                 "from the device: `/.well-known/est/simplereenroll` with the current certificate as the TLS "
                 "client certificate (for curl: `--cert cert.pem --key key.pem`)"),
     }.get(door)
-    if automatic:
-        client, where, by_hand = automatic
+    if renews_itself:
+        client, where, by_hand = renews_itself
         return [f"{client}: check that the client still runs (its timer or cron job){where}, and read its log for "
                 "the CA's answer.",
                 f"Renew by hand {by_hand}, then make sure the device uses the new certificate."]

@@ -44,7 +44,10 @@ def _hex_digits(text: str) -> str:
 def is_sha256_fingerprint(text: str) -> bool:
     """64 hex digits in any of the forms people copy (52:28:B7:..., 5228b7...): a SHA-256
     fingerprint, which no serial can be (RFC 5280: at most 20 octets, 40 digits)."""
-    cleaned = _hex_digits(text)
+    return _fingerprint_digits(_hex_digits(text))
+
+
+def _fingerprint_digits(cleaned: str) -> bool:
     return len(cleaned) == 64 and set(cleaned) <= _HEX
 
 
@@ -52,7 +55,7 @@ def parse_serial(text: str) -> str:
     """Any form people paste (5f3a09c1, 5F:3A:09:C1, 0x5f3a, "5f 3a 09") -> the canonical form."""
     cleaned = _hex_digits(text)
     if not cleaned or len(cleaned) > 42 or not set(cleaned) <= _HEX:
-        raise InvalidSerialError(text, fingerprint=is_sha256_fingerprint(text))
+        raise InvalidSerialError(text, fingerprint=_fingerprint_digits(cleaned))
     value = int(cleaned, 16)
     if value == 0:
         raise InvalidSerialError(text)

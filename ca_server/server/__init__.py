@@ -29,7 +29,7 @@ from ..errors import AddressUnavailableError
 from ..services import Services
 from ..store.checkpoints import Checkpointer
 from ..store.postgres import redact
-from .stalled_connections import ConnectionReaper, RequestGate
+from .stalled_connections import ConnectionReaper, RequestGate, TrackedGate
 
 TLS_RENEWAL_CHECK_MINUTES = 12 * 60
 
@@ -79,9 +79,10 @@ def run_server(services: Services, *, host: str | None, port: int | None, worker
         start_scheduler(worker_services, extra_jobs)
         if cfg.access_log:
             app.wsgi_app = AccessLog(app.wsgi_app)
-        app.wsgi_app = gate = RequestGate(app.wsgi_app, threads=cfg.threads, max_bytes=cfg.max_request_bytes)
-        ConnectionReaper(listen_port, cfg.header_timeout_seconds, cfg.body_timeout_seconds, gate,
-                         tls=tls is not None).start()
+        # Over TLS the gate also records running requests, for the reaper's quiet-connection rule.
+        gate_class = RequestGate if tls is None else TrackedGate
+        app.wsgi_app = gate = gate_class(app.wsgi_app, threads=cfg.threads, max_bytes=cfg.max_request_bytes)
+        ConnectionReaper(listen_port, cfg.header_timeout_seconds, cfg.body_timeout_seconds, gate).start()
         return app
 
     open_files = raise_open_file_limit()

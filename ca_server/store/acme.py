@@ -128,11 +128,12 @@ class AcmeQueries:
             "SELECT * FROM acme_objects WHERE account_id = ? AND kind = 'order' ORDER BY created_at DESC LIMIT ?",
             [account_id, limit])]
 
-    def acme_valid_authorizations(self, account_id: str, now: dt.datetime, limit: int = 1000) -> list[dict]:
-        """The account's authorizations that are valid and not expired, newest first."""
+    def acme_valid_authorizations(self, account_id: str, now: dt.datetime) -> list[dict]:
+        """The account's authorizations that are valid and not expired: all of them (no more than
+        its orders of the last order_lifetime_hours made; a cut-off would refuse a revocation)."""
         return [_object(r) for r in self.db.query(
             "SELECT * FROM acme_objects WHERE account_id = ? AND kind = 'authz' AND status = 'valid'"
-            " AND expires_at > ? ORDER BY created_at DESC LIMIT ?", [account_id, to_text(now), limit])]
+            " AND expires_at > ?", [account_id, to_text(now)])]
 
     def acme_order_of_certificate(self, serial: str) -> dict | None:
         rows = list(self.db.query("SELECT * FROM acme_objects WHERE kind = 'order' AND"

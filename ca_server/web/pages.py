@@ -182,7 +182,8 @@ def certificate_list():
     records, next_url = certificate_page(flt, limit=PAGE_SIZE, before=before, endpoint="pages.certificate_list")
     records = services().store.with_renewals(records)  # "renewed" here as on each certificate's page
     # A fingerprint finds nothing here (names and serials only): say so, not just "no certificates".
-    fingerprint_advice = FINGERPRINT_ADVICE if q and is_sha256_fingerprint(q) else None
+    # The page links Inspect itself, so the path in words is left out here.
+    fingerprint_advice = FINGERPRINT_ADVICE.replace(" (/inspect)", "") if q and is_sha256_fingerprint(q) else None
     return render_template("list.html", records=records, q=q or "", status=status or "",
                            expiring=expiring_days if expiring_days is not None else "", next_url=next_url,
                            fingerprint_advice=fingerprint_advice)
